@@ -1,0 +1,1 @@
+"""Real services and images for the test suite: PostgreSQL, Redis, Docker, Debian base images."""

@@ -1,0 +1,105 @@
+"""A Docker engine and Debian-built base images, for tests that need real containers.
+
+No registry is reachable from CI, so base images are built from Debian packages with
+debootstrap and imported. Images are cached by tag: a second run reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+DEBIAN_MIRROR = os.environ.get("PRODSTACK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+# Python runtime base for the app image: Debian's python3.11, the same minor version
+# as the official python:3.11-slim default.
+PYTHON_BASE_IMAGE = "prodstack/python-base:bookworm"
+PYTHON_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def ensure_dockerd(timeout_s: float = 60.0) -> None:
+    """Start dockerd in the background unless an engine already answers."""
+    if docker_available():
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise RuntimeError("dockerd not found: install docker.io (scripts/setup.sh does)")
+    log = open("/var/log/prodstack-dockerd.log", "ab")
+    subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if docker_available():
+            return
+        time.sleep(0.5)
+    raise RuntimeError("dockerd did not answer `docker info` within %.0fs" % timeout_s)
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def debootstrap_image(
+    tag: str,
+    packages: tuple[str, ...],
+    *,
+    changes: tuple[str, ...] = (),
+    prepare=None,
+    suite: str = "bookworm",
+) -> str:
+    """Build (once) a Docker image from a minbase Debian rootfs with extra packages.
+
+    `prepare(rootfs: Path)` may edit the rootfs before it is imported.
+    `changes` are `docker import -c` instructions such as 'CMD ["/lib/systemd/systemd"]'.
+    """
+    ensure_dockerd()
+    if image_exists(tag):
+        return tag
+    with tempfile.TemporaryDirectory(prefix="prodstack-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        subprocess.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(packages)}",
+                suite,
+                str(rootfs),
+                DEBIAN_MIRROR,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        # Keep images small: apt lists and caches are rebuilt by `apt-get update`.
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for p in (rootfs / junk).glob("*"):
+                if p.is_file():
+                    p.unlink()
+        if prepare is not None:
+            prepare(rootfs)
+        cmd = ["docker", "import"]
+        for change in changes:
+            cmd += ["-c", change]
+        cmd += ["-", tag]
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(cmd, stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        if tar.wait() != 0:
+            raise RuntimeError(f"tar of {rootfs} failed")
+    return tag
+
+
+def python_base_image() -> str:
+    """The stand-in for python:3.11-slim used where Docker Hub is unreachable."""
+    return debootstrap_image(
+        PYTHON_BASE_IMAGE,
+        PYTHON_BASE_PACKAGES,
+        changes=('CMD ["python3"]',),
+    )
