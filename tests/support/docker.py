@@ -34,14 +34,14 @@ def ensure_dockerd(timeout_s: float = 60.0) -> None:
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd not found: install docker.io (scripts/setup.sh does)")
-    log = open("/var/log/prodstack-dockerd.log", "ab")
-    subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
+    with open("/var/log/prodstack-dockerd.log", "ab") as log:
+        subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if docker_available():
             return
         time.sleep(0.5)
-    raise RuntimeError("dockerd did not answer `docker info` within %.0fs" % timeout_s)
+    raise RuntimeError(f"dockerd did not answer `docker info` within {timeout_s:.0f}s")
 
 
 def image_exists(tag: str) -> bool:

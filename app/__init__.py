@@ -1,0 +1,1 @@
+"""prodstack's bundled API: alerts backed by PostgreSQL and Redis."""

@@ -1,0 +1,71 @@
+"""Command contract used by both deploy profiles:
+
+    python -m app migrate   apply pending SQL migrations (advisory-locked), then exit
+    python -m app serve     serve HTTP on $PORT until SIGTERM, then drain
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+
+USAGE = "usage: python -m app {migrate|serve}"
+
+
+def _serve() -> None:
+    from app.core.config import settings_or_exit
+
+    settings = settings_or_exit()
+    # Fresh per start: stale files from a previous run would be counted again.
+    metrics_dir = tempfile.mkdtemp(prefix="prodstack-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    import uvicorn
+
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=os.environ.get("HOST", "0.0.0.0"),
+            port=settings.port,
+            workers=settings.web_concurrency,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            proxy_headers=False,  # the app reads X-Forwarded-For itself, by hop count
+            server_header=False,
+            timeout_graceful_shutdown=settings.shutdown_timeout_seconds,
+            timeout_keep_alive=75,  # longer than nginx's upstream keepalive_timeout
+            log_config=None,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _migrate() -> None:
+    from app.core.config import settings_or_exit
+    from app.core.logging import configure_logging
+    from app.migrate import migrate
+
+    settings = settings_or_exit()
+    configure_logging(settings.log_level)
+    wait = float(os.environ.get("MIGRATE_WAIT_SECONDS", "60"))
+    try:
+        asyncio.run(migrate(settings.database_url, wait_seconds=wait))
+    except Exception as exc:
+        print(f"migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def main(argv: list[str]) -> None:
+    commands = {"serve": _serve, "migrate": _migrate}
+    if len(argv) != 1 or argv[0] not in commands:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
+    commands[argv[0]]()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

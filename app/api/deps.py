@@ -1,0 +1,64 @@
+"""What every alerts route needs: the client's identity, the write token, a bounded body."""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from starlette.requests import Request
+
+from app.api.errors import ApiError
+
+
+def client_id(request: Request) -> str:
+    """The address the nearest trusted proxy saw, for the per-client rate limit.
+
+    nginx and the ALB append the peer they saw to X-Forwarded-For, so with
+    FORWARDED_HOPS=n the n-th entry from the right is the one a client can't forge.
+    """
+    hops = request.app.state.settings.forwarded_hops
+    if hops:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            parts = forwarded.split(",")
+            return parts[-min(hops, len(parts))].strip()
+    client = request.client
+    return client.host if client else "unknown"
+
+
+def require_token(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = request.app.state.token_bytes
+    # compare_digest runs in time independent of where the strings differ.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        raise ApiError(
+            401, "unauthorized", "a valid bearer token is required", field="Authorization",
+            headers={"WWW-Authenticate": 'Bearer realm="prodstack"'},
+        )
+
+
+async def read_body(request: Request) -> bytes:
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request body exceeds {limit} bytes", field="body")
+
+
+def alert_id(request: Request) -> uuid.UUID:
+    raw = request.path_params["alert_id"]
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ApiError(422, "validation_error", "id must be a UUID", field="id") from None

@@ -1,0 +1,150 @@
+"""Settings, parsed once from the environment at start-up (12-factor).
+
+A missing or invalid variable stops the process with exit code 2 and one line on stderr
+that names the variable; no value is ever echoed, since most of them are secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from urllib.parse import quote
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Values that mean "nobody set this": refused so a demo token never reaches production.
+PLACEHOLDER_TOKENS = frozenset({"changeme", "changethis", "secret", "token", "password"})
+MIN_TOKEN_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """One or more environment variables are missing or invalid."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = ""
+    redis_url: str = ""
+    api_token: str = ""
+    port: int = 8000
+    log_level: str = "INFO"
+    rate_limit_per_minute: int = 100
+    rate_limit_enabled: bool = True
+    cache_ttl_seconds: int = 5
+    web_concurrency: int = 1
+    shutdown_timeout_seconds: int = 25
+    db_pool_max: int = 10
+    forwarded_hops: int = 1
+    max_body_bytes: int = 16 * 1024
+    app_version: str = "0.1.0"
+
+    def __repr__(self) -> str:  # never print secrets, even by accident
+        return f"Settings(port={self.port}, log_level={self.log_level!r}, ...)"
+
+
+def _int(env, name: str, default: int, lo: int, hi: int, errors: list[str]) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors.append(f"{name} must be an integer between {lo} and {hi}")
+        return default
+    if not lo <= value <= hi:
+        errors.append(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def _bool(env, name: str, default: bool, errors: list[str]) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    errors.append(f"{name} must be true or false")
+    return default
+
+
+def _database_url(env, errors: list[str]) -> str:
+    """DATABASE_URL, or the DB_* parts that ECS injects from the RDS-managed secret."""
+    url = env.get("DATABASE_URL", "")
+    if url:
+        if not url.startswith(("postgresql://", "postgres://")):
+            errors.append("DATABASE_URL must start with postgresql://")
+        return url
+    host, user, password = env.get("DB_HOST"), env.get("DB_USER"), env.get("DB_PASSWORD")
+    if not (host and user and password):
+        errors.append("DATABASE_URL is required (or DB_HOST, DB_USER and DB_PASSWORD)")
+        return ""
+    port = env.get("DB_PORT", "5432")
+    name = env.get("DB_NAME", "app")
+    sslmode = env.get("DB_SSLMODE", "require")
+    return (
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
+        f"{name}?sslmode={sslmode}"
+    )
+
+
+def _redis_url(env, errors: list[str]) -> str:
+    """REDIS_URL, or REDIS_HOST/REDIS_PASSWORD/REDIS_TLS as ECS injects them."""
+    url = env.get("REDIS_URL", "")
+    if url:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            errors.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        return url
+    host = env.get("REDIS_HOST")
+    if not host:
+        errors.append("REDIS_URL is required (or REDIS_HOST)")
+        return ""
+    tls = _bool(env, "REDIS_TLS", False, errors)
+    password = env.get("REDIS_PASSWORD", "")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"{'rediss' if tls else 'redis'}://{auth}{host}:{env.get('REDIS_PORT', '6379')}/0"
+
+
+def load_settings(env=None) -> Settings:
+    env = os.environ if env is None else env
+    errors: list[str] = []
+    database_url = _database_url(env, errors)
+    redis_url = _redis_url(env, errors)
+
+    api_token = env.get("API_TOKEN", "")
+    if not api_token:
+        errors.append("API_TOKEN is required")
+    elif api_token.lower() in PLACEHOLDER_TOKENS or len(api_token) < MIN_TOKEN_LENGTH:
+        errors.append(f"API_TOKEN must be a real secret of at least {MIN_TOKEN_LENGTH} characters")
+
+    log_level = env.get("LOG_LEVEL", "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        errors.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        api_token=api_token,
+        port=_int(env, "PORT", 8000, 1, 65535, errors),
+        log_level=log_level,
+        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 100, 1, 10_000_000, errors),
+        rate_limit_enabled=_bool(env, "RATE_LIMIT_ENABLED", True, errors),
+        cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 5, 1, 3600, errors),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", 1, 1, 64, errors),
+        shutdown_timeout_seconds=_int(env, "SHUTDOWN_TIMEOUT_SECONDS", 25, 1, 600, errors),
+        db_pool_max=_int(env, "DB_POOL_MAX", 10, 1, 200, errors),
+        forwarded_hops=_int(env, "FORWARDED_HOPS", 1, 0, 10, errors),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024, errors),
+        app_version=env.get("APP_VERSION", "0.1.0") or "0.1.0",
+    )
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return settings
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

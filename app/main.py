@@ -1,0 +1,145 @@
+"""The ASGI application: routers, the request middleware, error handlers, the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+import uuid
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app import metrics
+from app.api import openapi
+from app.api.errors import ApiError, error_response
+from app.api.routes import alerts, health
+from app.api.routes import metrics as metrics_routes
+from app.cache import Cache
+from app.core.config import Settings, settings_or_exit
+from app.core.logging import access_log, configure_logging
+from app.db import CONNECTION_ERRORS, Database
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+# /health is polled by nginx, the ALB and monitors; logging each poll drowns the real traffic.
+QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/health", "/metrics"})
+
+
+class RequestMiddleware:
+    """Request id, metrics and one JSON log line per request, as plain ASGI (no buffering)."""
+
+    def __init__(self, app, route_names: dict, log_requests: bool) -> None:
+        self.app = app
+        self.route_names = route_names
+        self.log_requests = log_requests
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID.match(value):
+                    request_id = value
+                break
+        if request_id is None:
+            request_id = uuid.uuid4().hex.encode()
+        scope["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = self.route_names.get(scope.get("endpoint"), "unmatched")
+            method = scope["method"]
+            elapsed = time.perf_counter() - started
+            metrics.http_requests_total.labels(method, route, str(status)).inc()
+            metrics.http_request_duration_seconds.labels(method, route).observe(elapsed)
+            if self.log_requests and route not in QUIET_ROUTES:
+                client = scope.get("client")
+                access_log(
+                    request_id=request_id.decode(), method=method, route=route, status=status,
+                    duration_ms=elapsed * 1000, client=client[0] if client else "",
+                )
+
+
+async def _api_error(request: Request, exc: ApiError) -> Response:
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    field = "path" if exc.status_code == 404 else "method"
+    return error_response(ApiError(exc.status_code, code, str(exc.detail), field=field,
+                                   headers=exc.headers))
+
+
+async def _database_down(request: Request, exc: Exception) -> Response:
+    return error_response(
+        ApiError(503, "database_unavailable", "the database is unreachable; retry shortly",
+                 field="database", headers={"Retry-After": "5"})
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or settings_or_exit()
+    configure_logging(settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        app.state.started_at = time.monotonic()
+        await app.state.db.open()
+        try:
+            yield
+        finally:
+            await app.state.cache.close()
+            await app.state.db.close()
+            if metrics.MULTIPROCESS:
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
+
+    openapi_body = None
+
+    async def openapi_json(request: Request) -> Response:
+        nonlocal openapi_body
+        if openapi_body is None:
+            import msgspec
+
+            openapi_body = msgspec.json.encode(openapi.build(settings.app_version))
+        return Response(openapi_body, media_type="application/json")
+
+    from starlette.routing import Route
+
+    routes = [
+        *alerts.routes, *health.routes, *metrics_routes.routes,
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    handlers = {ApiError: _api_error, HTTPException: _http_error}
+    handlers.update({exc: _database_down for exc in CONNECTION_ERRORS})
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.token_bytes = settings.api_token.encode()
+    app.state.db = Database(settings.database_url, max_size=settings.db_pool_max)
+    app.state.cache = Cache(
+        settings.redis_url,
+        rate_limit=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
+        ttl_seconds=settings.cache_ttl_seconds,
+    )
+    route_names = {r.endpoint: r.path for r in routes}
+    app.add_middleware(
+        RequestMiddleware, route_names=route_names,
+        log_requests=settings.log_level in ("DEBUG", "INFO"),
+    )
+    return app

@@ -1,0 +1,71 @@
+"""Prometheus metrics, correct across several worker processes.
+
+`python -m app serve` always points PROMETHEUS_MULTIPROC_DIR at a fresh directory before
+this module is imported, so every worker writes its samples to shared memory-mapped files
+and `/metrics` aggregates all of them, whichever worker answers the scrape.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+http_requests_total = Counter(
+    "http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
+)
+http_request_duration_seconds = Histogram(
+    "http_request_duration_seconds",
+    "Time from request start to the last response byte.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+alerts_created_total = Counter(
+    "alerts_created_total", "Alerts stored.", ["type", "priority"]
+)
+cache_lookups_total = Counter(
+    "cache_lookups_total", "List cache lookups by result (hit, miss, bypass when Redis is down).",
+    ["result"],
+)
+rate_limit_rejections_total = Counter(
+    "rate_limit_rejections_total", "Requests answered 429 by the per-client rate limit."
+)
+rate_limit_fail_open_total = Counter(
+    "rate_limit_fail_open_total", "Requests let through unchecked because Redis was unreachable."
+)
+# Pool gauges sum over live workers; redis_connected is the worst worker's view.
+db_pool_size = Gauge(
+    "db_pool_size", "Open PostgreSQL connections in the pool.", multiprocess_mode="livesum"
+)
+db_pool_idle = Gauge(
+    "db_pool_idle", "Idle PostgreSQL connections in the pool.", multiprocess_mode="livesum"
+)
+db_pool_max = Gauge(
+    "db_pool_max", "Most PostgreSQL connections the pool may open.", multiprocess_mode="livesum"
+)
+db_connected = Gauge(
+    "db_connected", "1 when the last PostgreSQL check succeeded.", multiprocess_mode="livemin"
+)
+redis_connected = Gauge(
+    "redis_connected", "1 when the last Redis call succeeded.", multiprocess_mode="livemin"
+)
+
+
+def render() -> tuple[bytes, str]:
+    if MULTIPROCESS:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
