@@ -89,6 +89,7 @@ class PostgresServer:
         self._as_postgres(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def psql(self, sql: str, database: str | None = None) -> str:
+        """Run one statement as the owner; returns unaligned, tuples-only output."""
         env = {**os.environ, "PGPASSWORD": self.password}
         out = subprocess.run(
             ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
@@ -97,10 +98,11 @@ class PostgresServer:
         )
         return out.stdout.strip()
 
-    def reset_database(self) -> None:
-        """A fresh, empty application database (drops connections to the old one)."""
-        self.psql(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", database="postgres")
-        self.psql(f"CREATE DATABASE {self.database}", database="postgres")
+    def fresh_database(self, name: str) -> str:
+        """Create (or re-create) an empty database beside the main one; returns its URL."""
+        self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+        self.psql(f"CREATE DATABASE {name}", database="postgres")
+        return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
         try:

@@ -68,7 +68,7 @@ def host_image() -> str:
     return debootstrap_image(
         HOST_IMAGE,
         HOST_PACKAGES,
-        changes=('CMD ["/lib/systemd/systemd"]', "STOPSIGNAL SIGRTMIN+3"),
+        changes=('CMD ["/lib/systemd/systemd"]',),
         prepare=_prepare,
     )
 

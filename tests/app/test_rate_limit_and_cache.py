@@ -1,0 +1,84 @@
+"""The Redis-backed per-client rate limit and the list cache."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.app.conftest import AUTH, make_alert
+from tests.support.app_server import AppServer, app_env
+
+
+@pytest.fixture
+def limited(migrated, redis_server, clean):
+    srv = AppServer(app_env(migrated.url, redis_server.url, RATE_LIMIT_PER_MINUTE="5"))
+    srv.start("/health/ready")
+    yield srv
+    srv.stop()
+
+
+def test_rate_limit_answers_429_with_retry_after(limited):
+    with limited.client(headers={"X-Forwarded-For": "203.0.113.7"}) as c:
+        statuses = [c.get("/api/v1/alerts").status_code for _ in range(5)]
+        assert statuses == [200] * 5
+        resp = c.get("/api/v1/alerts")
+        assert resp.status_code == 429
+        assert 1 <= int(resp.headers["retry-after"]) <= 60
+        assert resp.json()["error"]["code"] == "rate_limited"
+        # Writes and reads share the budget.
+        assert c.post("/api/v1/alerts", json=make_alert(), headers=AUTH).status_code == 429
+        # Health is for load balancers, never rate limited.
+        assert c.get("/health/ready").status_code == 200
+
+
+def test_rate_limit_is_per_client(limited):
+    with limited.client() as c:
+        for _ in range(6):
+            c.get("/api/v1/alerts", headers={"X-Forwarded-For": "203.0.113.8"})
+        other = c.get("/api/v1/alerts", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert other.status_code == 200
+
+
+def test_forged_forwarded_for_does_not_buy_budget(limited):
+    """nginx appends the real peer last; a client-supplied first entry is ignored."""
+    with limited.client() as c:
+        statuses = [
+            c.get("/api/v1/alerts",
+                  headers={"X-Forwarded-For": f"10.0.0.{i}, 203.0.113.10"}).status_code
+            for i in range(6)
+        ]
+    assert statuses[-1] == 429
+
+
+def cache_hits(client) -> float:
+    match = re.search(r'^cache_lookups_total\{result="hit"\} (\S+)$',
+                      client.get("/metrics").text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_list_is_served_from_cache_until_a_write(client, migrated):
+    client.post("/api/v1/alerts", json=make_alert(message="first"), headers=AUTH)
+    assert client.get("/api/v1/alerts").json()["pagination"]["total"] == 1
+    hits = cache_hits(client)
+    # A row written behind the API's back is invisible while the cached page lives...
+    migrated.psql(
+        "INSERT INTO alerts (id, message, type, priority, region) "
+        "VALUES (gen_random_uuid(), 'sideways', 'flood', 'low', 'eu-west')"
+    )
+    assert client.get("/api/v1/alerts").json()["pagination"]["total"] == 1
+    assert cache_hits(client) == hits + 1
+    # ...and every API write invalidates every cached page at once.
+    created = client.post("/api/v1/alerts", json=make_alert(message="third"), headers=AUTH)
+    assert client.get("/api/v1/alerts").json()["pagination"]["total"] == 3
+    client.get("/api/v1/alerts", params={"priority": "high"})
+    client.post(f"/api/v1/alerts/{created.json()['id']}/acknowledge", headers=AUTH)
+    page = client.get("/api/v1/alerts", params={"priority": "high"}).json()
+    assert any(a["acknowledged"] for a in page["data"])
+
+
+def test_same_query_in_any_order_shares_a_cache_entry(client):
+    client.get("/api/v1/alerts", params={"priority": "low", "region": "x"})
+    hits = cache_hits(client)
+    client.get("/api/v1/alerts?region=x&priority=low")
+    assert cache_hits(client) == hits + 1
