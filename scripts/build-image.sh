@@ -12,11 +12,19 @@ repo="${IMAGE_REPOSITORY:-prodstack-api}"
 
 uv export --frozen --no-default-groups --no-emit-project --format requirements.txt \
     --output-file app/requirements.txt >/dev/null
-uv run --frozen --no-sync python -m pip download --quiet --only-binary=:all: \
-    --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux_2_28_x86_64 --platform linux_x86_64 \
-    --dest app/wheelhouse -r app/requirements.txt >&2 || \
-  uv run --frozen --no-sync python -m pip download --quiet --dest app/wheelhouse -r app/requirements.txt >&2
+# Wheels for any CPython 3.11.x base. pip evaluates environment markers against this
+# host's Python, so they are dropped for the download: a marker such as
+# python_full_version < "3.11.3" picks different deps on Debian's 3.11.2 and on the
+# official image's latest 3.11, and both must be in the wheelhouse.
+unmarked="$(mktemp)"
+trap 'rm -f "$unmarked"' EXIT
+sed -E 's/ ; [^\\]*\\/ \\/' app/requirements.txt >"$unmarked"
+uv run --frozen --no-sync python -m pip download --quiet --no-deps --only-binary=:all: \
+    --python-version 3.11 --implementation cp --abi cp311 \
+    --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_5_x86_64 \
+    --platform manylinux1_x86_64 --platform linux_x86_64 \
+    --dest app/wheelhouse -r "$unmarked" 2>&1 | { grep -v "is ignored" || true; } >&2
 
 version="${APP_VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)}"
 docker build --quiet --build-arg BASE_IMAGE="$base" --build-arg OFFLINE=1 \

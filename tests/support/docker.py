@@ -103,3 +103,17 @@ def python_base_image() -> str:
         PYTHON_BASE_PACKAGES,
         changes=('CMD ["python3"]',),
     )
+
+
+def build_app_image(app_version: str | None = None) -> str:
+    """Build app/Dockerfile with scripts/build-image.sh on the Debian-built base; returns the tag."""
+    base = python_base_image()
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ}
+    if app_version is not None:
+        env["APP_VERSION"] = app_version
+    out = subprocess.run(
+        [str(repo / "scripts" / "build-image.sh"), base],
+        cwd=repo, env=env, check=True, capture_output=True, text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
