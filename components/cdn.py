@@ -1,0 +1,236 @@
+"""CDN: a CloudFront distribution in front of the ALB."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components._common import child_opts, merge_tags
+from components.load_balancer import dns_validated_certificate
+
+# Viewer TLS floors we accept (TLSv1.2_2021 or newer).
+# Source: botocore cloudfront MinimumProtocolVersion enum.
+MIN_PROTOCOL_VERSIONS = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
+# Source: botocore cloudfront PriceClass enum.
+PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+
+# Managed policy IDs. CachingDisabled: AWS CloudFront developer guide
+# "Use managed cache policies" and aws-cdk cache-policy.ts. AllViewerExceptHostHeader
+# (the ALB sees its own host name, matching its certificate): aws-cdk
+# origin-request-policy.ts. UseOriginCacheControlHeaders' ID is only third-party
+# sourced, so it is looked up by name at deploy time.
+CACHING_DISABLED_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+ALL_VIEWER_EXCEPT_HOST_HEADER_POLICY_ID = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+ORIGIN_CACHE_CONTROL_POLICY_NAME = "Managed-UseOriginCacheControlHeaders"
+UNCACHED_PATHS = ("/api/*", "/health/*")
+ORIGIN_ID = "alb"
+
+
+@dataclass(frozen=True)
+class CdnArgs:
+    """Inputs of :class:`Cdn`."""
+
+    origin_domain: pulumi.Input[str]
+    """Host name CloudFront connects to: a name on the ALB certificate when
+    ``origin_https`` (e.g. ``origin.api.example.com``), else the ALB DNS name.
+    Required. Example: ``"origin.api.example.com"``."""
+
+    origin_https: bool = True
+    """Talk HTTPS (TLS 1.2) to the origin. ``False`` only for a stack without a domain,
+    whose ALB has no certificate (warned). Default: ``True``. Example: ``False``."""
+
+    aliases: tuple[str, ...] = ()
+    """Public host names served by the distribution; needs ``certificate_arn`` or
+    ``hosted_zone_id``. Default: ``()`` (the ``*.cloudfront.net`` name only, warned).
+    Example: ``("api.example.com",)``."""
+
+    certificate_arn: str = ""
+    """ACM certificate in **us-east-1** covering ``aliases``. Empty with a
+    ``hosted_zone_id`` creates a DNS-validated one there. Default: ``""``.
+    Example: ``"arn:aws:acm:us-east-1:123456789012:certificate/abc"``."""
+
+    hosted_zone_id: str = ""
+    """Route 53 zone for certificate validation and alias records. Default: ``""``.
+    Example: ``"Z0123456789ABCDEFGHIJ"``."""
+
+    web_acl_arn: pulumi.Input[str] | None = None
+    """WAFv2 web ACL ARN (scope CLOUDFRONT). Default: ``None``. Example: ``waf.arn``."""
+
+    minimum_protocol_version: str = "TLSv1.2_2021"
+    """Viewer TLS floor: ``TLSv1.2_2021``, ``TLSv1.2_2025`` or ``TLSv1.3_2025``.
+    Default: ``"TLSv1.2_2021"``. Example: ``"TLSv1.2_2025"``."""
+
+    price_class: str = "PriceClass_100"
+    """Edge locations used: ``PriceClass_100`` (NA/EU), ``PriceClass_200``,
+    ``PriceClass_All``. Default: ``"PriceClass_100"``. Example: ``"PriceClass_All"``."""
+
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags applied to the distribution. Default: ``{}``.
+    Example: ``{"prodstack:environment": "prod"}``."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.minimum_protocol_version not in MIN_PROTOCOL_VERSIONS:
+            problems.append(
+                f"minimum_protocol_version={self.minimum_protocol_version!r}: allowed "
+                + ", ".join(MIN_PROTOCOL_VERSIONS)
+            )
+        if self.price_class not in PRICE_CLASSES:
+            problems.append(f"price_class={self.price_class!r}: allowed {PRICE_CLASSES}")
+        if self.aliases and not (self.certificate_arn or self.hosted_zone_id):
+            problems.append("aliases need certificate_arn (us-east-1) or hosted_zone_id")
+        if self.certificate_arn and ":us-east-1:" not in self.certificate_arn:
+            problems.append("certificate_arn must be in us-east-1 for CloudFront")
+        if problems:
+            raise ValueError("CdnArgs: " + "; ".join(problems))
+
+
+class Cdn(pulumi.ComponentResource):
+    """CloudFront before the ALB: HTTPS only, TLSv1.2_2021 floor, HTTP/2+3, API never cached.
+
+    Creates:
+        ``{name}-distribution``; ``{name}-cert`` (+ validation, in us-east-1) when aliases
+        have no certificate; ``{name}-alias-<i>`` Route 53 records.
+
+    Example:
+        ``Cdn("app-cdn", CdnArgs(origin_domain="origin.api.example.com",
+        aliases=("api.example.com",), hosted_zone_id="Z...", web_acl_arn=waf.arn))``
+
+    Cost:
+        Pay per use: $0.085/GB out (first 10 TB, NA/EU) + $0.0100 per 10k HTTPS requests;
+        1 TB and 10 M requests -> **~$95/month**; idle ~ $0. The first 1 TB/month is in
+        the always-free tier. Knobs: ``price_class``, traffic.
+
+    Secure defaults:
+        Viewers redirected to HTTPS; TLSv1.2_2021 minimum with SNI; HTTPS-only to the
+        origin (TLS 1.2); ``/api/*`` and ``/health/*`` never cached; elsewhere the
+        origin's Cache-Control decides; WAF attached when given.
+
+    Opt-outs:
+        ``origin_https=False`` and no ``aliases`` (stack without a domain; both warned).
+    """
+
+    domain_name: pulumi.Output[str]
+    """``dxxxx.cloudfront.net`` name of the distribution."""
+    distribution_id: pulumi.Output[str]
+    """Distribution ID."""
+    url: pulumi.Output[str]
+    """Public HTTPS URL (first alias, else the CloudFront name)."""
+
+    def __init__(
+        self, name: str, args: CdnArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("prodstack:cdn:Cdn", name, None, opts)
+        self._name = name
+        if not args.origin_https:
+            pulumi.log.warn(
+                f"{name}: CloudFront reaches the ALB over plain HTTP because the stack has "
+                "no domain. Set `domain` for HTTPS end to end.",
+                self,
+            )
+        viewer_certificate = self._viewer_certificate(args)
+        origin_cache_control = aws.cloudfront.get_cache_policy(
+            name=ORIGIN_CACHE_CONTROL_POLICY_NAME, opts=pulumi.InvokeOptions(parent=self)
+        )
+        behaviour = {
+            "target_origin_id": ORIGIN_ID,
+            "viewer_protocol_policy": "redirect-to-https",
+            "allowed_methods": ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"],
+            "cached_methods": ["GET", "HEAD"],
+            "compress": True,
+            "origin_request_policy_id": ALL_VIEWER_EXCEPT_HOST_HEADER_POLICY_ID,
+        }
+        self.distribution = aws.cloudfront.Distribution(
+            f"{name}-distribution",
+            enabled=True,
+            comment="prodstack API",
+            http_version="http2and3",
+            is_ipv6_enabled=True,
+            price_class=args.price_class,
+            aliases=list(args.aliases) or None,
+            origins=[
+                {
+                    "origin_id": ORIGIN_ID,
+                    "domain_name": args.origin_domain,
+                    "custom_origin_config": {
+                        "http_port": 80,
+                        "https_port": 443,
+                        "origin_protocol_policy": (
+                            "https-only" if args.origin_https else "http-only"
+                        ),
+                        "origin_ssl_protocols": ["TLSv1.2"],
+                        "origin_read_timeout": 30,
+                        "origin_keepalive_timeout": 5,
+                    },
+                }
+            ],
+            default_cache_behavior=behaviour | {"cache_policy_id": origin_cache_control.id},
+            ordered_cache_behaviors=[
+                behaviour | {"path_pattern": path, "cache_policy_id": CACHING_DISABLED_POLICY_ID}
+                for path in UNCACHED_PATHS
+            ],
+            restrictions={"geo_restriction": {"restriction_type": "none"}},
+            viewer_certificate=viewer_certificate,
+            web_acl_id=args.web_acl_arn,
+            tags=merge_tags(args.tags, "distribution"),
+            opts=child_opts(self),
+        )
+        for i, alias in enumerate(args.aliases):
+            if not args.hosted_zone_id:
+                break
+            aws.route53.Record(
+                f"{name}-alias-{i}",
+                zone_id=args.hosted_zone_id,
+                name=alias,
+                type="A",
+                aliases=[
+                    {
+                        "name": self.distribution.domain_name,
+                        "zone_id": self.distribution.hosted_zone_id,
+                        "evaluate_target_health": False,
+                    }
+                ],
+                opts=child_opts(self),
+            )
+        self.domain_name = self.distribution.domain_name
+        self.distribution_id = self.distribution.id
+        self.url = (
+            pulumi.Output.from_input(f"https://{args.aliases[0]}")
+            if args.aliases
+            else pulumi.Output.concat("https://", self.distribution.domain_name)
+        )
+        self.register_outputs(
+            {
+                "domain_name": self.domain_name,
+                "distribution_id": self.distribution_id,
+                "url": self.url,
+            }
+        )
+
+    def _viewer_certificate(self, args: CdnArgs) -> dict:
+        if not args.aliases:
+            pulumi.log.warn(
+                f"{self._name}: no aliases, so viewers get CloudFront's default certificate, "
+                "on which CloudFront ignores minimum_protocol_version (TLSv1 floor). Set "
+                "`domain` for the TLSv1.2_2021 floor.",
+                self,
+            )
+            return {"cloudfront_default_certificate": True}
+        certificate_arn: pulumi.Input[str] = args.certificate_arn or dns_validated_certificate(
+            self,
+            f"{self._name}-cert",
+            domain=args.aliases[0],
+            extra_names=args.aliases[1:],
+            hosted_zone_id=args.hosted_zone_id,
+            # CloudFront only takes ACM certificates from us-east-1.
+            # Source: botocore cloudfront ViewerCertificate.ACMCertificateArn.
+            region="us-east-1",
+        )
+        return {
+            "acm_certificate_arn": certificate_arn,
+            "ssl_support_method": "sni-only",
+            "minimum_protocol_version": args.minimum_protocol_version,
+        }

@@ -1,0 +1,331 @@
+"""Database: RDS PostgreSQL 16 with forced TLS, managed master secret and seed-derived tuning."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags
+
+# Memory (GiB) of the instance classes we allow; the tuning below scales with it.
+# Source: AWS RDS user guide, "Hardware specifications for DB instance classes"
+# (Concepts.DBInstanceClass.Summary.html); all support PostgreSQL 16.
+INSTANCE_MEMORY_GIB = {
+    "db.t4g.micro": 1, "db.t4g.small": 2, "db.t4g.medium": 4, "db.t4g.large": 8,
+    "db.t4g.xlarge": 16,
+    "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
+    "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64,
+}
+# 16.5-16.8 can no longer be created (AWS Health notice, 2026-05); 16.11 is AWS's named
+# upgrade target. See ../shared/notes/aws-valid-values.md section 4.
+ENGINE_VERSION_RE = re.compile(r"^16\.(9|[1-9][0-9])$")
+PARAMETER_GROUP_FAMILY = "postgres16"
+# Performance Insights retention: 7, 731 or 31*n (n=1..23). Source: botocore rds
+# CreateDBInstanceMessage.PerformanceInsightsRetentionPeriod.
+PI_RETENTION_DAYS = (7, 731, *(31 * n for n in range(1, 24)))
+# Log types RDS for PostgreSQL can export. Source: botocore rds
+# CreateDBInstanceMessage.EnableCloudwatchLogsExports; RDS user guide USER_LogAccess.
+LOG_EXPORTS = ("postgresql", "upgrade")
+# gp3 storage for PostgreSQL: 20-65,536 GiB. Source: RDS user guide CHAP_Storage#gp3-storage.
+MIN_STORAGE_GB, MAX_STORAGE_GB = 20, 65_536
+
+# Seed tuning for a 4-core / 8 GB PostgreSQL host (seeds/001: max_connections=200,
+# shared_buffers=2GB, effective_cache_size=6GB, maintenance_work_mem=512MB,
+# wal_buffers=16MB, checkpoint_completion_target=0.9, default_statistics_target=100).
+SEED_MEMORY_GIB = 8
+SEED_MAX_CONNECTIONS = 200
+
+
+def tuned_parameters(memory_gib: int, log_min_duration_ms: int) -> dict[str, str]:
+    """The seed's PostgreSQL tuning scaled to ``memory_gib``, plus forced TLS and slow logs.
+
+    Ratios from the seed's 8 GB host: shared_buffers 25 %, effective_cache_size 75 %,
+    maintenance_work_mem 1/16 (capped at 2 GB), max_connections 25 per GiB (at least 80,
+    at most 5000). Units are RDS's: 8 kB pages for the buffers, kB for work memory.
+    """
+    kib = memory_gib * 1024 * 1024
+    return {
+        "rds.force_ssl": "1",
+        "shared_buffers": str(kib // 4 // 8),
+        "effective_cache_size": str(kib * 3 // 4 // 8),
+        "maintenance_work_mem": str(min(kib // 16, 2 * 1024 * 1024)),
+        "max_connections": str(
+            max(80, min(5000, SEED_MAX_CONNECTIONS * memory_gib // SEED_MEMORY_GIB))
+        ),
+        "wal_buffers": str(16 * 1024 // 8),
+        "checkpoint_completion_target": "0.9",
+        "default_statistics_target": "100",
+        "log_min_duration_statement": str(log_min_duration_ms),
+    }
+
+
+@dataclass(frozen=True)
+class DatabaseArgs:
+    """Inputs of :class:`Database`."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Isolated subnets in at least 2 AZs. Required. Example: ``net.isolated_subnet_ids``."""
+
+    security_group_id: pulumi.Input[str]
+    """Security group that admits 5432 from the service only. Required.
+    Example: ``net.database_security_group_id``."""
+
+    identifier: str
+    """RDS instance identifier: lowercase letters, digits, hyphens, starts with a letter,
+    at most 50 characters (room for the final-snapshot suffix). Replaces the instance.
+    Required. Example: ``"prodstack-prod"``."""
+
+    instance_class: str = "db.t4g.micro"
+    """Instance class, one of :data:`INSTANCE_MEMORY_GIB`. Default: ``"db.t4g.micro"``.
+    Example: ``"db.m7g.xlarge"``."""
+
+    engine_version: str = "16.11"
+    """PostgreSQL 16 minor version, 16.9 or later. Default: ``"16.11"``.
+    Example: ``"16.12"``."""
+
+    storage_gb: int = 20
+    """Initial gp3 storage, 20-65,536 GiB (below 400 GiB gp3 has a fixed 3,000 IOPS).
+    Default: ``20``. Example: ``100``."""
+
+    max_storage_gb: int = 100
+    """Storage autoscaling ceiling; at least 10 % above ``storage_gb``.
+    Default: ``100``. Example: ``500``."""
+
+    multi_az: bool = False
+    """Synchronous standby in a second AZ. Default: ``False`` (the stacks turn it on for
+    medium and large). Example: ``True``."""
+
+    backup_retention_days: int = 7
+    """Automated backup retention, 1-35 days. Default: ``7``. Example: ``30``."""
+
+    deletion_protection: bool = True
+    """Refuse deletes until turned off. Default: ``True``. Example: ``False`` (dev)."""
+
+    final_snapshot: bool = True
+    """Take a uniquely named final snapshot on delete. Default: ``True``.
+    Example: ``False`` (dev)."""
+
+    performance_insights_retention_days: int = 7
+    """Performance Insights retention: 7 (free), 731, or a multiple of 31 up to 713.
+    Default: ``7``. Example: ``93``."""
+
+    log_min_duration_ms: int = 500
+    """Log statements slower than this (the seed's p99 target). Default: ``500``.
+    Example: ``250``."""
+
+    log_retention_days: int = 30
+    """Retention of the exported PostgreSQL log groups (a CloudWatch value).
+    Default: ``30``. Example: ``90``."""
+
+    database_name: str = "app"
+    """Database created at launch. Replaces the instance. Default: ``"app"``.
+    Example: ``"alerts"``."""
+
+    username: str = "prodstack"
+    """Master user name; RDS generates and rotates its password in Secrets Manager.
+    Replaces the instance. Default: ``"prodstack"``. Example: ``"admin_user"``."""
+
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags applied to every taggable child. Default: ``{}``.
+    Example: ``{"prodstack:environment": "prod"}``."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.instance_class not in INSTANCE_MEMORY_GIB:
+            problems.append(
+                f"instance_class={self.instance_class!r}: allowed "
+                + ", ".join(INSTANCE_MEMORY_GIB)
+            )
+        if not ENGINE_VERSION_RE.match(self.engine_version):
+            problems.append(f"engine_version={self.engine_version!r}: use 16.9 or later 16.x")
+        if not MIN_STORAGE_GB <= self.storage_gb <= MAX_STORAGE_GB:
+            problems.append(f"storage_gb={self.storage_gb}: allowed 20-65536")
+        # AWS rejects a ceiling less than 10 % above the allocation ("Invalid max storage
+        # size"). Source: RDS user guide USER_PIOPS.Autoscaling.
+        if self.max_storage_gb < self.storage_gb * 1.1 or self.max_storage_gb > MAX_STORAGE_GB:
+            problems.append(
+                f"max_storage_gb={self.max_storage_gb}: at least 10% above storage_gb "
+                f"({self.storage_gb}) and at most 65536"
+            )
+        if not 1 <= self.backup_retention_days <= 35:
+            problems.append(f"backup_retention_days={self.backup_retention_days}: 1-35")
+        if self.performance_insights_retention_days not in PI_RETENTION_DAYS:
+            problems.append(
+                "performance_insights_retention_days: 7, 731 or a multiple of 31 up to 713"
+            )
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
+        if not re.fullmatch(r"[a-z](?!.*--)[a-z0-9-]{0,48}[a-z0-9]", self.identifier):
+            problems.append(f"identifier={self.identifier!r}: lowercase, letter first, <=50")
+        if problems:
+            raise ValueError("DatabaseArgs: " + "; ".join(problems))
+
+
+class Database(pulumi.ComponentResource):
+    """RDS PostgreSQL 16 in isolated subnets: encrypted gp3, forced TLS, RDS-managed master secret.
+
+    Creates:
+        ``{name}-subnets`` (subnet group), ``{name}-params`` (``postgres16`` parameter
+        group: ``rds.force_ssl=1``, seed tuning scaled to the class, slow-statement log),
+        ``{name}-log-<type>`` log groups with retention (created before RDS would create
+        them without one), ``{name}-snapshot-suffix`` and ``{name}-instance``.
+
+    Example:
+        ``Database("app-db", DatabaseArgs(subnet_ids=net.isolated_subnet_ids,
+        security_group_id=net.database_security_group_id, identifier="prodstack-prod"))``
+
+    Cost:
+        db.t4g.micro single-AZ ~$0.016/h -> **~$12/month** + gp3 $0.115/GB-month
+        (20 GB = $2.30). Multi-AZ doubles the instance and storage price. db.m7g.xlarge
+        Multi-AZ ~$0.67/h -> ~$490/month. Backups beyond the DB size cost
+        $0.095/GB-month. Knobs: ``instance_class``, ``multi_az``, ``storage_gb``.
+
+    Secure defaults:
+        Not publicly accessible; storage encrypted; TLS forced; master password managed
+        by RDS in Secrets Manager (never in config or state); deletion protection; final
+        snapshot; 7-day backups; Performance Insights and log exports on; minor upgrades.
+
+    Opt-outs:
+        ``deletion_protection=False`` and ``final_snapshot=False`` (dev only).
+    """
+
+    address: pulumi.Output[str]
+    """Hostname of the instance."""
+    port: pulumi.Output[int]
+    """Port (5432)."""
+    identifier: pulumi.Output[str]
+    """Instance identifier, the CloudWatch ``DBInstanceIdentifier`` dimension."""
+    master_secret_arn: pulumi.Output[str]
+    """Secrets Manager ARN of the RDS-managed master secret (JSON ``username``/``password``)."""
+    database_name: str
+    """Name of the application database."""
+    max_connections: int
+    """``max_connections`` set in the parameter group."""
+    storage_gb: int
+    """Initial allocated storage (GiB), used for the free-storage alarm."""
+
+    def __init__(
+        self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("prodstack:database:Database", name, None, opts)
+        self._name = name
+        self._args = args
+        params = tuned_parameters(
+            INSTANCE_MEMORY_GIB[args.instance_class], args.log_min_duration_ms
+        )
+        self.max_connections = int(params["max_connections"])
+        self.storage_gb = args.storage_gb
+        self.database_name = args.database_name
+
+        subnet_group = aws.rds.SubnetGroup(
+            f"{name}-subnets",
+            subnet_ids=list(args.subnet_ids),
+            tags=self._tags("subnets"),
+            opts=child_opts(self),
+        )
+        parameter_group = self._create_parameter_group(params)
+        log_groups = self._create_log_groups()
+        self._create_instance(subnet_group, parameter_group, log_groups)
+
+        self.register_outputs(
+            {
+                "address": self.address,
+                "port": self.port,
+                "identifier": self.identifier,
+                "master_secret_arn": self.master_secret_arn,
+                "database_name": self.database_name,
+            }
+        )
+
+    def _tags(self, role: str) -> dict[str, str]:
+        return merge_tags(self._args.tags, role)
+
+    def _create_parameter_group(self, params: dict[str, str]) -> aws.rds.ParameterGroup:
+        return aws.rds.ParameterGroup(
+            f"{self._name}-params",
+            family=PARAMETER_GROUP_FAMILY,
+            description="prodstack PostgreSQL 16: forced TLS, seed tuning",
+            # pending-reboot is valid for static and dynamic parameters alike; new
+            # instances start with these values. Source: botocore rds Parameter.ApplyMethod.
+            parameters=[
+                {"name": k, "value": v, "apply_method": "pending-reboot"}
+                for k, v in params.items()
+            ],
+            tags=self._tags("params"),
+            opts=child_opts(self),
+        )
+
+    def _create_log_groups(self) -> list[aws.cloudwatch.LogGroup]:
+        # RDS writes exports to /aws/rds/instance/<identifier>/<type> and would create
+        # those groups with no expiry; creating them first sets the retention.
+        return [
+            aws.cloudwatch.LogGroup(
+                f"{self._name}-log-{log_type}",
+                name=f"/aws/rds/instance/{self._args.identifier}/{log_type}",
+                retention_in_days=self._args.log_retention_days,
+                tags=self._tags(f"log-{log_type}"),
+                opts=child_opts(self),
+            )
+            for log_type in LOG_EXPORTS
+        ]
+
+    def _create_instance(
+        self,
+        subnet_group: aws.rds.SubnetGroup,
+        parameter_group: aws.rds.ParameterGroup,
+        log_groups: list[aws.cloudwatch.LogGroup],
+    ) -> None:
+        args = self._args
+        # A fixed final-snapshot name would collide on the second destroy; the random
+        # suffix is created once and kept in state.
+        suffix = random.RandomId(f"{self._name}-snapshot-suffix", byte_length=4,
+                                 opts=child_opts(self))
+        self.instance = aws.rds.Instance(
+            f"{self._name}-instance",
+            identifier=args.identifier,
+            engine="postgres",
+            engine_version=args.engine_version,
+            auto_minor_version_upgrade=True,
+            instance_class=args.instance_class,
+            allocated_storage=args.storage_gb,
+            max_allocated_storage=args.max_storage_gb,
+            storage_type="gp3",
+            storage_encrypted=True,
+            db_name=args.database_name,
+            username=args.username,
+            manage_master_user_password=True,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[args.security_group_id],
+            parameter_group_name=parameter_group.name,
+            publicly_accessible=False,
+            multi_az=args.multi_az,
+            backup_retention_period=args.backup_retention_days,
+            backup_window="03:00-04:00",
+            maintenance_window="sun:04:30-sun:05:30",
+            copy_tags_to_snapshot=True,
+            deletion_protection=args.deletion_protection,
+            skip_final_snapshot=not args.final_snapshot,
+            final_snapshot_identifier=suffix.hex.apply(
+                lambda h: f"{args.identifier}-final-{h}"
+            ),
+            performance_insights_enabled=True,
+            performance_insights_retention_period=args.performance_insights_retention_days,
+            enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
+            # RSA 2048 CA valid to 2061. Source: RDS user guide UsingWithRDS.SSL
+            # (certificate authorities table).
+            ca_cert_identifier="rds-ca-rsa2048-g1",
+            apply_immediately=False,
+            tags=self._tags("instance"),
+            opts=child_opts(self, depends_on=log_groups),
+        )
+        self.address = self.instance.address
+        self.port = self.instance.port
+        self.identifier = self.instance.identifier
+        self.master_secret_arn = self.instance.master_user_secrets.apply(
+            lambda secrets: secrets[0].secret_arn
+        )

@@ -1,0 +1,350 @@
+"""Observability: CloudWatch alarms from the seeds' rules, an encrypted SNS topic, a dashboard."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components._common import child_opts, merge_tags
+
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    """Inputs of :class:`Observability`. Thresholds default to the seeds' alert rules."""
+
+    load_balancer_arn_suffix: pulumi.Input[str]
+    """``app/<name>/<id>`` (CloudWatch ``LoadBalancer``). Required. Example: ``lb.arn_suffix``."""
+
+    target_group_arn_suffix: pulumi.Input[str]
+    """``targetgroup/<name>/<id>`` (``TargetGroup``). Required.
+    Example: ``lb.target_group_arn_suffix``."""
+
+    cluster_name: pulumi.Input[str]
+    """ECS cluster name. Required. Example: ``svc.cluster_name``."""
+
+    service_name: pulumi.Input[str]
+    """ECS service name. Required. Example: ``svc.service_name``."""
+
+    db_identifier: pulumi.Input[str]
+    """RDS ``DBInstanceIdentifier``. Required. Example: ``db.identifier``."""
+
+    db_storage_gb: int
+    """Allocated storage, for the free-storage threshold. Required. Example: ``20``."""
+
+    db_max_connections: int
+    """``max_connections`` of the database; caps the connection alarm at 80 % of it.
+    Required. Example: ``200``."""
+
+    cache_member_ids: Sequence[str]
+    """ElastiCache member cluster IDs (``CacheClusterId``). Required.
+    Example: ``cache.member_cluster_ids``."""
+
+    alarm_email: str = ""
+    """Address subscribed to the alarm topic (confirm the email AWS sends). Empty means no
+    subscription. Default: ``""``. Example: ``"ops@example.com"``."""
+
+    error_rate_percent: float = 1.0
+    """HighErrorRate: 5xx share of requests above this, 2 minutes running (seed: < 1 %).
+    Default: ``1.0``. Example: ``0.5``."""
+
+    p99_latency_ms: int = 500
+    """Target p99 response time ceiling (seed: p99 < 500 ms). Default: ``500``.
+    Example: ``300``."""
+
+    cpu_percent: int = 70
+    """ECS and RDS average CPU ceiling (seed: CPU < 70 %). Default: ``70``. Example: ``80``."""
+
+    memory_percent: int = 80
+    """ECS average memory ceiling (seed: memory < 80 %). Default: ``80``. Example: ``85``."""
+
+    db_connections: int = 150
+    """RDS connection ceiling (seed: DB connections < 150). Default: ``150``. Example: ``300``."""
+
+    db_free_storage_percent: int = 10
+    """Alarm when free storage falls under this share of ``db_storage_gb``.
+    Default: ``10``. Example: ``20``."""
+
+    cache_memory_percent: int = 90
+    """Redis memory ceiling (seed: Redis memory < 90 %). Default: ``90``. Example: ``80``."""
+
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags applied to every taggable child. Default: ``{}``.
+    Example: ``{"prodstack:environment": "prod"}``."""
+
+    def __post_init__(self) -> None:
+        if self.alarm_email and not EMAIL_RE.match(self.alarm_email):
+            raise ValueError(f"ObservabilityArgs: alarm_email={self.alarm_email!r}: not an email")
+
+    @property
+    def effective_db_connections(self) -> int:
+        """Connection threshold actually used: the seed's 150, or 80 % of max_connections."""
+        return min(self.db_connections, int(self.db_max_connections * 0.8))
+
+
+class Observability(pulumi.ComponentResource):
+    """CloudWatch alarms for the seeds' rules, wired to an SNS topic, plus one dashboard.
+
+    Creates:
+        ``{name}-key`` (KMS key CloudWatch may use), ``{name}-alarms`` (SNS topic),
+        ``{name}-email`` (optional subscription), alarms ``{name}-high-error-rate``,
+        ``-p99-latency``, ``-unhealthy-hosts``, ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``,
+        ``-rds-free-storage``, ``-rds-connections``, ``-cache-memory-<i>``,
+        ``-cache-evictions-<i>``, and ``{name}-dashboard``.
+
+    Example:
+        ``Observability("app-obs", ObservabilityArgs(load_balancer_arn_suffix=lb.arn_suffix,
+        ..., alarm_email="ops@example.com"))``
+
+    Cost:
+        $0.10 per standard alarm-month (p99 and metric-math alarms $0.30): ~10-12 alarms
+        -> **~$1.5/month**; dashboard $3/month beyond the free three; KMS key $1/month.
+
+    Secure defaults:
+        The topic is encrypted with a customer-managed KMS key (CloudWatch cannot publish
+        to a topic using the AWS-managed ``aws/sns`` key) with rotation on.
+
+    Opt-outs:
+        ``alarm_email=""`` (alarms still fire to the topic).
+    """
+
+    topic_arn: pulumi.Output[str]
+    """SNS topic receiving alarm and OK notifications."""
+    dashboard_url: pulumi.Output[str]
+    """Console URL of the dashboard."""
+    alarm_names: list[str]
+    """Logical names of the alarms created."""
+
+    def __init__(
+        self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("prodstack:observability:Observability", name, None, opts)
+        self._name = name
+        self._args = args
+        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        self._create_topic()
+        self.alarm_names = []
+        self._create_alarms()
+        self._create_dashboard()
+        self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+
+    def _tags(self, role: str) -> dict[str, str]:
+        return merge_tags(self._args.tags, role)
+
+    def _create_topic(self) -> None:
+        n = self._name
+        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        key = aws.kms.Key(
+            f"{n}-key",
+            description="prodstack alarm topic",
+            enable_key_rotation=True,
+            deletion_window_in_days=30,
+            policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "AccountAdmin",
+                            "Effect": "Allow",
+                            "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                            "Action": "kms:*",
+                            "Resource": "*",
+                        },
+                        {
+                            "Sid": "CloudWatchAlarms",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+                            "Resource": "*",
+                        },
+                    ],
+                }
+            ),
+            tags=self._tags("key"),
+            opts=child_opts(self),
+        )
+        topic = aws.sns.Topic(
+            f"{n}-alarms",
+            kms_master_key_id=key.arn,
+            tags=self._tags("alarms"),
+            opts=child_opts(self),
+        )
+        self.topic_arn = topic.arn
+        if self._args.alarm_email:
+            aws.sns.TopicSubscription(
+                f"{n}-email",
+                topic=topic.arn,
+                protocol="email",
+                endpoint=self._args.alarm_email,
+                opts=child_opts(self),
+            )
+
+    def _alarm(self, role: str, description: str, **kwargs) -> None:
+        # period must be 10, 20, 30 or a multiple of 60; statistic and extended_statistic
+        # are exclusive. Source: botocore cloudwatch PutMetricAlarmInput.
+        kwargs.setdefault("period", 60)
+        kwargs.setdefault("treat_missing_data", "notBreaching")
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-{role}",
+            alarm_description=description,
+            alarm_actions=[self.topic_arn],
+            ok_actions=[self.topic_arn],
+            tags=self._tags(role),
+            opts=child_opts(self),
+            **kwargs,
+        )
+        self.alarm_names.append(f"{self._name}-{role}")
+
+    def _create_alarms(self) -> None:
+        a = self._args
+        lb = {"LoadBalancer": a.load_balancer_arn_suffix}
+        lb_tg = lb | {"TargetGroup": a.target_group_arn_suffix}
+        ecs = {"ClusterName": a.cluster_name, "ServiceName": a.service_name}
+        rds = {"DBInstanceIdentifier": a.db_identifier}
+        # Namespaces/dimensions: aws-cdk *-canned-metrics.generated.ts (elbv2, ecs, rds,
+        # elasticache); UnHealthyHostCount needs LoadBalancer + TargetGroup.
+
+        def metric(metric_id: str, metric_name: str) -> dict:
+            return {
+                "id": metric_id,
+                "metric": {
+                    "namespace": "AWS/ApplicationELB",
+                    "metric_name": metric_name,
+                    "dimensions": lb,
+                    "period": 60,
+                    "stat": "Sum",
+                },
+            }
+
+        self._alarm(
+            "high-error-rate",
+            f"HighErrorRate: 5xx above {a.error_rate_percent}% of requests for 2 minutes",
+            comparison_operator="GreaterThanThreshold",
+            threshold=a.error_rate_percent,
+            evaluation_periods=2,
+            metric_queries=[
+                metric("elb5xx", "HTTPCode_ELB_5XX_Count"),
+                metric("target5xx", "HTTPCode_Target_5XX_Count"),
+                metric("requests", "RequestCount"),
+                {
+                    "id": "error_rate",
+                    "expression": "100 * (FILL(elb5xx, 0) + FILL(target5xx, 0)) / requests",
+                    "label": "5xx %",
+                    "return_data": True,
+                },
+            ],
+        )
+        self._alarm(
+            "p99-latency",
+            f"Target p99 response time above {a.p99_latency_ms} ms",
+            namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=lb_tg,
+            extended_statistic="p99", comparison_operator="GreaterThanThreshold",
+            threshold=a.p99_latency_ms / 1000, evaluation_periods=5,
+        )
+        self._alarm(
+            "unhealthy-hosts",
+            "At least one target is failing /health/ready",
+            namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", dimensions=lb_tg,
+            statistic="Maximum", comparison_operator="GreaterThanThreshold", threshold=0,
+            evaluation_periods=2,
+        )
+        for role, metric_name, threshold in (
+            ("ecs-cpu", "CPUUtilization", a.cpu_percent),
+            ("ecs-memory", "MemoryUtilization", a.memory_percent),
+        ):
+            self._alarm(
+                role, f"ECS service {metric_name} above {threshold}%",
+                namespace="AWS/ECS", metric_name=metric_name, dimensions=ecs,
+                statistic="Average", comparison_operator="GreaterThanThreshold",
+                threshold=threshold, evaluation_periods=5,
+            )
+        self._alarm(
+            "rds-cpu", f"RDS CPU above {a.cpu_percent}%",
+            namespace="AWS/RDS", metric_name="CPUUtilization", dimensions=rds,
+            statistic="Average", comparison_operator="GreaterThanThreshold",
+            threshold=a.cpu_percent, evaluation_periods=5,
+        )
+        self._alarm(
+            "rds-free-storage", f"RDS free storage under {a.db_free_storage_percent}%",
+            namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=rds,
+            statistic="Minimum", comparison_operator="LessThanThreshold",
+            threshold=a.db_storage_gb * GIB * a.db_free_storage_percent // 100,
+            evaluation_periods=1, period=300,
+        )
+        self._alarm(
+            "rds-connections", f"RDS connections above {a.effective_db_connections}",
+            namespace="AWS/RDS", metric_name="DatabaseConnections", dimensions=rds,
+            statistic="Maximum", comparison_operator="GreaterThanThreshold",
+            threshold=a.effective_db_connections, evaluation_periods=3,
+        )
+        for i, member in enumerate(a.cache_member_ids):
+            cache = {"CacheClusterId": member}
+            self._alarm(
+                f"cache-memory-{i}", f"Redis {member} memory above {a.cache_memory_percent}%",
+                namespace="AWS/ElastiCache", metric_name="DatabaseMemoryUsagePercentage",
+                dimensions=cache, statistic="Maximum",
+                comparison_operator="GreaterThanThreshold",
+                threshold=a.cache_memory_percent, evaluation_periods=3,
+            )
+            self._alarm(
+                f"cache-evictions-{i}", f"Redis {member} is evicting keys",
+                namespace="AWS/ElastiCache", metric_name="Evictions", dimensions=cache,
+                statistic="Sum", comparison_operator="GreaterThanThreshold", threshold=0,
+                evaluation_periods=1, period=300,
+            )
+
+    def _create_dashboard(self) -> None:
+        a, region = self._args, self._region
+
+        def widget(title: str, metrics: list, x: int, y: int) -> dict:
+            return {
+                "type": "metric", "x": x, "y": y, "width": 12, "height": 6,
+                "properties": {"title": title, "region": region, "metrics": metrics,
+                               "view": "timeSeries", "stat": "Average", "period": 60},
+            }
+
+        lb, tg = a.load_balancer_arn_suffix, a.target_group_arn_suffix
+        body = {
+            "widgets": [
+                widget("Requests and 5xx", [
+                    ["AWS/ApplicationELB", "RequestCount", "LoadBalancer", lb, {"stat": "Sum"}],
+                    [".", "HTTPCode_Target_5XX_Count", ".", ".", {"stat": "Sum"}],
+                    [".", "HTTPCode_ELB_5XX_Count", ".", ".", {"stat": "Sum"}],
+                ], 0, 0),
+                widget("Target latency p99", [
+                    ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", lb,
+                     "TargetGroup", tg, {"stat": "p99"}],
+                ], 12, 0),
+                widget("ECS CPU / memory", [
+                    ["AWS/ECS", "CPUUtilization", "ClusterName", a.cluster_name,
+                     "ServiceName", a.service_name],
+                    [".", "MemoryUtilization", ".", ".", ".", "."],
+                ], 0, 6),
+                widget("RDS", [
+                    ["AWS/RDS", "CPUUtilization", "DBInstanceIdentifier", a.db_identifier],
+                    [".", "DatabaseConnections", ".", "."],
+                ], 12, 6),
+                widget("Redis memory %", [
+                    ["AWS/ElastiCache", "DatabaseMemoryUsagePercentage", "CacheClusterId", m]
+                    for m in a.cache_member_ids
+                ], 0, 12),
+            ]
+        }
+        dashboard = aws.cloudwatch.Dashboard(
+            f"{self._name}-dashboard",
+            dashboard_name=f"{self._name}",
+            dashboard_body=pulumi.Output.json_dumps(body),
+            opts=child_opts(self),
+        )
+        self.dashboard_url = pulumi.Output.concat(
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            "#dashboards:name=",
+            dashboard.dashboard_name,
+        )

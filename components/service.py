@@ -1,0 +1,452 @@
+"""Service: ECS cluster, Fargate task definitions (api + migrate), service and autoscaling."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from components._common import LOG_RETENTION_DAYS, assume_role_policy, child_opts, merge_tags
+
+# Valid Fargate task cpu -> memory (MiB) combinations (Linux).
+# Source: AWS ECS developer guide, "Task CPU and memory" (fargate-tasks-services.html);
+# botocore ecs RegisterTaskDefinitionRequest.cpu/memory.
+FARGATE_CPU_MEMORY = {
+    "256": (512, 1024, 2048),
+    "512": tuple(range(1024, 4097, 1024)),
+    "1024": tuple(range(2048, 8193, 1024)),
+    "2048": tuple(range(4096, 16385, 1024)),
+    "4096": tuple(range(8192, 30721, 1024)),
+    "8192": tuple(range(16384, 61441, 4096)),
+    "16384": tuple(range(32768, 122881, 8192)),
+}
+CPU_ARCHITECTURES = ("X86_64", "ARM64")
+# Names that must never travel in plain `environment` (they go through `secrets`).
+SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|AUTH", re.I)
+
+API_CONTAINER = "api"
+MIGRATE_CONTAINER = "migrate"
+MIGRATE_COMMAND = ("python", "-m", "app", "migrate")
+
+
+@dataclass(frozen=True)
+class ServiceArgs:
+    """Inputs of :class:`Service`."""
+
+    family: str
+    """Task-definition family prefix; the migration task is ``<family>-migrate``.
+    Required. Example: ``"prodstack-prod"``."""
+
+    image: pulumi.Input[str]
+    """Image reference, by digest. Required. Example: ``registry.image_ref``."""
+
+    subnet_ids: Sequence[pulumi.Input[str]]
+    """Private subnets for the tasks (no public IP). Required.
+    Example: ``net.private_subnet_ids``."""
+
+    security_group_id: pulumi.Input[str]
+    """Security group of the tasks. Required. Example: ``net.service_security_group_id``."""
+
+    target_group_arn: pulumi.Input[str]
+    """Target group the ``api`` container registers into. Required.
+    Example: ``lb.target_group_arn``."""
+
+    listener_arn: pulumi.Input[str]
+    """Listener in front of the target group; the service waits for it (ECS rejects a
+    target group not yet attached to a load balancer). Required. Example: ``lb.listener_arn``."""
+
+    request_count_resource_label: pulumi.Input[str]
+    """``app/<lb>/<id>/targetgroup/<tg>/<id>`` for request-count scaling.
+    Required. Example: ``Output.concat(lb.arn_suffix, "/", lb.target_group_arn_suffix)``."""
+
+    environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Plain environment variables. Names that look secret are rejected (use ``secrets``).
+    Default: ``{}``. Example: ``{"LOG_LEVEL": "INFO"}``."""
+
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Environment variables injected by ECS from Secrets Manager: name -> ``valueFrom``
+    (a secret ARN, or ``<arn>:<json-key>::``). Default: ``{}``.
+    Example: ``{"API_TOKEN": token_secret.arn}``."""
+
+    secret_arns: Sequence[pulumi.Input[str]] = ()
+    """Secret ARNs the execution role may read (``secretsmanager:GetSecretValue``).
+    Default: ``()``. Example: ``[db.master_secret_arn]``."""
+
+    cpu: str = "256"
+    """Task CPU units (Fargate). Default: ``"256"``. Example: ``"1024"``."""
+
+    memory: str = "512"
+    """Task memory (MiB), valid for ``cpu`` per :data:`FARGATE_CPU_MEMORY`.
+    Default: ``"512"``. Example: ``"2048"``."""
+
+    cpu_architecture: str = "X86_64"
+    """``X86_64`` or ``ARM64``; must match the image platform. Default: ``"X86_64"``.
+    Example: ``"ARM64"``."""
+
+    replicas: int = 1
+    """Initial desired task count, within ``[min_replicas, max_replicas]``.
+    Default: ``1``. Example: ``3``."""
+
+    min_replicas: int = 1
+    """Autoscaling floor, 1 or more. Default: ``1``. Example: ``3``."""
+
+    max_replicas: int = 2
+    """Autoscaling ceiling, at least ``min_replicas``. Default: ``2``. Example: ``12``."""
+
+    cpu_target_percent: int = 70
+    """Average CPU the service scales to hold (the seed's 70 %), 10-90.
+    Default: ``70``. Example: ``60``."""
+
+    requests_per_target: int = 1000
+    """ALB requests per task per minute the service scales to hold.
+    Default: ``1000``. Example: ``500``."""
+
+    app_port: int = 8000
+    """Container port (``PORT``). Default: ``8000``. Example: ``8080``."""
+
+    health_check_grace_seconds: int = 60
+    """Seconds the ALB health check is ignored after a task starts (migrations run
+    first). Default: ``60``. Example: ``120``."""
+
+    log_retention_days: int = 30
+    """Retention of the task log group (a CloudWatch value). Default: ``30``.
+    Example: ``90``."""
+
+    user: str = "10001"
+    """Numeric user the containers run as (the image's non-root uid).
+    Default: ``"10001"``. Example: ``"10001:10001"``."""
+
+    tags: Mapping[str, str] = field(default_factory=dict)
+    """Tags applied to every taggable child. Default: ``{}``.
+    Example: ``{"prodstack:environment": "prod"}``."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        memories = FARGATE_CPU_MEMORY.get(self.cpu)
+        if memories is None:
+            problems.append(f"cpu={self.cpu!r}: allowed {', '.join(FARGATE_CPU_MEMORY)}")
+        elif not self.memory.isdigit() or int(self.memory) not in memories:
+            problems.append(f"memory={self.memory!r}: not valid with cpu {self.cpu}")
+        if self.cpu_architecture not in CPU_ARCHITECTURES:
+            problems.append(f"cpu_architecture={self.cpu_architecture!r}: X86_64 or ARM64")
+        if self.min_replicas < 1:
+            problems.append(f"min_replicas={self.min_replicas}: at least 1")
+        if self.max_replicas < self.min_replicas:
+            problems.append(f"max_replicas={self.max_replicas}: below min {self.min_replicas}")
+        if not self.min_replicas <= self.replicas <= self.max_replicas:
+            problems.append(f"replicas={self.replicas}: outside min..max")
+        if not 10 <= self.cpu_target_percent <= 90:
+            problems.append(f"cpu_target_percent={self.cpu_target_percent}: 10-90")
+        if self.requests_per_target < 1:
+            problems.append(f"requests_per_target={self.requests_per_target}: at least 1")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
+        leaked = sorted(k for k in self.environment if SECRET_NAME_RE.search(k))
+        if leaked:
+            problems.append(f"environment: {', '.join(leaked)} look secret; pass via secrets")
+        if not self.user.split(":")[0].isdigit() or self.user.split(":")[0] == "0":
+            problems.append(f"user={self.user!r}: a numeric non-root uid")
+        if problems:
+            raise ValueError("ServiceArgs: " + "; ".join(problems))
+
+
+class Service(pulumi.ComponentResource):
+    """The API on ECS Fargate: hardened task, migration gate, rollback deploys, autoscaling.
+
+    Creates:
+        ``{name}-cluster`` (Container Insights), ``{name}-logs`` (30-day retention),
+        ``{name}-execution-role`` (+ secrets read policy), ``{name}-task-role``,
+        ``{name}-task`` (containers ``migrate`` then ``api``), ``{name}-migrate-task``
+        (one-off migrations), ``{name}-service``, ``{name}-scaling-target``,
+        ``{name}-scale-cpu`` and ``{name}-scale-requests``.
+
+    Migrations:
+        Each task runs the non-essential ``migrate`` container (``python -m app migrate``)
+        to completion, and ``api`` starts only on its ``SUCCESS`` (ECS ``dependsOn``). A
+        failed migration stops the task before it registers with the ALB, the deployment
+        circuit breaker trips and ECS rolls back to the previous task definition, which
+        keeps serving. ``migrate`` takes a PostgreSQL advisory lock, so tasks starting
+        together serialise and all but the first find nothing to do. The separate
+        ``<family>-migrate`` task definition runs the same step by hand or from CI
+        (``aws ecs run-task``) before a deploy that needs it.
+
+    Example:
+        ``Service("app", ServiceArgs(family="prodstack-dev", image=reg.image_ref, ...))``
+
+    Cost:
+        Fargate x86 $0.04048/vCPU-h + $0.004445/GB-h: 0.25 vCPU/0.5 GB ~ **$9/month per
+        task**; 1 vCPU/2 GB ~ $36/month per task (prod: 3 tasks ~ $108). ARM64 is ~20 %
+        cheaper. Container Insights adds CloudWatch metrics cost. Knobs: size
+        (``cpu``/``memory``), ``replicas``/``max_replicas``, ``cpu_architecture``.
+
+    Secure defaults:
+        Private subnets, no public IP; read-only root filesystem with a task-local
+        ``/tmp``; non-root user 10001; no privilege escalation; every secret through ECS
+        ``secrets``; ECS Exec off; circuit breaker with rollback; logs kept 30 days.
+
+    Opt-outs:
+        None: these are not configurable.
+    """
+
+    cluster_name: pulumi.Output[str]
+    """ECS cluster name (``ClusterName`` dimension)."""
+    service_name: pulumi.Output[str]
+    """ECS service name (``ServiceName`` dimension)."""
+    task_definition_arn: pulumi.Output[str]
+    """ARN of the API task definition."""
+    migrate_task_definition_arn: pulumi.Output[str]
+    """ARN of the one-off migration task definition."""
+    log_group_name: pulumi.Output[str]
+    """CloudWatch log group of both task definitions."""
+
+    def __init__(
+        self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("prodstack:service:Service", name, None, opts)
+        self._name = name
+        self._args = args
+        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+
+        self._create_cluster_and_logs()
+        execution_role, task_role = self._create_roles()
+        self._create_task_definitions(execution_role, task_role)
+        self._create_service()
+        self._create_autoscaling()
+
+        self.register_outputs(
+            {
+                "cluster_name": self.cluster_name,
+                "service_name": self.service_name,
+                "task_definition_arn": self.task_definition_arn,
+                "migrate_task_definition_arn": self.migrate_task_definition_arn,
+                "log_group_name": self.log_group_name,
+            }
+        )
+
+    def _tags(self, role: str) -> dict[str, str]:
+        return merge_tags(self._args.tags, role)
+
+    def _create_cluster_and_logs(self) -> None:
+        n = self._name
+        self.cluster = aws.ecs.Cluster(
+            f"{n}-cluster",
+            # Values: enhanced | enabled | disabled. Source: botocore ecs ClusterSetting.
+            settings=[{"name": "containerInsights", "value": "enabled"}],
+            tags=self._tags("cluster"),
+            opts=child_opts(self),
+        )
+        self.cluster_name = self.cluster.name
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{n}-logs",
+            name=f"/ecs/{self._args.family}",
+            retention_in_days=self._args.log_retention_days,
+            tags=self._tags("logs"),
+            opts=child_opts(self),
+        )
+        self.log_group_name = self.log_group.name
+
+    def _create_roles(self) -> tuple[aws.iam.Role, aws.iam.Role]:
+        n, args = self._name, self._args
+        execution_role = aws.iam.Role(
+            f"{n}-execution-role",
+            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
+            tags=self._tags("execution-role"),
+            opts=child_opts(self),
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{n}-execution-role-managed",
+            role=execution_role.name,
+            policy_arn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy",
+            opts=child_opts(self),
+        )
+        if args.secret_arns:
+            aws.iam.RolePolicy(
+                f"{n}-execution-role-secrets",
+                role=execution_role.id,
+                policy=pulumi.Output.all(*args.secret_arns).apply(
+                    lambda arns: json.dumps(
+                        {
+                            "Version": "2012-10-17",
+                            "Statement": [
+                                {
+                                    "Effect": "Allow",
+                                    "Action": "secretsmanager:GetSecretValue",
+                                    "Resource": sorted(set(arns)),
+                                }
+                            ],
+                        }
+                    )
+                ),
+                opts=child_opts(self),
+            )
+        # The app calls no AWS API; its role grants nothing.
+        task_role = aws.iam.Role(
+            f"{n}-task-role",
+            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
+            tags=self._tags("task-role"),
+            opts=child_opts(self),
+        )
+        return execution_role, task_role
+
+    def _container(self, name: str, *, essential: bool, command: Sequence[str] | None) -> dict:
+        args = self._args
+        container: dict = {
+            "name": name,
+            "image": args.image,
+            "essential": essential,
+            "user": args.user,
+            "readonlyRootFilesystem": True,
+            "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
+            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+            "environment": [
+                {"name": k, "value": v} for k, v in sorted(args.environment.items())
+            ],
+            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(args.secrets.items())],
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": self.log_group.name,
+                    "awslogs-region": self._region,
+                    "awslogs-stream-prefix": name,
+                },
+            },
+        }
+        if command is not None:
+            container["command"] = list(command)
+        return container
+
+    def _create_task_definitions(self, execution_role: aws.iam.Role, task_role: aws.iam.Role):
+        n, args = self._name, self._args
+        migrate = self._container(MIGRATE_CONTAINER, essential=False, command=MIGRATE_COMMAND)
+        api = self._container(API_CONTAINER, essential=True, command=None)  # image CMD: serve
+        api |= {
+            "portMappings": [{"containerPort": args.app_port, "protocol": "tcp"}],
+            "dependsOn": [{"containerName": MIGRATE_CONTAINER, "condition": "SUCCESS"}],
+            "stopTimeout": 30,  # SIGTERM, then drain in-flight requests before SIGKILL
+            "healthCheck": {
+                "command": [
+                    "CMD",
+                    "python",
+                    "-c",
+                    "import os,urllib.request;urllib.request.urlopen("
+                    "'http://127.0.0.1:'+os.environ.get('PORT','8000')+'/health/live',timeout=3)",
+                ],
+                "interval": 15,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 30,
+            },
+        }
+        common = dict(
+            cpu=args.cpu,
+            memory=args.memory,
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            runtime_platform={
+                "operating_system_family": "LINUX",
+                "cpu_architecture": args.cpu_architecture,
+            },
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            # Task-local scratch space for /tmp; the root filesystem stays read-only.
+            volumes=[{"name": "tmp"}],
+        )
+        self.task_definition = aws.ecs.TaskDefinition(
+            f"{n}-task",
+            family=args.family,
+            container_definitions=pulumi.Output.json_dumps([migrate, api]),
+            tags=self._tags("task"),
+            opts=child_opts(self),
+            **common,
+        )
+        one_off = self._container(MIGRATE_CONTAINER, essential=True, command=MIGRATE_COMMAND)
+        self.migrate_task_definition = aws.ecs.TaskDefinition(
+            f"{n}-migrate-task",
+            family=f"{args.family}-migrate",
+            container_definitions=pulumi.Output.json_dumps([one_off]),
+            tags=self._tags("migrate-task"),
+            opts=child_opts(self),
+            **common,
+        )
+        self.task_definition_arn = self.task_definition.arn
+        self.migrate_task_definition_arn = self.migrate_task_definition.arn
+
+    def _create_service(self) -> None:
+        n, args = self._name, self._args
+        # Make the target group input wait for the listener, so the service is created
+        # only once the target group is attached to the ALB.
+        target_group_arn = pulumi.Output.all(args.target_group_arn, args.listener_arn).apply(
+            lambda v: v[0]
+        )
+        self.service = aws.ecs.Service(
+            f"{n}-service",
+            cluster=self.cluster.arn,
+            task_definition=self.task_definition.arn,
+            desired_count=args.replicas,
+            launch_type="FARGATE",
+            platform_version="LATEST",
+            network_configuration={
+                "subnets": list(args.subnet_ids),
+                "security_groups": [args.security_group_id],
+                "assign_public_ip": False,
+            },
+            load_balancers=[
+                {
+                    "target_group_arn": target_group_arn,
+                    "container_name": API_CONTAINER,
+                    "container_port": args.app_port,
+                }
+            ],
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            health_check_grace_period_seconds=args.health_check_grace_seconds,
+            enable_execute_command=False,
+            enable_ecs_managed_tags=True,
+            propagate_tags="SERVICE",
+            tags=self._tags("service"),
+            # Autoscaling owns the running count after creation.
+            opts=child_opts(self, ignore_changes=["desiredCount"]),
+        )
+        self.service_name = self.service.name
+
+    def _create_autoscaling(self) -> None:
+        n, args = self._name, self._args
+        # Source: botocore application-autoscaling RegisterScalableTarget (ecs namespace).
+        target = aws.appautoscaling.Target(
+            f"{n}-scaling-target",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat(
+                "service/", self.cluster.name, "/", self.service.name
+            ),
+            min_capacity=args.min_replicas,
+            max_capacity=args.max_replicas,
+            opts=child_opts(self),
+        )
+        for role, metric, value, label in (
+            ("cpu", "ECSServiceAverageCPUUtilization", args.cpu_target_percent, None),
+            ("requests", "ALBRequestCountPerTarget", args.requests_per_target,
+             args.request_count_resource_label),
+        ):
+            spec = {"predefined_metric_type": metric}
+            if label is not None:
+                spec["resource_label"] = label  # only valid with ALBRequestCountPerTarget
+            aws.appautoscaling.Policy(
+                f"{n}-scale-{role}",
+                policy_type="TargetTrackingScaling",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension,
+                resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration={
+                    "predefined_metric_specification": spec,
+                    "target_value": value,
+                    "scale_in_cooldown": 300,
+                    "scale_out_cooldown": 60,
+                },
+                opts=child_opts(self),
+            )

@@ -1,0 +1,1 @@
+"""prodstack's Pulumi program: config loading/validation, sizes and the composition."""

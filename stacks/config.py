@@ -1,0 +1,365 @@
+"""Stack configuration: every ``prodstack:`` key, its type and default, and validation.
+
+``load(raw, region=..., stack=...)`` checks *everything* before any resource exists and
+raises :class:`ConfigError` listing every problem, one line each, naming the key, the
+bad value and what is allowed. ``Pulumi.yaml`` declares the same keys (a test keeps the
+two in step); the VPS profile uses the same names in pyinfra data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from components._common import LOG_RETENTION_DAYS
+from components.network import NAT_STRATEGIES, subnet_cidrs
+from components.registry import PLATFORMS, TAG_RE
+from components.waf import MAX_RATE_LIMIT, MIN_RATE_LIMIT
+from stacks.sizes import SIZES
+
+NAMESPACE = "prodstack"
+
+# Commercial Regions with ECS Fargate, RDS, ElastiCache, WAFv2 and ACM.
+# Source: AWS General Reference "Regional endpoints" (rande.html) region table.
+REGIONS = (
+    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "ca-west-1",
+    "mx-central-1", "sa-east-1", "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1",
+    "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2", "il-central-1",
+    "me-south-1", "me-central-1", "af-south-1", "ap-east-1", "ap-south-1", "ap-south-2",
+    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3", "ap-southeast-1",
+    "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
+    "ap-southeast-7",
+)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+ACM_ARN_RE = re.compile(r"^arn:aws:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
+ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,32}$")
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+
+@dataclass(frozen=True)
+class Key:
+    """One project config key as declared in ``Pulumi.yaml``."""
+
+    type: str
+    """``string``, ``integer`` or ``boolean`` (Pulumi config schema types)."""
+    default: Any
+    """Value used when the stack file does not set the key."""
+    description: str
+    """One sentence: meaning and allowed values."""
+    secret: bool = False
+    """Whether the value must be set with ``pulumi config set --secret``."""
+
+
+KEYS: dict[str, Key] = {
+    "size": Key("string", "small",
+                "Capacity profile: small | medium | large (seed startup/production/enterprise)."),
+    "environment": Key("string", "",
+                       "Environment label; 'prod' turns on the prod checks. Empty: stack name."),
+    "replicas": Key("string", "auto", "Initial API task count, >= 1, or auto (the size's)."),
+    "min_replicas": Key("string", "auto", "Autoscaling floor, >= 1, or auto (the size's)."),
+    "max_replicas": Key("string", "auto",
+                        "Autoscaling ceiling, >= min_replicas, or auto (the size's)."),
+    "cpu_target_percent": Key("integer", 70, "Average task CPU autoscaling holds, 10-90."),
+    "requests_per_target": Key("integer", 1000,
+                               "ALB requests per task per minute autoscaling holds, >= 1."),
+    "vpc_cidr": Key("string", "10.0.0.0/16", "Private IPv4 VPC range, /16 to /20."),
+    "az_count": Key("string", "auto", "Availability zones, 2 or 3, or auto (the size's)."),
+    "nat": Key("string", "auto", "NAT strategy: none | single | per_az | auto (the size's)."),
+    "multi_az": Key("string", "auto",
+                    "RDS Multi-AZ + cache replica with failover: true | false | auto (size)."),
+    "domain": Key("string", "",
+                  "Public hostname (HTTPS). Empty: plain HTTP, allowed outside prod only."),
+    "certificate_arn": Key("string", "",
+                           "ACM certificate in the stack's Region for domain and origin.domain."),
+    "hosted_zone_id": Key("string", "",
+                          "Route 53 zone for DNS-validated certificates and alias records."),
+    "cdn": Key("boolean", True, "Put CloudFront in front of the ALB."),
+    "cdn_certificate_arn": Key("string", "",
+                               "ACM certificate in us-east-1 for the CDN (else DNS-validated)."),
+    "waf": Key("boolean", True, "Attach a WAFv2 web ACL (to the CDN, else the ALB)."),
+    "waf_rate_limit_per_minute": Key("integer", 600,
+                                     "Requests per client IP per minute before WAF blocks, "
+                                     ">= 100 (seed nginx: 10 r/s per IP)."),
+    "rate_limit_per_minute": Key("integer", 100,
+                                 "App rate limit per client per minute (seed: 100), >= 1."),
+    "storage_gb": Key("string", "auto",
+                      "Initial database storage, 20-65536 GiB, or auto (the size's)."),
+    "max_storage_gb": Key("string", "auto",
+                          "Storage autoscaling ceiling, >= 1.1 x storage_gb, or auto (5x)."),
+    "backup_retention_days": Key("integer", 7, "Database backup retention, 1-35 (prod >= 7)."),
+    "deletion_protection": Key("boolean", True,
+                               "Deletion protection on the database and ALB (required in prod)."),
+    "final_snapshot": Key("boolean", True, "Final database snapshot on delete (required in prod)."),
+    "flow_logs": Key("boolean", True, "VPC flow logs to CloudWatch (required in prod)."),
+    "alb_access_logs": Key("boolean", True, "ALB access logs to S3 (required in prod)."),
+    "log_retention_days": Key("integer", 30, "CloudWatch log retention, a CloudWatch value."),
+    "alarm_email": Key("string", "", "Email subscribed to the alarm topic. Empty: none."),
+    "log_level": Key("string", "INFO",
+                     "App LOG_LEVEL: DEBUG | INFO | WARNING | ERROR | CRITICAL."),
+    "image_platform": Key("string", "linux/amd64",
+                          "Image/task platform: linux/amd64 | linux/arm64."),
+    "image_tag": Key("string", "", "Immutable image tag. Empty: a hash of app/."),
+    "base_image": Key("string", "python:3.11-slim", "BASE_IMAGE build argument."),
+    "api_token": Key("string", "",
+                     "API bearer token; set with --secret. Empty: generated into Secrets Manager.",
+                     secret=True),
+}
+
+
+class ConfigError(Exception):
+    """Every configuration problem found, one per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Validated, fully resolved configuration (size defaults applied)."""
+
+    stack: str
+    region: str
+    environment: str
+    size: str
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+    cpu_target_percent: int
+    requests_per_target: int
+    vpc_cidr: str
+    az_count: int
+    nat: str
+    multi_az: bool
+    domain: str
+    certificate_arn: str
+    hosted_zone_id: str
+    cdn: bool
+    cdn_certificate_arn: str
+    waf: bool
+    waf_rate_limit_per_minute: int
+    rate_limit_per_minute: int
+    storage_gb: int
+    max_storage_gb: int
+    backup_retention_days: int
+    deletion_protection: bool
+    final_snapshot: bool
+    flow_logs: bool
+    alb_access_logs: bool
+    log_retention_days: int
+    alarm_email: str
+    log_level: str
+    image_platform: str
+    image_tag: str
+    base_image: str
+    api_token: str
+    task_cpu: str
+    task_memory: str
+    db_instance_class: str
+    cache_node_type: str
+
+    @property
+    def is_prod(self) -> bool:
+        """Whether the prod-only checks apply."""
+        return self.environment == "prod"
+
+    @property
+    def origin_domain(self) -> str:
+        """Host name CloudFront uses for the ALB (on the ALB certificate)."""
+        return f"origin.{self.domain}" if self.domain and self.cdn else ""
+
+
+class _Reader:
+    """Parses raw string values, collecting problems instead of stopping at the first."""
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+        self.problems: list[str] = []
+
+    def bad(self, key: str, value: Any, allowed: str) -> None:
+        self.problems.append(f"{NAMESPACE}:{key}: {value!r} is invalid; allowed: {allowed}")
+
+    def get(self, key: str) -> Any:
+        spec = KEYS[key]
+        if key not in self.raw:
+            return spec.default
+        value = self.raw[key]
+        if spec.type == "integer":
+            try:
+                return int(str(value).strip())
+            except ValueError:
+                self.bad(key, value, "an integer")
+                return spec.default
+        if spec.type == "boolean":
+            text = str(value).strip().lower()
+            if text not in ("true", "false"):
+                self.bad(key, value, "true or false")
+                return spec.default
+            return text == "true"
+        return str(value)
+
+
+def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConfig:
+    """Validate raw ``prodstack:`` values (keys without namespace) and resolve defaults.
+
+    Raises :class:`ConfigError` with every problem found.
+    """
+    r = _Reader(raw)
+    for key in sorted(set(raw) - set(KEYS)):
+        r.bad(key, raw[key], "a known key (" + ", ".join(sorted(KEYS)) + ")")
+
+    if not region:
+        r.problems.append("aws:region: not set; allowed: " + ", ".join(REGIONS))
+    elif region not in REGIONS:
+        r.problems.append(f"aws:region: {region!r} is invalid; allowed: {', '.join(REGIONS)}")
+
+    v = {key: r.get(key) for key in KEYS}
+    size = SIZES.get(v["size"])
+    if size is None:
+        r.bad("size", v["size"], " | ".join(SIZES))
+        size = SIZES["small"]
+
+    environment = v["environment"] or stack
+    if not ENVIRONMENT_RE.match(environment):
+        r.bad("environment", environment, "lowercase letters, digits, hyphens (<= 20)")
+
+    def sized(key: str, fallback: Any) -> Any:
+        """The size's value for ``auto``; integer keys given as strings are parsed."""
+        value = str(v[key]).strip()
+        if value == "auto":
+            return fallback
+        if isinstance(fallback, int):
+            try:
+                return int(value)
+            except ValueError:
+                r.bad(key, v[key], "an integer or auto")
+                return fallback
+        return value
+
+    replicas = sized("replicas", size.replicas)
+    min_replicas = sized("min_replicas", min(size.min_replicas, replicas))
+    max_replicas = sized("max_replicas", max(size.max_replicas, replicas))
+    for key, value in (("replicas", replicas), ("min_replicas", min_replicas)):
+        if value < 1:
+            r.bad(key, value, "an integer >= 1")
+    if max_replicas < min_replicas:
+        r.bad("max_replicas", max_replicas, f">= min_replicas ({min_replicas})")
+    elif not min_replicas <= replicas <= max_replicas:
+        r.bad("replicas", replicas, f"{min_replicas}..{max_replicas} (min..max_replicas)")
+    if not 10 <= v["cpu_target_percent"] <= 90:
+        r.bad("cpu_target_percent", v["cpu_target_percent"], "10-90")
+    if v["requests_per_target"] < 1:
+        r.bad("requests_per_target", v["requests_per_target"], "an integer >= 1")
+
+    az_count = sized("az_count", size.az_count)
+    if az_count not in (2, 3):
+        r.bad("az_count", az_count, "2 or 3")
+    try:
+        subnet_cidrs(v["vpc_cidr"], 3)
+    except ValueError as exc:
+        r.bad("vpc_cidr", v["vpc_cidr"], f"a private IPv4 CIDR /16-/20 ({exc})")
+    nat = sized("nat", size.nat)
+    if nat not in NAT_STRATEGIES:
+        r.bad("nat", nat, " | ".join((*NAT_STRATEGIES, "auto")))
+    multi_az_raw = str(v["multi_az"]).lower()
+    if multi_az_raw not in ("auto", "true", "false"):
+        r.bad("multi_az", v["multi_az"], "true | false | auto")
+    multi_az = size.multi_az if multi_az_raw == "auto" else multi_az_raw == "true"
+
+    domain = v["domain"]
+    if domain and not HOSTNAME_RE.match(domain):
+        r.bad("domain", domain, "a lowercase DNS name such as api.example.com")
+    if domain and not (v["certificate_arn"] or v["hosted_zone_id"]):
+        r.bad("domain", domain, "a certificate source: set certificate_arn or hosted_zone_id")
+    if domain and v["cdn"] and not (v["cdn_certificate_arn"] or v["hosted_zone_id"]):
+        r.bad("domain", domain,
+              "with cdn, a us-east-1 certificate: set cdn_certificate_arn or hosted_zone_id")
+    for key, want_region in (("certificate_arn", region), ("cdn_certificate_arn", "us-east-1")):
+        arn = v[key]
+        match = ACM_ARN_RE.match(arn) if arn else None
+        if arn and (match is None or match.group(1) != want_region):
+            r.bad(key, arn, f"an ACM certificate ARN in {want_region}")
+        if arn and not domain:
+            r.bad(key, arn, "only together with domain")
+    if v["hosted_zone_id"] and not ZONE_ID_RE.match(v["hosted_zone_id"]):
+        r.bad("hosted_zone_id", v["hosted_zone_id"], "a Route 53 zone ID like Z0123456789ABC")
+
+    if not MIN_RATE_LIMIT <= v["waf_rate_limit_per_minute"] <= MAX_RATE_LIMIT:
+        r.bad("waf_rate_limit_per_minute", v["waf_rate_limit_per_minute"], "100-2000000000")
+    if v["rate_limit_per_minute"] < 1:
+        r.bad("rate_limit_per_minute", v["rate_limit_per_minute"], "an integer >= 1")
+
+    storage_gb = sized("storage_gb", size.storage_gb)
+    max_storage_gb = sized("max_storage_gb", min(storage_gb * 5, 65_536))
+    if not 20 <= storage_gb <= 65_536:
+        r.bad("storage_gb", storage_gb, "20-65536")
+    if max_storage_gb < storage_gb * 1.1 or max_storage_gb > 65_536:
+        r.bad("max_storage_gb", max_storage_gb, f">= 1.1 x storage_gb ({storage_gb}), <= 65536")
+    if not 1 <= v["backup_retention_days"] <= 35:
+        r.bad("backup_retention_days", v["backup_retention_days"], "1-35")
+    if v["log_retention_days"] not in LOG_RETENTION_DAYS:
+        r.bad("log_retention_days", v["log_retention_days"],
+              ", ".join(map(str, LOG_RETENTION_DAYS)))
+    if v["alarm_email"] and not EMAIL_RE.match(v["alarm_email"]):
+        r.bad("alarm_email", v["alarm_email"], "an email address")
+    if v["log_level"] not in LOG_LEVELS:
+        r.bad("log_level", v["log_level"], " | ".join(LOG_LEVELS))
+    if v["image_platform"] not in PLATFORMS:
+        r.bad("image_platform", v["image_platform"], " | ".join(PLATFORMS))
+    if v["image_tag"] and not TAG_RE.match(v["image_tag"]):
+        r.bad("image_tag", v["image_tag"], "1-128 of [A-Za-z0-9_.-], not starting with . or -")
+    if v["api_token"] and len(v["api_token"]) < 32:
+        r.bad("api_token", "<secret>", "at least 32 characters")
+
+    if environment == "prod":
+        # Prod profile: the dev-only opt-outs are refused.
+        if not domain:
+            r.bad("domain", domain, "a domain in prod (plain HTTP is dev-only)")
+        for key in ("deletion_protection", "final_snapshot", "flow_logs", "alb_access_logs"):
+            if not v[key]:
+                r.bad(key, v[key], "true in prod")
+        if v["backup_retention_days"] < 7:
+            r.bad("backup_retention_days", v["backup_retention_days"], ">= 7 in prod")
+        if not multi_az:
+            r.bad("multi_az", v["multi_az"], "true in prod")
+        if min_replicas < 2:
+            r.bad("min_replicas", min_replicas, ">= 2 in prod")
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return StackConfig(
+        stack=stack, region=region or "", environment=environment, size=v["size"],
+        replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
+        cpu_target_percent=v["cpu_target_percent"],
+        requests_per_target=v["requests_per_target"], vpc_cidr=v["vpc_cidr"],
+        az_count=az_count, nat=nat, multi_az=multi_az, domain=domain,
+        certificate_arn=v["certificate_arn"], hosted_zone_id=v["hosted_zone_id"],
+        cdn=v["cdn"], cdn_certificate_arn=v["cdn_certificate_arn"], waf=v["waf"],
+        waf_rate_limit_per_minute=v["waf_rate_limit_per_minute"],
+        rate_limit_per_minute=v["rate_limit_per_minute"], storage_gb=storage_gb,
+        max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
+        deletion_protection=v["deletion_protection"], final_snapshot=v["final_snapshot"],
+        flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],
+        log_retention_days=v["log_retention_days"], alarm_email=v["alarm_email"],
+        log_level=v["log_level"], image_platform=v["image_platform"],
+        image_tag=v["image_tag"], base_image=v["base_image"], api_token=v["api_token"],
+        task_cpu=size.task_cpu, task_memory=size.task_memory,
+        db_instance_class=size.db_instance_class, cache_node_type=size.cache_node_type,
+    )
+
+
+def from_pulumi() -> StackConfig:
+    """Read this stack's config (as the Pulumi engine passes it) and :func:`load` it."""
+    import pulumi
+    from pulumi.runtime.config import CONFIG, get_config_env
+
+    everything = {**get_config_env(), **CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    raw = {k[len(prefix):]: v for k, v in everything.items() if k.startswith(prefix)}
+    return load(raw, region=everything.get("aws:region"), stack=pulumi.get_stack())

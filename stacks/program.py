@@ -1,0 +1,232 @@
+"""The prodstack composition: config first, then components, then exports.
+
+Composition only: every resource lives in a component, except the API-token secret
+(a supporting resource, under its banner below).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components._common import ENVIRONMENT_TAG
+from components.cache import Cache, CacheArgs
+from components.cdn import Cdn, CdnArgs
+from components.database import Database, DatabaseArgs
+from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.network import Network, NetworkArgs
+from components.observability import Observability, ObservabilityArgs
+from components.registry import Registry, RegistryArgs, context_hash
+from components.service import Service, ServiceArgs
+from components.waf import WebAcl, WebAclArgs
+from stacks.config import StackConfig, from_pulumi
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_DIR = REPO_ROOT / "app"
+APP_PORT = 8000
+
+
+def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
+    """Create the whole stack from a validated config; returns the stack outputs."""
+    # ---- locals ------------------------------------------------------------------
+    name = "prodstack"
+    physical = f"prodstack-{cfg.stack}".lower()[:40].rstrip("-")
+    tags = {ENVIRONMENT_TAG: cfg.environment, "prodstack:stack": cfg.stack}
+    dev_teardown = not cfg.deletion_protection  # dev: let `pulumi destroy` finish
+
+    if cfg.domain:
+        alb_ports: tuple[int, ...] = (443,) if cfg.cdn else (80, 443)
+    else:
+        alb_ports = (80,)
+
+    # ---- components --------------------------------------------------------------
+    network = Network(name, NetworkArgs(
+        cidr_block=cfg.vpc_cidr,
+        az_count=cfg.az_count,
+        nat=cfg.nat,
+        flow_logs=cfg.flow_logs,
+        log_retention_days=cfg.log_retention_days,
+        app_port=APP_PORT,
+        alb_ingress_source="cloudfront" if cfg.cdn else "world",
+        alb_ports=alb_ports,
+        tags=tags,
+    ))
+
+    lb = LoadBalancer(name, LoadBalancerArgs(
+        vpc_id=network.vpc_id,
+        subnet_ids=network.public_subnet_ids,
+        security_group_id=network.alb_security_group_id,
+        domain=cfg.domain,
+        certificate_arn=cfg.certificate_arn,
+        hosted_zone_id=cfg.hosted_zone_id,
+        origin_domain=cfg.origin_domain,
+        alias_names=(
+            (cfg.origin_domain if cfg.cdn else cfg.domain,)
+            if cfg.domain and cfg.hosted_zone_id else ()
+        ),
+        app_port=APP_PORT,
+        deletion_protection=cfg.deletion_protection,
+        access_logs=cfg.alb_access_logs,
+        tags=tags,
+    ))
+
+    waf = None
+    if cfg.waf:
+        waf = WebAcl(f"{name}-waf", WebAclArgs(
+            scope="CLOUDFRONT" if cfg.cdn else "REGIONAL",
+            rate_limit=cfg.waf_rate_limit_per_minute,
+            evaluation_window_seconds=60,
+            associate_arn=None if cfg.cdn else lb.arn,
+            tags=tags,
+        ))
+
+    db = Database(f"{name}-db", DatabaseArgs(
+        subnet_ids=network.isolated_subnet_ids,
+        security_group_id=network.database_security_group_id,
+        identifier=physical,
+        instance_class=cfg.db_instance_class,
+        storage_gb=cfg.storage_gb,
+        max_storage_gb=cfg.max_storage_gb,
+        multi_az=cfg.multi_az,
+        backup_retention_days=cfg.backup_retention_days,
+        deletion_protection=cfg.deletion_protection,
+        final_snapshot=cfg.final_snapshot,
+        log_retention_days=cfg.log_retention_days,
+        tags=tags,
+    ))
+
+    cache = Cache(f"{name}-cache", CacheArgs(
+        subnet_ids=network.isolated_subnet_ids,
+        security_group_id=network.cache_security_group_id,
+        replication_group_id=physical,
+        node_type=cfg.cache_node_type,
+        replicas=1 if cfg.multi_az else 0,
+        log_retention_days=cfg.log_retention_days,
+        secret_recovery_window_days=0 if dev_teardown else 7,
+        tags=tags,
+    ))
+
+    registry = Registry(f"{name}-registry", RegistryArgs(
+        context=str(APP_DIR),
+        tag=cfg.image_tag or context_hash(APP_DIR),
+        platform=cfg.image_platform,
+        base_image=cfg.base_image,
+        force_delete=dev_teardown,
+        tags=tags,
+    ))
+
+    # ---- supporting resources: the API token secret --------------------------------
+    if cfg.api_token:
+        api_token: pulumi.Input[str] = pulumi.Output.secret(cfg.api_token)
+    else:
+        api_token = random.RandomPassword(f"{name}-api-token", length=48, special=False).result
+    api_token_secret = aws.secretsmanager.Secret(
+        f"{name}-api-token",
+        description="prodstack API bearer token (API_TOKEN)",
+        recovery_window_in_days=0 if dev_teardown else 7,
+        tags=tags,
+    )
+    aws.secretsmanager.SecretVersion(
+        f"{name}-api-token-value", secret_id=api_token_secret.id, secret_string=api_token
+    )
+
+    service = Service(name, ServiceArgs(
+        family=physical,
+        image=registry.image_ref,
+        subnet_ids=network.private_subnet_ids,
+        security_group_id=network.service_security_group_id,
+        target_group_arn=lb.target_group_arn,
+        listener_arn=lb.listener_arn,
+        request_count_resource_label=pulumi.Output.concat(
+            lb.arn_suffix, "/", lb.target_group_arn_suffix
+        ),
+        environment={
+            "PORT": str(APP_PORT),
+            "LOG_LEVEL": cfg.log_level,
+            "RATE_LIMIT_PER_MINUTE": str(cfg.rate_limit_per_minute),
+            "DB_HOST": db.address,
+            "DB_PORT": "5432",
+            "DB_NAME": db.database_name,
+            "DB_SSLMODE": "require",
+            "REDIS_HOST": cache.primary_endpoint,
+            "REDIS_PORT": str(cache.port),
+            "REDIS_TLS": "true",
+        },
+        secrets={
+            # ECS injects JSON keys of the RDS-managed secret: "<arn>:<key>::".
+            # Source: AWS ECS developer guide, specifying-sensitive-data-secrets.html.
+            "DB_USER": pulumi.Output.concat(db.master_secret_arn, ":username::"),
+            "DB_PASSWORD": pulumi.Output.concat(db.master_secret_arn, ":password::"),
+            "REDIS_PASSWORD": cache.auth_secret_arn,
+            "API_TOKEN": api_token_secret.arn,
+        },
+        secret_arns=[db.master_secret_arn, cache.auth_secret_arn, api_token_secret.arn],
+        cpu=cfg.task_cpu,
+        memory=cfg.task_memory,
+        cpu_architecture="ARM64" if cfg.image_platform == "linux/arm64" else "X86_64",
+        replicas=cfg.replicas,
+        min_replicas=cfg.min_replicas,
+        max_replicas=cfg.max_replicas,
+        cpu_target_percent=cfg.cpu_target_percent,
+        requests_per_target=cfg.requests_per_target,
+        app_port=APP_PORT,
+        log_retention_days=cfg.log_retention_days,
+        tags=tags,
+    ))
+
+    cdn = None
+    if cfg.cdn:
+        cdn = Cdn(f"{name}-cdn", CdnArgs(
+            origin_domain=cfg.origin_domain or lb.dns_name,
+            origin_https=bool(cfg.domain),
+            aliases=(cfg.domain,) if cfg.domain else (),
+            certificate_arn=cfg.cdn_certificate_arn,
+            hosted_zone_id=cfg.hosted_zone_id,
+            web_acl_arn=waf.arn if waf else None,
+            tags=tags,
+        ))
+
+    observability = Observability(f"{name}-{cfg.stack}", ObservabilityArgs(
+        load_balancer_arn_suffix=lb.arn_suffix,
+        target_group_arn_suffix=lb.target_group_arn_suffix,
+        cluster_name=service.cluster_name,
+        service_name=service.service_name,
+        db_identifier=db.identifier,
+        db_storage_gb=db.storage_gb,
+        db_max_connections=db.max_connections,
+        cache_member_ids=cache.member_cluster_ids,
+        alarm_email=cfg.alarm_email,
+        cpu_percent=cfg.cpu_target_percent,
+        tags=tags,
+    ))
+
+    # ---- exports -----------------------------------------------------------------
+    if cdn is not None:
+        url: pulumi.Input[str] = cdn.url
+    elif cfg.domain:
+        url = f"https://{cfg.domain}"
+    else:
+        url = pulumi.Output.concat("http://", lb.dns_name)
+    return {
+        "url": url,  # public entry point
+        "alb_dns_name": lb.dns_name,  # AWS name of the load balancer
+        "database_endpoint": pulumi.Output.concat(db.address, ":5432"),
+        "database_secret_arn": db.master_secret_arn,  # RDS-managed master secret
+        "cache_endpoint": pulumi.Output.concat(cache.primary_endpoint, ":6379"),
+        "image": registry.image_ref,  # deployed image, by digest
+        "cluster_name": service.cluster_name,
+        "service_name": service.service_name,
+        "migrate_task_definition": service.migrate_task_definition_arn,
+        "dashboard_url": observability.dashboard_url,
+        "alarm_topic_arn": observability.topic_arn,
+    }
+
+
+def main() -> None:
+    """Program entrypoint: validate all config before registering any resource."""
+    cfg = from_pulumi()
+    for key, value in build(cfg).items():
+        pulumi.export(key, value)
