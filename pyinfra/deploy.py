@@ -1,0 +1,45 @@
+"""prodstack on a VPS: `pyinfra INVENTORY deploy.py` (run from pyinfra/, see docs/vps.md).
+
+Thin on purpose: validate this host's data (before any change), then apply each concern
+from tasks/ by inventory group: `web` runs the API containers and nginx, `db` runs
+PostgreSQL, Redis and the backups. A single host is in both groups.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pyinfra import host, inventory  # noqa: E402
+
+from tasks.backup import backup  # noqa: E402
+from tasks.base import hardening, packages  # noqa: E402
+from tasks.cache import cache  # noqa: E402
+from tasks.config import settings_for  # noqa: E402
+from tasks.database import database  # noqa: E402
+from tasks.engine import engine  # noqa: E402
+from tasks.firewall import firewall  # noqa: E402
+from tasks.load_balancer import load_balancer  # noqa: E402
+from tasks.observability import observability  # noqa: E402
+from tasks.service import service  # noqa: E402
+
+db_hosts = inventory.get_group("db", None) or []
+cfg = settings_for(
+    host.data.dict(),
+    set(host.groups),
+    db_data=db_hosts[0].data.dict() if db_hosts and db_hosts[0] is not host else None,
+)
+
+packages_op = packages(cfg)
+hardening(cfg)
+firewall(cfg)
+if cfg.is_web:
+    engine(cfg)
+if cfg.is_db:
+    database(cfg)
+    cache(cfg)
+    backup(cfg)
+if cfg.is_web:
+    service(cfg)
+    load_balancer(cfg, packages_op=packages_op)
+observability(cfg)

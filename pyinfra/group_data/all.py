@@ -1,0 +1,90 @@
+"""Defaults for every host. A host needs only an address and an SSH key on top of these.
+
+Override per environment in `group_data/<group>.py` (differences only), per host in the
+inventory, or per run with `pyinfra ... --data key=value`. `tasks/config.py` validates
+everything before the deploy changes anything.
+"""
+
+# --- Profile: the same key names as the cloud profile --------------------------------
+# small | medium | large: per-replica memory/CPU limits and the default replica count
+# (2, 3, 4). medium matches the seeds' three-replica topology.
+size = "medium"
+# API containers per web host. Default: from `size`. Must be >= 1.
+replicas = None
+# Public DNS name of the API, e.g. "api.example.com". Default: none (serves any name on
+# a self-signed certificate).
+domain = None
+# Days of daily backups kept on the host and in S3 (the seeds: 30).
+backup_retention_days = 30
+
+# --- TLS -------------------------------------------------------------------------------
+# auto: Let's Encrypt when `domain` is public and `letsencrypt_email` is set, else the
+# files in tls_certificate_file/tls_key_file if given, else a self-signed certificate.
+tls = "auto"
+letsencrypt_email = None
+tls_certificate_file = None
+tls_key_file = None
+
+# --- API image and containers ------------------------------------------------------------
+# Image reference to run. Default: $PRODSTACK_IMAGE, else built locally from app/ with
+# scripts/build-image.sh and shipped over SSH (docker save | docker load, no registry).
+image = None
+# True: `docker pull` the image from its registry instead of shipping it over SSH.
+image_pull = False
+# Replica i listens on 127.0.0.1:(app_port_base + i); a replacement starts on the spare
+# port (app_spare_port_base + i) and the two alternate on each deploy.
+app_port_base = 8001
+app_spare_port_base = 8101
+container_memory_mb = None  # default: from `size`
+container_cpus = None  # default: from `size`
+app_log_level = "info"
+app_rate_limit_per_minute = 100
+# A new replica must answer /health/ready within this time, or the deploy aborts.
+ready_timeout_seconds = 60
+# Seconds an old replica keeps serving in-flight requests after nginx stops routing to it.
+drain_seconds = 5
+# Private bridge the containers run on; PostgreSQL and Redis listen on its gateway.
+docker_subnet = "172.30.232.0/24"
+docker_bridge = "prodstack0"
+
+# --- Access ---------------------------------------------------------------------------------
+deploy_user = "deploy"
+# Default: the public half of `ssh_key`.
+deploy_user_public_keys = None
+# "no" once you deploy as `deploy_user` with sudo; keys only either way.
+ssh_permit_root_login = "prohibit-password"
+
+# --- nginx ----------------------------------------------------------------------------------
+rate_limit_rps = 10
+rate_limit_burst = 20
+# Clients never rate limited: the host itself (health checks, smoke tests on loopback).
+rate_limit_exempt_cidrs = ["127.0.0.0/8", "::1/128"]
+client_max_body_size = "1m"
+
+# --- PostgreSQL and Redis -----------------------------------------------------------------
+postgres_db = "prodstack"
+postgres_user = "prodstack"
+postgres_port = 5432
+postgres_version = None  # default: the distribution's (15 on Debian 12, 16 on Ubuntu 24.04)
+# Share of RAM PostgreSQL plans for (shared_buffers is a quarter of it), and connections.
+postgres_memory_percent = 50
+postgres_max_connections = 200
+redis_port = 6379
+redis_memory_percent = 10
+# Split layout only: the db host's private address and the web hosts allowed to reach it.
+private_address = None
+db_client_cidrs = []
+
+# --- Backups ----------------------------------------------------------------------------------
+backup_weekly_keep = 12  # about 3 months (the seeds)
+backup_monthly_keep = 12  # a year (the seeds)
+backup_hourly_keep = 24  # hourly dumps for the 1-hour RPO
+# S3-compatible off-site copies; credentials are secrets (BACKUP_S3_ACCESS_KEY_ID/...).
+backup_s3_bucket = None
+backup_s3_prefix = "prodstack"
+backup_s3_endpoint_url = None  # e.g. https://s3.eu-central-1.wasabisys.com
+backup_s3_region = "us-east-1"
+
+# --- Secrets ----------------------------------------------------------------------------------
+# KEY=value file, outside git (see .gitignore); PRODSTACK_<KEY> in the environment wins.
+secrets_file = "secrets.env"

@@ -1,0 +1,16 @@
+"""Roll the API back to the previous image: `uv run pyinfra inventory.py rollback.py`.
+
+Runs `prodstack-release rollback` on each web host: the same health-gated, one-replica-
+at-a-time replacement as a deploy, without migrations. Then pin `image` to the previous
+tag (printed in the output) or fix forward, or the next deploy brings the new image back.
+"""
+
+from pyinfra import host
+from pyinfra.operations import server
+
+if "web" in host.groups:
+    server.shell(
+        name="Roll back to the previous image (always runs: it is the requested action)",
+        commands=["/usr/local/sbin/prodstack-release rollback",
+                  "/usr/local/sbin/prodstack-release status"],
+    )  # fmt: skip

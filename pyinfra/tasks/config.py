@@ -1,0 +1,416 @@
+"""Settings for one host, resolved from inventory data and checked before any change.
+
+Every task takes the `Settings` this module builds. `settings_for(host)` runs first in
+`deploy.py`, during pyinfra's prepare phase, so bad data stops the run before a single
+command changes the host. Each error names the data key, the bad value and the fix.
+
+Data precedence is pyinfra's own: `--data` on the CLI, then host data in the inventory,
+then `group_data/<group>.py`, then `group_data/all.py` (the defaults).
+
+The profile keys share their names with the cloud profile (`size`, `replicas`, `domain`,
+`backup_retention_days`), so one profile can drive either target.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from pyinfra.api.exceptions import DeployError
+
+PYINFRA_DIR = Path(__file__).resolve().parents[1]
+REPO_DIR = PYINFRA_DIR.parent
+
+# Per-replica container limits and default replica counts, by profile size. The cloud
+# profile uses the same three names for its task sizes.
+SIZES: dict[str, dict[str, Any]] = {
+    # 2 vCPU / 4 GB VPS (the seeds' $35 "startup" setup).
+    "small": {"replicas": 2, "container_memory_mb": 256, "container_cpus": 0.5},
+    # 4 vCPU / 8 GB VPS (the seeds' $85 "production" setup): three replicas, as the seeds.
+    "medium": {"replicas": 3, "container_memory_mb": 384, "container_cpus": 1.0},
+    # 8 vCPU / 16 GB and up.
+    "large": {"replicas": 4, "container_memory_mb": 512, "container_cpus": 1.5},
+}
+
+# Secrets the stack needs, by name. Each is read from PRODSTACK_<NAME> in the environment
+# or from the secrets file (KEY=value lines, kept outside git).
+REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_TOKEN")
+S3_SECRETS = ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")
+SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
+
+# RFC 1123 host names with at least two labels; no trailing dot, no wildcard.
+DOMAIN_PATTERN = re.compile(
+    r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
+)
+# Suffixes that never resolve publicly, so Let's Encrypt can't validate them.
+PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED_PORTS = {22: "ssh", 80: "http", 443: "https"}
+
+
+class SettingsError(DeployError):
+    """Invalid inventory data: raised before any operation runs."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the tasks need for one host, validated and with defaults resolved."""
+
+    roles: frozenset[str]
+    size: str
+    replicas: int
+    container_memory_mb: int
+    container_cpus: float
+    domain: str | None
+    server_name: str
+    tls: str  # letsencrypt | provided | selfsigned
+    letsencrypt_email: str | None
+    tls_certificate_file: str | None
+    tls_key_file: str | None
+    image: str | None
+    image_pull: bool
+    app_port_base: int
+    app_spare_port_base: int
+    app_log_level: str
+    app_rate_limit_per_minute: int
+    ready_timeout_seconds: int
+    drain_seconds: int
+    deploy_user: str
+    deploy_user_public_keys: tuple[str, ...]
+    ssh_permit_root_login: str
+    docker_subnet: str
+    docker_gateway: str
+    docker_bridge: str
+    postgres_db: str
+    postgres_user: str
+    postgres_port: int
+    postgres_version: str | None
+    postgres_memory_percent: int
+    postgres_max_connections: int
+    db_address: str  # where containers reach PostgreSQL and Redis
+    db_listen_addresses: tuple[str, ...]
+    db_client_cidrs: tuple[str, ...]
+    redis_port: int
+    redis_memory_percent: int
+    rate_limit_rps: int
+    rate_limit_burst: int
+    rate_limit_exempt_cidrs: tuple[str, ...]
+    client_max_body_size: str
+    backup_retention_days: int
+    backup_weekly_keep: int
+    backup_monthly_keep: int
+    backup_hourly_keep: int
+    backup_s3_bucket: str | None
+    backup_s3_prefix: str
+    backup_s3_endpoint_url: str | None
+    backup_s3_region: str
+    secrets: Mapping[str, str] = field(repr=False)
+
+    @property
+    def is_web(self) -> bool:
+        return "web" in self.roles
+
+    @property
+    def is_db(self) -> bool:
+        return "db" in self.roles
+
+    @property
+    def app_ports(self) -> list[int]:
+        return [self.app_port_base + i for i in range(self.replicas)]
+
+    @property
+    def app_spare_ports(self) -> list[int]:
+        return [self.app_spare_port_base + i for i in range(self.replicas)]
+
+    @property
+    def database_url(self) -> str:
+        password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
+        return (
+            f"postgresql://{self.postgres_user}:{password}@{self.db_address}:"
+            f"{self.postgres_port}/{self.postgres_db}"
+        )
+
+    @property
+    def redis_url(self) -> str:
+        password = quote(self.secrets["REDIS_PASSWORD"], safe="")
+        return f"redis://:{password}@{self.db_address}:{self.redis_port}/0"
+
+
+def fail(key: str, value: Any, fix: str) -> SettingsError:
+    return SettingsError(f"invalid data `{key}` = {value!r}: {fix}")
+
+
+def read_secrets_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.exists():
+        return values
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" not in line:
+            raise fail("secrets_file", str(path), f"line {number} is not KEY=value")
+        key, value = line.split("=", 1)
+        values[key.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def load_secrets(
+    data: Mapping[str, Any], names: tuple[str, ...], environ: Mapping[str, str] = os.environ
+) -> dict[str, str]:
+    """PRODSTACK_<NAME> from the environment wins over the secrets file."""
+    secrets_file = Path(data.get("secrets_file") or PYINFRA_DIR / "secrets.env")
+    if not secrets_file.is_absolute():
+        secrets_file = PYINFRA_DIR / secrets_file
+    from_file = read_secrets_file(secrets_file)
+    secrets = {}
+    for name in names:
+        value = environ.get(f"PRODSTACK_{name}") or from_file.get(name)
+        if not value:
+            raise SettingsError(
+                f"missing secret `{name}`: set PRODSTACK_{name} in the environment or add "
+                f"{name}=... to {secrets_file} (`python pyinfra/new_secrets.py` writes one)"
+            )
+        if not SECRET_PATTERN.match(value):
+            raise SettingsError(
+                f"weak or unsafe secret `{name}`: use 16+ characters from "
+                "A-Z a-z 0-9 . _ ~ + / = - (new_secrets.py generates such values)"
+            )
+        secrets[name] = value
+    return secrets
+
+
+def _int(data: Mapping[str, Any], key: str, *, minimum: int, maximum: int = 10**9) -> int:
+    value = data.get(key)
+    try:
+        number = int(value)
+        if isinstance(value, float) and value != number:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise fail(key, value, "must be a whole number") from None
+    if isinstance(value, bool) or not minimum <= number <= maximum:
+        raise fail(key, value, f"must be between {minimum} and {maximum}")
+    return number
+
+
+def _name(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise fail(key, value, "use lower-case letters, digits and _ (a SQL/Unix name)")
+    return value
+
+
+def _cidrs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = data.get(key) or ()
+    if isinstance(value, str):
+        value = [value]
+    try:
+        return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
+    except ValueError as error:
+        raise fail(key, value, f"must be a list of CIDRs ({error})") from None
+
+
+def validate_domain(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not DOMAIN_PATTERN.match(value):
+        raise fail(
+            "domain",
+            value,
+            "must be a DNS name such as api.example.com (lower case, no scheme, port or path)",
+        )
+    return value
+
+
+def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The deploy user's keys: given explicitly, else the public half of `ssh_key`."""
+    keys = data.get("deploy_user_public_keys")
+    if isinstance(keys, str):
+        keys = [keys]
+    if keys:
+        return tuple(k.strip() for k in keys)
+    ssh_key = data.get("ssh_key")
+    if ssh_key:
+        private = Path(os.path.expanduser(ssh_key))
+        public = Path(str(private) + ".pub")
+        if public.exists():
+            return (public.read_text().strip(),)
+        if private.exists():
+            derived = subprocess.run(
+                ["ssh-keygen", "-y", "-f", str(private)], capture_output=True, text=True
+            )
+            if derived.returncode == 0:
+                return (derived.stdout.strip(),)
+    raise fail(
+        "deploy_user_public_keys",
+        keys,
+        "give the deploy user's public key(s), or set `ssh_key` to a key whose .pub exists",
+    )
+
+
+def check_ports(ports: Mapping[str, list[int]]) -> None:
+    """Every port the stack binds must be unique and outside 22/80/443."""
+    owner: dict[int, str] = {port: f"reserved ({name})" for port, name in RESERVED_PORTS.items()}
+    for key, values in ports.items():
+        for port in values:
+            if not 1024 <= port <= 65535:
+                raise fail(key, port, "ports must be between 1024 and 65535")
+            if port in owner:
+                raise fail(key, port, f"port {port} collides with {owner[port]}; pick another")
+            owner[port] = f"`{key}`"
+
+
+def settings_for(
+    data: Mapping[str, Any],
+    groups: frozenset[str] | set[str],
+    *,
+    db_data: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] = os.environ,
+) -> Settings:
+    """Validate one host's data. `db_data` is the db host's data on a split layout."""
+    roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
+
+    size = data.get("size")
+    if size not in SIZES:
+        raise fail("size", size, f"must be one of {' | '.join(SIZES)}")
+    sized = {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
+    replicas = _int(sized, "replicas", minimum=1, maximum=32)
+    memory_mb = _int(sized, "container_memory_mb", minimum=128)
+    try:
+        cpus = float(sized["container_cpus"])
+        if cpus <= 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise fail("container_cpus", sized["container_cpus"], "must be > 0") from None
+
+    domain = validate_domain(data.get("domain"))
+    email = data.get("letsencrypt_email") or None
+    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", str(email)):
+        raise fail("letsencrypt_email", email, "must be an e-mail address")
+    cert, key = data.get("tls_certificate_file"), data.get("tls_key_file")
+    tls = data.get("tls", "auto")
+    if tls == "auto":
+        public = domain is not None and not domain.endswith(PRIVATE_SUFFIXES)
+        tls = "letsencrypt" if public and email else "provided" if cert else "selfsigned"
+    if tls not in ("letsencrypt", "provided", "selfsigned"):
+        raise fail("tls", tls, "must be auto | letsencrypt | provided | selfsigned")
+    if tls == "letsencrypt" and not (domain and email):
+        raise fail("tls", tls, "Let's Encrypt needs both `domain` and `letsencrypt_email`")
+    if tls == "provided":
+        for k, path in (("tls_certificate_file", cert), ("tls_key_file", key)):
+            if not path or not Path(path).is_file():
+                raise fail(k, path, "must name a readable local PEM file when tls=provided")
+
+    port_base = _int(data, "app_port_base", minimum=1024, maximum=65535)
+    spare_base = _int(data, "app_spare_port_base", minimum=1024, maximum=65535)
+    postgres_port = _int(data, "postgres_port", minimum=1024, maximum=65535)
+    redis_port = _int(data, "redis_port", minimum=1024, maximum=65535)
+    check_ports(
+        {
+            "app_port_base": [port_base + i for i in range(replicas)],
+            "app_spare_port_base": [spare_base + i for i in range(replicas)],
+            "postgres_port": [postgres_port],
+            "redis_port": [redis_port],
+        }
+    )
+
+    try:
+        subnet = ipaddress.ip_network(data.get("docker_subnet"))
+        if subnet.version != 4 or subnet.num_addresses < 8:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise fail("docker_subnet", data.get("docker_subnet"), "must be an IPv4 CIDR, /29 or larger")
+    gateway = str(next(subnet.hosts()))
+
+    # Where PostgreSQL and Redis listen, and who may connect. Single host: on loopback and
+    # the containers' bridge gateway. Split layout: on the db host's private address, for
+    # the web hosts' private addresses.
+    db = db_data if db_data is not None else data
+    if "web" in roles and "db" in roles:
+        db_address, listen, clients = gateway, ("127.0.0.1", gateway), (str(subnet),)
+    else:
+        private = db.get("private_address")
+        if not private:
+            raise fail("private_address", private, "the db host needs its private address")
+        db_address = str(ipaddress.ip_address(private))
+        web_cidrs = _cidrs(db, "db_client_cidrs")
+        if "db" in roles and not web_cidrs:
+            raise fail("db_client_cidrs", web_cidrs, "list the web hosts' private addresses")
+        listen, clients = ("127.0.0.1", db_address), web_cidrs
+
+    names = REQUIRED_SECRETS
+    bucket = data.get("backup_s3_bucket") or None
+    if bucket and "db" in roles:
+        names = names + S3_SECRETS
+    secrets = load_secrets(data, names, environ)
+
+    log_level = str(data.get("app_log_level", "info")).lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise fail("app_log_level", log_level, "must be debug | info | warning | error")
+    root_login = data.get("ssh_permit_root_login")
+    if root_login not in ("no", "prohibit-password"):
+        raise fail("ssh_permit_root_login", root_login, "must be no | prohibit-password")
+    image = data.get("image") or environ.get("PRODSTACK_IMAGE") or None
+    if image is not None and not re.match(r"^[a-z0-9./_:@-]+$", image):
+        raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
+    body = str(data.get("client_max_body_size"))
+    if not re.match(r"^\d+[km]?$", body):
+        raise fail("client_max_body_size", body, "must be an nginx size such as 1m or 512k")
+
+    return Settings(
+        roles=roles,
+        size=size,
+        replicas=replicas,
+        container_memory_mb=memory_mb,
+        container_cpus=cpus,
+        domain=domain,
+        server_name=domain or "_",
+        tls=tls,
+        letsencrypt_email=email,
+        tls_certificate_file=cert,
+        tls_key_file=key,
+        image=image,
+        image_pull=bool(data.get("image_pull", False)),
+        app_port_base=port_base,
+        app_spare_port_base=spare_base,
+        app_log_level=log_level,
+        app_rate_limit_per_minute=_int(data, "app_rate_limit_per_minute", minimum=1),
+        ready_timeout_seconds=_int(data, "ready_timeout_seconds", minimum=5, maximum=3600),
+        drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
+        deploy_user=_name(data, "deploy_user"),
+        deploy_user_public_keys=public_keys_for(data),
+        ssh_permit_root_login=root_login,
+        docker_subnet=str(subnet),
+        docker_gateway=gateway,
+        docker_bridge=str(data.get("docker_bridge", "prodstack0"))[:15],
+        postgres_db=_name(data, "postgres_db"),
+        postgres_user=_name(data, "postgres_user"),
+        postgres_port=postgres_port,
+        postgres_version=str(data["postgres_version"]) if data.get("postgres_version") else None,
+        postgres_memory_percent=_int(data, "postgres_memory_percent", minimum=5, maximum=80),
+        postgres_max_connections=_int(data, "postgres_max_connections", minimum=20),
+        db_address=db_address,
+        db_listen_addresses=listen,
+        db_client_cidrs=clients,
+        redis_port=redis_port,
+        redis_memory_percent=_int(data, "redis_memory_percent", minimum=1, maximum=80),
+        rate_limit_rps=_int(data, "rate_limit_rps", minimum=1),
+        rate_limit_burst=_int(data, "rate_limit_burst", minimum=0),
+        rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
+        client_max_body_size=body,
+        backup_retention_days=_int(data, "backup_retention_days", minimum=1, maximum=3650),
+        backup_weekly_keep=_int(data, "backup_weekly_keep", minimum=0),
+        backup_monthly_keep=_int(data, "backup_monthly_keep", minimum=0),
+        backup_hourly_keep=_int(data, "backup_hourly_keep", minimum=0),
+        backup_s3_bucket=bucket,
+        backup_s3_prefix=str(data.get("backup_s3_prefix") or "prodstack").strip("/"),
+        backup_s3_endpoint_url=data.get("backup_s3_endpoint_url") or None,
+        backup_s3_region=str(data.get("backup_s3_region") or "us-east-1"),
+        secrets=secrets,
+    )

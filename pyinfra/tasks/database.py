@@ -1,0 +1,157 @@
+"""PostgreSQL from the distribution: tuned from RAM and cores, scram-sha-256, app role and db."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.hardware import Cpus
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import postgres, systemd
+
+from tasks.config import Settings, SettingsError
+from tasks.facts import MemTotalMb, PostgresPasswordVerifier
+from tasks.templates import template
+
+# The distribution's PostgreSQL major version: (distribution, major release) -> version.
+DISTRO_POSTGRES = {("debian", 12): "15", ("debian", 13): "17", ("ubuntu", 22): "14",
+                   ("ubuntu", 24): "16"}  # fmt: skip
+
+
+def postgres_version(cfg: Settings) -> str:
+    if cfg.postgres_version:
+        return cfg.postgres_version
+    distro = host.get_fact(LinuxDistribution) or {}
+    key = (str(distro.get("name", "")).lower(), int(distro.get("major") or 0))
+    if key not in DISTRO_POSTGRES:
+        raise SettingsError(
+            f"invalid data `postgres_version` = None: no default for {key[0]} {key[1]}; "
+            "set postgres_version (Debian 12 and Ubuntu 24.04 are supported)"
+        )
+    return DISTRO_POSTGRES[key]
+
+
+def scram_matches(verifier: str | None, password: str) -> bool:
+    """Whether a SCRAM-SHA-256 verifier was made from this password (checked locally)."""
+    try:
+        method, rest = verifier.split("$", 1)
+        iterations_salt, keys = rest.split("$", 1)
+        iterations, salt = iterations_salt.split(":", 1)
+        stored_key, server_key = keys.split(":", 1)
+    except (AttributeError, ValueError):
+        return False
+    if method != "SCRAM-SHA-256":
+        return False
+    salted = hashlib.pbkdf2_hmac(
+        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
+    )
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    return hmac.compare_digest(
+        base64.b64encode(hashlib.sha256(client_key).digest()).decode(), stored_key
+    ) and hmac.compare_digest(base64.b64encode(server).decode(), server_key)
+
+
+def tuning(memory_mb: int, cpus: int, memory_percent: int, max_connections: int) -> dict:
+    """Settings after the seeds' (8 GB, 4 cores: 2GB/6GB/512MB), scaled to this host.
+
+    PostgreSQL plans for `memory_percent` of RAM (all of it on a dedicated db host, half on
+    a single host shared with the API and Redis): a quarter for shared_buffers, three
+    quarters as effective_cache_size, 1/16 as maintenance_work_mem.
+    """
+    budget = max(256, memory_mb * memory_percent // 100)
+    shared = min(budget // 4, 8192)
+    cpus = max(1, cpus)
+    return {
+        "max_connections": max_connections,
+        "shared_buffers": f"{shared}MB",
+        "effective_cache_size": f"{budget * 3 // 4}MB",
+        "maintenance_work_mem": f"{min(budget // 16, 2048)}MB",
+        "work_mem": f"{max(4, (budget - shared) // (max_connections * 3))}MB",
+        "wal_buffers": "16MB",
+        "checkpoint_completion_target": "0.9",
+        "default_statistics_target": "100",
+        "random_page_cost": "1.1",
+        "effective_io_concurrency": "200",
+        "min_wal_size": "1GB",
+        "max_wal_size": "4GB",
+        "max_worker_processes": str(max(8, cpus)),
+        "max_parallel_workers": str(cpus),
+        "max_parallel_workers_per_gather": str(max(1, cpus // 2)),
+        "max_parallel_maintenance_workers": str(max(1, cpus // 2)),
+    }
+
+
+@deploy("PostgreSQL")
+def database(cfg: Settings) -> None:
+    version = postgres_version(cfg)
+    settings = tuning(
+        host.get_fact(MemTotalMb) or 1024,
+        host.get_fact(Cpus) or 1,
+        cfg.postgres_memory_percent,
+        cfg.postgres_max_connections,
+    )
+    unit = f"postgresql@{version}-main.service"
+    conf = template(
+        name="postgresql.conf: listen addresses, scram-sha-256, tuning",
+        src="postgresql.j2.conf",
+        dest=f"/etc/postgresql/{version}/main/conf.d/prodstack.conf",
+        user="postgres",
+        group="postgres",
+        cfg=cfg,
+        settings=settings,
+    )
+    hba = template(
+        name="pg_hba.conf: peer locally, scram-sha-256 for the app from its networks",
+        src="pg_hba.j2.conf",
+        dest=f"/etc/postgresql/{version}/main/pg_hba.conf",
+        mode="640",
+        user="postgres",
+        group="postgres",
+        cfg=cfg,
+    )
+    dropin = template(
+        name="Start PostgreSQL after Docker (it listens on the containers' gateway)",
+        src="after-docker.j2.conf",
+        dest="/etc/systemd/system/postgresql@.service.d/prodstack.conf",
+        cfg=cfg,
+    )
+    systemd.daemon_reload(name="Reload systemd units (PostgreSQL)", _if=dropin.did_change)
+    systemd.service(
+        name="PostgreSQL running and enabled", service=unit, running=True, enabled=True
+    )
+    systemd.service(
+        name="Restart PostgreSQL for the new settings",
+        service=unit,
+        restarted=True,
+        _if=conf.did_change,
+    )
+    systemd.service(
+        name="Reload PostgreSQL for the new pg_hba.conf",
+        service=unit,
+        reloaded=True,
+        _if=lambda: hba.did_change() and not conf.did_change(),
+    )
+    # postgres.role sets a given password on every run; pass it only when the stored
+    # SCRAM verifier doesn't match, so a converged host is unchanged and rotation works.
+    password = cfg.secrets["POSTGRES_PASSWORD"]
+    verifier = host.get_fact(PostgresPasswordVerifier, role=cfg.postgres_user)
+    postgres.role(
+        name=f"App role {cfg.postgres_user}",
+        role=cfg.postgres_user,
+        password=None if scram_matches(verifier, password) else password,
+        login=True,
+        _sudo=True,
+        _sudo_user="postgres",
+    )
+    postgres.database(
+        name=f"App database {cfg.postgres_db}",
+        database=cfg.postgres_db,
+        owner=cfg.postgres_user,
+        encoding="UTF8",
+        _sudo=True,
+        _sudo_user="postgres",
+    )

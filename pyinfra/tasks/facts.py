@@ -1,0 +1,90 @@
+"""Facts pyinfra doesn't ship, each a read-only command with a parsed result."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+RELEASE = "/usr/local/sbin/prodstack-release"
+
+
+class MemTotalMb(FactBase):
+    """Total RAM in MiB, from /proc/meminfo (vmstat isn't on minimal images)."""
+
+    def command(self) -> str:
+        return "awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo"
+
+    def process(self, output):
+        return int(next(iter(output), "0") or 0)
+
+
+class DockerImageId(FactBase):
+    """The local image id of a reference, or None when the image isn't on the host."""
+
+    def command(self, image: str) -> str:
+        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+
+    def process(self, output):
+        value = "\n".join(output).strip()
+        return value or None
+
+
+class ReleaseStatus(FactBase):
+    """`prodstack-release check IMAGE`: "in-sync", or why the replicas differ from it."""
+
+    def command(self, image: str) -> str:
+        return (
+            f"if [ -x {RELEASE} ]; then {RELEASE} check {shlex.quote(image)} 2>&1 || true; "
+            "else echo 'not installed'; fi"
+        )
+
+    def process(self, output):
+        return "\n".join(output).strip()
+
+
+class UfwStatus(FactBase):
+    """`ufw status verbose` parsed: active, default policies and the allowed rules."""
+
+    def command(self) -> str:
+        return "LANG=C ufw status verbose 2>/dev/null || true"
+
+    def process(self, output):
+        status = {"active": False, "defaults": "", "rules": []}
+        in_rules = False
+        for line in output:
+            line = line.strip()
+            if line.startswith("Status:"):
+                status["active"] = line.split(":", 1)[1].strip() == "active"
+            elif line.startswith("Default:"):
+                status["defaults"] = line.split(":", 1)[1].strip()
+            elif line.startswith("--"):
+                in_rules = True
+            elif in_rules and line:
+                status["rules"].append(" ".join(line.split()))
+        return status
+
+
+class Ipv6Enabled(FactBase):
+    """Whether the host has IPv6 (containers and some VPSs don't): nginx listens on [::] only then."""
+
+    def command(self) -> str:
+        return "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || echo 1"
+
+    def process(self, output):
+        return next(iter(output), "1").strip() == "0"
+
+
+class PostgresPasswordVerifier(FactBase):
+    """The stored SCRAM verifier of a role (pg_authid.rolpassword), or None."""
+
+    def command(self, role: str) -> str:
+        query = shlex.quote(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")
+        return (
+            "(command -v psql >/dev/null && id postgres >/dev/null 2>&1 && "
+            f"runuser -u postgres -- psql -XAtc {query}) 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        value = "\n".join(output).strip()
+        return value or None

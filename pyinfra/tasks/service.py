@@ -1,0 +1,116 @@
+"""The API: image delivery without a registry, env file, and the health-gated rolling deploy.
+
+The rolling replacement itself runs on the host, in `prodstack-release` (files/): it
+starts each new replica on its spare port, waits for /health/ready, switches the nginx
+upstream, drains and stops the old one, and aborts with the old version serving if a
+check fails. It lives on the host so an operator can roll back or re-run it without
+pyinfra, and because a health-gated loop isn't a declarative operation.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import docker, files, server
+
+from tasks.config import REPO_DIR, Settings, SettingsError
+from tasks.facts import DockerImageId, ReleaseStatus
+from tasks.templates import put, template
+
+IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
+
+
+@lru_cache(maxsize=None)
+def build_image() -> str:
+    """Build app/ locally (scripts/build-image.sh) when no `image` is given."""
+    result = subprocess.run(
+        [str(REPO_DIR / "scripts" / "build-image.sh")], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SettingsError(
+            "invalid data `image` = None: building app/ locally failed; set `image` or "
+            f"PRODSTACK_IMAGE to an existing tag.\n{result.stderr[-2000:]}"
+        )
+    return result.stdout.strip().splitlines()[-1]
+
+
+def resolve_image(cfg: Settings) -> str:
+    return cfg.image or build_image()
+
+
+@lru_cache(maxsize=None)
+def image_tarball(image: str) -> Path:
+    """`docker save | gzip` once per image, reused for every host and later runs."""
+    IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
+    path = IMAGE_CACHE / (re.sub(r"[^A-Za-z0-9_.-]", "_", image) + ".tar.gz")
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as out:
+            save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+            gzip = subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=out)
+            if save.wait() != 0 or gzip.returncode != 0:
+                tmp.unlink(missing_ok=True)
+                raise SettingsError(
+                    f"invalid data `image` = {image!r}: `docker save` failed locally; "
+                    "build it first (scripts/build-image.sh) or set image_pull=True"
+                )
+        tmp.rename(path)
+    return path
+
+
+@deploy("API service")
+def service(cfg: Settings) -> None:
+    image = resolve_image(cfg)
+    files.directory(name="Config directory", path="/etc/prodstack", mode="750")
+    files.directory(name="State directory", path="/var/lib/prodstack", mode="750")
+    env = template(
+        name="Container env file with the secrets (0600)",
+        src="app.j2.env",
+        dest="/etc/prodstack/app.env",
+        mode="600",
+        cfg=cfg,
+    )
+    release_conf = template(
+        name="Release settings: replicas, ports, limits, health gate",
+        src="release.j2.json",
+        dest="/etc/prodstack/release.json",
+        mode="644",
+        cfg=cfg,
+    )
+    put(
+        name="prodstack-release (rolling deploy and rollback)",
+        src="prodstack-release",
+        dest="/usr/local/sbin/prodstack-release",
+    )
+
+    if cfg.image_pull:
+        docker.image(name=f"Pull {image}", image=image, present=True)
+    elif host.get_fact(DockerImageId, image=image) is None:
+        # No registry: the image travels over the SSH connection and is loaded locally.
+        remote = f"/var/lib/prodstack/{image_tarball(image).name}"
+        files.put(
+            name=f"Ship {image} over SSH (docker save)",
+            src=str(image_tarball(image)),
+            dest=remote,
+            mode="600",
+        )
+        server.shell(
+            name=f"docker load {image}",
+            commands=[f"docker load -i {remote}", f"rm -f {remote}"],
+        )
+
+    status = host.get_fact(ReleaseStatus, image=image)
+    rollout = f"/usr/local/sbin/prodstack-release deploy {image}"
+    if status != "in-sync":
+        server.shell(name=f"Rolling deploy of {image} ({status})", commands=[rollout])
+    else:
+        server.shell(
+            name=f"Rolling restart of {image} for new settings",
+            commands=[rollout],
+            _if=lambda: env.did_change() or release_conf.did_change(),
+        )

@@ -1,0 +1,23 @@
+#!/bin/bash
+# Managed by prodstack: one line per check to the journal; exits non-zero on any failure.
+#   journalctl -u prodstack-healthcheck     systemctl list-timers prodstack-healthcheck
+set -u
+failed=0
+check() {
+    local what="$1"; shift
+    if out="$("$@" 2>&1)"; then
+        echo "ok: $what"
+    else
+        echo "FAIL: $what: $(echo "$out" | tail -n 1)"
+        failed=1
+    fi
+}
+{% if cfg.is_web %}
+check "api /health through nginx" curl -fsS -k --max-time 5 -o /dev/null https://127.0.0.1/health
+{% endif %}
+{% if cfg.is_db %}
+check "postgresql" pg_isready -q -h 127.0.0.1 -p {{ cfg.postgres_port }} -d {{ cfg.postgres_db }}
+check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }} --no-auth-warning ping | grep -qx PONG'
+{% endif %}
+check "disk below 90%" sh -c '[ "$(df --output=pcent / | tail -n 1 | tr -dc 0-9)" -lt 90 ]'
+exit "$failed"
