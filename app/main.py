@@ -85,6 +85,11 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
                                    headers=exc.headers))
 
 
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log by way of uvicorn; the client gets JSON, not a page.
+    return error_response(ApiError(500, "internal_error", "unexpected error", field="server"))
+
+
 async def _database_down(request: Request, exc: Exception) -> Response:
     return error_response(
         ApiError(503, "database_unavailable", "the database is unreachable; retry shortly",
@@ -128,6 +133,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     ]
     handlers = {ApiError: _api_error, HTTPException: _http_error}
     handlers.update({exc: _database_down for exc in CONNECTION_ERRORS})
+    handlers[Exception] = _unexpected
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.settings = settings
     app.state.token_bytes = settings.api_token.encode()

@@ -6,6 +6,7 @@ import msgspec
 
 from app.api.routes.alerts import DEFAULT_LIMIT, MAX_LIMIT, MAX_PAGE
 from app.api.schemas import (
+    NO_NUL,
     PRIORITIES,
     TYPE_PATTERN,
     Alert,
@@ -81,7 +82,8 @@ def build(version: str) -> dict:
                         {"name": "priority", "in": "query",
                          "schema": {"type": "string", "enum": list(PRIORITIES)}},
                         {"name": "region", "in": "query",
-                         "schema": {"type": "string", "minLength": 1, "maxLength": 64}},
+                         "schema": {"type": "string", "minLength": 1, "maxLength": 64,
+                                    "pattern": NO_NUL}},
                     ],
                     "responses": {"200": _json("AlertPage", "A page of alerts."),
                                   **_errors(422, 429, 503)},

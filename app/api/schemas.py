@@ -14,7 +14,9 @@ PRIORITIES: tuple[str, ...] = ("critical", "high", "medium", "low")
 # A slug keeps `type` usable as a metrics label without unbounded cardinality surprises.
 TYPE_PATTERN = "^[a-z0-9][a-z0-9_-]{0,31}$"
 Slug = Annotated[str, Meta(pattern=TYPE_PATTERN, description="Lowercase slug, 1-32 chars.")]
-Region = Annotated[str, Meta(min_length=1, max_length=64)]
+# PostgreSQL text can't hold NUL, so it is refused at the edge as a validation error.
+NO_NUL = "^[^\\x00]*$"
+Region = Annotated[str, Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 
 
 class Coordinates(msgspec.Struct, forbid_unknown_fields=True):
@@ -25,7 +27,7 @@ class Coordinates(msgspec.Struct, forbid_unknown_fields=True):
 class AlertCreate(msgspec.Struct, forbid_unknown_fields=True):
     """Body of POST /api/v1/alerts."""
 
-    message: Annotated[str, Meta(min_length=1, max_length=2000)]
+    message: Annotated[str, Meta(min_length=1, max_length=2000, pattern=NO_NUL)]
     type: Slug
     priority: Priority
     region: Region

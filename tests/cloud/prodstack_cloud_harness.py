@@ -102,19 +102,30 @@ def run(stack: str, overrides: dict[str, str | None] | None = None) -> dict[str,
         return value
 
     def short(urn: str) -> str:
-        return urn.rsplit("::", 1)[-1] if urn else ""
+        """``urn:pulumi:stack::project::a$b$type::name`` -> ``type::name``."""
+        if not urn:
+            return ""
+        head, name = urn.rsplit("::", 1)
+        return f"{head.rsplit('::', 1)[-1].rsplit('$', 1)[-1]}::{name}"
 
     class Recorder(pmocks.MockMonitor):
         def RegisterResource(self, request):  # noqa: N802 (gRPC name)
             response = super().RegisterResource(request)
             if request.type != "pulumi:pulumi:Stack":
+                prop_deps = {
+                    key: sorted(short(u) for u in deps.urns)
+                    for key, deps in request.propertyDependencies.items()
+                    if deps.urns
+                }
                 resources.append(
                     {
                         "type": request.type,
                         "name": request.name,
+                        "urn": f"{request.type}::{request.name}",
                         "parent": short(request.parent),
                         "custom": bool(request.custom),
                         "inputs": clean(rpc.deserialize_properties(request.object)),
+                        "property_dependencies": dict(sorted(prop_deps.items())),
                     }
                 )
             return response

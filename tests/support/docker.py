@@ -106,7 +106,7 @@ def python_base_image() -> str:
 
 
 def build_app_image(app_version: str | None = None) -> str:
-    """Build app/Dockerfile with scripts/build-image.sh on the Debian-built base; returns the tag."""
+    """Build app/Dockerfile on the Debian-built base; returns the image tag."""
     base = python_base_image()
     repo = Path(__file__).resolve().parents[2]
     env = {**os.environ}

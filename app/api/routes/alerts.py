@@ -73,9 +73,10 @@ def _list_query(request: Request) -> tuple[int, int, dict[str, str]]:
             )
         filters["priority"] = params["priority"]
     if "region" in params:
-        if not 1 <= len(params["region"]) <= 64:
+        if not 1 <= len(params["region"]) <= 64 or "\x00" in params["region"]:
             raise ApiError(
-                422, "validation_error", "region must be 1-64 characters", field="region"
+                422, "validation_error", "region must be 1-64 characters, without NUL",
+                field="region",
             )
         filters["region"] = params["region"]
     return page, limit, filters
