@@ -17,9 +17,10 @@ import ipaddress
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import quote
 
 from pyinfra.api.exceptions import DeployError
@@ -325,7 +326,9 @@ def settings_for(
         if subnet.version != 4 or subnet.num_addresses < 8:
             raise ValueError
     except (TypeError, ValueError):
-        raise fail("docker_subnet", data.get("docker_subnet"), "must be an IPv4 CIDR, /29 or larger")
+        raise fail(
+            "docker_subnet", data.get("docker_subnet"), "must be an IPv4 CIDR, /29 or larger"
+        ) from None
     gateway = str(next(subnet.hosts()))
 
     # Where PostgreSQL and Redis listen, and who may connect. Single host: on loopback and

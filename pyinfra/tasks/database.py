@@ -120,9 +120,7 @@ def database(cfg: Settings) -> None:
         cfg=cfg,
     )
     systemd.daemon_reload(name="Reload systemd units (PostgreSQL)", _if=dropin.did_change)
-    systemd.service(
-        name="PostgreSQL running and enabled", service=unit, running=True, enabled=True
-    )
+    systemd.service(name="PostgreSQL running and enabled", service=unit, running=True, enabled=True)
     systemd.service(
         name="Restart PostgreSQL for the new settings",
         service=unit,

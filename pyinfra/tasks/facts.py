@@ -23,7 +23,9 @@ class DockerImageId(FactBase):
     """The local image id of a reference, or None when the image isn't on the host."""
 
     def command(self, image: str) -> str:
-        return f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+        return (
+            f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(image)} 2>/dev/null || true"
+        )
 
     def process(self, output):
         value = "\n".join(output).strip()
@@ -66,7 +68,7 @@ class UfwStatus(FactBase):
 
 
 class Ipv6Enabled(FactBase):
-    """Whether the host has IPv6 (containers and some VPSs don't): nginx listens on [::] only then."""
+    """Whether the host has IPv6 (containers and some VPSs lack it): nginx needs it for [::]."""
 
     def command(self) -> str:
         return "cat /proc/sys/net/ipv6/conf/all/disable_ipv6 2>/dev/null || echo 1"

@@ -1,4 +1,4 @@
-"""nginx in front of the replicas, and its TLS certificate (Let's Encrypt, provided or self-signed)."""
+"""nginx in front of the replicas, and its TLS certificate (Let's Encrypt, given, self-signed)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def certificate(cfg: Settings):
     changed = []
     if cfg.tls == "provided":
         changed.append(
-            files.put(name="Provided certificate", src=cfg.tls_certificate_file, dest=CERT,
-                      mode="644")  # fmt: skip
+            files.put(
+                name="Provided certificate", src=cfg.tls_certificate_file, dest=CERT, mode="644"
+            )  # fmt: skip
         )
         changed.append(
             files.put(name="Provided private key", src=cfg.tls_key_file, dest=KEY, mode="600")

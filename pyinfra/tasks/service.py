@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from pyinfra import host
@@ -25,7 +25,7 @@ from tasks.templates import put, template
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_image() -> str:
     """Build app/ locally (scripts/build-image.sh) when no `image` is given."""
     result = subprocess.run(
@@ -43,7 +43,7 @@ def resolve_image(cfg: Settings) -> str:
     return cfg.image or build_image()
 
 
-@lru_cache(maxsize=None)
+@cache
 def image_tarball(image: str) -> Path:
     """`docker save | gzip` once per image, reused for every host and later runs."""
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)

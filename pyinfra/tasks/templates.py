@@ -24,4 +24,6 @@ def template(*, src: str, dest: str, mode: str = "644", user="root", group="root
 
 def put(*, src: str, dest: str, mode: str = "755", **kwargs):
     """Upload a static file from pyinfra/files/."""
-    return files.put(src=str(FILES / src), dest=dest, mode=mode, user="root", group="root", **kwargs)
+    return files.put(
+        src=str(FILES / src), dest=dest, mode=mode, user="root", group="root", **kwargs
+    )
