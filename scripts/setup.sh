@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Install what prodstack's commands need on Debian 12 (or Ubuntu 24.04), idempotently:
+# the Debian packages, uv, and the Python dependencies pinned in uv.lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# postgresql, redis-server, nginx: the real services the tests and benchmark run against.
+# docker.io, debootstrap: the image build and the systemd test host (no registry needed).
+# wrk: the benchmark's load generator. openssh-client: pyinfra's transport.
+PACKAGES=(
+  python3 python3-venv ca-certificates curl git iproute2 openssh-client
+  postgresql redis-server nginx docker.io debootstrap wrk
+)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+UV_VERSION="0.13.9"
+if ! command -v uv >/dev/null 2>&1; then
+  # Debian's Python is externally managed (PEP 668): uv gets a venv of its own.
+  echo "setup: installing uv ${UV_VERSION}"
+  python3 -m venv .prodstack/tools
+  .prodstack/tools/bin/pip install --quiet "uv==${UV_VERSION}"
+  export PATH="$PWD/.prodstack/tools/bin:$PATH"
+fi
+
+echo "setup: Python dependencies from uv.lock"
+UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet
