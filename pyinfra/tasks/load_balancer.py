@@ -15,6 +15,8 @@ TLS_DIR = "/etc/prodstack/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
 KEY = f"{TLS_DIR}/privkey.pem"
 WEBROOT = "/var/www/letsencrypt"
+# Written by prodstack-release (files/): the replicas currently in service.
+UPSTREAM_SERVERS = "/etc/nginx/prodstack/upstream-servers.conf"
 
 
 @deploy("TLS certificate")
@@ -97,6 +99,7 @@ def load_balancer(cfg: Settings, packages_op=None) -> None:
         cert=CERT,
         key=KEY,
         webroot=WEBROOT,
+        upstream_servers=UPSTREAM_SERVERS,
         ipv6=bool(host.get_fact(Ipv6Enabled)),
     )
     link = files.link(

@@ -1,0 +1,157 @@
+"""Inventory data is validated before anything changes, with messages that name the key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import pytest
+from tasks.config import SIZES, SettingsError, settings_for
+from tasks.database import scram_matches, tuning
+
+SINGLE = {"web", "db"}
+
+
+def test_defaults_work_from_an_address_and_a_key(data, environ):
+    cfg = settings_for(data, SINGLE, environ=environ)
+    assert cfg.size == "medium" and cfg.replicas == 3  # the seeds' topology
+    assert cfg.tls == "selfsigned" and cfg.server_name == "_"
+    assert cfg.app_ports == [8001, 8002, 8003]
+    assert cfg.app_spare_ports == [8101, 8102, 8103]
+    assert cfg.db_address == "172.30.232.1"
+    assert cfg.db_listen_addresses == ("127.0.0.1", "172.30.232.1")
+    assert cfg.db_client_cidrs == ("172.30.232.0/24",)
+    assert cfg.backup_retention_days == 30
+    assert cfg.database_url.startswith("postgresql://prodstack:pg-password-")
+    assert cfg.redis_url == "redis://:redis-password-0123456789@172.30.232.1:6379/0"
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_sizes_share_the_cloud_names_and_set_replicas(data, environ, size):
+    cfg = settings_for({**data, "size": size}, SINGLE, environ=environ)
+    assert cfg.replicas == SIZES[size]["replicas"]
+    assert cfg.container_memory_mb == SIZES[size]["container_memory_mb"]
+
+
+def test_explicit_replicas_win_over_size(data, environ):
+    assert settings_for({**data, "replicas": 5}, SINGLE, environ=environ).replicas == 5
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"replicas": 0}, "`replicas`"),
+        ({"replicas": -2}, "`replicas`"),
+        ({"replicas": "three"}, "`replicas`"),
+        ({"size": "huge"}, "`size`"),
+        ({"domain": "https://api.example.com"}, "`domain`"),
+        ({"domain": "api_example.com"}, "`domain`"),
+        ({"domain": "localhost"}, "`domain`"),
+        ({"domain": "API.example.com"}, "`domain`"),
+        ({"app_port_base": 5432}, "collides"),
+        ({"app_spare_port_base": 8002}, "collides"),
+        ({"redis_port": 5432}, "collides"),
+        ({"app_port_base": 443}, "`app_port_base`"),
+        ({"tls": "letsencrypt"}, "`tls`"),
+        ({"tls": "provided"}, "`tls_certificate_file`"),
+        ({"letsencrypt_email": "nobody"}, "`letsencrypt_email`"),
+        ({"docker_subnet": "10.0.0.0/30"}, "`docker_subnet`"),
+        ({"postgres_user": "app-user"}, "`postgres_user`"),
+        ({"ssh_permit_root_login": "yes"}, "`ssh_permit_root_login`"),
+        ({"client_max_body_size": "lots"}, "`client_max_body_size`"),
+        ({"image": "Not An Image"}, "`image`"),
+    ],
+)
+def test_invalid_data_fails_naming_the_key(data, environ, override, key):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, **override}, SINGLE, environ=environ)
+    assert key in str(error.value)
+
+
+@pytest.mark.parametrize("secret", ["POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_TOKEN"])
+def test_missing_secret_fails_naming_it(data, environ, tmp_path, secret):
+    del environ[f"PRODSTACK_{secret}"]
+    data["secrets_file"] = str(tmp_path / "absent.env")
+    with pytest.raises(SettingsError, match=f"missing secret `{secret}`"):
+        settings_for(data, SINGLE, environ=environ)
+
+
+def test_s3_credentials_are_required_with_a_bucket(data, environ):
+    del environ["PRODSTACK_BACKUP_S3_SECRET_ACCESS_KEY"]
+    with pytest.raises(SettingsError, match="BACKUP_S3_SECRET_ACCESS_KEY"):
+        settings_for({**data, "backup_s3_bucket": "b"}, SINGLE, environ=environ)
+
+
+def test_weak_secret_is_refused(data, environ):
+    environ["PRODSTACK_API_TOKEN"] = "changethis"
+    with pytest.raises(SettingsError, match="weak or unsafe secret `API_TOKEN`"):
+        settings_for(data, SINGLE, environ=environ)
+
+
+def test_secrets_file_is_read_and_env_wins(data, tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text(
+        "# comment\nPOSTGRES_PASSWORD=from-file-0123456789\n"
+        "REDIS_PASSWORD='quoted-0123456789abc'\nAPI_TOKEN=file-token-0123456789\n"
+    )
+    env = {"PRODSTACK_API_TOKEN": "env-token-0123456789abc"}
+    cfg = settings_for({**data, "secrets_file": str(path)}, SINGLE, environ=env)
+    assert cfg.secrets["POSTGRES_PASSWORD"] == "from-file-0123456789"
+    assert cfg.secrets["REDIS_PASSWORD"] == "quoted-0123456789abc"
+    assert cfg.secrets["API_TOKEN"] == "env-token-0123456789abc"
+    assert "0123456789" not in repr(cfg)  # secrets stay out of reprs and logs
+
+
+def test_letsencrypt_only_for_public_domains_with_email(data, environ):
+    public = {**data, "domain": "api.example.com", "letsencrypt_email": "ops@example.com"}
+    assert settings_for(public, SINGLE, environ=environ).tls == "letsencrypt"
+    private = {**public, "domain": "api.prodstack.test"}
+    assert settings_for(private, SINGLE, environ=environ).tls == "selfsigned"
+    assert settings_for({**public, "letsencrypt_email": None}, SINGLE, environ=environ).tls == (
+        "selfsigned"
+    )
+
+
+def test_split_layout_uses_private_addresses(data, environ):
+    db = {**data, "private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]}
+    web_cfg = settings_for({**data, "private_address": "10.0.0.10"}, {"web"}, db_data=db,
+                           environ=environ)  # fmt: skip
+    assert web_cfg.is_web and not web_cfg.is_db
+    assert web_cfg.db_address == "10.0.0.20"
+    db_cfg = settings_for(db, {"db"}, environ=environ)
+    assert db_cfg.db_listen_addresses == ("127.0.0.1", "10.0.0.20")
+    assert db_cfg.db_client_cidrs == ("10.0.0.10/32",)
+    with pytest.raises(SettingsError, match="`db_client_cidrs`"):
+        settings_for({**db, "db_client_cidrs": []}, {"db"}, environ=environ)
+
+
+def test_postgres_tuning_matches_the_seed_on_its_host():
+    # The seed's database host: 8 GB, 4 cores -> 2GB / 6GB / 512MB.
+    seed = tuning(8192, 4, 100, 200)
+    assert seed["shared_buffers"] == "2048MB"
+    assert seed["effective_cache_size"] == "6144MB"
+    assert seed["maintenance_work_mem"] == "512MB"
+    assert seed["wal_buffers"] == "16MB"
+    assert seed["checkpoint_completion_target"] == "0.9"
+    assert seed["max_connections"] == 200
+    # A 4 GB single host gives PostgreSQL half: 512MB shared_buffers.
+    assert tuning(4096, 2, 50, 200)["shared_buffers"] == "512MB"
+
+
+def _verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:"
+        f"{b64(server).decode()}"
+    )
+
+
+def test_role_password_is_compared_with_the_scram_verifier():
+    assert scram_matches(_verifier("s3cret-password"), "s3cret-password")
+    assert not scram_matches(_verifier("s3cret-password"), "other-password")
+    assert not scram_matches(None, "s3cret-password")
+    assert not scram_matches("md5abcdef", "s3cret-password")

@@ -1,0 +1,160 @@
+"""Every template renders; the nginx site passes `nginx -t`; shell and JSON outputs parse."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+from tasks.config import settings_for
+from tasks.database import tuning
+from tasks.templates import FILES, TEMPLATES
+
+TEMPLATE_NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2.*"))
+PROFILES = {
+    "single-host": ({}, {"web", "db"}),
+    "single-host-s3-domain": (
+        {
+            "backup_s3_bucket": "backups",
+            "backup_s3_endpoint_url": "http://127.0.0.1:5000",
+            "domain": "api.example.com",
+            "letsencrypt_email": "ops@example.com",
+            "replicas": 5,
+        },
+        {"web", "db"},
+    ),  # fmt: skip
+    "db-host": (
+        {"private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]},
+        {"db"},
+    ),
+}
+
+
+def render(name: str, cfg, **extra) -> str:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    context = {
+        "cfg": cfg,
+        "settings": tuning(4096, 2, 50, 200),
+        "maxmemory_mb": 409,
+        "cert": "/etc/prodstack/tls/fullchain.pem",
+        "key": "/etc/prodstack/tls/privkey.pem",
+        "webroot": "/var/www/letsencrypt",
+        "ipv6": True,
+        "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
+        **extra,
+    }
+    return env.from_string((TEMPLATES / name).read_text()).render(**context)
+
+
+@pytest.fixture(params=list(PROFILES))
+def cfg(request, data, environ):
+    override, groups = PROFILES[request.param]
+    return settings_for({**data, **override}, groups, environ=environ)
+
+
+@pytest.mark.parametrize("name", TEMPLATE_NAMES)
+def test_every_template_renders(name, cfg):
+    text = render(name, cfg)
+    if name.endswith(".json"):
+        json.loads(text)
+    if name.endswith(".sh"):
+        subprocess.run(["bash", "-n"], input=text, text=True, check=True)
+    assert "{{" not in text and "{%" not in text
+
+
+def test_app_env_holds_the_urls_and_no_app_version(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    env = dict(line.split("=", 1) for line in render("app.j2.env", cfg).splitlines() if "=" in line)
+    assert env["DATABASE_URL"] == cfg.database_url
+    assert env["REDIS_URL"] == cfg.redis_url
+    assert env["API_TOKEN"] == cfg.secrets["API_TOKEN"]
+    assert "APP_VERSION" not in env  # the image's baked version must show in /health
+
+
+def test_redis_and_postgres_settings(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    redis = render("redis.j2.conf", cfg)
+    for line in (
+        "bind 127.0.0.1 172.30.232.1",
+        'requirepass "redis-password-0123456789"',
+        "appendonly yes",
+        "appendfsync everysec",
+        "maxmemory 409mb",
+        "maxmemory-policy allkeys-lru",
+    ):
+        assert line in redis.splitlines()
+    pg = render("postgresql.j2.conf", cfg)
+    assert "listen_addresses = '127.0.0.1,172.30.232.1'" in pg
+    assert "password_encryption = scram-sha-256" in pg
+    assert "shared_buffers = 512MB" in pg
+    hba = render("pg_hba.j2.conf", cfg)
+    assert "host    prodstack  prodstack  172.30.232.0/24  scram-sha-256" in hba
+    assert "trust" not in hba and " md5" not in hba
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in FILES.iterdir()))
+def test_host_scripts_compile(script):
+    subprocess.run(
+        ["python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", FILES / script],
+        check=True,
+    )
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6):
+    cfg = settings_for(
+        {**data, "domain": "api.example.com", "rate_limit_exempt_cidrs": ["127.0.0.0/8"]},
+        {"web", "db"},
+        environ=environ,
+    )
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=api.example.com", "-keyout", tmp_path / "key.pem",
+         "-out", tmp_path / "cert.pem"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    upstream = tmp_path / "upstream-servers.conf"
+    upstream.write_text("server 127.0.0.1:8001 max_fails=3 fail_timeout=30s;\n")
+    site = tmp_path / "prodstack.conf"
+    site.write_text(
+        render(
+            "nginx-site.j2.conf",
+            cfg,
+            cert=str(tmp_path / "cert.pem"),
+            key=str(tmp_path / "key.pem"),
+            webroot=str(tmp_path),
+            upstream_servers=str(upstream),
+            ipv6=ipv6,
+        )
+    )
+    # The same http{} context Debian's nginx.conf gives sites-enabled/ (gzip is on there).
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\n  gzip on;\n  access_log off;\n  include {site};\n}}\n"
+    )
+    result = subprocess.run(
+        ["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    text = site.read_text()
+    for directive in (
+        "least_conn;",
+        "limit_req_zone $prodstack_limit_key zone=prodstack_api:10m rate=10r/s;",
+        "limit_req zone=prodstack_api burst=20 nodelay;",
+        "limit_req_status 429;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "server_tokens off;",
+        "return 301 https://$host$request_uri;",
+        "client_max_body_size 1m;",
+        "access_log off;",
+        'add_header Strict-Transport-Security "max-age=63072000; includeSubDomains" always;',
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "proxy_set_header Upgrade $http_upgrade;",
+    ):
+        assert directive in text
