@@ -225,6 +225,7 @@ class Cdn(pulumi.ComponentResource):
             domain=args.aliases[0],
             extra_names=args.aliases[1:],
             hosted_zone_id=args.hosted_zone_id,
+            tags=merge_tags(args.tags, "cert"),
             # CloudFront only takes ACM certificates from us-east-1.
             # Source: botocore cloudfront ViewerCertificate.ACMCertificateArn.
             region="us-east-1",

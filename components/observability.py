@@ -339,7 +339,7 @@ class Observability(pulumi.ComponentResource):
         }
         dashboard = aws.cloudwatch.Dashboard(
             f"{self._name}-dashboard",
-            dashboard_name=f"{self._name}",
+            dashboard_name=self._name,
             dashboard_body=pulumi.Output.json_dumps(body),
             opts=child_opts(self),
         )

@@ -82,9 +82,9 @@ class RegistryArgs:
     """Target platform, ``linux/amd64`` or ``linux/arm64``; must match the task's CPU
     architecture. Default: ``"linux/amd64"``. Example: ``"linux/arm64"`` (Graviton)."""
 
-    base_image: str = "python:3.11-slim"
+    base_image: str = "python:3.11-slim-bookworm"
     """``BASE_IMAGE`` build argument (an official Python slim image by default).
-    Default: ``"python:3.11-slim"``. Example: ``"python:3.11-slim-bookworm"``."""
+    Default: ``"python:3.11-slim-bookworm"``. Example: ``"python:3.12-slim-bookworm"``."""
 
     keep_images: int = 30
     """Images the lifecycle rule keeps, 1 or more. Default: ``30``. Example: ``100``."""

@@ -30,7 +30,10 @@ SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|A
 
 API_CONTAINER = "api"
 MIGRATE_CONTAINER = "migrate"
-MIGRATE_COMMAND = ("python", "-m", "app", "migrate")
+# The image's ENTRYPOINT is ["python3", "-m", "app"] and its CMD ["serve"]; an ECS
+# `command` replaces only the CMD, so the migration command is just "migrate".
+MIGRATE_COMMAND = ("migrate",)
+HEALTH_COMMAND = ("CMD", "python3", "-m", "app.healthcheck")  # the image's own HEALTHCHECK
 
 
 @dataclass(frozen=True)
@@ -165,14 +168,14 @@ class Service(pulumi.ComponentResource):
         ``{name}-scale-cpu`` and ``{name}-scale-requests``.
 
     Migrations:
-        Each task runs the non-essential ``migrate`` container (``python -m app migrate``)
-        to completion, and ``api`` starts only on its ``SUCCESS`` (ECS ``dependsOn``). A
-        failed migration stops the task before it registers with the ALB, the deployment
-        circuit breaker trips and ECS rolls back to the previous task definition, which
-        keeps serving. ``migrate`` takes a PostgreSQL advisory lock, so tasks starting
-        together serialise and all but the first find nothing to do. The separate
-        ``<family>-migrate`` task definition runs the same step by hand or from CI
-        (``aws ecs run-task``) before a deploy that needs it.
+        Each task first runs the non-essential ``migrate`` container (the image's
+        entrypoint ``python3 -m app`` with command ``migrate``) to completion; ``api``
+        starts only on its ``SUCCESS`` (ECS ``dependsOn``). A failed migration stops the
+        task before it registers with the ALB, the deployment circuit breaker trips and
+        ECS rolls back to the previous task definition, which keeps serving. ``migrate``
+        takes a PostgreSQL advisory lock, so tasks starting together serialise and all
+        but the first find nothing to do. The separate ``<family>-migrate`` task
+        definition runs the same step by hand or from CI (``aws ecs run-task``).
 
     Example:
         ``Service("app", ServiceArgs(family="prodstack-dev", image=reg.image_ref, ...))``
@@ -328,13 +331,8 @@ class Service(pulumi.ComponentResource):
             "dependsOn": [{"containerName": MIGRATE_CONTAINER, "condition": "SUCCESS"}],
             "stopTimeout": 30,  # SIGTERM, then drain in-flight requests before SIGKILL
             "healthCheck": {
-                "command": [
-                    "CMD",
-                    "python",
-                    "-c",
-                    "import os,urllib.request;urllib.request.urlopen("
-                    "'http://127.0.0.1:'+os.environ.get('PORT','8000')+'/health/live',timeout=3)",
-                ],
+                # ECS ignores the image's Docker HEALTHCHECK; repeat it (/health/live).
+                "command": list(HEALTH_COMMAND),
                 "interval": 15,
                 "timeout": 5,
                 "retries": 3,

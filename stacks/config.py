@@ -105,7 +105,7 @@ KEYS: dict[str, Key] = {
     "image_platform": Key("string", "linux/amd64",
                           "Image/task platform: linux/amd64 | linux/arm64."),
     "image_tag": Key("string", "", "Immutable image tag. Empty: a hash of app/."),
-    "base_image": Key("string", "python:3.11-slim", "BASE_IMAGE build argument."),
+    "base_image": Key("string", "python:3.11-slim-bookworm", "BASE_IMAGE build argument."),
     "api_token": Key("string", "",
                      "API bearer token; set with --secret. Empty: generated into Secrets Manager.",
                      secret=True),

@@ -43,7 +43,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         alb_ports = (80,)
 
     # ---- components --------------------------------------------------------------
-    network = Network(name, NetworkArgs(
+    network = Network(f"{name}-net", NetworkArgs(
         cidr_block=cfg.vpc_cidr,
         az_count=cfg.az_count,
         nat=cfg.nat,
@@ -55,7 +55,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         tags=tags,
     ))
 
-    lb = LoadBalancer(name, LoadBalancerArgs(
+    lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
         vpc_id=network.vpc_id,
         subnet_ids=network.public_subnet_ids,
         security_group_id=network.alb_security_group_id,
@@ -133,7 +133,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         f"{name}-api-token-value", secret_id=api_token_secret.id, secret_string=api_token
     )
 
-    service = Service(name, ServiceArgs(
+    service = Service(f"{name}-api", ServiceArgs(
         family=physical,
         image=registry.image_ref,
         subnet_ids=network.private_subnet_ids,
@@ -189,7 +189,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             tags=tags,
         ))
 
-    observability = Observability(f"{name}-{cfg.stack}", ObservabilityArgs(
+    observability = Observability(f"{name}-{cfg.stack}-obs", ObservabilityArgs(
         load_balancer_arn_suffix=lb.arn_suffix,
         target_group_arn_suffix=lb.target_group_arn_suffix,
         cluster_name=service.cluster_name,

@@ -99,6 +99,8 @@ def run(stack: str, overrides: dict[str, str | None] | None = None) -> dict[str,
             return [clean(v) for v in value]
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if isinstance(value, str) and str(REPO) in value:
+            return value.replace(str(REPO), "<repo>")  # snapshots must not depend on paths
         return value
 
     def short(urn: str) -> str:
@@ -246,6 +248,44 @@ def run(stack: str, overrides: dict[str, str | None] | None = None) -> dict[str,
         "invokes": invokes,
         "resources": resources,
     }
+
+
+class Manifest:
+    """Query helpers over a recorded manifest."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.data = data
+        self.resources: list[dict[str, Any]] = data["resources"]
+        self.outputs: dict[str, Any] = data["outputs"]
+        self.warnings: list[str] = data["warnings"]
+        self.invokes: list[dict[str, Any]] = data["invokes"]
+
+    def all(self, type_suffix: str) -> list[dict[str, Any]]:
+        """Resources whose type ends with ``type_suffix`` (e.g. ``"rds/instance:Instance"``)."""
+        return [r for r in self.resources if r["type"].endswith(type_suffix)]
+
+    def inputs(self, type_suffix: str) -> list[dict[str, Any]]:
+        return [r["inputs"] for r in self.all(type_suffix)]
+
+    def one(self, type_suffix: str, name: str | None = None) -> dict[str, Any]:
+        """Inputs of the single resource of that type (and name, when given)."""
+        found = [r for r in self.all(type_suffix) if name is None or r["name"] == name]
+        assert len(found) == 1, f"{type_suffix} {name}: {[r['name'] for r in found]}"
+        return found[0]["inputs"]
+
+    def named(self, name: str) -> dict[str, Any]:
+        found = [r for r in self.resources if r["name"] == name]
+        assert len(found) == 1, f"{name}: {len(found)} resources"
+        return found[0]
+
+    def containers(self, family: str) -> dict[str, dict[str, Any]]:
+        """Container definitions of the task definition ``family``, by name."""
+        task = next(i for i in self.inputs("taskDefinition:TaskDefinition")
+                    if i["family"] == family)
+        return {c["name"]: c for c in json.loads(task["containerDefinitions"])}
+
+    def invoke_args(self, token_suffix: str) -> list[dict[str, Any]]:
+        return [i["args"] for i in self.invokes if i["token"].endswith(token_suffix)]
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,1 @@
+"""prodstack CrossGuard pack: rules in ``policies.rules``, the pack in ``__main__``."""
