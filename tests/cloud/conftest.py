@@ -7,8 +7,6 @@ in parallel, and the manifests are shared by every test in the session.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,25 +16,13 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-HARNESS = HERE / "prodstack_cloud_harness.py"
 STACKS = ("prod", "dev")
 
 for path in (REPO, HERE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from prodstack_cloud_harness import Manifest  # noqa: E402
-
-
-def run_harness(stack: str, out: Path, *extra: str) -> dict[str, Any]:
-    """Run the entrypoint for ``stack`` under mocks in a fresh interpreter."""
-    proc = subprocess.run(
-        [sys.executable, str(HARNESS), stack, str(out), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=240,
-    )
-    if proc.returncode != 0 or not out.exists():
-        raise AssertionError(f"harness failed for {stack}:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(out.read_text())
+from prodstack_cloud_harness import Manifest, run_harness  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import runpy
+import subprocess
 import sys
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -286,6 +287,17 @@ class Manifest:
 
     def invoke_args(self, token_suffix: str) -> list[dict[str, Any]]:
         return [i["args"] for i in self.invokes if i["token"].endswith(token_suffix)]
+
+
+def run_harness(stack: str, out: Path, *extra: str) -> dict[str, Any]:
+    """Run the entrypoint for ``stack`` under mocks in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), stack, str(out), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    if proc.returncode != 0 or not out.exists():
+        raise AssertionError(f"harness failed for {stack}:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(out.read_text())
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,207 @@
+"""Config: schema in Pulumi.yaml, stack files, and a negative test for every validation."""
+# ruff: noqa: E501  (the NEGATIVE table keeps one case per line)
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from prodstack_cloud_harness import REPO, run_harness
+
+from stacks.config import KEYS, ConfigError, load
+from stacks.sizes import SIZES
+
+PROJECT = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+ZONE = "Z0123456789EXAMPLE0"
+
+
+def stack_raw(stack: str) -> dict[str, str]:
+    """``prodstack:`` values of a stack file, as strings (namespace stripped)."""
+    data = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
+    out = {}
+    for key, value in data.items():
+        if key.startswith("prodstack:"):
+            out[key.split(":", 1)[1]] = str(value).lower() if isinstance(value, bool) else str(
+                value)
+    return out
+
+
+def problems(raw: dict[str, str], region: str | None = "eu-west-1", stack: str = "dev") -> list:
+    with pytest.raises(ConfigError) as err:
+        load(raw, region=region, stack=stack)
+    return err.value.problems
+
+
+# ---- Pulumi.yaml and stack files -------------------------------------------------------
+
+
+def test_project_file_runs_the_stacks_entrypoint() -> None:
+    assert PROJECT["name"] == "prodstack"
+    assert PROJECT["runtime"]["name"] == "python"
+    assert PROJECT["runtime"]["options"]["toolchain"] == "uv"
+    assert PROJECT["main"] == "stacks/"
+    assert (REPO / "stacks" / "__main__.py").exists()
+
+
+def test_schema_declares_every_key_typed_described_with_default() -> None:
+    schema = PROJECT["config"]
+    assert set(schema) == set(KEYS)
+    for key, spec in KEYS.items():
+        entry = schema[key]
+        assert entry["type"] == spec.type in ("string", "integer", "boolean"), key
+        assert entry["description"] == spec.description, key
+        assert entry["default"] == spec.default, key
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_stack_files_use_known_keys_and_no_plaintext_secrets(stack: str) -> None:
+    data = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())["config"]
+    for key, value in data.items():
+        namespace, _, name = key.partition(":")
+        assert namespace in ("prodstack", "aws"), key
+        if namespace == "prodstack":
+            assert name in KEYS, key
+            if KEYS[name].secret:
+                assert isinstance(value, dict) and "secure" in value, key
+
+
+def test_prod_stack_file_is_large_multi_az_protected() -> None:
+    cfg = load(stack_raw("prod"), region="eu-west-1", stack="prod")
+    assert cfg.is_prod and cfg.size == "large"
+    assert cfg.multi_az and cfg.az_count == 3 and cfg.nat == "per_az"
+    assert cfg.replicas >= 3 and cfg.min_replicas >= 3
+    assert cfg.deletion_protection and cfg.final_snapshot
+    assert cfg.backup_retention_days == 30
+    assert cfg.domain and cfg.cdn and cfg.waf
+
+
+def test_dev_stack_file_is_small_cheap_and_easy_to_destroy() -> None:
+    cfg = load(stack_raw("dev"), region="eu-west-1", stack="dev")
+    assert cfg.size == "small" and cfg.replicas == 1
+    assert cfg.nat == "single" and not cfg.multi_az
+    assert not cfg.deletion_protection and not cfg.final_snapshot
+    assert cfg.backup_retention_days == 7
+
+
+def test_sizes_map_to_capacity() -> None:
+    assert [SIZES[s].replicas for s in ("small", "medium", "large")] == [1, 2, 3]
+    assert [SIZES[s].nat for s in ("small", "medium", "large")] == ["single", "single", "per_az"]
+    assert [SIZES[s].multi_az for s in ("small", "medium", "large")] == [False, True, True]
+    for size in SIZES.values():
+        cfg = load({"size": next(k for k, v in SIZES.items() if v is size)},
+                   region="us-east-1", stack="x")
+        assert cfg.db_instance_class == size.db_instance_class
+        assert (cfg.task_cpu, cfg.task_memory) == (size.task_cpu, size.task_memory)
+
+
+def test_defaults_alone_make_a_valid_dev_stack() -> None:
+    cfg = load({}, region="us-east-1", stack="dev")
+    assert cfg.size == "small" and cfg.deletion_protection and cfg.cdn and cfg.waf
+
+
+# ---- a negative test per validation ------------------------------------------------------
+
+NEGATIVE = [
+    # (raw overrides, region, stack, expected fragment naming key and allowed values)
+    ({"replicas": "0"}, "eu-west-1", "dev", "prodstack:replicas: 0 is invalid; allowed: an integer >= 1"),
+    ({"replicas": "-2"}, "eu-west-1", "dev", "prodstack:replicas: -2"),
+    ({"replicas": "three"}, "eu-west-1", "dev", "prodstack:replicas: 'three' is invalid; allowed: an integer or auto"),
+    ({"min_replicas": "0"}, "eu-west-1", "dev", "prodstack:min_replicas: 0"),
+    ({"min_replicas": "4", "max_replicas": "2", "replicas": "3"}, "eu-west-1", "dev",
+     "prodstack:max_replicas: 2 is invalid; allowed: >= min_replicas (4)"),
+    ({"replicas": "5", "max_replicas": "4"}, "eu-west-1", "dev", "prodstack:replicas: 5"),
+    ({"size": "huge"}, "eu-west-1", "dev", "prodstack:size: 'huge' is invalid; allowed: small | medium | large"),
+    ({"vpc_cidr": "10.0.0.0/33"}, "eu-west-1", "dev", "prodstack:vpc_cidr: '10.0.0.0/33' is invalid"),
+    ({"vpc_cidr": "10.0.0.1/16"}, "eu-west-1", "dev", "prodstack:vpc_cidr: '10.0.0.1/16'"),
+    ({"vpc_cidr": "not-a-cidr"}, "eu-west-1", "dev", "prodstack:vpc_cidr: 'not-a-cidr'"),
+    ({"vpc_cidr": "10.0.0.0/24"}, "eu-west-1", "dev", "too small"),
+    ({"vpc_cidr": "8.8.0.0/16"}, "eu-west-1", "dev", "private IPv4"),
+    ({"vpc_cidr": "10.0.0.0/8"}, "eu-west-1", "dev", "/16 at most"),
+    ({"domain": "api.example.com", "cdn": "false"}, "eu-west-1", "dev",
+     "prodstack:domain: 'api.example.com' is invalid; allowed: a certificate source"),
+    ({"domain": "api.example.com", "certificate_arn":
+      "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"},
+     "eu-west-1", "dev", "with cdn, a us-east-1 certificate"),
+    ({"domain": "Not A Domain", "hosted_zone_id": ZONE}, "eu-west-1", "dev",
+     "prodstack:domain: 'Not A Domain'"),
+    ({"domain": "api.example.com", "cdn": "false", "certificate_arn":
+      "arn:aws:acm:us-west-2:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"},
+     "eu-west-1", "dev", "prodstack:certificate_arn: 'arn:aws:acm:us-west-2"),
+    ({"domain": "api.example.com", "cdn_certificate_arn":
+      "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+      "hosted_zone_id": ZONE}, "eu-west-1", "dev", "an ACM certificate ARN in us-east-1"),
+    ({"certificate_arn":
+      "arn:aws:acm:eu-west-1:123456789012:certificate/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"},
+     "eu-west-1", "dev", "only together with domain"),
+    ({"hosted_zone_id": "zone-1"}, "eu-west-1", "dev", "prodstack:hosted_zone_id: 'zone-1'"),
+    ({}, "mars-north-1", "dev", "aws:region: 'mars-north-1' is invalid; allowed: us-east-1"),
+    ({}, None, "dev", "aws:region: not set"),
+    ({"nat": "double"}, "eu-west-1", "dev", "prodstack:nat: 'double' is invalid; allowed: none | single | per_az | auto"),
+    ({"az_count": "4"}, "eu-west-1", "dev", "prodstack:az_count: 4 is invalid; allowed: 2 or 3"),
+    ({"multi_az": "maybe"}, "eu-west-1", "dev", "prodstack:multi_az: 'maybe'"),
+    ({"cpu_target_percent": "95"}, "eu-west-1", "dev", "prodstack:cpu_target_percent: 95"),
+    ({"requests_per_target": "0"}, "eu-west-1", "dev", "prodstack:requests_per_target: 0"),
+    ({"waf_rate_limit_per_minute": "50"}, "eu-west-1", "dev", "allowed: 100-2000000000"),
+    ({"rate_limit_per_minute": "0"}, "eu-west-1", "dev", "prodstack:rate_limit_per_minute: 0"),
+    ({"storage_gb": "10"}, "eu-west-1", "dev", "prodstack:storage_gb: 10 is invalid; allowed: 20-65536"),
+    ({"storage_gb": "100", "max_storage_gb": "105"}, "eu-west-1", "dev",
+     "prodstack:max_storage_gb: 105 is invalid; allowed: >= 1.1 x storage_gb (100)"),
+    ({"backup_retention_days": "0"}, "eu-west-1", "dev", "prodstack:backup_retention_days: 0"),
+    ({"backup_retention_days": "36"}, "eu-west-1", "dev", "allowed: 1-35"),
+    ({"log_retention_days": "10"}, "eu-west-1", "dev", "prodstack:log_retention_days: 10"),
+    ({"alarm_email": "ops-at-example"}, "eu-west-1", "dev", "prodstack:alarm_email: 'ops-at-example'"),
+    ({"log_level": "LOUD"}, "eu-west-1", "dev", "prodstack:log_level: 'LOUD'"),
+    ({"image_platform": "linux/s390x"}, "eu-west-1", "dev", "prodstack:image_platform"),
+    ({"image_tag": "-bad tag"}, "eu-west-1", "dev", "prodstack:image_tag: '-bad tag'"),
+    ({"api_token": "short"}, "eu-west-1", "dev", "prodstack:api_token: '<secret>'"),
+    ({"cdn": "yes"}, "eu-west-1", "dev", "prodstack:cdn: 'yes' is invalid; allowed: true or false"),
+    ({"environment": "Prod!"}, "eu-west-1", "dev", "prodstack:environment: 'Prod!'"),
+    ({"replicaz": "3"}, "eu-west-1", "dev", "prodstack:replicaz: '3' is invalid; allowed: a known key"),
+    # prod profile: dev-only opt-outs are refused
+    ({"environment": "prod"}, "eu-west-1", "prod", "prodstack:domain: '' is invalid; allowed: a domain in prod"),
+    ({"environment": "prod", "deletion_protection": "false"}, "eu-west-1", "prod",
+     "prodstack:deletion_protection: False is invalid; allowed: true in prod"),
+    ({"environment": "prod", "final_snapshot": "false"}, "eu-west-1", "prod", "prodstack:final_snapshot"),
+    ({"environment": "prod", "flow_logs": "false"}, "eu-west-1", "prod", "prodstack:flow_logs"),
+    ({"environment": "prod", "alb_access_logs": "false"}, "eu-west-1", "prod", "prodstack:alb_access_logs"),
+    ({"environment": "prod", "multi_az": "false"}, "eu-west-1", "prod", "prodstack:multi_az: 'false' is invalid; allowed: true in prod"),
+    ({"environment": "prod", "size": "small"}, "eu-west-1", "prod", "prodstack:min_replicas: 1 is invalid; allowed: >= 2 in prod"),
+]
+
+
+@pytest.mark.parametrize("raw, region, stack, expected", NEGATIVE,
+                         ids=[e[3].split(" is ")[0][:60] for e in NEGATIVE])
+def test_invalid_config_is_refused_naming_key_value_and_allowed(
+    raw: dict, region: str | None, stack: str, expected: str
+) -> None:
+    found = problems(raw, region=region, stack=stack)
+    assert any(expected in line for line in found), found
+    assert all("\n" not in line for line in found)
+
+
+def test_all_problems_reported_in_one_run() -> None:
+    found = problems(
+        {"replicas": "0", "size": "huge", "vpc_cidr": "10.0.0.0/28",
+         "domain": "api.example.com", "cdn": "false"},
+        region="nowhere-1",
+    )
+    for key in ("aws:region", "prodstack:replicas", "prodstack:size", "prodstack:vpc_cidr",
+                "prodstack:domain"):
+        assert any(line.startswith(key + ":") for line in found), (key, found)
+
+
+def test_entrypoint_refuses_bad_config_before_registering_anything(tmp_path: Path) -> None:
+    manifest = run_harness(
+        "dev", tmp_path / "bad.json",
+        "--set", "replicas=0", "--set", "max_replicas=-1", "--set", "size=huge",
+        "--set", "vpc_cidr=300.1.2.3/16", "--set", "domain=api.example.com",
+        "--set", "aws:region=moon-1",
+    )
+    assert manifest["exit_code"] == 1
+    assert manifest["resources"] == [] and manifest["invokes"] == []
+    lines = manifest["stderr"].strip().splitlines()
+    assert lines[0] == "prodstack: invalid configuration:"
+    for key in ("aws:region", "prodstack:replicas", "prodstack:size", "prodstack:vpc_cidr",
+                "prodstack:domain", "prodstack:max_replicas"):
+        assert any(line.strip().startswith(key + ":") for line in lines[1:]), (key, lines)

@@ -1,0 +1,233 @@
+"""The CrossGuard rules: each with a compliant and a violating resource, then over both stacks.
+
+Rules are imported from ``policies.rules``; the pack's ``__main__`` (which starts a gRPC
+server and blocks) is never imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from prodstack_cloud_harness import Manifest
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
+
+from policies import rules
+
+PROD = {"prodstack:environment": "prod"}
+DEV = {"prodstack:environment": "dev"}
+
+
+def check_resource(policy: ResourceValidationPolicy, type_: str, props: dict) -> list[str]:
+    violations: list[str] = []
+    args = ResourceValidationArgs(type_, props, f"urn:{type_}::x", "x", None, None)
+    policy.validate(args, lambda message, urn=None: violations.append(message))
+    return violations
+
+
+def policy_resources(items: list[dict[str, Any]]) -> list[PolicyResource]:
+    """Manifest-shaped resources -> PolicyResources with property dependencies linked."""
+    made = {
+        r["urn"]: PolicyResource(r["type"], r["inputs"], r["urn"], r["name"], None, None,
+                                 None, [], {})
+        for r in items
+    }
+    for r in items:
+        made[r["urn"]].property_dependencies = {
+            key: [made[u] for u in urns if u in made]
+            for key, urns in r.get("property_dependencies", {}).items()
+        }
+    return list(made.values())
+
+
+def check_stack(policy: StackValidationPolicy, items: list[dict[str, Any]]) -> list[str]:
+    violations: list[str] = []
+    args = StackValidationArgs(policy_resources(items))
+    policy.validate(args, lambda message, urn=None: violations.append(f"{urn}: {message}"))
+    return violations
+
+
+def run_all(manifest: Manifest) -> list[str]:
+    found = []
+    for policy in rules.ALL_POLICIES:
+        if isinstance(policy, StackValidationPolicy):
+            found += [f"{policy.name}: {v}" for v in check_stack(policy, manifest.resources)]
+        else:
+            for r in manifest.resources:
+                found += [f"{policy.name} {r['name']}: {v}"
+                          for v in check_resource(policy, r["type"], r["inputs"])]
+    return found
+
+
+def test_every_policy_is_mandatory_and_uniquely_named() -> None:
+    names = [p.name for p in rules.ALL_POLICIES]
+    assert len(names) == len(set(names))
+    assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in rules.ALL_POLICIES)
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_policy_pack_passes_on_each_stack(manifests: dict, stack: str) -> None:
+    assert run_all(Manifest(manifests[stack])) == []
+
+
+# ---- one compliant and one violating resource per resource rule ----------------------
+
+def _from(manifest: Manifest, type_suffix: str, name: str | None = None) -> tuple[str, dict]:
+    r = next(r for r in manifest.all(type_suffix) if name is None or r["name"] == name)
+    return r["type"], copy.deepcopy(r["inputs"])
+
+
+def _mutate(props: dict, path: str, value: Any) -> dict:
+    props = copy.deepcopy(props)
+    *parents, last = path.split(".")
+    target = props
+    for key in parents:
+        target = target[int(key)] if isinstance(target, list) else target[key]
+    if value is _DELETE:
+        target.pop(last, None)
+    else:
+        target[last] = value
+    return props
+
+
+_DELETE = object()
+
+RESOURCE_CASES = [
+    # (policy, stack, resource type suffix, name, path to weaken, weakened value)
+    ("encryption-everywhere", "prod", "rds/instance:Instance", None, "storageEncrypted", False),
+    ("encryption-everywhere", "prod", "replicationGroup:ReplicationGroup", None,
+     "atRestEncryptionEnabled", False),
+    ("encryption-everywhere", "prod", "replicationGroup:ReplicationGroup", None,
+     "transitEncryptionEnabled", False),
+    ("encryption-everywhere", "prod", "replicationGroup:ReplicationGroup", None,
+     "authToken", _DELETE),
+    ("encryption-everywhere", "prod", "ecr/repository:Repository", None,
+     "encryptionConfigurations", _DELETE),
+    ("encryption-everywhere", "prod", "sns/topic:Topic", None, "kmsMasterKeyId", _DELETE),
+    ("no-public-database-or-tasks", "prod", "rds/instance:Instance", None,
+     "publiclyAccessible", True),
+    ("no-public-database-or-tasks", "prod", "ecs/service:Service", None,
+     "networkConfiguration.assignPublicIp", True),
+    ("alb-listener-tls", "prod", "lb/listener:Listener", "prodstack-lb-https",
+     "sslPolicy", "ELBSecurityPolicy-2016-08"),
+    ("alb-listener-tls", "prod", "lb/listener:Listener", "prodstack-lb-https",
+     "sslPolicy", _DELETE),
+    ("alb-listener-tls", "prod", "lb/listener:Listener", "prodstack-lb-http",
+     "defaultActions.0.type", "forward"),
+    ("cloudfront-tls", "prod", "cloudfront/distribution:Distribution", None,
+     "viewerCertificate.minimumProtocolVersion", "TLSv1.1_2016"),
+    ("cloudfront-tls", "prod", "cloudfront/distribution:Distribution", None,
+     "defaultCacheBehavior.viewerProtocolPolicy", "allow-all"),
+    ("cloudfront-tls", "prod", "cloudfront/distribution:Distribution", None,
+     "origins.0.customOriginConfig.originProtocolPolicy", "http-only"),
+    ("rds-force-ssl", "prod", "rds/parameterGroup:ParameterGroup", None,
+     "parameters.0.value", "0"),
+    ("prod-deletion-protection-and-backups", "prod", "rds/instance:Instance", None,
+     "deletionProtection", False),
+    ("prod-deletion-protection-and-backups", "prod", "rds/instance:Instance", None,
+     "skipFinalSnapshot", True),
+    ("prod-deletion-protection-and-backups", "prod", "rds/instance:Instance", None,
+     "backupRetentionPeriod", 3),
+    ("prod-deletion-protection-and-backups", "prod", "lb/loadBalancer:LoadBalancer", None,
+     "enableDeletionProtection", False),
+    ("log-retention-set", "prod", "logGroup:LogGroup", None, "retentionInDays", _DELETE),
+    ("log-retention-set", "prod", "logGroup:LogGroup", None, "retentionInDays", 42),
+]
+
+
+@pytest.mark.parametrize(
+    "policy_name, stack, type_suffix, name, path, value", RESOURCE_CASES,
+    ids=[f"{c[0]}:{c[4]}={c[5] if c[5] is not _DELETE else 'unset'}" for c in RESOURCE_CASES],
+)
+def test_resource_rule_compliant_and_violating(
+    manifests: dict, policy_name: str, stack: str, type_suffix: str, name: str | None,
+    path: str, value: Any,
+) -> None:
+    policy = next(p for p in rules.ALL_POLICIES if p.name == policy_name)
+    type_, props = _from(Manifest(manifests[stack]), type_suffix, name)
+    assert check_resource(policy, type_, props) == []
+    assert check_resource(policy, type_, _mutate(props, path, value)) != []
+
+
+def test_plain_http_listener_allowed_only_tagged_outside_prod(dev: Manifest) -> None:
+    type_, props = _from(dev, "lb/listener:Listener")
+    assert check_resource(rules.alb_tls, type_, props) == []
+    untagged = _mutate(props, "tags", DEV)
+    assert check_resource(rules.alb_tls, type_, untagged) != []
+    in_prod = _mutate(props, "tags", {**props["tags"], **PROD})
+    assert check_resource(rules.alb_tls, type_, in_prod) != []
+
+
+def test_default_cloudfront_certificate_refused_in_prod() -> None:
+    props = {"viewerCertificate": {"cloudfrontDefaultCertificate": True},
+             "defaultCacheBehavior": {"viewerProtocolPolicy": "redirect-to-https"}}
+    type_ = "aws:cloudfront/distribution:Distribution"
+    assert check_resource(rules.cloudfront_tls, type_, {**props, "tags": DEV}) == []
+    assert check_resource(rules.cloudfront_tls, type_, {**props, "tags": PROD}) != []
+
+
+def test_dev_database_needs_backups_but_not_deletion_protection(dev: Manifest) -> None:
+    type_, props = _from(dev, "rds/instance:Instance")
+    assert props["deletionProtection"] is False
+    assert check_resource(rules.prod_protection, type_, props) == []
+    assert check_resource(rules.prod_protection, type_,
+                          _mutate(props, "backupRetentionPeriod", 0)) != []
+
+
+@pytest.mark.parametrize("name, value", [
+    ("DB_PASSWORD", "hunter2"),
+    ("API_TOKEN", "abc"),
+    ("DATABASE_URL", "postgresql://app:s3cret@db.internal:5432/app"),
+    ("AWS_KEY_ID", "AKIAABCDEFGHIJKLMNOP"),
+])
+def test_no_secrets_in_task_environment(prod: Manifest, name: str, value: str) -> None:
+    type_, props = _from(prod, "taskDefinition:TaskDefinition")
+    assert check_resource(rules.no_secrets_in_environment, type_, props) == []
+    containers = json.loads(props["containerDefinitions"])
+    containers[0]["environment"].append({"name": name, "value": value})
+    leaked = {**props, "containerDefinitions": json.dumps(containers)}
+    assert check_resource(rules.no_secrets_in_environment, type_, leaked) != []
+
+
+# ---- stack rules ---------------------------------------------------------------------
+
+def test_world_open_ingress_only_alb_web_ports_without_cdn(prod: Manifest, dev: Manifest) -> None:
+    policy = rules.no_world_open_security_groups
+    assert check_stack(policy, dev.resources) == []  # ALB :80 from the world, no CDN
+    # The same ALB rule is a violation once a CDN fronts the stack...
+    distribution = prod.all("cloudfront/distribution:Distribution")
+    assert check_stack(policy, dev.resources + distribution) != []
+    # ...and opening any other port, or any other group, to the world is one anyway.
+    for rule_name, port in (("prodstack-net-alb-in-80", 22),
+                            ("prodstack-net-service-to-database-in", 5432)):
+        items = copy.deepcopy(dev.resources)
+        rule = next(r for r in items if r["name"] == rule_name)
+        rule["inputs"].update(cidrIpv4="0.0.0.0/0", fromPort=port, toPort=port)
+        assert check_stack(policy, items) != []
+    # Inline rules on a security group count too.
+    items = copy.deepcopy(prod.resources)
+    group = next(r for r in items if r["type"].endswith("ec2/securityGroup:SecurityGroup"))
+    group["inputs"]["ingress"] = [{"cidrBlocks": ["0.0.0.0/0"], "fromPort": 443}]
+    assert check_stack(policy, items) != []
+    assert check_stack(policy, prod.resources) == []
+
+
+def test_buckets_need_encryption_configuration(prod: Manifest) -> None:
+    policy = rules.s3_buckets_encrypted
+    assert check_stack(policy, prod.resources) == []
+    without = [r for r in prod.resources
+               if not r["type"].endswith(":BucketServerSideEncryptionConfiguration")]
+    assert check_stack(policy, without) != []
+    weak = copy.deepcopy(prod.resources)
+    sse = next(r for r in weak if r["type"].endswith(":BucketServerSideEncryptionConfiguration"))
+    sse["inputs"]["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] = "none"
+    assert check_stack(policy, weak) != []
