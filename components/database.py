@@ -239,6 +239,8 @@ class Database(pulumi.ComponentResource):
                 "identifier": self.identifier,
                 "master_secret_arn": self.master_secret_arn,
                 "database_name": self.database_name,
+                "max_connections": self.max_connections,
+                "storage_gb": self.storage_gb,
             }
         )
 

@@ -133,7 +133,13 @@ class Observability(pulumi.ComponentResource):
         self.alarm_names = []
         self._create_alarms()
         self._create_dashboard()
-        self.register_outputs({"topic_arn": self.topic_arn, "dashboard_url": self.dashboard_url})
+        self.register_outputs(
+            {
+                "topic_arn": self.topic_arn,
+                "dashboard_url": self.dashboard_url,
+                "alarm_names": self.alarm_names,
+            }
+        )
 
     def _tags(self, role: str) -> dict[str, str]:
         return merge_tags(self._args.tags, role)
