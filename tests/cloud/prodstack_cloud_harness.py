@@ -289,6 +289,63 @@ class Manifest:
         return [i["args"] for i in self.invokes if i["token"].endswith(token_suffix)]
 
 
+# ---- policy helpers (tests call the rules' validate functions directly) ---------------
+
+
+def check_resource(policy: Any, type_: str, props: dict) -> list[str]:
+    """Violations a resource policy reports for one resource."""
+    violations: list[str] = []
+    from pulumi_policy import ResourceValidationArgs
+
+    args = ResourceValidationArgs(type_, props, f"urn:{type_}::x", "x", None, None)
+    policy.validate(args, lambda message, urn=None: violations.append(message))
+    return violations
+
+
+def policy_resources(items: list[dict[str, Any]]) -> list[Any]:
+    """Manifest-shaped resources -> PolicyResources with property dependencies linked."""
+    from pulumi_policy import PolicyResource
+
+    made = {
+        r["urn"]: PolicyResource(r["type"], r["inputs"], r["urn"], r["name"], None, None,
+                                 None, [], {})
+        for r in items
+    }
+    for r in items:
+        made[r["urn"]].property_dependencies = {
+            key: [made[u] for u in urns if u in made]
+            for key, urns in r.get("property_dependencies", {}).items()
+        }
+    return list(made.values())
+
+
+def check_stack(policy: Any, items: list[dict[str, Any]]) -> list[str]:
+    """Violations a stack policy reports over manifest-shaped resources."""
+    from pulumi_policy import StackValidationArgs
+
+    violations: list[str] = []
+    args = StackValidationArgs(policy_resources(items))
+    policy.validate(args, lambda message, urn=None: violations.append(f"{urn}: {message}"))
+    return violations
+
+
+def run_all(manifest: Manifest) -> list[str]:
+    """Every policy in the pack over a manifest; empty when compliant."""
+    from pulumi_policy import StackValidationPolicy
+
+    found = []
+    from policies import rules
+
+    for policy in rules.ALL_POLICIES:
+        if isinstance(policy, StackValidationPolicy):
+            found += [f"{policy.name}: {v}" for v in check_stack(policy, manifest.resources)]
+        else:
+            for r in manifest.resources:
+                found += [f"{policy.name} {r['name']}: {v}"
+                          for v in check_resource(policy, r["type"], r["inputs"])]
+    return found
+
+
 def run_harness(stack: str, out: Path, *extra: str) -> dict[str, Any]:
     """Run the entrypoint for ``stack`` under mocks in a fresh interpreter."""
     proc = subprocess.run(

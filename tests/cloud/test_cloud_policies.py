@@ -11,61 +11,13 @@ import json
 from typing import Any
 
 import pytest
-from prodstack_cloud_harness import Manifest
-from pulumi_policy import (
-    EnforcementLevel,
-    PolicyResource,
-    ResourceValidationArgs,
-    ResourceValidationPolicy,
-    StackValidationArgs,
-    StackValidationPolicy,
-)
+from prodstack_cloud_harness import Manifest, check_resource, check_stack, run_all
+from pulumi_policy import EnforcementLevel
 
 from policies import rules
 
 PROD = {"prodstack:environment": "prod"}
 DEV = {"prodstack:environment": "dev"}
-
-
-def check_resource(policy: ResourceValidationPolicy, type_: str, props: dict) -> list[str]:
-    violations: list[str] = []
-    args = ResourceValidationArgs(type_, props, f"urn:{type_}::x", "x", None, None)
-    policy.validate(args, lambda message, urn=None: violations.append(message))
-    return violations
-
-
-def policy_resources(items: list[dict[str, Any]]) -> list[PolicyResource]:
-    """Manifest-shaped resources -> PolicyResources with property dependencies linked."""
-    made = {
-        r["urn"]: PolicyResource(r["type"], r["inputs"], r["urn"], r["name"], None, None,
-                                 None, [], {})
-        for r in items
-    }
-    for r in items:
-        made[r["urn"]].property_dependencies = {
-            key: [made[u] for u in urns if u in made]
-            for key, urns in r.get("property_dependencies", {}).items()
-        }
-    return list(made.values())
-
-
-def check_stack(policy: StackValidationPolicy, items: list[dict[str, Any]]) -> list[str]:
-    violations: list[str] = []
-    args = StackValidationArgs(policy_resources(items))
-    policy.validate(args, lambda message, urn=None: violations.append(f"{urn}: {message}"))
-    return violations
-
-
-def run_all(manifest: Manifest) -> list[str]:
-    found = []
-    for policy in rules.ALL_POLICIES:
-        if isinstance(policy, StackValidationPolicy):
-            found += [f"{policy.name}: {v}" for v in check_stack(policy, manifest.resources)]
-        else:
-            for r in manifest.resources:
-                found += [f"{policy.name} {r['name']}: {v}"
-                          for v in check_resource(policy, r["type"], r["inputs"])]
-    return found
 
 
 def test_every_policy_is_mandatory_and_uniquely_named() -> None:

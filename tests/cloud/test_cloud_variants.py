@@ -1,0 +1,81 @@
+"""The branches the two stack files don't take: no NAT, HTTPS without a CDN, Graviton, medium."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from prodstack_cloud_harness import Manifest, run_all, run_harness
+
+ZONE = "Z0123456789EXAMPLE0"
+VARIANTS = {
+    "no-nat": ("dev", "--set", "nat=none"),
+    "https-no-cdn": ("dev", "--set", "domain=api.example.com", "--set",
+                     f"hosted_zone_id={ZONE}", "--set", "cdn=false"),
+    "arm-medium": ("dev", "--set", "size=medium", "--set", "image_platform=linux/arm64",
+                   "--set", "replicas=auto", "--set", "min_replicas=auto",
+                   "--set", "max_replicas=auto", "--set", "multi_az=auto"),
+}
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Manifest]:
+    tmp: Path = tmp_path_factory.mktemp("cloud-variants")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {
+            name: pool.submit(run_harness, args[0], tmp / f"{name}.json", *args[1:])
+            for name, args in VARIANTS.items()
+        }
+        result = {name: Manifest(f.result()) for name, f in futures.items()}
+    for name, m in result.items():
+        assert m.data["exit_code"] == 0, (name, m.data["stderr"])
+    return result
+
+
+def test_variants_pass_the_policy_pack(variants: dict[str, Manifest]) -> None:
+    for name, m in variants.items():
+        assert run_all(m) == [], name
+
+
+def test_no_nat_uses_interface_endpoints(variants: dict[str, Manifest]) -> None:
+    m = variants["no-nat"]
+    assert not m.all("ec2/natGateway:NatGateway") and not m.all("ec2/eip:Eip")
+    endpoints = {e["serviceName"].removeprefix("com.amazonaws.eu-west-1."): e
+                 for e in m.inputs("ec2/vpcEndpoint:VpcEndpoint")}
+    assert set(endpoints) == {"s3", "ecr.api", "ecr.dkr", "logs", "secretsmanager"}
+    for name in ("ecr.api", "ecr.dkr", "logs", "secretsmanager"):
+        assert endpoints[name]["privateDnsEnabled"] is True
+        assert all("private" in s for s in endpoints[name]["subnetIds"])
+    rule = m.named("prodstack-net-service-to-endpoints-in")
+    assert rule["property_dependencies"]["referencedSecurityGroupId"] == [
+        "aws:ec2/securityGroup:SecurityGroup::prodstack-net-service-sg"]
+
+
+def test_https_without_cdn(variants: dict[str, Manifest]) -> None:
+    m = variants["https-no-cdn"]
+    https = m.one("lb/listener:Listener", "prodstack-lb-https")
+    assert https["sslPolicy"].startswith("ELBSecurityPolicy-TLS13-")
+    http = m.one("lb/listener:Listener", "prodstack-lb-http")
+    assert http["defaultActions"][0]["type"] == "redirect"
+    ports = sorted(r["inputs"]["fromPort"] for r in m.all("SecurityGroupIngressRule")
+                   if r["name"].startswith("prodstack-net-alb-in-"))
+    assert ports == [80, 443]
+    assert m.one("route53/record:Record", "prodstack-lb-alias-0")["name"] == "api.example.com"
+    cert = m.one("acm/certificate:Certificate")
+    assert cert["domainName"] == "api.example.com" and "subjectAlternativeNames" not in cert
+    assert m.one("wafv2/webAcl:WebAcl")["scope"] == "REGIONAL"
+    assert m.outputs["url"] == "https://api.example.com"
+    assert not [w for w in m.warnings if "plain HTTP" in w]
+
+
+def test_medium_on_graviton(variants: dict[str, Manifest]) -> None:
+    m = variants["arm-medium"]
+    assert m.one("docker:index/image:Image")["build"]["platform"] == "linux/arm64"
+    for task in m.inputs("taskDefinition:TaskDefinition"):
+        assert task["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+        assert (task["cpu"], task["memory"]) == ("512", "1024")
+    db = m.one("rds/instance:Instance")
+    assert db["instanceClass"] == "db.m7g.large" and db["multiAz"] is True
+    assert m.one("replicationGroup:ReplicationGroup")["numCacheClusters"] == 2
+    assert m.one("ecs/service:Service")["desiredCount"] == 2
