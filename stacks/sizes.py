@@ -46,7 +46,7 @@ SIZES: dict[str, Size] = {
                   "db.t4g.micro", 20, "cache.t4g.micro", 110),
     # production: the seed's 4-core/8 GB database class, Multi-AZ, two tasks.
     "medium": Size("512", "1024", 2, 2, 6, 2, "single", True,
-                   "db.m7g.large", 50, "cache.t4g.small", 410),
+                   "db.m7g.large", 50, "cache.t4g.small", 420),
     # enterprise: three tasks (the seed's topology), three AZs, NAT per AZ.
     "large": Size("1024", "2048", 3, 3, 12, 3, "per_az", True,
                   "db.m7g.xlarge", 100, "cache.m7g.large", 1000),
