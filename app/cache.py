@@ -1,7 +1,7 @@
-"""Redis: the per-client rate limit and the list cache, in one round trip per request.
+"""Redis: the per-client rate limit and the response cache, in one round trip per request.
 
-List responses are cached under a generation number; every write bumps the generation,
-so a list built from a read that raced a write lands under a generation nobody reads.
+Cached responses live under a generation number; every write bumps the generation, so a
+response built from a read that raced a write lands under a generation nobody reads.
 While Redis is unreachable, calls are skipped for a short back-off: reads go to
 PostgreSQL uncached and the rate limit fails open. Both show in /health/ready and /metrics.
 """
@@ -9,20 +9,19 @@ PostgreSQL uncached and the rate limit fails open. Both show in /health/ready an
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
-
 from app import metrics
+from app.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable
 
 GENERATION_KEY = "alerts:gen"
 RATE_WINDOW_SECONDS = 60
 BACKOFF_SECONDS = 1.0
 
-# KEYS[1] rate-limit counter, KEYS[2] list generation.
-# ARGV[1] window seconds, ARGV[2] limit (0 = off), ARGV[3] cache key suffix ('' = no lookup).
+# KEYS[1] rate-limit counter, KEYS[2] cache generation.
+# ARGV[1] window seconds, ARGV[2] limit (0 = off), ARGV[3] cache key ('' = no lookup).
 _GATE_LUA = """
 local count, ttl = 0, 0
 if ARGV[2] ~= '0' then
@@ -35,8 +34,10 @@ if ARGV[2] ~= '0' then
 end
 if ARGV[3] == '' then return {count, ttl, '', false} end
 local gen = redis.call('GET', KEYS[2]) or '0'
-return {count, ttl, gen, redis.call('GET', 'alerts:list:' .. gen .. ':' .. ARGV[3])}
+return {count, ttl, gen, redis.call('GET', 'alerts:cache:' .. gen .. ':' .. ARGV[3])}
 """
+_GATE_SHA = hashlib.sha1(_GATE_LUA.encode()).hexdigest()
+REDIS_ERRORS = (RedisUnavailable, RedisReplyError, OSError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -51,21 +52,15 @@ class Gate:
 
 class Cache:
     def __init__(self, url: str, *, rate_limit: int, ttl_seconds: int) -> None:
-        self._client = redis.Redis.from_url(
-            url,
-            socket_connect_timeout=0.5,
-            socket_timeout=0.5,
-            retry_on_timeout=False,
-            max_connections=64,
-        )
-        self._gate = self._client.register_script(_GATE_LUA)
+        self._client = PipelinedRedis(url, connect_timeout=0.5, reply_timeout=0.5)
         self.rate_limit = rate_limit
         self.ttl_seconds = ttl_seconds
         self._down_until = 0.0
         self.connected = False
+        self._invalidation: asyncio.Future | None = None
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     def _mark(self, ok: bool) -> None:
         if ok != self.connected:
@@ -79,56 +74,79 @@ class Cache:
 
     async def ping(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(self._client.ping(), timeout)
-        except (TimeoutError, RedisError, OSError):
+            await asyncio.wait_for(self._client.execute("PING"), timeout)
+        except REDIS_ERRORS:
             self._mark(False)
             raise
         self._mark(True)
 
-    async def gate(self, client_id: str, list_key: str = "") -> Gate:
-        """Count the request against the client's budget and, for lists, fetch the cache."""
+    async def gate(self, client_id: str, cache_key: str = "") -> Gate:
+        """Count the request against the client's budget and fetch its cached response."""
         if self._skipping():
-            return self._fail_open(list_key)
+            return self._fail_open(cache_key)
+        keys_and_args = (2, f"rl:{client_id}", GENERATION_KEY,
+                         RATE_WINDOW_SECONDS, self.rate_limit, cache_key)
         try:
-            count, ttl, gen, body = await self._gate(
-                keys=(f"rl:{client_id}", GENERATION_KEY),
-                args=(RATE_WINDOW_SECONDS, self.rate_limit, list_key),
-            )
-        except (TimeoutError, RedisError, OSError):
+            try:
+                count, ttl, gen, body = await self._client.execute(
+                    "EVALSHA", _GATE_SHA, *keys_and_args
+                )
+            except RedisReplyError as exc:
+                if not str(exc).startswith("NOSCRIPT"):
+                    raise
+                # First call on this server (or after a restart): EVAL also caches it.
+                count, ttl, gen, body = await self._client.execute(
+                    "EVAL", _GATE_LUA, *keys_and_args
+                )
+        except REDIS_ERRORS:
             self._mark(False)
-            return self._fail_open(list_key)
+            return self._fail_open(cache_key)
         if not self.connected:
             self._mark(True)
         if self.rate_limit and count > self.rate_limit:
             metrics.rate_limit_rejections_total.inc()
             return Gate(allowed=False, retry_after=max(int(ttl), 1))
-        if not list_key:
+        if not cache_key:
             return Gate()
         metrics.cache_lookups_total.labels("hit" if body else "miss").inc()
-        return Gate(generation=gen.decode() if isinstance(gen, bytes) else str(gen), cached=body)
+        return Gate(generation=gen.decode(), cached=body)
 
-    def _fail_open(self, list_key: str) -> Gate:
+    def _fail_open(self, cache_key: str) -> Gate:
         if self.rate_limit:
             metrics.rate_limit_fail_open_total.inc()
-        if list_key:
+        if cache_key:
             metrics.cache_lookups_total.labels("bypass").inc()
         return Gate()
 
-    async def store_list(self, generation: str, list_key: str, body: bytes) -> None:
+    async def store(self, generation: str, cache_key: str, body: bytes) -> None:
         if self._skipping():
             return
         try:
-            await self._client.set(
-                f"alerts:list:{generation}:{list_key}", body, ex=self.ttl_seconds
+            await self._client.execute(
+                "SET", f"alerts:cache:{generation}:{cache_key}", body, "EX", self.ttl_seconds
             )
-        except (TimeoutError, RedisError, OSError):
+        except REDIS_ERRORS:
             self._mark(False)
 
-    async def invalidate_lists(self) -> None:
-        """Bump the generation so every cached list is stale at once."""
+    async def invalidate(self) -> None:
+        """Bump the generation so every cached response is stale at once.
+
+        Writes that finish in the same event-loop tick share one INCR: it is sent after
+        all of them have committed, which is all that correctness needs.
+        """
+        pending = self._invalidation
+        if pending is None:
+            pending = self._invalidation = asyncio.ensure_future(
+                self._client.execute("INCR", GENERATION_KEY)
+            )
+            asyncio.get_running_loop().call_soon(self._seal_invalidation, pending)
         try:
-            await self._client.incr(GENERATION_KEY)
-        except (TimeoutError, RedisError, OSError):
+            await asyncio.shield(pending)
+        except REDIS_ERRORS:
             # With Redis down nothing can be served from it either; the list TTL bounds
             # staleness once it returns.
             self._mark(False)
+
+    def _seal_invalidation(self, pending: asyncio.Future) -> None:
+        if self._invalidation is pending:
+            self._invalidation = None

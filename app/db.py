@@ -7,6 +7,8 @@ The pool opens connections lazily (min_size=0), so the process starts and serves
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from typing import Any
 
@@ -28,12 +30,66 @@ ALERT_COLUMNS = (
 )
 
 
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7): new rows land at the right edge of the
+    primary-key index instead of at random pages, which keeps inserts cheap."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return uuid.UUID(int=value)
+
+
+_INSERT_BATCH = (
+    "INSERT INTO alerts (id, message, type, priority, region, latitude, longitude) "
+    "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], "
+    f"$6::float8[], $7::float8[]) RETURNING {ALERT_COLUMNS}"
+)
+
+
+class _InsertBatcher:
+    """Group commit: inserts submitted in the same event-loop tick go to PostgreSQL as one
+    multi-row INSERT in one transaction, so a burst of creates pays for one round trip,
+    one pool checkout and one commit instead of one each."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._pending: list[tuple[tuple, asyncio.Future]] = []
+
+    def submit(self, row: tuple) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append((row, waiter))
+        return waiter
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._write(batch))
+        task.add_done_callback(lambda t: t.exception())  # errors reach the waiters
+
+    async def _write(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+        columns = list(zip(*(row for row, _ in batch), strict=True))
+        try:
+            rows = await self._db._run("fetch", _INSERT_BATCH, *columns, retry=False)
+        except BaseException as exc:
+            for _, waiter in batch:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            raise
+        by_id = {r["id"]: r for r in rows}
+        for row, waiter in batch:
+            if not waiter.done():
+                waiter.set_result(by_id[row[0]])
+
+
 class Database:
     def __init__(self, dsn: str, *, max_size: int, command_timeout: float = 5.0) -> None:
         self._dsn = dsn
         self._max_size = max_size
         self._command_timeout = command_timeout
         self.pool: asyncpg.Pool | None = None
+        self._inserts = _InsertBatcher(self)
 
     async def open(self) -> None:
         self.pool = await asyncpg.create_pool(
@@ -77,12 +133,8 @@ class Database:
         self, *, message: str, type: str, priority: str, region: str,
         latitude: float | None, longitude: float | None,
     ) -> asyncpg.Record:
-        return await self._run(
-            "fetchrow",
-            f"INSERT INTO alerts (id, message, type, priority, region, latitude, longitude) "
-            f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ALERT_COLUMNS}",
-            uuid.uuid4(), message, type, priority, region, latitude, longitude,
-            retry=False,
+        return await self._inserts.submit(
+            (uuid7(), message, type, priority, region, latitude, longitude)
         )
 
     async def get_alert(self, alert_id: uuid.UUID) -> asyncpg.Record | None:

@@ -35,8 +35,8 @@ def _json(body: bytes, status: int = 200, headers: dict[str, str] | None = None)
     return Response(body, status, headers=headers, media_type=JSON)
 
 
-async def _gate(request: Request, list_key: str = ""):
-    gate = await request.app.state.cache.gate(client_id(request), list_key)
+async def _gate(request: Request, cache_key: str = ""):
+    gate = await request.app.state.cache.gate(client_id(request), cache_key)
     if not gate.allowed:
         raise ApiError(
             429, "rate_limited", "too many requests; retry later", field="client",
@@ -85,7 +85,7 @@ def _list_query(request: Request) -> tuple[int, int, dict[str, str]]:
 async def list_alerts(request: Request) -> Response:
     page, limit, filters = _list_query(request)
     # Canonical key: the same query in any parameter order shares one cache entry.
-    key = f"{page}:{limit}:" + "&".join(f"{k}={v}" for k, v in sorted(filters.items()))
+    key = f"list:{page}:{limit}:" + "&".join(f"{k}={v}" for k, v in sorted(filters.items()))
     gate = await _gate(request, key)
     if gate.cached is not None:
         return _json(gate.cached)
@@ -103,7 +103,7 @@ async def list_alerts(request: Request) -> Response:
         )
     )
     if gate.generation is not None:
-        await request.app.state.cache.store_list(gate.generation, key, body)
+        await request.app.state.cache.store(gate.generation, key, body)
     return _json(body)
 
 
@@ -125,7 +125,7 @@ async def create_alert(request: Request) -> Response:
         latitude=coords.latitude if coords else None,
         longitude=coords.longitude if coords else None,
     )
-    await request.app.state.cache.invalidate_lists()
+    await request.app.state.cache.invalidate()
     metrics.alerts_created_total.labels(alert.type, alert.priority).inc()
     stored = alert_from_row(row)
     return _json(_encode(stored), 201, {"Location": f"/api/v1/alerts/{stored.id}"})
@@ -133,11 +133,17 @@ async def create_alert(request: Request) -> Response:
 
 async def get_alert(request: Request) -> Response:
     ident = alert_id(request)
-    await _gate(request)
+    key = f"alert:{ident}"
+    gate = await _gate(request, key)
+    if gate.cached is not None:
+        return _json(gate.cached)
     row = await request.app.state.db.get_alert(ident)
     if row is None:
         raise ApiError(404, "not_found", "no alert with this id", field="id")
-    return _json(_encode(alert_from_row(row)))
+    body = _encode(alert_from_row(row))
+    if gate.generation is not None:
+        await request.app.state.cache.store(gate.generation, key, body)
+    return _json(body)
 
 
 async def acknowledge_alert(request: Request) -> Response:
@@ -147,7 +153,7 @@ async def acknowledge_alert(request: Request) -> Response:
     row = await request.app.state.db.acknowledge_alert(ident)
     if row is None:
         raise ApiError(404, "not_found", "no alert with this id", field="id")
-    await request.app.state.cache.invalidate_lists()
+    await request.app.state.cache.invalidate()
     return _json(_encode(alert_from_row(row)))
 
 
