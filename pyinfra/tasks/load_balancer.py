@@ -88,7 +88,7 @@ def load_balancer(cfg: Settings, packages_op=None) -> None:
             commands=["rm -f /etc/nginx/sites-enabled/default"],
             _if=packages_op.did_change,
         )
-    default = files.file(
+    default = files.link(
         name="No default site", path="/etc/nginx/sites-enabled/default", present=False
     )
     site = template(
