@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import pulumi
+import pulumi_aws as aws
 
 #: Tag every taggable child carries; the policy pack reads it to tell prod from dev.
 ENVIRONMENT_TAG = "prodstack:environment"
@@ -45,3 +47,61 @@ LOG_RETENTION_DAYS = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
     2192, 2557, 2922, 3288, 3653,
 )
+
+# Environment-variable names that must never travel in a task's plain `environment`
+# (the service refuses them; the policy pack rejects them).
+SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|AUTH", re.I)
+
+
+def alias_record(
+    parent: pulumi.Resource,
+    name: str,
+    *,
+    zone_id: str,
+    hostname: str,
+    target_dns_name: pulumi.Input[str],
+    target_zone_id: pulumi.Input[str],
+    evaluate_target_health: bool,
+) -> aws.route53.Record:
+    """A Route 53 alias A record pointing ``hostname`` at an AWS endpoint."""
+    return aws.route53.Record(
+        name,
+        zone_id=zone_id,
+        name=hostname,
+        type="A",
+        aliases=[
+            {
+                "name": target_dns_name,
+                "zone_id": target_zone_id,
+                "evaluate_target_health": evaluate_target_health,
+            }
+        ],
+        opts=child_opts(parent),
+    )
+
+
+def stored_secret(
+    name: str,
+    *,
+    value: pulumi.Input[str],
+    description: str,
+    recovery_window_days: int,
+    tags: Mapping[str, str],
+    parent: pulumi.Resource | None = None,
+) -> aws.secretsmanager.Secret:
+    """A Secrets Manager secret ``{name}`` holding ``value`` (version ``{name}-value``).
+
+    ``recovery_window_days`` is 0 (delete at once) or 7-30.
+    """
+    opts = child_opts(parent) if parent is not None else None
+    secret = aws.secretsmanager.Secret(
+        name,
+        description=description,
+        recovery_window_in_days=recovery_window_days,
+        tags=dict(tags),
+        opts=opts,
+    )
+    aws.secretsmanager.SecretVersion(
+        f"{name}-value", secret_id=secret.id, secret_string=value, opts=opts
+    )
+    return secret

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags
+from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags, stored_secret
 
 # engine -> (allowed versions, parameter-group family per major). Valkey versions must
 # match ^[7-9]\.\d+$ and Redis 6+ major.minor (TF elasticache/engine_version.go);
@@ -181,18 +181,13 @@ class Cache(pulumi.ComponentResource):
             min_special=2,
             opts=child_opts(self),
         )
-        secret = aws.secretsmanager.Secret(
+        secret = stored_secret(
             f"{n}-auth-secret",
+            value=token.result,
             description="prodstack cache AUTH token (REDIS_PASSWORD)",
-            recovery_window_in_days=self._args.secret_recovery_window_days,
+            recovery_window_days=self._args.secret_recovery_window_days,
             tags=self._tags("auth-secret"),
-            opts=child_opts(self),
-        )
-        aws.secretsmanager.SecretVersion(
-            f"{n}-auth-secret-value",
-            secret_id=secret.id,
-            secret_string=token.result,
-            opts=child_opts(self),
+            parent=self,
         )
         self.auth_secret_arn = secret.arn
         return token

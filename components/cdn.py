@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import alias_record, child_opts, merge_tags
 from components.load_balancer import dns_validated_certificate
 
 # Viewer TLS floors we accept (TLSv1.2_2021 or newer).
@@ -181,19 +181,11 @@ class Cdn(pulumi.ComponentResource):
         for i, alias in enumerate(args.aliases):
             if not args.hosted_zone_id:
                 break
-            aws.route53.Record(
-                f"{name}-alias-{i}",
-                zone_id=args.hosted_zone_id,
-                name=alias,
-                type="A",
-                aliases=[
-                    {
-                        "name": self.distribution.domain_name,
-                        "zone_id": self.distribution.hosted_zone_id,
-                        "evaluate_target_health": False,
-                    }
-                ],
-                opts=child_opts(self),
+            alias_record(
+                self, f"{name}-alias-{i}", zone_id=args.hosted_zone_id, hostname=alias,
+                target_dns_name=self.distribution.domain_name,
+                target_zone_id=self.distribution.hosted_zone_id,
+                evaluate_target_health=False,
             )
         self.domain_name = self.distribution.domain_name
         self.distribution_id = self.distribution.id

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import alias_record, child_opts, merge_tags
 
 # ALB TLS 1.3 security policies. The recommended one is also the console default; the API
 # default (ELBSecurityPolicy-2016-08) has no TLS 1.3, so it is never left implicit.
@@ -407,19 +407,10 @@ class LoadBalancer(pulumi.ComponentResource):
 
     def _create_alias_records(self) -> None:
         for i, alias in enumerate(self._args.alias_names):
-            aws.route53.Record(
-                f"{self._name}-alias-{i}",
-                zone_id=self._args.hosted_zone_id,
-                name=alias,
-                type="A",
-                aliases=[
-                    {
-                        "name": self.alb.dns_name,
-                        "zone_id": self.alb.zone_id,
-                        "evaluate_target_health": True,
-                    }
-                ],
-                opts=child_opts(self),
+            alias_record(
+                self, f"{self._name}-alias-{i}", zone_id=self._args.hosted_zone_id,
+                hostname=alias, target_dns_name=self.alb.dns_name,
+                target_zone_id=self.alb.zone_id, evaluate_target_health=True,
             )
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
 
-from components._common import LOG_RETENTION_DAYS, assume_role_policy, child_opts, merge_tags
+from components._common import (
+    LOG_RETENTION_DAYS,
+    SECRET_NAME_RE,
+    assume_role_policy,
+    child_opts,
+    merge_tags,
+)
 
 # Valid Fargate task cpu -> memory (MiB) combinations (Linux).
 # Source: AWS ECS developer guide, "Task CPU and memory" (fargate-tasks-services.html);
@@ -25,8 +30,6 @@ FARGATE_CPU_MEMORY = {
     "16384": tuple(range(32768, 122881, 8192)),
 }
 CPU_ARCHITECTURES = ("X86_64", "ARM64")
-# Names that must never travel in plain `environment` (they go through `secrets`).
-SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|AUTH", re.I)
 
 API_CONTAINER = "api"
 MIGRATE_CONTAINER = "migrate"

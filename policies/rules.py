@@ -23,7 +23,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-ENVIRONMENT_TAG = "prodstack:environment"
+from components._common import ENVIRONMENT_TAG, LOG_RETENTION_DAYS, SECRET_NAME_RE
+
 PLAIN_HTTP_TAG = "prodstack:plain-http"
 MANDATORY = EnforcementLevel.MANDATORY
 
@@ -32,12 +33,6 @@ MANDATORY = EnforcementLevel.MANDATORY
 TLS13_POLICY_RE = re.compile(r"^ELBSecurityPolicy-TLS13-")
 # CloudFront viewer floors at or above TLSv1.2_2021 (botocore MinimumProtocolVersion).
 CLOUDFRONT_MIN_TLS = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
-# CloudWatch Logs retention values (botocore PutRetentionPolicy.retentionInDays).
-LOG_RETENTION_DAYS = {
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
-    2557, 2922, 3288, 3653,
-}
-SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|AUTH", re.I)
 SECRET_VALUE_RES = (
     re.compile(r"://[^/\s:@]+:[^/\s@]+@"),  # credentials inside a URL
     re.compile(r"\bA(KI|SI)A[0-9A-Z]{16}\b"),  # AWS access key id

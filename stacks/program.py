@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pulumi
-import pulumi_aws as aws
 import pulumi_random as random
 
-from components._common import ENVIRONMENT_TAG
+from components._common import ENVIRONMENT_TAG, stored_secret
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
@@ -123,14 +122,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         api_token: pulumi.Input[str] = pulumi.Output.secret(cfg.api_token)
     else:
         api_token = random.RandomPassword(f"{name}-api-token", length=48, special=False).result
-    api_token_secret = aws.secretsmanager.Secret(
+    api_token_secret = stored_secret(
         f"{name}-api-token",
+        value=api_token,
         description="prodstack API bearer token (API_TOKEN)",
-        recovery_window_in_days=0 if dev_teardown else 7,
+        recovery_window_days=0 if dev_teardown else 7,
         tags=tags,
-    )
-    aws.secretsmanager.SecretVersion(
-        f"{name}-api-token-value", secret_id=api_token_secret.id, secret_string=api_token
     )
 
     service = Service(f"{name}-api", ServiceArgs(
