@@ -1,15 +1,31 @@
-"""Redis: the per-client rate limit and the response cache, in one round trip per request.
+"""Redis: the per-client rate limit and the response cache, shared by every replica.
 
-Cached responses live under a generation number; every write bumps the generation, so a
-response built from a read that raced a write lands under a generation nobody reads.
-While Redis is unreachable, calls are skipped for a short back-off: reads go to
-PostgreSQL uncached and the rate limit fails open. Both show in /health/ready and /metrics.
+Both keep their truth in Redis and a working copy in the process, so a cached read or a
+rate-limit check costs no round trip:
+
+- Rate limit: fixed one-minute windows (wall clock, so every replica agrees on them).
+  Each process counts its own requests and, every SYNC_INTERVAL_SECONDS, adds them to the
+  client's shared counter with one pipelined script call per active client, learning the
+  total across replicas. A client is refused once the shared total plus its local,
+  not-yet-synced requests passes the limit. A burst that starts on several replicas at
+  once can overshoot by at most one limit per replica before the first sync.
+- Cache: responses are stored under a generation number, in Redis (shared by replicas,
+  short TTL) and in a small per-process map. Every write INCRs the generation and
+  PUBLISHes it in one script; each process subscribes, so its local entries go stale
+  the moment any replica writes. A response built from a read that raced a write lands
+  under a generation nobody reads.
+
+While Redis is unreachable (or the subscription is down) caching is bypassed and the
+rate limit fails open; both show in /health/ready and /metrics. The local map is cleared
+on every resubscribe, since a restarted Redis may count generations from zero again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 
@@ -18,134 +34,254 @@ from app.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable
 
 GENERATION_KEY = "alerts:gen"
 RATE_WINDOW_SECONDS = 60
-BACKOFF_SECONDS = 1.0
-
-# KEYS[1] rate-limit counter, KEYS[2] cache generation.
-# ARGV[1] window seconds, ARGV[2] limit (0 = off), ARGV[3] cache key ('' = no lookup).
-_GATE_LUA = """
-local count, ttl = 0, 0
-if ARGV[2] ~= '0' then
-  count = redis.call('INCR', KEYS[1])
-  if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-  if count > tonumber(ARGV[2]) then
-    ttl = redis.call('TTL', KEYS[1])
-    return {count, ttl, '', false}
-  end
-end
-if ARGV[3] == '' then return {count, ttl, '', false} end
-local gen = redis.call('GET', KEYS[2]) or '0'
-return {count, ttl, gen, redis.call('GET', 'alerts:cache:' .. gen .. ':' .. ARGV[3])}
-"""
-_GATE_SHA = hashlib.sha1(_GATE_LUA.encode()).hexdigest()
+SYNC_INTERVAL_SECONDS = 0.05
+RECONNECT_SECONDS = 1.0
+LOCAL_ENTRIES_MAX = 2048
 REDIS_ERRORS = (RedisUnavailable, RedisReplyError, OSError, TimeoutError)
+log = logging.getLogger("app.cache")
+
+
+class _Script:
+    """A Lua script called by SHA, loaded on the first NOSCRIPT (new or restarted server)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: PipelinedRedis, *keys_and_args):
+        try:
+            return await client.execute("EVALSHA", self.sha, *keys_and_args)
+        except RedisReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await client.execute("EVAL", self.source, *keys_and_args)
+
+
+# KEYS[1] a client's counter for one window. ARGV[1] requests to add, ARGV[2] TTL.
+_COUNT = _Script("""
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if total == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return total
+""")
+# KEYS[1] the generation: bump it and tell every subscribed replica.
+_BUMP = _Script("""
+local gen = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', KEYS[1], gen)
+return gen
+""")
 
 
 @dataclass(slots=True)
 class Gate:
-    """What one Redis round trip decided for a request."""
+    """What the rate limit and the cache decided for one request."""
 
     allowed: bool = True
     retry_after: int = 0
-    generation: str | None = None  # None: no cache lookup was made
+    generation: str | None = None  # None: caching is bypassed for this request
     cached: bytes | None = None
 
 
 class Cache:
     def __init__(self, url: str, *, rate_limit: int, ttl_seconds: int) -> None:
         self._client = PipelinedRedis(url, connect_timeout=0.5, reply_timeout=0.5)
+        self._subscriber = PipelinedRedis(
+            url, connect_timeout=0.5, reply_timeout=2.0,
+            on_message=self._on_generation, on_close=self._on_subscription_lost,
+        )
         self.rate_limit = rate_limit
         self.ttl_seconds = ttl_seconds
-        self._down_until = 0.0
         self.connected = False
+        self._generation: int | None = None  # None until subscribed
+        self._local: dict[str, tuple[int, float, bytes]] = {}
+        self._pending: dict[tuple[str, int], int] = {}  # (client, window) -> unsynced
+        self._shared: dict[tuple[str, int], int] = {}  # (client, window) -> synced total
         self._invalidation: asyncio.Future | None = None
+        self._task: asyncio.Task | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
 
     async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._subscriber.close()
         await self._client.close()
 
-    def _mark(self, ok: bool) -> None:
+    async def _run(self) -> None:
+        """Keep the subscription up and push local rate-limit counts to Redis."""
+        next_subscribe = 0.0
+        while True:
+            now = time.monotonic()
+            if self._generation is None and now >= next_subscribe:
+                if not await self._subscribe():
+                    next_subscribe = now + RECONNECT_SECONDS
+            elif self._generation is not None and not self.connected and now >= next_subscribe:
+                # Subscribed, but a command failed: back in service once Redis answers.
+                try:
+                    await self._client.execute("PING")
+                    self._mark(True)
+                except REDIS_ERRORS:
+                    next_subscribe = now + RECONNECT_SECONDS
+            if self._pending:
+                await self._sync_counts()
+            await asyncio.sleep(SYNC_INTERVAL_SECONDS)
+
+    async def _subscribe(self) -> bool:
+        try:
+            await self._subscriber.execute("SUBSCRIBE", GENERATION_KEY)
+            # Read the generation only once subscribed, so no bump can fall in between.
+            current = await self._client.execute("GET", GENERATION_KEY)
+        except REDIS_ERRORS as exc:
+            await self._subscriber.close()
+            self._mark(False, exc)
+            return False
+        self._local.clear()
+        self._generation = int(current or 0)
+        self._mark(True)
+        return True
+
+    def _on_generation(self, channel: bytes, value: bytes) -> None:
+        # Messages on one channel arrive in publish order, so the latest one is the truth.
+        # It only goes down after Redis lost its data (FLUSHALL): forget everything local.
+        if self._generation is not None:
+            generation = int(value)
+            if generation < self._generation:
+                self._local.clear()
+            self._generation = generation
+
+    def _on_subscription_lost(self) -> None:
+        self._generation = None
+        self._mark(False)
+
+    def _mark(self, ok: bool, exc: BaseException | None = None) -> None:
         if ok != self.connected:
             metrics.redis_connected.set(1 if ok else 0)
+            if ok:
+                log.info("redis connected")
+            else:
+                log.warning("redis unreachable (%s); caching bypassed, rate limit open",
+                            type(exc).__name__ if exc else "connection lost")
         self.connected = ok
-        if not ok:
-            self._down_until = time.monotonic() + BACKOFF_SECONDS
-
-    def _skipping(self) -> bool:
-        return time.monotonic() < self._down_until
 
     async def ping(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._client.execute("PING"), timeout)
-        except REDIS_ERRORS:
-            self._mark(False)
+        except REDIS_ERRORS as exc:
+            self._mark(False, exc)
             raise
-        self._mark(True)
+        if self._generation is None:
+            raise RedisUnavailable("not subscribed to cache invalidations yet")
+
+    # -- rate limit -----------------------------------------------------------------
+
+    def _admit(self, client_id: str) -> Gate | None:
+        """None when the request may proceed; a refusing Gate otherwise."""
+        if not self.rate_limit:
+            return None
+        if not self.connected:
+            metrics.rate_limit_fail_open_total.inc()
+            return None
+        now = time.time()
+        window = int(now // RATE_WINDOW_SECONDS)
+        key = (client_id, window)
+        pending = self._pending.get(key, 0) + 1
+        self._pending[key] = pending
+        if self._shared.get(key, 0) + pending > self.rate_limit:
+            metrics.rate_limit_rejections_total.inc()
+            retry_after = RATE_WINDOW_SECONDS - int(now % RATE_WINDOW_SECONDS)
+            return Gate(allowed=False, retry_after=max(retry_after, 1))
+        return None
+
+    async def _sync_counts(self) -> None:
+        pending, self._pending = self._pending, {}
+        window_now = int(time.time() // RATE_WINDOW_SECONDS)
+        self._shared = {k: v for k, v in self._shared.items() if k[1] >= window_now}
+        keys = list(pending)
+        calls = [
+            _COUNT(self._client, 1, f"rl:{client}:{window}", count, RATE_WINDOW_SECONDS * 2)
+            for (client, window), count in pending.items()
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                self._mark(False, result)
+                continue
+            if key[1] >= window_now:
+                # Requests admitted since the sync began stay pending on top of this total.
+                self._shared[key] = int(result)
+
+    # -- cache ----------------------------------------------------------------------
 
     async def gate(self, client_id: str, cache_key: str = "") -> Gate:
-        """Count the request against the client's budget and fetch its cached response."""
-        if self._skipping():
-            return self._fail_open(cache_key)
-        keys_and_args = (2, f"rl:{client_id}", GENERATION_KEY,
-                         RATE_WINDOW_SECONDS, self.rate_limit, cache_key)
-        try:
-            try:
-                count, ttl, gen, body = await self._client.execute(
-                    "EVALSHA", _GATE_SHA, *keys_and_args
-                )
-            except RedisReplyError as exc:
-                if not str(exc).startswith("NOSCRIPT"):
-                    raise
-                # First call on this server (or after a restart): EVAL also caches it.
-                count, ttl, gen, body = await self._client.execute(
-                    "EVAL", _GATE_LUA, *keys_and_args
-                )
-        except REDIS_ERRORS:
-            self._mark(False)
-            return self._fail_open(cache_key)
-        if not self.connected:
-            self._mark(True)
-        if self.rate_limit and count > self.rate_limit:
-            metrics.rate_limit_rejections_total.inc()
-            return Gate(allowed=False, retry_after=max(int(ttl), 1))
+        """Apply the rate limit and, given a cache key, look the response up."""
+        refused = self._admit(client_id)
+        if refused is not None:
+            return refused
         if not cache_key:
             return Gate()
-        metrics.cache_lookups_total.labels("hit" if body else "miss").inc()
-        return Gate(generation=gen.decode(), cached=body)
-
-    def _fail_open(self, cache_key: str) -> Gate:
-        if self.rate_limit:
-            metrics.rate_limit_fail_open_total.inc()
-        if cache_key:
+        generation = self._generation
+        if generation is None:
             metrics.cache_lookups_total.labels("bypass").inc()
-        return Gate()
+            return Gate()
+        entry = self._local.get(cache_key)
+        if entry is not None and entry[0] == generation and entry[1] > time.monotonic():
+            metrics.cache_lookups_total.labels("hit").inc()
+            return Gate(generation=str(generation), cached=entry[2])
+        try:
+            body = await self._client.execute("GET", f"alerts:cache:{generation}:{cache_key}")
+        except REDIS_ERRORS as exc:
+            self._mark(False, exc)
+            metrics.cache_lookups_total.labels("bypass").inc()
+            return Gate()
+        if body is not None:
+            self._remember(generation, cache_key, body)
+        metrics.cache_lookups_total.labels("hit" if body is not None else "miss").inc()
+        return Gate(generation=str(generation), cached=body)
+
+    def _remember(self, generation: int, cache_key: str, body: bytes) -> None:
+        if len(self._local) >= LOCAL_ENTRIES_MAX:
+            self._local.pop(next(iter(self._local)))  # oldest insertion first
+        self._local[cache_key] = (generation, time.monotonic() + self.ttl_seconds, body)
 
     async def store(self, generation: str, cache_key: str, body: bytes) -> None:
-        if self._skipping():
-            return
+        gen = int(generation)
+        if self._generation is None or gen != self._generation:
+            return  # a write happened while this response was built: don't keep it
+        self._remember(gen, cache_key, body)
         try:
             await self._client.execute(
-                "SET", f"alerts:cache:{generation}:{cache_key}", body, "EX", self.ttl_seconds
+                "SET", f"alerts:cache:{gen}:{cache_key}", body, "EX", self.ttl_seconds
             )
-        except REDIS_ERRORS:
-            self._mark(False)
+        except REDIS_ERRORS as exc:
+            self._mark(False, exc)
 
     async def invalidate(self) -> None:
-        """Bump the generation so every cached response is stale at once.
+        """Bump the generation so every cached response, on every replica, is stale.
 
-        Writes that finish in the same event-loop tick share one INCR: it is sent after
+        Writes that finish in the same event-loop tick share one bump: it is sent after
         all of them have committed, which is all that correctness needs.
         """
         pending = self._invalidation
         if pending is None:
             pending = self._invalidation = asyncio.ensure_future(
-                self._client.execute("INCR", GENERATION_KEY)
+                _BUMP(self._client, 1, GENERATION_KEY)
             )
             asyncio.get_running_loop().call_soon(self._seal_invalidation, pending)
         try:
-            await asyncio.shield(pending)
-        except REDIS_ERRORS:
-            # With Redis down nothing can be served from it either; the list TTL bounds
-            # staleness once it returns.
-            self._mark(False)
+            generation = int(await asyncio.shield(pending))
+        except REDIS_ERRORS as exc:
+            # Nothing can be served from Redis while it is down, and the local map is
+            # cleared on resubscribe; the TTL bounds staleness if only this call was lost.
+            self._mark(False, exc)
+            self._local.clear()
+            return
+        if self._generation is not None:
+            # This replica reads its own writes at once, without waiting for the message.
+            self._generation = max(self._generation, generation)
 
     def _seal_invalidation(self, pending: asyncio.Future) -> None:
         if self._invalidation is pending:

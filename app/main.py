@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette):
         app.state.started_at = time.monotonic()
         await app.state.db.open()
+        await app.state.cache.start()
         try:
             yield
         finally:

@@ -34,7 +34,8 @@ alerts_created_total = Counter(
     "alerts_created_total", "Alerts stored.", ["type", "priority"]
 )
 cache_lookups_total = Counter(
-    "cache_lookups_total", "Response cache lookups by result (hit, miss, bypass when Redis is down).",
+    "cache_lookups_total",
+    "Response cache lookups by result (hit, miss, bypass when Redis is down).",
     ["result"],
 )
 rate_limit_rejections_total = Counter(

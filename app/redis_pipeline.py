@@ -6,7 +6,8 @@ replies with hiredis's C reader costs a fraction of a command-at-a-time client w
 connection pool. Measured on the benchmark below, this is the difference between the
 cached list at ~0.45 and ~0.9 of /health/live (see README, "Benchmark").
 
-Redis answers in order on one connection, so replies resolve a FIFO of futures.
+Redis answers in order on one connection, so replies resolve a FIFO of futures. A
+connection given `on_message` is a subscriber: pub/sub messages go to that callback.
 """
 
 from __future__ import annotations
@@ -28,8 +29,11 @@ class RedisReplyError(Exception):
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, reply_timeout: float,
+                 on_message=None, on_close=None) -> None:
         self._loop = loop
+        self._on_message = on_message
+        self._on_close = on_close
         self._reply_timeout = reply_timeout
         self._reader = hiredis.Reader()
         self._waiters: deque[asyncio.Future] = deque()
@@ -47,6 +51,10 @@ class _Protocol(asyncio.Protocol):
             reply = self._reader.gets()
             if reply is False:
                 return
+            if (self._on_message is not None and isinstance(reply, list)
+                    and reply and reply[0] == b"message"):
+                self._on_message(reply[1], reply[2])
+                continue
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue
@@ -61,6 +69,8 @@ class _Protocol(asyncio.Protocol):
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(RedisUnavailable("connection lost"))
+        if self._on_close is not None:
+            self._on_close()
 
     def send(self, packed: bytes) -> asyncio.Future:
         if self.closed:
@@ -94,8 +104,11 @@ class _Protocol(asyncio.Protocol):
 
 
 class PipelinedRedis:
-    def __init__(self, url: str, *, connect_timeout: float = 0.5, reply_timeout: float = 0.5):
+    def __init__(self, url: str, *, connect_timeout: float = 0.5, reply_timeout: float = 0.5,
+                 on_message=None, on_close=None):
         self._url = url
+        self._on_message = on_message
+        self._on_close = on_close
         self._connect_timeout = connect_timeout
         self._reply_timeout = reply_timeout
         self._protocol: _Protocol | None = None
@@ -106,7 +119,7 @@ class PipelinedRedis:
         parts = urlsplit(self._url)
 
         def factory() -> _Protocol:
-            return _Protocol(loop, self._reply_timeout)
+            return _Protocol(loop, self._reply_timeout, self._on_message, self._on_close)
 
         if parts.scheme == "unix":
             coro = loop.create_unix_connection(factory, parts.path)
@@ -155,6 +168,10 @@ class PipelinedRedis:
         """Send one command (pipelined with others in this tick) and return its reply."""
         protocol = await self._connection()
         return await protocol.send(hiredis.pack_command(args))
+
+    @property
+    def connected(self) -> bool:
+        return self._protocol is not None and not self._protocol.closed
 
     async def close(self) -> None:
         if self._protocol is not None:

@@ -36,6 +36,9 @@ def server(migrated, redis_server):
 def clean(migrated, redis_server):
     migrated.psql("TRUNCATE alerts")
     redis_server.cli("FLUSHALL")
+    # Replicas keep a local copy of cached responses keyed by generation; announcing the
+    # reset generation makes them drop it, as after any out-of-band data change.
+    redis_server.cli("PUBLISH", "alerts:gen", "0")
 
 
 @pytest.fixture
