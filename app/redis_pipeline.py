@@ -1,10 +1,10 @@
 """A Redis connection that pipelines every command issued in the same event-loop tick.
 
-The per-request gate (rate limit + cache read) is one command; under load a replica has
-dozens of requests in flight, and sending their commands as one write and parsing the
-replies with hiredis's C reader costs a fraction of a command-at-a-time client with a
-connection pool. Measured on the benchmark below, this is the difference between the
-cached list at ~0.45 and ~0.9 of /health/live (see README, "Benchmark").
+Under load a replica has dozens of requests in flight; sending their commands as one
+write and parsing the replies with hiredis's C reader costs a fraction of a
+command-at-a-time client with a connection pool (redis-py's asyncio client took
+120-170 us per call on the benchmark machine; see README, "Benchmark"). It speaks only what app.cache
+needs: commands, replies, and one pub/sub subscription.
 
 Redis answers in order on one connection, so replies resolve a FIFO of futures. A
 connection given `on_message` is a subscriber: pub/sub messages go to that callback.
