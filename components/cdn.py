@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components._common import alias_record, child_opts, merge_tags
-from components.load_balancer import dns_validated_certificate
+from components.load_balancer import ORIGIN_VERIFY_HEADER, dns_validated_certificate
 
 # Viewer TLS floors we accept (TLSv1.2_2021 or newer).
 # Source: botocore cloudfront MinimumProtocolVersion enum.
@@ -55,6 +55,10 @@ class CdnArgs:
     hosted_zone_id: str = ""
     """Route 53 zone for certificate validation and alias records. Default: ``""``.
     Example: ``"Z0123456789ABCDEFGHIJ"``."""
+
+    origin_verify_secret: pulumi.Input[str] | None = None
+    """Secret sent to the origin in ``X-Origin-Verify`` (the ALB forwards only with it).
+    Default: ``None``. Example: ``origin_secret.result``."""
 
     web_acl_arn: pulumi.Input[str] | None = None
     """WAFv2 web ACL ARN (scope CLOUDFRONT). Default: ``None``. Example: ``waf.arn``."""
@@ -155,6 +159,10 @@ class Cdn(pulumi.ComponentResource):
                 {
                     "origin_id": ORIGIN_ID,
                     "domain_name": args.origin_domain,
+                    "custom_headers": (
+                        [{"name": ORIGIN_VERIFY_HEADER, "value": args.origin_verify_secret}]
+                        if args.origin_verify_secret is not None else None
+                    ),
                     "custom_origin_config": {
                         "http_port": 80,
                         "https_port": 443,

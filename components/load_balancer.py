@@ -45,6 +45,9 @@ ELB_LOG_ACCOUNTS = {
     "me-south-1": "076674570225", "af-south-1": "098369216593",
 }
 ACCESS_LOG_PREFIX = "alb"
+# Header CloudFront adds on every origin request; the ALB forwards only when it matches,
+# because CloudFront's origin-facing prefix list is shared by every AWS customer.
+ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,12 @@ class LoadBalancerArgs:
     """Extra hostname on the certificate that CloudFront uses to reach this ALB over
     HTTPS (the ``*.elb.amazonaws.com`` name can't match a certificate). Default: ``""``.
     Example: ``"origin.api.example.com"``."""
+
+    origin_verify_secret: pulumi.Input[str] | None = None
+    """Shared secret CloudFront sends in ``X-Origin-Verify``. When set, the listener
+    answers 403 unless the header matches, so other CloudFront distributions (which
+    share the prefix list) cannot bypass the CDN and its WAF. Default: ``None``
+    (no CDN). Example: ``random.RandomPassword("origin", length=40).result``."""
 
     alias_names: tuple[str, ...] = ()
     """Names to point at the ALB with Route 53 alias A records (needs ``hosted_zone_id``).
@@ -168,7 +177,10 @@ class LoadBalancer(pulumi.ComponentResource):
     target_group_arn_suffix: pulumi.Output[str]
     """``targetgroup/<name>/<id>``, the CloudWatch ``TargetGroup`` dimension."""
     listener_arn: pulumi.Output[str]
-    """ARN of the listener that forwards to the target group."""
+    """ARN of the HTTPS listener (the HTTP one without a domain)."""
+    forwarder_arn: pulumi.Output[str]
+    """ARN of what forwards to the target group: the listener, or behind a CDN the
+    listener rule that checks the origin header. The ECS service waits for it."""
     https: bool
     """Whether the ALB terminates TLS (``domain`` set)."""
 
@@ -202,6 +214,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "target_group_arn": self.target_group_arn,
                 "target_group_arn_suffix": self.target_group_arn_suffix,
                 "listener_arn": self.listener_arn,
+                "forwarder_arn": self.forwarder_arn,
                 "https": self.https,
             }
         )
@@ -362,13 +375,19 @@ class LoadBalancer(pulumi.ComponentResource):
     def _create_listeners(self, certificate_arn: pulumi.Input[str] | None) -> None:
         n, args = self._name, self._args
         forward = [{"type": "forward", "target_group_arn": self.target_group.arn}]
+        gated = args.origin_verify_secret is not None
+        default_actions = forward
+        if gated:
+            default_actions = [{"type": "fixed-response", "fixed_response": {
+                "content_type": "text/plain", "message_body": "Forbidden", "status_code": "403",
+            }}]
         if certificate_arn is None:
             self.listener = aws.lb.Listener(
                 f"{n}-http",
                 load_balancer_arn=self.alb.arn,
                 port=80,
                 protocol="HTTP",
-                default_actions=forward,
+                default_actions=default_actions,
                 # Visible to the policy pack: plain HTTP is a named, dev-only exception.
                 tags=self._tags("http") | {"prodstack:plain-http": "no-domain"},
                 opts=child_opts(self),
@@ -381,7 +400,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 protocol="HTTPS",
                 ssl_policy=args.ssl_policy,
                 certificate_arn=certificate_arn,
-                default_actions=forward,
+                default_actions=default_actions,
                 tags=self._tags("https"),
                 opts=child_opts(self),
             )
@@ -404,6 +423,21 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=child_opts(self),
             )
         self.listener_arn = self.listener.arn
+        self.forwarder_arn = self.listener.arn
+        if gated:
+            rule = aws.lb.ListenerRule(
+                f"{n}-from-cdn",
+                listener_arn=self.listener.arn,
+                priority=1,
+                actions=forward,
+                conditions=[{"http_header": {
+                    "http_header_name": ORIGIN_VERIFY_HEADER,
+                    "values": [args.origin_verify_secret],
+                }}],
+                tags=self._tags("from-cdn"),
+                opts=child_opts(self),
+            )
+            self.forwarder_arn = rule.arn
 
     def _create_alias_records(self) -> None:
         for i, alias in enumerate(self._args.alias_names):

@@ -62,8 +62,9 @@ class ServiceArgs:
     Example: ``lb.target_group_arn``."""
 
     listener_arn: pulumi.Input[str]
-    """Listener in front of the target group; the service waits for it (ECS rejects a
-    target group not yet attached to a load balancer). Required. Example: ``lb.listener_arn``."""
+    """Listener or listener rule forwarding to the target group; the service waits for
+    it (ECS rejects a target group not yet attached to a load balancer). Required.
+    Example: ``lb.forwarder_arn``."""
 
     request_count_resource_label: pulumi.Input[str]
     """``app/<lb>/<id>/targetgroup/<tg>/<id>`` for request-count scaling.

@@ -47,6 +47,16 @@ def _tags(props: Mapping[str, Any]) -> Mapping[str, Any]:
     return tags if isinstance(tags, Mapping) else {}
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    """``value`` if it is a mapping, else ``{}`` (unknown or secret at preview time)."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else ``[]`` (unknown or secret at preview time)."""
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
 def is_prod(props: Mapping[str, Any]) -> bool:
     """Whether a resource is tagged as part of a prod environment."""
     return _tags(props).get(ENVIRONMENT_TAG) == "prod"
@@ -102,9 +112,8 @@ def _bucket_encryption(args: StackValidationArgs, report: ReportViolation) -> No
     for config in configs:
         for dep in (config.property_dependencies or {}).get("bucket", []):
             encrypted.add(dep.urn)
-        for rule in config.props.get("rules") or []:
-            algorithm = ((rule or {}).get("applyServerSideEncryptionByDefault") or {}).get(
-                "sseAlgorithm")
+        for rule in map(_map, _list(config.props.get("rules"))):
+            algorithm = _map(rule.get("applyServerSideEncryptionByDefault")).get("sseAlgorithm")
             if algorithm not in ("AES256", "aws:kms", "aws:kms:dsse"):
                 report(f"S3 encryption must use AES256 or KMS, not {algorithm!r}.", config.urn)
     for bucket in buckets:
@@ -132,8 +141,7 @@ s3_buckets_encrypted = StackValidationPolicy(
 def _not_public(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     if props.get("publiclyAccessible") is True:
         yield "Databases must not be publicly accessible (publiclyAccessible: false)."
-    network = props.get("networkConfiguration") or {}
-    if isinstance(network, Mapping) and network.get("assignPublicIp") is True:
+    if _map(props.get("networkConfiguration")).get("assignPublicIp") is True:
         yield "ECS tasks must not get public IPs (assignPublicIp: false)."
 
 
@@ -156,11 +164,11 @@ def _listener_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         return
     if protocol != "HTTP":
         return
-    actions = props.get("defaultActions") or []
-    redirects = all(
-        a.get("type") == "redirect" and (a.get("redirect") or {}).get("protocol") == "HTTPS"
+    actions = [_map(a) for a in _list(props.get("defaultActions"))]
+    redirects = bool(actions) and all(
+        a.get("type") == "redirect" and _map(a.get("redirect")).get("protocol") == "HTTPS"
         for a in actions
-    ) and bool(actions)
+    )
     if redirects:
         return
     if _tags(props).get(PLAIN_HTTP_TAG) and not is_prod(props):
@@ -169,7 +177,7 @@ def _listener_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
 
 
 def _cloudfront_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
-    cert = props.get("viewerCertificate") or {}
+    cert = _map(props.get("viewerCertificate"))
     if cert.get("cloudfrontDefaultCertificate"):
         if is_prod(props):
             yield "Prod CloudFront needs its own certificate (default cert allows TLSv1)."
@@ -177,13 +185,14 @@ def _cloudfront_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         yield (f"CloudFront minimum TLS must be one of {CLOUDFRONT_MIN_TLS}, "
                f"not {cert.get('minimumProtocolVersion')!r}.")
     behaviours = [
-        props.get("defaultCacheBehavior") or {}, *(props.get("orderedCacheBehaviors") or [])
+        _map(props.get("defaultCacheBehavior")), *map(_map, _list(props.get(
+            "orderedCacheBehaviors")))
     ]
     for behaviour in behaviours:
         if behaviour.get("viewerProtocolPolicy") not in ("redirect-to-https", "https-only"):
             yield "CloudFront behaviours must redirect viewers to HTTPS."
-    for origin in props.get("origins") or []:
-        policy = (origin.get("customOriginConfig") or {}).get("originProtocolPolicy")
+    for origin in map(_map, _list(props.get("origins"))):
+        policy = _map(origin.get("customOriginConfig")).get("originProtocolPolicy")
         if policy and policy != "https-only" and is_prod(props):
             yield "Prod CloudFront must reach its origin over HTTPS only."
 
@@ -191,7 +200,9 @@ def _cloudfront_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
 def _rds_force_ssl(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     if not str(props.get("family", "")).startswith("postgres"):
         return
-    values = {p.get("name"): str(p.get("value")) for p in props.get("parameters") or []}
+    values = {
+        p.get("name"): str(p.get("value")) for p in map(_map, _list(props.get("parameters")))
+    }
     if values.get("rds.force_ssl") != "1":
         yield "PostgreSQL parameter groups must set rds.force_ssl=1."
 
@@ -256,11 +267,11 @@ log_retention = _resource_policy(
 def _task_environment(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     raw = props.get("containerDefinitions")
     try:
-        containers = json.loads(raw) if isinstance(raw, str) else list(raw or [])
+        containers = json.loads(raw) if isinstance(raw, str) else _list(raw)
     except ValueError:
         return  # unknown until apply; checked again at update time
-    for container in containers:
-        for item in container.get("environment") or []:
+    for container in map(_map, containers):
+        for item in map(_map, _list(container.get("environment"))):
             name, value = str(item.get("name", "")), str(item.get("value", ""))
             if SECRET_NAME_RE.search(name):
                 yield (f"Container {container.get('name')!r}: {name} looks secret; "
@@ -285,7 +296,7 @@ def _world_open_rules(args: StackValidationArgs, report: ReportViolation) -> Non
     )
     for r in args.resources:
         if r.resource_type == "aws:ec2/securityGroup:SecurityGroup":
-            for rule in r.props.get("ingress") or []:
+            for rule in map(_map, _list(r.props.get("ingress"))):
                 if set(rule.get("cidrBlocks") or []) & {WORLD[0]} or set(
                         rule.get("ipv6CidrBlocks") or []) & {WORLD[1]}:
                     report("Inline security-group ingress open to the world.", r.urn)

@@ -54,6 +54,15 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         tags=tags,
     ))
 
+    # CloudFront proves itself to the ALB with a shared secret header (the CloudFront
+    # prefix list admits every AWS customer's distributions).
+    origin_secret = (
+        pulumi.Output.secret(
+            random.RandomPassword(f"{name}-origin-verify", length=40, special=False).result
+        )
+        if cfg.cdn else None
+    )
+
     lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
         vpc_id=network.vpc_id,
         subnet_ids=network.public_subnet_ids,
@@ -62,6 +71,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         certificate_arn=cfg.certificate_arn,
         hosted_zone_id=cfg.hosted_zone_id,
         origin_domain=cfg.origin_domain,
+        origin_verify_secret=origin_secret,
         alias_names=(
             (cfg.origin_domain if cfg.cdn else cfg.domain,)
             if cfg.domain and cfg.hosted_zone_id else ()
@@ -136,7 +146,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         subnet_ids=network.private_subnet_ids,
         security_group_id=network.service_security_group_id,
         target_group_arn=lb.target_group_arn,
-        listener_arn=lb.listener_arn,
+        listener_arn=lb.forwarder_arn,
         request_count_resource_label=pulumi.Output.concat(
             lb.arn_suffix, "/", lb.target_group_arn_suffix
         ),
@@ -182,6 +192,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             aliases=(cfg.domain,) if cfg.domain else (),
             certificate_arn=cfg.cdn_certificate_arn,
             hosted_zone_id=cfg.hosted_zone_id,
+            origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
             tags=tags,
         ))

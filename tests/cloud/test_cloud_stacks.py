@@ -576,10 +576,31 @@ def test_migrations_run_before_the_api_takes_traffic(both: list[Manifest]) -> No
         assert m.outputs["migrate_task_definition"].endswith("prodstack-api-migrate-task")
 
 
-def test_service_waits_for_the_listener(prod: Manifest) -> None:
-    service = prod.named("prodstack-api-service")
-    deps = service["property_dependencies"]["loadBalancers"]
-    assert "aws:lb/listener:Listener::prodstack-lb-https" in deps
+def test_service_waits_for_the_forwarding_listener_or_rule(prod: Manifest, dev: Manifest) -> None:
+    deps = prod.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
+    assert "aws:lb/listenerRule:ListenerRule::prodstack-lb-from-cdn" in deps
+    deps = dev.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
+    assert "aws:lb/listener:Listener::prodstack-lb-http" in deps
+
+
+def test_alb_behind_cdn_forwards_only_with_the_origin_secret(
+    prod: Manifest, dev: Manifest
+) -> None:
+    https = prod.one("lb/listener:Listener", "prodstack-lb-https")
+    assert https["defaultActions"] == [{"type": "fixed-response", "fixedResponse": {
+        "contentType": "text/plain", "messageBody": "Forbidden", "statusCode": "403"}}]
+    rule = prod.named("prodstack-lb-from-cdn")
+    (condition,) = rule["inputs"]["conditions"]
+    assert condition["httpHeader"] == {"httpHeaderName": "X-Origin-Verify", "values": ["[secret]"]}
+    assert rule["inputs"]["actions"][0]["type"] == "forward"
+    (origin,) = prod.one("cloudfront/distribution:Distribution")["origins"]
+    assert origin["customHeaders"] == [{"name": "X-Origin-Verify", "value": "[secret]"}]
+    secret = "random:index/randomPassword:RandomPassword::prodstack-origin-verify"
+    assert secret in rule["property_dependencies"]["conditions"]
+    distribution = prod.named("prodstack-cdn-distribution")
+    assert secret in distribution["property_dependencies"]["origins"]
+    assert not dev.all("lb/listenerRule:ListenerRule")
+    assert dev.one("lb/listener:Listener")["defaultActions"][0]["type"] == "forward"
 
 
 # ---- CDN -----------------------------------------------------------------------------
