@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags
 
 SCOPES = ("REGIONAL", "CLOUDFRONT")
 # Rate-based rule windows accepted by WAFv2. Source: botocore wafv2 RateBasedStatement
@@ -51,8 +51,12 @@ class WebAclArgs:
     ``CLOUDFRONT`` ACL is attached through the distribution's ``web_acl_id``).
     Default: ``None``. Example: ``lb.arn``."""
 
+    log_retention_days: int = 30
+    """Retention of the WAF log group (a CloudWatch value); logs redact the
+    ``authorization`` header. Default: ``30``. Example: ``90``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
-    """Tags applied to the web ACL. Default: ``{}``.
+    """Tags applied to the web ACL and its log group. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
 
     def __post_init__(self) -> None:
@@ -66,6 +70,8 @@ class WebAclArgs:
                 f"evaluation_window_seconds={self.evaluation_window_seconds}: "
                 "allowed 60, 120, 300, 600"
             )
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
         if self.scope == "CLOUDFRONT" and self.associate_arn is not None:
             problems.append("associate_arn: only for REGIONAL (CloudFront uses web_acl_id)")
         if problems:
@@ -86,19 +92,22 @@ class WebAcl(pulumi.ComponentResource):
     """A WAFv2 web ACL: AWS managed common, bad-input and IP-reputation rules, per-IP rate limit.
 
     Creates:
-        ``{name}-acl`` and, for a regional ACL with ``associate_arn``,
-        ``{name}-association``.
+        ``{name}-acl``, ``{name}-logs`` (log group ``aws-waf-logs-...``, in the ACL's
+        Region) + ``{name}-logging`` (``authorization`` header redacted) and, for a
+        regional ACL with ``associate_arn``, ``{name}-association``.
 
     Example:
         ``WebAcl("app-waf", WebAclArgs(scope="REGIONAL", associate_arn=lb.arn))``
 
     Cost:
         $5/month per ACL + $1/month per rule (4 rules) + $0.60 per million requests:
-        **~$9/month + $0.60/M requests**. Knob: whether the stack enables ``waf``.
+        **~$9/month + $0.60/M requests**, plus log ingestion ($0.50/GB). Knob: the
+        stack's ``waf``.
 
     Secure defaults:
         Managed rule groups enforce (``override_action: none``); the rate rule blocks;
-        metrics and sampled requests are on for every rule.
+        metrics and sampled requests are on for every rule; requests are logged with the
+        bearer token redacted.
 
     Opt-outs:
         None inside the component; a stack may leave the WAF out (``waf: false``).
@@ -153,6 +162,7 @@ class WebAcl(pulumi.ComponentResource):
             opts=child_opts(self),
             **region_kw,
         )
+        self._create_logging(name, args, region_kw)
         if args.associate_arn is not None:
             aws.wafv2.WebAclAssociation(
                 f"{name}-association",
@@ -162,3 +172,24 @@ class WebAcl(pulumi.ComponentResource):
             )
         self.arn = self.acl.arn
         self.register_outputs({"arn": self.arn})
+
+    def _create_logging(self, name: str, args: WebAclArgs, region_kw: dict) -> None:
+        # WAF only logs to CloudWatch log groups named aws-waf-logs-*, in the ACL's Region.
+        # Source: AWS WAF developer guide, logging-cw-logs.html.
+        logs = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name_prefix="aws-waf-logs-prodstack-",
+            retention_in_days=args.log_retention_days,
+            tags=merge_tags(args.tags, "waf-logs"),
+            opts=child_opts(self),
+            **region_kw,
+        )
+        aws.wafv2.WebAclLoggingConfiguration(
+            f"{name}-logging",
+            resource_arn=self.acl.arn,
+            log_destination_configs=[logs.arn],
+            # The API's bearer token must never land in logs.
+            redacted_fields=[{"single_header": {"name": "authorization"}}],
+            opts=child_opts(self),
+            **region_kw,
+        )

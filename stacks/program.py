@@ -89,6 +89,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             rate_limit=cfg.waf_rate_limit_per_minute,
             evaluation_window_seconds=60,
             associate_arn=None if cfg.cdn else lb.arn,
+            log_retention_days=cfg.log_retention_days,
             tags=tags,
         ))
 

@@ -283,6 +283,16 @@ def test_waf_managed_groups_and_seed_rate_limit(both: list[Manifest]) -> None:
         assert len({r["priority"] for r in rules.values()}) == len(rules)
 
 
+def test_waf_logs_redact_the_bearer_token(prod: Manifest, dev: Manifest) -> None:
+    for m, region in ((prod, "us-east-1"), (dev, None)):
+        logs = m.one("logGroup:LogGroup", "prodstack-waf-logs")
+        assert logs["namePrefix"].startswith("aws-waf-logs-")
+        assert logs["retentionInDays"] > 0 and logs.get("region") == region
+        logging = m.one("webAclLoggingConfiguration:WebAclLoggingConfiguration")
+        assert logging["redactedFields"] == [{"singleHeader": {"name": "authorization"}}]
+        assert logging.get("region") == region
+
+
 def test_waf_attached_to_cdn_in_prod_and_alb_in_dev(prod: Manifest, dev: Manifest) -> None:
     acl = prod.one("wafv2/webAcl:WebAcl")
     assert acl["scope"] == "CLOUDFRONT" and acl["region"] == "us-east-1"
