@@ -18,12 +18,13 @@ def client_id(request: Request) -> str:
     """
     hops = request.app.state.settings.forwarded_hops
     if hops:
-        forwarded = request.headers.get("x-forwarded-for")
-        if forwarded:
-            parts = forwarded.split(",")
-            return parts[-min(hops, len(parts))].strip()
-    client = request.client
-    return client.host if client else "unknown"
+        # The raw header list, not request.headers: this runs on every API request.
+        for name, value in request.scope["headers"]:
+            if name == b"x-forwarded-for":
+                parts = value.decode("latin-1").split(",")
+                return parts[-min(hops, len(parts))].strip()
+    client = request.scope.get("client")
+    return client[0] if client else "unknown"
 
 
 def require_token(request: Request) -> None:

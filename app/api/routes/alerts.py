@@ -57,6 +57,8 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 
 def _list_query(request: Request) -> tuple[int, int, dict[str, str]]:
+    if not request.scope["query_string"]:
+        return 1, DEFAULT_LIMIT, {}  # the common first page, without parsing anything
     page = _int_param(request, "page", 1, 1, MAX_PAGE)
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     filters: dict[str, str] = {}
