@@ -470,6 +470,8 @@ def dns_validated_certificate(
         domain_name=domain,
         subject_alternative_names=list(extra_names) or None,
         validation_method="DNS",
+        # ECDSA P-256, accepted by both ALB and CloudFront. Source: botocore acm
+        # KeyAlgorithm enum; ACM user guide "Key algorithms".
         key_algorithm="EC_prime256v1",
         tags=dict(tags or {}),
         opts=child_opts(parent),
