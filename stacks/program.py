@@ -155,6 +155,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "PORT": str(APP_PORT),
             "LOG_LEVEL": cfg.log_level,
             "RATE_LIMIT_PER_MINUTE": str(cfg.rate_limit_per_minute),
+            # Proxies that append to X-Forwarded-For: the ALB, and CloudFront before it.
+            # The app's per-client rate limit reads the client this many from the right.
+            "FORWARDED_HOPS": "2" if cfg.cdn else "1",
             "DB_HOST": db.address,
             "DB_PORT": "5432",
             "DB_NAME": db.database_name,

@@ -529,6 +529,7 @@ def test_every_secret_enters_through_ecs_secrets(both: list[Manifest]) -> None:
                                    "DATABASE_URL", "REDIS_URL"}
             assert env["REDIS_TLS"] == "true" and env["PORT"] == "8000"
             assert env["DB_HOST"] and env["DB_PORT"] == "5432" and env["DB_NAME"] == "app"
+            assert env["FORWARDED_HOPS"] == ("2" if m.data["stack"] == "prod" else "1")
         role_policy = m.one("iam/rolePolicy:RolePolicy", "prodstack-api-execution-role-secrets")
         policy = json.loads(role_policy["policy"])
         (statement,) = policy["Statement"]
