@@ -25,8 +25,6 @@ from app.core.logging import access_log, configure_logging
 from app.db import CONNECTION_ERRORS, Database
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-# /health is polled by nginx, the ALB and monitors; logging each poll drowns the real traffic.
-QUIET_ROUTES = frozenset({"/health/live", "/health/ready", "/health", "/metrics"})
 
 
 class RequestMiddleware:
@@ -67,7 +65,7 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - started
             metrics.http_requests_total.labels(method, route, str(status)).inc()
             metrics.http_request_duration_seconds.labels(method, route).observe(elapsed)
-            if self.log_requests and route not in QUIET_ROUTES:
+            if self.log_requests:
                 client = scope.get("client")
                 access_log(
                     request_id=request_id.decode(), method=method, route=route, status=status,
