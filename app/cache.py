@@ -35,7 +35,7 @@ from app.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable
 GENERATION_KEY = "alerts:gen"
 RATE_WINDOW_SECONDS = 60
 SYNC_INTERVAL_SECONDS = 0.05
-RECONNECT_SECONDS = 1.0
+HEALTH_CHECK_SECONDS = 1.0
 LOCAL_ENTRIES_MAX = 2048
 REDIS_ERRORS = (RedisUnavailable, RedisReplyError, OSError, TimeoutError)
 log = logging.getLogger("app.cache")
@@ -113,22 +113,30 @@ class Cache:
 
     async def _run(self) -> None:
         """Keep the subscription up and push local rate-limit counts to Redis."""
-        next_subscribe = 0.0
+        next_check = 0.0
         while True:
             now = time.monotonic()
-            if self._generation is None and now >= next_subscribe:
-                if not await self._subscribe():
-                    next_subscribe = now + RECONNECT_SECONDS
-            elif self._generation is not None and not self.connected and now >= next_subscribe:
-                # Subscribed, but a command failed: back in service once Redis answers.
-                try:
-                    await self._client.execute("PING")
-                    self._mark(True)
-                except REDIS_ERRORS:
-                    next_subscribe = now + RECONNECT_SECONDS
+            if now >= next_check:
+                next_check = now + HEALTH_CHECK_SECONDS
+                await self._check()
             if self._pending:
                 await self._sync_counts()
             await asyncio.sleep(SYNC_INTERVAL_SECONDS)
+
+    async def _check(self) -> None:
+        """Subscribe when not subscribed; otherwise PING both connections. A silently dead
+        subscription would miss invalidations, so it must fail loudly here instead."""
+        if self._generation is None:
+            await self._subscribe()
+            return
+        try:
+            await asyncio.gather(self._subscriber.execute("PING"), self._client.execute("PING"))
+        except REDIS_ERRORS as exc:
+            await self._subscriber.close()
+            self._generation = None
+            self._mark(False, exc)
+            return
+        self._mark(True)
 
     async def _subscribe(self) -> bool:
         try:
@@ -224,7 +232,7 @@ class Cache:
         if not cache_key:
             return Gate()
         generation = self._generation
-        if generation is None:
+        if generation is None or not self.connected:
             metrics.cache_lookups_total.labels("bypass").inc()
             return Gate()
         entry = self._local.get(cache_key)

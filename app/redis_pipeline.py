@@ -3,8 +3,8 @@
 Under load a replica has dozens of requests in flight; sending their commands as one
 write and parsing the replies with hiredis's C reader costs a fraction of a
 command-at-a-time client with a connection pool (redis-py's asyncio client took
-120-170 us per call on the benchmark machine; see README, "Benchmark"). It speaks only what app.cache
-needs: commands, replies, and one pub/sub subscription.
+120-170 us per call on the benchmark machine; see README, "Benchmark"). It speaks only
+what app.cache needs: commands, replies, and one pub/sub subscription.
 
 Redis answers in order on one connection, so replies resolve a FIFO of futures. A
 connection given `on_message` is a subscriber: pub/sub messages go to that callback.
