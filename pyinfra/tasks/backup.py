@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files
 
 from tasks.config import Settings
-from tasks.templates import put, template
+from tasks.templates import put, template, timers
 
 UNITS = (
     "prodstack-backup.service",
@@ -39,17 +39,4 @@ def backup(cfg: Settings) -> None:
         mode="600",
         cfg=cfg,
     )
-    units = [
-        template(
-            name=f"Unit {unit}",
-            src=unit.replace(".", ".j2.", 1),
-            dest=f"/etc/systemd/system/{unit}",
-            cfg=cfg,
-        )
-        for unit in UNITS
-    ]
-    systemd.daemon_reload(
-        name="Reload systemd units (backups)", _if=lambda: any(u.did_change() for u in units)
-    )
-    for timer in ("prodstack-backup.timer", "prodstack-backup-hourly.timer"):
-        systemd.service(name=f"{timer} enabled", service=timer, running=True, enabled=True)
+    timers(cfg, UNITS, label="backups")

@@ -8,7 +8,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, server, systemd
 
 from tasks.config import Settings
-from tasks.templates import template
+from tasks.templates import restart_on_change, template
 
 BASE_PACKAGES = [
     "ca-certificates",
@@ -111,18 +111,7 @@ def hardening(cfg: Settings) -> None:
         src="fail2ban.j2.local",
         dest="/etc/fail2ban/jail.d/prodstack.local",
     )
-    systemd.service(
-        name="fail2ban running and enabled",
-        service="fail2ban.service",
-        running=True,
-        enabled=True,
-    )
-    systemd.service(
-        name="Restart fail2ban for the new jail",
-        service="fail2ban.service",
-        restarted=True,
-        _if=jail.did_change,
-    )
+    restart_on_change("fail2ban.service", jail.did_change, label="fail2ban")
 
     sysctl = template(
         name="Kernel hardening (dev-sec baseline, ip_forward kept for Docker)",

@@ -8,7 +8,7 @@ from pyinfra.operations import systemd
 
 from tasks.config import Settings
 from tasks.facts import MemTotalMb
-from tasks.templates import template
+from tasks.templates import restart_on_change, template
 
 
 @deploy("Redis")
@@ -31,13 +31,4 @@ def cache(cfg: Settings) -> None:
         cfg=cfg,
     )
     systemd.daemon_reload(name="Reload systemd units (Redis)", _if=dropin.did_change)
-    systemd.service(
-        name="Redis running and enabled", service="redis-server.service", running=True,
-        enabled=True,
-    )  # fmt: skip
-    systemd.service(
-        name="Restart Redis for the new redis.conf",
-        service="redis-server.service",
-        restarted=True,
-        _if=conf.did_change,
-    )
+    restart_on_change("redis-server.service", conf.did_change, label="Redis")

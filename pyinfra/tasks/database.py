@@ -14,7 +14,7 @@ from pyinfra.operations import postgres, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.facts import MemTotalMb, PostgresPasswordVerifier
-from tasks.templates import template
+from tasks.templates import restart_on_change, template
 
 # The distribution's PostgreSQL major version: (distribution, major release) -> version.
 DISTRO_POSTGRES = {("debian", 12): "15", ("debian", 13): "17", ("ubuntu", 22): "14",
@@ -120,13 +120,8 @@ def database(cfg: Settings) -> None:
         cfg=cfg,
     )
     systemd.daemon_reload(name="Reload systemd units (PostgreSQL)", _if=dropin.did_change)
-    systemd.service(name="PostgreSQL running and enabled", service=unit, running=True, enabled=True)
-    systemd.service(
-        name="Restart PostgreSQL for the new settings",
-        service=unit,
-        restarted=True,
-        _if=conf.did_change,
-    )
+    # shared_buffers needs a restart; pg_hba.conf alone only a reload.
+    restart_on_change(unit, conf.did_change, label="PostgreSQL")
     systemd.service(
         name="Reload PostgreSQL for the new pg_hba.conf",
         service=unit,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import docker, systemd
+from pyinfra.operations import docker
 
 from tasks.config import Settings
-from tasks.templates import template
+from tasks.templates import restart_on_change, template
 
 
 @deploy("Docker engine")
@@ -17,18 +17,8 @@ def engine(cfg: Settings) -> None:
         dest="/etc/docker/daemon.json",
         cfg=cfg,
     )
-    systemd.service(
-        name="Docker running and enabled",
-        service="docker.service",
-        running=True,
-        enabled=True,
-    )
-    systemd.service(
-        name="Restart Docker for the new daemon.json (live-restore keeps containers up)",
-        service="docker.service",
-        restarted=True,
-        _if=daemon.did_change,
-    )
+    # live-restore keeps the containers running while dockerd restarts.
+    restart_on_change("docker.service", daemon.did_change, label="Docker")
     docker.network(
         name="Container network (PostgreSQL and Redis listen on its gateway)",
         network="prodstack",

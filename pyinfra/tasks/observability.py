@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import systemd
 
 from tasks.config import Settings
-from tasks.templates import template
+from tasks.templates import template, timers
 
 
 @deploy("Monitoring")
@@ -25,21 +24,6 @@ def observability(cfg: Settings) -> None:
         mode="600",
         cfg=cfg,
     )
-    units = [
-        template(
-            name=f"Unit {unit}",
-            src=unit.replace(".", ".j2.", 1),
-            dest=f"/etc/systemd/system/{unit}",
-            cfg=cfg,
-        )
-        for unit in ("prodstack-healthcheck.service", "prodstack-healthcheck.timer")
-    ]
-    systemd.daemon_reload(
-        name="Reload systemd units (monitoring)", _if=lambda: any(u.did_change() for u in units)
-    )
-    systemd.service(
-        name="Health-check timer enabled",
-        service="prodstack-healthcheck.timer",
-        running=True,
-        enabled=True,
+    timers(
+        cfg, ("prodstack-healthcheck.service", "prodstack-healthcheck.timer"), label="monitoring"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pyinfra.operations import files
+from pyinfra.operations import files, systemd
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FILES = Path(__file__).resolve().parents[1] / "files"
@@ -26,4 +26,37 @@ def put(*, src: str, dest: str, mode: str = "755", **kwargs):
     """Upload a static file from pyinfra/files/."""
     return files.put(
         src=str(FILES / src), dest=dest, mode=mode, user="root", group="root", **kwargs
+    )
+
+
+def timers(cfg, units: tuple[str, ...], *, label: str) -> None:
+    """Install systemd units from templates/<unit>.j2.<type>, reload systemd only when one
+    changed, and keep every timer among them enabled and running."""
+    ops = [
+        template(
+            name=f"Unit {unit}",
+            src=unit.replace(".", ".j2.", 1),
+            dest=f"/etc/systemd/system/{unit}",
+            cfg=cfg,
+        )
+        for unit in units
+    ]
+    systemd.daemon_reload(
+        name=f"Reload systemd units ({label})", _if=lambda: any(op.did_change() for op in ops)
+    )
+    for unit in units:
+        if unit.endswith(".timer"):
+            systemd.service(name=f"{unit} enabled", service=unit, running=True, enabled=True)
+
+
+def restart_on_change(unit: str, trigger, *, label: str, reload: bool = False) -> None:
+    """Keep a service running and enabled; restart (or reload) it when `trigger` changed."""
+    systemd.service(name=f"{label} running and enabled", service=unit, running=True,
+                    enabled=True)  # fmt: skip
+    systemd.service(
+        name=f"{'Reload' if reload else 'Restart'} {label} for the new configuration",
+        service=unit,
+        restarted=not reload,
+        reloaded=reload,
+        _if=trigger,
     )
