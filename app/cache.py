@@ -17,7 +17,10 @@ rate-limit check costs no round trip:
 
 While Redis is unreachable (or the subscription is down) caching is bypassed and the
 rate limit fails open; both show in /health/ready and /metrics. The local map is cleared
-on every resubscribe, since a restarted Redis may count generations from zero again.
+on every resubscribe, since a restarted Redis may count generations from zero again. A
+bump that could not be sent is sent once Redis answers again. If an invalidation is lost
+anyway, the TTL bounds staleness: a local copy fetched from Redis can outlive the Redis
+entry by one TTL, so the bound is 2 x CACHE_TTL_SECONDS.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ class Cache:
         self.ttl_seconds = ttl_seconds
         self.connected = False
         self._generation: int | None = None  # None until subscribed
+        self._announced: int | None = None  # last generation seen on the subscription
+        self._bump_owed = False
         self._local: dict[str, tuple[int, float, bytes]] = {}
         self._pending: dict[tuple[str, int], int] = {}  # (client, window) -> unsynced
         self._shared: dict[tuple[str, int], int] = {}  # (client, window) -> synced total
@@ -128,38 +133,49 @@ class Cache:
         subscription would miss invalidations, so it must fail loudly here instead."""
         if self._generation is None:
             await self._subscribe()
-            return
-        try:
-            await asyncio.gather(self._subscriber.execute("PING"), self._client.execute("PING"))
-        except REDIS_ERRORS as exc:
-            await self._subscriber.close()
-            self._generation = None
-            self._mark(False, exc)
-            return
-        self._mark(True)
+        else:
+            try:
+                await asyncio.gather(self._subscriber.execute("PING"),
+                                     self._client.execute("PING"))
+            except REDIS_ERRORS as exc:
+                await self._subscriber.close()
+                self._generation = None
+                self._mark(False, exc)
+                return
+            self._mark(True)
+        if self._bump_owed and self.connected:
+            self._bump_owed = False
+            await self.invalidate()
 
     async def _subscribe(self) -> bool:
+        self._announced = None
         try:
             await self._subscriber.execute("SUBSCRIBE", GENERATION_KEY)
-            # Read the generation only once subscribed, so no bump can fall in between.
+            # Read the generation once subscribed. The reply comes on the other connection
+            # and may be older than a message already received, hence the max().
             current = await self._client.execute("GET", GENERATION_KEY)
         except REDIS_ERRORS as exc:
             await self._subscriber.close()
             self._mark(False, exc)
             return False
         self._local.clear()
-        self._generation = int(current or 0)
+        self._generation = max(int(current or 0), self._announced or 0)
         self._mark(True)
         return True
 
     def _on_generation(self, channel: bytes, value: bytes) -> None:
-        # Messages on one channel arrive in publish order, so the latest one is the truth.
-        # It only goes down after Redis lost its data (FLUSHALL): forget everything local.
-        if self._generation is not None:
-            generation = int(value)
-            if generation < self._generation:
-                self._local.clear()
+        generation = int(value)
+        previous, self._announced = self._announced, generation
+        if self._generation is None:
+            return  # subscribing: _subscribe takes the highest announced value
+        if previous is not None and generation < previous:
+            # Announcements arrive in publish order, so going down means Redis lost its
+            # data (a FLUSHALL or a restart without persistence): forget every local copy.
+            self._local.clear()
             self._generation = generation
+            return
+        # A bump's own reply (on the other connection) may already have moved us ahead.
+        self._generation = max(self._generation, generation)
 
     def _on_subscription_lost(self) -> None:
         self._generation = None
@@ -282,10 +298,11 @@ class Cache:
         try:
             generation = int(await asyncio.shield(pending))
         except REDIS_ERRORS as exc:
-            # Nothing can be served from Redis while it is down, and the local map is
-            # cleared on resubscribe; the TTL bounds staleness if only this call was lost.
+            # Other replicas may still serve what this write changed: send the bump as
+            # soon as Redis answers again (the health check does), and drop local copies.
             self._mark(False, exc)
             self._local.clear()
+            self._bump_owed = True
             return
         if self._generation is not None:
             # This replica reads its own writes at once, without waiting for the message.

@@ -16,12 +16,22 @@ import asyncpg
 
 from app import metrics
 
+# Failures that mean "the database is unavailable" (503), not "the request is wrong".
 CONNECTION_ERRORS = (
     OSError,
-    asyncio.TimeoutError,
+    TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    # Admin/crash shutdown and "cannot connect now": a restart or an RDS failover.
+    asyncpg.OperatorInterventionError,
+    # Too many connections: replicas x workers x DB_POOL_MAX above max_connections.
+    asyncpg.InsufficientResourcesError,
+)
+# Worth one retry on a fresh connection: the old one died with a restart or failover.
+_RETRYABLE = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.OperatorInterventionError,
 )
 
 ALERT_COLUMNS = (
@@ -124,11 +134,14 @@ class Database:
     async def _run(self, method: str, query: str, *args: Any, retry: bool = True) -> Any:
         assert self.pool is not None
         try:
-            async with self.pool.acquire(timeout=2.0) as conn:
+            # One deadline over checkout, query and release: against a blackholed server,
+            # asyncpg's release waits out its own cancel request after command_timeout.
+            async with asyncio.timeout(self._command_timeout + 1), \
+                    self.pool.acquire(timeout=2.0) as conn:
                 return await getattr(conn, method)(query, *args)
-        except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError):
-            # A connection that died with a database restart is dropped by the pool;
-            # one retry on a fresh connection hides the restart from the client.
+        except _RETRYABLE:
+            # The pool drops the dead connection; one retry on a fresh one hides a
+            # database restart from the client.
             if not retry:
                 raise
             return await self._run(method, query, *args, retry=False)

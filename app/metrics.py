@@ -62,6 +62,40 @@ redis_connected = Gauge(
 )
 
 
+TYPE_LABELS_MAX = 64
+_type_labels: set[str] = set()
+
+
+def type_label(alert_type: str) -> str:
+    """`type` is client-chosen: past TYPE_LABELS_MAX distinct values per process, new ones
+    are counted as "other" so metrics files and scrapes stay bounded."""
+    if alert_type in _type_labels:
+        return alert_type
+    if len(_type_labels) < TYPE_LABELS_MAX:
+        _type_labels.add(alert_type)
+        return alert_type
+    return "other"
+
+
+def forget_dead_workers() -> None:
+    """Drop live gauges of workers that died without a clean shutdown (uvicorn replaces
+    a crashed worker; its last pool sizes would otherwise be summed forever)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    for path in os.listdir(directory):
+        pid_text = path.rsplit("_", 1)[-1].removesuffix(".db")
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
+        except PermissionError:
+            pass
+
+
 def render() -> tuple[bytes, str]:
     if MULTIPROCESS:
         registry = CollectorRegistry()

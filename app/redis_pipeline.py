@@ -36,7 +36,9 @@ class _Protocol(asyncio.Protocol):
         self._on_close = on_close
         self._reply_timeout = reply_timeout
         self._reader = hiredis.Reader()
-        self._waiters: deque[asyncio.Future] = deque()
+        # (future, deadline) in send order; replies arrive in the same order.
+        self._waiters: deque[tuple[asyncio.Future, float]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._outgoing: list[bytes] = []
         self._flush_pending = False
         self.transport: asyncio.Transport | None = None
@@ -55,7 +57,7 @@ class _Protocol(asyncio.Protocol):
                     and reply and reply[0] == b"message"):
                 self._on_message(reply[1], reply[2])
                 continue
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if waiter.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -65,8 +67,10 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter, _ = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_exception(RedisUnavailable("connection lost"))
         if self._on_close is not None:
@@ -76,12 +80,13 @@ class _Protocol(asyncio.Protocol):
         if self.closed:
             raise RedisUnavailable("connection closed")
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
+        self._waiters.append((waiter, self._loop.time() + self._reply_timeout))
         self._outgoing.append(packed)
         if not self._flush_pending:
             self._flush_pending = True
             self._loop.call_soon(self._flush)
-        self._loop.call_later(self._reply_timeout, self._expire, waiter)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._reply_timeout, self._check_deadline)
         return waiter
 
     def _flush(self) -> None:
@@ -90,17 +95,30 @@ class _Protocol(asyncio.Protocol):
             self.transport.write(b"".join(self._outgoing))
         self._outgoing.clear()
 
-    def _expire(self, waiter: asyncio.Future) -> None:
-        if not waiter.done():
+    def _check_deadline(self) -> None:
+        """One timer per connection, not per command: replies come in order, so only the
+        oldest outstanding command can be the first to miss its deadline."""
+        self._watchdog = None
+        if not self._waiters or self.closed:
+            return
+        waiter, deadline = self._waiters[0]
+        now = self._loop.time()
+        if now >= deadline:
             # A reply this late means the server or the path to it is stuck: drop the
             # connection so every later command fails fast instead of queueing behind it.
-            waiter.set_exception(RedisUnavailable("reply timed out"))
+            if not waiter.done():
+                waiter.set_exception(RedisUnavailable("reply timed out"))
             self.close()
+            return
+        self._watchdog = self._loop.call_later(deadline - now, self._check_deadline)
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 class PipelinedRedis:

@@ -10,21 +10,25 @@ from starlette.requests import Request
 from app.api.errors import ApiError
 
 
-def client_id(request: Request) -> str:
-    """The address the nearest trusted proxy saw, for the per-client rate limit.
+def client_address(scope, hops: int) -> str:
+    """The client's address as the nearest trusted proxy saw it.
 
     nginx and the ALB append the peer they saw to X-Forwarded-For, so with
     FORWARDED_HOPS=n the n-th entry from the right is the one a client can't forge.
     """
-    hops = request.app.state.settings.forwarded_hops
     if hops:
-        # The raw header list, not request.headers: this runs on every API request.
-        for name, value in request.scope["headers"]:
+        # The raw header list, not request.headers: this runs on every request.
+        for name, value in scope["headers"]:
             if name == b"x-forwarded-for":
                 parts = value.decode("latin-1").split(",")
                 return parts[-min(hops, len(parts))].strip()
-    client = request.scope.get("client")
+    client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+def client_id(request: Request) -> str:
+    """Who the per-client rate limit counts this request against."""
+    return client_address(request.scope, request.app.state.settings.forwarded_hops)
 
 
 def require_token(request: Request) -> None:
@@ -42,7 +46,8 @@ def require_token(request: Request) -> None:
 async def read_body(request: Request) -> bytes:
     limit = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and (not declared.isascii() or not declared.isdigit()
+                                 or len(declared) > 12 or int(declared) > limit):
         raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Values that mean "nobody set this": refused so a demo token never reaches production.
@@ -68,12 +68,25 @@ def _bool(env, name: str, default: bool, errors: list[str]) -> bool:
     return default
 
 
+def _parses(url: str) -> bool:
+    """True when host and port can be read. A password with an unescaped '/', '#' or '?'
+    breaks parsing later, inside a driver whose error message quotes part of it."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError on a garbled authority)
+    except ValueError:
+        return False
+    return parts.scheme == "unix" or bool(parts.hostname)
+
+
 def _database_url(env, errors: list[str]) -> str:
     """DATABASE_URL, or the DB_* parts that ECS injects from the RDS-managed secret."""
     url = env.get("DATABASE_URL", "")
     if url:
         if not url.startswith(("postgresql://", "postgres://")):
             errors.append("DATABASE_URL must start with postgresql://")
+        elif not _parses(url):
+            errors.append("DATABASE_URL is not a valid URL (percent-encode the password)")
         return url
     host, user, password = env.get("DB_HOST"), env.get("DB_USER"), env.get("DB_PASSWORD")
     if not (host and user and password):
@@ -94,6 +107,8 @@ def _redis_url(env, errors: list[str]) -> str:
     if url:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             errors.append("REDIS_URL must start with redis://, rediss:// or unix://")
+        elif not _parses(url):
+            errors.append("REDIS_URL is not a valid URL (percent-encode the password)")
         return url
     host = env.get("REDIS_HOST")
     if not host:

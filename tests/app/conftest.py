@@ -35,10 +35,12 @@ def server(migrated, redis_server):
 @pytest.fixture
 def clean(migrated, redis_server):
     migrated.psql("TRUNCATE alerts")
+    # Wipe rate limits and cached responses, but move the cache generation forward and
+    # announce it, as a write would: replicas then drop their local copies at once.
+    generation = redis_server.cli("INCR", "alerts:gen")
     redis_server.cli("FLUSHALL")
-    # Replicas keep a local copy of cached responses keyed by generation; announcing the
-    # reset generation makes them drop it, as after any out-of-band data change.
-    redis_server.cli("PUBLISH", "alerts:gen", "0")
+    redis_server.cli("SET", "alerts:gen", generation)
+    redis_server.cli("PUBLISH", "alerts:gen", generation)
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ GOOD = {"DATABASE_URL": "postgresql://u:p@127.0.0.1:1/db", "REDIS_URL": "redis:/
 CASES = [
     ("DATABASE_URL", None, "DATABASE_URL is required"),
     ("DATABASE_URL", "mysql://x", "DATABASE_URL must start with postgresql://"),
+    ("DATABASE_URL", "postgresql://app:s3cr/t@db:5432/app", "DATABASE_URL is not a valid URL"),
     ("REDIS_URL", None, "REDIS_URL is required"),
+    ("REDIS_URL", "redis://:pa#ss@cache:6379/0", "REDIS_URL is not a valid URL"),
     ("REDIS_URL", "http://x", "REDIS_URL must start with"),
     ("API_TOKEN", None, "API_TOKEN is required"),
     ("API_TOKEN", "changeme", "API_TOKEN must be a real secret"),
@@ -39,7 +41,9 @@ def test_bad_environment(command, var, value, message):
     assert len(lines) == 1, lines
     assert lines[0].startswith("config error: ") and message in lines[0]
     if value is not None and var != "LOG_LEVEL":
-        assert f"={value}" not in lines[0]  # values (often secrets) are never echoed
+        if len(value) > 4:
+            assert value not in lines[0]  # values (often secrets) are never echoed
+        assert "s3cr" not in lines[0] and "pa#" not in lines[0]
 
 
 def test_ecs_style_parts_compose_the_urls():

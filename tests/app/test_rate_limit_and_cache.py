@@ -82,3 +82,27 @@ def test_same_query_in_any_order_shares_a_cache_entry(client):
     hits = cache_hits(client)
     client.get("/api/v1/alerts?region=x&priority=low")
     assert cache_hits(client) == hits + 1
+
+
+def test_a_crafted_filter_value_cannot_alias_another_query(client):
+    client.post("/api/v1/alerts", json=make_alert(region="x", type="y"), headers=AUTH)
+    crafted = client.get("/api/v1/alerts", params={"region": "x&type=y"}).json()
+    assert crafted["pagination"]["total"] == 0  # cached under its own, escaped key
+    real = client.get("/api/v1/alerts", params={"region": "x", "type": "y"}).json()
+    assert real["pagination"]["total"] == 1
+
+
+def test_a_flood_of_health_checks_shares_one_database_connection(server, clean):
+    import asyncio
+
+    import httpx
+
+    async def flood():
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as c:
+            return await asyncio.gather(*(c.get("/health/ready") for _ in range(60)))
+
+    responses = asyncio.run(flood())
+    assert {r.status_code for r in responses} == {200}
+    with server.client() as c:
+        pool = re.search(r"^db_pool_size (\S+)$", c.get("/metrics").text, re.M)
+    assert float(pool.group(1)) <= 2  # one for the shared check (and one if a list ran)

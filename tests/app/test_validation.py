@@ -54,6 +54,8 @@ QUERY_CASES = [
     ("unknown priority", {"priority": "urgent"}, "priority"),
     ("type not a slug", {"type": "A B"}, "type"),
     ("region too long", {"region": "r" * 65}, "region"),
+    ("superscript digit", {"page": "\u00b2"}, "page"),
+    ("five thousand digits", {"page": "9" * 5000}, "page"),
 ]
 
 

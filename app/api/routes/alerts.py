@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from urllib.parse import urlencode
 
 import msgspec
 from starlette.requests import Request
@@ -49,7 +50,9 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    # isascii: str.isdigit() also accepts '²', which int() refuses; the length bound keeps
+    # int() away from its 4300-digit limit.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not lo <= int(raw) <= hi:
         raise ApiError(
             422, "validation_error", f"{name} must be an integer from {lo} to {hi}", field=name
         )
@@ -86,8 +89,8 @@ def _list_query(request: Request) -> tuple[int, int, dict[str, str]]:
 
 async def list_alerts(request: Request) -> Response:
     page, limit, filters = _list_query(request)
-    # Canonical key: the same query in any parameter order shares one cache entry.
-    key = f"list:{page}:{limit}:" + "&".join(f"{k}={v}" for k, v in sorted(filters.items()))
+    # Canonical and escaped: a region containing "&type=" can't alias another query.
+    key = f"list:{page}:{limit}:{urlencode(sorted(filters.items()))}"
     gate = await _gate(request, key)
     if gate.cached is not None:
         return _json(gate.cached)
@@ -128,7 +131,7 @@ async def create_alert(request: Request) -> Response:
         longitude=coords.longitude if coords else None,
     )
     await request.app.state.cache.invalidate()
-    metrics.alerts_created_total.labels(alert.type, alert.priority).inc()
+    metrics.alerts_created_total.labels(metrics.type_label(alert.type), alert.priority).inc()
     stored = alert_from_row(row)
     return _json(_encode(stored), 201, {"Location": f"/api/v1/alerts/{stored.id}"})
 

@@ -28,11 +28,33 @@ async def _check(probe) -> DependencyStatus:
     return DependencyStatus(status="up", latency_ms=round(elapsed_ms, 2))
 
 
+class DependencyProbe:
+    """Checks PostgreSQL and Redis. Concurrent callers share the check in flight, so a
+    flood of health requests costs one pool connection, not the whole pool."""
+
+    def __init__(self, db, cache) -> None:
+        self._db = db
+        self._cache = cache
+        self._in_flight: asyncio.Future | None = None
+
+    async def checks(self) -> dict[str, DependencyStatus]:
+        if self._in_flight is None:
+            self._in_flight = asyncio.ensure_future(self._run())
+            self._in_flight.add_done_callback(self._finished)
+        return await asyncio.shield(self._in_flight)
+
+    def _finished(self, future: asyncio.Future) -> None:
+        self._in_flight = None
+
+    async def _run(self) -> dict[str, DependencyStatus]:
+        db, cache = await asyncio.gather(_check(self._db.ping), _check(self._cache.ping))
+        metrics.db_connected.set(1 if db.status == "up" else 0)
+        self._db.update_gauges()
+        return {"postgres": db, "redis": cache}
+
+
 async def dependency_checks(request: Request) -> dict[str, DependencyStatus]:
-    state = request.app.state
-    db, cache = await asyncio.gather(_check(state.db.ping), _check(state.cache.ping))
-    metrics.db_connected.set(1 if db.status == "up" else 0)
-    return {"postgres": db, "redis": cache}
+    return await request.app.state.probe.checks()
 
 
 async def live(request: Request) -> Response:
