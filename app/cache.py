@@ -101,6 +101,7 @@ class Cache:
         self._pending: dict[tuple[str, int], int] = {}  # (client, window) -> unsynced
         self._shared: dict[tuple[str, int], int] = {}  # (client, window) -> synced total
         self._invalidation: asyncio.Future | None = None
+        self._building: dict[tuple[str, str], asyncio.Future] = {}
         self._task: asyncio.Task | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -270,6 +271,29 @@ class Cache:
         if len(self._local) >= LOCAL_ENTRIES_MAX:
             self._local.pop(next(iter(self._local)))  # oldest insertion first
         self._local[cache_key] = (generation, time.monotonic() + self.ttl_seconds, body)
+
+    async def fill(self, gate: Gate, cache_key: str, build) -> bytes:
+        """Build a missed response once per process, however many requests missed it.
+
+        When a popular entry expires, every request in flight would otherwise run the same
+        query at once (a stampede that queues on the pool and shows as p99 spikes); here
+        the first builds and stores it and the rest await that result.
+        """
+        if gate.generation is None:
+            return await build()
+        flight = (gate.generation, cache_key)
+        pending = self._building.get(flight)
+        if pending is None:
+            pending = asyncio.ensure_future(self._build_and_store(gate.generation, cache_key,
+                                                                  build))
+            self._building[flight] = pending
+            pending.add_done_callback(lambda _: self._building.pop(flight, None))
+        return await asyncio.shield(pending)
+
+    async def _build_and_store(self, generation: str, cache_key: str, build) -> bytes:
+        body = await build()
+        await self.store(generation, cache_key, body)
+        return body
 
     async def store(self, generation: str, cache_key: str, body: bytes) -> None:
         gen = int(generation)

@@ -42,3 +42,27 @@ def test_metric_labels_for_alert_types_are_bounded():
     seen = {metrics.type_label(f"type-{i}") for i in range(metrics.TYPE_LABELS_MAX + 10)}
     assert "other" in seen
     assert len(seen) <= metrics.TYPE_LABELS_MAX + 1
+
+
+def test_concurrent_misses_build_the_response_once():
+    import asyncio
+
+    from app.cache import Gate
+
+    calls = 0
+
+    async def build() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return b"page"
+
+    async def stampede():
+        cache = fresh_cache()
+        gate = Gate(generation="5")
+        bodies = await asyncio.gather(*(cache.fill(gate, "list:1:20:", build) for _ in range(30)))
+        await cache.close()
+        return bodies
+
+    assert asyncio.run(stampede()) == [b"page"] * 30
+    assert calls == 1

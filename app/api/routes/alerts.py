@@ -94,22 +94,23 @@ async def list_alerts(request: Request) -> Response:
     gate = await _gate(request, key)
     if gate.cached is not None:
         return _json(gate.cached)
-    rows, total = await request.app.state.db.list_alerts(
-        limit=limit, offset=(page - 1) * limit, filters=filters
-    )
-    total_pages = math.ceil(total / limit)
-    body = _encode(
-        AlertPage(
-            data=[alert_from_row(r) for r in rows],
-            pagination=Pagination(
-                page=page, limit=limit, total=total, total_pages=total_pages,
-                has_next=page < total_pages, has_prev=page > 1,
-            ),
+
+    async def build() -> bytes:
+        rows, total = await request.app.state.db.list_alerts(
+            limit=limit, offset=(page - 1) * limit, filters=filters
         )
-    )
-    if gate.generation is not None:
-        await request.app.state.cache.store(gate.generation, key, body)
-    return _json(body)
+        total_pages = math.ceil(total / limit)
+        return _encode(
+            AlertPage(
+                data=[alert_from_row(r) for r in rows],
+                pagination=Pagination(
+                    page=page, limit=limit, total=total, total_pages=total_pages,
+                    has_next=page < total_pages, has_prev=page > 1,
+                ),
+            )
+        )
+
+    return _json(await request.app.state.cache.fill(gate, key, build))
 
 
 async def create_alert(request: Request) -> Response:
@@ -142,13 +143,14 @@ async def get_alert(request: Request) -> Response:
     gate = await _gate(request, key)
     if gate.cached is not None:
         return _json(gate.cached)
-    row = await request.app.state.db.get_alert(ident)
-    if row is None:
-        raise ApiError(404, "not_found", "no alert with this id", field="id")
-    body = _encode(alert_from_row(row))
-    if gate.generation is not None:
-        await request.app.state.cache.store(gate.generation, key, body)
-    return _json(body)
+
+    async def build() -> bytes:
+        row = await request.app.state.db.get_alert(ident)
+        if row is None:
+            raise ApiError(404, "not_found", "no alert with this id", field="id")
+        return _encode(alert_from_row(row))
+
+    return _json(await request.app.state.cache.fill(gate, key, build))
 
 
 async def acknowledge_alert(request: Request) -> Response:
