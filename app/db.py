@@ -136,8 +136,8 @@ class Database:
         try:
             # One deadline over checkout, query and release: against a blackholed server,
             # asyncpg's release waits out its own cancel request after command_timeout.
-            async with asyncio.timeout(self._command_timeout + 1), \
-                    self.pool.acquire(timeout=2.0) as conn:
+            # (acquire(timeout=...) would add a wait_for task to every checkout.)
+            async with asyncio.timeout(self._command_timeout + 1), self.pool.acquire() as conn:
                 return await getattr(conn, method)(query, *args)
         except _RETRYABLE:
             # The pool drops the dead connection; one retry on a fresh one hides a
