@@ -10,6 +10,8 @@
 # and base images (~3 min), later runs reuse them. State lives in .prodstack/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.prodstack/tools/bin:$PATH"
 state="$PWD/.prodstack/demo"
 name="${PRODSTACK_DEMO_NAME:-prodstack-demo}"
 mkdir -p "$state"
@@ -45,7 +47,8 @@ fi
 grep "Grand total" "$state/deploy.log" >&2 || true
 
 health="$(curl -fsSk --max-time 10 "https://$address/health")"
-token="$(grep '^API_TOKEN=' "$state/secrets.env" | cut -d= -f2-)"
+# The token stays in the 0600 secrets file; the commands below read it from there.
+token="\$(sed -n 's/^API_TOKEN=//p' $state/secrets.env)"
 cat <<MSG
 
 prodstack is up on a local systemd host, behind nginx (self-signed TLS):

@@ -11,7 +11,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # docker.io, debootstrap: the image build and the systemd test host (no registry needed).
 # wrk: the benchmark's load generator. openssh-client: pyinfra's transport.
 PACKAGES=(
-  python3 python3-venv ca-certificates curl git iproute2 openssh-client
+  python3 python3-venv ca-certificates curl git iproute2 openssh-client openssl
   postgresql redis-server nginx docker.io debootstrap wrk
 )
 missing=()
