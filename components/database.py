@@ -315,6 +315,8 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=suffix.hex.apply(
                 lambda h: f"{args.identifier}-final-{h}"
             ),
+            # The instance-class exclusions (db.t*.micro/small) in the RDS user guide,
+            # USER_DatabaseInsights.Engines, list MariaDB and MySQL, not PostgreSQL.
             performance_insights_enabled=True,
             performance_insights_retention_period=args.performance_insights_retention_days,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
