@@ -57,26 +57,47 @@ _INSERT_BATCH = (
 
 
 class _InsertBatcher:
-    """Group commit: inserts submitted in the same event-loop tick go to PostgreSQL as one
-    multi-row INSERT in one transaction, so a burst of creates pays for one round trip,
-    one pool checkout and one commit instead of one each."""
+    """Group commit: inserts go to PostgreSQL as one multi-row INSERT in one transaction,
+    so a burst of creates pays for one round trip, one pool checkout and one commit.
+
+    With no write in flight, a batch leaves on the next event-loop tick (no added
+    latency). While MAX_IN_FLIGHT batches are being written, new rows wait for one of
+    them to finish, so batches grow with load instead of multiplying.
+    """
+
+    MAX_IN_FLIGHT = 2
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._pending: list[tuple[tuple, asyncio.Future]] = []
+        self._in_flight = 0
+        self._flush_scheduled = False
 
     def submit(self, row: tuple) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
         self._pending.append((row, waiter))
+        if not self._flush_scheduled and self._in_flight < self.MAX_IN_FLIGHT:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return waiter
 
     def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._pending or self._in_flight >= self.MAX_IN_FLIGHT:
+            return
         batch, self._pending = self._pending, []
+        self._in_flight += 1
         task = asyncio.ensure_future(self._write(batch))
-        task.add_done_callback(lambda t: t.exception())  # errors reach the waiters
+        task.add_done_callback(self._written)
+
+    def _written(self, task: asyncio.Task) -> None:
+        self._in_flight -= 1
+        if not task.cancelled():
+            task.exception()  # already delivered to the waiters
+        if self._pending and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     async def _write(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
         columns = list(zip(*(row for row, _ in batch), strict=True))
