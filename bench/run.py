@@ -159,9 +159,9 @@ def main() -> int:
                     f"non-2xx {r['non_2xx']}  socket errors {r['socket_errors']}")
         results = {}
         for name, runs in passes.items():
-            median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+            middle = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
             results[name] = {
-                **median,
+                **middle,
                 "rps_all_rounds": [r["rps"] for r in runs],
                 "p99_ms_all_rounds": [r["p99_ms"] for r in runs],
                 # Errors count in every pass, not just the median one.
