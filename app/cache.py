@@ -121,12 +121,18 @@ class Cache:
         """Keep the subscription up and push local rate-limit counts to Redis."""
         next_check = 0.0
         while True:
-            now = time.monotonic()
-            if now >= next_check:
-                next_check = now + HEALTH_CHECK_SECONDS
-                await self._check()
-            if self._pending:
-                await self._sync_counts()
+            try:
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + HEALTH_CHECK_SECONDS
+                    await self._check()
+                if self._pending:
+                    await self._sync_counts()
+            except (ValueError, TypeError):
+                # A foreign value under our keys (say, a non-integer generation) must not
+                # end this loop: that would leave caching off for the life of the process.
+                log.exception("unexpected value in Redis; retrying")
+                self._generation = None
             await asyncio.sleep(SYNC_INTERVAL_SECONDS)
 
     async def _check(self) -> None:
@@ -165,7 +171,11 @@ class Cache:
         return True
 
     def _on_generation(self, channel: bytes, value: bytes) -> None:
-        generation = int(value)
+        try:
+            generation = int(value)
+        except ValueError:
+            log.warning("ignored a non-integer cache generation announcement")
+            return
         previous, self._announced = self._announced, generation
         if self._generation is None:
             return  # subscribing: _subscribe takes the highest announced value
