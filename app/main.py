@@ -11,10 +11,13 @@ import re
 import time
 import uuid
 
+import msgspec
+from prometheus_client import multiprocess
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from app import metrics
 from app.api import openapi
@@ -146,21 +149,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await app.state.cache.close()
             await app.state.db.close()
             if metrics.MULTIPROCESS:
-                from prometheus_client import multiprocess
-
                 multiprocess.mark_process_dead(os.getpid())
 
-    openapi_body = None
+    openapi_body = msgspec.json.encode(openapi.build(settings.app_version))
 
     async def openapi_json(request: Request) -> Response:
-        nonlocal openapi_body
-        if openapi_body is None:
-            import msgspec
-
-            openapi_body = msgspec.json.encode(openapi.build(settings.app_version))
         return Response(openapi_body, media_type="application/json")
-
-    from starlette.routing import Route
 
     routes = [
         *alerts.routes, *health.routes, *metrics_routes.routes,
