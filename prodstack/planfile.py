@@ -1,0 +1,178 @@
+"""The plan file: one JSON format for both profiles, written byte-for-byte the same way
+on every machine, so two plans can be compared with `prodstack diff`.
+
+A plan is a dict:
+
+    {
+      "format": "prodstack.plan", "version": 1,
+      "profile": "cloud" | "vps",
+      "stack": "prod" | "dev" | ... (cloud) or "vps",
+      "settings": {key: value},      # effective config (cloud) or data (vps), redacted
+      "resources": [Resource, ...],  # sorted by id
+      "operations": [Operation, ...],# vps: pyinfra operations in execution order; cloud: []
+      "outputs": {name: value},      # cloud stack outputs
+      "warnings": [str, ...],
+    }
+
+    Resource = {
+      "id": "aws:rds/instance:Instance::prodstack-db-instance" | "file:/etc/redis/redis.conf",
+      "type": "aws:rds/instance:Instance" | "vps:file" | "vps:package" | ...,
+      "name": logical name (cloud) or path/package/user name (vps),
+      "component": group shown in a diff ("network", "database", ... or a VPS task),
+      "parent": id of the parent component, or null,
+      "dependencies": [ids],
+      "inputs": {property: value},
+      "options": {...},              # cloud: custom, protect, delete_before_replace
+    }
+
+Values that are secret never appear: they are replaced by a marker (see `secret_marker`).
+Values only known after apply are replaced by `unknown_marker(...)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+FORMAT = "prodstack.plan"
+VERSION = 1
+PROFILES = ("cloud", "vps")
+
+SECRET = "[secret]"
+_SECRET_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
+_UNKNOWN_RE = re.compile(r"\(known after apply: [^)]*\)")
+
+
+class PlanFileError(Exception):
+    """A plan file that cannot be used; the message names the file and what is wrong."""
+
+
+def secret_marker(label: str | None = None) -> str:
+    """`[secret]`, or `[secret:LABEL]` where LABEL says which secret (never its value).
+
+    A label may carry a version that changes when the secret changes without revealing it,
+    e.g. the short digest of a config value's *ciphertext*.
+    """
+    return f"[secret:{label}]" if label else SECRET
+
+
+def unknown_marker(source: str) -> str:
+    """An output that only exists after apply, e.g. `prodstack-db-instance.address`."""
+    return f"(known after apply: {source})"
+
+
+def has_secret(value: Any) -> bool:
+    """Whether a value (or anything inside it) carries a secret marker."""
+    if isinstance(value, str):
+        return bool(_SECRET_RE.search(value))
+    if isinstance(value, dict):
+        return any(has_secret(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_secret(v) for v in value)
+    return False
+
+
+def has_unknown(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(_UNKNOWN_RE.search(value))
+    if isinstance(value, dict):
+        return any(has_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_unknown(v) for v in value)
+    return False
+
+
+def new_plan(profile: str, stack: str) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "profile": profile,
+        "stack": stack,
+        "settings": {},
+        "resources": [],
+        "operations": [],
+        "outputs": {},
+        "warnings": [],
+    }
+
+
+def normalise(value: Any) -> Any:
+    """JSON-ready and stable: whole floats become ints, tuples lists, sets sorted lists."""
+    if isinstance(value, dict):
+        return {str(k): normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [normalise(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(normalise(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps(plan: dict[str, Any]) -> str:
+    """The canonical text of a plan: sorted keys, resources sorted by id, one trailing newline.
+
+    Operation order is kept: it is the order the deploy runs them in.
+    """
+    plan = normalise(plan)
+    plan["resources"] = sorted(plan["resources"], key=lambda r: r["id"])
+    return json.dumps(plan, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write(plan: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(dumps(plan), encoding="utf-8")
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and check a plan file; every failure is a `PlanFileError` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanFileError(f"{path}: no such plan file") from None
+    except IsADirectoryError:
+        raise PlanFileError(f"{path}: is a directory, expected a plan file") from None
+    except UnicodeDecodeError:
+        raise PlanFileError(f"{path}: not a plan file (not UTF-8 text)") from None
+    except OSError as error:
+        raise PlanFileError(f"{path}: cannot read ({error.strerror})") from None
+    try:
+        plan = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlanFileError(
+            f"{path}: corrupt plan file (invalid JSON at line {error.lineno}, "
+            f"column {error.colno}); make it again with `prodstack plan -o {path}`"
+        ) from None
+    return validate(plan, str(path))
+
+
+def validate(plan: Any, where: str) -> dict[str, Any]:
+    if not isinstance(plan, dict) or plan.get("format") != FORMAT:
+        raise PlanFileError(
+            f"{where}: not a prodstack plan (expected \"format\": \"{FORMAT}\"); "
+            "make one with `prodstack plan -o FILE`"
+        )
+    if plan.get("version") != VERSION:
+        raise PlanFileError(
+            f"{where}: plan format version {plan.get('version')!r} is not supported "
+            f"(this prodstack reads version {VERSION}); make the plan again"
+        )
+    if plan.get("profile") not in PROFILES:
+        raise PlanFileError(f"{where}: field `profile` must be one of {' | '.join(PROFILES)}")
+    resources = plan.get("resources")
+    if not isinstance(resources, list):
+        raise PlanFileError(f"{where}: field `resources` must be a list")
+    for number, resource in enumerate(resources):
+        if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
+            raise PlanFileError(f"{where}: resources[{number}] has no string `id`")
+        if not isinstance(resource.get("inputs", {}), dict):
+            raise PlanFileError(f"{where}: resources[{number}].inputs must be an object")
+    for key, kind in (("operations", list), ("outputs", dict), ("settings", dict),
+                      ("warnings", list)):  # fmt: skip
+        if not isinstance(plan.get(key, kind()), kind):
+            raise PlanFileError(f"{where}: field `{key}` must be a{'n object' if kind is dict else ' list'}")
+    return plan
