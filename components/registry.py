@@ -34,6 +34,10 @@ def context_hash(context: str | os.PathLike[str]) -> str:
         rel = path.relative_to(root).as_posix()
         if "__pycache__" in rel or rel.endswith(".pyc"):
             continue
+        # Downloaded wheels are a build cache: requirements.txt pins them by hash, so the
+        # tag follows the source, not what happens to be in a checkout's wheelhouse.
+        if rel.startswith("wheelhouse/"):
+            continue
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return "src-" + digest.hexdigest()[:16]
 

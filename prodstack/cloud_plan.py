@@ -1,0 +1,545 @@
+"""Run the real Pulumi program (``stacks/__main__.py``) under Pulumi's mocks and record it.
+
+No Pulumi CLI, no backend and no AWS credentials: the program runs in this process with
+``pulumi.runtime.set_mocks``, a monitor records every resource it registers, and a mock
+provider answers with values of the right shape. Two products come out of one run:
+
+- a *manifest* (``record``): every resource's type, name, parent, inputs and property
+  dependencies, every invoke, the outputs, warnings and the exit code. ``tests/cloud``
+  checks the program through it.
+- a *plan* (``plan_cloud``): the manifest in the plan-file format (``prodstack.planfile``),
+  with secrets redacted and mock-made outputs marked as known only after apply.
+
+``set_mocks`` is process-wide, so one process records one stack. ``record_isolated``
+runs a fresh interpreter (``python -m prodstack.cloud_plan``), which is how tests and
+``prodstack diff`` record several stacks or several checkouts.
+
+Config is what the Pulumi CLI would pass: ``Pulumi.yaml`` defaults overlaid with
+``Pulumi.<stack>.yaml`` and then with overrides. A ``secure:`` value cannot be decrypted
+without the CLI; the program gets a stand-in derived from the *ciphertext*, and the plan
+shows ``[secret:KEY@VERSION]``, where VERSION is a short digest of that ciphertext. A
+re-encrypted or changed secret therefore shows as "secret changed" without its value, or
+a hash of its value, ever entering the plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import runpy
+import subprocess
+import sys
+from contextlib import redirect_stderr
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from prodstack import planfile
+from prodstack.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = "prodstack"
+ACCOUNT = "123456789012"
+# Real ID of Managed-UseOriginCacheControlHeaders (the program looks it up by name).
+ORIGIN_CACHE_CONTROL_ID = "83da9c7e-98b4-4e11-a168-04f0df8e2c65"
+# Mock-made strings shorter than this are not traced as "known after apply" (too likely
+# to occur by chance in unrelated inputs).
+MIN_TRACED_LENGTH = 8
+
+
+def stack_names(root: Path) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path.name}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path.name}: expected a mapping at the top level")
+    return data
+
+
+def _version(ciphertext: str) -> str:
+    """A short digest of a secret's ciphertext: changes when the secret is re-set."""
+    return hashlib.sha256(ciphertext.encode()).hexdigest()[:8]
+
+
+def stack_config(
+    root: Path,
+    stack: str,
+    overrides: dict[str, str | None],
+    *,
+    secrets: dict[str, str] | None = None,
+    image_tag: str | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Config as the CLI would pass it, and ``{secret value: plan label}`` for every secret.
+
+    ``secrets`` injects plaintext secrets by full key (tests only). ``image_tag`` pins
+    ``prodstack:image_tag`` when it is not configured (tests that must not depend on app/).
+    """
+    project_file = root / "Pulumi.yaml"
+    if not project_file.exists():
+        raise UsageError(f"--root {root}: no Pulumi.yaml, not a prodstack checkout")
+    stack_file = root / f"Pulumi.{stack}.yaml"
+    if not stack_file.exists():
+        known = ", ".join(stack_names(root)) or "none"
+        raise UsageError(f"--stack {stack}: unknown stack, no {stack_file.name} (stacks: {known})")
+    project = _yaml(project_file)
+    config: dict[str, str] = {}
+    schema = project.get("config") or {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict) and "default" in spec:
+            config[f"{PROJECT}:{key}"] = _text(spec["default"])
+    labels: dict[str, str] = {}
+    stack_values = _yaml(stack_file).get("config") or {}
+    if not isinstance(stack_values, dict):
+        raise UsageError(f"{stack_file.name}: `config` must be a mapping")
+    for key, value in stack_values.items():
+        if isinstance(value, dict) and "secure" in value:
+            version = _version(str(value["secure"]))
+            stand_in = f"plan-secret-{key.replace(':', '-')}-{version}-0123456789abcdef"
+            config[key] = stand_in
+            labels[stand_in] = f"{key}@{version}"
+        elif isinstance(value, (dict, list)):
+            # Structured config: the program reads it with get_object.
+            config[key] = json.dumps(value, sort_keys=True)
+        else:
+            config[key] = _text(value)
+    if image_tag and not config.get(f"{PROJECT}:image_tag"):
+        config[f"{PROJECT}:image_tag"] = image_tag
+    for key, value in (secrets or {}).items():
+        config[key] = value
+        labels[value] = ""  # injected by tests: plain "[secret]"
+    for key, value in overrides.items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if full.startswith(f"{PROJECT}:") and full.split(":", 1)[1] not in schema:
+            raise UsageError(
+                f"--config {key}: unknown key (Pulumi.yaml declares: {', '.join(sorted(schema))})"
+            )
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value
+    return config, labels
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _fake_hash(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+def short(urn: str) -> str:
+    """``urn:pulumi:stack::project::a$b$type::name`` -> ``type::name``."""
+    if not urn:
+        return ""
+    head, name = urn.rsplit("::", 1)
+    return f"{head.rsplit('::', 1)[-1].rsplit('$', 1)[-1]}::{name}"
+
+
+def record(
+    stack: str,
+    overrides: dict[str, str | None] | None = None,
+    *,
+    root: Path = REPO,
+    secrets: dict[str, str] | None = None,
+    image_tag: str | None = None,
+) -> dict[str, Any]:
+    """Run the program of checkout ``root`` for ``stack`` under mocks; return the manifest."""
+    import pulumi
+    from pulumi.runtime import mocks as pmocks
+    from pulumi.runtime import rpc
+
+    root = root.resolve()
+    config, labels = stack_config(root, stack, overrides or {}, secrets=secrets,
+                                  image_tag=image_tag)  # fmt: skip
+    region = config.get("aws:region", "us-east-1")
+    resources: list[dict[str, Any]] = []
+    options: dict[str, dict[str, Any]] = {}  # resource options and dependencies, by urn
+    invokes: list[dict[str, Any]] = []
+    # Strings the mock provider made up, by value: what they stand for after apply.
+    computed: dict[str, str] = {}
+    labels["test-ecr-password"] = ""  # the registry login an invoke returns
+
+    def mask(value: str) -> str:
+        label = labels.get(value)
+        if label is not None or value in generated:
+            return planfile.secret_marker(label)
+        for secret, secret_label in labels.items():
+            value = value.replace(secret, planfile.secret_marker(secret_label))
+        for secret in generated:
+            value = value.replace(secret, planfile.SECRET)
+        return value
+
+    generated: set[str] = set()  # random passwords: secret, with no config key behind them
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+                inner = value.get("value")
+                # A secret nested in a list/dict taints the whole property; keep its
+                # shape (secret leaves are masked below) so policies can read it.
+                if isinstance(inner, (dict, list)):
+                    return clean(inner)
+                if isinstance(inner, str):
+                    masked = mask(inner)
+                    return masked if masked != inner else planfile.SECRET
+                return planfile.SECRET
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            # Plans and manifests must not depend on where the checkout is.
+            return mask(value).replace(str(root), "<repo>")
+        return value
+
+    class Recorder(pmocks.MockMonitor):
+        def RegisterResource(self, request):  # noqa: N802 (gRPC name)
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                prop_deps = {
+                    key: sorted(short(u) for u in deps.urns)
+                    for key, deps in request.propertyDependencies.items()
+                    if deps.urns
+                }
+                resources.append(
+                    {
+                        "type": request.type,
+                        "name": request.name,
+                        "urn": f"{request.type}::{request.name}",
+                        "parent": short(request.parent),
+                        "custom": bool(request.custom),
+                        "inputs": clean(rpc.deserialize_properties(request.object)),
+                        "property_dependencies": dict(sorted(prop_deps.items())),
+                    }
+                )
+                options[f"{request.type}::{request.name}"] = {
+                    "dependencies": sorted({short(u) for u in request.dependencies}),
+                    "protect": bool(request.protect),
+                    "delete_before_replace": bool(request.deleteBeforeReplace),
+                    "retain_on_delete": bool(request.retainOnDelete),
+                    "ignore_changes": sorted(request.ignoreChanges),
+                    "replace_on_changes": sorted(request.replaceOnChanges),
+                }
+            return response
+
+    def trace(value: Any, source: str, inputs_seen: set[str]) -> None:
+        """Remember mock-made strings, so the plan can mark them unknown until apply."""
+        if isinstance(value, str):
+            if len(value) >= MIN_TRACED_LENGTH and value not in inputs_seen:
+                computed.setdefault(value, source)
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                trace(inner, f"{source}.{key}", inputs_seen)
+        elif isinstance(value, list):
+            for number, inner in enumerate(value):
+                trace(inner, f"{source}[{number}]", inputs_seen)
+
+    def leaves(value: Any) -> set[str]:
+        if isinstance(value, str):
+            return {value}
+        if isinstance(value, dict):
+            return set().union(*(leaves(v) for v in value.values())) if value else set()
+        if isinstance(value, list):
+            return set().union(*(leaves(v) for v in value)) if value else set()
+        return set()
+
+    class Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            inputs = dict(args.inputs)
+            state = dict(inputs)
+            name, typ = args.name, args.typ
+            rid = f"{name}-id"
+            svc = typ.split(":")[1].split("/")[0] if ":" in typ else "x"
+            state.setdefault("name", name)
+            state.setdefault("arn", f"arn:aws:{svc}:{region}:{ACCOUNT}:{name}")
+            if typ == "aws:lb/loadBalancer:LoadBalancer":
+                state |= {"dnsName": f"{name}-1234.{region}.elb.amazonaws.com",
+                          "arnSuffix": f"app/{name}/50dc6c495c0c9188", "zoneId": "Z32O12XQLNTSW2"}
+            elif typ == "aws:lb/targetGroup:TargetGroup":
+                state["arnSuffix"] = f"targetgroup/{name}/73e2d6bc24d8a067"
+            elif typ == "aws:rds/instance:Instance":
+                ident = inputs.get("identifier", name)
+                secret = f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:rds!db-{ident}-AbCdEf"
+                state |= {"address": f"{ident}.c9akciq32.{region}.rds.amazonaws.com",
+                          "port": 5432, "masterUserSecrets": [
+                              {"secretArn": secret, "secretStatus": "active", "kmsKeyId": ""}]}
+            elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
+                rg = inputs.get("replicationGroupId", name)
+                state["primaryEndpointAddress"] = f"master.{rg}.abc123.euw1.cache.amazonaws.com"
+            elif typ == "aws:ecr/repository:Repository":
+                state |= {"repositoryUrl": f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{name}",
+                          "registryId": ACCOUNT}
+            elif typ == "docker:index/image:Image":
+                image = str(inputs.get("imageName", name)).rsplit(":", 1)[0]
+                state["repoDigest"] = f"{image}@sha256:{_fake_hash(image)}"
+            elif typ == "random:index/randomPassword:RandomPassword":
+                state["result"] = "Mock" + _fake_hash(name)[:28] + "!&"
+                generated.add(state["result"])
+            elif typ == "random:index/randomId:RandomId":
+                state["hex"] = _fake_hash(name)[:8]
+            elif typ == "aws:acm/certificate:Certificate":
+                names = [inputs["domainName"], *(inputs.get("subjectAlternativeNames") or [])]
+                state["domainValidationOptions"] = [
+                    {"domainName": d, "resourceRecordName": f"_x1.{d}.",
+                     "resourceRecordType": "CNAME",
+                     "resourceRecordValue": "_y1.acm-validations.aws."}
+                    for d in names
+                ]
+            elif typ == "aws:acm/certificateValidation:CertificateValidation":
+                state["certificateArn"] = inputs["certificateArn"]
+            elif typ == "aws:cloudfront/distribution:Distribution":
+                state |= {"domainName": "d111111abcdef8.cloudfront.net",
+                          "hostedZoneId": "Z2FDTNDATAQYW2"}
+            elif typ == "aws:route53/record:Record":
+                state["fqdn"] = inputs.get("name", name)
+            elif typ == "aws:s3/bucket:Bucket":
+                state["bucket"] = f"{name}-20261123"
+            seen = leaves(inputs)
+            trace(rid, f"{name}.id", seen)
+            for key, value in state.items():
+                # Auto-names are known at preview (the provider's check makes them).
+                if key not in inputs and key != "name" and key != "result":
+                    trace(value, f"{name}.{key}", seen)
+            return rid, state
+
+        def call(self, args: pulumi.runtime.MockCallArgs):
+            invokes.append({"token": args.token, "args": clean(dict(args.args))})
+            token = args.token
+            if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+                names = [f"{region}{z}" for z in "abc"]
+                return {"names": names, "zoneIds": [f"euw1-az{i}" for i in (1, 2, 3)],
+                        "id": region}
+            if token == "aws:index/getRegion:getRegion":
+                return {"name": region, "region": region, "id": region,
+                        "endpoint": f"ec2.{region}.amazonaws.com"}
+            if token == "aws:index/getCallerIdentity:getCallerIdentity":
+                return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test",
+                        "userId": "AIDATEST", "id": ACCOUNT}
+            if token == "aws:ec2/getManagedPrefixList:getManagedPrefixList":
+                return {"id": "pl-4fa04526", "name": args.args.get("name"), "entries": []}
+            if token == "aws:cloudfront/getCachePolicy:getCachePolicy":
+                return {"id": ORIGIN_CACHE_CONTROL_ID, "name": args.args.get("name")}
+            if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+                return {"userName": "AWS", "password": "test-ecr-password",
+                        "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{region}.amazonaws.com",
+                        "authorizationToken": "dGVzdA==", "expiresAt": "2099-01-01",
+                        "id": region}
+            return {}
+
+    warnings: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                warnings.append(clean(record.getMessage()))
+
+    logger = logging.getLogger("prodstack-plan")
+    logger.addHandler(Collect())
+    logger.propagate = False
+
+    pulumi.runtime.set_mocks(
+        Mocks(), project=PROJECT, stack=stack, preview=False,
+        logger=logger, monitor=Recorder(Mocks()),
+    )
+    pulumi.runtime.set_all_config(config, sorted(k for k, v in config.items() if v in labels))
+
+    outputs: dict[str, Any] = {}
+    exit_code = 0
+    stderr = io.StringIO()
+
+    def program():
+        runpy.run_path(str(root / "stacks" / "__main__.py"), run_name="__main__")
+        exports = pulumi.runtime.get_root_resource().outputs
+        return pulumi.Output.all(**exports).apply(outputs.update)
+
+    try:
+        with redirect_stderr(stderr):
+            pmocks.test(program)()
+    except SystemExit as exc:
+        exit_code = int(exc.code or 0)
+    settings = {
+        key: (planfile.secret_marker(labels[value]) if value in labels else value)
+        for key, value in sorted(config.items())
+    }
+    return {
+        "stack": stack,
+        "exit_code": exit_code,
+        "stderr": clean(stderr.getvalue()),
+        "warnings": warnings,
+        "outputs": clean(outputs),
+        "invokes": invokes,
+        "resources": resources,
+        "resource_options": options,
+        "settings": settings,
+        "computed": dict(sorted(computed.items())),
+    }
+
+
+def _component(resource: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> str:
+    """The top-level component a resource belongs to: ``prodstack:network:Network`` ->
+    ``network``; resources registered by the program itself -> ``stack``."""
+    top = resource
+    while top["parent"] and top["parent"] in by_id:
+        top = by_id[top["parent"]]
+    if top["custom"]:
+        return "stack"
+    parts = top["type"].split(":")
+    return parts[1] if len(parts) == 3 else top["type"]
+
+
+def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The plan-file form of a manifest: mock-made outputs become "known after apply"."""
+    if manifest["exit_code"] != 0:
+        problems = [
+            line.strip() for line in manifest["stderr"].splitlines()
+            if line.strip() and not line.startswith("prodstack: invalid configuration")
+        ]
+        raise UsageError(
+            f"Pulumi.{manifest['stack']}.yaml: invalid configuration: " + "; ".join(problems)
+        )
+    # Longest first, so a value that contains another is replaced whole.
+    computed = sorted(manifest["computed"].items(), key=lambda item: (-len(item[0]), item[0]))
+
+    def unknowns(value: Any) -> Any:
+        if isinstance(value, str):
+            if not any(text in value for text, _ in computed):
+                return value
+            for text, source in computed:
+                if text in value:
+                    value = value.replace(text, planfile.unknown_marker(source))
+            return value
+        if isinstance(value, dict):
+            return {k: unknowns(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [unknowns(v) for v in value]
+        return value
+
+    by_id = {r["urn"]: r for r in manifest["resources"]}
+    plan = planfile.new_plan("cloud", manifest["stack"])
+    plan["settings"] = manifest["settings"]
+    plan["outputs"] = unknowns(manifest["outputs"])
+    plan["warnings"] = sorted(set(manifest["warnings"]))
+    for resource in manifest["resources"]:
+        options = dict(manifest["resource_options"][resource["urn"]])
+        dependencies = options.pop("dependencies")
+        plan["resources"].append(
+            {
+                "id": resource["urn"],
+                "type": resource["type"],
+                "name": resource["name"],
+                "component": _component(resource, by_id),
+                "parent": resource["parent"] or None,
+                "dependencies": dependencies,
+                "property_dependencies": resource["property_dependencies"],
+                "inputs": unknowns(resource["inputs"]),
+                "options": {"custom": resource["custom"], **options},
+            }
+        )
+    return plan
+
+
+def plan_cloud(
+    stack: str, overrides: dict[str, str | None] | None = None, *, root: Path = REPO
+) -> dict[str, Any]:
+    """The plan of ``stack`` in checkout ``root`` (in this process; see module docstring)."""
+    return to_plan(record(stack, overrides, root=root))
+
+
+def record_isolated(
+    stack: str,
+    out: Path,
+    overrides: dict[str, str | None] | None = None,
+    *,
+    root: Path = REPO,
+    plan: bool = False,
+    secrets: dict[str, str] | None = None,
+    image_tag: str | None = None,
+    timeout: float = 240,
+) -> dict[str, Any]:
+    """``record`` (or the plan, with ``plan=True``) in a fresh interpreter; the JSON result.
+
+    Secrets travel in a 0600 file, never on a command line.
+    """
+    args = [sys.executable, "-m", "prodstack.cloud_plan", "--stack", stack, "--root",
+            str(root), "-o", str(out)]  # fmt: skip
+    if plan:
+        args.append("--plan")
+    if image_tag:
+        args += ["--image-tag", image_tag]
+    for key, value in (overrides or {}).items():
+        args += ["--unset", key] if value is None else ["--config", f"{key}={value}"]
+    secrets_file = None
+    if secrets:
+        secrets_file = out.with_name(out.name + ".secrets.json")
+        secrets_file.touch(mode=0o600)
+        secrets_file.write_text(json.dumps(secrets))
+        args += ["--secrets-file", str(secrets_file)]
+    try:
+        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    finally:
+        if secrets_file:
+            secrets_file.unlink(missing_ok=True)
+    if proc.returncode == 2:
+        raise UsageError(proc.stderr.strip().splitlines()[-1].removeprefix("prodstack: "))
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"recording {stack} failed:\n{proc.stdout}\n{proc.stderr}")
+    return json.loads(out.read_text())
+
+
+def main(argv: list[str]) -> int:
+    """The worker behind ``record_isolated``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m prodstack.cloud_plan")
+    parser.add_argument("--stack", required=True)
+    parser.add_argument("--root", type=Path, default=REPO)
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--plan", action="store_true")
+    parser.add_argument("--config", action="append", default=[])
+    parser.add_argument("--unset", action="append", default=[])
+    parser.add_argument("--image-tag")
+    parser.add_argument("--secrets-file", type=Path)
+    args = parser.parse_args(argv)
+    overrides: dict[str, str | None] = {}
+    for item in args.config:
+        key, _, value = item.partition("=")
+        overrides[key] = value
+    for key in args.unset:
+        overrides[key] = None
+    secrets = json.loads(args.secrets_file.read_text()) if args.secrets_file else None
+    try:
+        manifest = record(args.stack, overrides, root=args.root, secrets=secrets,
+                          image_tag=args.image_tag)  # fmt: skip
+        result = to_plan(manifest) if args.plan else manifest
+    except UsageError as error:
+        print(f"prodstack: {error}", file=sys.stderr)
+        return 2
+    if args.plan:
+        text = planfile.dumps(result)
+    else:
+        text = json.dumps(result, indent=1, sort_keys=True, default=str)
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,67 @@
+"""Run the CrossGuard policy pack (`policies/rules.py`) over recorded resources, without
+the Pulumi engine: each rule's `validate` is called directly, as the engine would."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_resource(policy: Any, type_: str, props: dict) -> list[str]:
+    """Violations a resource policy reports for one resource."""
+    from pulumi_policy import ResourceValidationArgs
+
+    violations: list[str] = []
+    args = ResourceValidationArgs(type_, props, f"urn:{type_}::x", "x", None, None)
+    policy.validate(args, lambda message, urn=None: violations.append(message))
+    return violations
+
+
+def _urn(resource: dict[str, Any]) -> str:
+    """Manifests name a resource ``urn``; plans ``id`` (the same ``type::name``)."""
+    return resource.get("urn") or resource["id"]
+
+
+def policy_resources(items: list[dict[str, Any]]) -> list[Any]:
+    """Manifest or plan resources (``urn`` or ``id``, ``type``, ``name``, ``inputs``,
+    ``property_dependencies``) -> PolicyResources with their property dependencies linked."""
+    from pulumi_policy import PolicyResource
+
+    made = {
+        _urn(r): PolicyResource(r["type"], r["inputs"], _urn(r), r["name"], None, None,
+                                None, [], {})
+        for r in items
+    }
+    for r in items:
+        made[_urn(r)].property_dependencies = {
+            key: [made[u] for u in urns if u in made]
+            for key, urns in r.get("property_dependencies", {}).items()
+        }
+    return list(made.values())
+
+
+def check_stack(policy: Any, items: list[dict[str, Any]]) -> list[str]:
+    """Violations a stack policy reports over manifest-shaped resources."""
+    from pulumi_policy import StackValidationArgs
+
+    violations: list[str] = []
+    args = StackValidationArgs(policy_resources(items))
+    policy.validate(args, lambda message, urn=None: violations.append(f"{urn}: {message}"))
+    return violations
+
+
+def run_all(manifest: Any, rules: Any = None) -> list[str]:
+    """Every policy in the pack over a manifest (or anything with ``.resources``)."""
+    from pulumi_policy import StackValidationPolicy
+
+    if rules is None:
+        from policies import rules
+    items = manifest.resources if hasattr(manifest, "resources") else manifest["resources"]
+    found = []
+    for policy in rules.ALL_POLICIES:
+        if isinstance(policy, StackValidationPolicy):
+            found += [f"{policy.name}: {v}" for v in check_stack(policy, items)]
+        else:
+            for r in items:
+                found += [f"{policy.name} {r['name']}: {v}"
+                          for v in check_resource(policy, r["type"], r["inputs"])]
+    return found
