@@ -1,0 +1,786 @@
+"""`prodstack plan --profile vps`: what `pyinfra INVENTORY deploy.py` would do to a host.
+
+The plan is not a re-implementation of the deploy. It runs the real `pyinfra/deploy.py`
+of a checkout through pyinfra's own Python API (Inventory, State, `load_deploy_file`,
+`run_ops`) against one host in groups `web` and `db`, over a subclass of pyinfra's
+`@fake` connector that runs nothing. The operations really execute, so every `_if=`
+condition (restart on change) is evaluated as in a real run, and every file is the
+exact text pyinfra would upload.
+
+The host is the size's **reference host** (`REFERENCE_HOSTS`), freshly installed: no
+packages, files or users, ufw inactive, no image loaded. Its hardware and distribution
+can be overridden with `--data host_memory_mb=8192`, `host_cpus=4`,
+`host_distribution=ubuntu-24.04` and `host_ipv6=false`.
+
+Secrets are never read: deterministic placeholders are given to `tasks/config.py`
+through its own PRODSTACK_<NAME> environment mechanism, and every place a placeholder
+surfaces is replaced by `[secret:NAME]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from prodstack import planfile
+from prodstack.errors import UsageError
+
+# Hardware of the host each size is meant for (the size comments in
+# pyinfra/tasks/config.py and the README's VPS column), on Debian 12.
+REFERENCE_HOSTS: dict[str, dict[str, Any]] = {
+    "small": {"host_cpus": 2, "host_memory_mb": 4096},
+    "medium": {"host_cpus": 4, "host_memory_mb": 8192},
+    "large": {"host_cpus": 8, "host_memory_mb": 16384},
+}
+REFERENCE_DEFAULTS: dict[str, Any] = {"host_distribution": "debian-12", "host_ipv6": True}
+HOST_KEYS = ("host_cpus", "host_memory_mb", "host_distribution", "host_ipv6")
+DISTRIBUTION_PATTERN = re.compile(r"^(debian|ubuntu)-(\d{1,2})(?:\.(\d{1,2}))?$")
+DISTRIBUTION_NAMES = {"debian": "Debian", "ubuntu": "Ubuntu"}
+
+# The deploy user's key when none is given: the plan must not read ~/.ssh.
+PLACEHOLDER_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLANPLACEHOLDERKEY prodstack-plan"
+IMAGE_REPOSITORY = "prodstack-api"
+TARBALL_LABEL = "(image tarball: docker save, not run by the planner)"
+
+# Data the planner itself sets on the host; never user input, never in the plan.
+_INTERNAL_DATA = ("fake_delay", "fake_delay_jitter", "fake_responses")
+
+# One plan at a time per process: a plan swaps modules in sys.modules, sys.path and
+# PRODSTACK_* variables in os.environ for its duration.
+_LOCK = threading.Lock()
+
+
+def parse_data(items: list[str]) -> dict[str, Any]:
+    """`--data key=value` strings, with values parsed exactly as `pyinfra --data` does."""
+    from pyinfra_cli.util import parse_cli_arg
+
+    data: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--data {item!r}: expected key=value, e.g. --data size=small")
+        data[key.strip()] = parse_cli_arg(value)
+    return data
+
+
+def placeholder_secret(name: str) -> str:
+    """A deterministic stand-in for a secret, valid for tasks/config.py's SECRET_PATTERN."""
+    return f"prodstack-plan-placeholder-{name.lower().replace('_', '-')}"
+
+
+def plan_vps(overrides: dict[str, Any], *, root: Path) -> dict:
+    """The plan of the VPS deploy in checkout `root`, for group data + `overrides`."""
+    root = Path(root).resolve()
+    pyinfra_dir = root / "pyinfra"
+    deploy_file = pyinfra_dir / "deploy.py"
+    if not deploy_file.is_file():
+        raise UsageError(f"{root}: no pyinfra/deploy.py in this checkout")
+    with _LOCK, _tasks_from(pyinfra_dir), tempfile.TemporaryDirectory() as scratch:
+        return _Planner(root, pyinfra_dir, Path(scratch)).plan(dict(overrides))
+
+
+# --- Isolation ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _tasks_from(pyinfra_dir: Path) -> Iterator[None]:
+    """Import `tasks.*` from this checkout; put back whatever was imported before."""
+
+    def ours(name: str) -> bool:
+        return name == "tasks" or name.startswith("tasks.")
+
+    saved = {name: module for name, module in sys.modules.items() if ours(name)}
+    saved_path = list(sys.path)
+    for name in saved:
+        del sys.modules[name]
+    sys.path.insert(0, str(pyinfra_dir))
+    try:
+        yield
+    finally:
+        for name in [n for n in sys.modules if ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+        sys.path[:] = saved_path
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str], drop: tuple[str, ...]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in (*values, *drop)}
+    os.environ.update(values)
+    for key in drop:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+# --- The run -----------------------------------------------------------------------------
+
+
+class _Planner:
+    def __init__(self, root: Path, pyinfra_dir: Path, scratch: Path) -> None:
+        self.root = root
+        self.pyinfra_dir = pyinfra_dir
+        self.scratch = scratch
+        self.facts: dict[str, Any] = {}
+        self.uploads: dict[str, list[tuple[str, Any]]] = {}  # op hash -> commands
+        self.evaluating: set | None = None  # OperationMetas read while an `_if` runs
+        self.forced: bool | None = None  # what did_change() answers while settling triggers
+        self.deploy_names: set[str] = set()
+
+    # The steps, in order.
+    def plan(self, overrides: dict[str, Any]) -> dict:
+        from pyinfra.api import State
+        from pyinfra.context import ctx_state
+
+        # The state exists before its inventory, as in the CLI: group data files run with
+        # it in context.
+        self.state = State()
+        with ctx_state.use(self.state):
+            return self._plan(overrides)
+
+    def _plan(self, overrides: dict[str, Any]) -> dict:
+        import tasks.config as config
+
+        group_data = self._group_data()
+        self._check_keys(overrides, group_data)
+        data = {**group_data["all"], **group_data["web"], **group_data["db"], **overrides}
+        reference = self._reference_host(data)
+        secret_names = (*config.REQUIRED_SECRETS, *config.S3_SECRETS)
+        self.secrets = {name: placeholder_secret(name) for name in secret_names}
+        host_data = {k: v for k, v in overrides.items() if k not in HOST_KEYS}
+        host_data.update(
+            # The secrets file is never read: the environment wins, and this path is empty.
+            secrets_file=os.devnull,
+            deploy_user_public_keys=data.get("deploy_user_public_keys") or [PLACEHOLDER_PUBLIC_KEY],
+            image=data.get("image") or self._placeholder_image(),
+            fake_delay=0,
+            fake_delay_jitter=0,
+        )
+        environ = {f"PRODSTACK_{name}": value for name, value in self.secrets.items()}
+        with _environ(environ, drop=("PRODSTACK_IMAGE",)), self._did_change_recorder():
+            state, host = self._state(group_data, host_data, config)
+            cfg = self._run(state, host, config)
+            ops = self._operations(state, host)
+            postgres = self._postgres_version(state, host, cfg)
+        plan = planfile.new_plan("vps", "vps")
+        plan["settings"] = {**_public_settings(data), **reference}
+        plan["operations"] = ops
+        plan["resources"] = self._resources(ops, cfg, reference, postgres)
+        return self._redact(plan)
+
+    def _group_data(self) -> dict[str, dict[str, Any]]:
+        # pyinfra's own group-data loader: the same keys `pyinfra inventory.py deploy.py`
+        # sees (module imports and dunders left out).
+        from pyinfra_cli.inventory import _get_group_data
+        from pyinfra_cli.util import PYTHON_CODES
+
+        folder = self.pyinfra_dir / "group_data"
+        for path in folder.glob("*.py"):
+            PYTHON_CODES.pop(str(path), None)  # a checkout's files may have changed
+        loaded = _get_group_data(str(folder))
+        return {group: dict(loaded.get(group, {})) for group in ("all", "web", "db")}
+
+    def _check_keys(self, overrides: dict[str, Any], group_data: dict) -> None:
+        from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+        from pyinfra.connectors.ssh import SSHConnector
+
+        known = {*HOST_KEYS, *SSHConnector.data_meta, *CONNECTOR_ARGUMENT_KEYS}
+        for data in group_data.values():
+            known.update(data)
+        for key in overrides:
+            if key not in known:
+                raise UsageError(
+                    f"--data {key}: unknown key; use a key from pyinfra/group_data/all.py, "
+                    f"{', '.join(HOST_KEYS)}, or a pyinfra connector key such as ssh_user"
+                )
+
+    def _reference_host(self, data: dict[str, Any]) -> dict[str, Any]:
+        reference = {**REFERENCE_DEFAULTS, **REFERENCE_HOSTS.get(data.get("size"), {})}
+        reference.update({k: data[k] for k in HOST_KEYS if k in data})
+        for key in ("host_cpus", "host_memory_mb"):
+            value = reference.get(key)
+            if value is None:
+                continue  # an unknown size: tasks/config.py names it below
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"invalid data `{key}` = {value!r}: must be a whole number >= 1")
+        distribution = reference["host_distribution"]
+        match = DISTRIBUTION_PATTERN.match(str(distribution))
+        if not match:
+            raise UsageError(
+                f"invalid data `host_distribution` = {distribution!r}: must look like "
+                "debian-12 or ubuntu-24.04"
+            )
+        if not isinstance(reference["host_ipv6"], bool):
+            raise UsageError(
+                f"invalid data `host_ipv6` = {reference['host_ipv6']!r}: must be true or false"
+            )
+        name, major, minor = match.groups()
+        self.facts = {
+            "MemTotalMb": reference.get("host_memory_mb"),
+            "Cpus": reference.get("host_cpus"),
+            "LinuxDistribution": {
+                "name": DISTRIBUTION_NAMES[name],
+                "major": int(major),
+                "minor": int(minor) if minor else None,
+                "release_meta": {"ID": name, "VERSION_ID": match.group(0).split("-", 1)[1]},
+            },
+            "Ipv6Enabled": reference["host_ipv6"],
+            # A fresh host: nothing installed, ufw off, no image, no release, no role.
+            "DebPackages": {},
+            "UfwStatus": {"active": False, "defaults": "", "rules": []},
+            "DockerImageId": None,
+            "ReleaseStatus": "not installed",
+            "PostgresPasswordVerifier": None,
+        }
+        return reference
+
+    def _placeholder_image(self) -> str:
+        # The tag the cloud profile uses for an untagged build: a digest of app/, so a
+        # change under app/ shows up as a new image and a rolling deploy.
+        from components.registry import context_hash
+
+        return f"{IMAGE_REPOSITORY}:{context_hash(self.root / 'app')}"
+
+    def _state(self, group_data: dict, host_data: dict, config):
+        from pyinfra.api import Config, Inventory
+        from pyinfra.connectors.fake import FakeConnector
+
+        planner = self
+
+        class PlanConnector(FakeConnector):
+            """@fake, recording what each operation sends to the host (not its facts)."""
+
+            def run_shell_command(
+                self, command, print_output=False, print_input=False, **arguments
+            ):
+                op_hash = self.host.executing_op_hash
+                if op_hash and not planner.in_fact:
+                    raw = command if isinstance(command, str) else command.get_raw_value()
+                    planner.uploads.setdefault(op_hash, []).append(("shell", raw))
+                return super().run_shell_command(command, print_output, print_input, **arguments)
+
+            def put_file(
+                self,
+                filename_or_io,
+                remote_filename,
+                remote_temp_filename=None,
+                print_output=False,
+                print_input=False,
+                **arguments,
+            ):
+                op_hash = self.host.executing_op_hash
+                planner.uploads.setdefault(op_hash, []).append(
+                    ("upload", (remote_filename, _read_local(filename_or_io)))
+                )
+                return super().put_file(
+                    filename_or_io,
+                    remote_filename,
+                    remote_temp_filename,
+                    print_output,
+                    print_input,
+                    **arguments,
+                )
+
+        inventory = Inventory(
+            (["@fake"], group_data["all"]),
+            override_data=host_data,
+            web=(["@fake"], group_data["web"]),
+            db=(["@fake"], group_data["db"]),
+        )
+        (host,) = list(inventory)
+        host.connector_cls = PlanConnector
+        state = self.state
+        state.init(inventory, Config())
+        state.cwd = str(self.pyinfra_dir)
+        self.in_fact = False
+        real_get_fact = host.get_fact
+
+        def get_fact(cls, *args, **kwargs):
+            # Facts the reference host states; everything else is what @fake answers
+            # for a fresh host (each fact's default).
+            if cls.__name__ in self.facts and cls.__module__ in (
+                "tasks.facts",
+                "pyinfra.facts.hardware",
+                "pyinfra.facts.server",
+                "pyinfra.facts.deb",
+            ):
+                return _copy(self.facts[cls.__name__])
+            self.in_fact = True
+            try:
+                return real_get_fact(cls, *args, **kwargs)
+            finally:
+                self.in_fact = False
+
+        host.get_fact = get_fact
+        real_deploy = host.deploy
+
+        def deploy(*args, **kwargs):
+            # The @deploy names, to tell them from operation names in "Deploy | op".
+            self.deploy_names.add(kwargs["name"] if "name" in kwargs else args[0])
+            return real_deploy(*args, **kwargs)
+
+        host.deploy = deploy
+        return state, host
+
+    def _run(self, state, host, config):
+        import tasks.service
+        from pyinfra.api.connect import connect_all
+        from pyinfra.api.operations import run_ops
+        from pyinfra.api.state import StateStage
+        from pyinfra.context import ctx_config, ctx_inventory, ctx_state
+        from pyinfra_cli.util import PYTHON_CODES, load_deploy_file
+
+        # The image is never built or saved here: `image` is always set (above), and the
+        # tarball that would be shipped is an empty stand-in, so `docker save` never runs
+        # while the shipping operation still appears in the plan.
+        def image_tarball(image: str) -> Path:
+            path = self.scratch / (re.sub(r"[^A-Za-z0-9_.-]", "_", image) + ".tar.gz")
+            path.touch()
+            return path
+
+        tasks.service.image_tarball = image_tarball
+        deploy_file = str(self.pyinfra_dir / "deploy.py")
+        PYTHON_CODES.pop(deploy_file, None)  # a checkout's deploy.py may have changed
+        with ctx_state.use(state), ctx_inventory.use(state.inventory), ctx_config.use(state.config):
+            state.set_stage(StateStage.Connect)
+            connect_all(state)
+            state.set_stage(StateStage.Prepare)
+            try:
+                load_deploy_file(state, deploy_file)
+            except config.SettingsError as error:
+                raise UsageError(str(error)) from None
+            self._watch_conditions(state, host)
+            state.set_stage(StateStage.Execute)
+            run_ops(state)
+            self._settle_triggers()
+        if state.failed_hosts:
+            raise RuntimeError("the planned deploy failed against the reference host")
+        return config.settings_for(host.data.dict(), set(host.groups))
+
+    # --- Triggers: which operations' did_change() an `_if` consulted ----------------------
+
+    @contextlib.contextmanager
+    def _did_change_recorder(self) -> Iterator[None]:
+        from pyinfra.api.operation import OperationMeta
+
+        original = OperationMeta.__dict__["did_change"]
+        planner = self
+
+        # Patched on the class for the duration of the plan only: deploy code binds
+        # `op.did_change` while it is loaded, before any instance could be wrapped.
+        def did_change(meta) -> bool:
+            if planner.evaluating is not None:
+                planner.evaluating.add(meta)
+                if planner.forced is not None:
+                    return planner.forced
+            return original(meta)
+
+        OperationMeta.did_change = did_change
+        try:
+            yield
+        finally:
+            OperationMeta.did_change = original
+
+    def _watch_conditions(self, state, host) -> None:
+        self.triggers: dict[str, list] = {}
+        self.conditions: dict[str, list] = {}
+        for op_hash in state.get_op_order():
+            op_data = state.get_op_data_for_host(host, op_hash)
+            condition = op_data.global_arguments.get("_if")
+            if condition is None:
+                continue
+            conditions = condition if isinstance(condition, list) else [condition]
+            self.conditions[op_hash] = conditions
+            seen = self.triggers.setdefault(op_hash, [])
+
+            def watched(check, seen=seen):
+                def run() -> bool:
+                    self.evaluating = set()
+                    try:
+                        return check()
+                    finally:
+                        seen.extend(m for m in self.evaluating if m not in seen)
+                        self.evaluating = None
+
+                return run
+
+            wrapped = [watched(check) for check in conditions]
+            op_data.global_arguments["_if"] = wrapped if isinstance(condition, list) else wrapped[0]
+
+    def _settle_triggers(self) -> None:
+        """On a fresh host `any(...)` stops at the first changed operation, and `a and not b`
+        reads `b` only when `a` changed. Evaluating each condition once more as if nothing
+        had changed reads the rest, so a diff sees every operation a restart depends on."""
+        self.forced = False
+        try:
+            for op_hash, conditions in self.conditions.items():
+                seen = self.triggers[op_hash]
+                for check in conditions:
+                    self.evaluating = set()
+                    try:
+                        check()
+                    finally:
+                        seen.extend(m for m in self.evaluating if m not in seen)
+                        self.evaluating = None
+        finally:
+            self.forced = None
+
+    # --- Recording ---------------------------------------------------------------------------
+
+    def _operations(self, state, host) -> list[dict]:
+        from pyinfra.api.operation import get_operation_name_from_func
+
+        order = state.get_op_order()
+        metas = {id(state.get_op_data_for_host(host, h).operation_meta): h for h in order}
+        names: dict[str, str] = {}
+        ops = []
+        for op_hash in order:
+            op_data = state.get_op_data_for_host(host, op_hash)
+            closure = inspect.getclosurevars(op_data.command_generator).nonlocals
+            func, kwargs = closure["func"], dict(closure["kwargs"])
+            (full_name,) = state.get_op_meta(op_hash).names
+            parts, component = full_name.split(" | "), ""
+            while len(parts) > 1 and parts[0] in self.deploy_names:
+                component = parts.pop(0)  # the innermost @deploy the operation ran under
+            name = " | ".join(parts)
+            if name in names.values():
+                name = f"{name} ({component})"
+            names[op_hash] = name
+            sent = self.uploads.get(op_hash, [])
+            ops.append(
+                {
+                    "hash": op_hash,
+                    "name": name,
+                    "component": component or "deploy.py",
+                    "operation": get_operation_name_from_func(func),
+                    "kwargs": {
+                        k: v
+                        for k, v in ((k, self._json(v)) for k, v in kwargs.items())
+                        if v is not _DROP
+                    },
+                    "commands": [_command_text(kind, value) for kind, value in sent],
+                    "uploads": {
+                        dest: content
+                        for kind, (dest, content) in ((k, v) for k, v in sent if k == "upload")
+                    },
+                    "changed": op_data.operation_meta.did_change(),
+                    "trigger_metas": self.triggers.get(op_hash, []),
+                }
+            )
+        for op in ops:
+            op["triggers"] = sorted(
+                names[metas[id(m)]] for m in op.pop("trigger_metas") if id(m) in metas
+            )
+        return ops
+
+    def _postgres_version(self, state, host, cfg) -> str | None:
+        if not cfg.is_db:
+            return None
+        import tasks.database
+        from pyinfra.context import ctx_host, ctx_state
+
+        with ctx_state.use(state), ctx_host.use(host):
+            return tasks.database.postgres_version(cfg)
+
+    def _json(self, value: Any) -> Any:
+        """JSON-safe kwargs: callables, Settings objects and file handles are left out (what
+        they stand for is in the commands and the rendered files)."""
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        if isinstance(value, (str, Path)):
+            return self._path_text(str(value))
+        if isinstance(value, dict):
+            items = ((str(k), self._json(v)) for k, v in value.items())
+            return {k: v for k, v in items if v is not _DROP}
+        if isinstance(value, (list, tuple)):
+            return [v for v in (self._json(v) for v in value) if v is not _DROP]
+        return _DROP
+
+    def _path_text(self, text: str) -> str:
+        text = text.replace(str(self.scratch) + "/", "").replace(str(self.scratch), "")
+        return text.replace(str(self.root) + "/", "").replace(str(self.root), ".")
+
+    def _resources(self, ops: list[dict], cfg, reference: dict, postgres: str | None) -> list:
+        from tasks.facts import RELEASE
+        from tasks.firewall import wanted_rules
+
+        resources: dict[str, dict] = {}
+
+        def add(kind: str, rid: str, name: str, component: str, inputs: dict) -> str:
+            existing = resources.get(rid)
+            if existing:
+                existing["inputs"].update({k: v for k, v in inputs.items() if v is not None})
+            else:
+                resources[rid] = {
+                    "id": rid,
+                    "type": f"vps:{kind}",
+                    "name": name,
+                    "component": component,
+                    "parent": None,
+                    "dependencies": [],
+                    "inputs": inputs,
+                    "options": {},
+                }
+            return rid
+
+        add(
+            "host",
+            "host:reference",
+            "reference",
+            "Reference host",
+            {**reference, "fresh": True, "postgres_version": postgres},
+        )
+        tarball = None
+        for op in ops:
+            kind, kwargs, writes = op["operation"], op["kwargs"], []
+            component = op["component"]
+            effects = {"restart": [], "reload": [], "rolling_deploy": False}
+            if kind in ("files.template", "files.put"):
+                dest = kwargs.get("dest")
+                src = str(kwargs.get("src", ""))
+                if src.endswith(".tar.gz") and "/" not in src:
+                    tarball = src
+                    kwargs["src"] = TARBALL_LABEL
+                else:
+                    inputs = {
+                        "content": op["uploads"].get(dest),
+                        "mode": str(kwargs.get("mode")) if kwargs.get("mode") else None,
+                        "user": kwargs.get("user"),
+                        "group": kwargs.get("group"),
+                    }
+                    field = "template" if kind == "files.template" else "source"
+                    inputs[field] = Path(src).name
+                    writes.append(add("file", f"file:{dest}", dest, component, inputs))
+            elif kind == "files.directory":
+                path = kwargs["path"]
+                writes.append(
+                    add(
+                        "directory",
+                        f"directory:{path}",
+                        path,
+                        component,
+                        {
+                            "mode": kwargs.get("mode"),
+                            "user": kwargs.get("user"),
+                            "group": kwargs.get("group"),
+                            "present": kwargs.get("present", True),
+                        },
+                    )
+                )
+            elif kind == "files.link":
+                path = kwargs["path"]
+                writes.append(
+                    add(
+                        "link",
+                        f"link:{path}",
+                        path,
+                        component,
+                        {"target": kwargs.get("target"), "present": kwargs.get("present", True)},
+                    )
+                )
+            elif kind == "apt.packages":
+                for package in kwargs.get("packages", []):
+                    writes.append(
+                        add(
+                            "package",
+                            f"package:{package}",
+                            package,
+                            component,
+                            {"present": kwargs.get("present", True), "manager": "apt"},
+                        )
+                    )
+            elif kind == "server.user":
+                user = kwargs["user"]
+                writes.append(
+                    add(
+                        "user",
+                        f"user:{user}",
+                        user,
+                        component,
+                        {
+                            k: kwargs.get(k)
+                            for k in ("shell", "groups", "public_keys", "create_home")
+                        },
+                    )
+                )
+            elif kind == "systemd.service":
+                unit = kwargs["service"]
+                if kwargs.get("running") or kwargs.get("enabled"):
+                    writes.append(
+                        add(
+                            "service",
+                            f"service:{unit}",
+                            unit,
+                            component,
+                            {"running": kwargs.get("running"), "enabled": kwargs.get("enabled")},
+                        )
+                    )
+                if kwargs.get("restarted"):
+                    effects["restart"].append(unit)
+                if kwargs.get("reloaded"):
+                    effects["reload"].append(unit)
+            elif kind == "docker.network":
+                network = kwargs["network"]
+                writes.append(
+                    add(
+                        "docker_network",
+                        f"docker_network:{network}",
+                        network,
+                        component,
+                        {k: v for k, v in kwargs.items() if k != "network"},
+                    )
+                )
+            elif kind == "postgres.role":
+                role = kwargs["role"]
+                writes.append(
+                    add(
+                        "postgres_role",
+                        f"postgres_role:{role}",
+                        role,
+                        component,
+                        {"login": kwargs.get("login"), "password": kwargs.get("password")},
+                    )
+                )
+            elif kind == "postgres.database":
+                database = kwargs["database"]
+                writes.append(
+                    add(
+                        "postgres_database",
+                        f"postgres_database:{database}",
+                        database,
+                        component,
+                        {"owner": kwargs.get("owner"), "encoding": kwargs.get("encoding")},
+                    )
+                )
+            elif kind == "server.shell":
+                commands = [str(c) for c in kwargs.get("commands", [])]
+                if any(c.startswith(f"{RELEASE} deploy ") for c in commands):
+                    effects["rolling_deploy"] = True
+                    writes.append("api:replicas")
+                if any(c.startswith("ufw ") for c in commands):
+                    writes.extend(f"firewall:{args}" for args, _ in wanted_rules(cfg))
+            op["writes"] = writes
+            op["effects"] = effects
+
+        for args, line in wanted_rules(cfg):
+            add("firewall", f"firewall:{args}", args, "Firewall", {"rule": line})
+        if postgres:
+            add(
+                "postgres_cluster",
+                "postgres:main",
+                "main",
+                "PostgreSQL",
+                {"version": postgres, "data_directory": f"/var/lib/postgresql/{postgres}/main"},
+            )
+        release = resources.get("file:/etc/prodstack/release.json")
+        if release and release["inputs"].get("content"):
+            settings = json.loads(release["inputs"]["content"])
+            add(
+                "api_replicas",
+                "api:replicas",
+                "api",
+                "API service",
+                {
+                    "image": cfg.image,
+                    "replicas": settings["replicas"],
+                    "ports": [settings["port_base"] + i for i in range(settings["replicas"])],
+                    "spare_ports": [
+                        settings["spare_port_base"] + i for i in range(settings["replicas"])
+                    ],
+                    "memory_mb": settings["memory_mb"],
+                    "cpus": settings["cpus"],
+                    "image_delivery": "pull" if cfg.image_pull else "ssh",
+                    **({"image_tarball": tarball} if tarball else {}),
+                },
+            )
+        for op in ops:
+            op["writes"] = [w for w in op["writes"] if w in resources]
+            del op["uploads"], op["hash"]
+        return list(resources.values())
+
+    # --- Secrets -----------------------------------------------------------------------------
+
+    def _redact(self, plan: dict) -> dict:
+        replacements = []
+        for name, value in self.secrets.items():
+            marker = planfile.secret_marker(name)
+            for form in {value, quote(value, safe=""), quote(value)}:
+                replacements.append((form, marker))
+        replacements.sort(key=lambda pair: -len(pair[0]))
+
+        def scrub(value: Any) -> Any:
+            if isinstance(value, str):
+                for form, marker in replacements:
+                    value = value.replace(form, marker)
+                return value
+            if isinstance(value, dict):
+                return {k: scrub(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [scrub(v) for v in value]
+            return value
+
+        return scrub(planfile.normalise(plan))
+
+
+_DROP = object()
+
+
+def _copy(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def _read_local(source: Any) -> str | None:
+    """The text pyinfra uploads: a rendered template (file object) or a local file."""
+    if hasattr(source, "read"):
+        position = source.tell()
+        source.seek(0)
+        content = source.read()
+        source.seek(position)
+    else:
+        path = Path(source)
+        if path.stat().st_size == 0 and path.name.endswith(".tar.gz"):
+            return None  # the image tarball stand-in
+        content = path.read_bytes()
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return content
+
+
+def _command_text(kind: str, value: Any) -> str:
+    if kind == "upload":
+        return f"upload {value[0]}"
+    return value
+
+
+def _public_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """The effective data as the plan shows it: passwords given as data are secrets."""
+    settings = {}
+    for key, value in sorted(data.items()):
+        if key in _INTERNAL_DATA:
+            continue
+        if "password" in key and value:
+            value = planfile.secret_marker(key)
+        settings[key] = value
+    return settings
+
+
+__all__ = ["REFERENCE_HOSTS", "parse_data", "plan_vps", "placeholder_secret"]
