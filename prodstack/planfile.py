@@ -174,5 +174,6 @@ def validate(plan: Any, where: str) -> dict[str, Any]:
     for key, kind in (("operations", list), ("outputs", dict), ("settings", dict),
                       ("warnings", list)):  # fmt: skip
         if not isinstance(plan.get(key, kind()), kind):
-            raise PlanFileError(f"{where}: field `{key}` must be a{'n object' if kind is dict else ' list'}")
+            noun = "an object" if kind is dict else "a list"
+            raise PlanFileError(f"{where}: field `{key}` must be {noun}")
     return plan

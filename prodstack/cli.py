@@ -1,0 +1,384 @@
+"""`prodstack`: plan, diff, cost and choose, for the cloud and VPS profiles, with no cloud
+account and no host.
+
+Exit codes: 0 ok; 1 the diff found a blocking risk (only with --fail-on); 2 bad usage or
+bad input. Results go to stdout and nothing else does; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from prodstack import planfile
+from prodstack.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+
+PLAN_EXAMPLES = """examples:
+  prodstack plan --stack prod                       # summary of what `pulumi up` would create
+  prodstack plan --stack prod -o prod.json          # ... and the full plan as JSON
+  prodstack plan --stack dev --config replicas=2    # with a config value changed
+  prodstack plan --profile vps --data size=large --data host_memory_mb=32768 -o vps.json
+"""
+DIFF_EXAMPLES = """examples:
+  prodstack diff base.json head.json
+  prodstack diff --base origin/main --head HEAD --stack prod
+  prodstack diff --base HEAD~1 --head HEAD --profile vps --format json
+  prodstack diff --base origin/main --head HEAD --stack prod --fail-on risk --full diff.md
+"""
+COST_EXAMPLES = """examples:
+  prodstack cost --stack prod
+  prodstack cost --profile vps --data size=medium
+  prodstack cost --stack prod --usage my-traffic.toml --format json
+  prodstack cost --plan prod.json
+"""
+CHOOSE_EXAMPLES = """examples:
+  prodstack choose                                  # both profiles side by side, per size
+  prodstack choose --rps 800 --p95-ms 300           # recommend a profile and size
+  prodstack choose --rps 1500 --cpu-percent 80 --format json
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    values = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        values[key.strip()] = value
+    return values
+
+
+def _add_target(parser: argparse.ArgumentParser, *, root: bool = True) -> None:
+    parser.add_argument("--stack", help="cloud stack: the STACK of Pulumi.STACK.yaml")
+    parser.add_argument("--profile", choices=("cloud", "vps"),
+                        help="cloud (default with --stack) or vps")  # fmt: skip
+    parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                        help="cloud: override a Pulumi config value (not for secrets)")
+    parser.add_argument("--data", action="append", default=[], metavar="KEY=VALUE",
+                        help="vps: pyinfra data, as `pyinfra --data` takes it; host facts "
+                        "too (host_memory_mb, host_cpus, host_distribution)")
+    if root:
+        parser.add_argument("--root", type=Path, default=REPO,
+                            help="the checkout to plan (default: this repository)")
+    parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+
+
+def _profile(args: argparse.Namespace) -> str:
+    profile = args.profile or ("cloud" if args.stack else None)
+    if profile is None:
+        raise UsageError("give --stack STACK (cloud) or --profile vps")
+    if profile == "vps" and args.stack:
+        raise UsageError("--stack is for the cloud profile; the VPS profile takes --data")
+    if profile == "cloud" and not args.stack:
+        raise UsageError("--profile cloud needs --stack STACK")
+    if profile == "cloud" and args.data:
+        raise UsageError("--data is for --profile vps; the cloud profile takes --config")
+    if profile == "vps" and args.config:
+        raise UsageError("--config is for the cloud profile; the VPS profile takes --data")
+    return profile
+
+
+def make_plan(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Run the real program (cloud) or deploy (vps) of ``root`` and return its plan."""
+    if _profile(args) == "cloud":
+        from prodstack import cloud_plan
+
+        return cloud_plan.plan_cloud(args.stack, _pairs(args.config, "--config"), root=root)
+    from prodstack import vps_plan
+
+    return vps_plan.plan_vps(vps_plan.parse_data(args.data), root=root)
+
+
+def _target_flags(args: argparse.Namespace) -> list[str]:
+    flags = ["--profile", _profile(args)]
+    if args.stack:
+        flags += ["--stack", args.stack]
+    for item in args.config:
+        flags += ["--config", item]
+    for item in args.data:
+        flags += ["--data", item]
+    return flags
+
+
+def _plan_in_subprocess(args: argparse.Namespace, root: Path, out: Path) -> dict[str, Any]:
+    """A plan made by a fresh interpreter (Pulumi's mocks are process-wide)."""
+    command = [sys.executable, "-m", "prodstack", "plan", *_target_flags(args),
+               "--root", str(root), "-o", str(out), "--format", "json"]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    if proc.returncode == 2:
+        message = (proc.stderr.strip().splitlines() or ["plan failed"])[-1]
+        raise UsageError(message.removeprefix("prodstack: "))
+    if proc.returncode != 0:
+        raise RuntimeError(f"plan of {root} failed:\n{proc.stderr[-4000:]}")
+    return planfile.load(out)
+
+
+def _size(plan: dict[str, Any]) -> str:
+    settings = plan.get("settings", {})
+    return str(settings.get("prodstack:size") or settings.get("size") or "small")
+
+
+def _cost(plan: dict[str, Any], usage_file: Path | None) -> dict[str, Any]:
+    from prodstack import cost
+
+    return cost.estimate(plan, cost.load_usage(usage_file, _size(plan)))
+
+
+def plan_summary(plan: dict[str, Any]) -> str:
+    """A short markdown summary of a plan: counts by component and type, and the outputs."""
+    what = "VPS profile" if plan["profile"] == "vps" else f"cloud stack `{plan['stack']}`"
+    resources = plan["resources"]
+    lines = [f"### prodstack plan: {what}", ""]
+    by_component = Counter(r.get("component") or "other" for r in resources)
+    lines.append(f"{len(resources)} resources in {len(by_component)} components"
+                 + (f", {len(plan['operations'])} operations in order"
+                    if plan.get("operations") else "") + ".")  # fmt: skip
+    lines += ["", "| component | resources | types |", "|---|---:|---|"]
+    for component in sorted(by_component):
+        types = Counter(r["type"].rsplit(":", 1)[-1] for r in resources
+                        if (r.get("component") or "other") == component)  # fmt: skip
+        listed = ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in sorted(types.items()))
+        lines.append(f"| {component} | {by_component[component]} | {listed} |")
+    unknown = sum(1 for r in resources if planfile.has_unknown(r.get("inputs")))
+    secret = sum(1 for r in resources if planfile.has_secret(r.get("inputs")))
+    lines += ["", f"{unknown} resources have inputs known only after apply; "
+              f"{secret} have redacted secret inputs.", ""]  # fmt: skip
+    if plan.get("outputs"):
+        lines += ["| output | value |", "|---|---|"]
+        for key, value in sorted(plan["outputs"].items()):
+            lines.append(f"| `{key}` | `{value}` |")
+        lines.append("")
+    policy = plan.get("policy")
+    if policy:
+        count = len(policy["violations"])
+        lines.append(f"Policy pack `{policy['pack']}`: {count} violation(s).")
+        lines += [f"- {v}" for v in policy["violations"]]
+        lines.append("")
+    for warning in plan.get("warnings", []):
+        lines.append(f"> warning: {warning}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    plan = make_plan(args, args.root.resolve())
+    if args.output:
+        planfile.write(plan, args.output)
+    if args.format == "json":
+        if not args.output:
+            sys.stdout.write(planfile.dumps(plan))
+    else:
+        sys.stdout.write(plan_summary(plan))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from prodstack import diff
+
+    fail_on = set()
+    for item in args.fail_on or []:
+        for word in item.split(","):
+            if word not in diff.FAIL_ON:
+                raise UsageError(f"--fail-on {word}: expected one of {', '.join(diff.FAIL_ON)}")
+            fail_on.add(word)
+    if args.max_chars < 2000:
+        raise UsageError(f"--max-chars {args.max_chars}: must be at least 2000")
+    if args.plans:
+        if len(args.plans) != 2 or args.base or args.head:
+            raise UsageError("give BASE.json HEAD.json, or --base REF --head REF, not both")
+        base, head = (planfile.load(p) for p in args.plans)
+        if args.stack or args.profile or args.config or args.data:
+            raise UsageError("--stack/--profile/--config/--data are for --base/--head")
+    else:
+        if not (args.base and args.head):
+            raise UsageError("give BASE.json HEAD.json, or both --base REF and --head REF")
+        base, head = _plans_of_refs(args)
+    if base["profile"] != head["profile"]:
+        raise UsageError(f"cannot compare a {base['profile']} plan with a "
+                         f"{head['profile']} plan")  # fmt: skip
+    if base["profile"] == "cloud" and base.get("stack") != head.get("stack"):
+        print(f"prodstack: note: comparing stack {base.get('stack')} with {head.get('stack')}",
+              file=sys.stderr)
+    result = diff.compare(base, head, base_cost=_cost(base, args.usage),
+                          head_cost=_cost(head, args.usage))  # fmt: skip
+    if args.full:
+        full = (json.dumps(result, indent=1, sort_keys=True) + "\n" if args.format == "json"
+                else diff.render_markdown(result, max_chars=10**12))  # fmt: skip
+        Path(args.full).write_text(full, encoding="utf-8")
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(diff.render_markdown(result, max_chars=args.max_chars))
+    reasons = diff.blocking(result, fail_on)
+    if reasons:
+        print("prodstack: blocking: " + "; ".join(reasons), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    from prodstack import gitrefs
+
+    _profile(args)
+    repo = gitrefs.repository_root(Path.cwd())
+    commits = (gitrefs.resolve(repo, args.base, "--base"),
+               gitrefs.resolve(repo, args.head, "--head"))  # fmt: skip
+    print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
+          f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp, \
+            gitrefs.checkout(repo, commits[0]) as base_root, \
+            gitrefs.checkout(repo, commits[1]) as head_root:  # fmt: skip
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [pool.submit(_plan_in_subprocess, args, root, Path(tmp) / f"{side}.json")
+                       for side, root in (("base", base_root), ("head", head_root))]
+            return futures[0].result(), futures[1].result()
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from prodstack import cost
+
+    if args.plan:
+        if args.stack or args.profile or args.config or args.data:
+            raise UsageError("--plan FILE prices a saved plan; drop --stack/--profile")
+        plan = planfile.load(args.plan)
+    else:
+        plan = make_plan(args, args.root.resolve())
+    estimate = _cost(plan, args.usage)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(estimate, indent=1, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(cost.render_markdown(estimate))
+    return 0
+
+
+def cmd_choose(args: argparse.Namespace) -> int:
+    from prodstack import choose
+
+    for flag, value in (("--rps", args.rps), ("--p95-ms", args.p95_ms),
+                        ("--cpu-percent", args.cpu_percent)):  # fmt: skip
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} {value}: must be zero or more")
+    if args.cpu_percent is not None and args.cpu_percent > 100:
+        raise UsageError(f"--cpu-percent {args.cpu_percent}: must be at most 100")
+    result = choose.compare(plan_for=plan_for_size)
+    if any(v is not None for v in (args.rps, args.p95_ms, args.cpu_percent)):
+        result["recommendation"] = choose.recommend(args.rps, args.p95_ms, args.cpu_percent)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(choose.render_markdown(result))
+    return 0
+
+
+def plan_for_size(profile: str, size: str) -> dict[str, Any]:
+    """The plan of a profile at a size, from the real program or deploy (for `choose`)."""
+    with tempfile.TemporaryDirectory(prefix="prodstack-choose-") as tmp:
+        args = argparse.Namespace(
+            profile=profile, stack="prod" if profile == "cloud" else None,
+            config=[f"size={size}", "replicas=auto", "min_replicas=auto", "max_replicas=auto",
+                    "az_count=auto", "nat=auto", "multi_az=auto", "storage_gb=auto",
+                    "max_storage_gb=auto"] if profile == "cloud" else [],
+            data=[f"size={size}"] if profile == "vps" else [],
+        )  # fmt: skip
+        return _plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="prodstack",
+        description="Plan, diff, price and choose prodstack deployments, for the cloud "
+        "(Pulumi on AWS) and VPS (pyinfra) profiles, with no cloud account and no host.",
+        epilog="Run `prodstack COMMAND --help` for each command's options and examples.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    plan = sub.add_parser("plan", help="record what a deploy would create",
+                          description="Run the real Pulumi program under Pulumi's mocks (cloud) "
+                          "or the real pyinfra deploy against a reference host (vps), and "
+                          "record every resource. Secrets are redacted.",
+                          epilog=PLAN_EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _add_target(plan)
+    plan.add_argument("-o", "--output", type=Path, help="write the plan (JSON) to this file")
+    plan.set_defaults(func=cmd_plan)
+
+    diff = sub.add_parser("diff", help="compare two plans: risks first, then every change",
+                          description="Compare two plan files, or plan two git refs in "
+                          "throwaway worktrees and compare them.", epilog=DIFF_EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    diff.add_argument("plans", nargs="*", metavar="PLAN.json", help="BASE.json HEAD.json")
+    diff.add_argument("--base", metavar="REF", help="git ref of the base")
+    diff.add_argument("--head", metavar="REF", help="git ref of the head")
+    _add_target(diff, root=False)
+    diff.add_argument("--full", type=Path, metavar="FILE",
+                      help="also write the whole diff, uncut, to FILE")
+    diff.add_argument("--max-chars", type=int, default=65_000, metavar="N",
+                      help="cut the markdown to N characters at a resource boundary "
+                      "(default 65000: one GitHub comment)")
+    diff.add_argument("--fail-on", action="append", metavar="WHAT",
+                      help="exit 1 when the diff has any of: replace, delete, risk "
+                      "(either), downtime, policy; comma-separated or repeated")
+    diff.add_argument("--usage", type=Path, metavar="FILE", help="usage profile for the cost")
+    diff.set_defaults(func=cmd_diff)
+
+    cost = sub.add_parser("cost", help="itemised monthly estimate in USD",
+                          description="Price a plan from the checked-in price list and the "
+                          "size's usage profile. Fixed and usage costs are shown apart.",
+                          epilog=COST_EXAMPLES,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    _add_target(cost)
+    cost.add_argument("--plan", type=Path, metavar="FILE", help="price a saved plan")
+    cost.add_argument("--usage", type=Path, metavar="FILE",
+                      help="TOML usage profile overriding the size's (requests, GB out, ...)")
+    cost.set_defaults(func=cmd_cost)
+
+    choose = sub.add_parser("choose", help="cloud or VPS, per size, and when to move",
+                            description="Compare the profiles side by side for each size: "
+                            "cost, capacity, database connections, availability, RPO/RTO "
+                            "and what you operate. With a load, recommend one.",
+                            epilog=CHOOSE_EXAMPLES,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    choose.add_argument("--rps", type=float, help="peak requests per second")
+    choose.add_argument("--p95-ms", type=float, help="current p95 latency (ms)")
+    choose.add_argument("--cpu-percent", type=float, help="sustained host CPU (%%)")
+    choose.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    choose.set_defaults(func=cmd_choose)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return args.func(args)
+    except (UsageError, planfile.PlanFileError) as error:
+        print(f"prodstack: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,568 @@
+"""Compare two plans: what is added, removed, replaced or updated, and what that risks.
+
+The order of the report is the order a reviewer needs it in:
+
+1. stateful resources that are replaced or deleted, with the property that forces it
+   (from ``data/replacement.toml``, after the AWS provider's force-new fields) and whether
+   the old one is gone before the new one exists;
+2. changes that cause downtime or a restart;
+3. every change, grouped by component, property by property;
+4. the policy pack's violations on the head plan, and the monthly cost before and after.
+
+``compare`` returns the diff as data (the ``--format json`` output); ``render_markdown``
+turns it into one GitHub comment, cut at a resource boundary to fit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+import tomllib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from prodstack import planfile
+
+DATA = Path(__file__).resolve().parent / "data"
+FORMAT = "prodstack.diff"
+GITHUB_COMMENT_LIMIT = 65_000
+# Values longer than this (or multi-line, or structured) are shown as a unified diff.
+INLINE_LIMIT = 80
+CLOUD_COMPONENT_ORDER = ("network", "load_balancer", "waf", "database", "cache", "registry",
+                         "service", "cdn", "observability", "stack")  # fmt: skip
+# On a VPS the state lives in PostgreSQL's cluster and databases; the rest is rebuilt by
+# the next deploy.
+VPS_STATEFUL = {
+    "vps:postgres_cluster": "PostgreSQL cluster (data directory)",
+    "vps:postgres_database": "PostgreSQL database",
+}
+# Replacing these loses what they hold unless it is restored or migrated.
+HOLDS_DATA = {
+    "aws:rds/instance:Instance": "restore from a snapshot",
+    "aws:elasticache/replicationGroup:ReplicationGroup": "the cache starts empty",
+    "aws:s3/bucket:Bucket": "objects are not copied",
+    "aws:kms/key:Key": "data encrypted with the old key needs it until re-encrypted",
+    "aws:secretsmanager/secret:Secret": "the value is set again from config",
+}
+FAIL_ON = ("replace", "delete", "risk", "downtime", "policy")
+_UNKNOWN_SOURCE_RE = re.compile(r"\(known after apply: ([^.)\[]+)[.\[]")
+_SECRET_MARKER_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
+
+
+@cache
+def replacement_table() -> dict[str, dict[str, Any]]:
+    """``data/replacement.toml``: per resource type, its force-new and disruptive fields."""
+    with open(DATA / "replacement.toml", "rb") as handle:
+        return tomllib.load(handle).get("types", {})
+
+
+def _index(plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {r["id"]: r for r in plan["resources"]}
+
+
+def _label(resource: dict[str, Any]) -> str:
+    entry = replacement_table().get(resource["type"], {})
+    return entry.get("label") or VPS_STATEFUL.get(resource["type"]) or resource["type"]
+
+
+def _is_stateful(resource: dict[str, Any]) -> bool:
+    if resource["type"] in VPS_STATEFUL:
+        return True
+    return bool(replacement_table().get(resource["type"], {}).get("stateful"))
+
+
+def _changed_properties(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def _references(value: Any) -> set[str]:
+    """Logical names of the resources whose after-apply outputs a value uses."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return set(_UNKNOWN_SOURCE_RE.findall(text))
+
+
+def _secret_only_change(old: Any, new: Any) -> bool:
+    """Whether two values differ only inside secret markers (a changed secret)."""
+    def blank(value: Any) -> str:
+        return _SECRET_MARKER_RE.sub("[secret]", json.dumps(value, sort_keys=True))
+
+    return (planfile.has_secret(old) or planfile.has_secret(new)) and blank(old) == blank(new)
+
+
+def _property_change(key: str, old: Any, new: Any, forcing: set[str]) -> dict[str, Any]:
+    change: dict[str, Any] = {"property": key, "forces_replacement": key in forcing}
+    if _secret_only_change(old, new):
+        change["secret_changed"] = True
+    else:
+        change["old"] = old
+        change["new"] = new
+    return change
+
+
+def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    table = replacement_table()
+    old_index, new_index = _index(base), _index(head)
+    name_to_id = {r["name"]: r["id"] for r in head["resources"]}
+    changes: dict[str, dict[str, Any]] = {}
+
+    for rid in sorted(set(old_index) | set(new_index)):
+        old, new = old_index.get(rid), new_index.get(rid)
+        if old is None:
+            changes[rid] = {"action": "add", "resource": new, "properties": []}
+            continue
+        if new is None:
+            changes[rid] = {"action": "remove", "resource": old, "properties": []}
+            continue
+        keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
+        if not keys:
+            continue
+        entry = table.get(new["type"], {})
+        forcing = set(entry.get("force_new", ())) | set(
+            new.get("options", {}).get("replace_on_changes", ())
+        )
+        changes[rid] = {
+            "action": "replace" if forcing & set(keys) else "update",
+            "resource": new,
+            "forced_by": sorted(forcing & set(keys)),
+            "properties": [
+                _property_change(k, old["inputs"].get(k), new["inputs"].get(k), forcing)
+                for k in keys
+            ],
+        }
+
+    # A replaced resource has new outputs: whatever feeds one of them into a force-new
+    # property is replaced too (new VPC -> new subnets), and that repeats.
+    replaced = {new_index[rid]["name"] for rid, c in changes.items() if c["action"] == "replace"}
+    grew = True
+    while grew:
+        grew = False
+        for resource in head["resources"]:
+            rid = resource["id"]
+            if rid in changes and changes[rid]["action"] in ("replace", "add", "remove"):
+                continue
+            force_new = set(table.get(resource["type"], {}).get("force_new", ()))
+            causes = sorted(
+                (key, source)
+                for key in force_new
+                for source in _references(resource.get("inputs", {}).get(key))
+                if source in replaced
+            )
+            if not causes:
+                continue
+            change = changes.setdefault(rid, {"action": "update", "resource": resource,
+                                              "properties": []})  # fmt: skip
+            change["action"] = "replace"
+            change["forced_by"] = sorted({key for key, _ in causes})
+            change["because_of"] = sorted({name_to_id.get(s, s) for _, s in causes})
+            replaced.add(resource["name"])
+            grew = True
+    return {"changes": changes, "replaced": replaced}
+
+
+def _vps_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    old_index, new_index = _index(base), _index(head)
+    changes: dict[str, dict[str, Any]] = {}
+    for rid in sorted(set(old_index) | set(new_index)):
+        old, new = old_index.get(rid), new_index.get(rid)
+        if old is None:
+            changes[rid] = {"action": "add", "resource": new, "properties": []}
+        elif new is None:
+            changes[rid] = {"action": "remove", "resource": old, "properties": []}
+        else:
+            keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
+            if keys:
+                # A different cluster (major version, data directory) is a new one.
+                action = "replace" if new["type"] == "vps:postgres_cluster" else "update"
+                changes[rid] = {
+                    "action": action,
+                    "resource": new,
+                    "forced_by": keys if action == "replace" else [],
+                    "properties": [
+                        _property_change(k, old["inputs"].get(k), new["inputs"].get(k), set())
+                        for k in keys
+                    ],
+                }
+    return {"changes": changes, "replaced": set()}
+
+
+def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+    risks = []
+    for rid, change in changes.items():
+        resource = change["resource"]
+        if change["action"] not in ("replace", "remove") or not _is_stateful(resource):
+            continue
+        options = resource.get("options", {})
+        risk: dict[str, Any] = {
+            "resource": rid,
+            "type": resource["type"],
+            "name": resource["name"],
+            "label": _label(resource),
+            "component": resource.get("component"),
+            "action": "replace" if change["action"] == "replace" else "delete",
+        }
+        if change["action"] == "replace":
+            risk["forced_by"] = change.get("forced_by", [])
+            if change.get("because_of"):
+                risk["because_of"] = change["because_of"]
+            if profile == "cloud":
+                risk["delete_first"] = bool(options.get("delete_before_replace"))
+                risk["order"] = (
+                    "the old one is deleted before the new one exists (delete_before_replace)"
+                    if risk["delete_first"]
+                    else "the new one is created first, then the old one is deleted"
+                )
+                if resource["type"] in HOLDS_DATA:
+                    risk["order"] += f"; {HOLDS_DATA[resource['type']]}"
+            else:
+                risk["delete_first"] = False
+                risk["order"] = (
+                    "a new, empty cluster is created beside the old one; the data stays "
+                    "in the old data directory until it is upgraded (pg_upgradecluster)"
+                )
+        else:
+            if options.get("protect"):
+                risk["order"] = "protected: the deletion fails until it is unprotected"
+            elif options.get("retain_on_delete"):
+                risk["order"] = "retained: Pulumi forgets it, AWS keeps it"
+            else:
+                risk["order"] = "deleted, with its data"
+        risks.append(risk)
+    return risks
+
+
+def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
+                       replaced: set[str]) -> list[dict[str, Any]]:  # fmt: skip
+    table = replacement_table()
+    found = []
+    for resource in head["resources"]:
+        disruptive = table.get(resource["type"], {}).get("disruptive", {})
+        if not disruptive:
+            continue
+        change = changes.get(resource["id"])
+        if change is not None and change["action"] in ("add", "remove", "replace"):
+            continue
+        changed = {p["property"] for p in change["properties"]} if change else set()
+        for key, reason in sorted(disruptive.items()):
+            value = resource.get("inputs", {}).get(key)
+            via = sorted(s for s in _references(value) if s in replaced)
+            if key in changed or via:
+                found.append({
+                    "resource": resource["id"],
+                    "type": resource["type"],
+                    "name": resource["name"],
+                    "label": _label(resource),
+                    "property": key,
+                    "reason": reason,
+                    **({"because_of": via} if via else {}),
+                })
+    return found
+
+
+def _vps_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -> list[dict]:
+    """Operations that restart, reload or roll something because a changed resource is
+    written by an operation they are triggered by (as recorded from the real deploy)."""
+    changed = {rid for rid, c in changes.items() if c["action"] in ("add", "update", "replace")}
+    writers = {
+        op["name"]: sorted(set(op.get("writes", ())) & changed)
+        for op in head.get("operations", [])
+        if set(op.get("writes", ())) & changed
+    }
+    found = []
+    for op in head.get("operations", []):
+        effects = op.get("effects") or {}
+        causes = sorted({rid for trigger in op.get("triggers", ()) for rid in
+                         writers.get(trigger, ())})  # fmt: skip
+        if not causes:
+            continue
+        what = []
+        for unit in effects.get("restart", ()):
+            what.append(f"restarts {unit}")
+        for unit in effects.get("reload", ()):
+            what.append(f"reloads {unit}")
+        if effects.get("rolling_deploy"):
+            what.append("replaces the API replicas one at a time")
+        if what:
+            found.append({"operation": op["name"], "component": op.get("component"),
+                          "reason": ", ".join(what), "because_of": causes})  # fmt: skip
+    return found
+
+
+def compare(
+    base: dict[str, Any],
+    head: dict[str, Any],
+    *,
+    base_cost: dict[str, Any] | None = None,
+    head_cost: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The diff of two plans of the same profile, as data."""
+    if base["profile"] != head["profile"]:
+        raise ValueError(f"cannot compare a {base['profile']} plan with a {head['profile']} plan")
+    profile = head["profile"]
+    found = _cloud_changes(base, head) if profile == "cloud" else _vps_changes(base, head)
+    changes = found["changes"]
+    if profile == "cloud":
+        disruptions = _cloud_disruptions(changes, head, found["replaced"])
+    else:
+        disruptions = _vps_disruptions(changes, head)
+    counts = {"add": 0, "remove": 0, "replace": 0, "update": 0}
+    for change in changes.values():
+        counts[change["action"]] += 1
+    unchanged = len(set(_index(base)) & set(_index(head))) - counts["replace"] - counts["update"]
+
+    listed = []
+    for rid, change in changes.items():
+        resource = change["resource"]
+        entry = {
+            "id": rid,
+            "type": resource["type"],
+            "name": resource["name"],
+            "component": resource.get("component") or "other",
+            "action": change["action"],
+            "properties": change["properties"],
+        }
+        for key in ("forced_by", "because_of"):
+            if change.get(key):
+                entry[key] = change[key]
+        if change["action"] in ("add", "remove"):
+            entry["inputs"] = resource.get("inputs", {})
+        listed.append(entry)
+    order = _component_order(base, head)
+    listed.sort(key=lambda c: (order.get(c["component"], len(order)), c["component"], c["id"]))
+
+    result: dict[str, Any] = {
+        "format": FORMAT,
+        "version": 1,
+        "profile": profile,
+        "stack": head.get("stack"),
+        "summary": {**counts, "unchanged": unchanged},
+        "risks": _risks(changes, profile),
+        "disruptions": disruptions,
+        "changes": listed,
+        "policy": head.get("policy") or {"pack": None, "violations": []},
+        "warnings": {
+            "new": sorted(set(head.get("warnings", ())) - set(base.get("warnings", ()))),
+            "gone": sorted(set(base.get("warnings", ())) - set(head.get("warnings", ()))),
+        },
+    }
+    if base_cost is not None and head_cost is not None:
+        before, after = base_cost["total_monthly"], head_cost["total_monthly"]
+        result["cost"] = {
+            "currency": head_cost.get("currency", "USD"),
+            "before": before,
+            "after": after,
+            "delta": round(after - before, 2),
+            "fixed_before": base_cost.get("fixed_monthly"),
+            "fixed_after": head_cost.get("fixed_monthly"),
+        }
+    return result
+
+
+def _component_order(base: dict[str, Any], head: dict[str, Any]) -> dict[str, int]:
+    if head["profile"] == "cloud":
+        return {name: i for i, name in enumerate(CLOUD_COMPONENT_ORDER)}
+    order: dict[str, int] = {}
+    for plan in (head, base):
+        for op in plan.get("operations", []):
+            order.setdefault(op.get("component") or "other", len(order))
+    return order
+
+
+def blocking(diff: dict[str, Any], fail_on: set[str]) -> list[str]:
+    """Why ``--fail-on`` fails this diff (empty: it passes)."""
+    reasons = []
+    replaces = [r for r in diff["risks"] if r["action"] == "replace"]
+    deletes = [r for r in diff["risks"] if r["action"] == "delete"]
+    if fail_on & {"replace", "risk"} and replaces:
+        reasons.append(f"{len(replaces)} stateful resource(s) replaced")
+    if fail_on & {"delete", "risk"} and deletes:
+        reasons.append(f"{len(deletes)} stateful resource(s) deleted")
+    if "downtime" in fail_on and diff["disruptions"]:
+        reasons.append(f"{len(diff['disruptions'])} change(s) cause downtime or a restart")
+    if "policy" in fail_on and diff["policy"]["violations"]:
+        reasons.append(f"{len(diff['policy']['violations'])} policy violation(s)")
+    return reasons
+
+
+# ---- markdown -------------------------------------------------------------------------
+
+ACTION_WORDS = {"add": "+ add", "remove": "- remove", "replace": "± replace", "update": "~ update"}
+
+
+def _code(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = text.replace("`", "'")
+    return f"`{text}`"
+
+
+def _pretty(value: Any) -> list[str]:
+    """Lines to diff: JSON documents inside strings are parsed first (task definitions,
+    IAM policies), so a one-field change shows as one line."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in ("{", "[") and len(stripped) > 1:
+            try:
+                value = json.loads(stripped)
+            except json.JSONDecodeError:
+                return value.splitlines()
+        else:
+            return value.splitlines()
+    return json.dumps(value, indent=2, sort_keys=True).splitlines()
+
+
+def _is_inline(value: Any) -> bool:
+    if isinstance(value, (dict, list)):
+        return len(json.dumps(value)) <= INLINE_LIMIT // 2 and not value
+    if isinstance(value, str):
+        return len(value) <= INLINE_LIMIT and "\n" not in value and value[:1] not in "{["
+    return True
+
+
+def _property_lines(change: dict[str, Any]) -> list[str]:
+    key = change["property"]
+    force = " (forces replacement)" if change.get("forces_replacement") else ""
+    if change.get("secret_changed"):
+        return [f"  - `{key}`: secret changed{force}"]
+    old, new = change.get("old"), change.get("new")
+    if _is_inline(old) and _is_inline(new):
+        left = "(none)" if old is None else _code(old)
+        right = "(none)" if new is None else _code(new)
+        return [f"  - `{key}`: {left} → {right}{force}"]
+    body = list(difflib.unified_diff(
+        [] if old is None else _pretty(old), [] if new is None else _pretty(new),
+        f"{key} (base)", f"{key} (head)", n=2, lineterm="",
+    ))  # fmt: skip
+    return [f"  - `{key}`{force}:", "", "    ```diff", *("    " + line for line in body),
+            "    ```", ""]  # fmt: skip
+
+
+def _resource_block(change: dict[str, Any]) -> str:
+    head = f"- **{ACTION_WORDS[change['action']]}** `{change['type']}` {change['name']}"
+    extra = []
+    if change.get("forced_by"):
+        extra.append("forced by " + ", ".join(f"`{k}`" for k in change["forced_by"]))
+    if change.get("because_of"):
+        extra.append(f"because {_names(change['because_of'])} replaced")
+    if extra:
+        head += " (" + "; ".join(extra) + ")"
+    lines = [head]
+    for prop in change["properties"]:
+        lines += _property_lines(prop)
+    return "\n".join(lines) + "\n"
+
+
+def _names(items: list[str]) -> str:
+    shown = ", ".join(f"`{i.rsplit('::', 1)[-1]}`" for i in items)
+    return f"{shown} {'is' if len(items) == 1 else 'are'}"
+
+
+def _money(value: float) -> str:
+    sign = "-" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}"
+
+
+def _summary(diff: dict[str, Any]) -> str:
+    s = diff["summary"]
+    what = "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
+    lines = [f"### prodstack diff: {what}", ""]
+    if not any(s[k] for k in ("add", "remove", "replace", "update")):
+        lines.append(f"**No changes** ({s['unchanged']} resources unchanged).")
+    else:
+        lines.append(
+            f"**{s['add']} to add, {s['replace']} to replace, {s['update']} to update, "
+            f"{s['remove']} to remove** ({s['unchanged']} unchanged)."
+        )
+    facts = []
+    if "cost" in diff:
+        c = diff["cost"]
+        delta = ("+" if c["delta"] > 0 else "") + _money(c["delta"])
+        facts.append(f"cost {_money(c['before'])} → {_money(c['after'])} a month ({delta})")
+    violations = diff["policy"]["violations"]
+    if diff["policy"].get("pack"):
+        facts.append(f"policy: {len(violations)} violation(s)")
+    facts.append(f"{len(diff['risks'])} stateful replacement(s) or deletion(s)")
+    facts.append(f"{len(diff['disruptions'])} restart(s) or rollout(s)")
+    lines += ["", " · ".join(facts), ""]
+    return "\n".join(lines) + "\n"
+
+
+def _risk_section(diff: dict[str, Any]) -> str:
+    lines = []
+    if diff["risks"]:
+        lines += ["#### ⚠️ Stateful resources replaced or deleted", "",
+                  "| resource | change | forced by | what happens |", "|---|---|---|---|"]
+        for r in diff["risks"]:
+            forced = ", ".join(f"`{k}`" for k in r.get("forced_by", ())) or "—"
+            if r.get("because_of"):
+                forced += " (" + ", ".join(r["because_of"]) + " replaced)"
+            lines.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
+                         f"{r['order']} |")  # fmt: skip
+        lines.append("")
+    if diff["disruptions"]:
+        lines += ["#### Downtime and restarts", ""]
+        for d in diff["disruptions"]:
+            if "operation" in d:
+                lines.append(f"- {d['operation']}: {d['reason']} (changed: "
+                             + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
+            else:
+                cause = (f" because {_names(d['because_of'])} replaced"
+                         if d.get("because_of") else f" (`{d['property']}` changes)")
+                lines.append(f"- {d['label']} `{d['name']}`{cause}: {d['reason']}")
+        lines.append("")
+    warnings = diff["warnings"]["new"]
+    if warnings:
+        lines += ["#### New warnings", "", *(f"- {w}" for w in warnings), ""]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _tail_sections(diff: dict[str, Any]) -> str:
+    lines = []
+    policy = diff["policy"]
+    if policy.get("pack"):
+        lines += [f"#### Policy pack (`{policy['pack']}`) on the head plan", ""]
+        if policy["violations"]:
+            lines += [f"- {v}" for v in policy["violations"]]
+        else:
+            lines.append("No violations.")
+        lines.append("")
+    if "cost" in diff:
+        c = diff["cost"]
+        delta = ("+" if c["delta"] > 0 else "") + _money(c["delta"])
+        lines += ["#### Monthly cost (USD, estimate)", "", "| before | after | delta |",
+                  "|---:|---:|---:|", f"| {_money(c['before'])} | {_money(c['after'])} | "
+                  f"{delta} |", ""]  # fmt: skip
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIMIT) -> str:
+    """One comment: summary and risks always; changes cut at a resource boundary."""
+    head = _summary(diff) + _risk_section(diff)
+    tail = _tail_sections(diff)
+    blocks: list[tuple[str, str]] = []
+    for change in diff["changes"]:
+        blocks.append((change["component"], _resource_block(change)))
+    body, shown, current = [], 0, None
+    if blocks:
+        body.append("#### Changes by component\n\n")
+    note_room = 200
+    used = len(head) + len(tail) + sum(map(len, body)) + note_room
+    for component, block in blocks:
+        title = f"##### {component}\n\n" if component != current else ""
+        cost = len(title) + len(block) + 1
+        if used + cost > max_chars:
+            break
+        body.append(title + block)
+        if title:
+            current = component
+        used += cost
+        shown += 1
+    if shown < len(blocks):
+        left = blocks[shown:]
+        chars = sum(len(b) for _, b in left)
+        body.append(
+            f"\n_{len(left)} more changed resource(s) ({chars:,} characters) left out to fit "
+            "one comment; `prodstack diff --full FILE` writes the whole diff._\n"
+        )
+    text = head + "".join(body) + ("\n" if body else "") + tail
+    return text if len(text) <= max_chars else text[: max_chars - 2] + "…\n"
