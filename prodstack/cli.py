@@ -242,13 +242,15 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                gitrefs.resolve(repo, args.head, "--head"))  # fmt: skip
     print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
           f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp, \
-            gitrefs.checkout(repo, commits[0]) as base_root, \
-            gitrefs.checkout(repo, commits[1]) as head_root:  # fmt: skip
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            futures = [pool.submit(_plan_in_subprocess, args, root, Path(tmp) / f"{side}.json")
-                       for side, root in (("base", base_root), ("head", head_root))]
-            return futures[0].result(), futures[1].result()
+    with (
+        tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp,
+        gitrefs.checkout(repo, commits[0]) as base_root,
+        gitrefs.checkout(repo, commits[1]) as head_root,
+        ThreadPoolExecutor(max_workers=2) as pool,
+    ):
+        futures = [pool.submit(_plan_in_subprocess, args, root, Path(tmp) / f"{side}.json")
+                   for side, root in (("base", base_root), ("head", head_root))]
+        return futures[0].result(), futures[1].result()
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
