@@ -269,24 +269,47 @@ def _vps_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -
         for op in head.get("operations", [])
         if set(op.get("writes", ())) & changed
     }
+    restarted = {
+        unit
+        for op in head.get("operations", [])
+        for unit in (op.get("effects") or {}).get("restart", ())
+        if _op_causes(op, writers, changes)
+    }
     found = []
     for op in head.get("operations", []):
         effects = op.get("effects") or {}
-        causes = sorted({rid for trigger in op.get("triggers", ()) for rid in
-                         writers.get(trigger, ())})  # fmt: skip
+        causes = _op_causes(op, writers, changes)
         if not causes:
             continue
         what = []
         for unit in effects.get("restart", ()):
             what.append(f"restarts {unit}")
+        # A unit that restarts anyway needs no reload as well.
         for unit in effects.get("reload", ()):
-            what.append(f"reloads {unit}")
+            if unit not in restarted:
+                what.append(f"reloads {unit}")
         if effects.get("rolling_deploy"):
             what.append("replaces the API replicas one at a time")
         if what:
             found.append({"operation": op["name"], "component": op.get("component"),
                           "reason": ", ".join(what), "because_of": causes})  # fmt: skip
     return found
+
+
+def _op_causes(op: dict[str, Any], writers: dict[str, list[str]],
+               changes: dict[str, dict[str, Any]]) -> list[str]:  # fmt: skip
+    """The changed resources that make an operation with effects run: those written by the
+    operations its `_if` consults, those it writes itself, and, for the rolling deploy
+    (unconditional on a fresh host), any change in its own component."""
+    causes = {rid for trigger in op.get("triggers", ()) for rid in writers.get(trigger, ())}
+    causes |= set(writers.get(op["name"], ()))
+    if (op.get("effects") or {}).get("rolling_deploy"):
+        causes |= {
+            rid for rid, change in changes.items()
+            if change["action"] != "remove"
+            and change["resource"].get("component") == op.get("component")
+        }  # fmt: skip
+    return sorted(causes)
 
 
 def compare(
