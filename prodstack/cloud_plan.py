@@ -453,11 +453,23 @@ def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
     return plan
 
 
+def with_policy(plan: dict[str, Any]) -> dict[str, Any]:
+    """Add the violations of the checkout's own policy pack (``policies/``) to a plan.
+
+    The program put its checkout first on ``sys.path``, so this is the pack of the same
+    commit as the program.
+    """
+    from prodstack.policy_check import run_all
+
+    plan["policy"] = {"pack": "policies", "violations": sorted(run_all(plan))}
+    return plan
+
+
 def plan_cloud(
     stack: str, overrides: dict[str, str | None] | None = None, *, root: Path = REPO
 ) -> dict[str, Any]:
     """The plan of ``stack`` in checkout ``root`` (in this process; see module docstring)."""
-    return to_plan(record(stack, overrides, root=root))
+    return with_policy(to_plan(record(stack, overrides, root=root)))
 
 
 def record_isolated(
@@ -526,7 +538,7 @@ def main(argv: list[str]) -> int:
     try:
         manifest = record(args.stack, overrides, root=args.root, secrets=secrets,
                           image_tag=args.image_tag)  # fmt: skip
-        result = to_plan(manifest) if args.plan else manifest
+        result = with_policy(to_plan(manifest)) if args.plan else manifest
     except UsageError as error:
         print(f"prodstack: {error}", file=sys.stderr)
         return 2
