@@ -5,6 +5,8 @@ real on this machine against two commits of a throwaway repository made from thi
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -239,3 +241,254 @@ def test_deploy_is_manual_gated_by_an_environment_and_policy_checked() -> None:
 def test_pulumi_cli_matches_the_locked_sdk(name: str) -> None:
     pulumi = next(s for s in steps(load(name)) if action(s) == "pulumi/actions")
     assert str(pulumi["with"]["pulumi-version"]) == locked_version("pulumi")
+
+
+# --- plan.yml run locally -----------------------------------------------------------------
+# The plan job's `run:` steps, in order, with bash as GitHub runs them, inside a throwaway
+# repository made from this working tree: a base commit on `main`, a pull request that
+# changes prod's `replicas` and the VPS `size`, and the merge commit a pull_request run
+# checks out. `uses:` steps are GitHub's (checkout, setup-python, upload-artifact); their
+# effect is what the repository set-up below provides. scripts/setup.sh runs for real: its
+# Debian packages are already here, uv is on PATH, and `uv sync` fills the clone's own
+# .venv from uv's cache (hard links, offline, about a second). Syncing this checkout's
+# .venv for the clone instead would repoint its editable install at the throwaway copy.
+
+RUN_STEP_KEYS = {"name", "id", "run", "env"}
+PR_REPLICAS = "4"
+PR_SIZE = "large"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def throwaway_repository(root: Path) -> tuple[Path, str, str]:
+    """(repo, base sha, merge sha): this working tree's files, committed twice."""
+    repo = root / "repo"
+    listed = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    for rel in filter(None, listed.split("\0")):
+        source = REPO / rel
+        if source.is_file() and not source.is_symlink():
+            target = repo / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    git(repo.parent, "init", "-q", "-b", "main", str(repo))
+    for key, value in (("user.name", "prodstack test"), ("user.email", "test@example.invalid")):
+        git(repo, "config", key, value)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    base = git(repo, "rev-parse", "HEAD")
+
+    git(repo, "checkout", "-q", "-b", "feature")
+    prod = repo / "Pulumi.prod.yaml"
+    text = prod.read_text()
+    replicas = re.compile(r'^(  prodstack:replicas: )"\d+"$', re.M)
+    assert replicas.search(text), "Pulumi.prod.yaml sets no prodstack:replicas"
+    prod.write_text(replicas.sub(rf'\g<1>"{PR_REPLICAS}"', text))
+    group_data = repo / "pyinfra" / "group_data" / "all.py"
+    text = group_data.read_text()
+    size = re.compile(r'^size = "\w+"$', re.M)
+    assert size.search(text) and f'size = "{PR_SIZE}"' not in text
+    group_data.write_text(size.sub(f'size = "{PR_SIZE}"', text))
+    git(repo, "commit", "-q", "-am", "more replicas, a larger VPS")
+
+    # What actions/checkout gives a pull_request run with fetch-depth 0: the base branch
+    # as origin/main, and HEAD detached at GitHub's merge of the pull request into it.
+    git(repo, "update-ref", "refs/remotes/origin/main", base)
+    git(repo, "checkout", "-q", "--detach", "main")
+    git(repo, "merge", "-q", "--no-ff", "-m", "Merge feature into main", "feature")
+    return repo, base, git(repo, "rev-parse", "HEAD")
+
+
+def parse_output_file(path: Path) -> dict[str, str]:
+    """`key=value` and `key<<DELIM ... DELIM` lines, as the runner reads GITHUB_OUTPUT."""
+    values: dict[str, str] = {}
+    lines = iter(path.read_text().splitlines())
+    for line in lines:
+        if "<<" in line and ("=" not in line or line.index("<<") < line.index("=")):
+            key, delimiter = line.split("<<", 1)
+            body = []
+            for inner in lines:
+                if inner == delimiter:
+                    break
+                body.append(inner)
+            values[key] = "\n".join(body)
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            values[key] = value
+    return values
+
+
+def run_job(job: dict[str, Any], workdir: Path, env: dict[str, str], temp: Path) -> dict:
+    """Runs a job's `run:` steps like the runner; returns {step id: outputs}."""
+    outputs: dict[str, dict[str, str]] = {}
+    env = dict(env)
+    for index, step in enumerate(job["steps"]):
+        if "uses" in step:
+            continue
+        assert set(step) <= RUN_STEP_KEYS, f"step {index} uses {set(step) - RUN_STEP_KEYS}"
+        step_env = {k: str(v) for k, v in step.get("env", {}).items()}
+        assert not any("${{" in v for v in step_env.values()), step_env
+        files = {
+            name: temp / f"step{index}.{name.lower()}"
+            for name in ("GITHUB_OUTPUT", "GITHUB_ENV", "GITHUB_PATH")
+        }
+        for path in files.values():
+            path.write_text("")
+        script = temp / f"step{index}.sh"
+        script.write_text(step["run"])
+        # GitHub's default shell on Linux runners.
+        result = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)],
+            cwd=workdir, env={**env, **step_env, **{k: str(v) for k, v in files.items()}},
+            capture_output=True, text=True, timeout=600,
+        )
+        assert result.returncode == 0, (
+            f"step {step.get('name', index)!r} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+        for line in reversed(files["GITHUB_PATH"].read_text().splitlines()):
+            env["PATH"] = f"{line}{os.pathsep}{env['PATH']}"
+        env.update(parse_output_file(files["GITHUB_ENV"]))
+        if "id" in step:
+            outputs[step["id"]] = parse_output_file(files["GITHUB_OUTPUT"])
+    return outputs
+
+
+def uv_directory() -> str:
+    uv = os.environ.get("UV") or shutil.which("uv") or str(REPO / ".prodstack/tools/bin/uv")
+    assert Path(uv).is_file(), "uv not found: run the tests with `uv run` (scripts/test.sh)"
+    return str(Path(uv).resolve().parent)
+
+
+def pull_request_env(repo: Path, temp: Path, base: str, merge: str) -> dict[str, str]:
+    event = temp / "event.json"
+    event.write_text(json.dumps({
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "base": {"ref": "main", "sha": base, "repo": {"full_name": "example/prodstack"}},
+            "head": {"ref": "feature", "repo": {"full_name": "example/prodstack"}},
+        },
+    }))
+    runner_temp = temp / "runner"
+    runner_temp.mkdir()
+    summary = temp / "step_summary.md"
+    summary.write_text("")
+    # This session's virtualenv and uv settings must not leak into the clone's.
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("UV_", "VIRTUAL_ENV", "PYTHON", "GITHUB_", "RUNNER_"))
+    }
+    env.update(
+        PATH=f"{uv_directory()}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
+        UV_OFFLINE="1",
+        CI="true",
+        GITHUB_ACTIONS="true",
+        GITHUB_EVENT_NAME="pull_request",
+        GITHUB_EVENT_PATH=str(event),
+        GITHUB_BASE_REF="main",
+        GITHUB_HEAD_REF="feature",
+        GITHUB_REF="refs/pull/7/merge",
+        GITHUB_SHA=merge,
+        GITHUB_REPOSITORY="example/prodstack",
+        GITHUB_SERVER_URL="https://github.com",
+        GITHUB_RUN_ID="1",
+        GITHUB_WORKSPACE=str(repo),
+        GITHUB_STEP_SUMMARY=str(summary),
+        RUNNER_TEMP=str(runner_temp),
+        RUNNER_OS="Linux",
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def plan_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    temp = tmp_path_factory.mktemp("plan-workflow")
+    repo, base, merge = throwaway_repository(temp)
+    env = pull_request_env(repo, temp, base, merge)
+    outputs = run_job(load("plan")["jobs"]["plan"], repo, env, temp)
+    out = Path(outputs["plan"]["dir"])
+    return {
+        "repo": repo,
+        "env": env,
+        "out": out,
+        "comment": (out / "comment.md").read_text(),
+        "summary": Path(env["GITHUB_STEP_SUMMARY"]).read_text(),
+    }
+
+
+def sections(comment: str) -> dict[str, str]:
+    """The comment's sections by id, each opened by `<!-- prodstack-plan:ID -->`."""
+    parts = re.split(r"^<!-- prodstack-plan:(\S+) -->$", comment, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def section(comment: str, section_id: str) -> str:
+    found = sections(comment)
+    assert section_id in found, f"no section {section_id!r} in {list(found)}"
+    return found[section_id]
+
+
+def cloud_resources(repo: Path, env: dict[str, str], stack: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        ["uv", "run", "--frozen", "prodstack", "plan", "--stack", stack, "--format", "json"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)["resources"]
+
+
+def test_plan_comment_starts_with_the_marker_and_fits_one_github_comment(plan_run) -> None:
+    comment = plan_run["comment"]
+    assert comment.startswith(MARKER + "\n")
+    assert comment.count(MARKER) == 1
+    assert len(comment) < GITHUB_COMMENT_LIMIT
+    assert "prodstack diff failed" not in comment
+    assert "prodstack cost failed" not in comment
+
+
+def test_plan_comment_has_a_section_per_stack_and_the_vps(plan_run) -> None:
+    ids = list(sections(plan_run["comment"]))
+    assert ids == [*(f"stack-{s}" for s in stacks()), "profile-vps"]
+
+
+def test_plan_comment_names_the_ecs_service_that_replicas_changes(plan_run) -> None:
+    resources = cloud_resources(plan_run["repo"], plan_run["env"], "prod")
+    services = [r for r in resources if r["type"] == "aws:ecs/service:Service"]
+    assert len(services) == 1
+    base = yaml.safe_load((REPO / "Pulumi.prod.yaml").read_text())["config"]
+    prod = section(plan_run["comment"], "stack-prod")
+    assert services[0]["name"] in prod
+    assert f"`{base['prodstack:replicas']}` → `{PR_REPLICAS}`" in prod
+    # The pull request does not touch dev.
+    assert "no changes" in section(plan_run["comment"], "stack-dev").lower()
+
+
+def test_plan_comment_shows_the_vps_size_change(plan_run) -> None:
+    vps = section(plan_run["comment"], "profile-vps")
+    assert "no changes" not in vps.lower()
+    # A larger host gets more PostgreSQL memory, which restarts PostgreSQL.
+    assert re.search(r"^\s*\+shared_buffers = ", vps, flags=re.M)
+    assert "Restart PostgreSQL" in vps
+
+
+def test_plan_comment_has_the_cost_of_every_section(plan_run) -> None:
+    for section_id, body in sections(plan_run["comment"]).items():
+        summary = "<summary>Itemised monthly cost with this pull request"
+        assert summary in body, section_id
+        assert re.search(r"\$\d", body.split(summary, 1)[1]), section_id
+
+
+def test_plan_job_summary_and_artifact_hold_the_full_diffs(plan_run) -> None:
+    out, summary = plan_run["out"], plan_run["summary"]
+    full = sorted((out / "full").glob("*.md"))
+    assert [p.stem for p in full] == sorted([*(f"stack-{s}" for s in stacks()), "profile-vps"])
+    for path in full:
+        text = path.read_text()
+        assert text.strip(), path.name
+        assert text in summary, f"{path.name} is not in the job summary"
+    assert summary.startswith(MARKER)
+    assert (out / "comment.md").read_text() == plan_run["comment"]
