@@ -1,0 +1,425 @@
+"""Cloud or VPS, and which size: the two profiles side by side, per size.
+
+Per size it shows the monthly cost (from `prodstack.cost`), the capacity (the `bench/`
+figures scaled to each replica's CPU, times the replicas, with headroom), the database
+connection budget, availability, backup RPO and restore RTO, and what the team must run
+itself. `recommend` turns traffic figures into a profile and size, using the seeds'
+thresholds for leaving a VPS (seeds/001 "Horizontal Scaling": CPU above 70 % for long,
+response time above 500 ms, more than 1,000 req/s).
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+from collections.abc import Callable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from typing import Any
+
+from prodstack import cost
+from prodstack.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_DIR = REPO / "bench" / "results"
+SIZES = cost.SIZES
+
+# The seeds' move-to-cloud thresholds.
+CPU_PERCENT_MAX = 70.0
+P95_MS_MAX = 500.0
+RPS_MAX = 1000.0
+# Capacity is planned at the CPU the seeds call the limit, leaving 30 % headroom.
+HEADROOM = Decimal("0.70")
+# Routes whose bench figures stand for reads and writes.
+READ_ROUTE = "GET /api/v1/alerts (cached)"
+WRITE_ROUTE = "POST /api/v1/alerts"
+# The app's defaults (app/core/config.py): WEB_CONCURRENCY 1 worker, DB_POOL_MAX 10 a worker.
+WEB_CONCURRENCY = 1
+DB_POOL_MAX = 10
+
+# RDS facts, from the RDS user guide:
+# - Concepts.MultiAZ.Failover: "Failovers ... typically complete within 60-120 seconds".
+# - USER_PIT: the latest restorable time is typically within the last five minutes.
+CLOUD_BACKUP = {
+    "rpo": "about 5 minutes (point-in-time restore; RDS ships transaction logs every 5 min)",
+    "rto_failover": "60-120 s automatic failover to the standby (Multi-AZ)",
+    "rto_restore": "a new instance from a snapshot or point in time: tens of minutes, by "
+                   "size (not measured here)",
+}
+VPS_BACKUP = {
+    "rpo": "1 hour with `backup_s3_bucket` (hourly pg_dump shipped off-site); without it, "
+           "everything since the last copy you took off the host",
+    "rto_restore": "1 hour: new host, deploy, restore (docs/vps.md section 8)",
+}
+OPERATE = {
+    "cloud": [
+        "image builds and `pulumi up` (ECS rolls the tasks, with circuit-breaker rollback)",
+        "answering the CloudWatch alarms; AWS patches the hosts, PostgreSQL minor versions "
+        "and fails over the database",
+        "PostgreSQL major upgrades and restore drills",
+    ],
+    "vps": [
+        "OS and package updates, reboots, disk space",
+        "PostgreSQL and Redis upgrades, tuning and restore drills",
+        "backups off the host (`backup_s3_bucket`) and checking they restore",
+        "monitoring and alerting on the host (the healthcheck timer only logs)",
+        "TLS renewal (automated with Let's Encrypt) and the firewall",
+    ],
+}
+
+
+# --- Inputs ---------------------------------------------------------------------------
+
+
+def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
+    """The newest committed benchmark run, with what it measured and under which setup."""
+    runs = sorted(directory.glob("*.json"))
+    if not runs:
+        raise UsageError(f"{directory}: no benchmark results; run `uv run python -m bench.run`")
+    path = runs[-1]
+    data = json.loads(path.read_text(encoding="utf-8"))
+    cpus = int(data["machine"]["cpus"])
+    results = data["results"]
+    for route in (READ_ROUTE, WRITE_ROUTE):
+        if route not in results:
+            raise UsageError(f"{path}: no result for route {route!r}")
+    per_core = {
+        name: (Decimal(str(results[route]["rps"])) / cpus).quantize(Decimal(1))
+        for name, route in (("read", READ_ROUTE), ("write", WRITE_ROUTE))
+    }
+    settings = data["settings"]
+    return {
+        "file": str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path),
+        "when": data["when"],
+        "machine": data["machine"],
+        "settings": settings,
+        "read_route": READ_ROUTE,
+        "write_route": WRITE_ROUTE,
+        "read_rps": results[READ_ROUTE]["rps"],
+        "write_rps": results[WRITE_ROUTE]["rps"],
+        "read_rps_per_core": int(per_core["read"]),
+        "write_rps_per_core": int(per_core["write"]),
+        "assumptions": [
+            f"{settings['replicas']} replicas of one uvicorn worker each behind nginx, with "
+            f"PostgreSQL, Redis and wrk ({settings['connections']} connections) on the same "
+            f"{cpus}-core VM: the whole stack shared {cpus} cores",
+            "req/s per core = the route's req/s / the VM's cores (the load generator's share "
+            "is counted against the app, so this is a floor)",
+            "a replica runs one worker, so it uses at most one core",
+            f"capacity is planned at {int(HEADROOM * 100)} % CPU (the seeds' limit), leaving "
+            f"{100 - int(HEADROOM * 100)} % headroom",
+            "the database and cache are assumed not to be the bottleneck at these rates",
+        ],
+    }
+
+
+def _vps_sizes() -> dict[str, dict[str, Any]]:
+    """The VPS sizes, from the deploy's own table (pyinfra/tasks/config.py)."""
+    return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))["SIZES"]
+
+
+def _vps_defaults() -> dict[str, Any]:
+    return runpy.run_path(str(REPO / "pyinfra" / "group_data" / "all.py"))
+
+
+# --- Per-profile facts --------------------------------------------------------------------
+
+
+def capacity(bench: Mapping[str, Any], vcpu: float, replicas: int,
+             max_replicas: int | None = None) -> dict[str, Any]:
+    """req/s a set of replicas serves, from the bench's per-core rates."""
+    share = min(Decimal(str(vcpu)), Decimal(1))
+
+    def rate(per_core: int, count: int) -> int:
+        return int((per_core * share * count).quantize(Decimal(1), ROUND_HALF_UP))
+
+    out = {
+        "replicas": replicas,
+        "vcpu_per_replica": float(vcpu),
+        "read_rps_per_replica": rate(bench["read_rps_per_core"], 1),
+        "write_rps_per_replica": rate(bench["write_rps_per_core"], 1),
+        "read_rps": rate(bench["read_rps_per_core"], replicas),
+        "write_rps": rate(bench["write_rps_per_core"], replicas),
+    }
+    out["usable_read_rps"] = int(Decimal(out["read_rps"]) * HEADROOM)
+    out["usable_write_rps"] = int(Decimal(out["write_rps"]) * HEADROOM)
+    if max_replicas is not None and max_replicas > replicas:
+        out["max_replicas"] = max_replicas
+        out["usable_write_rps_at_max"] = int(
+            Decimal(rate(bench["write_rps_per_core"], max_replicas)) * HEADROOM)
+    return out
+
+
+def connection_budget(max_connections: int, replicas: int, *, surge: int,
+                      pool: int = DB_POOL_MAX, workers: int = WEB_CONCURRENCY) -> dict[str, Any]:
+    """Connections the replicas may open against `max_connections`.
+
+    `surge` is the most replicas alive at once (a rolling deploy starts new ones before
+    the old ones stop).
+    """
+    steady = pool * workers * replicas
+    peak = pool * workers * surge
+    out = {
+        "max_connections": max_connections, "pool_per_worker": pool, "workers": workers,
+        "replicas": replicas, "steady": steady, "peak_replicas": surge, "peak": peak,
+        "ok": peak <= max_connections,
+    }
+    if not out["ok"]:
+        out["warning"] = (
+            f"{surge} replicas x {workers} worker(s) x {pool} connections = {peak} can "
+            f"exceed max_connections {max_connections}: lower DB_POOL_MAX or the replicas, "
+            "or use a larger database"
+        )
+    return out
+
+
+def _resource(plan: Mapping[str, Any], type_: str) -> list[dict[str, Any]]:
+    return sorted((r for r in plan.get("resources", []) if r.get("type") == type_),
+                  key=lambda r: str(r.get("name")))
+
+
+def _env(task: Mapping[str, Any], name: str) -> str | None:
+    try:
+        containers = json.loads(task.get("inputs", {}).get("containerDefinitions", "[]"))
+    except (TypeError, json.JSONDecodeError):
+        return None
+    for container in containers:
+        if container.get("name") != "api":
+            continue
+        for pair in container.get("environment", []):
+            if pair.get("name") == name:
+                return str(pair.get("value"))
+    return None
+
+
+def cloud_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, Any]:
+    service = _resource(plan, "aws:ecs/service:Service")[0]
+    s = service["inputs"]
+    tasks = {t["name"]: t for t in _resource(plan, "aws:ecs/taskDefinition:TaskDefinition")}
+    task = next((t for n, t in tasks.items() if "migrate" not in n), None)
+    vcpu = int(task["inputs"]["cpu"]) / 1024 if task else 0.25
+    replicas = int(s.get("desiredCount", 1))
+    target = _resource(plan, "aws:appautoscaling/target:Target")
+    max_replicas = int(target[0]["inputs"]["maxCapacity"]) if target else replicas
+    workers = int(_env(task, "WEB_CONCURRENCY") or WEB_CONCURRENCY) if task else WEB_CONCURRENCY
+    pool = int(_env(task, "DB_POOL_MAX") or DB_POOL_MAX) if task else DB_POOL_MAX
+    db = _resource(plan, "aws:rds/instance:Instance")[0]["inputs"]
+    surge = max_replicas * int(s.get("deploymentMaximumPercent", 200)) // 100
+    subnets = len((s.get("networkConfiguration") or {}).get("subnets") or [])
+    cache = _resource(plan, "aws:elasticache/replicationGroup:ReplicationGroup")
+    failover = bool(cache and cache[0]["inputs"].get("automaticFailoverEnabled"))
+    return {
+        "capacity": capacity(bench, vcpu, replicas, max_replicas),
+        "db_budget": connection_budget(_max_connections(plan, db["instanceClass"]), replicas,
+                                       surge=surge, pool=pool, workers=workers),
+        "availability": (
+            f"{'Multi-AZ' if db.get('multiAz') else 'single-AZ'} database "
+            f"({db['instanceClass']}), tasks across {subnets} AZs, cache "
+            f"{'with' if failover else 'without'} automatic failover"
+        ),
+        "backup": {**CLOUD_BACKUP, "retention_days": db.get("backupRetentionPeriod"),
+                   **({} if db.get("multiAz") else {"rto_failover": "none: single-AZ"})},
+        "operate": OPERATE["cloud"],
+    }
+
+
+def _max_connections(plan: Mapping[str, Any], instance_class: str) -> int:
+    """`max_connections` as the plan's parameter group sets it, else as the component would.
+
+    components/database.py scales the seed's 200 connections per 8 GiB to the class's
+    memory (at least 80) and writes it into the parameter group.
+    """
+    for group in _resource(plan, "aws:rds/parameterGroup:ParameterGroup"):
+        for parameter in group["inputs"].get("parameters", []):
+            if parameter.get("name") == "max_connections":
+                return int(parameter["value"])
+    from components.database import INSTANCE_MEMORY_GIB, tuned_parameters
+
+    return int(tuned_parameters(INSTANCE_MEMORY_GIB[instance_class], 500)["max_connections"])
+
+
+def vps_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, Any]:
+    settings = plan.get("settings") or {}
+    size = settings.get("size") or "medium"
+    sizes = _vps_sizes()
+    replicas_res = _resource(plan, "vps:api_replicas")
+    if replicas_res:
+        replicas = int(replicas_res[0]["inputs"]["replicas"])
+        cpus = float(replicas_res[0]["inputs"]["cpus"])
+    else:
+        replicas = int(settings.get("replicas") or sizes[size]["replicas"])
+        cpus = float(settings.get("container_cpus") or sizes[size]["container_cpus"])
+    max_connections = int(settings.get("postgres_max_connections")
+                          or _vps_defaults()["postgres_max_connections"])
+    offsite = bool(settings.get("backup_s3_bucket"))
+    return {
+        "capacity": capacity(bench, cpus, replicas),
+        # A deploy replaces one replica at a time: one extra replica at most.
+        "db_budget": connection_budget(max_connections, replicas, surge=replicas + 1),
+        "availability": "one host: no failover; PostgreSQL, Redis and the replicas share it",
+        "backup": {**VPS_BACKUP, "offsite": offsite,
+                   "retention_days": settings.get("backup_retention_days")},
+        "operate": OPERATE["vps"],
+    }
+
+
+# --- Compare and recommend ----------------------------------------------------------------
+
+
+def compare(plan_for: Callable[[str, str], dict[str, Any]],
+            usage_for: Callable[[str], dict[str, Any]] | None = None,
+            bench_dir: Path = BENCH_DIR) -> dict[str, Any]:
+    """Both profiles at every size. `plan_for(profile, size)` makes a plan."""
+    bench = latest_bench(bench_dir)
+    usage_for = usage_for or (lambda size: cost.load_usage(None, size))
+    prices = cost.load_prices()
+    rows = []
+    for size in SIZES:
+        usage = usage_for(size)
+        row: dict[str, Any] = {"size": size}
+        for profile, facts in (("cloud", cloud_facts), ("vps", vps_facts)):
+            plan = plan_for(profile, size)
+            estimate = cost.estimate(plan, usage, prices)
+            row[profile] = {
+                "monthly_usd": estimate["total_monthly"],
+                "fixed_usd": estimate["fixed_monthly"],
+                "usage_usd": estimate["usage_monthly"],
+                "where": estimate["region"],
+                **facts(plan, bench),
+            }
+        rows.append(row)
+    return {
+        "bench": bench,
+        "thresholds": {"cpu_percent": CPU_PERCENT_MAX, "p95_ms": P95_MS_MAX, "rps": RPS_MAX,
+                       "source": "seeds/001, Horizontal Scaling"},
+        "sizes": rows,
+    }
+
+
+def _static_capacity(bench: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Capacity per size from the size tables alone (no plan needed)."""
+    from stacks.sizes import SIZES as CLOUD_SIZES
+
+    vps = _vps_sizes()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for size in SIZES:
+        c = CLOUD_SIZES[size]
+        out[size] = {
+            "cloud": capacity(bench, int(c.task_cpu) / 1024, c.replicas, c.max_replicas),
+            "vps": capacity(bench, vps[size]["container_cpus"], vps[size]["replicas"]),
+        }
+    return out
+
+
+def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None,
+              bench_dir: Path = BENCH_DIR) -> dict[str, Any]:
+    """A profile and size for the traffic given, and why.
+
+    Any seed threshold crossed (CPU > 70 % sustained, p95 > 500 ms, > 1,000 req/s) means
+    the cloud profile. The size is the smallest whose usable write capacity (every request
+    a create, the slowest route, at 70 % CPU) covers `rps`: on the cloud with autoscaling
+    at its ceiling, on a VPS with its replicas.
+    """
+    for name, value in (("rps", rps), ("p95_ms", p95_ms), ("cpu_percent", cpu_percent)):
+        if value is not None and value < 0:
+            raise UsageError(f"{name}: {value} must be zero or more")
+    bench = latest_bench(bench_dir)
+    reasons: list[str] = []
+    crossed = []
+    if cpu_percent is not None and cpu_percent > CPU_PERCENT_MAX:
+        crossed.append(f"CPU {cpu_percent:g} % is above the seeds' {CPU_PERCENT_MAX:g} %")
+    if p95_ms is not None and p95_ms > P95_MS_MAX:
+        crossed.append(f"p95 {p95_ms:g} ms is above the seeds' {P95_MS_MAX:g} ms")
+    if rps is not None and rps > RPS_MAX:
+        crossed.append(f"{rps:g} req/s is above the seeds' {RPS_MAX:,.0f} req/s")
+    profile = "cloud" if crossed else "vps"
+    if crossed:
+        reasons += [f"{c}: move to the cloud profile (autoscaling, Multi-AZ)." for c in crossed]
+    else:
+        checked = [f"{rps:g} req/s <= {RPS_MAX:,.0f}" if rps is not None else None,
+                   f"p95 {p95_ms:g} ms <= {P95_MS_MAX:g} ms" if p95_ms is not None else None,
+                   f"CPU {cpu_percent:g} % <= {CPU_PERCENT_MAX:g} %"
+                   if cpu_percent is not None else None]
+        shown = "; ".join(c for c in checked if c) or "no traffic figures given"
+        reasons.append(f"No seed threshold is crossed ({shown}): a VPS serves this for a "
+                       "fraction of the cloud's cost.")
+        if rps is not None and rps >= 0.8 * RPS_MAX:
+            reasons.append(f"{rps:g} req/s is {rps / RPS_MAX:.0%} of the 1,000 req/s threshold:"
+                           " plan the move to the cloud before traffic grows further.")
+    table = _static_capacity(bench)
+    need = Decimal(str(rps or 0))
+    key = "usable_write_rps_at_max" if profile == "cloud" else "usable_write_rps"
+    size = next((s for s in SIZES
+                 if Decimal(table[s][profile].get(key, table[s][profile]["usable_write_rps"]))
+                 >= need), None)
+    if size is None:
+        size = "large"
+        reasons.append(f"Even `large` covers only {table['large'][profile].get(key)} req/s "
+                       "of writes at 70 % CPU: raise max_replicas or the task size.")
+    chosen = table[size][profile]
+    reasons.append(
+        f"`{size}` on {profile}: {chosen['replicas']} replica(s) of {chosen['vcpu_per_replica']:g}"
+        f" vCPU serve about {chosen['usable_write_rps']} req/s of creates and "
+        f"{chosen['usable_read_rps']} req/s of cached reads at 70 % CPU"
+        + (f", {chosen['usable_write_rps_at_max']} req/s of creates at "
+           f"{chosen['max_replicas']} tasks" if "max_replicas" in chosen else "")
+        + f" (bench {bench['file']})."
+    )
+    return {"profile": profile, "size": size, "reasons": reasons,
+            "inputs": {"rps": rps, "p95_ms": p95_ms, "cpu_percent": cpu_percent}}
+
+
+# --- Markdown -----------------------------------------------------------------------------
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    bench = result["bench"]
+    out = ["### Cloud or VPS, per size", ""]
+    header = "| | " + " | ".join(f"{r['size']} cloud | {r['size']} vps" for r in result["sizes"])
+    out += [header + " |", "|---" * (1 + 2 * len(result["sizes"])) + "|"]
+
+    def row(label: str, cell: Callable[[Mapping[str, Any]], str]) -> str:
+        cells = []
+        for r in result["sizes"]:
+            cells += [cell(r["cloud"]), cell(r["vps"])]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    out.append(row("monthly cost", lambda p: f"${p['monthly_usd']:,.2f} ({p['where']})"))
+    out.append(row("replicas x vCPU", lambda p: f"{p['capacity']['replicas']} x "
+                   f"{p['capacity']['vcpu_per_replica']:g}"
+                   + (f" (up to {p['capacity']['max_replicas']})"
+                      if "max_replicas" in p["capacity"] else "")))
+    out.append(row("req/s at 70 % CPU (creates / cached reads)",
+                   lambda p: f"{p['capacity']['usable_write_rps']:,} / "
+                   f"{p['capacity']['usable_read_rps']:,}"))
+    out.append(row("DB connections (peak / max_connections)",
+                   lambda p: f"{p['db_budget']['peak']} / {p['db_budget']['max_connections']}"
+                   + ("" if p["db_budget"]["ok"] else " **over**")))
+    out.append(row("availability", lambda p: p["availability"]))
+    out.append(row("backup RPO", lambda p: p["backup"]["rpo"]))
+    out.append(row("restore RTO", lambda p: p["backup"].get("rto_failover", "")
+                   + ("; " if "rto_failover" in p["backup"] else "")
+                   + p["backup"]["rto_restore"]))
+    out.append("")
+    warnings = [f"- {r['size']} {name}: {r[name]['db_budget']['warning']}"
+                for r in result["sizes"] for name in ("cloud", "vps")
+                if "warning" in r[name]["db_budget"]]
+    if warnings:
+        out += ["**Connection budget warnings**", ""] + warnings + [""]
+    out += ["**What you operate yourself**", "",
+            "- cloud: " + "; ".join(OPERATE["cloud"]) + ".",
+            "- vps: " + "; ".join(OPERATE["vps"]) + ".", ""]
+    t = result["thresholds"]
+    out += ["**When to move from a VPS to the cloud** (the seeds' thresholds): CPU above "
+            f"{t['cpu_percent']:g} % sustained, p95 above {t['p95_ms']:g} ms, or more than "
+            f"{t['rps']:,.0f} req/s.", ""]
+    out += [f"**Capacity figures** come from `{bench['file']}` ({bench['when']}): "
+            f"{bench['read_route']} {bench['read_rps']:,} req/s, {bench['write_route']} "
+            f"{bench['write_rps']:,} req/s; that is {bench['read_rps_per_core']:,} and "
+            f"{bench['write_rps_per_core']:,} req/s per core. Assumptions:", ""]
+    out += [f"- {a}" for a in bench["assumptions"]] + [""]
+    rec = result.get("recommendation")
+    if rec:
+        out += [f"### Recommendation: {rec['profile']}, size `{rec['size']}`", ""]
+        out += [f"- {reason}" for reason in rec["reasons"]] + [""]
+    return "\n".join(out)

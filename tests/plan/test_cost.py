@@ -1,0 +1,242 @@
+"""`prodstack cost`: arithmetic against hand-computed figures on real plans, and its errors.
+
+The hand computations below are written out from prodstack/data/prices.toml's numbers
+(eu-west-1, the Region both stack files use; 730 hours a month), not from the estimator.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from prodstack import cost
+from prodstack.cloud_plan import record_isolated
+from prodstack.errors import UsageError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory) -> dict[str, dict]:
+    out = tmp_path_factory.mktemp("plans")
+    return {stack: record_isolated(stack, out / f"{stack}.json", plan=True)
+            for stack in ("prod", "dev")}
+
+
+def line(estimate: dict, prefix: str) -> dict:
+    found = [li for li in estimate["lines"] if li["item"].startswith(prefix)]
+    assert len(found) == 1, (prefix, [li["item"] for li in estimate["lines"]])
+    return found[0]
+
+
+def test_prod_matches_hand_computed_figures(plans):
+    est = cost.estimate(plans["prod"], cost.load_usage(None, "large"))
+    assert est["region"] == "eu-west-1" and est["currency"] == "USD"
+    hand_fixed = {
+        "NAT gateway (3": 3 * 730 * 0.048,                # 105.12, one per AZ
+        "public IPv4 addresses (Elastic": 3 * 730 * 0.005,  # 10.95, the NAT EIPs
+        "Application Load Balancer": 730 * 0.0252,         # 18.40
+        "ALB public IPv4": 3 * 730 * 0.005,                # 10.95, one per AZ
+        "RDS PostgreSQL db.m7g.xlarge (Multi-AZ)": 730 * 0.740,   # 540.20
+        "RDS gp3 storage (100 GB x 2)": 100 * 2 * 0.127,   # 25.40, primary + standby
+        "ElastiCache Valkey cache.m7g.large (2": 2 * 730 * 0.1392,  # 203.23
+        "Fargate vCPU": 3 * 1 * 730 * 0.04048,             # 88.65
+        "Fargate memory": 3 * 2 * 730 * 0.004445,          # 19.47
+        "WAF web ACL": 5.00,
+        "WAF rules": 4 * 1.00,                             # rate limit + 3 managed groups
+        "CloudWatch alarms": 14 * 0.10,                    # 12 alarms, one reads 3 metrics
+        "CloudWatch dashboards": 3.00,
+        "KMS": 1.00,
+        "Secrets Manager secrets (2)": 2 * 0.40,
+        "RDS-managed master password": 0.40,
+    }
+    for prefix, expected in hand_fixed.items():
+        item = line(est, prefix)
+        assert item["kind"] == "fixed"
+        assert item["monthly"] == pytest.approx(expected, abs=0.005), prefix
+    assert est["fixed_monthly"] == pytest.approx(
+        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1037.97
+    hand_usage = {
+        "NAT gateway data processed": 100 * 0.048,
+        "WAF requests inspected": 260 * 0.60,              # 260 M requests
+        "CloudFront data transfer out": 500 * 0.085,
+        "CloudFront HTTPS requests": 260_000_000 / 10_000 * 0.0100,
+        "ALB capacity units": 5 * 730 * 0.008,
+        "CloudWatch Logs ingested (WAF)": 300 * 0.50,      # the CloudFront ACL logs in us-east-1
+        "CloudWatch Logs ingested (VPC": 60 * 0.57,
+        "CloudWatch Logs ingested (API": 80 * 0.57,
+        "CloudWatch Logs stored": (80 + 60 + 300) * 30 / 30 * 0.03,
+        "ECR image storage": 5 * 0.10,
+        "ALB access logs": 40 * 0.023,
+    }
+    for prefix, expected in hand_usage.items():
+        item = line(est, prefix)
+        assert item["kind"] == "usage"
+        assert item["monthly"] == pytest.approx(expected, abs=0.005), prefix
+    assert est["unpriced"] == []
+    assert est["total_monthly"] == pytest.approx(est["fixed_monthly"] + est["usage_monthly"])
+
+
+def test_dev_matches_hand_computed_figures(plans):
+    est = cost.estimate(plans["dev"], cost.load_usage(None, "small"))
+    hand = {
+        "NAT gateway (1)": 730 * 0.048,                    # 35.04: one NAT, not per AZ
+        "RDS PostgreSQL db.t4g.micro (Single-AZ)": 730 * 0.018,   # 13.14
+        "RDS gp3 storage (20 GB x 1)": 20 * 0.127,         # 2.54: single copy
+        "Fargate vCPU": 1 * 0.25 * 730 * 0.04048,          # 7.39
+        "Fargate memory": 1 * 0.5 * 730 * 0.004445,        # 1.62
+        "ElastiCache Valkey cache.t4g.micro (1": 730 * 0.0141,  # 10.29
+        "Application Load Balancer": 730 * 0.0252,
+        "data transfer out to the internet": 5 * 0.09,     # no CDN in dev: ALB egress
+        "WAF requests inspected": 2.6 * 0.60,
+    }
+    for prefix, expected in hand.items():
+        assert line(est, prefix)["monthly"] == pytest.approx(expected, abs=0.005), prefix
+    items = [li["item"] for li in est["lines"]]
+    assert not any(i.startswith("CloudFront") for i in items)
+    assert not any("flow logs" in i for i in items)  # flow_logs: false in dev
+
+
+def test_totals_are_the_sums_of_the_lines_and_lines_are_ordered(plans):
+    for stack, size in (("prod", "large"), ("dev", "small")):
+        est = cost.estimate(plans[stack], cost.load_usage(None, size))
+        for kind in ("fixed", "usage"):
+            total = sum(li["monthly"] for li in est["lines"] if li["kind"] == kind)
+            assert est[f"{kind}_monthly"] == pytest.approx(total, abs=0.001)
+        keys = [(li["kind"], li["component"], li["item"]) for li in est["lines"]]
+        assert keys == sorted(keys)
+        assert all(li["source"] and "taken" in li["source"] for li in est["lines"])
+        assert all(round(li["monthly"], 2) == li["monthly"] for li in est["lines"])
+
+
+def test_callouts_name_the_multipliers(plans):
+    prod = cost.estimate(plans["prod"], cost.load_usage(None, "large"))
+    dev = cost.estimate(plans["dev"], cost.load_usage(None, "small"))
+    text = "\n".join(prod["callouts"])
+    assert "Multi-AZ doubles the database" in text and "$270.10" in text  # 540.20 / 2
+    assert "NAT per AZ: 3 NAT gateways" in text
+    assert "WAF bills per request" in text
+    dev_text = "\n".join(dev["callouts"])
+    assert "Multi-AZ" not in dev_text and "NAT per AZ" not in dev_text
+    assert "WAF bills per request" in dev_text
+
+
+def test_usage_without_a_figure_is_listed_never_zero(plans):
+    usage = cost.load_usage(None, "large")
+    del usage["nat_gb"], usage["requests_per_month"]
+    est = cost.estimate(plans["prod"], usage)
+    items = [li["item"] for li in est["lines"]]
+    assert "NAT gateway data processed" not in items
+    assert "WAF requests inspected" not in items
+    assert any("`nat_gb`" in u for u in est["unpriced"])
+    assert any("`requests_per_month`" in u for u in est["unpriced"])
+    assert "#### Not priced" in cost.render_markdown(est)
+
+
+def test_unknown_resource_types_are_not_silently_free(plans):
+    plan = json.loads(json.dumps(plans["dev"]))
+    plan["resources"].append({"id": "x", "type": "aws:ec2/instance:Instance", "name": "box",
+                              "inputs": {}})
+    est = cost.estimate(plan, cost.load_usage(None, "small"))
+    assert any(u.startswith("aws:ec2/instance:Instance (1)") for u in est["unpriced"])
+
+
+def test_region_without_prices_is_refused(plans):
+    plan = json.loads(json.dumps(plans["dev"]))
+    plan["settings"]["aws:region"] = "ap-south-2"
+    with pytest.raises(UsageError, match=r"aws:region: 'ap-south-2' has no prices.*us-east-1"):
+        cost.estimate(plan, cost.load_usage(None, "small"))
+
+
+def test_estimate_is_deterministic_across_hash_seeds(plans, tmp_path):
+    path = tmp_path / "prod.json"
+    path.write_text(json.dumps(plans["prod"]))
+    script = ("import json,sys; from prodstack import cost; p=json.load(open(sys.argv[1]));"
+              "e=cost.estimate(p, cost.load_usage(None,'large'));"
+              "sys.stdout.write(cost.dumps(e)+cost.render_markdown(e))")
+    outputs = {
+        subprocess.run(["python", "-c", script, str(path)], cwd=REPO, check=True,
+                       capture_output=True, text=True,
+                       env={**os.environ, "PYTHONHASHSEED": seed, "TZ": tz}).stdout
+        for seed, tz in (("1", "UTC"), ("4242", "Asia/Kolkata"))
+    }
+    assert len(outputs) == 1
+
+
+def test_vps_host_and_offsite_backups():
+    plan = {"profile": "vps", "stack": "vps",
+            "settings": {"size": "medium", "backup_s3_bucket": "my-backups"}, "resources": []}
+    est = cost.estimate(plan, cost.load_usage(None, "medium"))
+    assert line(est, "DigitalOcean")["monthly"] == 48.00
+    assert line(est, "off-site backups")["monthly"] == pytest.approx(50 * 0.023, abs=0.005)
+    assert est["total_monthly"] == pytest.approx(48.00 + 1.15)
+    assert any("Hetzner" in c and "cx33" in c for c in est["callouts"])
+    assert "$85 production" in cost.render_markdown(est)
+
+
+def test_vps_hetzner_converts_euros(tmp_path):
+    override = tmp_path / "usage.toml"
+    override.write_text('vps_provider = "hetzner"\n')
+    plan = {"profile": "vps", "stack": "vps", "settings": {"size": "small"}, "resources": []}
+    est = cost.estimate(plan, cost.load_usage(override, "small"))
+    assert line(est, "Hetzner")["monthly"] == pytest.approx(4.11 * 1.15, abs=0.005)  # 4.73
+    assert any("backup_s3_bucket" in c for c in est["callouts"])
+
+
+def test_vps_host_facts_pick_a_plan_that_fits():
+    plan = {"profile": "vps", "stack": "vps",
+            "settings": {"size": "small", "host_memory_mb": 8192, "host_cpus": 4},
+            "resources": []}
+    est = cost.estimate(plan, cost.load_usage(None, "small"))
+    assert "s-4vcpu-8gb" in line(est, "DigitalOcean")["item"]
+
+
+def test_usage_override_replaces_only_its_keys(tmp_path):
+    override = tmp_path / "usage.toml"
+    override.write_text("nat_gb = 1234\n")
+    usage = cost.load_usage(override, "medium")
+    assert usage["nat_gb"] == 1234
+    assert usage["requests_per_month"] == cost.load_usage(None, "medium")["requests_per_month"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("nat_gbb = 1\n", r"usage\.toml: unknown usage key `nat_gbb`"),
+    ("nat_gb = -1\n", r"usage\.toml: `nat_gb` = -1 is invalid; expected a number >= 0"),
+    ('nat_gb = "lots"\n', r"`nat_gb` = 'lots' is invalid"),
+    ("nat_gb = true\n", r"`nat_gb` = True is invalid"),
+    ('vps_provider = "linode"\n', r"`vps_provider` = 'linode' is invalid"),
+    ("nat_gb = \n", r"usage\.toml: not valid TOML"),
+])
+def test_bad_usage_files_name_the_file_and_key(tmp_path, text, message):
+    path = tmp_path / "usage.toml"
+    path.write_text(text)
+    with pytest.raises(UsageError, match=message):
+        cost.load_usage(path, "small")
+
+
+def test_missing_usage_file_and_unknown_size(tmp_path):
+    with pytest.raises(UsageError, match=r"nope\.toml: no such usage file"):
+        cost.load_usage(tmp_path / "nope.toml", "small")
+    with pytest.raises(UsageError, match=r"size: 'huge' has no usage profile"):
+        cost.load_usage(None, "huge")
+
+
+def test_checked_in_profiles_set_every_key_and_every_price_names_a_source():
+    for size in cost.SIZES:
+        assert set(cost.load_usage(None, size)) == set(cost.USAGE_KEYS)
+    prices = cost.load_prices()
+
+    def entries(table):
+        for value in table.values():
+            if isinstance(value, dict) and "source" in value:
+                yield value
+            elif isinstance(value, dict):
+                yield from entries(value)
+
+    for entry in entries({k: v for k, v in prices.items() if k != "sources"}):
+        source = prices["sources"][entry["source"]]
+        assert source["page"] and source["taken"] and "confirmed" in source
