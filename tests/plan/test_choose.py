@@ -1,0 +1,116 @@
+"""`prodstack choose`: the side-by-side comparison on real plans, and the recommendation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from components.database import INSTANCE_MEMORY_GIB, tuned_parameters
+from prodstack import choose, cost
+from prodstack.cloud_plan import record_isolated
+from prodstack.errors import UsageError
+from prodstack.vps_plan import plan_vps
+
+REPO = Path(__file__).resolve().parents[2]
+AUTO = ("replicas", "min_replicas", "max_replicas", "az_count", "nat", "multi_az",
+        "storage_gb", "max_storage_gb")
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("choose")
+
+    def plan_for(profile: str, size: str) -> dict:
+        if profile == "vps":
+            return plan_vps({"size": size}, root=REPO)
+        # The prod stack with the size's own defaults; `environment` other than prod, since
+        # the prod checks refuse small's single-AZ database.
+        overrides = {"size": size, "environment": "choose", **{k: "auto" for k in AUTO}}
+        return record_isolated("prod", out / f"{size}.json", overrides, plan=True)
+
+    return choose.compare(plan_for)
+
+
+def test_every_size_has_both_profiles_with_cost_from_cost(comparison):
+    assert [row["size"] for row in comparison["sizes"]] == list(cost.SIZES)
+    for row in comparison["sizes"]:
+        cloud, vps = row["cloud"], row["vps"]
+        assert cloud["monthly_usd"] == pytest.approx(cloud["fixed_usd"] + cloud["usage_usd"])
+        assert vps["monthly_usd"] > 0 and cloud["monthly_usd"] > vps["monthly_usd"]
+        assert cloud["where"] == "eu-west-1"
+        assert "Multi-AZ" in cloud["availability"] or row["size"] == "small"
+        assert "one host" in vps["availability"]
+        assert cloud["operate"] and vps["operate"]
+
+
+def test_capacity_is_bench_rate_times_replicas_with_headroom(comparison):
+    bench = comparison["bench"]
+    assert bench["file"].startswith("bench/results/") and bench["assumptions"]
+    per_core = bench["write_rps_per_core"]
+    assert per_core == round(bench["write_rps"] / bench["machine"]["cpus"])
+    for row in comparison["sizes"]:
+        for profile in ("cloud", "vps"):
+            c = row[profile]["capacity"]
+            share = min(c["vcpu_per_replica"], 1.0)  # one worker uses at most a core
+            assert c["write_rps"] == pytest.approx(per_core * share * c["replicas"], abs=1)
+            assert c["usable_write_rps"] == int(c["write_rps"] * 0.7)
+    large = comparison["sizes"][2]["cloud"]["capacity"]
+    assert large["replicas"] == 3 and large["max_replicas"] == 12
+
+
+def test_connection_budget_uses_the_parameter_group(comparison):
+    for row, klass in zip(comparison["sizes"], ("db.t4g.micro", "db.m7g.large",
+                                                "db.m7g.xlarge"), strict=True):
+        budget = row["cloud"]["db_budget"]
+        expected = int(tuned_parameters(INSTANCE_MEMORY_GIB[klass], 500)["max_connections"])
+        assert budget["max_connections"] == expected
+        # 10 connections x 1 worker x max tasks x 200 % during a deploy
+        assert budget["peak"] == 10 * 1 * budget["peak_replicas"]
+        assert budget["ok"]
+        assert row["vps"]["db_budget"]["max_connections"] == 200
+
+
+def test_connection_budget_warns_when_over():
+    budget = choose.connection_budget(80, 2, surge=12)
+    assert not budget["ok"] and "exceed max_connections 80" in budget["warning"]
+    assert choose.connection_budget(200, 3, surge=4)["ok"]
+
+
+def test_markdown_shows_the_table_thresholds_and_bench(comparison):
+    text = choose.render_markdown({**comparison,
+                                   "recommendation": choose.recommend(800, 300, None)})
+    assert "| monthly cost |" in text and "small cloud" in text and "large vps" in text
+    assert "CPU above 70 % sustained, p95 above 500 ms, or more than 1,000 req/s" in text
+    assert comparison["bench"]["file"] in text
+    assert "### Recommendation: vps, size `small`" in text
+
+
+def test_recommend_800_rps_at_300_ms_is_a_vps_and_says_why():
+    rec = choose.recommend(rps=800, p95_ms=300, cpu_percent=None)
+    assert (rec["profile"], rec["size"]) == ("vps", "small")
+    text = " ".join(rec["reasons"])
+    assert "No seed threshold is crossed" in text and "80%" in text
+    assert "req/s of creates" in text
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"rps": 1500, "p95_ms": None, "cpu_percent": None}, "above the seeds' 1,000 req/s"),
+    ({"rps": 200, "p95_ms": 650, "cpu_percent": None}, "p95 650 ms is above"),
+    ({"rps": 200, "p95_ms": None, "cpu_percent": 85}, "CPU 85 % is above"),
+])
+def test_recommend_moves_to_the_cloud_past_a_threshold(kwargs, reason):
+    rec = choose.recommend(**kwargs)
+    assert rec["profile"] == "cloud"
+    assert any(reason in r for r in rec["reasons"])
+
+
+def test_recommend_sizes_the_cloud_by_capacity():
+    assert choose.recommend(1500, None, None)["size"] == "medium"
+    assert choose.recommend(200, 600, None)["size"] == "small"
+    assert choose.recommend(5000, None, None)["size"] == "large"
+
+
+def test_recommend_refuses_negative_figures():
+    with pytest.raises(UsageError, match="rps: -1"):
+        choose.recommend(-1, None, None)
