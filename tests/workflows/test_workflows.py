@@ -264,8 +264,15 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def throwaway_repository(root: Path) -> tuple[Path, str, str]:
-    """(repo, base sha, merge sha): this working tree's files, committed twice."""
+# The pull request: (file, pattern, replacement), each pattern matching exactly once.
+PULL_REQUEST = (
+    ("Pulumi.prod.yaml", r'^(  prodstack:replicas: )"\d+"$', rf'\g<1>"{PR_REPLICAS}"'),
+    ("pyinfra/group_data/all.py", r'^size = "(?!large")\w+"$', f'size = "{PR_SIZE}"'),
+)
+
+
+def throwaway_repository(root: Path, edits=PULL_REQUEST) -> tuple[Path, str, str]:
+    """(repo, base sha, merge sha): this working tree's files, then the pull request."""
     repo = root / "repo"
     listed = git(REPO, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
     for rel in filter(None, listed.split("\0")):
@@ -282,17 +289,12 @@ def throwaway_repository(root: Path) -> tuple[Path, str, str]:
     base = git(repo, "rev-parse", "HEAD")
 
     git(repo, "checkout", "-q", "-b", "feature")
-    prod = repo / "Pulumi.prod.yaml"
-    text = prod.read_text()
-    replicas = re.compile(r'^(  prodstack:replicas: )"\d+"$', re.M)
-    assert replicas.search(text), "Pulumi.prod.yaml sets no prodstack:replicas"
-    prod.write_text(replicas.sub(rf'\g<1>"{PR_REPLICAS}"', text))
-    group_data = repo / "pyinfra" / "group_data" / "all.py"
-    text = group_data.read_text()
-    size = re.compile(r'^size = "\w+"$', re.M)
-    assert size.search(text) and f'size = "{PR_SIZE}"' not in text
-    group_data.write_text(size.sub(f'size = "{PR_SIZE}"', text))
-    git(repo, "commit", "-q", "-am", "more replicas, a larger VPS")
+    for rel, pattern, replacement in edits:
+        path = repo / rel
+        text, count = re.subn(pattern, replacement, path.read_text(), flags=re.M)
+        assert count == 1, f"{rel}: {pattern!r} matched {count} times"
+        path.write_text(text)
+    git(repo, "commit", "-q", "-am", "the pull request")
 
     # What actions/checkout gives a pull_request run with fetch-depth 0: the base branch
     # as origin/main, and HEAD detached at GitHub's merge of the pull request into it.
@@ -321,8 +323,11 @@ def parse_output_file(path: Path) -> dict[str, str]:
     return values
 
 
-def run_job(job: dict[str, Any], workdir: Path, env: dict[str, str], temp: Path) -> dict:
-    """Runs a job's `run:` steps like the runner; returns {step id: outputs}."""
+def run_job(
+    job: dict[str, Any], workdir: Path, env: dict[str, str], temp: Path, failing: str = ""
+) -> dict:
+    """Runs a job's `run:` steps like the runner; returns {step id: outputs}. The step
+    whose id is `failing` must exit non-zero, and ends the job as it would on GitHub."""
     outputs: dict[str, dict[str, str]] = {}
     env = dict(env)
     for index, step in enumerate(job["steps"]):
@@ -345,6 +350,10 @@ def run_job(job: dict[str, Any], workdir: Path, env: dict[str, str], temp: Path)
             cwd=workdir, env={**env, **step_env, **{k: str(v) for k, v in files.items()}},
             capture_output=True, text=True, timeout=600,
         )
+        if step.get("id") == failing and failing:
+            assert result.returncode != 0, f"step {failing!r} passed\n{result.stderr[-4000:]}"
+            outputs[failing] = parse_output_file(files["GITHUB_OUTPUT"])
+            return outputs
         assert result.returncode == 0, (
             f"step {step.get('name', index)!r} exited {result.returncode}\n"
             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
@@ -354,6 +363,7 @@ def run_job(job: dict[str, Any], workdir: Path, env: dict[str, str], temp: Path)
         env.update(parse_output_file(files["GITHUB_ENV"]))
         if "id" in step:
             outputs[step["id"]] = parse_output_file(files["GITHUB_OUTPUT"])
+    assert not failing, f"no step {failing!r} ran"
     return outputs
 
 
@@ -492,3 +502,20 @@ def test_plan_job_summary_and_artifact_hold_the_full_diffs(plan_run) -> None:
         assert text in summary, f"{path.name} is not in the job summary"
     assert summary.startswith(MARKER)
     assert (out / "comment.md").read_text() == plan_run["comment"]
+
+
+def test_plan_reports_a_stack_it_cannot_plan_and_still_posts_the_others(tmp_path: Path) -> None:
+    """A pull request that breaks dev's config: dev's section carries the one-line error,
+    prod and the VPS are still diffed, the comment is still made, and the job fails."""
+    broken = (("Pulumi.dev.yaml", r'^(  prodstack:replicas: )"\d+"$', r'\g<1>"0"'),)
+    repo, base, merge = throwaway_repository(tmp_path, broken)
+    env = pull_request_env(repo, tmp_path, base, merge)
+    outputs = run_job(load("plan")["jobs"]["plan"], repo, env, tmp_path, failing="plan")
+    comment = (Path(outputs["plan"]["dir"]) / "comment.md").read_text()
+    assert comment.startswith(MARKER) and len(comment) < GITHUB_COMMENT_LIMIT
+    dev = section(comment, "stack-dev")
+    assert "**prodstack diff failed** (exit 2)" in dev
+    assert "prodstack:replicas" in dev
+    assert "Traceback" not in comment
+    assert "no changes" in section(comment, "stack-prod").lower()
+    assert "no changes" in section(comment, "profile-vps").lower()
