@@ -132,8 +132,9 @@ def _plan_in_subprocess(args: argparse.Namespace, root: Path, out: Path) -> dict
 
 
 def _size(plan: dict[str, Any]) -> str:
-    settings = plan.get("settings", {})
-    return str(settings.get("prodstack:size") or settings.get("size") or "small")
+    from prodstack import cost
+
+    return cost.plan_size(plan)
 
 
 def _cost(plan: dict[str, Any], usage_file: Path | None) -> dict[str, Any]:
@@ -294,8 +295,9 @@ def plan_for_size(profile: str, size: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="prodstack-choose-") as tmp:
         args = argparse.Namespace(
             profile=profile, stack="prod" if profile == "cloud" else None,
-            config=[f"size={size}", "replicas=auto", "min_replicas=auto", "max_replicas=auto",
-                    "az_count=auto", "nat=auto", "multi_az=auto", "storage_gb=auto",
+            # A prod-like stack at each size, without the prod-only minimums.
+            config=[f"size={size}", "environment=choose", "replicas=auto", "min_replicas=auto",
+                    "max_replicas=auto", "az_count=auto", "nat=auto", "multi_az=auto", "storage_gb=auto",
                     "max_storage_gb=auto"] if profile == "cloud" else [],
             data=[f"size={size}"] if profile == "vps" else [],
         )  # fmt: skip

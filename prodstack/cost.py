@@ -211,7 +211,7 @@ class _Estimate:
             "currency": plan_currency(self.prices),
             "profile": plan.get("profile"),
             "stack": plan.get("stack"),
-            "size": _size(plan),
+            "size": plan_size(plan),
             "region": region,
             "lines": lines,
             "fixed_monthly": _money(fixed),
@@ -226,9 +226,12 @@ def plan_currency(prices: Mapping[str, Any]) -> str:
     return str(prices["meta"]["currency"])
 
 
-def _size(plan: Mapping[str, Any]) -> str | None:
+def plan_size(plan: Mapping[str, Any]) -> str:
+    """The plan's size; a plan without one gets its profile's default (Pulumi.yaml: small,
+    group_data/all.py: medium)."""
     settings = plan.get("settings") or {}
-    return settings.get("prodstack:size") or settings.get("size")
+    size = settings.get("prodstack:size") or settings.get("size")
+    return str(size or ("medium" if plan.get("profile") == "vps" else "small"))
 
 
 def estimate(plan: Mapping[str, Any], usage: Mapping[str, Any],

@@ -472,6 +472,14 @@ def _resource_block(change: dict[str, Any]) -> str:
     lines = [head]
     for prop in change["properties"]:
         lines += _property_lines(prop)
+    if change["action"] == "add":
+        # What `pulumi up` would create, input by input.
+        for key, value in sorted(change.get("inputs", {}).items()):
+            if _is_inline(value):
+                lines.append(f"  - `{key}` = {_code(value)}")
+            else:
+                lines += [f"  - `{key}` =", "", "    ```json",
+                          *("    " + line for line in _pretty(value)), "    ```", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -10,10 +10,13 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # postgresql, redis-server, nginx: the real services the tests and benchmark run against.
 # docker.io, debootstrap: the image build and the systemd test host (no registry needed).
 # wrk: the benchmark's load generator. openssh-client: pyinfra's transport.
+# shellcheck: actionlint's checks of the workflows' shell steps.
 PACKAGES=(
   python3 python3-venv ca-certificates curl git iproute2 openssh-client openssl
-  postgresql redis-server nginx docker.io debootstrap wrk
+  postgresql redis-server nginx debootstrap wrk shellcheck
 )
+# A host that already has a Docker engine (GitHub's runners ship docker-ce) keeps it.
+command -v dockerd >/dev/null 2>&1 || PACKAGES+=(docker.io)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -32,6 +35,14 @@ if ! command -v uv >/dev/null 2>&1; then
   python3 -m venv .prodstack/tools
   .prodstack/tools/bin/pip install --quiet "uv==${UV_VERSION}"
   export PATH="$PWD/.prodstack/tools/bin:$PATH"
+fi
+
+# `uv run prodstack ...` straight after set-up: put uv on the PATH of later shells.
+if ! PATH="${PATH#"$PWD/.prodstack/tools/bin:"}" command -v uv >/dev/null 2>&1; then
+  bin_dir="/usr/local/bin"
+  [ -w "$bin_dir" ] || { bin_dir="$HOME/.local/bin"; mkdir -p "$bin_dir"; }
+  ln -sf "$PWD/.prodstack/tools/bin/uv" "$bin_dir/uv"
+  echo "setup: linked uv into $bin_dir"
 fi
 
 echo "setup: Python dependencies from uv.lock"
