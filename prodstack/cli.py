@@ -297,8 +297,8 @@ def plan_for_size(profile: str, size: str) -> dict[str, Any]:
             profile=profile, stack="prod" if profile == "cloud" else None,
             # A prod-like stack at each size, without the prod-only minimums.
             config=[f"size={size}", "environment=choose", "replicas=auto", "min_replicas=auto",
-                    "max_replicas=auto", "az_count=auto", "nat=auto", "multi_az=auto", "storage_gb=auto",
-                    "max_storage_gb=auto"] if profile == "cloud" else [],
+                    "max_replicas=auto", "az_count=auto", "nat=auto", "multi_az=auto",
+                    "storage_gb=auto", "max_storage_gb=auto"] if profile == "cloud" else [],
             data=[f"size={size}"] if profile == "vps" else [],
         )  # fmt: skip
         return _plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
