@@ -20,6 +20,8 @@ surfaces is replaced by `[secret:NAME]`.
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -60,9 +62,30 @@ _INTERNAL_DATA = ("fake_delay", "fake_delay_jitter", "fake_responses")
 _LOCK = threading.Lock()
 
 
+def _pyinfra_cli(name: str):
+    """`pyinfra_cli.<name>` without running `pyinfra_cli/__init__.py`.
+
+    That file calls gevent's `monkey.patch_all()` for the whole process, which the pyinfra
+    CLI needs for SSH but which hangs Pulumi's mocks (the cloud plan) in the same process.
+    The planner runs nothing over the network, so pyinfra's API works unpatched.
+    """
+    module = f"pyinfra_cli.{name}"
+    if module in sys.modules or "pyinfra_cli" in sys.modules:
+        return importlib.import_module(module)
+    spec = importlib.util.find_spec("pyinfra_cli")
+    package = importlib.util.module_from_spec(spec)  # created, not executed
+    sys.modules["pyinfra_cli"] = package
+    try:
+        return importlib.import_module(module)
+    finally:
+        # A later `import pyinfra_cli` runs the real package (and its patching) as usual.
+        if sys.modules.get("pyinfra_cli") is package:
+            del sys.modules["pyinfra_cli"]
+
+
 def parse_data(items: list[str]) -> dict[str, Any]:
     """`--data key=value` strings, with values parsed exactly as `pyinfra --data` does."""
-    from pyinfra_cli.util import parse_cli_arg
+    parse_cli_arg = _pyinfra_cli("util").parse_cli_arg
 
     data: dict[str, Any] = {}
     for item in items:
@@ -142,6 +165,7 @@ class _Planner:
         self.evaluating: set | None = None  # OperationMetas read while an `_if` runs
         self.forced: bool | None = None  # what did_change() answers while settling triggers
         self.deploy_names: set[str] = set()
+        self.tarballs: set[str] = set()  # stand-ins for `docker save` output, by file name
 
     # The steps, in order.
     def plan(self, overrides: dict[str, Any]) -> dict:
@@ -187,8 +211,8 @@ class _Planner:
     def _group_data(self) -> dict[str, dict[str, Any]]:
         # pyinfra's own group-data loader: the same keys `pyinfra inventory.py deploy.py`
         # sees (module imports and dunders left out).
-        from pyinfra_cli.inventory import _get_group_data
-        from pyinfra_cli.util import PYTHON_CODES
+        _get_group_data = _pyinfra_cli("inventory")._get_group_data
+        PYTHON_CODES = _pyinfra_cli("util").PYTHON_CODES
 
         folder = self.pyinfra_dir / "group_data"
         for path in folder.glob("*.py"):
@@ -340,11 +364,14 @@ class _Planner:
 
     def _run(self, state, host, config):
         import tasks.service
+        from pyinfra.api import util as pyinfra_util
         from pyinfra.api.connect import connect_all
         from pyinfra.api.operations import run_ops
         from pyinfra.api.state import StateStage
         from pyinfra.context import ctx_config, ctx_inventory, ctx_state
-        from pyinfra_cli.util import PYTHON_CODES, load_deploy_file
+
+        cli_util = _pyinfra_cli("util")
+        PYTHON_CODES, load_deploy_file = cli_util.PYTHON_CODES, cli_util.load_deploy_file
 
         # The image is never built or saved here: `image` is always set (above), and the
         # tarball that would be shipped is an empty stand-in, so `docker save` never runs
@@ -352,11 +379,17 @@ class _Planner:
         def image_tarball(image: str) -> Path:
             path = self.scratch / (re.sub(r"[^A-Za-z0-9_.-]", "_", image) + ".tar.gz")
             path.touch()
+            self.tarballs.add(path.name)
             return path
 
         tasks.service.image_tarball = image_tarball
         deploy_file = str(self.pyinfra_dir / "deploy.py")
-        PYTHON_CODES.pop(deploy_file, None)  # a checkout's deploy.py may have changed
+        # pyinfra caches compiled deploy files, templates and file digests by path for the
+        # life of the process; a checkout's files may have changed since the last plan.
+        PYTHON_CODES.pop(deploy_file, None)
+        for cache in (pyinfra_util.TEMPLATES, pyinfra_util.FILE_SHAS):
+            for key in [k for k in cache if str(k).startswith(str(self.pyinfra_dir))]:
+                del cache[key]
         with ctx_state.use(state), ctx_inventory.use(state.inventory), ctx_config.use(state.config):
             state.set_stage(StateStage.Connect)
             connect_all(state)
@@ -554,12 +587,15 @@ class _Planner:
             if kind in ("files.template", "files.put"):
                 dest = kwargs.get("dest")
                 src = str(kwargs.get("src", ""))
-                if src.endswith(".tar.gz") and "/" not in src:
+                if src in self.tarballs:
                     tarball = src
                     kwargs["src"] = TARBALL_LABEL
                 else:
+                    content = op["uploads"].get(dest)
+                    if cfg.tls_key_file and src == self._path_text(str(cfg.tls_key_file)):
+                        content = planfile.secret_marker("tls_key_file")  # a private key
                     inputs = {
-                        "content": op["uploads"].get(dest),
+                        "content": content,
                         "mode": str(kwargs.get("mode")) if kwargs.get("mode") else None,
                         "user": kwargs.get("user"),
                         "group": kwargs.get("group"),
