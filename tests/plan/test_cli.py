@@ -33,7 +33,8 @@ def one_line_error(proc, *fragments: str) -> str:
 @pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose"])
 def test_every_subcommand_has_help_with_examples(command):
     proc = prodstack(command, "--help")
-    assert proc.returncode == 0 and "examples:" in proc.stdout and f"prodstack {command}" in proc.stdout
+    assert proc.returncode == 0
+    assert "examples:" in proc.stdout and f"prodstack {command}" in proc.stdout
 
 
 def test_no_command_and_unknown_flag_are_usage_errors():
