@@ -249,15 +249,6 @@ def record(
             for number, inner in enumerate(value):
                 trace(inner, f"{source}[{number}]", inputs_seen)
 
-    def leaves(value: Any) -> set[str]:
-        if isinstance(value, str):
-            return {value}
-        if isinstance(value, dict):
-            return set().union(*(leaves(v) for v in value.values())) if value else set()
-        if isinstance(value, list):
-            return set().union(*(leaves(v) for v in value)) if value else set()
-        return set()
-
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
             inputs = dict(args.inputs)
@@ -309,7 +300,7 @@ def record(
                 state["fqdn"] = inputs.get("name", name)
             elif typ == "aws:s3/bucket:Bucket":
                 state["bucket"] = f"{name}-20261123"
-            seen = leaves(inputs)
+            seen = set(planfile.strings(inputs))
             trace(rid, f"{name}.id", seen)
             for key, value in state.items():
                 # Auto-names are known at preview (the provider's check makes them).
@@ -415,19 +406,14 @@ def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
     # Longest first, so a value that contains another is replaced whole.
     computed = sorted(manifest["computed"].items(), key=lambda item: (-len(item[0]), item[0]))
 
-    def unknowns(value: Any) -> Any:
-        if isinstance(value, str):
-            if not any(text in value for text, _ in computed):
-                return value
-            for text, source in computed:
-                if text in value:
-                    value = value.replace(text, planfile.unknown_marker(source))
-            return value
-        if isinstance(value, dict):
-            return {k: unknowns(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [unknowns(v) for v in value]
+    def mark(value: str) -> str:
+        for text, source in computed:
+            if text in value:
+                value = value.replace(text, planfile.unknown_marker(source))
         return value
+
+    def unknowns(value: Any) -> Any:
+        return planfile.map_strings(value, mark)
 
     by_id = {r["urn"]: r for r in manifest["resources"]}
     plan = planfile.new_plan("cloud", manifest["stack"])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +64,36 @@ def unknown_marker(source: str) -> str:
     return f"(known after apply: {source})"
 
 
+def strings(value: Any) -> list[str]:
+    """Every string inside a JSON-like value (dict values and list items, recursively)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for inner in value.values() for s in strings(inner)]
+    if isinstance(value, list | tuple):
+        return [s for inner in value for s in strings(inner)]
+    return []
+
+
+def map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """A copy of a JSON-like value with ``change`` applied to every string in it."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [map_strings(v, change) for v in value]
+    return value
+
+
 def has_secret(value: Any) -> bool:
     """Whether a value (or anything inside it) carries a secret marker."""
-    if isinstance(value, str):
-        return bool(_SECRET_RE.search(value))
-    if isinstance(value, dict):
-        return any(has_secret(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_secret(v) for v in value)
-    return False
+    return any(_SECRET_RE.search(s) for s in strings(value))
 
 
 def has_unknown(value: Any) -> bool:
-    if isinstance(value, str):
-        return bool(_UNKNOWN_RE.search(value))
-    if isinstance(value, dict):
-        return any(has_unknown(v) for v in value.values())
-    if isinstance(value, list):
-        return any(has_unknown(v) for v in value)
-    return False
+    """Whether a value (or anything inside it) is known only after apply."""
+    return any(_UNKNOWN_RE.search(s) for s in strings(value))
 
 
 def new_plan(profile: str, stack: str) -> dict[str, Any]:

@@ -760,18 +760,12 @@ class _Planner:
                 replacements.append((form, marker))
         replacements.sort(key=lambda pair: -len(pair[0]))
 
-        def scrub(value: Any) -> Any:
-            if isinstance(value, str):
-                for form, marker in replacements:
-                    value = value.replace(form, marker)
-                return value
-            if isinstance(value, dict):
-                return {k: scrub(v) for k, v in value.items()}
-            if isinstance(value, list):
-                return [scrub(v) for v in value]
+        def scrub(value: str) -> str:
+            for form, marker in replacements:
+                value = value.replace(form, marker)
             return value
 
-        return scrub(planfile.normalise(plan))
+        return planfile.map_strings(planfile.normalise(plan), scrub)
 
 
 _DROP = object()
