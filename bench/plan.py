@@ -4,7 +4,7 @@
 
 Each round runs, as fresh processes: the import floor (`import pulumi_aws` and the other
 SDKs the program needs, which every plan pays), `prodstack plan --stack prod`, `--stack
-dev` and `--profile vps`. It prints a table and writes `bench/results/plan-<UTC>.{md,json}`.
+dev` and `--profile vps`. It prints a table and writes `bench/results/plan/<UTC>.{md,json}`.
 The goal is a prod plan in under 10 s on a 2-core machine; the ratio to the import floor
 is what stays comparable across machines.
 """
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+RESULTS = REPO / "bench" / "results" / "plan"
 GOAL_SECONDS = 10.0
 CASES = {
     "import floor (pulumi, pulumi_aws, pulumi_docker, pulumi_random)": [
@@ -71,9 +71,9 @@ def main() -> int:
     lines += ["", f"Goal: prod plan under {GOAL_SECONDS:.0f} s: **{verdict}** "
               f"({prod['median_s']} s median)."]  # fmt: skip
     report = "\n".join(lines) + "\n"
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"plan-{stamp}.md").write_text(report)
-    (RESULTS / f"plan-{stamp}.json").write_text(json.dumps(
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stamp}.md").write_text(report)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(
         {"rounds": args.rounds, "cores": os.cpu_count(), "goal_s": GOAL_SECONDS,
          "rows": rows, "samples": samples}, indent=1) + "\n")  # fmt: skip
     print(report)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import runpy
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,8 @@ OPERATE = {
 
 def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
     """The newest committed benchmark run, with what it measured and under which setup."""
-    runs = sorted(directory.glob("*.json"))
+    # bench/run.py names its reports by UTC timestamp (other benchmarks use subfolders).
+    runs = sorted(directory.glob("[0-9]*T*Z.json"))
     if not runs:
         raise UsageError(f"{directory}: no benchmark results; run `uv run python -m bench.run`")
     path = runs[-1]
@@ -273,12 +275,17 @@ def compare(plan_for: Callable[[str, str], dict[str, Any]],
     bench = latest_bench(bench_dir)
     usage_for = usage_for or (lambda size: cost.load_usage(None, size))
     prices = cost.load_prices()
+    # Each plan is a process of its own: two at a time on a 2-core machine.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {(profile, size): pool.submit(plan_for, profile, size)
+                   for size in SIZES for profile in ("cloud", "vps")}  # fmt: skip
+        plans = {key: future.result() for key, future in futures.items()}
     rows = []
     for size in SIZES:
         usage = usage_for(size)
         row: dict[str, Any] = {"size": size}
         for profile, facts in (("cloud", cloud_facts), ("vps", vps_facts)):
-            plan = plan_for(profile, size)
+            plan = plans[(profile, size)]
             estimate = cost.estimate(plan, usage, prices)
             row[profile] = {
                 "monthly_usd": estimate["total_monthly"],
