@@ -85,7 +85,7 @@ def test_dev_matches_hand_computed_figures(plans):
     est = cost.estimate(plans["dev"], cost.load_usage(None, "small"))
     hand = {
         "NAT gateway (1)": 730 * 0.048,                    # 35.04: one NAT, not per AZ
-        "RDS PostgreSQL db.t4g.micro (Single-AZ)": 730 * 0.018,   # 13.14
+        "RDS PostgreSQL db.t4g.micro (Single-AZ)": 730 * 0.017,   # 12.41
         "RDS gp3 storage (20 GB x 1)": 20 * 0.127,         # 2.54: single copy
         "Fargate vCPU": 1 * 0.25 * 730 * 0.04048,          # 7.39
         "Fargate memory": 1 * 0.5 * 730 * 0.004445,        # 1.62
@@ -237,6 +237,10 @@ def test_checked_in_profiles_set_every_key_and_every_price_names_a_source():
             elif isinstance(value, dict):
                 yield from entries(value)
 
+    used = set()
     for entry in entries({k: v for k, v in prices.items() if k != "sources"}):
         source = prices["sources"][entry["source"]]
         assert source["page"] and source["taken"] and "confirmed" in source
+        assert source["checked"], entry["source"]
+        used.add(entry["source"])
+    assert used == set(prices["sources"])  # no source left behind by a price that moved
