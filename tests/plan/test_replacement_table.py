@@ -175,9 +175,28 @@ def test_the_service_rolls_when_its_task_definition_changes():
 
 
 def test_identity_properties_force_replacement():
-    # The replace-warning cases issue 7 names: the RDS identifier and the VPC CIDR.
-    assert "identifier" in table()["aws:rds/instance:Instance"]["force_new"]
+    # The VPC CIDR replaces the VPC. The RDS identifier does not: since provider v5.0.0 a new
+    # identifier renames the instance in place (CHANGELOG 5.0.0, #31232), so the diff must warn
+    # about it as a disruption, not as a replacement; the instance's storage settings still replace.
     assert "cidrBlock" in table()["aws:ec2/vpc:Vpc"]["force_new"]
+    rds = table()["aws:rds/instance:Instance"]
+    assert "identifier" not in rds["force_new"] and "identifier" in rds["disruptive"]
+    assert {"storageEncrypted", "kmsKeyId", "engine"} <= set(rds["force_new"])
+
+
+# A source names the commit (hex) or tag it was read at, or says it was not read.
+READ_AT = re.compile(r"read at (?:[0-9a-f]{12,40}|v\d+\.\d+\.\d+\b)")
+UNREAD = "recalled, not read at a commit"
+
+
+@pytest.mark.parametrize("token", sorted(table()))
+def test_every_source_names_what_it_was_read_at(token):
+    source = table()[token]["source"]
+    if token.startswith("docker:"):
+        return  # a native Pulumi resource: there is no provider schema to read
+    assert READ_AT.search(source) or UNREAD in source, (
+        f"{token}: source must say the commit or tag it was read at, or '{UNREAD}': {source}"
+    )
 
 
 def test_the_checks_catch_a_misspelt_property():
