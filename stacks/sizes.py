@@ -35,19 +35,17 @@ class Size:
     storage_gb: int
     """Initial RDS storage (``storage_gb``)."""
     cache_node_type: str
-    """ElastiCache node type."""
-    monthly_usd: int
-    """Rough monthly cost in us-east-1 at the size's defaults (see docs/cloud.md)."""
+    """ElastiCache node type. (What a size costs: `prodstack cost`, docs/cost.md.)"""
 
 
 SIZES: dict[str, Size] = {
     # startup: one small task, single NAT, burstable DB/cache, no standby.
     "small": Size("256", "512", 1, 1, 2, 2, "single", False,
-                  "db.t4g.micro", 20, "cache.t4g.micro", 110),
+                  "db.t4g.micro", 20, "cache.t4g.micro"),
     # production: the seed's 4-core/8 GB database class, Multi-AZ, two tasks.
     "medium": Size("512", "1024", 2, 2, 6, 2, "single", True,
-                   "db.m7g.large", 50, "cache.t4g.small", 420),
+                   "db.m7g.large", 50, "cache.t4g.small"),
     # enterprise: three tasks (the seed's topology), three AZs, NAT per AZ.
     "large": Size("1024", "2048", 3, 3, 12, 3, "per_az", True,
-                  "db.m7g.xlarge", 100, "cache.m7g.large", 1000),
+                  "db.m7g.xlarge", 100, "cache.m7g.large"),
 }
