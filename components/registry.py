@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -29,10 +30,11 @@ def context_hash(context: str | os.PathLike[str]) -> str:
     same tag, so an unchanged ``app/`` pushes nothing new.
     """
     root = Path(context)
+    ignored = _dockerignore(root)
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if "__pycache__" in rel or rel.endswith(".pyc"):
+        if "__pycache__" in rel or rel.endswith(".pyc") or ignored(rel):
             continue
         # Downloaded wheels are a build cache: requirements.txt pins them by hash, so the
         # tag follows the source, not what happens to be in a checkout's wheelhouse.
@@ -40,6 +42,35 @@ def context_hash(context: str | os.PathLike[str]) -> str:
             continue
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return "src-" + digest.hexdigest()[:16]
+
+
+def _dockerignore(root: Path):
+    """Whether a context path is excluded by ``root/.dockerignore`` (what Docker never sees
+    cannot change the image). Patterns match a path or any of its parent folders;
+    ``**/`` matches any depth, ``!`` re-includes."""
+    rules = []
+    ignore_file = root / ".dockerignore"
+    if ignore_file.exists():
+        for line in ignore_file.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                keep = line.startswith("!")
+                rules.append((keep, line.lstrip("!").strip("/")))
+
+    def matches(rel: str, pattern: str) -> bool:
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        options = {pattern, pattern.removeprefix("**/")}
+        return any(fnmatch.fnmatchcase(p, o) for p in prefixes for o in options)
+
+    def ignored(rel: str) -> bool:
+        result = False
+        for keep, pattern in rules:
+            if matches(rel, pattern):
+                result = not keep
+        return result
+
+    return ignored
 
 
 def lifecycle_policy(keep_images: int) -> str:

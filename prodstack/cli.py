@@ -2,7 +2,8 @@
 account and no host.
 
 Exit codes: 0 ok; 1 the diff found a blocking risk (only with --fail-on); 2 bad usage or
-bad input. Results go to stdout and nothing else does; errors are one line on stderr.
+bad input; 3 an internal error. Results go to stdout and nothing else does; errors are one
+line on stderr.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with usage errors as one line and exit code 2."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message} (see --help)")
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
@@ -127,7 +128,8 @@ def _plan_in_subprocess(args: argparse.Namespace, root: Path, out: Path) -> dict
         message = (proc.stderr.strip().splitlines() or ["plan failed"])[-1]
         raise UsageError(message.removeprefix("prodstack: "))
     if proc.returncode != 0:
-        raise RuntimeError(f"plan of {root} failed:\n{proc.stderr[-4000:]}")
+        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        raise UsageError(f"planning failed: {lines[-1].removeprefix('prodstack: ')}")
     return planfile.load(out)
 
 
@@ -222,7 +224,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.full:
         full = (json.dumps(result, indent=1, sort_keys=True) + "\n" if args.format == "json"
                 else diff.render_markdown(result, max_chars=10**12))  # fmt: skip
-        Path(args.full).write_text(full, encoding="utf-8")
+        planfile.write_text(args.full, full)
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
     else:
@@ -241,6 +243,13 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     repo = gitrefs.repository_root(Path.cwd())
     commits = (gitrefs.resolve(repo, args.base, "--base"),
                gitrefs.resolve(repo, args.head, "--head"))  # fmt: skip
+    profile = _profile(args)
+    if profile == "cloud":
+        known = [ref for ref, commit in zip((args.base, args.head), commits, strict=True)
+                 if gitrefs.has_file(repo, commit, f"Pulumi.{args.stack}.yaml")]  # fmt: skip
+        if not known:
+            raise UsageError(f"--stack {args.stack}: unknown stack, neither {args.base} nor "
+                             f"{args.head} has Pulumi.{args.stack}.yaml")  # fmt: skip
     print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
           f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
     with (
@@ -249,9 +258,27 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         gitrefs.checkout(repo, commits[1]) as head_root,
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
-        futures = [pool.submit(_plan_in_subprocess, args, root, Path(tmp) / f"{side}.json")
-                   for side, root in (("base", base_root), ("head", head_root))]
+        futures = [pool.submit(_plan_of_side, args, root, Path(tmp) / f"{flag[2:]}.json",
+                               flag, ref)
+                   for flag, ref, root in (("--base", args.base, base_root),
+                                           ("--head", args.head, head_root))]  # fmt: skip
         return futures[0].result(), futures[1].result()
+
+
+def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str,
+                  ref: str) -> dict[str, Any]:  # fmt: skip
+    """One side of a diff of refs. A stack (or the VPS profile) that the ref doesn't have
+    yet, or no longer has, is an empty plan: everything shows as added or removed."""
+    profile = _profile(args)
+    marker = root / (f"Pulumi.{args.stack}.yaml" if profile == "cloud" else "pyinfra/deploy.py")
+    if not marker.exists():
+        print(f"prodstack: {flag} {ref} has no {marker.relative_to(root)}: comparing with "
+              "an empty plan", file=sys.stderr)  # fmt: skip
+        return planfile.new_plan(profile, args.stack if profile == "cloud" else "vps")
+    try:
+        return _plan_in_subprocess(args, root, out)
+    except UsageError as error:
+        raise UsageError(f"{flag} {ref}: {error}") from None
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
@@ -380,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug, not bad input: one line, the traceback on request
+        if os.environ.get("PRODSTACK_DEBUG"):
+            raise
+        print(f"prodstack: internal error: {type(error).__name__}: {error} "
+              "(PRODSTACK_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+        return 3
     except BrokenPipeError:
         return 0
 

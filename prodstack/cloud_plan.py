@@ -99,10 +99,18 @@ def stack_config(
         if isinstance(spec, dict) and "default" in spec:
             config[f"{PROJECT}:{key}"] = _text(spec["default"])
     labels: dict[str, str] = {}
+    # Keys declared `secret: true`: their values only ever arrive encrypted.
+    secret_keys = {f"{PROJECT}:{key}" for key, spec in schema.items()
+                   if isinstance(spec, dict) and spec.get("secret")}  # fmt: skip
     stack_values = _yaml(stack_file).get("config") or {}
     if not isinstance(stack_values, dict):
         raise UsageError(f"{stack_file.name}: `config` must be a mapping")
     for key, value in stack_values.items():
+        if key in secret_keys and not (isinstance(value, dict) and "secure" in value) and value:
+            raise UsageError(
+                f"{stack_file.name}: {key} is a secret stored in plain text; remove it and "
+                f"run `pulumi config set --secret {key.split(':', 1)[1]}`"
+            )
         if isinstance(value, dict) and "secure" in value:
             version = _version(str(value["secure"]))
             stand_in = f"plan-secret-{key.replace(':', '-')}-{version}-0123456789abcdef"
@@ -123,6 +131,11 @@ def stack_config(
         if full.startswith(f"{PROJECT}:") and full.split(":", 1)[1] not in schema:
             raise UsageError(
                 f"--config {key}: unknown key (Pulumi.yaml declares: {', '.join(sorted(schema))})"
+            )
+        if full in secret_keys:
+            raise UsageError(
+                f"--config {key}: a secret never goes on a command line; set it in the stack "
+                f"with `pulumi config set --secret {full.split(':', 1)[1]}`"
             )
         if value is None:
             config.pop(full, None)
@@ -254,7 +267,8 @@ def record(
             inputs = dict(args.inputs)
             state = dict(inputs)
             name, typ = args.name, args.typ
-            rid = f"{name}-id"
+            # Provider prefix outside AWS: a Secret and a RandomPassword may share a name.
+            rid = f"{name}-id" if typ.startswith("aws:") else f"{name}-{typ.split(':')[0]}-id"
             svc = typ.split(":")[1].split("/")[0] if ":" in typ else "x"
             state.setdefault("name", name)
             state.setdefault("arn", f"arn:aws:{svc}:{region}:{ACCOUNT}:{name}")
@@ -301,11 +315,12 @@ def record(
             elif typ == "aws:s3/bucket:Bucket":
                 state["bucket"] = f"{name}-20261123"
             seen = set(planfile.strings(inputs))
-            trace(rid, f"{name}.id", seen)
+            urn = f"{typ}::{name}"
+            trace(rid, f"{urn}.id", seen)
             for key, value in state.items():
                 # Auto-names are known at preview (the provider's check makes them).
                 if key not in inputs and key != "name" and key != "result":
-                    trace(value, f"{name}.{key}", seen)
+                    trace(value, f"{urn}.{key}", seen)
             return rid, state
 
         def call(self, args: pulumi.runtime.MockCallArgs):
@@ -363,6 +378,8 @@ def record(
             pmocks.test(program)()
     except SystemExit as exc:
         exit_code = int(exc.code or 0)
+    except Exception as error:  # the program itself is broken: say where, in one line
+        raise UsageError(_program_failure(error, root, mask)) from None
     settings = {
         key: (planfile.secret_marker(labels[value]) if value in labels else value)
         for key, value in sorted(config.items())
@@ -376,9 +393,24 @@ def record(
         "invokes": invokes,
         "resources": resources,
         "resource_options": options,
+        "overrides": sorted(f"{k}={v}" if v is not None else f"-{k}"
+                            for k, v in (overrides or {}).items()),  # fmt: skip
         "settings": settings,
         "computed": dict(sorted(computed.items())),
     }
+
+
+def _program_failure(error: BaseException, root: Path, mask: Any) -> str:
+    """``stacks/program.py:42: RuntimeError: ...``: the innermost frame in the checkout."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if f.filename.startswith(str(root)) and "/.venv/" not in f.filename]  # fmt: skip
+    where = ""
+    if frames:
+        where = f"{Path(frames[-1].filename).relative_to(root)}:{frames[-1].lineno}: "
+    message = mask(str(error).splitlines()[0] if str(error) else "")
+    return f"the Pulumi program failed: {where}{type(error).__name__}: {message}".rstrip(": ")
 
 
 def _component(resource: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> str:
@@ -400,9 +432,12 @@ def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
             line.strip() for line in manifest["stderr"].splitlines()
             if line.strip() and not line.startswith("prodstack: invalid configuration")
         ]
-        raise UsageError(
-            f"Pulumi.{manifest['stack']}.yaml: invalid configuration: " + "; ".join(problems)
-        )
+        where = f"Pulumi.{manifest['stack']}.yaml"
+        if manifest.get("overrides"):
+            where += " with --config " + ", ".join(manifest["overrides"])
+        # The program may report one key twice (type, then range): say each once.
+        unique = list(dict.fromkeys(problems))
+        raise UsageError(f"{where}: invalid configuration: " + "; ".join(unique))
     # Longest first, so a value that contains another is replaced whole.
     computed = sorted(manifest["computed"].items(), key=lambda item: (-len(item[0]), item[0]))
 

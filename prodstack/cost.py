@@ -238,6 +238,9 @@ def estimate(plan: Mapping[str, Any], usage: Mapping[str, Any],
              prices: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The itemised monthly estimate of `plan` (cloud or VPS) under `usage`."""
     prices = prices if prices is not None else load_prices()
+    if not plan.get("resources"):
+        # A stack that doesn't exist yet (one side of a diff): nothing to pay for.
+        return _Estimate(prices, usage).result(plan, region="")
     if plan.get("profile") == "vps":
         return _estimate_vps(plan, usage, prices)
     if plan.get("profile") != "cloud":

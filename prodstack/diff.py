@@ -47,8 +47,8 @@ HOLDS_DATA = {
     "aws:secretsmanager/secret:Secret": "the value is set again from config",
 }
 FAIL_ON = ("replace", "delete", "risk", "downtime", "policy")
-_UNKNOWN_SOURCE_RE = re.compile(r"\(known after apply: ([^.)\[]+)[.\[]")
-_SECRET_MARKER_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
+# `(known after apply: aws:ec2/vpc:Vpc::prodstack-net-vpc.id)` -> the resource's id.
+_UNKNOWN_SOURCE_RE = re.compile(r"\(known after apply: ([^)\s]+?::[^.)\[\s]+)[.\[]")
 
 
 @cache
@@ -78,7 +78,7 @@ def _changed_properties(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _references(value: Any) -> set[str]:
-    """Logical names of the resources whose after-apply outputs a value uses."""
+    """Ids of the resources whose after-apply outputs a value uses."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return set(_UNKNOWN_SOURCE_RE.findall(text))
 
@@ -86,7 +86,7 @@ def _references(value: Any) -> set[str]:
 def _secret_only_change(old: Any, new: Any) -> bool:
     """Whether two values differ only inside secret markers (a changed secret)."""
     def blank(value: Any) -> str:
-        return _SECRET_MARKER_RE.sub("[secret]", json.dumps(value, sort_keys=True))
+        return planfile.SECRET_RE.sub("[secret]", json.dumps(value, sort_keys=True))
 
     return (planfile.has_secret(old) or planfile.has_secret(new)) and blank(old) == blank(new)
 
@@ -101,10 +101,20 @@ def _property_change(key: str, old: Any, new: Any, forcing: set[str]) -> dict[st
     return change
 
 
+def _option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Resource options that differ (`protect`, `retain_on_delete`, ...), as properties."""
+    before, after = old.get("options", {}), new.get("options", {})
+    return [
+        {"property": f"option {key}", "forces_replacement": False,
+         "old": before.get(key), "new": after.get(key)}
+        for key in sorted(set(before) | set(after))
+        if key != "custom" and before.get(key) != after.get(key)
+    ]  # fmt: skip
+
+
 def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     table = replacement_table()
     old_index, new_index = _index(base), _index(head)
-    name_to_id = {r["name"]: r["id"] for r in head["resources"]}
     changes: dict[str, dict[str, Any]] = {}
 
     for rid in sorted(set(old_index) | set(new_index)):
@@ -116,25 +126,38 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
             changes[rid] = {"action": "remove", "resource": old, "properties": []}
             continue
         keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
-        if not keys:
+        options = _option_changes(old, new)
+        moved = old.get("parent") != new.get("parent")
+        if not keys and not options and not moved:
             continue
         entry = table.get(new["type"], {})
         forcing = set(entry.get("force_new", ())) | set(
             new.get("options", {}).get("replace_on_changes", ())
         )
-        changes[rid] = {
-            "action": "replace" if forcing & set(keys) else "update",
-            "resource": new,
-            "forced_by": sorted(forcing & set(keys)),
-            "properties": [
-                _property_change(k, old["inputs"].get(k), new["inputs"].get(k), forcing)
-                for k in keys
-            ],
-        }
+        # Pulumi leaves these as deployed (e.g. desiredCount, which autoscaling owns).
+        ignored = set(new.get("options", {}).get("ignore_changes", ()))
+        effective = [k for k in keys if k not in ignored]
+        properties = [
+            {**_property_change(k, old["inputs"].get(k), new["inputs"].get(k), forcing),
+             **({"ignored": True} if k in ignored else {})}
+            for k in keys
+        ] + options  # fmt: skip
+        if moved:
+            properties.append({"property": "parent", "forces_replacement": True,
+                               "old": old.get("parent"), "new": new.get("parent")})  # fmt: skip
+        forced = sorted(forcing & set(effective)) + (["parent"] if moved else [])
+        if forced:
+            action = "replace"
+        elif effective or options:
+            action = "update"
+        else:
+            action = "ignored"
+        changes[rid] = {"action": action, "resource": new, "forced_by": forced,
+                        "properties": properties}  # fmt: skip
 
     # A replaced resource has new outputs: whatever feeds one of them into a force-new
     # property is replaced too (new VPC -> new subnets), and that repeats.
-    replaced = {new_index[rid]["name"] for rid, c in changes.items() if c["action"] == "replace"}
+    replaced = {rid for rid, c in changes.items() if c["action"] == "replace"}
     grew = True
     while grew:
         grew = False
@@ -155,9 +178,32 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
                                               "properties": []})  # fmt: skip
             change["action"] = "replace"
             change["forced_by"] = sorted({key for key, _ in causes})
-            change["because_of"] = sorted({name_to_id.get(s, s) for _, s in causes})
-            replaced.add(resource["name"])
+            change["because_of"] = sorted({source for _, source in causes})
+            replaced.add(rid)
             grew = True
+
+    # Other inputs that read a replaced resource's outputs change at apply: an update.
+    for resource in head["resources"]:
+        rid = resource["id"]
+        if rid in changes and changes[rid]["action"] in ("replace", "add", "remove"):
+            continue
+        shown = {p["property"] for p in changes.get(rid, {}).get("properties", ())}
+        later = {
+            key: sorted(s for s in _references(value) if s in replaced)
+            for key, value in resource.get("inputs", {}).items() if key not in shown
+        }  # fmt: skip
+        later = {key: sources for key, sources in later.items() if sources}
+        if not later:
+            continue
+        change = changes.setdefault(rid, {"action": "update", "resource": resource,
+                                          "properties": []})  # fmt: skip
+        if change["action"] == "ignored":
+            change["action"] = "update"
+        for key, sources in sorted(later.items()):
+            change["properties"].append({"property": key, "forces_replacement": False,
+                                         "after_apply": True, "because_of": sources})
+        change["because_of"] = sorted({s for sources in later.values() for s in sources}
+                                      | set(change.get("because_of", ())))  # fmt: skip
     return {"changes": changes, "replaced": replaced}
 
 
@@ -191,7 +237,10 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
     risks = []
     for rid, change in changes.items():
         resource = change["resource"]
-        if change["action"] not in ("replace", "remove") or not _is_stateful(resource):
+        moving = [p["property"] for p in change["properties"] if p.get("after_apply")]
+        if not _is_stateful(resource):
+            continue
+        if change["action"] not in ("replace", "remove") and not moving:
             continue
         options = resource.get("options", {})
         risk: dict[str, Any] = {
@@ -200,9 +249,16 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
             "name": resource["name"],
             "label": _label(resource),
             "component": resource.get("component"),
-            "action": "replace" if change["action"] == "replace" else "delete",
+            "action": {"replace": "replace", "remove": "delete"}.get(change["action"], "update"),
         }
-        if change["action"] == "replace":
+        if risk["action"] == "update":
+            # e.g. a subnet group pointed at a new VPC's subnets.
+            risk["forced_by"] = moving
+            risk["because_of"] = change.get("because_of", [])
+            risk["delete_first"] = False
+            risk["order"] = ("updated in place to use what is replaced; AWS must accept that "
+                             "in place (a database cannot move to another VPC's subnets)")
+        elif change["action"] == "replace":
             risk["forced_by"] = change.get("forced_by", [])
             if change.get("because_of"):
                 risk["because_of"] = change["because_of"]
@@ -226,9 +282,14 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
                 risk["order"] = "protected: the deletion fails until it is unprotected"
             elif options.get("retain_on_delete"):
                 risk["order"] = "retained: Pulumi forgets it, AWS keeps it"
+            elif resource["type"] in HOLDS_DATA:
+                risk["order"] = f"deleted, with what it holds ({HOLDS_DATA[resource['type']]})"
             else:
-                risk["order"] = "deleted, with its data"
+                risk["order"] = "deleted"
         risks.append(risk)
+    # What holds data first, then deletions, replacements and in-place moves.
+    rank = {"delete": 0, "replace": 1, "update": 2}
+    risks.sort(key=lambda r: (r["type"] not in HOLDS_DATA, rank[r["action"]], r["resource"]))
     return risks
 
 
@@ -243,7 +304,8 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
         change = changes.get(resource["id"])
         if change is not None and change["action"] in ("add", "remove", "replace"):
             continue
-        changed = {p["property"] for p in change["properties"]} if change else set()
+        changed = {p["property"] for p in change["properties"]
+                   if not p.get("ignored") and not p.get("after_apply")} if change else set()
         for key, reason in sorted(disruptive.items()):
             value = resource.get("inputs", {}).get(key)
             via = sorted(s for s in _references(value) if s in replaced)
@@ -329,10 +391,11 @@ def compare(
         disruptions = _cloud_disruptions(changes, head, found["replaced"])
     else:
         disruptions = _vps_disruptions(changes, head)
-    counts = {"add": 0, "remove": 0, "replace": 0, "update": 0}
+    counts = {"add": 0, "remove": 0, "replace": 0, "update": 0, "ignored": 0}
     for change in changes.values():
         counts[change["action"]] += 1
-    unchanged = len(set(_index(base)) & set(_index(head))) - counts["replace"] - counts["update"]
+    unchanged = (len(set(_index(base)) & set(_index(head)))
+                 - counts["replace"] - counts["update"] - counts["ignored"])  # fmt: skip
 
     listed = []
     for rid, change in changes.items():
@@ -410,7 +473,8 @@ def blocking(diff: dict[str, Any], fail_on: set[str]) -> list[str]:
 
 # ---- markdown -------------------------------------------------------------------------
 
-ACTION_WORDS = {"add": "+ add", "remove": "- remove", "replace": "± replace", "update": "~ update"}
+ACTION_WORDS = {"add": "+ add", "remove": "- remove", "replace": "± replace", "update": "~ update",
+                "ignored": "= left as deployed"}
 
 
 def _code(value: Any) -> str:
@@ -445,6 +509,10 @@ def _is_inline(value: Any) -> bool:
 def _property_lines(change: dict[str, Any]) -> list[str]:
     key = change["property"]
     force = " (forces replacement)" if change.get("forces_replacement") else ""
+    if change.get("ignored"):
+        force = " (in `ignore_changes`: Pulumi leaves it as deployed)"
+    if change.get("after_apply"):
+        return [f"  - `{key}`: changes at apply, because {_names(change['because_of'])} replaced"]
     if change.get("secret_changed"):
         return [f"  - `{key}`: secret changed{force}"]
     old, new = change.get("old"), change.get("new")
@@ -497,12 +565,14 @@ def _summary(diff: dict[str, Any]) -> str:
     s = diff["summary"]
     what = "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
     lines = [f"### prodstack diff: {what}", ""]
+    ignored = (f", {s['ignored']} changed only in `ignore_changes` properties"
+               if s.get("ignored") else "")  # fmt: skip
     if not any(s[k] for k in ("add", "remove", "replace", "update")):
-        lines.append(f"**No changes** ({s['unchanged']} resources unchanged).")
+        lines.append(f"**No changes** ({s['unchanged']} resources unchanged{ignored}).")
     else:
         lines.append(
             f"**{s['add']} to add, {s['replace']} to replace, {s['update']} to update, "
-            f"{s['remove']} to remove** ({s['unchanged']} unchanged)."
+            f"{s['remove']} to remove** ({s['unchanged']} unchanged{ignored})."
         )
     facts = []
     if "cost" in diff:
@@ -512,35 +582,49 @@ def _summary(diff: dict[str, Any]) -> str:
     violations = diff["policy"]["violations"]
     if diff["policy"].get("pack"):
         facts.append(f"policy: {len(violations)} violation(s)")
-    facts.append(f"{len(diff['risks'])} stateful replacement(s) or deletion(s)")
+    facts.append(f"{len(diff['risks'])} stateful resource(s) at risk")
     facts.append(f"{len(diff['disruptions'])} restart(s) or rollout(s)")
     lines += ["", " · ".join(facts), ""]
     return "\n".join(lines) + "\n"
 
 
-def _risk_section(diff: dict[str, Any]) -> str:
+def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
+    """The risks, then the disruptions; rows are dropped from the end to fit ``budget``."""
+    rows = []
+    for r in diff["risks"]:
+        forced = ", ".join(f"`{k}`" for k in r.get("forced_by", ())) or "—"
+        if r.get("because_of"):
+            forced += f" ({_names(r['because_of'])} replaced)"
+        rows.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
+                    f"{r['order']} |")  # fmt: skip
+    for d in diff["disruptions"]:
+        if "operation" in d:
+            rows.append(f"- {d['operation']}: {d['reason']} (changed: "
+                        + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
+        else:
+            cause = (f" because {_names(d['because_of'])} replaced"
+                     if d.get("because_of") else f" (`{d['property']}` changes)")
+            rows.append(f"- {d['label']} `{d['name']}`{cause}: {d['reason']}")
+    keep = len(rows)
+    if budget is not None:
+        while keep and len(_risk_text(diff, rows[:keep], len(rows) - keep)) > budget:
+            keep -= 1
+    return _risk_text(diff, rows[:keep], len(rows) - keep)
+
+
+def _risk_text(diff: dict[str, Any], rows: list[str], left_out: int) -> str:
+    risks = [r for r in rows if r.startswith("|")]
+    disruptions = [r for r in rows if r.startswith("-")]
     lines = []
-    if diff["risks"]:
+    if risks:
         lines += ["#### ⚠️ Stateful resources replaced or deleted", "",
-                  "| resource | change | forced by | what happens |", "|---|---|---|---|"]
-        for r in diff["risks"]:
-            forced = ", ".join(f"`{k}`" for k in r.get("forced_by", ())) or "—"
-            if r.get("because_of"):
-                forced += " (" + ", ".join(r["because_of"]) + " replaced)"
-            lines.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
-                         f"{r['order']} |")  # fmt: skip
-        lines.append("")
-    if diff["disruptions"]:
-        lines += ["#### Downtime and restarts", ""]
-        for d in diff["disruptions"]:
-            if "operation" in d:
-                lines.append(f"- {d['operation']}: {d['reason']} (changed: "
-                             + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
-            else:
-                cause = (f" because {_names(d['because_of'])} replaced"
-                         if d.get("because_of") else f" (`{d['property']}` changes)")
-                lines.append(f"- {d['label']} `{d['name']}`{cause}: {d['reason']}")
-        lines.append("")
+                  "| resource | change | forced by | what happens |", "|---|---|---|---|",
+                  *risks, ""]  # fmt: skip
+    if disruptions:
+        lines += ["#### Downtime and restarts", "", *disruptions, ""]
+    if left_out:
+        lines += [f"_{left_out} more risk and restart row(s) left out to fit; "
+                  "`prodstack diff --full FILE` has them all._", ""]
     warnings = diff["warnings"]["new"]
     if warnings:
         lines += ["#### New warnings", "", *(f"- {w}" for w in warnings), ""]
@@ -567,9 +651,10 @@ def _tail_sections(diff: dict[str, Any]) -> str:
 
 
 def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIMIT) -> str:
-    """One comment: summary and risks always; changes cut at a resource boundary."""
-    head = _summary(diff) + _risk_section(diff)
-    tail = _tail_sections(diff)
+    """One comment: the summary always; risks, then changes, cut at a row or a resource
+    boundary, never inside one."""
+    summary, tail = _summary(diff), _tail_sections(diff)
+    head = summary + _risk_section(diff, budget=max_chars - len(summary) - len(tail) - 200)
     blocks: list[tuple[str, str]] = []
     for change in diff["changes"]:
         blocks.append((change["component"], _resource_block(change)))
@@ -596,4 +681,6 @@ def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIM
             "one comment; `prodstack diff --full FILE` writes the whole diff._\n"
         )
     text = head + "".join(body) + ("\n" if body else "") + tail
-    return text if len(text) <= max_chars else text[: max_chars - 2] + "…\n"
+    if len(text) > max_chars:  # the summary and tail alone are over: keep the summary
+        text = summary + tail if len(summary + tail) <= max_chars else summary
+    return text

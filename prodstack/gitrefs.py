@@ -32,6 +32,10 @@ def resolve(repo: Path, ref: str, flag: str) -> str:
     return found.stdout.strip()
 
 
+def has_file(repo: Path, commit: str, path: str) -> bool:
+    return _git(repo, "cat-file", "-e", f"{commit}:{path}").returncode == 0
+
+
 @contextmanager
 def checkout(repo: Path, commit: str) -> Iterator[Path]:
     """A detached worktree of ``commit``, removed again on exit whatever happens."""

@@ -42,7 +42,7 @@ VERSION = 1
 PROFILES = ("cloud", "vps")
 
 SECRET = "[secret]"
-_SECRET_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
+SECRET_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
 _UNKNOWN_RE = re.compile(r"\(known after apply: [^)]*\)")
 
 
@@ -88,7 +88,7 @@ def map_strings(value: Any, change: Callable[[str], str]) -> Any:
 
 def has_secret(value: Any) -> bool:
     """Whether a value (or anything inside it) carries a secret marker."""
-    return any(_SECRET_RE.search(s) for s in strings(value))
+    return any(SECRET_RE.search(s) for s in strings(value))
 
 
 def has_unknown(value: Any) -> bool:
@@ -136,7 +136,20 @@ def dumps(plan: dict[str, Any]) -> str:
 
 
 def write(plan: dict[str, Any], path: str | Path) -> None:
-    Path(path).write_text(dumps(plan), encoding="utf-8")
+    write_text(path, dumps(plan))
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write an output file, or a `PlanFileError` naming it (never a half-written file)."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as error:
+        if partial.parent.is_dir():
+            partial.unlink(missing_ok=True)
+        raise PlanFileError(f"{path}: cannot write ({error.strerror})") from None
 
 
 def load(path: str | Path) -> dict[str, Any]:
@@ -179,12 +192,23 @@ def validate(plan: Any, where: str) -> dict[str, Any]:
     if not isinstance(resources, list):
         raise PlanFileError(f"{where}: field `resources` must be a list")
     for number, resource in enumerate(resources):
-        if not isinstance(resource, dict) or not isinstance(resource.get("id"), str):
-            raise PlanFileError(f"{where}: resources[{number}] has no string `id`")
-        if not isinstance(resource.get("inputs", {}), dict):
-            raise PlanFileError(f"{where}: resources[{number}].inputs must be an object")
+        if not isinstance(resource, dict):
+            raise PlanFileError(f"{where}: resources[{number}] must be an object")
+        for key in ("id", "type", "name"):
+            if not isinstance(resource.get(key), str):
+                raise PlanFileError(f"{where}: resources[{number}] has no string `{key}`")
+        for key, kind in (("inputs", dict), ("options", dict), ("dependencies", list)):
+            if not isinstance(resource.get(key, kind()), kind):
+                raise PlanFileError(f"{where}: resources[{number}].{key} has the wrong type")
+        if not isinstance(resource.get("component"), str | None):
+            raise PlanFileError(f"{where}: resources[{number}].component must be a string")
+    operations = plan.get("operations", [])
+    if isinstance(operations, list) and not all(
+        isinstance(op, dict) and isinstance(op.get("name"), str) for op in operations
+    ):
+        raise PlanFileError(f"{where}: every operation needs a string `name`")
     for key, kind in (("operations", list), ("outputs", dict), ("settings", dict),
-                      ("warnings", list)):  # fmt: skip
+                      ("warnings", list), ("policy", dict)):  # fmt: skip
         if not isinstance(plan.get(key, kind()), kind):
             noun = "an object" if kind is dict else "a list"
             raise PlanFileError(f"{where}: field `{key}` must be {noun}")

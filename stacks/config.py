@@ -245,12 +245,13 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     replicas = sized("replicas", size.replicas)
     min_replicas = sized("min_replicas", min(size.min_replicas, replicas))
     max_replicas = sized("max_replicas", max(size.max_replicas, replicas))
-    for key, value in (("replicas", replicas), ("min_replicas", min_replicas)):
-        if value < 1:
-            r.bad(key, value, "an integer >= 1")
+    below_one = [(key, value) for key, value in (("replicas", replicas),
+                                                 ("min_replicas", min_replicas)) if value < 1]
+    for key, value in below_one:
+        r.bad(key, value, "an integer >= 1")
     if max_replicas < min_replicas:
         r.bad("max_replicas", max_replicas, f">= min_replicas ({min_replicas})")
-    elif not min_replicas <= replicas <= max_replicas:
+    elif not below_one and not min_replicas <= replicas <= max_replicas:
         r.bad("replicas", replicas, f"{min_replicas}..{max_replicas} (min..max_replicas)")
     if not 10 <= v["cpu_target_percent"] <= 90:
         r.bad("cpu_target_percent", v["cpu_target_percent"], "10-90")

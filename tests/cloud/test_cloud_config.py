@@ -52,6 +52,8 @@ def test_schema_declares_every_key_typed_described_with_default() -> None:
         assert entry["type"] == spec.type in ("string", "integer", "boolean"), key
         assert entry["description"] == spec.description, key
         assert entry["default"] == spec.default, key
+        # Pulumi refuses a plaintext value for a `secret: true` key; prodstack plan too.
+        assert entry.get("secret", False) == spec.secret, key
 
 
 @pytest.mark.parametrize("stack", ["prod", "dev"])

@@ -126,6 +126,19 @@ def test_context_hash_is_stable_and_content_sensitive(tmp_path) -> None:
     assert context_hash(tmp_path) != first
 
 
+def test_context_hash_ignores_what_docker_never_sees(tmp_path) -> None:
+    """Plans must not depend on untracked caches: .dockerignore'd paths and the wheelhouse."""
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / ".dockerignore").write_text(".pytest_cache\n**/*.log\n!keep.log\n")
+    first = context_hash(tmp_path)
+    for junk in (".pytest_cache/README.md", "deep/run.log", "wheelhouse/x-1.0.whl"):
+        (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / junk).write_text("cache")
+    assert context_hash(tmp_path) == first
+    (tmp_path / "keep.log").write_text("re-included by !keep.log")
+    assert context_hash(tmp_path) != first
+
+
 def test_lifecycle_policy_and_log_retention_values() -> None:
     text = lifecycle_policy(30)
     assert 100 <= len(text) <= 30_720  # ECR lifecycle policy text limits

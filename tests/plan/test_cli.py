@@ -10,11 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from prodstack import planfile
 from prodstack.cloud_plan import REPO
+from tests.plan.conftest import checkout_copy
+
+
+# The console script `uv run prodstack` runs (`python -m` would import a checkout in cwd).
+PRODSTACK = str(Path(sys.executable).with_name("prodstack"))
 
 
 def prodstack(*args: str, cwd: Path = REPO, env: dict | None = None):
-    return subprocess.run([sys.executable, "-m", "prodstack", *args], cwd=cwd,
+    return subprocess.run([PRODSTACK, *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})  # fmt: skip
 
@@ -42,22 +48,69 @@ def test_no_command_and_unknown_flag_are_usage_errors():
     one_line_error(prodstack("plan", "--stack", "prod", "--bogus"), "unrecognized arguments")
 
 
-def test_corrupt_plan_file(tmp_path, cloud_plan_files):
+@pytest.fixture
+def tiny_plan(tmp_path) -> Path:
+    path = tmp_path / "tiny.json"
+    planfile.write(planfile.new_plan("cloud", "prod"), path)
+    return path
+
+
+def test_corrupt_plan_file(tmp_path, tiny_plan):
     broken = tmp_path / "broken.json"
-    broken.write_text(cloud_plan_files["prod"].read_text()[:5000])
-    one_line_error(prodstack("diff", str(broken), str(cloud_plan_files["prod"])),
-                   str(broken), "corrupt plan file")
+    broken.write_text(tiny_plan.read_text()[:40])
+    one_line_error(prodstack("diff", str(broken), str(tiny_plan)), str(broken),
+                   "corrupt plan file")
 
 
-def test_foreign_plan_file(tmp_path, cloud_plan_files):
+def test_foreign_plan_file(tmp_path, tiny_plan):
     foreign = tmp_path / "terraform.json"
     foreign.write_text(json.dumps({"format_version": "1.2", "resource_changes": []}))
-    one_line_error(prodstack("diff", str(cloud_plan_files["prod"]), str(foreign)),
-                   str(foreign), "not a prodstack plan")
+    one_line_error(prodstack("diff", str(tiny_plan), str(foreign)), str(foreign),
+                   "not a prodstack plan")
 
 
-def test_missing_plan_file(cloud_plan_files):
+def test_plan_file_with_a_malformed_resource(tmp_path, tiny_plan):
+    bad = tmp_path / "bad.json"
+    plan = planfile.new_plan("cloud", "prod")
+    plan["resources"] = [{"id": "x"}]
+    bad.write_text(json.dumps(plan))
+    one_line_error(prodstack("diff", str(tiny_plan), str(bad)), "resources[0]", "`type`")
+
+
+def test_missing_plan_file():
     one_line_error(prodstack("cost", "--plan", "/nonexistent/plan.json"), "no such plan file")
+
+
+def test_unwritable_output_file():
+    one_line_error(prodstack("plan", "--profile", "vps", "-o", "/nonexistent/dir/plan.json"),
+                   "/nonexistent/dir/plan.json", "cannot write")
+
+
+def test_secrets_never_go_on_the_command_line():
+    line = one_line_error(prodstack("plan", "--stack", "prod", "--config",
+                                    "api_token=Zq9xZq9xZq9xZq9xZq9xZq9xZq9xZq9x12"),
+                          "--config api_token", "pulumi config set --secret")
+    assert "Zq9x" not in line
+
+
+def test_a_plaintext_secret_in_a_stack_file_is_refused_and_never_echoed(tmp_path):
+    root = checkout_copy(tmp_path / "root")
+    stack_file = root / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text() + "  prodstack:api_token: Zq9xZq9xZq9xZq9xZq9x\n")
+    line = one_line_error(prodstack("plan", "--stack", "dev", "--root", str(root)),
+                          "Pulumi.dev.yaml", "prodstack:api_token", "plain text")
+    assert "Zq9x" not in line
+
+
+def test_a_broken_program_is_one_line_naming_the_file(tmp_path):
+    root = checkout_copy(tmp_path / "root")
+    program = root / "stacks" / "program.py"
+    program.write_text(program.read_text().replace(
+        '    """Create the whole stack from a validated config; returns the stack outputs."""',
+        '    """Create the whole stack from a validated config; returns the stack outputs."""\n'
+        '    raise RuntimeError("boom")', 1))
+    one_line_error(prodstack("plan", "--stack", "dev", "--root", str(root)),
+                   "the Pulumi program failed", "stacks/program.py:", "RuntimeError: boom")
 
 
 def test_unknown_stack():
@@ -146,12 +199,22 @@ def test_diff_of_git_refs_plans_both_worktrees_and_cleans_up(tmp_path):
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(repo)], check=True)
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     stack_file = repo / "Pulumi.prod.yaml"
-    stack_file.write_text(stack_file.read_text().replace('prodstack:replicas: "3"',
-                                                         'prodstack:replicas: "4"'))
-    subprocess.run([*git, "commit", "--quiet", "-am", "four replicas"], check=True)
+    stack_file.write_text(stack_file.read_text().replace(
+        "prodstack:backup_retention_days: 30", "prodstack:backup_retention_days: 14"))
+    (repo / "Pulumi.staging.yaml").write_text((repo / "Pulumi.dev.yaml").read_text())
+    subprocess.run([*git, "add", "Pulumi.staging.yaml"], check=True)
+    subprocess.run([*git, "commit", "--quiet", "-am", "two weeks of backups; staging"],
+                   check=True)  # fmt: skip
     proc = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "prod", cwd=repo)
     assert proc.returncode == 0, proc.stderr
-    assert "`desiredCount`: `3` → `4`" in proc.stdout
+    assert "`backupRetentionPeriod`: `30` → `14`" in proc.stdout
     assert "1 to update" in proc.stdout
+    # A stack the base doesn't have yet is all additions.
+    new = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "staging",
+                    "--format", "json", cwd=repo)
+    assert new.returncode == 0, new.stderr
+    assert "has no Pulumi.staging.yaml" in new.stderr
+    summary = json.loads(new.stdout)["summary"]
+    assert summary["add"] > 50 and summary["remove"] == summary["update"] == 0
     worktrees = subprocess.run([*git, "worktree", "list"], capture_output=True, text=True)
     assert len(worktrees.stdout.strip().splitlines()) == 1, worktrees.stdout

@@ -35,14 +35,36 @@ def test_one_config_value_touches_exactly_its_resources(cloud_plans, variant, to
 
 
 def test_update_shows_old_and_new_values(cloud_plans):
-    change = changed(cloud_plans["prod"], cloud_plans["prod-replicas"])[
-        "aws:ecs/service:Service::prodstack-api-service"]
+    change = changed(cloud_plans["prod"], cloud_plans["prod-backup-days"])[
+        "aws:rds/instance:Instance::prodstack-db-instance"]
     assert change["action"] == "update"
     assert change["properties"] == [
-        {"property": "desiredCount", "forces_replacement": False, "old": 3, "new": 5}
+        {"property": "backupRetentionPeriod", "forces_replacement": False, "old": 30, "new": 14}
     ]
-    text = diff.render_markdown(diff.compare(cloud_plans["prod"], cloud_plans["prod-replicas"]))
-    assert "`desiredCount`: `3` → `5`" in text
+    text = diff.render_markdown(diff.compare(cloud_plans["prod"], cloud_plans["prod-backup-days"]))
+    assert "`backupRetentionPeriod`: `30` → `14`" in text and "1 to update" in text
+
+
+def test_ignored_properties_are_shown_but_change_nothing(cloud_plans):
+    """The service sets ignore_changes=[desiredCount]: autoscaling owns the running count,
+    so `replicas` only matters when the service is created."""
+    result = diff.compare(cloud_plans["prod"], cloud_plans["prod-replicas"])
+    (change,) = result["changes"]
+    assert change["action"] == "ignored" and change["properties"][0]["ignored"] is True
+    assert result["summary"]["update"] == 0 and result["summary"]["ignored"] == 1
+    assert result["disruptions"] == []
+    text = diff.render_markdown(result)
+    assert "**No changes**" in text and "`desiredCount`: `3` → `5` (in `ignore_changes`" in text
+
+
+def test_option_changes_are_updates(cloud_plans):
+    head = json.loads(json.dumps(cloud_plans["prod"]))
+    instance = next(r for r in head["resources"] if r["name"] == "prodstack-db-instance")
+    instance["options"]["protect"] = True
+    (change,) = diff.compare(cloud_plans["prod"], head)["changes"]
+    assert change["action"] == "update"
+    assert change["properties"] == [{"property": "option protect", "forces_replacement": False,
+                                     "old": False, "new": True}]  # fmt: skip
 
 
 def test_task_definition_change_is_a_replacement_that_rolls_the_service(cloud_plans):
@@ -65,6 +87,12 @@ def test_vpc_cidr_change_replaces_the_vpc_and_its_subnets_first_in_the_report(cl
     assert vpc["delete_first"] is False and "created first" in vpc["order"]
     assert all(risks[f"prodstack-net-{tier}-{i}"]["forced_by"] for tier in
                ("public", "private", "isolated") for i in range(3))  # fmt: skip
+    # What reads the replaced subnets and groups changes at apply; for the database's
+    # subnet group that is a risk of its own.
+    moved = risks["prodstack-db-subnets"]
+    assert moved["action"] == "update" and moved["forced_by"] == ["subnetIds"]
+    assert {f"aws:ec2/subnet:Subnet::prodstack-net-isolated-{i}" for i in range(3)} <= set(
+        moved["because_of"])
     text = diff.render_markdown(result)
     # Risks come before the per-component changes.
     assert text.index("Stateful resources replaced") < text.index("Changes by component")
@@ -127,11 +155,16 @@ def test_markdown_of_two_very_different_stacks_fits_one_comment(cloud_plans, bas
     assert len(fences) % 2 == 0, "a code block was cut in the middle"
 
 
-def test_small_cap_still_keeps_the_summary_and_every_risk(cloud_plans):
+@pytest.mark.parametrize("limit", [2000, 3000, 5000, 8000])
+def test_small_caps_keep_the_summary_and_cut_risks_by_whole_rows(cloud_plans, limit):
     result = diff.compare(cloud_plans["prod"], cloud_plans["prod-vpc-cidr"])
-    text = diff.render_markdown(result, max_chars=4000)
-    assert len(text) <= 4000
-    assert "### prodstack diff" in text and "VPC `prodstack-net-vpc`" in text
+    full = diff.render_markdown(result, max_chars=10**9)
+    text = diff.render_markdown(result, max_chars=limit)
+    assert len(text) <= limit
+    assert text.startswith(full[: full.index("#### ⚠️")])  # the whole summary
+    for line in text.splitlines():
+        assert line in full.splitlines() or "left out" in line, line  # never a cut line
+    assert "left out" in text
 
 
 def test_fail_on_names_what_blocks(cloud_plans):
