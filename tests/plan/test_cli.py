@@ -14,7 +14,6 @@ from prodstack import planfile
 from prodstack.cloud_plan import REPO
 from tests.plan.conftest import checkout_copy
 
-
 # The console script `uv run prodstack` runs (`python -m` would import a checkout in cwd).
 PRODSTACK = str(Path(sys.executable).with_name("prodstack"))
 
