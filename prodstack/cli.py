@@ -56,7 +56,8 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
+    """`KEY=VALUE` arguments of a repeatable flag, or a `UsageError` naming the flag."""
     values = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -101,7 +102,7 @@ def make_plan(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     if _profile(args) == "cloud":
         from prodstack import cloud_plan
 
-        return cloud_plan.plan_cloud(args.stack, _pairs(args.config, "--config"), root=root)
+        return cloud_plan.plan_cloud(args.stack, parse_pairs(args.config, "--config"), root=root)
     from prodstack import vps_plan
 
     return vps_plan.plan_vps(vps_plan.parse_data(args.data), root=root)
@@ -331,6 +332,12 @@ def plan_for_size(profile: str, size: str) -> dict[str, Any]:
         return _plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
 
 
+def _subcommand(sub: Any, name: str, summary: str, description: str,
+                examples: str) -> argparse.ArgumentParser:  # fmt: skip
+    return sub.add_parser(name, help=summary, description=description, epilog=examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="prodstack",
@@ -340,20 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
-    plan = sub.add_parser("plan", help="record what a deploy would create",
-                          description="Run the real Pulumi program under Pulumi's mocks (cloud) "
-                          "or the real pyinfra deploy against a reference host (vps), and "
-                          "record every resource. Secrets are redacted.",
-                          epilog=PLAN_EXAMPLES,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    plan = _subcommand(sub, "plan", "record what a deploy would create",
+                       "Run the real Pulumi program under Pulumi's mocks (cloud) or the real "
+                       "pyinfra deploy against a reference host (vps), and record every "
+                       "resource. Secrets are redacted.", PLAN_EXAMPLES)
     _add_target(plan)
     plan.add_argument("-o", "--output", type=Path, help="write the plan (JSON) to this file")
     plan.set_defaults(func=cmd_plan)
 
-    diff = sub.add_parser("diff", help="compare two plans: risks first, then every change",
-                          description="Compare two plan files, or plan two git refs in "
-                          "throwaway worktrees and compare them.", epilog=DIFF_EXAMPLES,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    diff = _subcommand(sub, "diff", "compare two plans: risks first, then every change",
+                       "Compare two plan files, or plan two git refs in throwaway worktrees "
+                       "and compare them.", DIFF_EXAMPLES)
     diff.add_argument("plans", nargs="*", metavar="PLAN.json", help="BASE.json HEAD.json")
     diff.add_argument("--base", metavar="REF", help="git ref of the base")
     diff.add_argument("--head", metavar="REF", help="git ref of the head")
@@ -369,23 +373,19 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--usage", type=Path, metavar="FILE", help="usage profile for the cost")
     diff.set_defaults(func=cmd_diff)
 
-    cost = sub.add_parser("cost", help="itemised monthly estimate in USD",
-                          description="Price a plan from the checked-in price list and the "
-                          "size's usage profile. Fixed and usage costs are shown apart.",
-                          epilog=COST_EXAMPLES,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    cost = _subcommand(sub, "cost", "itemised monthly estimate in USD",
+                       "Price a plan from the checked-in price list and the size's usage "
+                       "profile. Fixed and usage costs are shown apart.", COST_EXAMPLES)
     _add_target(cost)
     cost.add_argument("--plan", type=Path, metavar="FILE", help="price a saved plan")
     cost.add_argument("--usage", type=Path, metavar="FILE",
                       help="TOML usage profile overriding the size's (requests, GB out, ...)")
     cost.set_defaults(func=cmd_cost)
 
-    choose = sub.add_parser("choose", help="cloud or VPS, per size, and when to move",
-                            description="Compare the profiles side by side for each size: "
-                            "cost, capacity, database connections, availability, RPO/RTO "
-                            "and what you operate. With a load, recommend one.",
-                            epilog=CHOOSE_EXAMPLES,
-                            formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    choose = _subcommand(sub, "choose", "cloud or VPS, per size, and when to move",
+                         "Compare the profiles side by side for each size: cost, capacity, "
+                         "database connections, availability, RPO/RTO and what you operate. "
+                         "With a load, recommend one.", CHOOSE_EXAMPLES)
     choose.add_argument("--rps", type=float, help="peak requests per second")
     choose.add_argument("--p95-ms", type=float, help="current p95 latency (ms)")
     choose.add_argument("--cpu-percent", type=float, help="sustained host CPU (%%)")

@@ -549,10 +549,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--image-tag")
     parser.add_argument("--secrets-file", type=Path)
     args = parser.parse_args(argv)
-    overrides: dict[str, str | None] = {}
-    for item in args.config:
-        key, _, value = item.partition("=")
-        overrides[key] = value
+    from prodstack.cli import parse_pairs
+
+    overrides: dict[str, str | None] = dict(parse_pairs(args.config, "--config"))
     for key in args.unset:
         overrides[key] = None
     secrets = json.loads(args.secrets_file.read_text()) if args.secrets_file else None

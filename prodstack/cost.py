@@ -20,6 +20,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from prodstack import planfile
 from prodstack.errors import UsageError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -116,13 +117,9 @@ def load_usage(path: Path | None, size: str) -> dict[str, Any]:
 
 def _read_usage(path: Path) -> dict[str, Any]:
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such usage file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected a TOML usage file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not a usage file (not UTF-8 text)") from None
+        raw = tomllib.loads(planfile.read_text(path, "usage file"))
+    except planfile.PlanFileError as error:
+        raise UsageError(str(error)) from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError(f"{path}: not valid TOML ({error})") from None
     usage: dict[str, Any] = {}
@@ -238,7 +235,7 @@ def estimate(plan: Mapping[str, Any], usage: Mapping[str, Any],
              prices: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The itemised monthly estimate of `plan` (cloud or VPS) under `usage`."""
     prices = prices if prices is not None else load_prices()
-    if not plan.get("resources"):
+    if not plan.get("resources") and not plan.get("settings"):
         # A stack that doesn't exist yet (one side of a diff): nothing to pay for.
         return _Estimate(prices, usage).result(plan, region="")
     if plan.get("profile") == "vps":
@@ -665,8 +662,9 @@ def _vps_plan(plans: Mapping[str, Any], size: str, settings: Mapping[str, Any]
 # --- Markdown ---------------------------------------------------------------------------
 
 
-def _usd(value: float) -> str:
-    return f"${value:,.2f}"
+def usd(value: float) -> str:
+    """`$1,234.50`, `-$3.00`: dollars as every prodstack report shows them."""
+    return f"{'-' if value < 0 else ''}${abs(value):,.2f}"
 
 
 def _qty(value: float) -> str:
@@ -685,9 +683,9 @@ def render_markdown(estimate_: Mapping[str, Any]) -> str:
     title = (f"cloud stack `{estimate_['stack']}` in {where}" if estimate_["profile"] == "cloud"
              else f"VPS profile, size `{estimate_.get('size')}`, on {where}")
     out = [f"### Monthly cost: {title}", ""]
-    out.append(f"**{_usd(estimate_['total_monthly'])} a month** "
-               f"({_usd(estimate_['fixed_monthly'])} fixed + "
-               f"{_usd(estimate_['usage_monthly'])} usage), {estimate_['currency']}, "
+    out.append(f"**{usd(estimate_['total_monthly'])} a month** "
+               f"({usd(estimate_['fixed_monthly'])} fixed + "
+               f"{usd(estimate_['usage_monthly'])} usage), {estimate_['currency']}, "
                "on-demand list prices, before tax.")
     out.append("")
     for kind, heading in (("fixed", "Fixed"), ("usage", "Usage (from the usage profile)")):
@@ -699,15 +697,15 @@ def render_markdown(estimate_: Mapping[str, Any]) -> str:
                 "|---|---|---:|---:|---:|"]
         for li in rows:
             out.append(f"| {li['component']} | {li['item']} | {_qty(li['quantity'])} "
-                       f"{li['unit']} | ${li['unit_price']:g} | {_usd(li['monthly'])} |")
+                       f"{li['unit']} | ${li['unit_price']:g} | {usd(li['monthly'])} |")
         subtotal = estimate_[f"{kind}_monthly"]
-        out += [f"| | **{kind} subtotal** | | | **{_usd(subtotal)}** |", ""]
+        out += [f"| | **{kind} subtotal** | | | **{usd(subtotal)}** |", ""]
     if estimate_["callouts"]:
         out += ["#### Watch out", ""] + [f"- {c}" for c in estimate_["callouts"]] + [""]
     if estimate_["unpriced"]:
         out += ["#### Not priced", ""] + [f"- {u}" for u in estimate_["unpriced"]] + [""]
     out += ["#### Beside the seeds", "",
-            f"- This estimate: {_usd(estimate_['total_monthly'])} a month.",
+            f"- This estimate: {usd(estimate_['total_monthly'])} a month.",
             f"- The seeds: {seeds_line(estimate_)}.",
             "- Why they differ: docs/cost.md (\"Results beside the seeds\").", ""]
     sources = sorted({li["source"] for li in estimate_["lines"]})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from prodstack import planfile
+from prodstack.cost import usd
 
 DATA = Path(__file__).resolve().parent / "data"
 FORMAT = "prodstack.diff"
@@ -556,11 +557,6 @@ def _names(items: list[str]) -> str:
     return f"{shown} {'is' if len(items) == 1 else 'are'}"
 
 
-def _money(value: float) -> str:
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.2f}"
-
-
 def _summary(diff: dict[str, Any]) -> str:
     s = diff["summary"]
     what = "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
@@ -577,8 +573,8 @@ def _summary(diff: dict[str, Any]) -> str:
     facts = []
     if "cost" in diff:
         c = diff["cost"]
-        delta = ("+" if c["delta"] > 0 else "") + _money(c["delta"])
-        facts.append(f"cost {_money(c['before'])} → {_money(c['after'])} a month ({delta})")
+        delta = ("+" if c["delta"] > 0 else "") + usd(c["delta"])
+        facts.append(f"cost {usd(c['before'])} → {usd(c['after'])} a month ({delta})")
     violations = diff["policy"]["violations"]
     if diff["policy"].get("pack"):
         facts.append(f"policy: {len(violations)} violation(s)")
@@ -643,9 +639,9 @@ def _tail_sections(diff: dict[str, Any]) -> str:
         lines.append("")
     if "cost" in diff:
         c = diff["cost"]
-        delta = ("+" if c["delta"] > 0 else "") + _money(c["delta"])
+        delta = ("+" if c["delta"] > 0 else "") + usd(c["delta"])
         lines += ["#### Monthly cost (USD, estimate)", "", "| before | after | delta |",
-                  "|---:|---:|---:|", f"| {_money(c['before'])} | {_money(c['after'])} | "
+                  "|---:|---:|---:|", f"| {usd(c['before'])} | {usd(c['after'])} | "
                   f"{delta} |", ""]  # fmt: skip
     return "\n".join(lines) + ("\n" if lines else "")
 

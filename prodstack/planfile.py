@@ -152,19 +152,24 @@ def write_text(path: str | Path, text: str) -> None:
         raise PlanFileError(f"{path}: cannot write ({error.strerror})") from None
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read and check a plan file; every failure is a `PlanFileError` naming the file."""
+def read_text(path: str | Path, what: str) -> str:
+    """A file the user named, or a `PlanFileError` that names it and says what was expected."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise PlanFileError(f"{path}: no such plan file") from None
+        raise PlanFileError(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise PlanFileError(f"{path}: is a directory, expected a plan file") from None
+        raise PlanFileError(f"{path}: is a directory, expected a {what}") from None
     except UnicodeDecodeError:
-        raise PlanFileError(f"{path}: not a plan file (not UTF-8 text)") from None
+        raise PlanFileError(f"{path}: not a {what} (not UTF-8 text)") from None
     except OSError as error:
         raise PlanFileError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Read and check a plan file; every failure is a `PlanFileError` naming the file."""
+    text = read_text(path, "plan file")
     try:
         plan = json.loads(text)
     except json.JSONDecodeError as error:

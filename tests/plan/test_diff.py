@@ -26,8 +26,10 @@ def test_same_plan_reads_no_changes(cloud_plans):
         ("prod-replicas", {"aws:ecs/service:Service::prodstack-api-service"}),
         ("prod-min-replicas", {"aws:appautoscaling/target:Target::prodstack-api-scaling-target"}),
         ("prod-backup-days", {"aws:rds/instance:Instance::prodstack-db-instance"}),
+        # New task definitions, and the service that points at the new revision.
         ("prod-log-level", {"aws:ecs/taskDefinition:TaskDefinition::prodstack-api-task",
-                            "aws:ecs/taskDefinition:TaskDefinition::prodstack-api-migrate-task"}),
+                            "aws:ecs/taskDefinition:TaskDefinition::prodstack-api-migrate-task",
+                            "aws:ecs/service:Service::prodstack-api-service"}),
     ],
 )
 def test_one_config_value_touches_exactly_its_resources(cloud_plans, variant, touched):
@@ -131,7 +133,7 @@ def test_changed_secret_shows_secret_changed_and_never_a_value(cloud_plans):
 
 
 def test_json_format_is_plain_data(cloud_plans):
-    result = diff.compare(cloud_plans["prod"], cloud_plans["prod-replicas"])
+    result = diff.compare(cloud_plans["prod"], cloud_plans["prod-backup-days"])
     assert json.loads(json.dumps(result)) == result
     assert result["format"] == "prodstack.diff" and result["summary"]["update"] == 1
 
