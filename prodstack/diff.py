@@ -660,7 +660,7 @@ def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIM
     note_room = 200
     used = len(head) + len(tail) + sum(map(len, body)) + note_room
     for component, block in blocks:
-        title = f"##### {component}\n\n" if component != current else ""
+        title = ("\n" if current else "") + f"##### {component}\n\n" if component != current else ""
         cost = len(title) + len(block) + 1
         if used + cost > max_chars:
             break
