@@ -308,6 +308,8 @@ def cmd_choose(args: argparse.Namespace) -> int:
             raise UsageError(f"{flag} {value}: must be zero or more")
     if args.cpu_percent is not None and args.cpu_percent > 100:
         raise UsageError(f"--cpu-percent {args.cpu_percent}: must be at most 100")
+    print("prodstack: planning both profiles at every size (6 plans, two at a time)",
+          file=sys.stderr)
     result = choose.compare(plan_for=plan_for_size)
     if any(v is not None for v in (args.rps, args.p95_ms, args.cpu_percent)):
         result["recommendation"] = choose.recommend(args.rps, args.p95_ms, args.cpu_percent)
