@@ -187,6 +187,11 @@ class PipelinedRedis:
         protocol = await self._connection()
         return await protocol.send(hiredis.pack_command(args))
 
+    async def execute_many(self, commands: list[tuple]) -> list:
+        """One reply or exception per command, in order; commands of one tick share a write."""
+        return await asyncio.gather(*(self.execute(*c) for c in commands),
+                                    return_exceptions=True)
+
     @property
     def connected(self) -> bool:
         return self._protocol is not None and not self._protocol.closed
