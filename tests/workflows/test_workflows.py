@@ -156,13 +156,24 @@ def test_checkouts_leave_no_token_in_the_clone(name: str) -> None:
         assert step["with"]["persist-credentials"] is False
 
 
-def test_ci_runs_the_readme_test_command_on_push_and_pull_request() -> None:
+def test_ci_runs_the_readme_test_command_as_test_lint_and_audit_stages() -> None:
     workflow = load("ci")
     assert {"push", "pull_request"} <= set(triggers(workflow))
     assert "scripts/test.sh" in (REPO / "README.md").read_text()
     assert "scripts/test.sh" in (REPO / ".ci" / "run").read_text()
-    runs = [s["run"].strip() for s in steps(workflow) if "run" in s]
-    assert runs == ["scripts/test.sh"]
+    runs = [s for s in steps(workflow) if "run" in s]
+    assert [s["name"] for s in runs] == ["test", "lint", "audit"]
+    commands = {s["name"]: s["run"].strip().split() for s in runs}
+    for name, command in commands.items():
+        assert command[0] == "scripts/test.sh", name
+    # The three stages together are the whole suite, each test file in exactly one stage.
+    assert commands["test"][1:] == ["--ignore=tests/lint"]
+    lint_files = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("tests/lint/test_*.py"))
+    assert sorted(commands["lint"][1:] + commands["audit"][1:]) == lint_files
+    assert commands["audit"][1:] == ["tests/lint/test_audit.py"]
+    # Every stage reports, and an unreachable vulnerability service fails the audit there.
+    assert all(s["if"] == "${{ !cancelled() }}" for s in runs[1:])
+    assert runs[2]["env"] == {"PRODSTACK_AUDIT_REQUIRED": "1"}
 
 
 def test_plan_runs_on_pull_request_and_never_on_pull_request_target() -> None:
