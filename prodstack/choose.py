@@ -82,6 +82,12 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
     data = json.loads(path.read_text(encoding="utf-8"))
     cpus = int(data["machine"]["cpus"])
     results = data["results"]
+    client = None
+    if READ_ROUTE not in results and data.get("settings", {}).get("clients"):
+        # A run that compared Redis clients keeps results per client; the app's default
+        # client is the one bench/run.py lists first.
+        client = str(data["settings"]["clients"]).split(",")[0]
+        results = results.get(client, {})
     for route in (READ_ROUTE, WRITE_ROUTE):
         if route not in results:
             raise UsageError(f"{path}: no result for route {route!r}")
@@ -95,6 +101,7 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
         "when": data["when"],
         "machine": data["machine"],
         "settings": settings,
+        "redis_client": client,
         "read_route": READ_ROUTE,
         "write_route": WRITE_ROUTE,
         "read_rps": results[READ_ROUTE]["rps"],
