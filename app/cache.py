@@ -51,28 +51,13 @@ class _Script:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, client, *keys_and_args):
+    async def __call__(self, client: PipelinedRedis, *keys_and_args):
         try:
             return await client.execute("EVALSHA", self.sha, *keys_and_args)
         except RedisReplyError as exc:
-            if not _noscript(exc):
+            if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await client.execute("EVAL", self.source, *keys_and_args)
-
-    async def many(self, client, calls: list[tuple]) -> list:
-        """Every call in one pipeline; a reply or an exception per call, in order."""
-        results = await client.execute_many([("EVALSHA", self.sha, *c) for c in calls])
-        missing = [i for i, r in enumerate(results) if _noscript(r)]
-        if missing:
-            retried = await client.execute_many([("EVAL", self.source, *calls[i])
-                                                 for i in missing])
-            for i, result in zip(missing, retried, strict=True):
-                results[i] = result
-        return results
-
-
-def _noscript(reply) -> bool:
-    return isinstance(reply, RedisReplyError) and str(reply).startswith("NOSCRIPT")
 
 
 # KEYS[1] a client's counter for one window. ARGV[1] requests to add, ARGV[2] TTL.
@@ -100,14 +85,9 @@ class Gate:
 
 
 class Cache:
-    def __init__(self, url: str, *, rate_limit: int, ttl_seconds: int,
-                 client: str = "pipeline") -> None:
-        if client == "redis-py":
-            from app.redis_client import Commands, Subscriber
-        else:
-            Commands = Subscriber = PipelinedRedis  # noqa: N806
-        self._client = Commands(url, connect_timeout=0.5, reply_timeout=0.5)
-        self._subscriber = Subscriber(
+    def __init__(self, url: str, *, rate_limit: int, ttl_seconds: int) -> None:
+        self._client = PipelinedRedis(url, connect_timeout=0.5, reply_timeout=0.5)
+        self._subscriber = PipelinedRedis(
             url, connect_timeout=0.5, reply_timeout=2.0,
             on_message=self._on_generation, on_close=self._on_subscription_lost,
         )
@@ -256,10 +236,11 @@ class Cache:
         window_now = int(time.time() // RATE_WINDOW_SECONDS)
         self._shared = {k: v for k, v in self._shared.items() if k[1] >= window_now}
         keys = list(pending)
-        results = await _COUNT.many(self._client, [
-            (1, f"rl:{client}:{window}", count, RATE_WINDOW_SECONDS * 2)
+        calls = [
+            _COUNT(self._client, 1, f"rl:{client}:{window}", count, RATE_WINDOW_SECONDS * 2)
             for (client, window), count in pending.items()
-        ])
+        ]
+        results = await asyncio.gather(*calls, return_exceptions=True)
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
                 self._mark(False, result)

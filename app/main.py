@@ -171,7 +171,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         settings.redis_url,
         rate_limit=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,
         ttl_seconds=settings.cache_ttl_seconds,
-        client=settings.redis_client,
     )
     app.state.probe = DependencyProbe(app.state.db, app.state.cache)
     route_names = {r.endpoint: r.path for r in routes}

@@ -2,12 +2,31 @@
 
 Under load a replica has dozens of requests in flight; sending their commands as one
 write and parsing the replies with hiredis's C reader costs a fraction of a
-command-at-a-time client with a connection pool (redis-py's asyncio client took
-120-170 us per call on the benchmark machine; see README, "Benchmark"). It speaks only
-what app.cache needs: commands, replies, and one pub/sub subscription.
+command-at-a-time client with a connection pool. It speaks only what app.cache needs:
+commands, replies, and one pub/sub subscription.
 
 Redis answers in order on one connection, so replies resolve a FIFO of futures. A
 connection given `on_message` is a subscriber: pub/sub messages go to that callback.
+
+Why not redis-py. Measured 2026-12-01 against redis-py 8.1.0's asyncio client with hiredis
+3.5.0 (sync batches as one `pipeline(transaction=False)`, PubSub re-made on loss or a
+missed PONG, socket timeouts, retries off so it fails open), both in one bench/run.py run
+(the side-by-side version is at commit 974d063): 3 replicas per client behind nginx, one
+PostgreSQL and one Redis, 2 CPUs. redis-py ÷ this client, median of per-round req/s ratios:
+
+    route                        7 rounds x 6 s   15 rounds x 3 s
+    GET /health/live (no Redis)      0.843            1.038
+    GET /api/v1/alerts (cached)      1.012            1.098
+    GET /api/v1/alerts/{id}          0.996            0.909
+    POST /api/v1/alerts              0.950            0.959
+
+The rule was: switch if redis-py is within 5% on every route, or ahead. It was not shown
+to be. POST, the one route with Redis on its path (a generation bump per write tick), came
+out 4-5% slower in both runs, at the limit. The rest is noise wider than the limit:
+per-round ratios spread 0.6-1.6 on every route, including /health/live, which sends Redis
+nothing, and a route's median ratio moved by up to 0.19 between the two runs. A quieter
+machine could settle it; until then this client stays. Figures: bench/results/
+20261201T102051Z.md and 20261201T103404Z.md.
 """
 
 from __future__ import annotations
@@ -186,11 +205,6 @@ class PipelinedRedis:
         """Send one command (pipelined with others in this tick) and return its reply."""
         protocol = await self._connection()
         return await protocol.send(hiredis.pack_command(args))
-
-    async def execute_many(self, commands: list[tuple]) -> list:
-        """One reply or exception per command, in order; commands of one tick share a write."""
-        return await asyncio.gather(*(self.execute(*c) for c in commands),
-                                    return_exceptions=True)
 
     @property
     def connected(self) -> bool:

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Which Redis client app.cache uses; both are measured side by side by bench/run.py.
-REDIS_CLIENTS = ("pipeline", "redis-py")
 # Values that mean "nobody set this": refused so a demo token never reaches production.
 PLACEHOLDER_TOKENS = frozenset({"changeme", "changethis", "secret", "token", "password"})
 MIN_TOKEN_LENGTH = 16
@@ -27,7 +25,6 @@ class ConfigError(Exception):
 class Settings:
     database_url: str = ""
     redis_url: str = ""
-    redis_client: str = "pipeline"
     api_token: str = ""
     port: int = 8000
     log_level: str = "INFO"
@@ -139,14 +136,9 @@ def load_settings(env=None) -> Settings:
     if log_level not in LOG_LEVELS:
         errors.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
 
-    redis_client = env.get("REDIS_CLIENT", "") or "pipeline"
-    if redis_client not in REDIS_CLIENTS:
-        errors.append(f"REDIS_CLIENT must be one of {', '.join(REDIS_CLIENTS)}")
-
     settings = Settings(
         database_url=database_url,
         redis_url=redis_url,
-        redis_client=redis_client,
         api_token=api_token,
         port=_int(env, "PORT", 8000, 1, 65535, errors),
         log_level=log_level,
