@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,39 @@ def context_hash(context: str | os.PathLike[str]) -> str:
             continue
         digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
     return "src-" + digest.hexdigest()[:16]
+
+
+# The CycloneDX SBOM of the image's Python packages, made from the hash-pinned requirements
+# alone. --output-reproducible drops the timestamp and serial number, so the same lock
+# gives the same bytes, and so the same digest, on every machine and in every plan.
+# scripts/build-image.sh runs the same command; tests/image checks that the two agree.
+SBOM_COMMAND = ("-m", "cyclonedx_py", "requirements", "--output-reproducible",
+                "--of", "JSON", "--sv", "1.6")
+
+
+def sbom(requirements: str | os.PathLike[str]) -> bytes:
+    """The SBOM (CycloneDX 1.6 JSON) of the packages pinned in ``requirements``."""
+    # SOURCE_DATE_EPOCH would put a timestamp back in.
+    env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    try:
+        out = subprocess.run(
+            [sys.executable, *SBOM_COMMAND, os.fspath(requirements)],
+            env=env, capture_output=True, check=True, timeout=120,
+        )
+    except FileNotFoundError as exc:
+        raise RuntimeError(f"SBOM of {requirements}: {exc}") from None
+    except subprocess.CalledProcessError as exc:
+        last = (exc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(
+            f"SBOM of {requirements}: cyclonedx-py failed ({last}); it comes with "
+            "`uv sync` (the dev group's cyclonedx-bom)"
+        ) from None
+    return out.stdout
+
+
+def sbom_digest(requirements: str | os.PathLike[str]) -> str:
+    """``sha256:<hex>`` of :func:`sbom`: the ``dev.prodstack.sbom.digest`` image label."""
+    return "sha256:" + hashlib.sha256(sbom(requirements)).hexdigest()
 
 
 def _dockerignore(root: Path):
@@ -149,7 +184,9 @@ class Registry(pulumi.ComponentResource):
 
     Creates:
         ``{name}-repo``, ``{name}-lifecycle`` and ``{name}-image`` (pulumi-docker build of
-        ``app/`` with ``BASE_IMAGE``, pushed with short-lived ECR credentials).
+        ``app/`` with ``BASE_IMAGE``, pushed with short-lived ECR credentials). The image
+        carries the ``dev.prodstack.sbom.digest`` label: the digest of the SBOM of
+        ``app/requirements.txt`` (:func:`sbom_digest`, docs/supply-chain.md).
 
     Example:
         ``Registry("app-registry", RegistryArgs(context="app", tag=context_hash("app")))``
@@ -200,7 +237,11 @@ class Registry(pulumi.ComponentResource):
                 context=args.context,
                 dockerfile=args.dockerfile or os.path.join(args.context, "Dockerfile"),
                 platform=args.platform,
-                args={"BASE_IMAGE": args.base_image},
+                args={
+                    "BASE_IMAGE": args.base_image,
+                    # app/Dockerfile turns it into the image label.
+                    "SBOM_DIGEST": sbom_digest(os.path.join(args.context, "requirements.txt")),
+                },
             ),
             registry=docker.RegistryArgs(
                 server=repo.repository_url,

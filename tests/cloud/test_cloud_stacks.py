@@ -468,7 +468,8 @@ def test_image_built_from_app_and_deployed_by_digest(both: list[Manifest]) -> No
         assert image["build"]["context"] == "<repo>/app"
         assert image["build"]["dockerfile"] == "<repo>/app/Dockerfile"
         assert image["build"]["platform"] == "linux/amd64"
-        assert image["build"]["args"] == {"BASE_IMAGE": "python:3.11-slim-bookworm"}
+        assert set(image["build"]["args"]) == {"BASE_IMAGE", "SBOM_DIGEST"}
+        assert image["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim-bookworm"
         assert image["imageName"].endswith(":test-build")
         digest = m.outputs["image"]
         assert "@sha256:" in digest
