@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 from components.registry import sbom_digest
@@ -77,5 +78,12 @@ def test_sbom_matches_what_the_image_has_installed(app_image: str) -> None:
 
 
 def test_rebuild_keeps_the_content_tag_though_the_build_date_differs(app_image: str) -> None:
-    # The created label is added after the tag is taken from a build without it.
-    assert build_app_image() == app_image
+    """The created label is added after the tag is taken from a build without it. Two
+    builds back to back with one version (the tree and its commit stay put meanwhile)."""
+    created = "org.opencontainers.image.created"
+    first = build_app_image(app_version="sbom-rebuild-test")
+    first_created = labels(first)[created]
+    time.sleep(1.1)  # the created label has one-second resolution
+    second = build_app_image(app_version="sbom-rebuild-test")
+    assert first == second
+    assert labels(second)[created] > first_created
