@@ -69,7 +69,7 @@ def sbom(requirements: str | os.PathLike[str]) -> bytes:
         last = (exc.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(
             f"SBOM of {requirements}: cyclonedx-py failed ({last}); it comes with "
-            "`uv sync` (the dev group's cyclonedx-bom)"
+            "`uv sync` (the cloud group's cyclonedx-bom)"
         ) from None
     return out.stdout
 
