@@ -19,6 +19,7 @@ import difflib
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -113,19 +114,25 @@ def _option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, 
     ]  # fmt: skip
 
 
-def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
-    table = replacement_table()
+def _in_both(base: dict[str, Any], head: dict[str, Any],
+             changes: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict, dict]]:  # fmt: skip
+    """Record the added and removed resources in ``changes``; yield those in both plans."""
     old_index, new_index = _index(base), _index(head)
-    changes: dict[str, dict[str, Any]] = {}
-
     for rid in sorted(set(old_index) | set(new_index)):
         old, new = old_index.get(rid), new_index.get(rid)
         if old is None:
             changes[rid] = {"action": "add", "resource": new, "properties": []}
-            continue
-        if new is None:
+        elif new is None:
             changes[rid] = {"action": "remove", "resource": old, "properties": []}
-            continue
+        else:
+            yield rid, old, new
+
+
+def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    table = replacement_table()
+    changes: dict[str, dict[str, Any]] = {}
+
+    for rid, old, new in _in_both(base, head, changes):
         keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
         options = _option_changes(old, new)
         moved = old.get("parent") != new.get("parent")
@@ -209,28 +216,21 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
 
 
 def _vps_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
-    old_index, new_index = _index(base), _index(head)
     changes: dict[str, dict[str, Any]] = {}
-    for rid in sorted(set(old_index) | set(new_index)):
-        old, new = old_index.get(rid), new_index.get(rid)
-        if old is None:
-            changes[rid] = {"action": "add", "resource": new, "properties": []}
-        elif new is None:
-            changes[rid] = {"action": "remove", "resource": old, "properties": []}
-        else:
-            keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
-            if keys:
-                # A different cluster (major version, data directory) is a new one.
-                action = "replace" if new["type"] == "vps:postgres_cluster" else "update"
-                changes[rid] = {
-                    "action": action,
-                    "resource": new,
-                    "forced_by": keys if action == "replace" else [],
-                    "properties": [
-                        _property_change(k, old["inputs"].get(k), new["inputs"].get(k), set())
-                        for k in keys
-                    ],
-                }
+    for rid, old, new in _in_both(base, head, changes):
+        keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
+        if keys:
+            # A different cluster (major version, data directory) is a new one.
+            action = "replace" if new["type"] == "vps:postgres_cluster" else "update"
+            changes[rid] = {
+                "action": action,
+                "resource": new,
+                "forced_by": keys if action == "replace" else [],
+                "properties": [
+                    _property_change(k, old["inputs"].get(k), new["inputs"].get(k), set())
+                    for k in keys
+                ],
+            }
     return {"changes": changes, "replaced": set()}
 
 
