@@ -106,9 +106,19 @@ def test_recommend_moves_to_the_cloud_past_a_threshold(kwargs, reason):
 
 
 def test_recommend_sizes_the_cloud_by_capacity():
-    assert choose.recommend(1500, None, None)["size"] == "medium"
+    """The smallest cloud size whose write capacity at max_replicas covers the load, from
+    whichever benchmark run is newest (the figures move; the rule must not)."""
+    table = choose._static_capacity(choose.latest_bench())
+    limits = [table[s]["cloud"]["usable_write_rps_at_max"] for s in choose.SIZES]
+    assert limits == sorted(limits)
+    for smaller, size in zip(choose.SIZES, choose.SIZES[1:], strict=False):
+        just_over = table[smaller]["cloud"]["usable_write_rps_at_max"] + 1
+        if just_over > choose.RPS_MAX:  # above the seeds' threshold: the cloud profile
+            assert choose.recommend(just_over, None, None)["size"] == size
+    expected = next(s for s, limit in zip(choose.SIZES, limits, strict=True) if limit >= 1500)
+    assert choose.recommend(1500, None, None)["size"] == expected
+    assert choose.recommend(limits[-1] * 2, None, None)["size"] == "large"
     assert choose.recommend(200, 600, None)["size"] == "small"
-    assert choose.recommend(5000, None, None)["size"] == "large"
 
 
 def test_recommend_refuses_negative_figures():
