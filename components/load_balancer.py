@@ -198,8 +198,10 @@ class LoadBalancer(pulumi.ComponentResource):
                 self,
             )
 
-        logs_bucket = self._create_access_log_bucket() if args.access_logs else None
-        self._create_alb(logs_bucket)
+        logs_bucket, log_bucket_setup = (
+            self._create_access_log_bucket() if args.access_logs else (None, [])
+        )
+        self._create_alb(logs_bucket, log_bucket_setup)
         self._create_target_group()
         certificate_arn = self._certificate() if self.https else None
         self._create_listeners(certificate_arn)
@@ -222,7 +224,8 @@ class LoadBalancer(pulumi.ComponentResource):
     def _tags(self, role: str) -> dict[str, str]:
         return merge_tags(self._args.tags, role)
 
-    def _create_access_log_bucket(self) -> aws.s3.Bucket:
+    def _create_access_log_bucket(self) -> tuple[aws.s3.Bucket, list[pulumi.Resource]]:
+        """The log bucket, and what must exist before the ALB may log to it."""
         n, args = self._name, self._args
         bucket = aws.s3.Bucket(
             f"{n}-logs",
@@ -230,7 +233,7 @@ class LoadBalancer(pulumi.ComponentResource):
             tags=self._tags("access-logs"),
             opts=child_opts(self),
         )
-        aws.s3.BucketPublicAccessBlock(
+        public_access = aws.s3.BucketPublicAccessBlock(
             f"{n}-logs-public-access",
             bucket=bucket.id,
             block_public_acls=True,
@@ -239,7 +242,7 @@ class LoadBalancer(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child_opts(self),
         )
-        aws.s3.BucketOwnershipControls(
+        ownership = aws.s3.BucketOwnershipControls(
             f"{n}-logs-ownership",
             bucket=bucket.id,
             rule={"object_ownership": "BucketOwnerEnforced"},
@@ -299,15 +302,16 @@ class LoadBalancer(pulumi.ComponentResource):
                 }
             )
 
-        aws.s3.BucketPolicy(
+        bucket_policy = aws.s3.BucketPolicy(
             f"{n}-logs-policy",
             bucket=bucket.id,
             policy=bucket.arn.apply(policy),
             opts=child_opts(self),
         )
-        return bucket
+        return bucket, [public_access, ownership, bucket_policy]
 
-    def _create_alb(self, logs_bucket: aws.s3.Bucket | None) -> None:
+    def _create_alb(self, logs_bucket: aws.s3.Bucket | None,
+                    log_bucket_setup: list[pulumi.Resource]) -> None:  # fmt: skip
         args = self._args
         access_logs = (
             {"bucket": logs_bucket.bucket, "prefix": ACCESS_LOG_PREFIX, "enabled": True}
@@ -326,7 +330,9 @@ class LoadBalancer(pulumi.ComponentResource):
             idle_timeout=60,
             access_logs=access_logs,
             tags=self._tags("alb"),
-            opts=child_opts(self),
+            # AWS checks that it may write to the bucket when logging is switched on, so
+            # the bucket's policy and ownership settings must exist first.
+            opts=child_opts(self, depends_on=log_bucket_setup),
         )
         self.arn = self.alb.arn
         self.arn_suffix = self.alb.arn_suffix

@@ -194,8 +194,11 @@ class Observability(pulumi.ComponentResource):
 
     def _alarm(self, role: str, description: str, **kwargs) -> None:
         # period must be 10, 20, 30 or a multiple of 60; statistic and extended_statistic
-        # are exclusive. Source: botocore cloudwatch PutMetricAlarmInput.
-        kwargs.setdefault("period", 60)
+        # are exclusive. Source: botocore cloudwatch PutMetricAlarmInput. A metric-math
+        # alarm sets its period per query and may not set period, metric_name, namespace
+        # or statistic (pulumi_aws cloudwatch.MetricAlarm, `metric_queries`).
+        if "metric_queries" not in kwargs:
+            kwargs.setdefault("period", 60)
         kwargs.setdefault("treat_missing_data", "notBreaching")
         aws.cloudwatch.MetricAlarm(
             f"{self._name}-{role}",
