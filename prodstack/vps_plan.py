@@ -54,6 +54,18 @@ PLACEHOLDER_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLANPLACEHOLDERKE
 IMAGE_REPOSITORY = "prodstack-api"
 TARBALL_LABEL = "(image tarball: docker save, not run by the planner)"
 
+# Operations that manage one named thing: its resource type, the keyword argument that
+# names it, and the keyword arguments recorded as its inputs (with pyinfra's defaults).
+NAMED_RESOURCES: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "files.directory": ("directory", "path",
+                        {"mode": None, "user": None, "group": None, "present": True}),
+    "files.link": ("link", "path", {"target": None, "present": True}),
+    "server.user": ("user", "user",
+                    {"shell": None, "groups": None, "public_keys": None, "create_home": None}),
+    "postgres.role": ("postgres_role", "role", {"login": None, "password": None}),
+    "postgres.database": ("postgres_database", "database", {"owner": None, "encoding": None}),
+}  # fmt: skip
+
 # Data the planner itself sets on the host; never user input, never in the plan.
 _INTERNAL_DATA = ("fake_delay", "fake_delay_jitter", "fake_responses")
 
@@ -603,33 +615,11 @@ class _Planner:
                     field = "template" if kind == "files.template" else "source"
                     inputs[field] = Path(src).name
                     writes.append(add("file", f"file:{dest}", dest, component, inputs))
-            elif kind == "files.directory":
-                path = kwargs["path"]
-                writes.append(
-                    add(
-                        "directory",
-                        f"directory:{path}",
-                        path,
-                        component,
-                        {
-                            "mode": kwargs.get("mode"),
-                            "user": kwargs.get("user"),
-                            "group": kwargs.get("group"),
-                            "present": kwargs.get("present", True),
-                        },
-                    )
-                )
-            elif kind == "files.link":
-                path = kwargs["path"]
-                writes.append(
-                    add(
-                        "link",
-                        f"link:{path}",
-                        path,
-                        component,
-                        {"target": kwargs.get("target"), "present": kwargs.get("present", True)},
-                    )
-                )
+            elif kind in NAMED_RESOURCES:
+                type_, key, fields = NAMED_RESOURCES[kind]
+                name = kwargs[key]
+                inputs = {field: kwargs.get(field, default) for field, default in fields.items()}
+                writes.append(add(type_, f"{type_}:{name}", name, component, inputs))
             elif kind == "apt.packages":
                 for package in kwargs.get("packages", []):
                     writes.append(
@@ -641,20 +631,6 @@ class _Planner:
                             {"present": kwargs.get("present", True), "manager": "apt"},
                         )
                     )
-            elif kind == "server.user":
-                user = kwargs["user"]
-                writes.append(
-                    add(
-                        "user",
-                        f"user:{user}",
-                        user,
-                        component,
-                        {
-                            k: kwargs.get(k)
-                            for k in ("shell", "groups", "public_keys", "create_home")
-                        },
-                    )
-                )
             elif kind == "systemd.service":
                 unit = kwargs["service"]
                 if kwargs.get("running") or kwargs.get("enabled"):
@@ -680,28 +656,6 @@ class _Planner:
                         network,
                         component,
                         {k: v for k, v in kwargs.items() if k != "network"},
-                    )
-                )
-            elif kind == "postgres.role":
-                role = kwargs["role"]
-                writes.append(
-                    add(
-                        "postgres_role",
-                        f"postgres_role:{role}",
-                        role,
-                        component,
-                        {"login": kwargs.get("login"), "password": kwargs.get("password")},
-                    )
-                )
-            elif kind == "postgres.database":
-                database = kwargs["database"]
-                writes.append(
-                    add(
-                        "postgres_database",
-                        f"postgres_database:{database}",
-                        database,
-                        component,
-                        {"owner": kwargs.get("owner"), "encoding": kwargs.get("encoding")},
                     )
                 )
             elif kind == "server.shell":
