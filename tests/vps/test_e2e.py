@@ -1,7 +1,8 @@
 """End to end: a fresh systemd host, the real pyinfra deploy over SSH, checks from outside.
 
 The host is a Debian 12 rootfs run as a Docker container with systemd as PID 1
-(tests/vps/host.py). Tests run in file order and share one host: first deploy, then
+(tests/vps/host.py), booted and deployed once per session by conftest.py's `stack`
+fixture and shared with the other test_e2e*.py files. Tests run in file order: first deploy, then
 reachability, TLS, the API, idempotency, invalid data, a rolling deploy under load, a
 failed deploy, rollback, a killed replica, backup and restore (with S3 on a local moto
 server) and the monitoring timer.
@@ -14,12 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import re
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,237 +24,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.docker import docker_available, ensure_dockerd, python_base_image
-from tests.vps.host import Host, boot, destroy, ssh_keypair
+from tests.vps.e2e import Load, grand_total
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1500)]
-
-# A bounded load loop, run with the host's python3: N threads each open a fresh TLS
-# connection per request to nginx on loopback, until the stop file appears, the request
-# budget is spent or the time limit passes. Prints a JSON summary.
-LOAD_LOOP = r"""
-import http.client, json, os, ssl, sys, threading, time
-seconds, budget, stop_file, token = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-deadline = time.monotonic() + seconds
-ctx = ssl._create_unverified_context()
-lock = threading.Lock()
-out = {"ok": 0, "failed": 0, "errors": [], "versions": {}}
-sent = 0
-def worker(n):
-    global sent
-    while True:
-        with lock:
-            if sent >= budget or time.monotonic() > deadline or os.path.exists(stop_file):
-                return
-            sent += 1
-            i = sent
-        path = "/health" if i % 2 else "/api/v1/alerts?limit=5"
-        try:
-            conn = http.client.HTTPSConnection("127.0.0.1", 443, context=ctx, timeout=10)
-            conn.request("GET", path, headers={"Authorization": "Bearer " + token})
-            r = conn.getresponse()
-            body = r.read()
-            conn.close()
-            with lock:
-                if r.status == 200:
-                    out["ok"] += 1
-                    if path == "/health":
-                        v = json.loads(body).get("version")
-                        out["versions"][v] = out["versions"].get(v, 0) + 1
-                else:
-                    out["failed"] += 1
-                    out["errors"].append(f"{path}: HTTP {r.status} {body[:120]!r}")
-        except Exception as e:
-            with lock:
-                out["failed"] += 1
-                out["errors"].append(f"{path}: {e!r}")
-threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-[t.start() for t in threads]
-[t.join() for t in threads]
-out["errors"] = out["errors"][:20]
-print(json.dumps(out))
-"""
-
-
-class Load:
-    """A bounded load loop inside the host, stopped by a file or its own limits."""
-
-    def __init__(self, host: Host, token: str, seconds: int = 240, budget: int = 200_000):
-        self.host = host
-        self.stop_file = f"/tmp/load-stop-{uuid.uuid4().hex}"
-        self.proc = subprocess.Popen(
-            ["docker", "exec", "-i", host.name, "python3", "-", str(seconds), str(budget),
-             self.stop_file, token],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.proc.stdin.write(LOAD_LOOP)
-        self.proc.stdin.close()
-
-    def stop(self) -> dict:
-        self.host.run(f"touch {self.stop_file}")
-        out = self.proc.stdout.read()
-        self.proc.wait(timeout=60)
-        assert self.proc.returncode == 0, self.proc.stderr.read()
-        return json.loads(out)
-
-
-def build_image(version: str) -> str:
-    # PRODSTACK_E2E_APP_REPO: build the app from another checkout (e.g. a clean export).
-    source = Path(os.environ.get("PRODSTACK_E2E_APP_REPO", REPO))
-    result = subprocess.run(
-        [str(source / "scripts" / "build-image.sh"), python_base_image()],
-        env={**os.environ, "APP_VERSION": version},
-        capture_output=True,
-        text=True,
-        cwd=source,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    def __init__(self, host: Host, workdir: Path, data: dict[str, str], secrets: dict[str, str]):
-        self.host = host
-        self.workdir = workdir
-        self.data = data
-        self.secrets = secrets
-        self.base = f"https://{host.address}"
-
-    def pyinfra(self, deploy: str = "deploy.py", **data) -> subprocess.CompletedProcess:
-        args = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy]
-        for key, value in {**self.data, **data}.items():
-            args += ["--data", f"{key}={value}"]
-        env = {
-            **os.environ,
-            "PRODSTACK_HOST": self.host.address,
-            "PRODSTACK_SSH_KEY": str(self.host.key),
-            "PRODSTACK_SSH_KNOWN_HOSTS": "/dev/null",
-        }
-        started = time.monotonic()
-        # pyinfra prints its progress and results to stderr: keep both in stdout.
-        result = subprocess.run(
-            args, cwd=PYINFRA_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, timeout=900,
-        )  # fmt: skip
-        log = self.workdir / f"pyinfra-{deploy}-{int(started)}.log"
-        log.write_text(result.stdout)
-        print(f"pyinfra {deploy}: rc={result.returncode} in {time.monotonic() - started:.0f}s "
-              f"(log: {log})")  # fmt: skip
-        return result
-
-    def client(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base,
-            verify=False,
-            timeout=10,
-            headers={"Authorization": f"Bearer {self.secrets['API_TOKEN']}"},
-        )
-
-    def version(self) -> str:
-        with self.client() as c:
-            return c.get("/health").json()["version"]
-
-    def psql(self, sql: str) -> str:
-        return self.host.run(
-            f"runuser -u postgres -- psql -XAt -d prodstack -c {json.dumps(sql)}"
-        ).stdout.strip()
-
-
-def grand_total(output: str) -> tuple[int, str, str]:
-    """(operations, changed, errors) from pyinfra's results table."""
-    match = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
-    assert match, output[-3000:]
-    return int(match.group(1)), match.group(2), match.group(3)
-
-
-@pytest.fixture(scope="module")
-def images():
-    if not docker_available():
-        ensure_dockerd()
-    return {"v1": build_image("e2e-1"), "v2": build_image("e2e-2")}
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory):
-    """A local S3 (moto) on the Docker bridge gateway, reachable from the test host only."""
-    ensure_dockerd()
-    gateway = (
-        subprocess.run(
-            ["ip", "-4", "-o", "addr", "show", "docker0"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.split()[3]
-        .split("/")[0]
-    )
-    port = free_port(gateway)
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", gateway, "-p", str(port)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://{gateway}:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    import boto3
-
-    s3 = boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1",
-        aws_access_key_id="testing-access-key", aws_secret_access_key="testing-secret-key",
-    )  # fmt: skip
-    s3.create_bucket(Bucket="prodstack-backups")
-    yield url, s3
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def stack(images, moto, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("vps-e2e")
-    key = ssh_keypair(workdir / "ssh")
-    secrets = {
-        "POSTGRES_PASSWORD": "e2e-pg-" + uuid.uuid4().hex,
-        "REDIS_PASSWORD": "e2e-redis-" + uuid.uuid4().hex,
-        "API_TOKEN": "e2e-token-" + uuid.uuid4().hex,
-        "BACKUP_S3_ACCESS_KEY_ID": "testing-access-key",
-        "BACKUP_S3_SECRET_ACCESS_KEY": "testing-secret-key",
-    }
-    secrets_file = workdir / "secrets.env"
-    secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
-    secrets_file.chmod(0o600)
-    name = f"prodstack-e2e-{os.getpid()}"
-    host = boot(name, key)
-    data = {
-        "image": images["v1"],
-        "secrets_file": str(secrets_file),
-        "backup_s3_bucket": "prodstack-backups",
-        "backup_s3_endpoint_url": moto[0],
-        # The app's own per-client limit would otherwise throttle the load loops.
-        "app_rate_limit_per_minute": 1_000_000,
-        "drain_seconds": 2,
-    }
-    s = Stack(host, workdir, data, secrets)
-    s.first = s.pyinfra()
-    yield s
-    if os.environ.get("PRODSTACK_KEEP_HOST"):
-        print(f"kept host {name} at {host.address}")
-    else:
-        destroy(name)
 
 
 def test_first_deploy_succeeds(stack):
