@@ -12,6 +12,9 @@ import pulumi_aws as aws
 
 #: Tag every taggable child carries; the policy pack reads it to tell prod from dev.
 ENVIRONMENT_TAG = "prodstack:environment"
+#: Tag every taggable child carries while ``teardown: true`` is set; the policy pack accepts
+#: lifted deletion protection in prod only with it.
+TEARDOWN_TAG = "prodstack:teardown"
 
 
 def child_opts(parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:

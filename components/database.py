@@ -21,9 +21,11 @@ INSTANCE_MEMORY_GIB = {
     "db.m7g.large": 8, "db.m7g.xlarge": 16, "db.m7g.2xlarge": 32, "db.m7g.4xlarge": 64,
     "db.r7g.large": 16, "db.r7g.xlarge": 32, "db.r7g.2xlarge": 64,
 }
-# 16.5-16.8 can no longer be created (AWS Health notice, 2026-05); 16.11 is AWS's named
-# upgrade target. See ../shared/notes/aws-valid-values.md section 4.
-ENGINE_VERSION_RE = re.compile(r"^16\.(9|[1-9][0-9])$")
+# The major version only: with auto minor upgrades on, the provider takes a prefix and
+# reports the running minor in `engine_version_actual` (pulumi_aws rds.Instance,
+# `engine_version`: "If `auto_minor_version_upgrade` is enabled, you can provide a prefix
+# of the version such as `8.0` (for `8.0.36`)"). The parameter group family follows it.
+ENGINE_VERSIONS = ("16",)
 PARAMETER_GROUP_FAMILY = "postgres16"
 # Performance Insights retention: 7, 731 or 31*n (n=1..23). Source: botocore rds
 # CreateDBInstanceMessage.PerformanceInsightsRetentionPeriod.
@@ -84,9 +86,14 @@ class DatabaseArgs:
     """Instance class, one of :data:`INSTANCE_MEMORY_GIB`. Default: ``"db.t4g.micro"``.
     Example: ``"db.m7g.xlarge"``."""
 
-    engine_version: str = "16.11"
-    """PostgreSQL 16 minor version, 16.9 or later. Default: ``"16.11"``.
-    Example: ``"16.12"``."""
+    engine_version: str = "16"
+    """PostgreSQL major version; only ``"16"`` (the ``postgres16`` parameter group).
+    The minor is deliberately not pinned: ``auto_minor_version_upgrade`` is on, so RDS
+    moves the instance to new 16.x minors in the maintenance window, and a pinned minor
+    such as ``"16.11"`` would make every later ``up`` plan a downgrade, which RDS
+    refuses. With the major alone RDS creates its current default 16.x minor and the
+    provider reports the running one as ``engine_version_actual`` (pulumi_aws
+    ``rds.Instance`` docstring, ``engine_version``). Default: ``"16"``. Example: ``"16"``."""
 
     storage_gb: int = 20
     """Initial gp3 storage, 20-65,536 GiB (below 400 GiB gp3 has a fixed 3,000 IOPS).
@@ -141,8 +148,11 @@ class DatabaseArgs:
                 f"instance_class={self.instance_class!r}: allowed "
                 + ", ".join(INSTANCE_MEMORY_GIB)
             )
-        if not ENGINE_VERSION_RE.match(self.engine_version):
-            problems.append(f"engine_version={self.engine_version!r}: use 16.9 or later 16.x")
+        if self.engine_version not in ENGINE_VERSIONS:
+            problems.append(
+                f"engine_version={self.engine_version!r}: the major version only, one of "
+                + ", ".join(ENGINE_VERSIONS) + " (auto minor upgrades pick the minor)"
+            )
         if not MIN_STORAGE_GB <= self.storage_gb <= MAX_STORAGE_GB:
             problems.append(f"storage_gb={self.storage_gb}: allowed 20-65536")
         # AWS rejects a ceiling less than 10 % above the allocation ("Invalid max storage

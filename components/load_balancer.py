@@ -100,9 +100,13 @@ class LoadBalancerArgs:
     app_port: int = 8000
     """Container port of the targets. Default: ``8000``. Example: ``8080``."""
 
-    health_check_path: str = "/health/ready"
-    """Target health check path; readiness covers PostgreSQL and Redis.
-    Default: ``"/health/ready"``. Example: ``"/health/live"``."""
+    health_check_path: str = "/health/live"
+    """Target health check path: liveness, which depends on nothing but the process.
+    Not readiness (``/health/ready`` checks PostgreSQL and Redis): a Redis blip or an
+    RDS Multi-AZ failover would fail every target at once, ECS would replace every task,
+    and each replacement would run ``migrate`` against the failing database. Readiness
+    stays in the app, which degrades on its own (reads work without Redis).
+    Default: ``"/health/live"``. Example: ``"/health/live"``."""
 
     deregistration_delay_seconds: int = 30
     """Connection draining time before a target is removed, 0-3600.
@@ -137,10 +141,10 @@ class LoadBalancerArgs:
 
 
 class LoadBalancer(pulumi.ComponentResource):
-    """An internet-facing ALB: TLS 1.3, HTTP->HTTPS redirect, readiness-checked target group.
+    """An internet-facing ALB: TLS 1.3, HTTP->HTTPS redirect, liveness-checked target group.
 
     Creates:
-        ``{name}-alb``, ``{name}-tg`` (IP targets, ``/health/ready``, 30 s draining),
+        ``{name}-alb``, ``{name}-tg`` (IP targets, ``/health/live``, 30 s draining),
         ``{name}-https`` (TLS 1.3 policy) + ``{name}-http`` (301 to HTTPS), or only
         ``{name}-http`` forwarding when there is no domain; ``{name}-cert`` +
         validation records when the certificate is DNS-validated; ``{name}-alias-<i>``
@@ -157,7 +161,7 @@ class LoadBalancer(pulumi.ComponentResource):
 
     Secure defaults:
         TLS 1.3 listener policy, HTTP only redirects, ``drop_invalid_header_fields``,
-        deletion protection, access logs, health check on readiness.
+        deletion protection, access logs, health check on liveness.
 
     Opt-outs:
         ``domain=""`` (plain HTTP, warned; dev only), ``deletion_protection=False``,

@@ -259,7 +259,7 @@ class Observability(pulumi.ComponentResource):
         )
         self._alarm(
             "unhealthy-hosts",
-            "At least one target is failing /health/ready",
+            "At least one target is failing its /health/live check",
             namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", dimensions=lb_tg,
             statistic="Maximum", comparison_operator="GreaterThanThreshold", threshold=0,
             evaluation_periods=2,

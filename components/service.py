@@ -264,14 +264,18 @@ class Service(pulumi.ComponentResource):
             tags=self._tags("execution-role"),
             opts=child_opts(self),
         )
-        aws.iam.RolePolicyAttachment(
+        # What the execution role may do arrives in separate resources; until they exist
+        # ECS cannot pull the image, write logs or read the secrets, and a task started
+        # in that window fails. The task definitions and the service wait for them.
+        self._execution_grants: list[pulumi.Resource] = []
+        self._execution_grants.append(aws.iam.RolePolicyAttachment(
             f"{n}-execution-role-managed",
             role=execution_role.name,
             policy_arn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy",
             opts=child_opts(self),
-        )
+        ))
         if args.secret_arns:
-            aws.iam.RolePolicy(
+            self._execution_grants.append(aws.iam.RolePolicy(
                 f"{n}-execution-role-secrets",
                 role=execution_role.id,
                 policy=pulumi.Output.all(*args.secret_arns).apply(
@@ -289,7 +293,7 @@ class Service(pulumi.ComponentResource):
                     )
                 ),
                 opts=child_opts(self),
-            )
+            ))
         # The app calls no AWS API; its role grants nothing.
         task_role = aws.iam.Role(
             f"{n}-task-role",
@@ -362,7 +366,7 @@ class Service(pulumi.ComponentResource):
             family=args.family,
             container_definitions=pulumi.Output.json_dumps([migrate, api]),
             tags=self._tags("task"),
-            opts=child_opts(self),
+            opts=child_opts(self, depends_on=self._execution_grants),
             **common,
         )
         one_off = self._container(MIGRATE_CONTAINER, essential=True, command=MIGRATE_COMMAND)
@@ -371,7 +375,7 @@ class Service(pulumi.ComponentResource):
             family=f"{args.family}-migrate",
             container_definitions=pulumi.Output.json_dumps([one_off]),
             tags=self._tags("migrate-task"),
-            opts=child_opts(self),
+            opts=child_opts(self, depends_on=self._execution_grants),
             **common,
         )
         self.task_definition_arn = self.task_definition.arn
@@ -412,7 +416,8 @@ class Service(pulumi.ComponentResource):
             propagate_tags="SERVICE",
             tags=self._tags("service"),
             # Autoscaling owns the running count after creation.
-            opts=child_opts(self, ignore_changes=["desiredCount"]),
+            opts=child_opts(self, ignore_changes=["desiredCount"],
+                            depends_on=self._execution_grants),
         )
         self.service_name = self.service.name
 

@@ -23,7 +23,12 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from components._common import ENVIRONMENT_TAG, LOG_RETENTION_DAYS, SECRET_NAME_RE
+from components._common import (
+    ENVIRONMENT_TAG,
+    LOG_RETENTION_DAYS,
+    SECRET_NAME_RE,
+    TEARDOWN_TAG,
+)
 
 PLAIN_HTTP_TAG = "prodstack:plain-http"
 MANDATORY = EnforcementLevel.MANDATORY
@@ -224,14 +229,18 @@ rds_force_ssl = _resource_policy(
 # ---- deletion protection and backups in prod -------------------------------------------
 
 def _prod_protection(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    # `teardown: true` is the one named way to lift deletion protection in prod; it
+    # tags every resource, so the lifted protection is visible and deliberate.
+    teardown = _tags(props).get(TEARDOWN_TAG) == "requested"
     if resource_type == "aws:lb/loadBalancer:LoadBalancer":
-        if is_prod(props) and props.get("enableDeletionProtection") is not True:
-            yield "Prod load balancers must have deletion protection."
+        if (is_prod(props) and not teardown
+                and props.get("enableDeletionProtection") is not True):
+            yield "Prod load balancers must have deletion protection (or the teardown tag)."
         return
     backups = props.get("backupRetentionPeriod") or 0
     if is_prod(props):
-        if props.get("deletionProtection") is not True:
-            yield "Prod databases must have deletion protection."
+        if not teardown and props.get("deletionProtection") is not True:
+            yield "Prod databases must have deletion protection (or the teardown tag)."
         if props.get("skipFinalSnapshot") is True:
             yield "Prod databases must take a final snapshot (skipFinalSnapshot: false)."
         if backups < MIN_PROD_BACKUP_DAYS:

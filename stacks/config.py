@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
+from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE
@@ -32,7 +34,10 @@ REGIONS = (
     "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
     "ap-southeast-7",
 )
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# What the app accepts (app/core/config.py) is what the stack may set: a value the app
+# refused would exit every task at start-up, and ECS would replace them in a loop.
+LOG_LEVELS = APP_LOG_LEVELS
+RATE_LIMIT_RANGE = APP_INT_SETTINGS["RATE_LIMIT_PER_MINUTE"][1:]
 HOSTNAME_RE = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 )
@@ -87,7 +92,8 @@ KEYS: dict[str, Key] = {
                                      "Requests per client IP per minute before WAF blocks, "
                                      ">= 100 (seed nginx: 10 r/s per IP)."),
     "rate_limit_per_minute": Key("integer", 100,
-                                 "App rate limit per client per minute (seed: 100), >= 1."),
+                                 "App rate limit per client per minute (seed: 100), "
+                                 f"{RATE_LIMIT_RANGE[0]}-{RATE_LIMIT_RANGE[1]}."),
     "storage_gb": Key("string", "auto",
                       "Initial database storage, 20-65536 GiB, or auto (the size's)."),
     "max_storage_gb": Key("string", "auto",
@@ -95,13 +101,15 @@ KEYS: dict[str, Key] = {
     "backup_retention_days": Key("integer", 7, "Database backup retention, 1-35 (prod >= 7)."),
     "deletion_protection": Key("boolean", True,
                                "Deletion protection on the database and ALB (required in prod)."),
+    "teardown": Key("boolean", False,
+                    "Lift deletion protection so `pulumi destroy` can finish (prod too); "
+                    "the final snapshot stays."),
     "final_snapshot": Key("boolean", True, "Final database snapshot on delete (required in prod)."),
     "flow_logs": Key("boolean", True, "VPC flow logs to CloudWatch (required in prod)."),
     "alb_access_logs": Key("boolean", True, "ALB access logs to S3 (required in prod)."),
     "log_retention_days": Key("integer", 30, "CloudWatch log retention, a CloudWatch value."),
     "alarm_email": Key("string", "", "Email subscribed to the alarm topic. Empty: none."),
-    "log_level": Key("string", "INFO",
-                     "App LOG_LEVEL: DEBUG | INFO | WARNING | ERROR | CRITICAL."),
+    "log_level": Key("string", "INFO", "App LOG_LEVEL: " + " | ".join(LOG_LEVELS) + "."),
     "image_platform": Key("string", "linux/amd64",
                           "Image/task platform: linux/amd64 | linux/arm64."),
     "image_tag": Key("string", "", "Immutable image tag. Empty: a hash of app/."),
@@ -149,6 +157,7 @@ class StackConfig:
     max_storage_gb: int
     backup_retention_days: int
     deletion_protection: bool
+    teardown: bool
     final_snapshot: bool
     flow_logs: bool
     alb_access_logs: bool
@@ -170,6 +179,11 @@ class StackConfig:
         return self.environment == "prod"
 
     @property
+    def protected(self) -> bool:
+        """Whether deletion protection is on: configured, and no teardown requested."""
+        return self.deletion_protection and not self.teardown
+
+    @property
     def origin_domain(self) -> str:
         """Host name CloudFront uses for the ALB (on the ALB certificate)."""
         return f"origin.{self.domain}" if self.domain and self.cdn else ""
@@ -181,9 +195,15 @@ class _Reader:
     def __init__(self, raw: Mapping[str, str]) -> None:
         self.raw = raw
         self.problems: list[str] = []
+        self.invalid: set[str] = set()
 
     def bad(self, key: str, value: Any, allowed: str) -> None:
+        self.invalid.add(key)
         self.problems.append(f"{NAMESPACE}:{key}: {value!r} is invalid; allowed: {allowed}")
+
+    def valid(self, *keys: str) -> bool:
+        """Whether none of ``keys`` has a problem yet (cross-key checks need valid sides)."""
+        return not self.invalid.intersection(keys)
 
     def get(self, key: str) -> Any:
         spec = KEYS[key]
@@ -242,16 +262,19 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
                 return fallback
         return value
 
+    # Each key on its own first, then the relations between keys that are valid alone, so
+    # one bad value neither hides another nor drags a correct one into the report.
     replicas = sized("replicas", size.replicas)
     min_replicas = sized("min_replicas", min(size.min_replicas, replicas))
     max_replicas = sized("max_replicas", max(size.max_replicas, replicas))
-    below_one = [(key, value) for key, value in (("replicas", replicas),
-                                                 ("min_replicas", min_replicas)) if value < 1]
-    for key, value in below_one:
-        r.bad(key, value, "an integer >= 1")
-    if max_replicas < min_replicas:
+    for key, value in (("replicas", replicas), ("min_replicas", min_replicas),
+                       ("max_replicas", max_replicas)):  # fmt: skip
+        if r.valid(key) and value < 1:
+            r.bad(key, value, "an integer >= 1")
+    if r.valid("min_replicas", "max_replicas") and max_replicas < min_replicas:
         r.bad("max_replicas", max_replicas, f">= min_replicas ({min_replicas})")
-    elif not below_one and not min_replicas <= replicas <= max_replicas:
+    if (r.valid("replicas", "min_replicas", "max_replicas")
+            and not min_replicas <= replicas <= max_replicas):
         r.bad("replicas", replicas, f"{min_replicas}..{max_replicas} (min..max_replicas)")
     if not 10 <= v["cpu_target_percent"] <= 90:
         r.bad("cpu_target_percent", v["cpu_target_percent"], "10-90")
@@ -293,14 +316,21 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
 
     if not MIN_RATE_LIMIT <= v["waf_rate_limit_per_minute"] <= MAX_RATE_LIMIT:
         r.bad("waf_rate_limit_per_minute", v["waf_rate_limit_per_minute"], "100-2000000000")
-    if v["rate_limit_per_minute"] < 1:
-        r.bad("rate_limit_per_minute", v["rate_limit_per_minute"], "an integer >= 1")
+    low, high = RATE_LIMIT_RANGE
+    if r.valid("rate_limit_per_minute") and not low <= v["rate_limit_per_minute"] <= high:
+        r.bad("rate_limit_per_minute", v["rate_limit_per_minute"],
+              f"{low}-{high} (what the app accepts)")
 
     storage_gb = sized("storage_gb", size.storage_gb)
-    max_storage_gb = sized("max_storage_gb", min(storage_gb * 5, 65_536))
-    if not 20 <= storage_gb <= 65_536:
+    if r.valid("storage_gb") and not 20 <= storage_gb <= 65_536:
         r.bad("storage_gb", storage_gb, "20-65536")
-    if max_storage_gb < storage_gb * 1.1 or max_storage_gb > 65_536:
+    max_storage_auto = str(v["max_storage_gb"]).strip() == "auto"
+    max_storage_gb = sized("max_storage_gb", min(storage_gb * 5, 65_536))
+    if not max_storage_auto and r.valid("max_storage_gb") and not 20 <= max_storage_gb <= 65_536:
+        r.bad("max_storage_gb", max_storage_gb, "20-65536")
+    # AWS refuses a ceiling less than 10 % above the allocation (RDS user guide
+    # USER_PIOPS.Autoscaling); checked only against a valid storage_gb.
+    if r.valid("storage_gb", "max_storage_gb") and max_storage_gb < storage_gb * 1.1:
         r.bad("max_storage_gb", max_storage_gb, f">= 1.1 x storage_gb ({storage_gb}), <= 65536")
     if not 1 <= v["backup_retention_days"] <= 35:
         r.bad("backup_retention_days", v["backup_retention_days"], "1-35")
@@ -313,6 +343,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("log_level", v["log_level"], " | ".join(LOG_LEVELS))
     if v["image_platform"] not in PLATFORMS:
         r.bad("image_platform", v["image_platform"], " | ".join(PLATFORMS))
+    if not v["base_image"] or any(c.isspace() for c in v["base_image"]):
+        r.bad("base_image", v["base_image"], "an image reference such as python:3.11-slim-bookworm")
     if v["image_tag"] and not TAG_RE.match(v["image_tag"]):
         r.bad("image_tag", v["image_tag"], "1-128 of [A-Za-z0-9_.-], not starting with . or -")
     if v["api_token"] and len(v["api_token"]) < 32:
@@ -324,7 +356,9 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
             r.bad("domain", domain, "a domain in prod (plain HTTP is dev-only)")
         for key in ("deletion_protection", "final_snapshot", "flow_logs", "alb_access_logs"):
             if not v[key]:
-                r.bad(key, v[key], "true in prod")
+                r.bad(key, v[key], "true in prod" + (
+                    " (to tear the stack down, set teardown: true instead)"
+                    if key == "deletion_protection" else ""))
         if v["backup_retention_days"] < 7:
             r.bad("backup_retention_days", v["backup_retention_days"], ">= 7 in prod")
         if not multi_az:
@@ -345,7 +379,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         waf_rate_limit_per_minute=v["waf_rate_limit_per_minute"],
         rate_limit_per_minute=v["rate_limit_per_minute"], storage_gb=storage_gb,
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
-        deletion_protection=v["deletion_protection"], final_snapshot=v["final_snapshot"],
+        deletion_protection=v["deletion_protection"], teardown=v["teardown"],
+        final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],
         log_retention_days=v["log_retention_days"], alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],

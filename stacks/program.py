@@ -11,7 +11,7 @@ from pathlib import Path
 import pulumi
 import pulumi_random as random
 
-from components._common import ENVIRONMENT_TAG, stored_secret
+from components._common import ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
@@ -35,6 +35,14 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     physical = f"prodstack-{cfg.stack}".lower()[:40].rstrip("-")
     tags = {ENVIRONMENT_TAG: cfg.environment, "prodstack:stack": cfg.stack}
     dev_teardown = not cfg.deletion_protection  # dev: let `pulumi destroy` finish
+    if cfg.teardown:
+        # The named exception the policy pack accepts for lifted deletion protection.
+        tags[TEARDOWN_TAG] = "requested"
+        pulumi.log.warn(
+            "teardown: true lifts deletion protection on the database and the load "
+            "balancer so `pulumi destroy` can finish; the final snapshot is still taken. "
+            "Set it back to false to keep the stack."
+        )
 
     if cfg.domain:
         alb_ports: tuple[int, ...] = (443,) if cfg.cdn else (80, 443)
@@ -77,7 +85,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             if cfg.domain and cfg.hosted_zone_id else ()
         ),
         app_port=APP_PORT,
-        deletion_protection=cfg.deletion_protection,
+        deletion_protection=cfg.protected,
         access_logs=cfg.alb_access_logs,
         tags=tags,
     ))
@@ -102,7 +110,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         max_storage_gb=cfg.max_storage_gb,
         multi_az=cfg.multi_az,
         backup_retention_days=cfg.backup_retention_days,
-        deletion_protection=cfg.deletion_protection,
+        deletion_protection=cfg.protected,
         final_snapshot=cfg.final_snapshot,
         log_retention_days=cfg.log_retention_days,
         tags=tags,
@@ -124,7 +132,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         tag=cfg.image_tag or context_hash(APP_DIR),
         platform=cfg.image_platform,
         base_image=cfg.base_image,
-        force_delete=dev_teardown,
+        force_delete=not cfg.protected,  # images can be rebuilt; destroy needs it empty
         tags=tags,
     ))
 

@@ -12,6 +12,19 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Every integer variable: (default, lowest, highest). The one definition of what the app
+# accepts; the cloud stack's config validation reads it too, so the stack never sets a
+# value that makes the app exit at start-up.
+INT_SETTINGS: dict[str, tuple[int, int, int]] = {
+    "PORT": (8000, 1, 65535),
+    "RATE_LIMIT_PER_MINUTE": (100, 1, 10_000_000),
+    "CACHE_TTL_SECONDS": (5, 1, 3600),
+    "WEB_CONCURRENCY": (1, 1, 64),
+    "SHUTDOWN_TIMEOUT_SECONDS": (25, 1, 600),
+    "DB_POOL_MAX": (10, 1, 200),
+    "FORWARDED_HOPS": (1, 0, 10),
+    "MAX_BODY_BYTES": (16 * 1024, 1024, 10 * 1024 * 1024),
+}
 # Values that mean "nobody set this": refused so a demo token never reaches production.
 PLACEHOLDER_TOKENS = frozenset({"changeme", "changethis", "secret", "token", "password"})
 MIN_TOKEN_LENGTH = 16
@@ -42,7 +55,8 @@ class Settings:
         return f"Settings(port={self.port}, log_level={self.log_level!r}, ...)"
 
 
-def _int(env, name: str, default: int, lo: int, hi: int, errors: list[str]) -> int:
+def _int(env, name: str, errors: list[str]) -> int:
+    default, lo, hi = INT_SETTINGS[name]
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -140,16 +154,16 @@ def load_settings(env=None) -> Settings:
         database_url=database_url,
         redis_url=redis_url,
         api_token=api_token,
-        port=_int(env, "PORT", 8000, 1, 65535, errors),
+        port=_int(env, "PORT", errors),
         log_level=log_level,
-        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 100, 1, 10_000_000, errors),
+        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", errors),
         rate_limit_enabled=_bool(env, "RATE_LIMIT_ENABLED", True, errors),
-        cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", 5, 1, 3600, errors),
-        web_concurrency=_int(env, "WEB_CONCURRENCY", 1, 1, 64, errors),
-        shutdown_timeout_seconds=_int(env, "SHUTDOWN_TIMEOUT_SECONDS", 25, 1, 600, errors),
-        db_pool_max=_int(env, "DB_POOL_MAX", 10, 1, 200, errors),
-        forwarded_hops=_int(env, "FORWARDED_HOPS", 1, 0, 10, errors),
-        max_body_bytes=_int(env, "MAX_BODY_BYTES", 16 * 1024, 1024, 10 * 1024 * 1024, errors),
+        cache_ttl_seconds=_int(env, "CACHE_TTL_SECONDS", errors),
+        web_concurrency=_int(env, "WEB_CONCURRENCY", errors),
+        shutdown_timeout_seconds=_int(env, "SHUTDOWN_TIMEOUT_SECONDS", errors),
+        db_pool_max=_int(env, "DB_POOL_MAX", errors),
+        forwarded_hops=_int(env, "FORWARDED_HOPS", errors),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", errors),
         app_version=env.get("APP_VERSION", "0.1.0") or "0.1.0",
     )
     if errors:

@@ -245,10 +245,10 @@ def test_access_log_bucket_is_private_sse_s3_and_tls_only(prod: Manifest) -> Non
     assert policy["Statement"][1]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_target_group_checks_readiness_and_drains_30s(both: list[Manifest]) -> None:
+def test_target_group_checks_liveness_and_drains_30s(both: list[Manifest]) -> None:
     for m in both:
         tg = m.one("lb/targetGroup:TargetGroup")
-        assert tg["healthCheck"]["path"] == "/health/ready"
+        assert tg["healthCheck"]["path"] == "/health/live"
         assert tg["healthCheck"]["matcher"] == "200"
         assert tg["deregistrationDelay"] == 30
         assert tg["targetType"] == "ip" and tg["port"] == 8000
@@ -311,8 +311,7 @@ def test_postgres_16_on_a_valid_class(both: list[Manifest]) -> None:
     for m in both:
         db = m.one("rds/instance:Instance")
         assert db["engine"] == "postgres"
-        major, minor = db["engineVersion"].split(".")
-        assert major == "16" and int(minor) >= 9
+        assert db["engineVersion"] == "16"  # the major; RDS picks the minor
         assert db["instanceClass"] in INSTANCE_MEMORY_GIB
         assert m.one("rds/parameterGroup:ParameterGroup")["family"] == "postgres16"
 

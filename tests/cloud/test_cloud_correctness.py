@@ -1,0 +1,208 @@
+"""Issue 8, "Fix: correctness": each test names the invariant a finding broke.
+
+They run on the session's recorded prod and dev manifests (``conftest.py``), on the
+config loader, and on the app's own code where the invariant is about the app.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from prodstack_cloud_harness import check_resource, run_all, run_harness
+
+from app.core.config import INT_SETTINGS, LOG_LEVELS, ConfigError, load_settings
+from components.database import DatabaseArgs
+from stacks.config import ConfigError as StackConfigError
+from stacks.config import load
+
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVICE = "aws:ecs/service:Service"
+EXECUTION_GRANTS = (
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment::prodstack-api-execution-role-managed",
+    "aws:iam/rolePolicy:RolePolicy::prodstack-api-execution-role-secrets",
+)
+
+
+def _urns(manifest, type_: str) -> list[str]:
+    return [r["urn"] for r in manifest.resources if r["type"] == type_]
+
+
+def _problems(raw: dict[str, str], stack: str = "dev") -> list[str]:
+    with pytest.raises(StackConfigError) as err:
+        load(raw, region="eu-west-1", stack=stack)
+    return err.value.problems
+
+
+def _accepted(raw: dict[str, str]) -> bool:
+    try:
+        load(raw, region="eu-west-1", stack="dev")
+    except StackConfigError:
+        return False
+    return True
+
+
+# ---- 3: RDS pins the major version only -------------------------------------------------
+
+
+def test_rds_pins_only_the_major_version_while_minor_upgrades_are_automatic(both):
+    """A pinned minor next to auto minor upgrades plans a downgrade after every upgrade."""
+    for manifest in both:
+        instance = manifest.one("rds/instance:Instance")
+        assert instance["autoMinorVersionUpgrade"] is True
+        assert "." not in instance["engineVersion"], instance["engineVersion"]
+    with pytest.raises(ValueError, match="major version only"):
+        DatabaseArgs(subnet_ids=["a"], security_group_id="sg", identifier="db",
+                     engine_version="16.11")  # fmt: skip
+
+
+# ---- 6: the load balancer checks liveness -------------------------------------------------
+
+
+def test_target_group_health_check_is_liveness_which_survives_a_database_outage(both):
+    """The ALB's path answers 200 while PostgreSQL and Redis are down; readiness does not."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from app.api.routes import health
+
+    class Down:
+        async def ping(self, timeout: float) -> None:
+            raise ConnectionRefusedError
+
+        def update_gauges(self) -> None:
+            pass
+
+    app = Starlette(routes=health.routes)
+    app.state.probe = health.DependencyProbe(Down(), Down())
+    paths = {m.one("lb/targetGroup:TargetGroup")["healthCheck"]["path"] for m in both}
+    assert len(paths) == 1
+    with TestClient(app) as client:
+        assert client.get(paths.pop()).status_code == 200
+        assert client.get("/health/ready").status_code == 503
+
+
+# ---- 8: the stack sets only what the app accepts ------------------------------------------
+
+
+def _api_env(manifest) -> dict[str, str]:
+    task = next(i for i in manifest.inputs("taskDefinition:TaskDefinition")
+                if not i["family"].endswith("-migrate"))
+    api = next(c for c in json.loads(task["containerDefinitions"]) if c["name"] == "api")
+    env = {e["name"]: e["value"] for e in api["environment"]}
+    # ECS injects these from Secrets Manager at start; stand-ins of a valid shape.
+    for secret in api["secrets"]:
+        env[secret["name"]] = "s3cret-stand-in-" + "x" * 32
+    return env
+
+
+def test_app_accepts_every_variable_the_stack_sets(both):
+    """The app exits 2 on a value it refuses; every task would then crash-loop."""
+    for manifest in both:
+        env = _api_env(manifest)
+        assert {"LOG_LEVEL", "RATE_LIMIT_PER_MINUTE", "PORT"} <= set(env)
+        load_settings(env)  # raises ConfigError naming the variable
+
+
+@pytest.mark.parametrize("level", [*LOG_LEVELS, "CRITICAL", "TRACE", "info"])
+def test_stack_log_levels_are_exactly_the_apps(level: str):
+    try:
+        load_settings({"LOG_LEVEL": level, "DATABASE_URL": "postgresql://u:p@h/d",
+                       "REDIS_URL": "redis://h", "API_TOKEN": "t" * 32})  # fmt: skip
+        app_accepts = True
+    except ConfigError:
+        app_accepts = False
+    # The stack passes the value through unchanged; it must refuse what the app refuses.
+    assert _accepted({"log_level": level}) == (app_accepts and level == level.upper())
+
+
+def test_stack_rate_limit_range_is_exactly_the_apps():
+    _, low, high = INT_SETTINGS["RATE_LIMIT_PER_MINUTE"]
+    for value, ok in ((low - 1, False), (low, True), (high, True), (high + 1, False)):
+        assert _accepted({"rate_limit_per_minute": str(value)}) is ok, value
+
+
+# ---- 9: prod teardown ------------------------------------------------------------------
+
+
+def test_prod_refuses_deletion_protection_off_and_points_to_teardown():
+    from test_cloud_config import stack_raw
+
+    found = _problems(stack_raw("prod") | {"deletion_protection": "false"}, stack="prod")
+    assert any("deletion_protection" in p and "teardown: true" in p for p in found), found
+
+
+@pytest.fixture(scope="module")
+def prod_teardown(tmp_path_factory):
+    from prodstack_cloud_harness import Manifest
+
+    data = run_harness("prod", tmp_path_factory.mktemp("teardown") / "prod.json",
+                       "--set", "prodstack:teardown=true")  # fmt: skip
+    assert data["exit_code"] == 0, data["stderr"]
+    return Manifest(data)
+
+
+def test_prod_teardown_opt_in_lets_destroy_finish_and_keeps_the_final_snapshot(prod_teardown):
+    db = prod_teardown.one("rds/instance:Instance")
+    assert db["deletionProtection"] is False
+    assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"]
+    assert prod_teardown.one("lb/loadBalancer:LoadBalancer")["enableDeletionProtection"] is False
+    assert prod_teardown.one("ecr/repository:Repository")["forceDelete"] is True
+    assert any("teardown" in w for w in prod_teardown.warnings)
+    # The policy pack accepts it: the lifted protection carries the named teardown tag.
+    assert run_all(prod_teardown) == []
+
+
+def test_policy_refuses_lifted_prod_protection_without_the_teardown_tag(prod_teardown):
+    from policies.rules import prod_protection
+
+    for type_ in ("aws:rds/instance:Instance", "aws:lb/loadBalancer:LoadBalancer"):
+        props = prod_teardown.one(type_.split(":", 1)[1])
+        untagged = props | {"tags": {k: v for k, v in props["tags"].items()
+                                     if k != "prodstack:teardown"}}
+        assert check_resource(prod_protection, type_, untagged), type_
+
+
+def test_docs_give_the_teardown_procedure_the_config_accepts():
+    from prodstack_cloud_harness import REPO
+
+    text = (REPO / "docs" / "cloud.md").read_text()
+    assert "pulumi config set teardown true" in text
+    assert "first set `deletion_protection: false`" not in text
+
+
+# ---- 10: every key validated on its own ---------------------------------------------------
+
+
+def test_every_bad_key_is_named_on_its_own_in_one_report():
+    found = _problems({"min_replicas": "-1", "max_replicas": "-1", "replicas": "-1",
+                       "storage_gb": "10", "max_storage_gb": "-5",
+                       "cpu_target_percent": "5", "base_image": ""})  # fmt: skip
+    named = [p.split(":")[1] for p in found]
+    for key in ("replicas", "min_replicas", "max_replicas", "storage_gb", "max_storage_gb",
+                "cpu_target_percent", "base_image"):
+        assert named.count(key) == 1, (key, found)
+    # A bad storage_gb is not the yardstick for max_storage_gb: its own range is reported.
+    assert any(p.startswith("prodstack:max_storage_gb: -5") and "20-65536" in p
+               for p in found), found
+
+
+def test_a_valid_key_is_not_blamed_for_its_neighbours_error():
+    found = _problems({"replicas": "3", "min_replicas": "2", "max_replicas": "0"})
+    assert [p.split(":")[1] for p in found] == ["max_replicas"], found
+
+
+# ---- 14: ECS waits for what its execution role may do -------------------------------------
+
+
+def test_service_and_task_definitions_wait_for_execution_role_grants(manifests):
+    from prodstack_cloud_harness import Manifest
+
+    for data in manifests.values():
+        manifest = Manifest(data)
+        options = data["resource_options"]
+        dependents = _urns(manifest, TASK) + _urns(manifest, SERVICE)
+        assert len(dependents) == 3
+        for urn in dependents:
+            for grant in EXECUTION_GRANTS:
+                assert grant in options[urn]["dependencies"], (urn, grant)
