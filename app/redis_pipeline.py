@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -140,6 +140,14 @@ class _Protocol(asyncio.Protocol):
             self._watchdog = None
 
 
+def _tls_context(query: str) -> ssl.SSLContext:
+    """Certificate and host name verified: against the system's CAs (ElastiCache), or only
+    against `?ssl_ca_certs=FILE` (redis-py's name for it), a private CA (the VPS split
+    layout's, see pyinfra/tasks/pki.py)."""
+    cafile = parse_qs(query).get("ssl_ca_certs", [None])[0]
+    return ssl.create_default_context(cafile=cafile)
+
+
 class PipelinedRedis:
     def __init__(self, url: str, *, connect_timeout: float = 0.5, reply_timeout: float = 0.5,
                  on_message=None, on_close=None):
@@ -161,7 +169,7 @@ class PipelinedRedis:
         if parts.scheme == "unix":
             coro = loop.create_unix_connection(factory, parts.path)
         else:
-            tls = ssl.create_default_context() if parts.scheme == "rediss" else None
+            tls = _tls_context(parts.query) if parts.scheme == "rediss" else None
             coro = loop.create_connection(
                 factory, parts.hostname or "localhost", parts.port or 6379, ssl=tls
             )

@@ -74,6 +74,9 @@ redis_memory_percent = 10
 # Split layout only: the db host's private address and the web hosts allowed to reach it.
 private_address = None
 db_client_cidrs = []
+# Split layout: the private CA for PostgreSQL/Redis TLS, kept on the operator's machine
+# (the CA key never goes to a host; see docs/vps.md). Default: `pki/` next to secrets_file.
+pki_dir = None
 
 # --- Backups ----------------------------------------------------------------------------------
 backup_weekly_keep = 12  # about 3 months (the seeds)

@@ -25,6 +25,8 @@ from urllib.parse import quote
 
 from pyinfra.api.exceptions import DeployError
 
+from tasks.pki import CA_ON_HOST
+
 PYINFRA_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = PYINFRA_DIR.parent
 
@@ -97,6 +99,10 @@ class Settings:
     db_address: str  # where containers reach PostgreSQL and Redis
     db_listen_addresses: tuple[str, ...]
     db_client_cidrs: tuple[str, ...]
+    # Split layout: PostgreSQL and Redis speak TLS only, with certificates from the
+    # private CA in `pki_dir` (tasks/pki.py). A single host keeps the bridge plaintext.
+    db_tls: bool
+    pki_dir: Path
     redis_port: int
     redis_memory_percent: int
     rate_limit_rps: int
@@ -132,14 +138,24 @@ class Settings:
     @property
     def database_url(self) -> str:
         password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
+        # verify-full: the server's certificate must come from our CA and name db_address.
+        # On one host the bridge never leaves the kernel: no TLS, said explicitly rather
+        # than libpq's `prefer` against Debian's snakeoil certificate.
+        tls = f"sslmode=verify-full&sslrootcert={CA_ON_HOST}" if self.db_tls else "sslmode=disable"
         return (
             f"postgresql://{self.postgres_user}:{password}@{self.db_address}:"
-            f"{self.postgres_port}/{self.postgres_db}"
+            f"{self.postgres_port}/{self.postgres_db}?{tls}"
         )
 
     @property
     def redis_url(self) -> str:
         password = quote(self.secrets["REDIS_PASSWORD"], safe="")
+        if self.db_tls:
+            # rediss: the app verifies the certificate and host against our CA only.
+            return (
+                f"rediss://:{password}@{self.db_address}:{self.redis_port}/0"
+                f"?ssl_ca_certs={CA_ON_HOST}"
+            )
         return f"redis://:{password}@{self.db_address}:{self.redis_port}/0"
 
 
@@ -162,13 +178,25 @@ def read_secrets_file(path: Path) -> dict[str, str]:
     return values
 
 
+def secrets_path(data: Mapping[str, Any]) -> Path:
+    path = Path(os.path.expanduser(str(data.get("secrets_file") or PYINFRA_DIR / "secrets.env")))
+    return path if path.is_absolute() else PYINFRA_DIR / path
+
+
+def pki_path(data: Mapping[str, Any]) -> Path:
+    """`pki_dir`, default `pki/` next to the secrets file (both stay on the operator's side)."""
+    value = data.get("pki_dir")
+    if value in (None, ""):
+        return secrets_path(data).parent / "pki"
+    path = Path(os.path.expanduser(str(value)))
+    return path if path.is_absolute() else PYINFRA_DIR / path
+
+
 def load_secrets(
     data: Mapping[str, Any], names: tuple[str, ...], environ: Mapping[str, str] = os.environ
 ) -> dict[str, str]:
     """PRODSTACK_<NAME> from the environment wins over the secrets file."""
-    secrets_file = Path(data.get("secrets_file") or PYINFRA_DIR / "secrets.env")
-    if not secrets_file.is_absolute():
-        secrets_file = PYINFRA_DIR / secrets_file
+    secrets_file = secrets_path(data)
     from_file = read_secrets_file(secrets_file)
     secrets = {}
     for name in names:
@@ -401,6 +429,8 @@ def settings_for(
         db_address=db_address,
         db_listen_addresses=listen,
         db_client_cidrs=clients,
+        db_tls=not ("web" in roles and "db" in roles),
+        pki_dir=pki_path(data),
         redis_port=redis_port,
         redis_memory_percent=_int(data, "redis_memory_percent", minimum=1, maximum=80),
         rate_limit_rps=_int(data, "rate_limit_rps", minimum=1),

@@ -14,8 +14,11 @@ from pyinfra.operations import postgres, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.facts import MemTotalMb, PostgresPasswordVerifier
+from tasks.pki import upload_server_certificate
 from tasks.templates import restart_on_change, template
 
+# Outside the versioned tree, so the certificate survives a major upgrade.
+TLS_DIR = "/etc/postgresql/tls"
 # The distribution's PostgreSQL major version: (distribution, major release) -> version.
 DISTRO_POSTGRES = {("debian", 12): "15", ("debian", 13): "17", ("ubuntu", 22): "14",
                    ("ubuntu", 24): "16"}  # fmt: skip
@@ -95,6 +98,11 @@ def database(cfg: Settings) -> None:
         cfg.postgres_max_connections,
     )
     unit = f"postgresql@{version}-main.service"
+    tls = (
+        upload_server_certificate(cfg, directory=TLS_DIR, owner="postgres", label="PostgreSQL")
+        if cfg.db_tls
+        else []
+    )
     conf = template(
         name="postgresql.conf: listen addresses, scram-sha-256, tuning",
         src="postgresql.j2.conf",
@@ -103,6 +111,7 @@ def database(cfg: Settings) -> None:
         group="postgres",
         cfg=cfg,
         settings=settings,
+        tls_dir=TLS_DIR,
     )
     hba = template(
         name="pg_hba.conf: peer locally, scram-sha-256 for the app from its networks",
@@ -122,11 +131,14 @@ def database(cfg: Settings) -> None:
     systemd.daemon_reload(name="Reload systemd units (PostgreSQL)", _if=dropin.did_change)
     # shared_buffers needs a restart; pg_hba.conf alone only a reload.
     restart_on_change(unit, conf.did_change, label="PostgreSQL")
+    # A new certificate or pg_hba.conf alone needs only a reload.
     systemd.service(
-        name="Reload PostgreSQL for the new pg_hba.conf",
+        name="Reload PostgreSQL for the new pg_hba.conf or certificate",
         service=unit,
         reloaded=True,
-        _if=lambda: hba.did_change() and not conf.did_change(),
+        _if=lambda: (
+            (hba.did_change() or any(op.did_change() for op in tls)) and not conf.did_change()
+        ),
     )
     # postgres.role sets a given password on every run; pass it only when the stored
     # SCRAM verifier doesn't match, so a converged host is unchanged and rotation works.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pyinfra.api import deploy
 
 from tasks.config import Settings
+from tasks.pki import CA_ON_HOST
 from tasks.templates import template, timers
 
 
@@ -16,6 +17,7 @@ def observability(cfg: Settings) -> None:
         dest="/usr/local/sbin/prodstack-healthcheck",
         mode="755",
         cfg=cfg,
+        ca_file=CA_ON_HOST,
     )
     template(
         name="Health-check credentials (0600)",

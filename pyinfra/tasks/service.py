@@ -20,6 +20,7 @@ from pyinfra.operations import docker, files, server
 
 from tasks.config import REPO_DIR, Settings, SettingsError
 from tasks.facts import DockerImageId, ReleaseStatus
+from tasks.pki import CA_ON_HOST, upload_ca
 from tasks.templates import put, template
 
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
@@ -75,12 +76,15 @@ def service(cfg: Settings) -> None:
         mode="600",
         cfg=cfg,
     )
+    # Split layout: the app verifies PostgreSQL's and Redis's certificates against this.
+    ca = upload_ca(cfg, label="the API verifies the db host with it") if cfg.db_tls else None
     release_conf = template(
         name="Release settings: replicas, ports, limits, health gate",
         src="release.j2.json",
         dest="/etc/prodstack/release.json",
         mode="644",
         cfg=cfg,
+        ca_file=CA_ON_HOST,
     )
     put(
         name="prodstack-release (rolling deploy and rollback)",
@@ -106,11 +110,20 @@ def service(cfg: Settings) -> None:
 
     status = host.get_fact(ReleaseStatus, image=image)
     rollout = f"/usr/local/sbin/prodstack-release deploy {image}"
+    # _serial: with several web hosts, one host at a time, so the others keep their full
+    # capacity while one replaces its replicas (and a failure stops before the next host).
     if status != "in-sync":
-        server.shell(name=f"Rolling deploy of {image} ({status})", commands=[rollout])
+        server.shell(
+            name=f"Rolling deploy of {image} ({status})", commands=[rollout], _serial=True
+        )
     else:
         server.shell(
             name=f"Rolling restart of {image} for new settings",
             commands=[rollout],
-            _if=lambda: env.did_change() or release_conf.did_change(),
+            _serial=True,
+            _if=lambda: (
+                env.did_change()
+                or release_conf.did_change()
+                or (ca is not None and ca.did_change())
+            ),
         )

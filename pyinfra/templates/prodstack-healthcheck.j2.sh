@@ -17,7 +17,7 @@ check "api /health through nginx" curl -fsS -k --max-time 5 -o /dev/null https:/
 {% endif %}
 {% if cfg.is_db %}
 check "postgresql" pg_isready -q -h 127.0.0.1 -p {{ cfg.postgres_port }} -d {{ cfg.postgres_db }}
-check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }} --no-auth-warning ping | grep -qx PONG'
+check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }}{% if cfg.db_tls %} --tls --cacert {{ ca_file }}{% endif %} --no-auth-warning ping | grep -qx PONG'
 {% endif %}
 check "disk below 90%" sh -c '[ "$(df --output=pcent / | tail -n 1 | tr -dc 0-9)" -lt 90 ]'
 exit "$failed"

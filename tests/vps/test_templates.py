@@ -44,6 +44,8 @@ def render(name: str, cfg, **extra) -> str:
         "webroot": "/var/www/letsencrypt",
         "ipv6": True,
         "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
+        "tls_dir": "/etc/postgresql/tls",
+        "ca_file": "/etc/prodstack/ca.crt",
         **extra,
     }
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
