@@ -66,6 +66,23 @@ def tuned_parameters(memory_gib: int, log_min_duration_ms: int) -> dict[str, str
     }
 
 
+def max_connections(instance_class: str) -> int:
+    """``max_connections`` the parameter group sets for ``instance_class``.
+
+    Lower than RDS's own default for PostgreSQL, ``LEAST({DBInstanceClassMemory/9531392},
+    5000)`` (AWS Prescriptive Guidance, tuning-postgresql-parameters/max-connections.html),
+    because the seed's ratio is kept.
+    """
+    return int(tuned_parameters(INSTANCE_MEMORY_GIB[instance_class], 0)["max_connections"])
+
+
+# Slots a non-superuser cannot take: superuser_reserved_connections (3) and
+# rds.rds_superuser_reserved_connections (2), both at their defaults. Source: AWS
+# Knowledge Center, rds-postgresql-error-connection-slots ("max_connections -
+# superuser_reserved_connections - rds.rds_superuser_reserved_connections").
+RESERVED_CONNECTIONS = 3 + 2
+
+
 @dataclass(frozen=True)
 class DatabaseArgs:
     """Inputs of :class:`Database`."""
@@ -228,7 +245,7 @@ class Database(pulumi.ComponentResource):
         params = tuned_parameters(
             INSTANCE_MEMORY_GIB[args.instance_class], args.log_min_duration_ms
         )
-        self.max_connections = int(params["max_connections"])
+        self.max_connections = max_connections(args.instance_class)
         self.storage_gb = args.storage_gb
         self.database_name = args.database_name
 

@@ -48,6 +48,12 @@ ACCESS_LOG_PREFIX = "alb"
 # Header CloudFront adds on every origin request; the ALB forwards only when it matches,
 # because CloudFront's origin-facing prefix list is shared by every AWS customer.
 ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
+# Blue/green: requests carrying this header and value take the test listener rule, which
+# ECS points at the green (new) tasks while a deployment waits before the switch.
+TEST_ROUTE_HEADER = "X-Prodstack-Route"
+TEST_ROUTE_VALUE = "green"
+# Rule priorities (1-50000, lower first). Source: pulumi_aws lb.ListenerRule `priority`.
+TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY = 1, 10
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,13 @@ class LoadBalancerArgs:
     access_log_retention_days: int = 90
     """Days before access-log objects expire. Default: ``90``. Example: ``365``."""
 
+    blue_green: bool = False
+    """Build what an ECS blue/green deployment moves traffic with: an alternate target
+    group, a production listener rule and a test listener rule that matches
+    ``X-Prodstack-Route: green`` (both forward with weights that ECS rewrites, so
+    Pulumi leaves their actions alone after creation). Default: ``False`` (one target
+    group, rolling deployments). Example: ``True``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -149,7 +162,10 @@ class LoadBalancer(pulumi.ComponentResource):
         ``{name}-http`` forwarding when there is no domain; ``{name}-cert`` +
         validation records when the certificate is DNS-validated; ``{name}-alias-<i>``
         records; ``{name}-logs`` bucket with encryption, public-access block, owner
-        enforcement, lifecycle and a TLS-only policy when access logs are on.
+        enforcement, lifecycle and a TLS-only policy when access logs are on. With
+        ``blue_green``: ``{name}-tg-alt`` (the alternate target group),
+        ``{name}-production`` and ``{name}-test`` listener rules (instead of
+        ``{name}-from-cdn``).
 
     Example:
         ``LoadBalancer("app", LoadBalancerArgs(vpc_id=..., subnet_ids=..., security_group_id=...,
@@ -183,8 +199,16 @@ class LoadBalancer(pulumi.ComponentResource):
     listener_arn: pulumi.Output[str]
     """ARN of the HTTPS listener (the HTTP one without a domain)."""
     forwarder_arn: pulumi.Output[str]
-    """ARN of what forwards to the target group: the listener, or behind a CDN the
-    listener rule that checks the origin header. The ECS service waits for it."""
+    """ARN of what forwards to the target group: the listener, or behind a CDN or with
+    ``blue_green`` the production listener rule. The ECS service waits for it."""
+    alternate_target_group_arn: pulumi.Output[str] | None
+    """ARN of the blue/green alternate target group (``None`` without ``blue_green``)."""
+    alternate_target_group_arn_suffix: pulumi.Output[str] | None
+    """CloudWatch ``TargetGroup`` dimension of the alternate target group, or ``None``."""
+    production_rule_arn: pulumi.Output[str] | None
+    """Listener rule ECS switches production traffic with (``None`` without ``blue_green``)."""
+    test_rule_arn: pulumi.Output[str] | None
+    """Header-matched listener rule ECS points at green before the switch, or ``None``."""
     https: bool
     """Whether the ALB terminates TLS (``domain`` set)."""
 
@@ -221,6 +245,10 @@ class LoadBalancer(pulumi.ComponentResource):
                 "target_group_arn_suffix": self.target_group_arn_suffix,
                 "listener_arn": self.listener_arn,
                 "forwarder_arn": self.forwarder_arn,
+                "alternate_target_group_arn": self.alternate_target_group_arn,
+                "alternate_target_group_arn_suffix": self.alternate_target_group_arn_suffix,
+                "production_rule_arn": self.production_rule_arn,
+                "test_rule_arn": self.test_rule_arn,
                 "https": self.https,
             }
         )
@@ -344,9 +372,23 @@ class LoadBalancer(pulumi.ComponentResource):
         self.zone_id = self.alb.zone_id
 
     def _create_target_group(self) -> None:
+        self.target_group = self._target_group("tg")
+        self.target_group_arn = self.target_group.arn
+        self.target_group_arn_suffix = self.target_group.arn_suffix
+        self.alternate_target_group = None
+        self.alternate_target_group_arn = None
+        self.alternate_target_group_arn_suffix = None
+        if self._args.blue_green:
+            # Both target groups are alike; which one is blue changes with every
+            # deployment. Source: ECS developer guide, alb-resources-for-blue-green.html.
+            self.alternate_target_group = self._target_group("tg-alt")
+            self.alternate_target_group_arn = self.alternate_target_group.arn
+            self.alternate_target_group_arn_suffix = self.alternate_target_group.arn_suffix
+
+    def _target_group(self, role: str) -> aws.lb.TargetGroup:
         args = self._args
-        self.target_group = aws.lb.TargetGroup(
-            f"{self._name}-tg",
+        return aws.lb.TargetGroup(
+            f"{self._name}-{role}",
             vpc_id=args.vpc_id,
             port=args.app_port,
             protocol="HTTP",
@@ -363,11 +405,9 @@ class LoadBalancer(pulumi.ComponentResource):
                 "healthy_threshold": 2,
                 "unhealthy_threshold": 3,
             },
-            tags=self._tags("tg"),
+            tags=self._tags(role),
             opts=child_opts(self),
         )
-        self.target_group_arn = self.target_group.arn
-        self.target_group_arn_suffix = self.target_group.arn_suffix
 
     def _certificate(self) -> pulumi.Input[str]:
         args = self._args
@@ -434,20 +474,70 @@ class LoadBalancer(pulumi.ComponentResource):
             )
         self.listener_arn = self.listener.arn
         self.forwarder_arn = self.listener.arn
-        if gated:
+        self.production_rule_arn = None
+        self.test_rule_arn = None
+        origin_check = (
+            [{"http_header": {"http_header_name": ORIGIN_VERIFY_HEADER,
+                              "values": [args.origin_verify_secret]}}]
+            if gated else []
+        )
+        if args.blue_green:
+            self._create_blue_green_rules(origin_check)
+        elif gated:
             rule = aws.lb.ListenerRule(
                 f"{n}-from-cdn",
                 listener_arn=self.listener.arn,
                 priority=1,
                 actions=forward,
-                conditions=[{"http_header": {
-                    "http_header_name": ORIGIN_VERIFY_HEADER,
-                    "values": [args.origin_verify_secret],
-                }}],
+                conditions=origin_check,
                 tags=self._tags("from-cdn"),
                 opts=child_opts(self),
             )
             self.forwarder_arn = rule.arn
+
+    def _create_blue_green_rules(self, origin_check: list[dict]) -> None:
+        """The production and test rules ECS moves between the two target groups.
+
+        ECS rewrites both rules' forward weights on every deployment (it shifts
+        production to green, then keeps the old group at weight 0), so Pulumi sets the
+        actions once and then ignores them: resetting them would send production back
+        to a target group that may have no tasks left. A rule may hold forward actions
+        only. Sources: ECS developer guide, alb-resources-for-blue-green.html
+        ("Limitations", listener rules); terraform-aws-modules/terraform-aws-alb#409.
+        """
+        n = self._name
+        assert self.alternate_target_group is not None
+        weighted = [{"type": "forward", "forward": {"target_groups": [
+            {"arn": self.target_group.arn, "weight": 100},
+            {"arn": self.alternate_target_group.arn, "weight": 0},
+        ]}}]
+        # A rule needs a condition; behind a CDN it is the origin check, else any path.
+        production_conditions = origin_check or [{"path_pattern": {"values": ["/*"]}}]
+        production = aws.lb.ListenerRule(
+            f"{n}-production",
+            listener_arn=self.listener.arn,
+            priority=PRODUCTION_RULE_PRIORITY,
+            actions=weighted,
+            conditions=production_conditions,
+            tags=self._tags("production"),
+            opts=child_opts(self, ignore_changes=["actions"]),
+        )
+        test = aws.lb.ListenerRule(
+            f"{n}-test",
+            listener_arn=self.listener.arn,
+            priority=TEST_RULE_PRIORITY,
+            actions=weighted,
+            # Conditions are ANDed: behind a CDN the test route still needs the origin
+            # secret, so it is reachable only through CloudFront and its WAF.
+            conditions=[*origin_check, {"http_header": {
+                "http_header_name": TEST_ROUTE_HEADER, "values": [TEST_ROUTE_VALUE],
+            }}],
+            tags=self._tags("test"),
+            opts=child_opts(self, ignore_changes=["actions"]),
+        )
+        self.forwarder_arn = production.arn
+        self.production_rule_arn = production.arn
+        self.test_rule_arn = test.arn
 
     def _create_alias_records(self) -> None:
         for i, alias in enumerate(self._args.alias_names):

@@ -14,6 +14,17 @@ from components._common import child_opts, merge_tags
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 GIB = 1024**3
+# The alarms an ECS deployment watches; one in ALARM rolls the deployment back.
+DEPLOYMENT_ALARM_ROLES = ("high-error-rate", "healthy-hosts")
+
+
+def alarm_name(prefix: str, role: str) -> str:
+    """Physical name of the alarm ``role`` under ``prefix`` (unique per account and Region).
+
+    The ECS service names its deployment alarms before they exist: the alarms need the
+    service's name for their dimensions, so the names are fixed up front instead.
+    """
+    return f"{prefix}-{role}"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,20 @@ class ObservabilityArgs:
     cache_member_ids: Sequence[str]
     """ElastiCache member cluster IDs (``CacheClusterId``). Required.
     Example: ``cache.member_cluster_ids``."""
+
+    alternate_target_group_arn_suffix: pulumi.Input[str] | None = None
+    """The blue/green alternate target group's suffix. Production traffic moves between
+    the two on every deployment, so the host-count alarms add both up. ``None``: one
+    target group. Default: ``None``. Example: ``lb.alternate_target_group_arn_suffix``."""
+
+    alarm_name_prefix: str = ""
+    """Physical alarm names are ``<prefix>-<role>`` (see :func:`alarm_name`), so the ECS
+    service can name its deployment alarms. Empty: Pulumi names them. Default: ``""``.
+    Example: ``"prodstack-prod"``."""
+
+    min_replicas: int = 1
+    """Running-task alarm: fewer ECS tasks running than this for 3 minutes (crash loop,
+    capacity). Default: ``1``. Example: ``3``."""
 
     alarm_email: str = ""
     """Address subscribed to the alarm topic (confirm the email AWS sends). Empty means no
@@ -82,6 +107,8 @@ class ObservabilityArgs:
     def __post_init__(self) -> None:
         if self.alarm_email and not EMAIL_RE.match(self.alarm_email):
             raise ValueError(f"ObservabilityArgs: alarm_email={self.alarm_email!r}: not an email")
+        if self.min_replicas < 1:
+            raise ValueError(f"ObservabilityArgs: min_replicas={self.min_replicas}: at least 1")
 
     @property
     def effective_db_connections(self) -> int:
@@ -95,9 +122,18 @@ class Observability(pulumi.ComponentResource):
     Creates:
         ``{name}-key`` (KMS key CloudWatch may use), ``{name}-alarms`` (SNS topic),
         ``{name}-email`` (optional subscription), alarms ``{name}-high-error-rate``,
-        ``-p99-latency``, ``-unhealthy-hosts``, ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``,
-        ``-rds-free-storage``, ``-rds-connections``, ``-cache-memory-<i>``,
-        ``-cache-evictions-<i>``, and ``{name}-dashboard``.
+        ``-p99-latency``, ``-healthy-hosts``, ``-unhealthy-hosts``, ``-running-tasks``,
+        ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``, ``-rds-free-storage``,
+        ``-rds-connections``, ``-cache-memory-<i>``, ``-cache-evictions-<i>``, and
+        ``{name}-dashboard``.
+
+    Silence is an alarm:
+        When every task crash-loops, the ALB's request metrics go missing, so the
+        error-rate alarm (missing = not breaching) stays quiet. ``-healthy-hosts`` (no
+        healthy target, missing = breaching) and ``-running-tasks`` (ECS Container
+        Insights, missing = breaching) fire instead. The error rate divides by
+        ``RequestCount`` plus ELB 5xx, because requests the ALB answers itself (no
+        target to pick) are not in ``RequestCount``.
 
     Example:
         ``Observability("app-obs", ObservabilityArgs(load_balancer_arn_suffix=lb.arn_suffix,
@@ -121,6 +157,8 @@ class Observability(pulumi.ComponentResource):
     """Console URL of the dashboard."""
     alarm_names: list[str]
     """Logical names of the alarms created."""
+    deployment_alarm_names: list[pulumi.Output[str]]
+    """Physical names of the alarms an ECS deployment rolls back on (5xx, healthy hosts)."""
 
     def __init__(
         self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None
@@ -131,13 +169,16 @@ class Observability(pulumi.ComponentResource):
         self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         self._create_topic()
         self.alarm_names = []
+        self._alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
         self._create_alarms()
+        self.deployment_alarm_names = [self._alarms[r].name for r in DEPLOYMENT_ALARM_ROLES]
         self._create_dashboard()
         self.register_outputs(
             {
                 "topic_arn": self.topic_arn,
                 "dashboard_url": self.dashboard_url,
                 "alarm_names": self.alarm_names,
+                "deployment_alarm_names": self.deployment_alarm_names,
             }
         )
 
@@ -200,7 +241,9 @@ class Observability(pulumi.ComponentResource):
         if "metric_queries" not in kwargs:
             kwargs.setdefault("period", 60)
         kwargs.setdefault("treat_missing_data", "notBreaching")
-        aws.cloudwatch.MetricAlarm(
+        if self._args.alarm_name_prefix:
+            kwargs["name"] = alarm_name(self._args.alarm_name_prefix, role)
+        self._alarms[role] = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{role}",
             alarm_description=description,
             alarm_actions=[self.topic_arn],
@@ -214,24 +257,39 @@ class Observability(pulumi.ComponentResource):
     def _create_alarms(self) -> None:
         a = self._args
         lb = {"LoadBalancer": a.load_balancer_arn_suffix}
-        lb_tg = lb | {"TargetGroup": a.target_group_arn_suffix}
+        target_groups = [a.target_group_arn_suffix]
+        if a.alternate_target_group_arn_suffix is not None:
+            target_groups.append(a.alternate_target_group_arn_suffix)
         ecs = {"ClusterName": a.cluster_name, "ServiceName": a.service_name}
         rds = {"DBInstanceIdentifier": a.db_identifier}
         # Namespaces/dimensions: aws-cdk *-canned-metrics.generated.ts (elbv2, ecs, rds,
-        # elasticache); UnHealthyHostCount needs LoadBalancer + TargetGroup.
+        # elasticache); (Un)HealthyHostCount need LoadBalancer + TargetGroup.
 
-        def metric(metric_id: str, metric_name: str) -> dict:
+        def metric(metric_id: str, metric_name: str, dimensions: dict, stat: str) -> dict:
             return {
                 "id": metric_id,
                 "metric": {
                     "namespace": "AWS/ApplicationELB",
                     "metric_name": metric_name,
-                    "dimensions": lb,
+                    "dimensions": dimensions,
                     "period": 60,
-                    "stat": "Sum",
+                    "stat": stat,
                 },
             }
 
+        def over_target_groups(metric_name: str, label: str) -> list[dict]:
+            """``metric_name`` of every target group, added up (blue + green)."""
+            ids = [f"tg{i}" for i in range(len(target_groups))]
+            queries = [metric(i, metric_name, lb | {"TargetGroup": tg}, "Minimum"
+                              if metric_name == "HealthyHostCount" else "Maximum")
+                       for i, tg in zip(ids, target_groups, strict=True)]
+            total = " + ".join(f"FILL({i}, 0)" for i in ids)
+            return [*queries, {"id": "total", "expression": total, "label": label,
+                               "return_data": True}]
+
+        # RequestCount counts only requests the ALB could send to a target; the ones it
+        # answers itself with a 5xx (no healthy target) are in HTTPCode_ELB_5XX_Count only.
+        # Source: ELB user guide, load-balancer-cloudwatch-metrics.html (RequestCount).
         self._alarm(
             "high-error-rate",
             f"HighErrorRate: 5xx above {a.error_rate_percent}% of requests for 2 minutes",
@@ -239,12 +297,13 @@ class Observability(pulumi.ComponentResource):
             threshold=a.error_rate_percent,
             evaluation_periods=2,
             metric_queries=[
-                metric("elb5xx", "HTTPCode_ELB_5XX_Count"),
-                metric("target5xx", "HTTPCode_Target_5XX_Count"),
-                metric("requests", "RequestCount"),
+                metric("elb5xx", "HTTPCode_ELB_5XX_Count", lb, "Sum"),
+                metric("target5xx", "HTTPCode_Target_5XX_Count", lb, "Sum"),
+                metric("requests", "RequestCount", lb, "Sum"),
                 {
                     "id": "error_rate",
-                    "expression": "100 * (FILL(elb5xx, 0) + FILL(target5xx, 0)) / requests",
+                    "expression": "100 * (FILL(elb5xx, 0) + FILL(target5xx, 0))"
+                                  " / (FILL(requests, 0) + FILL(elb5xx, 0))",
                     "label": "5xx %",
                     "return_data": True,
                 },
@@ -253,16 +312,32 @@ class Observability(pulumi.ComponentResource):
         self._alarm(
             "p99-latency",
             f"Target p99 response time above {a.p99_latency_ms} ms",
-            namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=lb_tg,
+            namespace="AWS/ApplicationELB", metric_name="TargetResponseTime", dimensions=lb,
             extended_statistic="p99", comparison_operator="GreaterThanThreshold",
             threshold=a.p99_latency_ms / 1000, evaluation_periods=5,
         )
         self._alarm(
+            "healthy-hosts",
+            "No healthy target behind the load balancer (tasks crash-looping or stopped)",
+            comparison_operator="LessThanThreshold", threshold=1, evaluation_periods=2,
+            # No data at all means no target group reporting: as bad as zero.
+            treat_missing_data="breaching",
+            metric_queries=over_target_groups("HealthyHostCount", "healthy targets"),
+        )
+        self._alarm(
             "unhealthy-hosts",
             "At least one target is failing its /health/live check",
-            namespace="AWS/ApplicationELB", metric_name="UnHealthyHostCount", dimensions=lb_tg,
-            statistic="Maximum", comparison_operator="GreaterThanThreshold", threshold=0,
-            evaluation_periods=2,
+            comparison_operator="GreaterThanThreshold", threshold=0, evaluation_periods=2,
+            metric_queries=over_target_groups("UnHealthyHostCount", "unhealthy targets"),
+        )
+        # Container Insights (on for the cluster) publishes RunningTaskCount per service.
+        # Source: CloudWatch user guide, Container-Insights-metrics-ECS.html (namespace
+        # ECS/ContainerInsights, dimensions ClusterName + ServiceName).
+        self._alarm(
+            "running-tasks", f"Fewer than {a.min_replicas} ECS tasks running for 3 minutes",
+            namespace="ECS/ContainerInsights", metric_name="RunningTaskCount",
+            dimensions=ecs, statistic="Minimum", comparison_operator="LessThanThreshold",
+            threshold=a.min_replicas, evaluation_periods=3, treat_missing_data="breaching",
         )
         for role, metric_name, threshold in (
             ("ecs-cpu", "CPUUtilization", a.cpu_percent),

@@ -30,6 +30,19 @@ FARGATE_CPU_MEMORY = {
     "16384": tuple(range(32768, 122881, 8192)),
 }
 CPU_ARCHITECTURES = ("X86_64", "ARM64")
+# `deploy_strategy` values (the VPS profile uses the same two) and the ECS strategy each
+# one means. Source: pulumi_aws ecs.ServiceDeploymentConfigurationArgs `strategy`
+# (ROLLING | BLUE_GREEN | LINEAR | CANARY; default ROLLING).
+DEPLOY_STRATEGIES = {"rolling": "ROLLING", "blue_green": "BLUE_GREEN"}
+# Bake time range. Source: pulumi_aws ecs.ServiceDeploymentConfigurationArgs
+# `bake_time_in_minutes` ("Valid range: 0-1440 minutes").
+MAX_BAKE_TIME_MINUTES = 1440
+# Lets ECS rewrite the listener rules and target groups during blue/green deployments.
+# Source: ECS developer guide, AmazonECSInfrastructureRolePolicyForLoadBalancers.html
+# (trust ecs.amazonaws.com); AWS managed policy reference (ARN).
+ECS_LOAD_BALANCER_POLICY_ARN = (
+    "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
+)
 
 API_CONTAINER = "api"
 MIGRATE_CONTAINER = "migrate"
@@ -69,6 +82,36 @@ class ServiceArgs:
     request_count_resource_label: pulumi.Input[str]
     """``app/<lb>/<id>/targetgroup/<tg>/<id>`` for request-count scaling.
     Required. Example: ``Output.concat(lb.arn_suffix, "/", lb.target_group_arn_suffix)``."""
+
+    deploy_strategy: str = "rolling"
+    """How a new task definition goes live, one of :data:`DEPLOY_STRATEGIES`.
+    ``rolling``: ECS starts new tasks beside the old ones and stops the old as the new
+    pass health checks. ``blue_green`` (ECS native, ``strategy = "BLUE_GREEN"``): a
+    full green set starts in the alternate target group, answers the test listener
+    rule, takes all production traffic at once, and the blue set stays
+    ``bake_time_minutes`` for an instant rollback. Both roll back on the circuit breaker
+    and on ``deployment_alarm_names``. Default: ``"rolling"``. Example: ``"blue_green"``."""
+
+    alternate_target_group_arn: pulumi.Input[str] | None = None
+    """Blue/green: the second target group. Required with ``blue_green``.
+    Default: ``None``. Example: ``lb.alternate_target_group_arn``."""
+
+    production_listener_rule_arn: pulumi.Input[str] | None = None
+    """Blue/green: the listener rule ECS switches production traffic with. Required with
+    ``blue_green``. Default: ``None``. Example: ``lb.production_rule_arn``."""
+
+    test_listener_rule_arn: pulumi.Input[str] | None = None
+    """Blue/green: the header-matched rule ECS points at green before the switch.
+    Default: ``None`` (no test route). Example: ``lb.test_rule_arn``."""
+
+    bake_time_minutes: int = 10
+    """Blue/green: minutes the blue set keeps running after production moved to green,
+    0-1440; an alarm in that window switches traffic straight back. Default: ``10``.
+    Example: ``30``."""
+
+    deployment_alarm_names: Sequence[pulumi.Input[str]] = ()
+    """CloudWatch alarms a deployment watches; one in ALARM rolls it back. Default:
+    ``()`` (circuit breaker only). Example: ``obs.deployment_alarm_names``."""
 
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     """Plain environment variables. Names that look secret are rejected (use ``secrets``).
@@ -157,6 +200,16 @@ class ServiceArgs:
             problems.append(f"environment: {', '.join(leaked)} look secret; pass via secrets")
         if not self.user.split(":")[0].isdigit() or self.user.split(":")[0] == "0":
             problems.append(f"user={self.user!r}: a numeric non-root uid")
+        if self.deploy_strategy not in DEPLOY_STRATEGIES:
+            problems.append(f"deploy_strategy={self.deploy_strategy!r}: "
+                            + " or ".join(DEPLOY_STRATEGIES))
+        if self.deploy_strategy == "blue_green" and None in (
+                self.alternate_target_group_arn, self.production_listener_rule_arn):
+            problems.append("blue_green needs alternate_target_group_arn and "
+                            "production_listener_rule_arn")
+        if not 0 <= self.bake_time_minutes <= MAX_BAKE_TIME_MINUTES:
+            problems.append(f"bake_time_minutes={self.bake_time_minutes}: "
+                            f"0-{MAX_BAKE_TIME_MINUTES}")
         if problems:
             raise ValueError("ServiceArgs: " + "; ".join(problems))
 
@@ -221,7 +274,7 @@ class Service(pulumi.ComponentResource):
         self._create_cluster_and_logs()
         execution_role, task_role = self._create_roles()
         self._create_task_definitions(execution_role, task_role)
-        self._create_service()
+        self._create_service(self._create_blue_green_role())
         self._create_autoscaling()
 
         self.register_outputs(
@@ -381,13 +434,62 @@ class Service(pulumi.ComponentResource):
         self.task_definition_arn = self.task_definition.arn
         self.migrate_task_definition_arn = self.migrate_task_definition.arn
 
-    def _create_service(self) -> None:
+    def _create_blue_green_role(self) -> aws.iam.Role | None:
+        if self._args.deploy_strategy != "blue_green":
+            return None
+        role = aws.iam.Role(
+            f"{self._name}-ecs-lb-role",
+            assume_role_policy=assume_role_policy("ecs.amazonaws.com"),
+            tags=self._tags("ecs-lb-role"),
+            opts=child_opts(self),
+        )
+        attachment = aws.iam.RolePolicyAttachment(
+            f"{self._name}-ecs-lb-role-managed",
+            role=role.name,
+            policy_arn=ECS_LOAD_BALANCER_POLICY_ARN,
+            opts=child_opts(self),
+        )
+        self._blue_green_setup = [attachment]
+        return role
+
+    def _create_service(self, blue_green_role: aws.iam.Role | None) -> None:
         n, args = self._name, self._args
         # Make the target group input wait for the listener, so the service is created
         # only once the target group is attached to the ALB.
         target_group_arn = pulumi.Output.all(args.target_group_arn, args.listener_arn).apply(
             lambda v: v[0]
         )
+        load_balancer: dict = {
+            "target_group_arn": target_group_arn,
+            "container_name": API_CONTAINER,
+            "container_port": args.app_port,
+        }
+        strategy = DEPLOY_STRATEGIES[args.deploy_strategy]
+        deployment_configuration: dict = {"strategy": strategy}
+        ignore = ["desiredCount"]  # autoscaling owns the running count after creation
+        depends_on: list[pulumi.Resource] = []
+        if blue_green_role is not None:
+            # Source: pulumi_aws ecs.ServiceLoadBalancerAdvancedConfigurationArgs.
+            load_balancer["advanced_configuration"] = {
+                "alternate_target_group_arn": args.alternate_target_group_arn,
+                "production_listener_rule": args.production_listener_rule_arn,
+                "test_listener_rule": args.test_listener_rule_arn,
+                "role_arn": blue_green_role.arn,
+            }
+            # A string in the provider's schema.
+            deployment_configuration["bake_time_in_minutes"] = str(args.bake_time_minutes)
+            # ECS swaps which target group is primary on every deployment; re-sending the
+            # original pair on a later `up` makes it deploy into the live group.
+            # Source: hashicorp/terraform-provider-aws#45678.
+            ignore.append("loadBalancers")
+            depends_on = self._blue_green_setup
+        alarms = None
+        if args.deployment_alarm_names:
+            # Alarm rollback and the circuit breaker both work with rolling and blue/green
+            # deployments; either one failing the deployment rolls it back. Source: ECS
+            # developer guide, deployment-failure-detection.html.
+            alarms = {"alarm_names": list(args.deployment_alarm_names), "enable": True,
+                      "rollback": True}
         self.service = aws.ecs.Service(
             f"{n}-service",
             cluster=self.cluster.arn,
@@ -400,14 +502,13 @@ class Service(pulumi.ComponentResource):
                 "security_groups": [args.security_group_id],
                 "assign_public_ip": False,
             },
-            load_balancers=[
-                {
-                    "target_group_arn": target_group_arn,
-                    "container_name": API_CONTAINER,
-                    "container_port": args.app_port,
-                }
-            ],
+            load_balancers=[load_balancer],
+            # Native blue/green runs under the ECS controller. Source: ECS developer
+            # guide, blue-green-deployment-implementation.html.
+            deployment_controller={"type": "ECS"},
+            deployment_configuration=deployment_configuration,
             deployment_circuit_breaker={"enable": True, "rollback": True},
+            alarms=alarms,
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             health_check_grace_period_seconds=args.health_check_grace_seconds,
@@ -415,9 +516,8 @@ class Service(pulumi.ComponentResource):
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
             tags=self._tags("service"),
-            # Autoscaling owns the running count after creation.
-            opts=child_opts(self, ignore_changes=["desiredCount"],
-                            depends_on=self._execution_grants),
+            opts=child_opts(self, ignore_changes=ignore,
+                            depends_on=[*self._execution_grants, *depends_on]),
         )
         self.service_name = self.service.name
 

@@ -16,8 +16,10 @@ from typing import Any
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS
+from components.database import RESERVED_CONNECTIONS, max_connections
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE
+from components.service import DEPLOY_STRATEGIES
 from components.waf import MAX_RATE_LIMIT, MIN_RATE_LIMIT
 from stacks.sizes import SIZES
 
@@ -73,6 +75,8 @@ KEYS: dict[str, Key] = {
     "cpu_target_percent": Key("integer", 70, "Average task CPU autoscaling holds, 10-90."),
     "requests_per_target": Key("integer", 1000,
                                "ALB requests per task per minute autoscaling holds, >= 1."),
+    "deploy_strategy": Key("string", "rolling",
+                           "How a release goes live: rolling | blue_green (ECS native)."),
     "vpc_cidr": Key("string", "10.0.0.0/16", "Private IPv4 VPC range, /16 to /20."),
     "az_count": Key("string", "auto", "Availability zones, 2 or 3, or auto (the size's)."),
     "nat": Key("string", "auto", "NAT strategy: none | single | per_az | auto (the size's)."),
@@ -91,6 +95,9 @@ KEYS: dict[str, Key] = {
     "waf_rate_limit_per_minute": Key("integer", 600,
                                      "Requests per client IP per minute before WAF blocks, "
                                      ">= 100 (seed nginx: 10 r/s per IP)."),
+    "web_concurrency": Key("integer", 1, "App WEB_CONCURRENCY: uvicorn workers per task, 1-64."),
+    "db_pool_max": Key("integer", 10,
+                       "App DB_POOL_MAX: PostgreSQL connections per worker, 1-200."),
     "rate_limit_per_minute": Key("integer", 100,
                                  "App rate limit per client per minute (seed: 100), "
                                  f"{RATE_LIMIT_RANGE[0]}-{RATE_LIMIT_RANGE[1]}."),
@@ -141,6 +148,7 @@ class StackConfig:
     max_replicas: int
     cpu_target_percent: int
     requests_per_target: int
+    deploy_strategy: str
     vpc_cidr: str
     az_count: int
     nat: str
@@ -153,6 +161,8 @@ class StackConfig:
     waf: bool
     waf_rate_limit_per_minute: int
     rate_limit_per_minute: int
+    web_concurrency: int
+    db_pool_max: int
     storage_gb: int
     max_storage_gb: int
     backup_retention_days: int
@@ -280,6 +290,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("cpu_target_percent", v["cpu_target_percent"], "10-90")
     if v["requests_per_target"] < 1:
         r.bad("requests_per_target", v["requests_per_target"], "an integer >= 1")
+    if v["deploy_strategy"] not in DEPLOY_STRATEGIES:
+        r.bad("deploy_strategy", v["deploy_strategy"], " | ".join(DEPLOY_STRATEGIES))
 
     az_count = sized("az_count", size.az_count)
     if az_count not in (2, 3):
@@ -350,6 +362,18 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     if v["api_token"] and len(v["api_token"]) < 32:
         r.bad("api_token", "<secret>", "at least 32 characters")
 
+    for key in ("web_concurrency", "db_pool_max"):
+        low, high = APP_INT_SETTINGS[key.upper()][1:]
+        if r.valid(key) and not low <= v[key] <= high:
+            r.bad(key, v[key], f"{low}-{high} (what the app accepts)")
+    if (r.valid("web_concurrency", "db_pool_max", "max_replicas", "size")
+            and v["size"] in SIZES and max_replicas >= 1):
+        budget = connection_budget(
+            size.db_instance_class, max_replicas=max_replicas,
+            web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"])
+        if budget["peak"] > budget["available"]:
+            r.bad("db_pool_max", v["db_pool_max"], budget["fix"])
+
     if environment == "prod":
         # Prod profile: the dev-only opt-outs are refused.
         if not domain:
@@ -372,12 +396,15 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         stack=stack, region=region or "", environment=environment, size=v["size"],
         replicas=replicas, min_replicas=min_replicas, max_replicas=max_replicas,
         cpu_target_percent=v["cpu_target_percent"],
-        requests_per_target=v["requests_per_target"], vpc_cidr=v["vpc_cidr"],
+        requests_per_target=v["requests_per_target"],
+        deploy_strategy=v["deploy_strategy"], vpc_cidr=v["vpc_cidr"],
         az_count=az_count, nat=nat, multi_az=multi_az, domain=domain,
         certificate_arn=v["certificate_arn"], hosted_zone_id=v["hosted_zone_id"],
         cdn=v["cdn"], cdn_certificate_arn=v["cdn_certificate_arn"], waf=v["waf"],
         waf_rate_limit_per_minute=v["waf_rate_limit_per_minute"],
-        rate_limit_per_minute=v["rate_limit_per_minute"], storage_gb=storage_gb,
+        rate_limit_per_minute=v["rate_limit_per_minute"],
+        web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
+        storage_gb=storage_gb,
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
@@ -388,6 +415,37 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         task_cpu=size.task_cpu, task_memory=size.task_memory,
         db_instance_class=size.db_instance_class, cache_node_type=size.cache_node_type,
     )
+
+
+# A deployment runs the old and the new tasks side by side: rolling at up to 200 %
+# (deployment_maximum_percent), blue/green with a full green set beside blue.
+DEPLOY_SURGE = 2
+# The one-off `<family>-migrate` task holds one connection (app/migrate.py). A service
+# task's own migrate container exits before its api container opens the pool.
+MIGRATE_CONNECTIONS = 1
+
+
+def connection_budget(instance_class: str, *, max_replicas: int, web_concurrency: int,
+                      db_pool_max: int) -> dict[str, Any]:
+    """The most PostgreSQL connections the stack can open, against what the class allows.
+
+    ``peak`` = ``db_pool_max`` x ``web_concurrency`` x ``max_replicas`` x 2 (a deployment
+    at the autoscaling ceiling) + the migrate task; ``available`` = ``max_connections``
+    of the class minus the slots reserved for superusers.
+    """
+    limit = max_connections(instance_class)
+    available = limit - RESERVED_CONNECTIONS
+    per_task = db_pool_max * web_concurrency
+    peak = per_task * max_replicas * DEPLOY_SURGE + MIGRATE_CONNECTIONS
+    fix = (
+        f"a connection budget within {instance_class}'s {available} connections "
+        f"(max_connections {limit} - {RESERVED_CONNECTIONS} reserved); the stack can open "
+        f"{peak} = {db_pool_max} db_pool_max x {web_concurrency} web_concurrency x "
+        f"{max_replicas} max_replicas x {DEPLOY_SURGE} (old and new tasks during a "
+        f"deployment) + {MIGRATE_CONNECTIONS} migrate task: lower db_pool_max, "
+        "web_concurrency or max_replicas, or choose a larger size"
+    )
+    return {"max_connections": limit, "available": available, "peak": peak, "fix": fix}
 
 
 def from_pulumi() -> StackConfig:

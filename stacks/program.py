@@ -17,7 +17,12 @@ from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.network import Network, NetworkArgs
-from components.observability import Observability, ObservabilityArgs
+from components.observability import (
+    DEPLOYMENT_ALARM_ROLES,
+    Observability,
+    ObservabilityArgs,
+    alarm_name,
+)
 from components.registry import Registry, RegistryArgs, context_hash
 from components.service import Service, ServiceArgs
 from components.waf import WebAcl, WebAclArgs
@@ -87,6 +92,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         app_port=APP_PORT,
         deletion_protection=cfg.protected,
         access_logs=cfg.alb_access_logs,
+        blue_green=cfg.deploy_strategy == "blue_green",
         tags=tags,
     ))
 
@@ -159,10 +165,19 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         request_count_resource_label=pulumi.Output.concat(
             lb.arn_suffix, "/", lb.target_group_arn_suffix
         ),
+        deploy_strategy=cfg.deploy_strategy,
+        alternate_target_group_arn=lb.alternate_target_group_arn,
+        production_listener_rule_arn=lb.production_rule_arn,
+        test_listener_rule_arn=lb.test_rule_arn,
+        # Named before the alarms exist: the alarms need the service's name.
+        deployment_alarm_names=[alarm_name(physical, r) for r in DEPLOYMENT_ALARM_ROLES],
         environment={
             "PORT": str(APP_PORT),
             "LOG_LEVEL": cfg.log_level,
             "RATE_LIMIT_PER_MINUTE": str(cfg.rate_limit_per_minute),
+            # Within the connection budget stacks/config.py checked.
+            "WEB_CONCURRENCY": str(cfg.web_concurrency),
+            "DB_POOL_MAX": str(cfg.db_pool_max),
             # Proxies that append to X-Forwarded-For: the ALB, and CloudFront before it.
             # The app's per-client rate limit reads the client this many from the right.
             "FORWARDED_HOPS": "2" if cfg.cdn else "1",
@@ -212,6 +227,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     observability = Observability(f"{name}-{cfg.stack}-obs", ObservabilityArgs(
         load_balancer_arn_suffix=lb.arn_suffix,
         target_group_arn_suffix=lb.target_group_arn_suffix,
+        alternate_target_group_arn_suffix=lb.alternate_target_group_arn_suffix,
+        alarm_name_prefix=physical,
+        min_replicas=cfg.min_replicas,
         cluster_name=service.cluster_name,
         service_name=service.service_name,
         db_identifier=db.identifier,

@@ -114,6 +114,9 @@ NEGATIVE = [
      "prodstack:max_replicas: 2 is invalid; allowed: >= min_replicas (4)"),
     ({"replicas": "5", "max_replicas": "4"}, "eu-west-1", "dev", "prodstack:replicas: 5"),
     ({"size": "huge"}, "eu-west-1", "dev", "prodstack:size: 'huge' is invalid; allowed: small | medium | large"),
+    ({"db_pool_max": "0"}, "eu-west-1", "dev", "prodstack:db_pool_max: 0 is invalid; allowed: 1-200 (what the app accepts)"),
+    ({"web_concurrency": "65"}, "eu-west-1", "dev", "prodstack:web_concurrency: 65 is invalid; allowed: 1-64 (what the app accepts)"),
+    ({"deploy_strategy": "canary"}, "eu-west-1", "dev", "prodstack:deploy_strategy: 'canary' is invalid; allowed: rolling | blue_green"),
     ({"vpc_cidr": "10.0.0.0/33"}, "eu-west-1", "dev", "prodstack:vpc_cidr: '10.0.0.0/33' is invalid"),
     ({"vpc_cidr": "10.0.0.1/16"}, "eu-west-1", "dev", "prodstack:vpc_cidr: '10.0.0.1/16'"),
     ({"vpc_cidr": "not-a-cidr"}, "eu-west-1", "dev", "prodstack:vpc_cidr: 'not-a-cidr'"),
@@ -207,3 +210,38 @@ def test_entrypoint_refuses_bad_config_before_registering_anything(tmp_path: Pat
     for key in ("aws:region", "prodstack:replicas", "prodstack:size", "prodstack:vpc_cidr",
                 "prodstack:domain", "prodstack:max_replicas"):
         assert any(line.strip().startswith(key + ":") for line in lines[1:]), (key, lines)
+
+
+# ---- connection budget -------------------------------------------------------------
+
+
+def test_connection_budget_counts_the_deploy_surge_and_the_migrate_task() -> None:
+    """db.t4g.micro: max_connections 80, 75 for the app. 10 x 1 x 3 replicas x 2 + 1 = 61
+    fits; a fourth replica makes 81, which a deployment at the ceiling could exhaust."""
+    ok = {"max_replicas": "3", "replicas": "1", "min_replicas": "1"}
+    load(ok, region="eu-west-1", stack="dev")
+    found = problems(ok | {"max_replicas": "4"})
+    (line,) = [p for p in found if p.startswith("prodstack:db_pool_max:")]
+    for figure in ("db.t4g.micro's 75 connections", "max_connections 80 - 5 reserved",
+                   "81 = 10 db_pool_max x 1 web_concurrency x 4 max_replicas x 2",
+                   "+ 1 migrate task"):
+        assert figure in line, line
+
+
+@pytest.mark.parametrize("raw", [
+    {"db_pool_max": "4", "web_concurrency": "2", "max_replicas": "5"},   # 8 x 5 x 2 + 1 = 81
+    {"db_pool_max": "38", "max_replicas": "1", "replicas": "1", "min_replicas": "1"},  # 77
+])
+def test_connection_budget_multiplies_pool_workers_and_replicas(raw: dict) -> None:
+    assert any(p.startswith("prodstack:db_pool_max:") for p in problems(raw))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_every_size_fits_its_own_connection_budget(size: str) -> None:
+    from stacks.config import connection_budget
+
+    s = SIZES[size]
+    budget = connection_budget(s.db_instance_class, max_replicas=s.max_replicas,
+                               web_concurrency=1, db_pool_max=10)
+    assert budget["peak"] <= budget["available"], (size, budget)
+    load({"size": size}, region="eu-west-1", stack="dev")

@@ -246,8 +246,7 @@ def test_access_log_bucket_is_private_sse_s3_and_tls_only(prod: Manifest) -> Non
 
 
 def test_target_group_checks_liveness_and_drains_30s(both: list[Manifest]) -> None:
-    for m in both:
-        tg = m.one("lb/targetGroup:TargetGroup")
+    for tg in [tg for m in both for tg in m.inputs("lb/targetGroup:TargetGroup")]:
         assert tg["healthCheck"]["path"] == "/health/live"
         assert tg["healthCheck"]["matcher"] == "200"
         assert tg["deregistrationDelay"] == 30
@@ -589,7 +588,8 @@ def test_migrations_run_before_the_api_takes_traffic(both: list[Manifest]) -> No
 
 def test_service_waits_for_the_forwarding_listener_or_rule(prod: Manifest, dev: Manifest) -> None:
     deps = prod.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
-    assert "aws:lb/listenerRule:ListenerRule::prodstack-lb-from-cdn" in deps
+    # prod deploys blue/green: the production rule is what forwards.
+    assert "aws:lb/listenerRule:ListenerRule::prodstack-lb-production" in deps
     deps = dev.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
     assert "aws:lb/listener:Listener::prodstack-lb-http" in deps
 
@@ -600,7 +600,7 @@ def test_alb_behind_cdn_forwards_only_with_the_origin_secret(
     https = prod.one("lb/listener:Listener", "prodstack-lb-https")
     assert https["defaultActions"] == [{"type": "fixed-response", "fixedResponse": {
         "contentType": "text/plain", "messageBody": "Forbidden", "statusCode": "403"}}]
-    rule = prod.named("prodstack-lb-from-cdn")
+    rule = prod.named("prodstack-lb-production")  # blue/green's production rule
     (condition,) = rule["inputs"]["conditions"]
     assert condition["httpHeader"] == {"httpHeaderName": "X-Origin-Verify", "values": ["[secret]"]}
     assert rule["inputs"]["actions"][0]["type"] == "forward"
@@ -672,12 +672,14 @@ def test_alarms_match_the_seed_rules(prod: Manifest) -> None:
     assert error["threshold"] == 1 and error["comparisonOperator"] == "GreaterThanThreshold"
     assert error["evaluationPeriods"] * 60 == 120  # seed: for 2m
     expression = next(q for q in error["metricQueries"] if q.get("returnData"))
-    assert "elb5xx" in expression["expression"] and "/ requests" in expression["expression"]
+    assert "elb5xx" in expression["expression"] and "/ (FILL(requests" in expression["expression"]
     p99 = alarms["p99-latency"]
     assert p99["extendedStatistic"] == "p99" and "statistic" not in p99
     assert p99["threshold"] == 0.5 and p99["metricName"] == "TargetResponseTime"
     assert alarms["unhealthy-hosts"]["threshold"] == 0
-    assert set(alarms["unhealthy-hosts"]["dimensions"]) == {"LoadBalancer", "TargetGroup"}
+    for query in alarms["unhealthy-hosts"]["metricQueries"]:
+        if "metric" in query:
+            assert set(query["metric"]["dimensions"]) == {"LoadBalancer", "TargetGroup"}
     assert alarms["ecs-cpu"]["threshold"] == 70 and alarms["ecs-memory"]["threshold"] == 80
     assert alarms["ecs-cpu"]["dimensions"] == {
         "ClusterName": "prodstack-api-cluster", "ServiceName": "prodstack-api-service"}

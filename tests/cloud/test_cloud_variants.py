@@ -16,6 +16,7 @@ VARIANTS = {
     "arm-medium": ("dev", "--set", "size=medium", "--set", "image_platform=linux/arm64",
                    "--set", "replicas=auto", "--set", "min_replicas=auto",
                    "--set", "max_replicas=auto", "--set", "multi_az=auto"),
+    "blue-green-no-cdn": ("dev", "--set", "deploy_strategy=blue_green"),
 }
 
 
@@ -79,3 +80,17 @@ def test_medium_on_graviton(variants: dict[str, Manifest]) -> None:
     assert db["instanceClass"] == "db.m7g.large" and db["multiAz"] is True
     assert m.one("replicationGroup:ReplicationGroup")["numCacheClusters"] == 2
     assert m.one("ecs/service:Service")["desiredCount"] == 2
+
+
+def test_blue_green_without_a_cdn_routes_every_path(variants: dict[str, Manifest]) -> None:
+    """Without the CDN's origin check the production rule still needs a condition: any
+    path. The test rule then matches the test header alone."""
+    m = variants["blue-green-no-cdn"]
+    service = m.one("ecs/service:Service")
+    assert service["deploymentConfiguration"]["strategy"] == "BLUE_GREEN"
+    rules = {r["name"]: r["inputs"] for r in m.all("lb/listenerRule:ListenerRule")}
+    assert rules["prodstack-lb-production"]["conditions"] == [
+        {"pathPattern": {"values": ["/*"]}}]
+    assert rules["prodstack-lb-test"]["conditions"] == [
+        {"httpHeader": {"httpHeaderName": "X-Prodstack-Route", "values": ["green"]}}]
+    assert rules["prodstack-lb-production"]["listenerArn"].endswith(":prodstack-lb-http")
