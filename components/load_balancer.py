@@ -53,7 +53,8 @@ ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
 TEST_ROUTE_HEADER = "X-Prodstack-Route"
 TEST_ROUTE_VALUE = "green"
 # Rule priorities (1-50000, lower first). Source: pulumi_aws lb.ListenerRule `priority`.
-TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY = 1, 10
+# 1-4 stay free for rules that must win over any forward (blocked paths).
+TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY = 5, 10
 
 
 @dataclass(frozen=True)
