@@ -121,10 +121,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 class Database:
-    def __init__(self, dsn: str, *, max_size: int, command_timeout: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, max_size: int, command_timeout: float = 5.0,
+                 statement_cache_size: int = 100) -> None:
         self._dsn = dsn
         self._max_size = max_size
         self._command_timeout = command_timeout
+        # 0: asyncpg runs every query as an unnamed statement, which RDS Proxy can move
+        # between database connections; named (cached) ones pin the client connection.
+        # Source: RDS user guide, rds-proxy-pinning.html (PostgreSQL: prepared statements).
+        self._statement_cache_size = statement_cache_size
         self.pool: asyncpg.Pool | None = None
         self._inserts = _InsertBatcher(self)
 
@@ -137,6 +142,7 @@ class Database:
             timeout=2.0,
             max_inactive_connection_lifetime=300,
             reset=_keep_session,
+            statement_cache_size=self._statement_cache_size,
         )
         metrics.db_pool_max.set(self._max_size)
 

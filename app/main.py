@@ -166,7 +166,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.settings = settings
     app.state.token_bytes = settings.api_token.encode()
-    app.state.db = Database(settings.database_url, max_size=settings.db_pool_max)
+    app.state.db = Database(settings.database_url, max_size=settings.db_pool_max,
+                            statement_cache_size=settings.db_statement_cache_size)
     app.state.cache = Cache(
         settings.redis_url,
         rate_limit=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,

@@ -22,6 +22,9 @@ INT_SETTINGS: dict[str, tuple[int, int, int]] = {
     "WEB_CONCURRENCY": (1, 1, 64),
     "SHUTDOWN_TIMEOUT_SECONDS": (25, 1, 600),
     "DB_POOL_MAX": (10, 1, 200),
+    # asyncpg's prepared-statement cache per connection (its default, 100). 0 behind RDS
+    # Proxy: a named prepared statement pins the client to one database connection.
+    "DB_STATEMENT_CACHE_SIZE": (100, 0, 10_000),
     "FORWARDED_HOPS": (1, 0, 10),
     "MAX_BODY_BYTES": (16 * 1024, 1024, 10 * 1024 * 1024),
 }
@@ -47,6 +50,7 @@ class Settings:
     web_concurrency: int = 1
     shutdown_timeout_seconds: int = 25
     db_pool_max: int = 10
+    db_statement_cache_size: int = 100
     forwarded_hops: int = 1
     max_body_bytes: int = 16 * 1024
     app_version: str = "0.1.0"
@@ -162,6 +166,7 @@ def load_settings(env=None) -> Settings:
         web_concurrency=_int(env, "WEB_CONCURRENCY", errors),
         shutdown_timeout_seconds=_int(env, "SHUTDOWN_TIMEOUT_SECONDS", errors),
         db_pool_max=_int(env, "DB_POOL_MAX", errors),
+        db_statement_cache_size=_int(env, "DB_STATEMENT_CACHE_SIZE", errors),
         forwarded_hops=_int(env, "FORWARDED_HOPS", errors),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", errors),
         app_version=env.get("APP_VERSION", "0.1.0") or "0.1.0",
