@@ -11,9 +11,15 @@ import pulumi_aws as aws
 
 from components._common import alias_record, child_opts, merge_tags
 
-# ALB TLS 1.3 security policies. The recommended one is also the console default; the API
-# default (ELBSecurityPolicy-2016-08) has no TLS 1.3, so it is never left implicit.
+# ALB TLS 1.3 security policies whose lowest protocol is TLS 1.2 or 1.3: the allow-list the
+# component validates against and the policy pack's `alb-listener-tls` enforces. In AWS's
+# naming `TLS13-1-X` means "TLS 1.3 down to TLS 1.X", so ELBSecurityPolicy-TLS13-1-0-2021-06
+# and -TLS13-1-1-2021-06 (TLS 1.0 / 1.1 still on) are left out on purpose. The recommended
+# one is also the console default; the API default (ELBSecurityPolicy-2016-08) has no
+# TLS 1.3, so it is never left implicit.
 # Source: docs.aws.amazon.com/elasticloadbalancing/latest/application/describe-ssl-policies.html
+# (tables "TLS 1.3 security policies", "FIPS security policies", "Post-quantum security
+# policies", column "Protocols").
 TLS13_POLICIES = (
     "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09",
     "ELBSecurityPolicy-TLS13-1-2-PQ-2025-09",

@@ -30,12 +30,13 @@ from components._common import (
     TEARDOWN_TAG,
 )
 
+# The allow-list of ALB policies with TLS 1.3 and nothing below TLS 1.2 (its source is cited
+# there); a name test in tests/cloud guards the list itself.
+from components.load_balancer import TLS13_POLICIES
+
 PLAIN_HTTP_TAG = "prodstack:plain-http"
 MANDATORY = EnforcementLevel.MANDATORY
 
-# ALB TLS 1.3 policy family (docs.aws.amazon.com/elasticloadbalancing/latest/application/
-# describe-ssl-policies.html): every name containing "TLS13".
-TLS13_POLICY_RE = re.compile(r"^ELBSecurityPolicy-TLS13-")
 # CloudFront viewer floors at or above TLSv1.2_2021 (botocore MinimumProtocolVersion).
 CLOUDFRONT_MIN_TLS = ("TLSv1.2_2021", "TLSv1.2_2025", "TLSv1.3_2025")
 SECRET_VALUE_RES = (
@@ -164,8 +165,9 @@ def _listener_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     protocol = props.get("protocol")
     if protocol == "HTTPS":
         policy = props.get("sslPolicy") or ""
-        if not TLS13_POLICY_RE.match(policy):
-            yield f"HTTPS listeners must use a TLS 1.3 policy, not {policy or 'the default'!r}."
+        if policy not in TLS13_POLICIES:
+            yield (f"HTTPS listeners must use a TLS 1.3 policy with no protocol below TLS 1.2 "
+                   f"(components.load_balancer.TLS13_POLICIES), not {policy or 'the default'!r}.")
         return
     if protocol != "HTTP":
         return
@@ -197,9 +199,13 @@ def _cloudfront_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         if behaviour.get("viewerProtocolPolicy") not in ("redirect-to-https", "https-only"):
             yield "CloudFront behaviours must redirect viewers to HTTPS."
     for origin in map(_map, _list(props.get("origins"))):
-        policy = _map(origin.get("customOriginConfig")).get("originProtocolPolicy")
+        config = _map(origin.get("customOriginConfig"))
+        policy = config.get("originProtocolPolicy")
         if policy and policy != "https-only" and is_prod(props):
             yield "Prod CloudFront must reach its origin over HTTPS only."
+        weak = set(_strings(config.get("originSslProtocols"))) - {"TLSv1.2"}
+        if weak:
+            yield f"CloudFront must not offer {sorted(weak)} to its origin (TLSv1.2 only)."
 
 
 def _rds_force_ssl(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
@@ -332,6 +338,740 @@ no_world_open_security_groups = StackValidationPolicy(
 )
 
 
+
+# ---- shared helpers for the stack rules -------------------------------------------------
+
+def _linked(resource: Any, key: str) -> set[str]:
+    """URNs ``resource`` takes input ``key`` from (its property dependencies)."""
+    return {dep.urn for dep in (resource.property_dependencies or {}).get(key, [])}
+
+
+def _of_type(args: StackValidationArgs, suffix: str) -> list[Any]:
+    return [r for r in args.resources if r.resource_type.endswith(suffix)]
+
+
+def _json(value: Any) -> Any:
+    """A policy document: parsed if it is JSON text, as is if already parsed, else None."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, Mapping) else None
+
+
+def _strings(value: Any) -> list[str]:
+    """An IAM field that may be one string or a list of them, as a list."""
+    if isinstance(value, str):
+        return [value]
+    return [v for v in _list(value) if isinstance(v, str)]
+
+
+# ---- WAF: managed groups enforce, the rate rule blocks, the ACL is attached and logs ---
+
+# The AWS managed groups every web ACL enforces (components.waf.MANAGED_RULE_GROUPS, whose
+# WCU budget is documented there). Source: docs.aws.amazon.com/waf/latest/developerguide/
+# aws-managed-rule-groups-baseline.html and aws-managed-rule-groups-ip-rep.html.
+REQUIRED_MANAGED_GROUPS = (
+    "AWSManagedRulesCommonRuleSet",
+    "AWSManagedRulesKnownBadInputsRuleSet",
+    "AWSManagedRulesAmazonIpReputationList",
+)
+
+
+def _waf_rules(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    rules = [_map(r) for r in _list(props.get("rules"))]
+    enforced = set()
+    for rule in rules:
+        statement = _map(_map(rule.get("statement")).get("managedRuleGroupStatement"))
+        if not statement:
+            continue
+        group = statement.get("name")
+        # Managed groups take override_action: `none` keeps the group's own actions
+        # (block), `count` only counts. Source: botocore wafv2 OverrideAction.
+        override = _map(rule.get("overrideAction"))
+        if set(override) != {"none"}:
+            yield (f"WAF rule {rule.get('name')!r} ({group}) must enforce the group "
+                   f"(overrideAction none), not {sorted(override) or 'unset'}.")
+            continue
+        if statement.get("vendorName") == "AWS":
+            enforced.add(group)
+    for group in REQUIRED_MANAGED_GROUPS:
+        if group not in enforced:
+            yield f"WAF must enforce the AWS managed rule group {group}."
+    rate = [r for r in rules
+            if _map(r.get("statement")).get("rateBasedStatement") is not None]  # fmt: skip
+    if not rate:
+        yield "WAF must have a per-IP rate-based rule."
+    for rule in rate:
+        if set(_map(rule.get("action"))) != {"block"}:
+            yield f"WAF rate rule {rule.get('name')!r} must block, not count."
+        key = _map(_map(rule.get("statement")).get("rateBasedStatement")).get("aggregateKeyType")
+        if key not in ("IP", "FORWARDED_IP"):
+            yield f"WAF rate rule {rule.get('name')!r} must count per client IP, not {key!r}."
+    if set(_map(props.get("defaultAction"))) - {"allow", "block"}:
+        yield "WAF default action must be allow or block."
+    for rule in [props, *rules]:
+        visibility = _map(rule.get("visibilityConfig"))
+        if visibility.get("cloudwatchMetricsEnabled") is not True:
+            yield f"WAF {rule.get('name', 'ACL')!r} must publish CloudWatch metrics."
+
+
+waf_enforces = _resource_policy(
+    "waf-managed-rules-enforced",
+    "Web ACLs enforce the AWS common, known-bad-inputs and IP-reputation groups "
+    "(override none) and a blocking per-IP rate rule; metrics on every rule.",
+    "aws:wafv2/webAcl:WebAcl", _waf_rules,
+)
+
+
+def _waf_attached_and_logged(args: StackValidationArgs, report: ReportViolation) -> None:
+    attached: set[str] = set()
+    for r in _of_type(args, "wafv2/webAclAssociation:WebAclAssociation"):
+        attached |= _linked(r, "webAclArn")
+    for r in _of_type(args, "cloudfront/distribution:Distribution"):
+        attached |= _linked(r, "webAclId")
+    redacted: set[str] = set()
+    for r in _of_type(args, "wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration"):
+        headers = {
+            str(_map(_map(f).get("singleHeader")).get("name", "")).lower()
+            for f in _list(r.props.get("redactedFields"))
+        }
+        if "authorization" in headers:
+            redacted |= _linked(r, "resourceArn")
+        else:
+            report("WAF logs must redact the authorization header (the API token).", r.urn)
+    for acl in _of_type(args, "wafv2/webAcl:WebAcl"):
+        if acl.urn not in attached:
+            report("Web ACL is attached to nothing (no association, no distribution).", acl.urn)
+        if acl.urn not in redacted:
+            report("Web ACL has no logging configuration redacting authorization.", acl.urn)
+
+
+waf_attached = StackValidationPolicy(
+    name="waf-attached-and-logged",
+    description="Every web ACL protects something and logs with the authorization header "
+                "redacted.",
+    validate=_waf_attached_and_logged,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- IAM: no admin, no wildcards, no `Resource: "*"` on writes --------------------------
+
+# AWS managed policies that grant account-wide power. Source: AWS IAM user guide,
+# "AWS managed policies for job functions" (access_policies_job-functions.html).
+ADMIN_MANAGED_POLICIES = ("AdministratorAccess", "PowerUserAccess", "IAMFullAccess")
+# Verbs of read-only actions (Describe*, List*, Get*...) that may take `Resource: "*"` when
+# the API has no resource-level permissions. Source: AWS Service Authorization Reference,
+# the "Access level" column (List / Read).
+READ_VERBS = ("Describe", "List", "Get", "BatchGet", "BatchCheck", "Head")
+# Reads that hand out secrets or data: never on every resource.
+SENSITIVE_READS = ("secretsmanager:getsecretvalue", "ssm:getparameter", "ssm:getparameters",
+                   "ssm:getparametersbypath", "s3:getobject")  # fmt: skip
+IAM_POLICY_TYPES = {
+    "aws:iam/rolePolicy:RolePolicy": "policy",
+    "aws:iam/policy:Policy": "policy",
+    "aws:iam/userPolicy:UserPolicy": "policy",
+    "aws:iam/groupPolicy:GroupPolicy": "policy",
+}
+IAM_ATTACHMENT_TYPES = ("aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+                        "aws:iam/policyAttachment:PolicyAttachment",
+                        "aws:iam/userPolicyAttachment:UserPolicyAttachment",
+                        "aws:iam/groupPolicyAttachment:GroupPolicyAttachment")  # fmt: skip
+
+
+def _is_read(action: str) -> bool:
+    service, _, verb = action.partition(":")
+    if action.lower() in SENSITIVE_READS or not verb:
+        return False
+    if "*" in verb:  # Get* also matches GetSecretValue
+        return verb.rstrip("*") in ("Describe", "List")
+    return verb.startswith(READ_VERBS)
+
+
+def _statement_problems(document: Any) -> Iterable[str]:
+    for statement in map(_map, _list(_map(document).get("Statement")) or [
+            _map(document).get("Statement")]):
+        if statement.get("Effect") != "Allow":
+            continue
+        actions = _strings(statement.get("Action"))
+        if statement.get("NotAction") is not None:
+            yield "Allow with NotAction grants everything else; list the actions."
+        if statement.get("NotResource") is not None:
+            yield "Allow with NotResource grants every other resource; list the resources."
+        for action in actions:
+            if action in ("*", "*:*") or action.endswith(":*"):
+                yield f"Action {action!r} grants a whole service or everything."
+        if "*" in _strings(statement.get("Resource")):
+            writes = [a for a in actions if not _is_read(a)]
+            if writes:
+                yield f"Resource \"*\" on write or secret-reading actions {sorted(writes)}."
+
+
+def _admin_arn(arn: Any) -> bool:
+    return isinstance(arn, str) and arn.rsplit("/", 1)[-1] in ADMIN_MANAGED_POLICIES
+
+
+def _iam(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if resource_type == "aws:iam/role:Role":
+        for arn in _list(props.get("managedPolicyArns")):
+            if _admin_arn(arn):
+                yield f"Role carries the admin managed policy {arn}."
+        for inline in map(_map, _list(props.get("inlinePolicies"))):
+            yield from _statement_problems(_json(inline.get("policy")))
+        trust = _json(props.get("assumeRolePolicy"))
+        for statement in map(_map, _list(_map(trust).get("Statement"))):
+            principal = statement.get("Principal")
+            principals = [principal] if isinstance(principal, str) else [
+                p for v in _map(principal).values() for p in _strings(v)]
+            if "*" in principals:
+                yield "Trust policy lets any principal (\"*\") assume the role."
+    elif resource_type in IAM_ATTACHMENT_TYPES:
+        if _admin_arn(props.get("policyArn")):
+            yield f"Admin managed policy {props.get('policyArn')} attached."
+    elif resource_type in IAM_POLICY_TYPES:
+        document = _json(props.get(IAM_POLICY_TYPES[resource_type]))
+        if document is not None:
+            yield from _statement_problems(document)
+
+
+iam_least_privilege = _resource_policy(
+    "iam-least-privilege",
+    "No admin managed policy, no `*`/`svc:*` actions, no NotAction/NotResource, no "
+    "`Resource: \"*\"` on write or secret-reading actions, no `*` trust.",
+    ("aws:iam/role:Role", *IAM_POLICY_TYPES, *IAM_ATTACHMENT_TYPES),
+    _iam,
+)
+
+
+# ---- security groups: restricted egress, named ingress sources, empty default SG ------
+
+HTTPS_PORT = 443
+ALL_PROTOCOLS = ("-1", "all")
+DATA_GROUP_ROLES = ("database-sg", "cache-sg")
+
+
+def _group_roles(resource: Any, key: str) -> set[str]:
+    return {str(_tags(dep.props).get("prodstack:role")) for dep in
+            (resource.property_dependencies or {}).get(key, [])}
+
+
+def _egress_problem(rule: Mapping[str, Any], cidrs: list[str]) -> str | None:
+    protocol = str(rule.get("ipProtocol", rule.get("protocol", "")))
+    if protocol in ALL_PROTOCOLS:
+        return "egress must name a protocol (not -1, all protocols)."
+    if rule.get("fromPort") != rule.get("toPort"):
+        return f"egress must open one port, not {rule.get('fromPort')}-{rule.get('toPort')}."
+    if cidrs and not (protocol == "tcp" and rule.get("fromPort") == HTTPS_PORT):
+        return "egress to an address range is only for HTTPS (tcp 443) to AWS APIs."
+    return None
+
+
+def _security_group_egress(args: StackValidationArgs, report: ReportViolation) -> None:
+    for r in _of_type(args, "vpc/securityGroupEgressRule:SecurityGroupEgressRule"):
+        cidrs = [c for c in (r.props.get("cidrIpv4"), r.props.get("cidrIpv6")) if c]
+        problem = _egress_problem(r.props, cidrs)
+        if problem:
+            report(f"Security-group {problem}", r.urn)
+        if _group_roles(r, "securityGroupId") & set(DATA_GROUP_ROLES):
+            report("Database and cache security groups start no connections (no egress).",
+                   r.urn)
+    for r in _of_type(args, "ec2/securityGroup:SecurityGroup"):
+        for rule in map(_map, _list(r.props.get("egress"))):
+            cidrs = [*_strings(rule.get("cidrBlocks")), *_strings(rule.get("ipv6CidrBlocks"))]
+            problem = _egress_problem(rule, cidrs)
+            if problem:
+                report(f"Inline security-group {problem}", r.urn)
+
+
+security_group_egress = StackValidationPolicy(
+    name="security-group-egress-restricted",
+    description="Egress names a protocol and one port; address ranges only for HTTPS; "
+                "the database and cache groups have no egress.",
+    validate=_security_group_egress,
+    enforcement_level=MANDATORY,
+)
+
+
+def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) -> None:
+    for r in _of_type(args, "vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        if str(r.props.get("ipProtocol")) in ALL_PROTOCOLS:
+            report("Security-group ingress must name a protocol (not -1).", r.urn)
+        if r.props.get("referencedSecurityGroupId") or r.props.get("prefixListId"):
+            continue
+        # An address range is only ever the world on the ALB's web ports (judged by
+        # no-world-open-security-groups); anything else must name its source group.
+        if "alb-sg" not in _group_roles(r, "securityGroupId") or {
+                r.props.get("fromPort"), r.props.get("toPort")} - {80, 443}:
+            report("Security-group ingress must name its source security group or prefix "
+                   "list (only the ALB's 80/443 take an address range).", r.urn)
+    vpcs = {r.urn for r in _of_type(args, "ec2/vpc:Vpc")}
+    adopted: set[str] = set()
+    for r in _of_type(args, "ec2/defaultSecurityGroup:DefaultSecurityGroup"):
+        adopted |= _linked(r, "vpcId")
+        if _list(r.props.get("ingress")) or _list(r.props.get("egress")) or not (
+                isinstance(r.props.get("ingress"), list)
+                and isinstance(r.props.get("egress"), list)):
+            report("The VPC's default security group must be adopted with no rules "
+                   "(ingress: [], egress: []; FSBP EC2.2).", r.urn)
+    for vpc in sorted(vpcs - adopted):
+        report("VPC's default security group is not adopted and emptied.", vpc)
+
+
+security_group_ingress = StackValidationPolicy(
+    name="security-group-ingress-named-sources",
+    description="Ingress names a protocol and its source group or prefix list (the ALB's "
+                "web ports excepted); every VPC's default security group has no rules.",
+    validate=_security_group_ingress,
+    enforcement_level=MANDATORY,
+)
+
+
+def _subnet_public_ip(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("mapPublicIpOnLaunch") is True:
+        yield "Subnets must not give instances public IPs (mapPublicIpOnLaunch; FSBP EC2.15)."
+
+
+subnets_private = _resource_policy(
+    "subnets-no-auto-public-ip", "No subnet assigns public IPs on launch.",
+    "aws:ec2/subnet:Subnet", _subnet_public_ip,
+)
+
+
+def _flow_logs(args: StackValidationArgs, report: ReportViolation) -> None:
+    logged = set()
+    for r in _of_type(args, "ec2/flowLog:FlowLog"):
+        if r.props.get("trafficType") == "ALL":
+            logged |= _linked(r, "vpcId")
+    for vpc in _of_type(args, "ec2/vpc:Vpc"):
+        if is_prod(vpc.props) and vpc.urn not in logged:
+            report("Prod VPCs log all traffic (a flow log with trafficType ALL; FSBP EC2.6).",
+                   vpc.urn)
+
+
+vpc_flow_logs = StackValidationPolicy(
+    name="vpc-flow-logs-in-prod",
+    description="Every prod VPC has a flow log of ALL traffic.",
+    validate=_flow_logs,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- S3: every bucket is a log bucket: owner-enforced, private, encrypted, expiring, TLS -
+
+def _tls_only(policy: Any) -> bool:
+    for statement in map(_map, _list(_map(_json(policy)).get("Statement"))):
+        condition = _map(_map(statement.get("Condition")).get("Bool"))
+        if (statement.get("Effect") == "Deny" and statement.get("Principal") in ("*", {"AWS": "*"})
+                and "s3:*" in _strings(statement.get("Action"))
+                and str(condition.get("aws:SecureTransport")).lower() == "false"
+                and len(_strings(statement.get("Resource"))) >= 2):
+            return True
+    return False
+
+
+def _log_buckets(args: StackValidationArgs, report: ReportViolation) -> None:
+    ownership, private, expiring, tls_only = set(), set(), set(), set()
+    for r in _of_type(args, "s3/bucketOwnershipControls:BucketOwnershipControls"):
+        if _map(r.props.get("rule")).get("objectOwnership") == "BucketOwnerEnforced":
+            ownership |= _linked(r, "bucket")
+    for r in _of_type(args, "s3/bucketPublicAccessBlock:BucketPublicAccessBlock"):
+        if all(r.props.get(k) is True for k in ("blockPublicAcls", "blockPublicPolicy",
+                                                 "ignorePublicAcls", "restrictPublicBuckets")):
+            private |= _linked(r, "bucket")
+    for r in _of_type(args, "s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"):
+        if any(_map(rule).get("status") == "Enabled"
+               and (_map(_map(rule).get("expiration")).get("days") or 0) > 0
+               for rule in _list(r.props.get("rules"))):
+            expiring |= _linked(r, "bucket")
+    for r in _of_type(args, "s3/bucketPolicy:BucketPolicy"):
+        if _tls_only(r.props.get("policy")):
+            tls_only |= _linked(r, "bucket")
+    for r in _of_type(args, "s3/bucketAcl:BucketAcl"):
+        report("Buckets use no ACLs (BucketOwnerEnforced); remove the BucketAcl.", r.urn)
+    for bucket in _of_type(args, "s3/bucket:Bucket"):
+        if bucket.props.get("acl") or bucket.props.get("grants"):
+            report("Log bucket must not set ACLs or grants.", bucket.urn)
+        for missing, have in (
+            ("object ownership BucketOwnerEnforced (ACLs off; FSBP S3.12)", ownership),
+            ("a public-access block with all four settings on (FSBP S3.8)", private),
+            ("a lifecycle rule that expires objects (FSBP S3.13)", expiring),
+            ("a policy denying requests without TLS (aws:SecureTransport; FSBP S3.5)", tls_only),
+        ):
+            if bucket.urn not in have:
+                report(f"Log bucket lacks {missing}.", bucket.urn)
+
+
+log_buckets = StackValidationPolicy(
+    name="log-buckets-hardened",
+    description="Every bucket (all hold logs): BucketOwnerEnforced, public access blocked, "
+                "objects expire, TLS-only policy, no ACLs (encryption: s3-buckets-encrypted).",
+    validate=_log_buckets,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- RDS and ElastiCache: upgrades, snapshots, CA, logs, failover ---------------------
+
+# RDS certificate authorities in service (2061-2121 expiry); rds-ca-2019 expired in 2024.
+# Source: RDS user guide, UsingWithRDS.SSL.html ("Certificate authorities" table).
+RDS_CA_IDENTIFIERS = ("rds-ca-rsa2048-g1", "rds-ca-rsa4096-g1", "rds-ca-ecc384-g1")
+RDS_LOG_EXPORTS = ("postgresql", "upgrade")
+
+
+def _rds(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("autoMinorVersionUpgrade") is not True:
+        yield "RDS must take minor upgrades (autoMinorVersionUpgrade; FSBP RDS.13)."
+    if props.get("copyTagsToSnapshot") is not True:
+        yield "RDS snapshots must carry the instance's tags (copyTagsToSnapshot; FSBP RDS.17)."
+    if props.get("caCertIdentifier") not in RDS_CA_IDENTIFIERS:
+        yield (f"RDS must pin a current CA ({', '.join(RDS_CA_IDENTIFIERS)}), not "
+               f"{props.get('caCertIdentifier')!r}.")
+    if props.get("manageMasterUserPassword") is not True or props.get("password"):
+        yield "RDS master password must be managed by RDS in Secrets Manager."
+    missing = set(RDS_LOG_EXPORTS) - set(_strings(props.get("enabledCloudwatchLogsExports")))
+    if missing:
+        yield f"RDS must export its {sorted(missing)} logs to CloudWatch."
+    if props.get("performanceInsightsEnabled") is not True:
+        yield "RDS must keep Performance Insights on."
+    if is_prod(props) and props.get("multiAz") is not True:
+        yield "Prod RDS must be Multi-AZ (FSBP RDS.5)."
+
+
+rds_hardened = _resource_policy(
+    "rds-instance-hardened",
+    "RDS: minor upgrades on, tags copied to snapshots, CA pinned, RDS-managed password, "
+    "log exports, Performance Insights, Multi-AZ in prod.",
+    "aws:rds/instance:Instance", _rds,
+)
+
+
+def _cache(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if resource_type == "aws:elasticache/parameterGroup:ParameterGroup":
+        values = {p.get("name"): p.get("value") for p in map(_map, _list(props.get("parameters")))}
+        if values.get("maxmemory-policy") in (None, "noeviction"):
+            yield "Cache parameter groups must evict under memory pressure (maxmemory-policy)."
+        return
+    if props.get("autoMinorVersionUpgrade") is not True:
+        yield "ElastiCache must take minor upgrades (autoMinorVersionUpgrade; FSBP ElastiCache.2)."
+    if (props.get("snapshotRetentionLimit") or 0) < 1:
+        yield "ElastiCache must keep daily snapshots (snapshotRetentionLimit >= 1; ElastiCache.1)."
+    if props.get("transitEncryptionMode", "required") != "required":
+        yield "ElastiCache must refuse plaintext clients (transitEncryptionMode required)."
+    clusters = props.get("numCacheClusters") or 1
+    if clusters > 1 and not (props.get("automaticFailoverEnabled") is True
+                             and props.get("multiAzEnabled") is True):
+        yield "ElastiCache with replicas must fail over automatically, Multi-AZ (ElastiCache.3)."
+    if is_prod(props) and clusters < 2:
+        yield "Prod ElastiCache needs a replica (numCacheClusters >= 2)."
+    if not any(_map(c).get("logType") == "slow-log"
+               for c in _list(props.get("logDeliveryConfigurations"))):
+        yield "ElastiCache must ship its slow log."
+
+
+cache_hardened = _resource_policy(
+    "cache-hardened",
+    "ElastiCache: minor upgrades on, snapshots kept, TLS required, failover with replicas "
+    "(a replica in prod), slow log shipped, eviction on.",
+    ("aws:elasticache/replicationGroup:ReplicationGroup",
+     "aws:elasticache/parameterGroup:ParameterGroup"),
+    _cache,
+)
+
+
+# ---- alarms for the seeds' rules ------------------------------------------------------
+
+# The seed's (seeds/001) performance table: target and ceiling. Each alarm may sit at most
+# at the ceiling: p99 < 1000 ms, error rate < 1 %, DB connections < 150, Redis memory
+# < 90 %; CPU < 70 % is the seed's scaling signal, and the stack lets cpu_target_percent
+# (10-90) move the CPU alarms with it, so 90 is their ceiling; ECS memory < 80 %.
+GREATER = ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
+LESS = ("LessThanThreshold", "LessThanOrEqualToThreshold")
+
+
+def _metrics(alarm: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(namespace, metric name) pairs an alarm reads, directly or through metric math."""
+    found = set()
+    if alarm.get("metricName"):
+        found.add((str(alarm.get("namespace")), str(alarm.get("metricName"))))
+    for query in map(_map, _list(alarm.get("metricQueries"))):
+        metric = _map(query.get("metric"))
+        if metric.get("metricName"):
+            found.add((str(metric.get("namespace")), str(metric.get("metricName"))))
+    return found
+
+
+ELB, ECS, RDS, CACHE = "AWS/ApplicationELB", "AWS/ECS", "AWS/RDS", "AWS/ElastiCache"
+# (seed rule, metrics the alarm must read together, comparison, ceiling, resource it needs)
+SEED_ALARMS = (
+    ("5xx error rate (ELB and target 5xx over requests)",
+     {(ELB, "HTTPCode_ELB_5XX_Count"), (ELB, "HTTPCode_Target_5XX_Count"),
+      (ELB, "RequestCount")}, GREATER, 1.0, "lb/loadBalancer:LoadBalancer"),
+    ("p99 response time", {(ELB, "TargetResponseTime")}, GREATER, 1.0,
+     "lb/loadBalancer:LoadBalancer"),
+    ("unhealthy targets", {(ELB, "UnHealthyHostCount")}, GREATER, 0,
+     "lb/targetGroup:TargetGroup"),
+    ("ECS CPU", {(ECS, "CPUUtilization")}, GREATER, 90, "ecs/service:Service"),
+    ("ECS memory", {(ECS, "MemoryUtilization")}, GREATER, 80, "ecs/service:Service"),
+    ("RDS CPU", {(RDS, "CPUUtilization")}, GREATER, 90, "rds/instance:Instance"),
+    ("RDS connections", {(RDS, "DatabaseConnections")}, GREATER, 150, "rds/instance:Instance"),
+    ("RDS free storage", {(RDS, "FreeStorageSpace")}, LESS, None, "rds/instance:Instance"),
+)
+# Per cache member: (seed rule, metric, ceiling).
+SEED_CACHE_ALARMS = (
+    ("Redis memory", (CACHE, "DatabaseMemoryUsagePercentage"), 90),
+    ("Redis evictions", (CACHE, "Evictions"), 0),
+)
+
+
+def _alarm_problem(alarm: Any, comparison: tuple[str, ...], ceiling: float | None) -> str:
+    props = alarm.props
+    if props.get("comparisonOperator") not in comparison:
+        return f"compares {props.get('comparisonOperator')!r}, not {' or '.join(comparison)}"
+    threshold = props.get("threshold")
+    if ceiling is not None and isinstance(threshold, (int, float)) and threshold > ceiling:
+        return f"threshold {threshold} is above the seed's ceiling {ceiling}"
+    if not _list(props.get("alarmActions")):
+        return "notifies nobody (no alarmActions)"
+    if props.get("actionsEnabled") is False:
+        return "has its actions switched off"
+    return ""
+
+
+def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
+    alarms = _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
+    present = {suffix for *_, suffix in SEED_ALARMS if _of_type(args, suffix)}
+    for what, metrics, comparison, ceiling, needs in SEED_ALARMS:
+        if needs not in present:
+            continue
+        matching = [a for a in alarms if metrics <= _metrics(a.props)]
+        if not matching:
+            report(f"No alarm for the seed's rule: {what}.", None)
+        for alarm in matching:
+            problem = _alarm_problem(alarm, comparison, ceiling)
+            if problem:
+                report(f"Alarm for {what} {problem}.", alarm.urn)
+    for group in _of_type(args, "elasticache/replicationGroup:ReplicationGroup"):
+        members = group.props.get("numCacheClusters") or 1
+        for what, metric, ceiling in SEED_CACHE_ALARMS:
+            matching = [a for a in alarms if metric in _metrics(a.props)]
+            if len(matching) < members:
+                report(f"{what}: {len(matching)} alarm(s) for {members} cache member(s).",
+                       group.urn)
+            for alarm in matching:
+                problem = _alarm_problem(alarm, GREATER, ceiling)
+                if problem:
+                    report(f"Alarm for {what} {problem}.", alarm.urn)
+
+
+alarms_for_seed_rules = StackValidationPolicy(
+    name="alarms-for-seed-rules",
+    description="Each of the seeds' rules has an alarm (5xx rate, p99, unhealthy targets, "
+                "CPU, memory, DB connections and storage, Redis memory and evictions) at or "
+                "under the seed's ceiling, notifying someone.",
+    validate=_seed_alarms,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- load balancer: header hygiene, logs in prod, only CloudFront behind a CDN ---------
+
+def _alb(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("dropInvalidHeaderFields") is not True:
+        yield "ALB must drop invalid header fields (dropInvalidHeaderFields; FSBP ELB.4)."
+    if props.get("desyncMitigationMode") in ("monitor",):
+        yield "ALB desync mitigation must stay defensive or strictest (FSBP ELB.12)."
+    if is_prod(props) and _map(props.get("accessLogs")).get("enabled") is not True:
+        yield "Prod ALB must write access logs (FSBP ELB.5)."
+
+
+alb_hardened = _resource_policy(
+    "alb-hardened",
+    "ALBs drop invalid headers, keep desync mitigation, and log access in prod.",
+    "aws:lb/loadBalancer:LoadBalancer", _alb,
+)
+
+
+def _alb_gate(args: StackValidationArgs, report: ReportViolation) -> None:
+    if not _of_type(args, "cloudfront/distribution:Distribution"):
+        return
+    for listener in _of_type(args, "lb/listener:Listener"):
+        for action in map(_map, _list(listener.props.get("defaultActions"))):
+            if action.get("type") == "forward":
+                report("Behind a CDN, listeners forward only requests carrying the origin "
+                       "header (default action must not forward).", listener.urn)
+    for rule in _of_type(args, "lb/listenerRule:ListenerRule"):
+        if not any(_map(a).get("type") == "forward" for a in _list(rule.props.get("actions"))):
+            continue
+        headers = [_map(_map(c).get("httpHeader")) for c in _list(rule.props.get("conditions"))]
+        if not any(h.get("httpHeaderName") == "X-Origin-Verify" and _list(h.get("values"))
+                   for h in headers):
+            report("Behind a CDN, a forwarding listener rule must match the X-Origin-Verify "
+                   "header.", rule.urn)
+
+
+alb_gated_behind_cdn = StackValidationPolicy(
+    name="alb-forwards-only-cdn-requests",
+    description="With CloudFront in front, the ALB forwards only requests carrying "
+                "CloudFront's secret X-Origin-Verify header.",
+    validate=_alb_gate,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- ECS: hardened tasks, safe deploys, Container Insights ---------------------------
+
+def _containers(props: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    raw = props.get("containerDefinitions")
+    try:
+        return [_map(c) for c in (json.loads(raw) if isinstance(raw, str) else _list(raw))]
+    except ValueError:
+        return None
+
+
+def _task(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("networkMode") != "awsvpc":
+        yield "Tasks use awsvpc networking (their own security group; FSBP ECS.17)."
+    for c in _containers(props) or []:
+        name = c.get("name")
+        if c.get("readonlyRootFilesystem") is not True:
+            yield f"Container {name!r} must have a read-only root filesystem (FSBP ECS.5)."
+        user = str(c.get("user") or "").split(":")[0]
+        if not user.isdigit() or user == "0":
+            yield f"Container {name!r} must run as a numeric non-root user, not {user!r}."
+        if c.get("privileged") is True:
+            yield f"Container {name!r} must not be privileged (FSBP ECS.4)."
+        capabilities = _map(_map(c.get("linuxParameters")).get("capabilities"))
+        if "ALL" not in _strings(capabilities.get("drop")) or _list(capabilities.get("add")):
+            yield f"Container {name!r} must drop ALL capabilities and add none."
+        if _map(c.get("logConfiguration")).get("logDriver") != "awslogs":
+            yield f"Container {name!r} must log to CloudWatch (awslogs; FSBP ECS.9)."
+        if "@sha256:" not in str(c.get("image", "")):
+            yield f"Container {name!r} must run an image pinned by digest."
+        if c.get("essential") is True and c.get("portMappings") and not c.get("healthCheck"):
+            yield f"Serving container {name!r} needs a health check."
+
+
+ecs_task_hardened = _resource_policy(
+    "ecs-task-hardened",
+    "Task definitions: awsvpc; containers read-only, non-root, unprivileged, ALL "
+    "capabilities dropped, awslogs, image by digest, serving container health-checked.",
+    "aws:ecs/taskDefinition:TaskDefinition", _task,
+)
+
+
+def _ecs_service(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if resource_type == "aws:ecs/cluster:Cluster":
+        settings = {s.get("name"): s.get("value") for s in map(_map, _list(props.get("settings")))}
+        if settings.get("containerInsights") not in ("enabled", "enhanced"):
+            yield "ECS clusters must keep Container Insights on (FSBP ECS.12)."
+        return
+    if props.get("enableExecuteCommand") is True:
+        yield "ECS Exec must stay off (a shell into production tasks)."
+    strategy = _map(props.get("deploymentConfiguration")).get("strategy", "ROLLING")
+    if strategy == "BLUE_GREEN":
+        alarms = _map(props.get("alarms"))
+        if not (alarms.get("enable") is True and alarms.get("rollback") is True
+                and _list(alarms.get("alarmNames"))):
+            yield "Blue/green deploys must roll back on their deployment alarms."
+    else:
+        breaker = _map(props.get("deploymentCircuitBreaker"))
+        if not (breaker.get("enable") is True and breaker.get("rollback") is True):
+            yield "Rolling deploys must roll back on the circuit breaker (enable + rollback)."
+        if (props.get("deploymentMinimumHealthyPercent") or 0) < 100:
+            yield "Rolling deploys must keep every serving task (minimum healthy 100%)."
+
+
+ecs_service_safe = _resource_policy(
+    "ecs-safe-deploys",
+    "ECS services roll back failed deploys (circuit breaker, or alarms for blue/green), "
+    "keep capacity while rolling, no ECS Exec; clusters keep Container Insights.",
+    ("aws:ecs/service:Service", "aws:ecs/cluster:Cluster"), _ecs_service,
+)
+
+
+# ---- ECR, KMS, Secrets Manager, CloudFront caching -----------------------------------
+
+def _ecr(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("imageTagMutability") != "IMMUTABLE":
+        yield "ECR tags must be immutable (FSBP ECR.2)."
+    if _map(props.get("imageScanningConfiguration")).get("scanOnPush") is not True:
+        yield "ECR must scan images on push (FSBP ECR.1)."
+    if is_prod(props) and props.get("forceDelete") is True:
+        yield "Prod ECR repositories must not be force-deletable."
+
+
+def _ecr_lifecycle(args: StackValidationArgs, report: ReportViolation) -> None:
+    kept = set()
+    for r in _of_type(args, "ecr/lifecyclePolicy:LifecyclePolicy"):
+        kept |= _linked(r, "repository")
+    for repo in _of_type(args, "ecr/repository:Repository"):
+        if repo.urn not in kept:
+            report("ECR repository has no lifecycle policy (FSBP ECR.3).", repo.urn)
+
+
+ecr_hardened = _resource_policy(
+    "ecr-repository-hardened",
+    "ECR: immutable tags, scan on push, not force-deletable in prod.",
+    "aws:ecr/repository:Repository", _ecr,
+)
+ecr_lifecycle = StackValidationPolicy(
+    name="ecr-lifecycle-policy",
+    description="Every ECR repository expires old images through a lifecycle policy.",
+    validate=_ecr_lifecycle,
+    enforcement_level=MANDATORY,
+)
+
+
+def _kms(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("enableKeyRotation") is not True:
+        yield "KMS keys must rotate (enableKeyRotation; FSBP KMS.4)."
+    for statement in map(_map, _list(_map(_json(props.get("policy"))).get("Statement"))):
+        principal = statement.get("Principal")
+        if statement.get("Effect") == "Allow" and (
+                principal == "*" or "*" in _strings(_map(principal).get("AWS"))):
+            yield "KMS key policy must not allow any principal (\"*\")."
+
+
+kms_rotation = _resource_policy(
+    "kms-keys-rotate", "Customer-managed KMS keys rotate and allow no `*` principal.",
+    "aws:kms/key:Key", _kms,
+)
+
+
+def _secret(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    window = props.get("recoveryWindowInDays")
+    if is_prod(props) and window is not None and window < 7:
+        yield f"Prod secrets must stay recoverable for 7-30 days, not {window}."
+
+
+secrets_recoverable = _resource_policy(
+    "secrets-recoverable-in-prod",
+    "Prod secrets keep a 7-30 day recovery window (no immediate delete).",
+    "aws:secretsmanager/secret:Secret", _secret,
+)
+
+# Managed cache policy CachingDisabled. Source: CloudFront developer guide,
+# using-managed-cache-policies.html (components.cdn cites the same).
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+NEVER_CACHED = ("/api/*", "/health/*")
+
+
+def _cloudfront_cache(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    by_path = {_map(b).get("pathPattern"): _map(b)
+               for b in _list(props.get("orderedCacheBehaviors"))}  # fmt: skip
+    for path in NEVER_CACHED:
+        if by_path.get(path, {}).get("cachePolicyId") != CACHING_DISABLED:
+            yield f"CloudFront must never cache {path} (CachingDisabled policy)."
+
+
+cloudfront_api_uncached = _resource_policy(
+    "cloudfront-api-never-cached",
+    "CloudFront serves /api/* and /health/* with the CachingDisabled policy.",
+    "aws:cloudfront/distribution:Distribution", _cloudfront_cache,
+)
+
 ALL_POLICIES = [
     encryption_at_rest,
     s3_buckets_encrypted,
@@ -343,4 +1083,24 @@ ALL_POLICIES = [
     log_retention,
     no_secrets_in_environment,
     no_world_open_security_groups,
+    waf_enforces,
+    waf_attached,
+    iam_least_privilege,
+    security_group_egress,
+    security_group_ingress,
+    subnets_private,
+    vpc_flow_logs,
+    log_buckets,
+    rds_hardened,
+    cache_hardened,
+    alarms_for_seed_rules,
+    alb_hardened,
+    alb_gated_behind_cdn,
+    ecs_task_hardened,
+    ecs_service_safe,
+    ecr_hardened,
+    ecr_lifecycle,
+    kms_rotation,
+    secrets_recoverable,
+    cloudfront_api_uncached,
 ]

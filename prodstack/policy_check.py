@@ -49,19 +49,19 @@ def check_stack(policy: Any, items: list[dict[str, Any]]) -> list[str]:
     return violations
 
 
-def run_all(manifest: Any, rules: Any = None) -> list[str]:
-    """Every policy in the pack over a manifest (or anything with ``.resources``)."""
+def run_policy(policy: Any, items: list[dict[str, Any]]) -> list[str]:
+    """One policy over manifest-shaped resources, each violation prefixed by its name."""
     from pulumi_policy import StackValidationPolicy
 
+    if isinstance(policy, StackValidationPolicy):
+        return [f"{policy.name}: {v}" for v in check_stack(policy, items)]
+    return [f"{policy.name} {r['name']}: {v}"
+            for r in items for v in check_resource(policy, r["type"], r["inputs"])]
+
+
+def run_all(manifest: Any, rules: Any = None) -> list[str]:
+    """Every policy in the pack over a manifest (or anything with ``.resources``)."""
     if rules is None:
         from policies import rules
     items = manifest.resources if hasattr(manifest, "resources") else manifest["resources"]
-    found = []
-    for policy in rules.ALL_POLICIES:
-        if isinstance(policy, StackValidationPolicy):
-            found += [f"{policy.name}: {v}" for v in check_stack(policy, items)]
-        else:
-            for r in items:
-                found += [f"{policy.name} {r['name']}: {v}"
-                          for v in check_resource(policy, r["type"], r["inputs"])]
-    return found
+    return [v for policy in rules.ALL_POLICIES for v in run_policy(policy, items)]

@@ -12,10 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from prodstack.cloud_plan import REPO, record_isolated
-from prodstack.policy_check import check_resource, check_stack, policy_resources, run_all
+from prodstack.policy_check import (
+    check_resource,
+    check_stack,
+    policy_resources,
+    run_all,
+    run_policy,
+)
 
 __all__ = ["REPO", "TEST_SECRETS", "Manifest", "check_resource", "check_stack",
-           "policy_resources", "run_all", "run_harness"]  # fmt: skip
+           "policy_resources", "run_all", "run_harness", "run_policy"]  # fmt: skip
 
 # Injected in place of secrets a real stack would hold encrypted.
 TEST_SECRETS = {"prod": {"prodstack:api_token": "test-api-token-0123456789abcdef0123456789"}}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
 from prodstack_cloud_harness import Manifest, check_resource, check_stack, run_all
 from pulumi_policy import EnforcementLevel
 
+from components.load_balancer import TLS13_POLICIES
 from policies import rules
 
 PROD = {"prodstack:environment": "prod"}
@@ -183,3 +185,28 @@ def test_buckets_need_encryption_configuration(prod: Manifest) -> None:
     sse = next(r for r in weak if r["type"].endswith(":BucketServerSideEncryptionConfiguration"))
     sse["inputs"]["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] = "none"
     assert check_stack(policy, weak) != []
+
+
+# ---- the ALB TLS allow-list ----------------------------------------------------------
+
+def test_tls13_allow_list_has_no_protocol_below_tls12() -> None:
+    """AWS names TLS 1.3 policies `TLS13-1-X`: TLS 1.3 down to TLS 1.X (describe-ssl-policies,
+    "Protocols" column). Only 1-2 and 1-3 belong on the allow-list."""
+    assert TLS13_POLICIES
+    for name in TLS13_POLICIES:
+        assert re.match(r"^ELBSecurityPolicy-TLS13-1-[23]-", name), name
+
+
+@pytest.mark.parametrize("policy_name, allowed", [
+    *((name, True) for name in TLS13_POLICIES),
+    ("ELBSecurityPolicy-TLS13-1-0-2021-06", False),  # TLS 1.0 and 1.1 still on
+    ("ELBSecurityPolicy-TLS13-1-1-2021-06", False),  # TLS 1.1 still on
+    ("ELBSecurityPolicy-TLS-1-2-2017-01", False),  # no TLS 1.3
+    ("ELBSecurityPolicy-2016-08", False),  # the API default
+])
+def test_https_listener_policy_is_on_the_allow_list(
+    prod: Manifest, policy_name: str, allowed: bool
+) -> None:
+    type_, props = _from(prod, "lb/listener:Listener", "prodstack-lb-https")
+    violations = check_resource(rules.alb_tls, type_, _mutate(props, "sslPolicy", policy_name))
+    assert (violations == []) is allowed, violations

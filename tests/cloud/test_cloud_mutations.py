@@ -1,0 +1,387 @@
+"""Every security and reliability default, weakened one at a time, turns a NAMED rule red.
+
+The recorded prod manifest (the session's ``prod`` fixture; the Pulumi program is not run
+again) is deep-copied per weakening, one change is applied, and the policy named in the
+table must report a violation that names the weakened resource. A snapshot would only
+say "something changed"; these say which invariant broke. The unweakened manifest passes
+every rule, and every rule of the pack has at least one weakening here.
+
+Paths walk a resource record: ``inputs.a.b.0`` (list index), ``rules.name=aws-common``
+(the list item whose ``name`` is ``aws-common``; in brackets when the value holds a dot,
+``[name=rds.force_ssl]``), ``policy$`` (the field holds JSON text:
+decode, change, encode again) and ``+`` (append to a list). Paths without a leading
+``inputs.``/``property_dependencies.`` are inputs. Deleting a top-level input also drops
+its property dependency, as removing the argument from the program would.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prodstack_cloud_harness import Manifest, run_all, run_policy
+
+from policies import rules
+
+DELETE = object()  # the change removes the key / list item
+DROP = "<drop>"  # the weakening removes the whole resource
+ADD = "<add>"  # the weakening adds a resource (``add`` holds it)
+
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
+API = "containerDefinitions$.name=api"
+MIGRATE = "containerDefinitions$.name=migrate"
+
+
+@dataclass(frozen=True)
+class Weakening:
+    rule: str
+    """Name of the policy that must go red."""
+    resource: str
+    """Resource changed, dropped or added (by name)."""
+    changes: dict[str, Any] = field(default_factory=dict)
+    """Path -> new value (or DELETE). Empty with ``op``."""
+    op: str = ""
+    """``DROP`` or ``ADD``."""
+    add: dict[str, Any] | None = None
+    """For ``ADD``: ``type``, ``inputs`` and ``property_dependencies`` of the new resource."""
+    reported_on: str | None = None
+    """Resource the violation names when it is not ``resource`` (``""``: none)."""
+    why: str = ""
+    """What the weakening does, in words (the test id)."""
+
+
+def _sg_rule(name: str, group: str, **inputs: Any) -> dict[str, Any]:
+    return {"type": "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
+            "inputs": {"securityGroupId": f"{group}-id", **inputs},
+            "property_dependencies": {
+                "securityGroupId": [f"aws:ec2/securityGroup:SecurityGroup::{group}"]}}
+
+
+W = Weakening
+WEAKENINGS = [
+    # ---- WAF
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=aws-common.overrideAction": {"count": {}}}, why="common-group-count-mode"),
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=aws-known-bad-inputs.overrideAction": {"count": {}}},
+      why="bad-inputs-count-mode"),
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=aws-ip-reputation": DELETE}, why="ip-reputation-removed"),
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=rate-limit-per-ip.action": {"count": {}}}, why="rate-rule-counts"),
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=rate-limit-per-ip": DELETE}, why="rate-rule-removed"),
+    W("waf-managed-rules-enforced", "prodstack-waf-acl",
+      {"rules.name=aws-common.visibilityConfig.cloudwatchMetricsEnabled": False},
+      why="rule-metrics-off"),
+    W("waf-attached-and-logged", "prodstack-waf-logging", {"redactedFields": []},
+      why="token-not-redacted"),
+    W("waf-attached-and-logged", "prodstack-cdn-distribution", {"webAclId": DELETE},
+      reported_on="prodstack-waf-acl", why="acl-detached"),
+    W("waf-attached-and-logged", "prodstack-waf-logging", op=DROP,
+      reported_on="prodstack-waf-acl", why="acl-logging-removed"),
+    # ---- IAM
+    W("iam-least-privilege", "prodstack-api-task-role-admin", op=ADD, add={
+        "type": "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
+        "inputs": {"policyArn": ADMIN, "role": "prodstack-api-task-role"},
+        "property_dependencies": {"role": ["aws:iam/role:Role::prodstack-api-task-role"]}},
+      why="admin-attached-to-task-role"),
+    W("iam-least-privilege", "prodstack-api-task-role",
+      {"managedPolicyArns": ["arn:aws:iam::aws:policy/PowerUserAccess"]},
+      why="power-user-on-task-role"),
+    W("iam-least-privilege", "prodstack-net-flow-logs-policy",
+      {"policy$.Statement.0.Resource": "*"}, why="flow-log-policy-resource-star"),
+    W("iam-least-privilege", "prodstack-net-flow-logs-policy",
+      {"policy$.Statement.0.Action": "logs:*"}, why="flow-log-policy-service-wildcard"),
+    W("iam-least-privilege", "prodstack-api-execution-role-secrets",
+      {"policy$.Statement.0.Resource": "*"}, why="every-secret-readable"),
+    W("iam-least-privilege", "prodstack-api-execution-role-secrets",
+      {"policy$.Statement.0.Action": "*:*"}, why="star-star-action"),
+    W("iam-least-privilege", "prodstack-api-task-role",
+      {"assumeRolePolicy$.Statement.0.Principal": "*"}, why="trust-anyone"),
+    # ---- security groups and subnets
+    W("security-group-egress-restricted", "prodstack-net-service-https-out",
+      {"ipProtocol": "-1"}, why="service-egress-all-protocols"),
+    W("security-group-egress-restricted", "prodstack-net-service-https-out",
+      {"fromPort": 0, "toPort": 65535}, why="service-egress-all-ports"),
+    W("security-group-egress-restricted", "prodstack-net-service-to-database-out",
+      {"referencedSecurityGroupId": DELETE, "cidrIpv4": "0.0.0.0/0"},
+      why="database-port-to-the-world"),
+    W("security-group-egress-restricted", "prodstack-net-database-out", op=ADD,
+      add=_sg_rule("prodstack-net-database-out", "prodstack-net-database-sg",
+                   ipProtocol="tcp", fromPort=443, toPort=443, cidrIpv4="0.0.0.0/0"),
+      why="database-group-gets-egress"),
+    W("security-group-egress-restricted", "prodstack-net-service-sg",
+      {"egress": [{"protocol": "-1", "fromPort": 0, "toPort": 0,
+                   "cidrBlocks": ["0.0.0.0/0"]}]}, why="inline-allow-all-egress"),
+    W("security-group-ingress-named-sources", "prodstack-net-service-to-database-in",
+      {"referencedSecurityGroupId": DELETE, "cidrIpv4": "10.0.0.0/8"},
+      why="database-open-to-the-vpc-range"),
+    W("security-group-ingress-named-sources", "prodstack-net-service-to-cache-in",
+      {"ipProtocol": "-1"}, why="cache-ingress-all-protocols"),
+    W("security-group-ingress-named-sources", "prodstack-net-default-sg",
+      {"ingress": [{"protocol": "-1", "fromPort": 0, "toPort": 0, "self": True}]},
+      why="default-sg-keeps-aws-rules"),
+    W("no-world-open-security-groups", "prodstack-net-alb-in-443",
+      {"prefixListId": DELETE, "cidrIpv4": "0.0.0.0/0"}, why="alb-open-despite-cdn"),
+    W("subnets-no-auto-public-ip", "prodstack-net-private-0",
+      {"mapPublicIpOnLaunch": True}, why="private-subnet-public-ips"),
+    W("vpc-flow-logs-in-prod", "prodstack-net-flow-logs", op=DROP,
+      reported_on="prodstack-net-vpc", why="flow-logs-removed"),
+    W("vpc-flow-logs-in-prod", "prodstack-net-flow-logs", {"trafficType": "REJECT"},
+      reported_on="prodstack-net-vpc", why="flow-logs-rejects-only"),
+    # ---- log bucket
+    W("log-buckets-hardened", "prodstack-lb-logs-ownership",
+      {"rule.objectOwnership": "BucketOwnerPreferred"}, reported_on="prodstack-lb-logs",
+      why="bucket-back-to-acls"),
+    W("log-buckets-hardened", "prodstack-lb-logs", {"acl": "log-delivery-write"},
+      why="bucket-canned-acl"),
+    W("log-buckets-hardened", "prodstack-lb-logs-public-access",
+      {"restrictPublicBuckets": False}, reported_on="prodstack-lb-logs",
+      why="public-policies-allowed"),
+    W("log-buckets-hardened", "prodstack-lb-logs-lifecycle", {"rules.0.status": "Disabled"},
+      reported_on="prodstack-lb-logs", why="logs-never-expire"),
+    W("log-buckets-hardened", "prodstack-lb-logs-policy",
+      {"policy$.Statement.Sid=DenyInsecureTransport": DELETE},
+      reported_on="prodstack-lb-logs", why="plain-http-to-bucket"),
+    W("s3-buckets-encrypted", "prodstack-lb-logs-encryption", op=DROP,
+      reported_on="prodstack-lb-logs", why="bucket-unencrypted"),
+    # ---- RDS
+    W("rds-instance-hardened", "prodstack-db-instance", {"autoMinorVersionUpgrade": False},
+      why="rds-minor-upgrades-off"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"copyTagsToSnapshot": False},
+      why="rds-snapshots-untagged"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"caCertIdentifier": "rds-ca-2019"},
+      why="rds-expired-ca"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"caCertIdentifier": DELETE},
+      why="rds-ca-unpinned"),
+    W("rds-instance-hardened", "prodstack-db-instance",
+      {"enabledCloudwatchLogsExports": ["upgrade"]}, why="rds-postgres-log-not-exported"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"manageMasterUserPassword": False},
+      why="rds-password-not-managed"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"multiAz": False},
+      why="rds-single-az-in-prod"),
+    W("rds-instance-hardened", "prodstack-db-instance", {"performanceInsightsEnabled": False},
+      why="rds-performance-insights-off"),
+    W("encryption-everywhere", "prodstack-db-instance", {"storageEncrypted": False},
+      why="rds-unencrypted"),
+    W("no-public-database-or-tasks", "prodstack-db-instance", {"publiclyAccessible": True},
+      why="rds-public"),
+    W("prod-deletion-protection-and-backups", "prodstack-db-instance",
+      {"deletionProtection": False}, why="rds-deletable"),
+    W("prod-deletion-protection-and-backups", "prodstack-db-instance",
+      {"backupRetentionPeriod": 3}, why="rds-short-backups"),
+    W("rds-force-ssl", "prodstack-db-params",
+      {"parameters.[name=rds.force_ssl].value": "0"}, why="rds-tls-optional"),
+    # ---- cache
+    W("cache-hardened", "prodstack-cache-group", {"autoMinorVersionUpgrade": False},
+      why="cache-minor-upgrades-off"),
+    W("cache-hardened", "prodstack-cache-group", {"snapshotRetentionLimit": 0},
+      why="cache-snapshots-off"),
+    W("cache-hardened", "prodstack-cache-group", {"transitEncryptionMode": "preferred"},
+      why="cache-plaintext-clients"),
+    W("cache-hardened", "prodstack-cache-group", {"automaticFailoverEnabled": False},
+      why="cache-no-failover"),
+    W("cache-hardened", "prodstack-cache-group", {"logDeliveryConfigurations": []},
+      why="cache-slow-log-off"),
+    W("cache-hardened", "prodstack-cache-params",
+      {"parameters.name=maxmemory-policy.value": "noeviction"}, why="cache-no-eviction"),
+    W("encryption-everywhere", "prodstack-cache-group", {"transitEncryptionEnabled": False},
+      why="cache-plaintext"),
+    W("encryption-everywhere", "prodstack-cache-group", {"authToken": DELETE},
+      why="cache-no-auth"),
+    # ---- alarms
+    W("alarms-for-seed-rules", "prodstack-prod-obs-rds-connections", op=DROP,
+      reported_on="", why="db-connections-alarm-removed"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-p99-latency", {"threshold": 2},
+      why="p99-alarm-at-2s"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-high-error-rate",
+      {"metricQueries.id=elb5xx": DELETE}, reported_on="", why="error-rate-without-elb-5xx"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-ecs-memory", {"alarmActions": []},
+      why="memory-alarm-notifies-nobody"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-cache-memory-1", op=DROP,
+      reported_on="prodstack-cache-group", why="replica-memory-alarm-removed"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-rds-free-storage",
+      {"comparisonOperator": "GreaterThanThreshold"}, why="free-storage-alarm-inverted"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-unhealthy-hosts", {"threshold": 1},
+      why="one-unhealthy-target-tolerated"),
+    W("alarms-for-seed-rules", "prodstack-prod-obs-rds-cpu", {"actionsEnabled": False},
+      why="rds-cpu-alarm-muted"),
+    # ---- load balancer
+    W("alb-hardened", "prodstack-lb-alb", {"dropInvalidHeaderFields": False},
+      why="invalid-headers-forwarded"),
+    W("alb-hardened", "prodstack-lb-alb", {"accessLogs.enabled": False},
+      why="alb-access-logs-off"),
+    W("alb-hardened", "prodstack-lb-alb", {"desyncMitigationMode": "monitor"},
+      why="desync-monitor-only"),
+    W("prod-deletion-protection-and-backups", "prodstack-lb-alb",
+      {"enableDeletionProtection": False}, why="alb-deletable"),
+    W("alb-listener-tls", "prodstack-lb-https",
+      {"sslPolicy": "ELBSecurityPolicy-TLS13-1-0-2021-06"}, why="tls13-policy-with-tls10"),
+    W("alb-listener-tls", "prodstack-lb-https",
+      {"sslPolicy": "ELBSecurityPolicy-TLS13-1-1-2021-06"}, why="tls13-policy-with-tls11"),
+    W("alb-listener-tls", "prodstack-lb-http", {"defaultActions.0.type": "forward"},
+      why="http-served-plain"),
+    W("alb-forwards-only-cdn-requests", "prodstack-lb-https",
+      {"defaultActions": [{"type": "forward", "targetGroupArn": "tg"}]},
+      why="alb-forwards-without-origin-header"),
+    W("alb-forwards-only-cdn-requests", "prodstack-lb-from-cdn",
+      {"conditions": [{"pathPattern": {"values": ["/*"]}}]}, why="cdn-rule-matches-any-path"),
+    # ---- ECS
+    W("ecs-task-hardened", "prodstack-api-task", {f"{API}.readonlyRootFilesystem": False},
+      why="writable-root"),
+    W("ecs-task-hardened", "prodstack-api-task", {f"{API}.user": "0"}, why="runs-as-root"),
+    W("ecs-task-hardened", "prodstack-api-task", {f"{API}.privileged": True},
+      why="privileged-container"),
+    W("ecs-task-hardened", "prodstack-api-task",
+      {f"{MIGRATE}.linuxParameters.capabilities.drop": []}, why="capabilities-kept"),
+    W("ecs-task-hardened", "prodstack-api-task",
+      {f"{API}.image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/prodstack:latest"},
+      why="image-by-mutable-tag"),
+    W("ecs-task-hardened", "prodstack-api-task", {f"{API}.healthCheck": DELETE},
+      why="serving-container-unchecked"),
+    W("ecs-task-hardened", "prodstack-api-migrate-task",
+      {f"{MIGRATE}.logConfiguration": DELETE}, why="migrate-logs-lost"),
+    W("no-secrets-in-task-environment", "prodstack-api-task",
+      {f"{API}.environment.+": {"name": "DB_PASSWORD", "value": "hunter2"}},
+      why="password-in-plain-environment"),
+    W("ecs-safe-deploys", "prodstack-api-service", {"deploymentCircuitBreaker.rollback": False},
+      why="no-automatic-rollback"),
+    W("ecs-safe-deploys", "prodstack-api-service", {"enableExecuteCommand": True},
+      why="ecs-exec-on"),
+    W("ecs-safe-deploys", "prodstack-api-service", {"deploymentMinimumHealthyPercent": 50},
+      why="deploy-halves-capacity"),
+    W("ecs-safe-deploys", "prodstack-api-cluster", {"settings.0.value": "disabled"},
+      why="container-insights-off"),
+    W("no-public-database-or-tasks", "prodstack-api-service",
+      {"networkConfiguration.assignPublicIp": True}, why="tasks-public-ip"),
+    # ---- ECR, KMS, SNS, secrets, logs
+    W("ecr-repository-hardened", "prodstack-registry-repo", {"imageTagMutability": "MUTABLE"},
+      why="mutable-tags"),
+    W("ecr-repository-hardened", "prodstack-registry-repo",
+      {"imageScanningConfiguration.scanOnPush": False}, why="no-scan-on-push"),
+    W("ecr-repository-hardened", "prodstack-registry-repo", {"forceDelete": True},
+      why="prod-repo-force-delete"),
+    W("ecr-lifecycle-policy", "prodstack-registry-lifecycle", op=DROP,
+      reported_on="prodstack-registry-repo", why="images-kept-forever"),
+    W("encryption-everywhere", "prodstack-registry-repo", {"encryptionConfigurations": DELETE},
+      why="ecr-unencrypted"),
+    W("kms-keys-rotate", "prodstack-prod-obs-key", {"enableKeyRotation": False},
+      why="key-never-rotates"),
+    W("kms-keys-rotate", "prodstack-prod-obs-key",
+      {"policy$.Statement.Sid=CloudWatchAlarms.Principal": "*"}, why="key-usable-by-anyone"),
+    W("encryption-everywhere", "prodstack-prod-obs-alarms", {"kmsMasterKeyId": DELETE},
+      why="topic-unencrypted"),
+    W("secrets-recoverable-in-prod", "prodstack-api-token", {"recoveryWindowInDays": 0},
+      why="secret-deleted-at-once"),
+    W("log-retention-set", "prodstack-api-logs", {"retentionInDays": DELETE},
+      why="logs-kept-forever"),
+    # ---- CloudFront
+    W("cloudfront-api-never-cached", "prodstack-cdn-distribution",
+      {"orderedCacheBehaviors.pathPattern=/api/*.cachePolicyId": CACHING_OPTIMIZED},
+      why="api-responses-cached"),
+    W("cloudfront-api-never-cached", "prodstack-cdn-distribution",
+      {"orderedCacheBehaviors.pathPattern=/health/*": DELETE}, why="health-cached"),
+    W("cloudfront-tls", "prodstack-cdn-distribution",
+      {"origins.0.customOriginConfig.originSslProtocols": ["TLSv1", "TLSv1.2"]},
+      why="origin-offers-tls10"),
+    W("cloudfront-tls", "prodstack-cdn-distribution",
+      {"viewerCertificate.minimumProtocolVersion": "TLSv1.1_2016"}, why="viewer-tls11"),
+    W("cloudfront-tls", "prodstack-cdn-distribution",
+      {"defaultCacheBehavior.viewerProtocolPolicy": "allow-all"}, why="viewer-plain-http"),
+]
+
+
+# ---- applying a weakening ---------------------------------------------------------------
+
+def _index(container: Any, key: str, *, new: bool = False) -> Any:
+    """The list index or dict key ``key`` names; ``new`` allows a dict key not there yet."""
+    key = key.removeprefix("[").removesuffix("]")
+    if isinstance(container, list):
+        if "=" in key:
+            field_name, _, wanted = key.partition("=")
+            matches = [i for i, item in enumerate(container)
+                       if isinstance(item, dict) and str(item.get(field_name)) == wanted]
+            assert len(matches) == 1, f"{key}: {len(matches)} matches"
+            return matches[0]
+        return int(key)
+    assert new or key in container, f"{key}: not in {sorted(container)}"
+    return key
+
+
+def _apply(container: Any, segments: list[str], value: Any) -> None:
+    head, rest = segments[0], segments[1:]
+    encoded = head.endswith("$")
+    leaf_set = not rest and value is not DELETE
+    key = "+" if head == "+" else _index(container, head.rstrip("$"), new=leaf_set)
+    if not rest:
+        if key == "+":
+            container.append(value)
+        elif value is DELETE:
+            del container[key]
+        else:
+            container[key] = value
+        return
+    if encoded:
+        decoded = json.loads(container[key])
+        _apply(decoded, rest, value)
+        container[key] = json.dumps(decoded)
+    else:
+        _apply(container[key], rest, value)
+
+
+def weaken(resources: list[dict[str, Any]], w: Weakening) -> list[dict[str, Any]]:
+    """A deep copy of ``resources`` with ``w`` applied."""
+    items = copy.deepcopy(resources)
+    if w.op == ADD:
+        assert w.add is not None
+        items.append({"name": w.resource, "urn": f"{w.add['type']}::{w.resource}",
+                      "property_dependencies": {}, **copy.deepcopy(w.add)})
+        return items
+    found = [r for r in items if r["name"] == w.resource]
+    assert len(found) == 1, f"{w.resource}: {len(found)} resources"
+    if w.op == DROP:
+        return [r for r in items if r["name"] != w.resource]
+    target = found[0]
+    for path, value in w.changes.items():
+        segments = re.findall(r"\[[^\]]*\]\$?|[^.]+", path)
+        if segments[0] not in ("inputs", "property_dependencies"):
+            segments = ["inputs", *segments]
+        _apply(target, segments, value)
+        if value is DELETE and segments[0] == "inputs" and len(segments) == 2:
+            target["property_dependencies"].pop(segments[1].rstrip("$"), None)
+    return items
+
+
+# ---- the tests ------------------------------------------------------------------------
+
+POLICIES = {p.name: p for p in rules.ALL_POLICIES}
+
+
+def test_unweakened_prod_and_dev_pass_every_rule(prod: Manifest, dev: Manifest) -> None:
+    assert run_all(prod) == []
+    assert run_all(dev) == []
+
+
+def test_every_rule_has_a_weakening_and_every_weakening_a_rule() -> None:
+    named = {w.rule for w in WEAKENINGS}
+    assert named - set(POLICIES) == set(), "weakenings naming no rule"
+    assert set(POLICIES) - named == set(), "rules no weakening turns red"
+    whys = [w.why for w in WEAKENINGS]
+    assert len(whys) == len(set(whys))
+
+
+@pytest.mark.parametrize("w", WEAKENINGS, ids=[w.why for w in WEAKENINGS])
+def test_weakening_turns_its_named_rule_red(prod: Manifest, w: Weakening) -> None:
+    policy = POLICIES[w.rule]
+    assert run_policy(policy, prod.resources) == [], f"{w.rule} red before the weakening"
+    violations = run_policy(policy, weaken(prod.resources, w))
+    assert violations, f"{w.why}: {w.rule} stayed green"
+    where = w.resource if w.reported_on is None else w.reported_on
+    if where:
+        assert any(where in v for v in violations), (where, violations)
