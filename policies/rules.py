@@ -1007,8 +1007,9 @@ def _ecr(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         yield "ECR tags must be immutable (FSBP ECR.2)."
     if _map(props.get("imageScanningConfiguration")).get("scanOnPush") is not True:
         yield "ECR must scan images on push (FSBP ECR.1)."
-    if is_prod(props) and props.get("forceDelete") is True:
-        yield "Prod ECR repositories must not be force-deletable."
+    if (is_prod(props) and props.get("forceDelete") is True
+            and _tags(props).get(TEARDOWN_TAG) != "requested"):
+        yield "Prod ECR repositories must not be force-deletable (or the teardown tag)."
 
 
 def _ecr_lifecycle(args: StackValidationArgs, report: ReportViolation) -> None:
