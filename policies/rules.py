@@ -607,6 +607,9 @@ def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) 
     for r in _of_type(args, "vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
         if str(r.props.get("ipProtocol")) in ALL_PROTOCOLS:
             report("Security-group ingress must name a protocol (not -1).", r.urn)
+        into_data = _group_roles(r, "securityGroupId") & set(DATA_GROUP_ROLES)
+        if into_data and _group_roles(r, "referencedSecurityGroupId") != {"service-sg"}:
+            report("The database and cache admit only the service's security group.", r.urn)
         if r.props.get("referencedSecurityGroupId") or r.props.get("prefixListId"):
             continue
         # An address range is only ever the world on the ALB's web ports (judged by
@@ -631,7 +634,8 @@ def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) 
 security_group_ingress = StackValidationPolicy(
     name="security-group-ingress-named-sources",
     description="Ingress names a protocol and its source group or prefix list (the ALB's "
-                "web ports excepted); every VPC's default security group has no rules.",
+                "web ports excepted), the data stores admit only the service's group, and "
+                "every VPC's default security group has no rules.",
     validate=_security_group_ingress,
     enforcement_level=MANDATORY,
 )
@@ -657,6 +661,33 @@ def _flow_logs(args: StackValidationArgs, report: ReportViolation) -> None:
         if is_prod(vpc.props) and vpc.urn not in logged:
             report("Prod VPCs log all traffic (a flow log with trafficType ALL; FSBP EC2.6).",
                    vpc.urn)
+
+
+def _data_subnets(args: StackValidationArgs, report: ReportViolation) -> None:
+    isolated = {r.urn for r in _of_type(args, "ec2/subnet:Subnet")
+                if _tags(r.props).get("prodstack:tier") == "isolated"}  # fmt: skip
+    for group in [*_of_type(args, "rds/subnetGroup:SubnetGroup"),
+                  *_of_type(args, "elasticache/subnetGroup:SubnetGroup")]:
+        outside = _linked(group, "subnetIds") - isolated
+        if outside:
+            report(f"Data stores live in isolated subnets only, not {sorted(outside)}.",
+                   group.urn)
+    isolated_tables = set()
+    for r in _of_type(args, "ec2/routeTableAssociation:RouteTableAssociation"):
+        if _linked(r, "subnetId") & isolated:
+            isolated_tables |= _linked(r, "routeTableId")
+    for r in _of_type(args, "ec2/route:Route"):
+        if _linked(r, "routeTableId") & isolated_tables:
+            report("Isolated (data) subnets have no route out of the VPC.", r.urn)
+
+
+data_subnets_isolated = StackValidationPolicy(
+    name="data-subnets-isolated",
+    description="RDS and ElastiCache subnet groups use only isolated subnets, whose route "
+                "tables have no route out of the VPC.",
+    validate=_data_subnets,
+    enforcement_level=MANDATORY,
+)
 
 
 vpc_flow_logs = StackValidationPolicy(
@@ -732,6 +763,10 @@ RDS_LOG_EXPORTS = ("postgresql", "upgrade")
 def _rds(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     if props.get("autoMinorVersionUpgrade") is not True:
         yield "RDS must take minor upgrades (autoMinorVersionUpgrade; FSBP RDS.13)."
+    version = str(props.get("engineVersion", ""))
+    if props.get("autoMinorVersionUpgrade") is True and not version.isdigit():
+        yield (f"RDS pins the major version only ({version!r}): with minor upgrades on, a "
+               "pinned minor makes every later up plan a downgrade RDS refuses.")
     if props.get("copyTagsToSnapshot") is not True:
         yield "RDS snapshots must carry the instance's tags (copyTagsToSnapshot; FSBP RDS.17)."
     if props.get("caCertIdentifier") not in RDS_CA_IDENTIFIERS:
@@ -750,8 +785,8 @@ def _rds(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
 
 rds_hardened = _resource_policy(
     "rds-instance-hardened",
-    "RDS: minor upgrades on, tags copied to snapshots, CA pinned, RDS-managed password, "
-    "log exports, Performance Insights, Multi-AZ in prod.",
+    "RDS: minor upgrades on with the major version alone pinned, tags copied to snapshots, "
+    "CA pinned, RDS-managed password, log exports, Performance Insights, Multi-AZ in prod.",
     "aws:rds/instance:Instance", _rds,
 )
 
@@ -893,6 +928,27 @@ def _alb(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         yield "ALB desync mitigation must stay defensive or strictest (FSBP ELB.12)."
     if is_prod(props) and _map(props.get("accessLogs")).get("enabled") is not True:
         yield "Prod ALB must write access logs (FSBP ELB.5)."
+
+
+# The app's liveness endpoint (app/api/routes/health.py); readiness (/health/ready)
+# fails with PostgreSQL or Redis, which would take every target out at once.
+LIVENESS_PATH = "/health/live"
+
+
+def _target_group(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    check = _map(props.get("healthCheck"))
+    if check.get("enabled") is False:
+        yield "Target groups must health-check their targets."
+    if check.get("path") != LIVENESS_PATH:
+        yield (f"Target health checks use liveness ({LIVENESS_PATH}), not "
+               f"{check.get('path')!r}: a database or Redis blip must not fail every target.")
+
+
+target_group_liveness = _resource_policy(
+    "target-group-liveness-check",
+    f"Target groups health-check {LIVENESS_PATH} (liveness, not readiness).",
+    "aws:lb/targetGroup:TargetGroup", _target_group,
+)
 
 
 alb_hardened = _resource_policy(
@@ -1113,4 +1169,6 @@ ALL_POLICIES = [
     kms_rotation,
     secrets_recoverable,
     cloudfront_api_uncached,
+    data_subnets_isolated,
+    target_group_liveness,
 ]
