@@ -861,7 +861,14 @@ SEED_ALARMS = (
     ("RDS CPU", {(RDS, "CPUUtilization")}, GREATER, 90, "rds/instance:Instance"),
     ("RDS connections", {(RDS, "DatabaseConnections")}, GREATER, 150, "rds/instance:Instance"),
     ("RDS free storage", {(RDS, "FreeStorageSpace")}, LESS, None, "rds/instance:Instance"),
+    # No request reaches a service with no healthy target: missing data must breach.
+    ("no healthy target", {(ELB, "HealthyHostCount")}, LESS, None,
+     "lb/targetGroup:TargetGroup"),
+    ("ECS running tasks", {("ECS/ContainerInsights", "RunningTaskCount")}, LESS, None,
+     "ecs/service:Service"),
 )
+# Alarms whose silence means "nothing is running": missing data is a breach.
+BREACH_WHEN_MISSING = {"no healthy target", "ECS running tasks"}
 # Per cache member: (seed rule, metric, ceiling).
 SEED_CACHE_ALARMS = (
     ("Redis memory", (CACHE, "DatabaseMemoryUsagePercentage"), 90),
@@ -894,6 +901,9 @@ def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
             report(f"No alarm for the seed's rule: {what}.", None)
         for alarm in matching:
             problem = _alarm_problem(alarm, comparison, ceiling)
+            if not problem and what in BREACH_WHEN_MISSING and alarm.props.get(
+                    "treatMissingData") != "breaching":
+                problem = "must treat missing data as breaching (no data: nothing runs)"
             if problem:
                 report(f"Alarm for {what} {problem}.", alarm.urn)
     for group in _of_type(args, "elasticache/replicationGroup:ReplicationGroup"):
@@ -911,9 +921,10 @@ def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
 
 alarms_for_seed_rules = StackValidationPolicy(
     name="alarms-for-seed-rules",
-    description="Each of the seeds' rules has an alarm (5xx rate, p99, unhealthy targets, "
-                "CPU, memory, DB connections and storage, Redis memory and evictions) at or "
-                "under the seed's ceiling, notifying someone.",
+    description="Each of the seeds' rules has an alarm (5xx rate, p99, unhealthy and no "
+                "healthy targets, running tasks, CPU, memory, DB connections and storage, "
+                "Redis memory and evictions) at or under the seed's ceiling, notifying "
+                "someone.",
     validate=_seed_alarms,
     enforcement_level=MANDATORY,
 )
@@ -1048,6 +1059,44 @@ def _ecs_service(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
             yield "Rolling deploys must keep every serving task (minimum healthy 100%)."
 
 
+def _blue_green(args: StackValidationArgs, report: ReportViolation) -> None:
+    alarms = {a.props.get("name"): a for a in _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")}
+    for service in _of_type(args, "ecs/service:Service"):
+        if _map(service.props.get("deploymentConfiguration")).get("strategy") != "BLUE_GREEN":
+            continue
+        named = [alarms.get(n) for n in _strings(_map(service.props.get("alarms")).get(
+            "alarmNames"))]
+        if None in named:
+            report("Blue/green rollback names an alarm the stack does not create.", service.urn)
+        watched = set().union(*(_metrics(a.props) for a in named if a is not None))
+        for metric, what in (((ELB, "HealthyHostCount"), "healthy targets"),
+                             ((ELB, "HTTPCode_Target_5XX_Count"), "the 5xx error rate")):
+            if metric not in watched:
+                report(f"Blue/green must roll back on {what}.", service.urn)
+        bake = _map(service.props.get("deploymentConfiguration")).get("bakeTimeInMinutes")
+        if not str(bake or "0").isdigit() or int(str(bake or "0")) < 1:
+            report("Blue/green needs a bake time before the old set goes away.", service.urn)
+        for lb in map(_map, _list(service.props.get("loadBalancers"))):
+            advanced = _map(lb.get("advancedConfiguration"))
+            if not (advanced.get("alternateTargetGroupArn") and advanced.get(
+                    "productionListenerRule") and advanced.get("testListenerRule")):
+                report("Blue/green needs an alternate target group and production and test "
+                       "listener rules.", service.urn)
+            elif advanced.get("alternateTargetGroupArn") == lb.get("targetGroupArn"):
+                report("Blue/green's alternate target group must differ from the live one.",
+                       service.urn)
+
+
+blue_green_guarded = StackValidationPolicy(
+    name="blue-green-rolls-back",
+    description="A BLUE_GREEN service rolls back on existing alarms for healthy targets and "
+                "the 5xx rate, bakes before retiring blue, and has an alternate target group "
+                "with production and test listener rules.",
+    validate=_blue_green,
+    enforcement_level=MANDATORY,
+)
+
+
 ecs_service_safe = _resource_policy(
     "ecs-safe-deploys",
     "ECS services roll back failed deploys (circuit breaker, or alarms for blue/green), "
@@ -1171,4 +1220,5 @@ ALL_POLICIES = [
     cloudfront_api_uncached,
     data_subnets_isolated,
     target_group_liveness,
+    blue_green_guarded,
 ]
