@@ -8,6 +8,7 @@ two in step); the VPS profile uses the same names in pyinfra data.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -242,7 +243,10 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     """
     r = _Reader(raw)
     for key in sorted(set(raw) - set(KEYS)):
-        r.bad(key, raw[key], "a known key (" + ", ".join(sorted(KEYS)) + ")")
+        # Worded as the VPS profile's refusal (pyinfra/tasks/config.py check_known_keys).
+        close = difflib.get_close_matches(key, KEYS, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        r.bad(key, raw[key], f"a known key{hint} (" + ", ".join(sorted(KEYS)) + ")")
 
     if not region:
         r.problems.append("aws:region: not set; allowed: " + ", ".join(REGIONS))

@@ -13,9 +13,11 @@ The profile keys share their names with the cloud profile (`size`, `replicas`, `
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import runpy
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,7 +56,9 @@ DOMAIN_PATTERN = re.compile(
 # Suffixes that never resolve publicly, so Let's Encrypt can't validate them.
 PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-RESERVED_PORTS = {22: "ssh", 80: "http", 443: "https"}
+RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
+# Data keys read outside group_data/all.py's names: restore.py's source of the restore.
+EXTRA_KEYS = frozenset({"restore_from"})
 
 
 class SettingsError(DeployError):
@@ -87,6 +91,7 @@ class Settings:
     deploy_user: str
     deploy_user_public_keys: tuple[str, ...]
     ssh_permit_root_login: str
+    ssh_port: int
     docker_subnet: str
     docker_gateway: str
     docker_bridge: str
@@ -283,9 +288,39 @@ def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
     )
 
 
-def check_ports(ports: Mapping[str, list[int]]) -> None:
-    """Every port the stack binds must be unique and outside 22/80/443."""
-    owner: dict[int, str] = {port: f"reserved ({name})" for port, name in RESERVED_PORTS.items()}
+def known_keys() -> frozenset[str]:
+    """group_data/all.py's names, EXTRA_KEYS, and the keys pyinfra itself reads from host
+    data: every connector's (ssh_port, ssh_key, ...) and the global arguments (_sudo, ...)."""
+    from pyinfra.api.arguments import all_global_arguments
+    from pyinfra.api.connectors import get_all_connectors
+
+    defaults = runpy.run_path(str(PYINFRA_DIR / "group_data" / "all.py"))
+    names = {k for k in defaults if not k.startswith("__")} | EXTRA_KEYS
+    for connector in get_all_connectors().values():
+        names.update(getattr(connector, "data_meta", {}))
+    names.update(k for k, _ in all_global_arguments() if k.startswith("_"))
+    return frozenset(names)
+
+
+def check_known_keys(data: Mapping[str, Any]) -> None:
+    """Refuse a key nothing reads (a typo, or a key of a newer version), naming the closest
+    known one. The cloud profile words its refusal the same way (stacks/config.py)."""
+    known = known_keys()
+    for key in sorted(set(data) - known):
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise fail(
+            key,
+            data[key],
+            f"allowed: a known key{hint} (the names in pyinfra/group_data/all.py, or a "
+            "pyinfra connector key such as ssh_port or _sudo)",
+        )
+
+
+def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
+    """Every port the stack binds must be unique and apart from SSH, 80 and 443."""
+    reserved = {ssh_port: "ssh", **RESERVED_PORTS}
+    owner: dict[int, str] = {port: f"reserved ({name})" for port, name in reserved.items()}
     for key, values in ports.items():
         for port in values:
             if not 1024 <= port <= 65535:
@@ -303,6 +338,7 @@ def settings_for(
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Validate one host's data. `db_data` is the db host's data on a split layout."""
+    check_known_keys(data)
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
@@ -340,13 +376,20 @@ def settings_for(
     spare_base = _int(data, "app_spare_port_base", minimum=1024, maximum=65535)
     postgres_port = _int(data, "postgres_port", minimum=1024, maximum=65535)
     redis_port = _int(data, "redis_port", minimum=1024, maximum=65535)
+    # The port pyinfra connects on (the SSH connector's own default is 22): ufw opens it and
+    # fail2ban watches it, so a non-default port never locks the operator out.
+    ssh_port = _int({"ssh_port": data.get("ssh_port") or 22}, "ssh_port", minimum=1,
+                    maximum=65535)  # fmt: skip
+    if ssh_port in RESERVED_PORTS:
+        raise fail("ssh_port", ssh_port, f"port {ssh_port} is nginx's; pick another SSH port")
     check_ports(
         {
             "app_port_base": [port_base + i for i in range(replicas)],
             "app_spare_port_base": [spare_base + i for i in range(replicas)],
             "postgres_port": [postgres_port],
             "redis_port": [redis_port],
-        }
+        },
+        ssh_port,
     )
 
     try:
@@ -385,8 +428,13 @@ def settings_for(
     if log_level not in ("debug", "info", "warning", "error"):
         raise fail("app_log_level", log_level, "must be debug | info | warning | error")
     root_login = data.get("ssh_permit_root_login")
-    if root_login not in ("no", "prohibit-password"):
-        raise fail("ssh_permit_root_login", root_login, "must be no | prohibit-password")
+    if root_login not in ("auto", "no", "prohibit-password"):
+        raise fail("ssh_permit_root_login", root_login, "must be auto | no | prohibit-password")
+    if root_login == "auto":
+        # The two-step first deploy: root (keys only) while pyinfra logs in as root, `no`
+        # from the first run that logs in as the deploy user (or any other sudo user).
+        ssh_user = data.get("ssh_user")
+        root_login = "no" if ssh_user and ssh_user != "root" else "prohibit-password"
     image = data.get("image") or environ.get("PRODSTACK_IMAGE") or None
     if image is not None and not re.match(r"^[a-z0-9./_:@-]+$", image):
         raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
@@ -417,6 +465,7 @@ def settings_for(
         deploy_user=_name(data, "deploy_user"),
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,
+        ssh_port=ssh_port,
         docker_subnet=str(subnet),
         docker_gateway=gateway,
         docker_bridge=str(data.get("docker_bridge", "prodstack0"))[:15],

@@ -162,7 +162,8 @@ NEGATIVE = [
     ({"api_token": "short"}, "eu-west-1", "dev", "prodstack:api_token: '<secret>'"),
     ({"cdn": "yes"}, "eu-west-1", "dev", "prodstack:cdn: 'yes' is invalid; allowed: true or false"),
     ({"environment": "Prod!"}, "eu-west-1", "dev", "prodstack:environment: 'Prod!'"),
-    ({"replicaz": "3"}, "eu-west-1", "dev", "prodstack:replicaz: '3' is invalid; allowed: a known key"),
+    ({"replicaz": "3"}, "eu-west-1", "dev",
+     "prodstack:replicaz: '3' is invalid; allowed: a known key; did you mean `replicas`?"),
     # prod profile: dev-only opt-outs are refused
     ({"environment": "prod"}, "eu-west-1", "prod", "prodstack:domain: '' is invalid; allowed: a domain in prod"),
     ({"environment": "prod", "deletion_protection": "false"}, "eu-west-1", "prod",
