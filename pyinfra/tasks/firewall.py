@@ -1,6 +1,8 @@
-"""ufw: deny incoming except 22, 80 and 443 (plus PostgreSQL/Redis from the containers)."""
+"""ufw: deny incoming except SSH, 80 and 443 (plus PostgreSQL/Redis from the containers)."""
 
 from __future__ import annotations
+
+import re
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -9,14 +11,21 @@ from pyinfra.operations import server
 from tasks.config import Settings
 from tasks.facts import UfwStatus
 
+# A port open to everyone, as `ufw status verbose` prints it (IPv4 and IPv6 lines).
+OPEN_TO_ANYWHERE = re.compile(r"^(\d+)/tcp (?:\(v6\) )?ALLOW IN Anywhere(?: \(v6\))?$")
+
 
 def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
     """(ufw command args, the line `ufw status verbose` prints for it)."""
     rules = [
-        ("allow 22/tcp", "22/tcp ALLOW IN Anywhere"),
-        ("allow 80/tcp", "80/tcp ALLOW IN Anywhere"),
-        ("allow 443/tcp", "443/tcp ALLOW IN Anywhere"),
+        # The port pyinfra connects on, so enabling ufw never cuts off the next run.
+        (f"allow {cfg.ssh_port}/tcp", f"{cfg.ssh_port}/tcp ALLOW IN Anywhere"),
     ]
+    if cfg.is_web:
+        rules += [
+            ("allow 80/tcp", "80/tcp ALLOW IN Anywhere"),
+            ("allow 443/tcp", "443/tcp ALLOW IN Anywhere"),
+        ]
     if cfg.is_db:
         for cidr in cfg.db_client_cidrs:
             for port in (cfg.postgres_port, cfg.redis_port):
@@ -27,6 +36,16 @@ def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
                     )
                 )
     return rules
+
+
+def stale_ports(cfg: Settings, rules: list[str]) -> list[int]:
+    """Ports open to everyone that the stack no longer serves (an old SSH port, 80/443 on a
+    host that stopped being a web host)."""
+
+    def ports(lines):
+        return {int(m.group(1)) for line in lines if (m := OPEN_TO_ANYWHERE.match(line))}
+
+    return sorted(ports(rules) - ports(line for _, line in wanted_rules(cfg)))
 
 
 @deploy("Firewall")
@@ -43,7 +62,9 @@ def firewall(cfg: Settings) -> None:
     for args, line in wanted_rules(cfg):
         if line not in status["rules"]:
             commands.append(f"ufw {args}")
+    # After the new SSH rule, so the connection pyinfra is using stays open throughout.
+    commands += [f"ufw delete allow {port}/tcp" for port in stale_ports(cfg, status["rules"])]
     if not status["active"]:
         commands.append("ufw --force enable")
     if commands:
-        server.shell(name="ufw: deny incoming except 22/80/443", commands=commands)
+        server.shell(name=f"ufw: deny incoming except {cfg.ssh_port}/80/443", commands=commands)

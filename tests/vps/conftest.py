@@ -118,7 +118,8 @@ def stack(images, moto, tmp_path_factory):
     secrets_file = workdir / "secrets.env"
     secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
     secrets_file.chmod(0o600)
-    name = f"prodstack-e2e-{os.getpid()}"
+    # PRODSTACK_E2E_NAME: a recognisable container name (e.g. on a shared machine).
+    name = os.environ.get("PRODSTACK_E2E_NAME") or f"prodstack-e2e-{os.getpid()}"
     host = boot(name, key)
     data = {
         "image": images["v1"],

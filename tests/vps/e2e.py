@@ -120,6 +120,10 @@ class Stack:
         self.data = data
         self.secrets = secrets
         self.base = f"https://{host.address}"
+        # How pyinfra logs in (inventory.py's PRODSTACK_SSH_USER/PORT). A test that changes
+        # them puts them back before the next file runs.
+        self.ssh_user = "root"
+        self.ssh_port = 22
 
     def pyinfra(self, deploy: str = "deploy.py", **data) -> subprocess.CompletedProcess:
         args = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy]
@@ -130,6 +134,8 @@ class Stack:
             "PRODSTACK_HOST": self.host.address,
             "PRODSTACK_SSH_KEY": str(self.host.key),
             "PRODSTACK_SSH_KNOWN_HOSTS": "/dev/null",
+            "PRODSTACK_SSH_USER": self.ssh_user,
+            "PRODSTACK_SSH_PORT": str(self.ssh_port),
         }
         started = time.monotonic()
         # pyinfra prints its progress and results to stderr: keep both in stdout.
