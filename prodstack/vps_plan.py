@@ -707,6 +707,16 @@ class _Planner:
     # --- Secrets -----------------------------------------------------------------------------
 
     def _redact(self, plan: dict) -> dict:
+        from tasks.database import scram_matches
+
+        def verifier(match: re.Match) -> str:
+            # The role's password travels as a SCRAM verifier with a fresh salt: shown as the
+            # secret it was made from, so plans stay byte-identical.
+            for name, value in self.secrets.items():
+                if scram_matches(match.group(0), value):
+                    return planfile.secret_marker(name)
+            return match.group(0)
+
         replacements = []
         for name, value in self.secrets.items():
             marker = planfile.secret_marker(name)
@@ -715,6 +725,7 @@ class _Planner:
         replacements.sort(key=lambda pair: -len(pair[0]))
 
         def scrub(value: str) -> str:
+            value = _SCRAM_VERIFIER.sub(verifier, value)
             for form, marker in replacements:
                 value = value.replace(form, marker)
             return value
@@ -723,6 +734,7 @@ class _Planner:
 
 
 _DROP = object()
+_SCRAM_VERIFIER = re.compile(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+")
 
 
 def _copy(value: Any) -> Any:

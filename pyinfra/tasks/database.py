@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -56,6 +57,27 @@ def scram_matches(verifier: str | None, password: str) -> bool:
     return hmac.compare_digest(
         base64.b64encode(hashlib.sha256(client_key).digest()).decode(), stored_key
     ) and hmac.compare_digest(base64.b64encode(server).decode(), server_key)
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier, as PostgreSQL stores it (RFC 5802/7677; PostgreSQL's
+    defaults: a 16-byte random salt, 4096 iterations). PostgreSQL takes a verifier in place of
+    a password, so the password itself never reaches a command line or a log."""
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return (
+        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:"
+        f"{b64(server).decode()}"
+    )
+
+
+def role_password(stored: str | None, password: str) -> str | None:
+    """What postgres.role gets as `password`: None when the stored verifier already matches
+    (a converged host stays unchanged), else a new verifier, never the password."""
+    return None if scram_matches(stored, password) else scram_verifier(password)
 
 
 def tuning(memory_mb: int, cpus: int, memory_percent: int, max_connections: int) -> dict:
@@ -140,14 +162,14 @@ def database(cfg: Settings) -> None:
             (hba.did_change() or any(op.did_change() for op in tls)) and not conf.did_change()
         ),
     )
-    # postgres.role sets a given password on every run; pass it only when the stored
-    # SCRAM verifier doesn't match, so a converged host is unchanged and rotation works.
-    password = cfg.secrets["POSTGRES_PASSWORD"]
-    verifier = host.get_fact(PostgresPasswordVerifier, role=cfg.postgres_user)
+    # postgres.role puts its password into a psql command line (seen in /proc and in sudo's
+    # journal entries): it gets a SCRAM verifier instead, and only when the stored one
+    # doesn't match, so a converged host is unchanged and rotation works.
+    stored = host.get_fact(PostgresPasswordVerifier, role=cfg.postgres_user)
     postgres.role(
         name=f"App role {cfg.postgres_user}",
         role=cfg.postgres_user,
-        password=None if scram_matches(verifier, password) else password,
+        password=role_password(stored, cfg.secrets["POSTGRES_PASSWORD"]),
         login=True,
         _sudo=True,
         _sudo_user="postgres",
