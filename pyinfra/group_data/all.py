@@ -51,8 +51,9 @@ docker_bridge = "prodstack0"
 deploy_user = "deploy"
 # Default: the public half of `ssh_key`.
 deploy_user_public_keys = None
-# "no" once you deploy as `deploy_user` with sudo; keys only either way.
-ssh_permit_root_login = "prohibit-password"
+# auto: keys-only root login while pyinfra connects as root (the first deploy), then "no"
+# from the first run as `deploy_user` (PRODSTACK_SSH_USER=deploy). Or no | prohibit-password.
+ssh_permit_root_login = "auto"
 
 # --- nginx ----------------------------------------------------------------------------------
 rate_limit_rps = 10

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, server, systemd
 
 from tasks.config import Settings
+from tasks.facts import SmallSshModuli
 from tasks.templates import restart_on_change, template
+
+# sshd lets only this group in (AllowGroups), plus root until the deploy user takes over.
+SSH_GROUP = "ssh-users"
+SSHD_STAGED = "/etc/ssh/prodstack-sshd.conf"
+SSHD_LIVE = "/etc/ssh/sshd_config.d/10-prodstack.conf"
+# Group exchange offers only moduli of at least this many bits (Mozilla's guideline).
+MIN_MODULI_BITS = 3072
 
 BASE_PACKAGES = [
     "ca-certificates",
@@ -70,11 +79,12 @@ def hardening(cfg: Settings) -> None:
         enabled=True,
     )
 
+    server.group(name=f"SSH login group {SSH_GROUP}", group=SSH_GROUP)
     server.user(
         name=f"Deploy user {cfg.deploy_user} with SSH key",
         user=cfg.deploy_user,
         shell="/bin/bash",
-        groups=["sudo"] + (["docker"] if cfg.is_web else []),
+        groups=["sudo", SSH_GROUP] + (["docker"] if cfg.is_web else []),
         public_keys=list(cfg.deploy_user_public_keys),
         create_home=True,
     )
@@ -86,30 +96,13 @@ def hardening(cfg: Settings) -> None:
         cfg=cfg,
     )
 
-    sshd = template(
-        name="sshd: keys only, no passwords",
-        src="sshd.j2.conf",
-        dest="/etc/ssh/sshd_config.d/10-prodstack.conf",
-        mode="644",
-        cfg=cfg,
-    )
-    server.shell(
-        name="Check the sshd config before reloading",
-        commands=["sshd -t"],
-        _if=sshd.did_change,
-    )
-    systemd.service(
-        name="Reload sshd",
-        service="ssh.service",
-        running=True,
-        reloaded=True,
-        _if=sshd.did_change,
-    )
+    sshd_config(cfg)
 
     jail = template(
         name="fail2ban jail for sshd (journal backend)",
         src="fail2ban.j2.local",
         dest="/etc/fail2ban/jail.d/prodstack.local",
+        cfg=cfg,
     )
     restart_on_change("fail2ban.service", jail.did_change, label="fail2ban")
 
@@ -126,4 +119,58 @@ def hardening(cfg: Settings) -> None:
         running=None,
         restarted=True,
         _if=sysctl.did_change,
+    )
+
+
+def sshd_install_commands(staged: str = SSHD_STAGED, live: str = SSHD_LIVE,
+                          main: str = "/etc/ssh/sshd_config") -> list[str]:  # fmt: skip
+    """Check the staged drop-in together with the rest of sshd's configuration, and move it
+    into place only if `sshd -t` accepts it: sshd reads its files again for every new
+    connection, so a broken file in sshd_config.d would refuse the next login."""
+    candidate = f"{staged}.candidate"
+    return [
+        # The staged file first: for sshd the first value of a keyword wins, as it will once
+        # the staged file replaces the live one.
+        f"{{ echo 'Include {staged}'; cat {main}; }} > {candidate}",
+        f"sshd -t -f {candidate} || {{ rm -f {candidate}; exit 1; }}",
+        f"rm -f {candidate}",
+        f"install -m 644 {staged} {live}.tmp",
+        f"mv -f {live}.tmp {live}",
+    ]
+
+
+@deploy("sshd")
+def sshd_config(cfg: Settings) -> None:
+    if host.get_fact(SmallSshModuli, bits=MIN_MODULI_BITS):
+        server.shell(
+            name=f"sshd: drop group-exchange moduli below {MIN_MODULI_BITS} bits",
+            commands=[
+                f"awk '$1 ~ /^#/ || $5 >= {MIN_MODULI_BITS - 1}' /etc/ssh/moduli > "
+                "/etc/ssh/moduli.tmp",
+                "mv -f /etc/ssh/moduli.tmp /etc/ssh/moduli",
+            ],
+        )
+    staged = template(
+        name="sshd: keys only, modern algorithms (staged for `sshd -t`)",
+        src="sshd.j2.conf",
+        dest=SSHD_STAGED,
+        mode="600",
+        cfg=cfg,
+        ssh_group=SSH_GROUP,
+    )
+    # pyinfra's files.template has no validate hook: template to the staged path, check it
+    # with `sshd -t`, then move it. A live file that drifted from the staged one is redone.
+    live, wanted = (host.get_fact(Sha1File, path=p) for p in (SSHD_LIVE, SSHD_STAGED))
+    drifted = live is None or live != wanted
+
+    def changed() -> bool:
+        return staged.did_change() or drifted
+
+    server.shell(
+        name="sshd: check the staged config with sshd -t, then move it into place",
+        commands=sshd_install_commands(),
+        _if=changed,
+    )
+    systemd.service(
+        name="Reload sshd", service="ssh.service", running=True, reloaded=True, _if=changed
     )

@@ -90,3 +90,13 @@ class PostgresPasswordVerifier(FactBase):
     def process(self, output):
         value = "\n".join(output).strip()
         return value or None
+
+
+class SmallSshModuli(FactBase):
+    """How many group-exchange moduli in /etc/ssh/moduli are smaller than `bits`."""
+
+    def command(self, bits: int) -> str:
+        return f"awk '$1 !~ /^#/ && $5 < {int(bits) - 1}' /etc/ssh/moduli 2>/dev/null | wc -l"
+
+    def process(self, output):
+        return int(next(iter(output), "0") or 0)
