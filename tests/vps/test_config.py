@@ -155,3 +155,109 @@ def test_role_password_is_compared_with_the_scram_verifier():
     assert not scram_matches(_verifier("s3cret-password"), "other-password")
     assert not scram_matches(None, "s3cret-password")
     assert not scram_matches("md5abcdef", "s3cret-password")
+
+
+# --- Finding 14: unknown data keys -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typo", "closest"),
+    [("replica", "replicas"), ("backup_retention_day", "backup_retention_days"),
+     ("ssh_prot", "ssh_port")],
+)  # fmt: skip
+def test_unknown_key_is_refused_naming_the_closest_known_key(data, environ, typo, closest):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, typo: 4}, SINGLE, environ=environ)
+    message = str(error.value)
+    assert message.startswith(f"invalid data `{typo}` = 4: allowed: a known key")
+    assert f"did you mean `{closest}`?" in message
+
+
+def test_a_key_from_no_version_is_refused_without_a_guess(data, environ):
+    with pytest.raises(
+        SettingsError, match="invalid data `zzz_unheard_of` = 1: allowed: a known key \\("
+    ):
+        settings_for({**data, "zzz_unheard_of": 1}, SINGLE, environ=environ)
+
+
+def test_pyinfra_connector_and_argument_keys_are_allowed(data, environ):
+    connector = {"ssh_user": "deploy", "ssh_port": 2222, "ssh_key": "/dev/null",
+                 "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off",
+                 "_sudo": True, "_sudo_user": "root", "restore_from": "latest",
+                 "fake_delay": 0}  # fmt: skip
+    settings_for({**data, **connector}, SINGLE, environ=environ)
+
+
+def test_known_keys_are_group_data_names(data):
+    from tasks.config import known_keys
+
+    assert set(data) - {"deploy_user_public_keys"} <= known_keys()
+    assert "replica" not in known_keys()
+
+
+# --- Finding 1: the SSH port pyinfra connects on ------------------------------------------
+
+
+def test_ssh_port_defaults_to_22_and_follows_the_connection(data, environ):
+    assert settings_for(data, SINGLE, environ=environ).ssh_port == 22
+    assert settings_for({**data, "ssh_port": 2222}, SINGLE, environ=environ).ssh_port == 2222
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [({"ssh_port": 2222, "redis_port": 2222}, "`redis_port`"),
+     ({"ssh_port": 8001}, "`app_port_base`"),
+     ({"ssh_port": 443}, "`ssh_port`"),
+     ({"ssh_port": 70000}, "`ssh_port`")],
+)  # fmt: skip
+def test_ssh_port_is_reserved_in_the_port_checks(data, environ, override, key):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, **override}, SINGLE, environ=environ)
+    assert key in str(error.value)
+
+
+def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
+    from tasks.firewall import stale_ports, wanted_rules
+
+    cfg = settings_for({**data, "ssh_port": 2222}, SINGLE, environ=environ)
+    rules = [line for _, line in wanted_rules(cfg)]
+    assert "2222/tcp ALLOW IN Anywhere" in rules
+    assert "22/tcp ALLOW IN Anywhere" not in rules
+    # Moving from 22: the old rule goes, after the new one is in.
+    old = [
+        "22/tcp ALLOW IN Anywhere",
+        "80/tcp ALLOW IN Anywhere",
+        "22/tcp (v6) ALLOW IN Anywhere (v6)",
+    ]
+    assert stale_ports(cfg, old) == [22]
+
+
+# --- Finding 8: root login ends up `no` ---------------------------------------------------
+
+
+def test_root_login_follows_the_two_step_first_deploy(data, environ):
+    as_root = settings_for({**data, "ssh_user": "root"}, SINGLE, environ=environ)
+    assert as_root.ssh_permit_root_login == "prohibit-password"
+    as_deploy = settings_for({**data, "ssh_user": "deploy", "_sudo": True}, SINGLE,
+                             environ=environ)  # fmt: skip
+    assert as_deploy.ssh_permit_root_login == "no"
+    pinned = {**data, "ssh_user": "deploy", "ssh_permit_root_login": "prohibit-password"}
+    assert settings_for(pinned, SINGLE, environ=environ).ssh_permit_root_login == (
+        "prohibit-password"
+    )
+
+
+# --- Finding 4: the role password never on a command line --------------------------------
+
+
+def test_role_password_is_sent_as_a_fresh_scram_verifier_never_the_password():
+    from tasks.database import role_password
+
+    password = "s3cret-password-0123456789"
+    sent = role_password(None, password)
+    assert password not in sent
+    assert sent.startswith("SCRAM-SHA-256$4096:")
+    assert scram_matches(sent, password)
+    assert role_password(sent, password) is None  # converged: postgres.role changes nothing
+    assert scram_matches(role_password(sent, "rotated-password-0123456789"),
+                         "rotated-password-0123456789")  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from tasks.base import SSH_GROUP
 from tasks.config import settings_for
 from tasks.database import tuning
 from tasks.templates import FILES, TEMPLATES
@@ -46,6 +47,7 @@ def render(name: str, cfg, **extra) -> str:
         "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
         "tls_dir": "/etc/postgresql/tls",
         "ca_file": "/etc/prodstack/ca.crt",
+        "ssh_group": SSH_GROUP,
         **extra,
     }
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
@@ -160,3 +162,56 @@ def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6)
         "proxy_set_header Upgrade $http_upgrade;",
     ):
         assert directive in text
+
+
+def _sshd_options(text: str) -> dict[str, str]:
+    lines = (line.split(None, 1) for line in text.splitlines() if line and not line.startswith("#"))
+    options: dict[str, str] = {}
+    for keyword, value in lines:
+        options.setdefault(keyword.lower(), value)  # sshd: the first value wins
+    return options
+
+
+def test_sshd_offers_only_modern_algorithms(data, environ):
+    """Finding 8: Mozilla modern + dev-sec ssh-baseline."""
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    sshd = _sshd_options(render("sshd.j2.conf", cfg))
+    macs = sshd["macs"].split(",")
+    kex = sshd["kexalgorithms"].split(",")
+    ciphers = sshd["ciphers"].split(",")
+    assert macs and all(m.endswith("-etm@openssh.com") for m in macs)
+    assert not [m for m in macs if "sha1" in m or "md5" in m or "umac-64" in m]
+    assert not [k for k in kex if "group14" in k or "group1-" in k or "sha1" in k]
+    assert not [k for k in kex if "nistp" in k]
+    assert not [c for c in ciphers if "cbc" in c or "3des" in c or "arcfour" in c]
+    assert "ssh-rsa" not in sshd["hostkeyalgorithms"].split(",")
+    assert sshd["loglevel"] == "VERBOSE"
+    assert sshd["allowgroups"] == f"{SSH_GROUP} root"  # root: until the deploy user takes over
+    assert sshd["permitrootlogin"] == "prohibit-password"
+    assert sshd["passwordauthentication"] == "no"
+
+
+def test_sshd_lets_root_out_once_root_login_is_no(data, environ):
+    cfg = settings_for({**data, "ssh_user": "deploy"}, {"web", "db"}, environ=environ)
+    sshd = _sshd_options(render("sshd.j2.conf", cfg))
+    assert sshd["permitrootlogin"] == "no"
+    assert sshd["allowgroups"] == SSH_GROUP
+
+
+def test_fail2ban_watches_the_ssh_port(data, environ):
+    """Finding 1."""
+    cfg = settings_for({**data, "ssh_port": 2222}, {"web", "db"}, environ=environ)
+    jail = render("fail2ban.j2.local", cfg).split("[sshd]", 1)[1]
+    assert "port = 2222" in jail.splitlines()
+
+
+def test_db_only_host_opens_neither_80_nor_443(data, environ):
+    """Finding 13: a db host serves SSH, and PostgreSQL/Redis to the web hosts only."""
+    from tasks.firewall import wanted_rules
+
+    override, groups = PROFILES["db-host"]
+    rules = [line for _, line in wanted_rules(settings_for({**data, **override}, groups,
+                                                           environ=environ))]  # fmt: skip
+    assert rules[0] == "22/tcp ALLOW IN Anywhere"
+    assert not [r for r in rules if r.startswith(("80/", "443/"))]
+    assert "5432/tcp ALLOW IN 10.0.0.10/32" in rules
