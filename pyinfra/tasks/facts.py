@@ -46,23 +46,32 @@ class ReleaseStatus(FactBase):
 
 
 class UfwStatus(FactBase):
-    """`ufw status verbose` parsed: active, default policies and the allowed rules."""
+    """`ufw status verbose` parsed: active, default policies and the allowed rules; plus
+    `ufw show added` (the rules ufw keeps even while it is inactive)."""
 
     def command(self) -> str:
-        return "LANG=C ufw status verbose 2>/dev/null || true"
+        return (
+            "LANG=C ufw status verbose 2>/dev/null || true; echo '-- added'; "
+            "LANG=C ufw show added 2>/dev/null || true"
+        )
 
     def process(self, output):
-        status = {"active": False, "defaults": "", "rules": []}
-        in_rules = False
+        status = {"active": False, "defaults": "", "rules": [], "added": []}
+        section = None
         for line in output:
             line = line.strip()
-            if line.startswith("Status:"):
+            if line == "-- added":
+                section = "added"
+            elif section == "added":
+                if line.startswith("ufw "):
+                    status["added"].append(" ".join(line.split()))
+            elif line.startswith("Status:"):
                 status["active"] = line.split(":", 1)[1].strip() == "active"
             elif line.startswith("Default:"):
                 status["defaults"] = line.split(":", 1)[1].strip()
             elif line.startswith("--"):
-                in_rules = True
-            elif in_rules and line:
+                section = "rules"
+            elif section == "rules" and line:
                 status["rules"].append(" ".join(line.split()))
         return status
 

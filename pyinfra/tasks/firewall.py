@@ -11,8 +11,10 @@ from pyinfra.operations import server
 from tasks.config import Settings
 from tasks.facts import UfwStatus
 
-# A port open to everyone, as `ufw status verbose` prints it (IPv4 and IPv6 lines).
+# A port open to everyone, as `ufw status verbose` prints it (IPv4 and IPv6 lines), and as
+# `ufw show added` does (also while ufw is inactive).
 OPEN_TO_ANYWHERE = re.compile(r"^(\d+)/tcp (?:\(v6\) )?ALLOW IN Anywhere(?: \(v6\))?$")
+ADDED_FOR_ANYWHERE = re.compile(r"^ufw allow (\d+)/tcp$")
 
 
 def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
@@ -38,21 +40,22 @@ def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
     return rules
 
 
-def stale_ports(cfg: Settings, rules: list[str]) -> list[int]:
-    """Ports open to everyone that the stack no longer serves (an old SSH port, 80/443 on a
-    host that stopped being a web host)."""
-
-    def ports(lines):
-        return {int(m.group(1)) for line in lines if (m := OPEN_TO_ANYWHERE.match(line))}
-
-    return sorted(ports(rules) - ports(line for _, line in wanted_rules(cfg)))
+def stale_ports(cfg: Settings, added: list[str]) -> list[int]:
+    """Ports open to everyone (`ufw show added` lines) that the stack no longer serves: an
+    old SSH port, 80/443 on a host that stopped being a web host."""
+    wanted = {
+        int(m.group(1)) for _, line in wanted_rules(cfg) if (m := OPEN_TO_ANYWHERE.match(line))
+    }
+    found = {int(m.group(1)) for line in added if (m := ADDED_FOR_ANYWHERE.match(line))}
+    return sorted(found - wanted)
 
 
 @deploy("Firewall")
 def firewall(cfg: Settings) -> None:
     # pyinfra has no ufw operation: compare `ufw status verbose` with the wanted rules
     # and run ufw only for what differs, so a converged host runs nothing.
-    status = host.get_fact(UfwStatus) or {"active": False, "defaults": "", "rules": []}
+    status = host.get_fact(UfwStatus) or {"active": False, "defaults": "", "rules": [],
+                                          "added": []}  # fmt: skip
     commands = []
     if "deny (incoming)" not in status["defaults"]:
         commands.append("ufw default deny incoming")
@@ -63,7 +66,7 @@ def firewall(cfg: Settings) -> None:
         if line not in status["rules"]:
             commands.append(f"ufw {args}")
     # After the new SSH rule, so the connection pyinfra is using stays open throughout.
-    commands += [f"ufw delete allow {port}/tcp" for port in stale_ports(cfg, status["rules"])]
+    commands += [f"ufw delete allow {port}/tcp" for port in stale_ports(cfg, status.get("added", []))]
     if not status["active"]:
         commands.append("ufw --force enable")
     if commands:

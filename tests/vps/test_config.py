@@ -224,12 +224,13 @@ def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
     assert "2222/tcp ALLOW IN Anywhere" in rules
     assert "22/tcp ALLOW IN Anywhere" not in rules
     # Moving from 22: the old rule goes, after the new one is in.
-    old = [
-        "22/tcp ALLOW IN Anywhere",
-        "80/tcp ALLOW IN Anywhere",
-        "22/tcp (v6) ALLOW IN Anywhere (v6)",
+    added = [
+        "ufw allow 22/tcp",
+        "ufw allow 80/tcp",
+        "ufw allow 443/tcp",
+        "ufw allow from 172.30.232.0/24 to any port 5432 proto tcp",
     ]
-    assert stale_ports(cfg, old) == [22]
+    assert stale_ports(cfg, added) == [22]
 
 
 # --- Finding 8: root login ends up `no` ---------------------------------------------------
