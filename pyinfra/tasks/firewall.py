@@ -66,7 +66,8 @@ def firewall(cfg: Settings) -> None:
         if line not in status["rules"]:
             commands.append(f"ufw {args}")
     # After the new SSH rule, so the connection pyinfra is using stays open throughout.
-    commands += [f"ufw delete allow {port}/tcp" for port in stale_ports(cfg, status.get("added", []))]
+    stale = stale_ports(cfg, status.get("added", []))
+    commands += [f"ufw delete allow {port}/tcp" for port in stale]
     if not status["active"]:
         commands.append("ufw --force enable")
     if commands:
