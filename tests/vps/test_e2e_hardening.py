@@ -11,6 +11,7 @@ port 22 for the files after this one.
 from __future__ import annotations
 
 import socket
+import time
 
 import paramiko
 import pytest
@@ -156,6 +157,9 @@ def test_back_to_root_on_port_22_for_the_next_files(stack):
     _deployed_cleanly(result)
     stack.host.run(f"rm -f {PORTS_DROPIN} && systemctl reload ssh")
     stack.ssh_user = "root"
+    deadline = time.monotonic() + 20  # sshd re-executes itself on reload
+    while not _reachable(stack.host.address, 22) and time.monotonic() < deadline:
+        time.sleep(0.5)
     assert _ssh_login(stack, "root", 22)
     assert not _reachable(stack.host.address, ALT_SSH_PORT)
     # Root with the default (auto) resolves to the same configuration: nothing changes.
