@@ -27,8 +27,15 @@ def merge_tags(base: Mapping[str, str], role: str) -> dict[str, str]:
     return {**base, "prodstack:role": role}
 
 
-def assume_role_policy(service: str) -> str:
-    """IAM trust policy letting one AWS service principal assume a role."""
+def assume_role_policy(service: str, *, account: str, source_arn: str) -> str:
+    """IAM trust policy letting one AWS service principal assume a role, and only on
+    behalf of this account's resources matching ``source_arn`` (wildcards allowed).
+
+    The two condition keys stop the confused deputy: without them, the service could be
+    made to assume the role for a resource in another account. Source: IAM user guide,
+    "The confused deputy problem" (confused-deputy.html): ``aws:SourceArn`` and
+    ``aws:SourceAccount`` in the trust policy of a service role.
+    """
     return json.dumps(
         {
             "Version": "2012-10-17",
@@ -37,10 +44,20 @@ def assume_role_policy(service: str) -> str:
                     "Effect": "Allow",
                     "Principal": {"Service": service},
                     "Action": "sts:AssumeRole",
+                    "Condition": source_conditions(account=account, source_arn=source_arn),
                 }
             ],
         }
     )
+
+
+def source_conditions(*, account: str, source_arn: str) -> dict:
+    """The confused-deputy condition block: the calling service acts for ``account`` and
+    for a resource matching ``source_arn`` only (IAM user guide, confused-deputy.html)."""
+    return {
+        "StringEquals": {"aws:SourceAccount": account},
+        "ArnLike": {"aws:SourceArn": source_arn},
+    }
 
 
 # CloudWatch Logs accepts only these retention values (days).

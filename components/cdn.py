@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import alias_record, child_opts, merge_tags
+from components._common import LOG_RETENTION_DAYS, alias_record, child_opts, merge_tags
 from components.load_balancer import ORIGIN_VERIFY_HEADER, dns_validated_certificate
 
 # Viewer TLS floors we accept (TLSv1.2_2021 or newer).
@@ -27,6 +27,34 @@ ALL_VIEWER_EXCEPT_HOST_HEADER_POLICY_ID = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
 ORIGIN_CACHE_CONTROL_POLICY_NAME = "Managed-UseOriginCacheControlHeaders"
 UNCACHED_PATHS = ("/api/*", "/health/*")
 ORIGIN_ID = "alb"
+# Security headers on every viewer response, the same values the VPS profile's nginx
+# sends (pyinfra/templates/nginx-site.j2.conf): HSTS two years with subdomains,
+# nosniff, frame DENY, no referrer. Field names and valid values: pulumi_aws
+# cloudfront.ResponseHeadersPolicy `security_headers_config` (frame_option DENY |
+# SAMEORIGIN; referrer_policy no-referrer | ...).
+HSTS_MAX_AGE_SECONDS = 63_072_000
+SECURITY_HEADERS = {
+    "strict_transport_security": {
+        "access_control_max_age_sec": HSTS_MAX_AGE_SECONDS,
+        "include_subdomains": True,
+        "preload": False,
+        "override": True,
+    },
+    "content_type_options": {"override": True},
+    "frame_options": {"frame_option": "DENY", "override": True},
+    "referrer_policy": {"referrer_policy": "no-referrer", "override": True},
+}
+# Standard logging (v2) goes through CloudWatch Logs' delivery API, and CloudFront's
+# delivery source lives in us-east-1 like the distribution's other global settings.
+# Log type: pulumi_aws cloudwatch.LogDeliverySource `log_type` ("For Amazon CloudFront,
+# the valid value is ACCESS_LOGS"). Source: CloudFront developer guide,
+# standard-logging.html; CloudWatch Logs user guide, AWS-vended-logs-permissions-V2.
+ACCESS_LOG_TYPE = "ACCESS_LOGS"
+LOG_REGION = "us-east-1"
+# Log groups under /aws/vendedlogs/ share one wildcard resource policy, which keeps the
+# 10-policies-per-Region limit out of reach. Source: CloudWatch Logs user guide,
+# AWS-logs-infrastructure-CWL.html ("Log group resource policy").
+ACCESS_LOG_GROUP_PREFIX = "/aws/vendedlogs/cloudfront/prodstack-"
 
 
 @dataclass(frozen=True)
@@ -71,6 +99,10 @@ class CdnArgs:
     """Edge locations used: ``PriceClass_100`` (NA/EU), ``PriceClass_200``,
     ``PriceClass_All``. Default: ``"PriceClass_100"``. Example: ``"PriceClass_All"``."""
 
+    access_log_retention_days: int = 30
+    """Retention of the access-log group in us-east-1 (standard logging v2, FSBP
+    CloudFront.5), a CloudWatch value. Default: ``30``. Example: ``90``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to the distribution. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -88,6 +120,10 @@ class CdnArgs:
             problems.append("aliases need certificate_arn (us-east-1) or hosted_zone_id")
         if self.certificate_arn and ":us-east-1:" not in self.certificate_arn:
             problems.append("certificate_arn must be in us-east-1 for CloudFront")
+        if self.access_log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(
+                f"access_log_retention_days={self.access_log_retention_days}: CloudWatch value"
+            )
         if problems:
             raise ValueError("CdnArgs: " + "; ".join(problems))
 
@@ -96,8 +132,11 @@ class Cdn(pulumi.ComponentResource):
     """CloudFront before the ALB: HTTPS only, TLSv1.2_2021 floor, HTTP/2+3, API never cached.
 
     Creates:
-        ``{name}-distribution``; ``{name}-cert`` (+ validation, in us-east-1) when aliases
-        have no certificate; ``{name}-alias-<i>`` Route 53 records.
+        ``{name}-distribution``; ``{name}-security-headers`` (response headers policy);
+        ``{name}-access-logs`` (log group) + ``{name}-log-source``, ``{name}-log-destination``
+        and ``{name}-log-delivery`` (standard logging v2, all in us-east-1);
+        ``{name}-cert`` (+ validation, in us-east-1) when aliases have no certificate;
+        ``{name}-alias-<i>`` Route 53 records.
 
     Example:
         ``Cdn("app-cdn", CdnArgs(origin_domain="origin.api.example.com",
@@ -106,12 +145,15 @@ class Cdn(pulumi.ComponentResource):
     Cost:
         Pay per use: $0.085/GB out (first 10 TB, NA/EU) + $0.0100 per 10k HTTPS requests;
         1 TB and 10 M requests -> **~$95/month**; idle ~ $0. The first 1 TB/month is in
-        the always-free tier. Knobs: ``price_class``, traffic.
+        the always-free tier. Access logs: CloudWatch vended-log ingestion ($0.50/GB) and
+        storage. Knobs: ``price_class``, traffic, ``access_log_retention_days``.
 
     Secure defaults:
         Viewers redirected to HTTPS; TLSv1.2_2021 minimum with SNI; HTTPS-only to the
         origin (TLS 1.2); ``/api/*`` and ``/health/*`` never cached; elsewhere the
-        origin's Cache-Control decides; WAF attached when given.
+        origin's Cache-Control decides; WAF attached when given; HSTS (2 years,
+        subdomains), nosniff, frame DENY and no-referrer on every response, as the VPS
+        profile's nginx sends them; access logs (standard logging v2) to CloudWatch.
 
     Opt-outs:
         ``origin_https=False`` and no ``aliases`` (stack without a domain; both warned).
@@ -139,8 +181,15 @@ class Cdn(pulumi.ComponentResource):
         origin_cache_control = aws.cloudfront.get_cache_policy(
             name=ORIGIN_CACHE_CONTROL_POLICY_NAME, opts=pulumi.InvokeOptions(parent=self)
         )
+        headers = aws.cloudfront.ResponseHeadersPolicy(
+            f"{name}-security-headers",
+            comment="prodstack: the security headers the VPS profile's nginx sends",
+            security_headers_config=SECURITY_HEADERS,
+            opts=child_opts(self),
+        )
         behaviour = {
             "target_origin_id": ORIGIN_ID,
+            "response_headers_policy_id": headers.id,
             "viewer_protocol_policy": "redirect-to-https",
             "allowed_methods": ["DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT"],
             "cached_methods": ["GET", "HEAD"],
@@ -186,6 +235,7 @@ class Cdn(pulumi.ComponentResource):
             tags=merge_tags(args.tags, "distribution"),
             opts=child_opts(self),
         )
+        self._create_access_logs(args)
         for i, alias in enumerate(args.aliases):
             if not args.hosted_zone_id:
                 break
@@ -208,6 +258,49 @@ class Cdn(pulumi.ComponentResource):
                 "distribution_id": self.distribution_id,
                 "url": self.url,
             }
+        )
+
+    def _create_access_logs(self, args: CdnArgs) -> None:
+        """Standard logging (v2): distribution -> delivery source -> log group (FSBP
+        CloudFront.5). No S3 bucket with ACLs is needed, unlike legacy logging; CloudWatch
+        Logs adds the log group's resource policy for delivery.logs.amazonaws.com itself."""
+        n = self._name
+        region = {"region": LOG_REGION}
+        group = aws.cloudwatch.LogGroup(
+            f"{n}-access-logs",
+            name_prefix=ACCESS_LOG_GROUP_PREFIX,
+            retention_in_days=args.access_log_retention_days,
+            tags=merge_tags(args.tags, "access-logs"),
+            opts=child_opts(self),
+            **region,
+        )
+        # Delivery names: 1-60 of [\w-]. Source: botocore logs PutDeliverySourceRequest.name.
+        log_name = pulumi.Output.concat("prodstack-cf-", self.distribution.id)
+        source = aws.cloudwatch.LogDeliverySource(
+            f"{n}-log-source",
+            name=log_name,
+            log_type=ACCESS_LOG_TYPE,
+            resource_arn=self.distribution.arn,
+            tags=merge_tags(args.tags, "log-source"),
+            opts=child_opts(self),
+            **region,
+        )
+        destination = aws.cloudwatch.LogDeliveryDestination(
+            f"{n}-log-destination",
+            name=log_name,
+            output_format="json",
+            delivery_destination_configuration={"destination_resource_arn": group.arn},
+            tags=merge_tags(args.tags, "log-destination"),
+            opts=child_opts(self),
+            **region,
+        )
+        aws.cloudwatch.LogDelivery(
+            f"{n}-log-delivery",
+            delivery_source_name=source.name,
+            delivery_destination_arn=destination.arn,
+            tags=merge_tags(args.tags, "log-delivery"),
+            opts=child_opts(self),
+            **region,
         )
 
     def _viewer_certificate(self, args: CdnArgs) -> dict:

@@ -10,7 +10,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags
+from components._common import LOG_RETENTION_DAYS, assume_role_policy, child_opts, merge_tags
 
 # Memory (GiB) of the instance classes we allow; the tuning below scales with it.
 # Source: AWS RDS user guide, "Hardware specifications for DB instance classes"
@@ -32,7 +32,18 @@ PARAMETER_GROUP_FAMILY = "postgres16"
 PI_RETENTION_DAYS = (7, 731, *(31 * n for n in range(1, 24)))
 # Log types RDS for PostgreSQL can export. Source: botocore rds
 # CreateDBInstanceMessage.EnableCloudwatchLogsExports; RDS user guide USER_LogAccess.
-LOG_EXPORTS = ("postgresql", "upgrade")
+LOG_EXPORTS = ("postgresql", "upgrade", "iam-db-auth-error")
+# Enhanced Monitoring intervals in seconds; 0 turns it off. Source: pulumi_aws
+# rds.Instance `monitoring_interval` ("Valid Values: 0, 1, 5, 10, 15, 30, 60").
+MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
+# The AWS managed policy RDS's monitoring role needs. Source: AWS managed policy
+# reference, AmazonRDSEnhancedMonitoringRole; RDS user guide USER_Monitoring.OS.Enabling.
+ENHANCED_MONITORING_POLICY_ARN = (
+    "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+)
+# PostgreSQL role names: a letter or underscore first, then letters, digits, underscores;
+# at most 63 bytes (NAMEDATALEN - 1). Lowercase only, so no quoting is ever needed.
+ROLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # gp3 storage for PostgreSQL: 20-65,536 GiB. Source: RDS user guide CHAP_Storage#gp3-storage.
 MIN_STORAGE_GB, MAX_STORAGE_GB = 20, 65_536
 
@@ -154,6 +165,15 @@ class DatabaseArgs:
     """Master user name; RDS generates and rotates its password in Secrets Manager.
     Replaces the instance. Default: ``"prodstack"``. Example: ``"admin_user"``."""
 
+    app_username: str = "prodstack_app"
+    """Least-privilege login role the API uses, created by the migrate step (member of
+    ``rds_iam``: it signs in with IAM tokens, it has no password). Must differ from
+    ``username``. Default: ``"prodstack_app"``. Example: ``"alerts_app"``."""
+
+    monitoring_interval_seconds: int = 60
+    """Enhanced Monitoring (OS metrics) interval: 1, 5, 10, 15, 30 or 60; 0 turns it off
+    (FSBP RDS.6). Default: ``60``. Example: ``15``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -189,6 +209,16 @@ class DatabaseArgs:
             problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
         if not re.fullmatch(r"[a-z](?!.*--)[a-z0-9-]{0,48}[a-z0-9]", self.identifier):
             problems.append(f"identifier={self.identifier!r}: lowercase, letter first, <=50")
+        if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
+            problems.append(
+                f"monitoring_interval_seconds={self.monitoring_interval_seconds}: "
+                "0, 1, 5, 10, 15, 30 or 60"
+            )
+        if not ROLE_NAME_RE.fullmatch(self.app_username) or self.app_username == self.username:
+            problems.append(
+                f"app_username={self.app_username!r}: lowercase letters, digits and "
+                "underscores, letter first, at most 63, not the master username"
+            )
         if problems:
             raise ValueError("DatabaseArgs: " + "; ".join(problems))
 
@@ -200,7 +230,8 @@ class Database(pulumi.ComponentResource):
         ``{name}-subnets`` (subnet group), ``{name}-params`` (``postgres16`` parameter
         group: ``rds.force_ssl=1``, seed tuning scaled to the class, slow-statement log),
         ``{name}-log-<type>`` log groups with retention (created before RDS would create
-        them without one), ``{name}-snapshot-suffix`` and ``{name}-instance``.
+        them without one), ``{name}-monitoring-role`` (+ ``-managed``: Enhanced
+        Monitoring), ``{name}-snapshot-suffix`` and ``{name}-instance``.
 
     Example:
         ``Database("app-db", DatabaseArgs(subnet_ids=net.isolated_subnet_ids,
@@ -215,10 +246,14 @@ class Database(pulumi.ComponentResource):
     Secure defaults:
         Not publicly accessible; storage encrypted; TLS forced; master password managed
         by RDS in Secrets Manager (never in config or state); deletion protection; final
-        snapshot; 7-day backups; Performance Insights and log exports on; minor upgrades.
+        snapshot; 7-day backups; Performance Insights, Enhanced Monitoring (60 s) and log
+        exports on; minor upgrades; IAM database authentication on, so the API's own
+        role (``app_username``) signs in with 15-minute tokens and has no password to
+        rotate, while the master secret (rotated by RDS) serves only the migrate step.
 
     Opt-outs:
-        ``deletion_protection=False`` and ``final_snapshot=False`` (dev only).
+        ``deletion_protection=False`` and ``final_snapshot=False`` (dev only);
+        ``monitoring_interval_seconds=0``.
     """
 
     address: pulumi.Output[str]
@@ -229,6 +264,13 @@ class Database(pulumi.ComponentResource):
     """Instance identifier, the CloudWatch ``DBInstanceIdentifier`` dimension."""
     master_secret_arn: pulumi.Output[str]
     """Secrets Manager ARN of the RDS-managed master secret (JSON ``username``/``password``)."""
+    resource_id: pulumi.Output[str]
+    """``db-...`` resource ID, the instance part of the ``rds-db:connect`` ARN."""
+    iam_connect_arn: pulumi.Output[str]
+    """``arn:aws:rds-db:<region>:<account>:dbuser:<resource-id>/<app_username>``: the one
+    resource the API's task role may ``rds-db:connect`` to."""
+    app_username: str
+    """Login role of the API (IAM authentication, least privilege)."""
     database_name: str
     """Name of the application database."""
     max_connections: int
@@ -248,6 +290,11 @@ class Database(pulumi.ComponentResource):
         self.max_connections = max_connections(args.instance_class)
         self.storage_gb = args.storage_gb
         self.database_name = args.database_name
+        self.app_username = args.app_username
+        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        self._account = aws.get_caller_identity(
+            opts=pulumi.InvokeOptions(parent=self)
+        ).account_id
 
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",
@@ -257,7 +304,8 @@ class Database(pulumi.ComponentResource):
         )
         parameter_group = self._create_parameter_group(params)
         log_groups = self._create_log_groups()
-        self._create_instance(subnet_group, parameter_group, log_groups)
+        monitoring = self._create_monitoring_role()
+        self._create_instance(subnet_group, parameter_group, log_groups, monitoring)
 
         self.register_outputs(
             {
@@ -265,6 +313,9 @@ class Database(pulumi.ComponentResource):
                 "port": self.port,
                 "identifier": self.identifier,
                 "master_secret_arn": self.master_secret_arn,
+                "resource_id": self.resource_id,
+                "iam_connect_arn": self.iam_connect_arn,
+                "app_username": self.app_username,
                 "database_name": self.database_name,
                 "max_connections": self.max_connections,
                 "storage_gb": self.storage_gb,
@@ -303,13 +354,47 @@ class Database(pulumi.ComponentResource):
             for log_type in LOG_EXPORTS
         ]
 
+    def _create_monitoring_role(self) -> aws.iam.RolePolicyAttachment | None:
+        """The role RDS assumes to publish Enhanced Monitoring metrics (none when off)."""
+        args = self._args
+        if args.monitoring_interval_seconds == 0:
+            return None
+        self.monitoring_role = aws.iam.Role(
+            f"{self._name}-monitoring-role",
+            # Only this instance may have RDS assume the role. Source: RDS user guide,
+            # USER_Monitoring.OS.Enabling ("Protecting against the confused deputy
+            # problem": aws:SourceArn arn:aws:rds:<region>:<account>:db:<identifier>).
+            assume_role_policy=assume_role_policy(
+                "monitoring.rds.amazonaws.com",
+                account=self._account,
+                source_arn=f"arn:aws:rds:{self._region}:{self._account}:db:{args.identifier}",
+            ),
+            tags=self._tags("monitoring-role"),
+            opts=child_opts(self),
+        )
+        return aws.iam.RolePolicyAttachment(
+            f"{self._name}-monitoring-role-managed",
+            role=self.monitoring_role.name,
+            policy_arn=ENHANCED_MONITORING_POLICY_ARN,
+            opts=child_opts(self),
+        )
+
     def _create_instance(
         self,
         subnet_group: aws.rds.SubnetGroup,
         parameter_group: aws.rds.ParameterGroup,
         log_groups: list[aws.cloudwatch.LogGroup],
+        monitoring: aws.iam.RolePolicyAttachment | None,
     ) -> None:
         args = self._args
+        monitoring_kw = (
+            {
+                "monitoring_interval": args.monitoring_interval_seconds,
+                "monitoring_role_arn": self.monitoring_role.arn,
+            }
+            if monitoring is not None
+            else {"monitoring_interval": 0}
+        )
         # A fixed final-snapshot name would collide on the second destroy; the random
         # suffix is created once and kept in state.
         suffix = random.RandomId(f"{self._name}-snapshot-suffix", byte_length=4,
@@ -347,16 +432,33 @@ class Database(pulumi.ComponentResource):
             performance_insights_enabled=True,
             performance_insights_retention_period=args.performance_insights_retention_days,
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
+            # Logins by IAM token (FSBP RDS.10): the API's role has no password at all.
+            # Source: pulumi_aws rds.Instance `iam_database_authentication_enabled`;
+            # RDS user guide UsingWithRDS.IAMDBAuth.
+            iam_database_authentication_enabled=True,
+            # Source: pulumi_aws rds.Instance `monitoring_interval`/`monitoring_role_arn`
+            # (a non-zero interval needs the role). FSBP RDS.6.
+            **monitoring_kw,
             # RSA 2048 CA valid to 2061. Source: RDS user guide UsingWithRDS.SSL
             # (certificate authorities table).
             ca_cert_identifier="rds-ca-rsa2048-g1",
             apply_immediately=False,
             tags=self._tags("instance"),
-            opts=child_opts(self, depends_on=log_groups),
+            # The role must be able to publish before the instance first reports.
+            opts=child_opts(
+                self, depends_on=[*log_groups, *([monitoring] if monitoring else [])]
+            ),
         )
         self.address = self.instance.address
         self.port = self.instance.port
         self.identifier = self.instance.identifier
         self.master_secret_arn = self.instance.master_user_secrets.apply(
             lambda secrets: secrets[0].secret_arn
+        )
+        self.resource_id = self.instance.resource_id
+        # Source: RDS user guide UsingWithRDS.IAMDBAuth.IAMPolicy (the rds-db:connect
+        # resource is arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>).
+        self.iam_connect_arn = pulumi.Output.concat(
+            f"arn:aws:rds-db:{self._region}:{self._account}:dbuser:",
+            self.instance.resource_id, f"/{args.app_username}",
         )

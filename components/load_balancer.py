@@ -51,6 +51,17 @@ ELB_LOG_ACCOUNTS = {
     "me-south-1": "076674570225", "af-south-1": "098369216593",
 }
 ACCESS_LOG_PREFIX = "alb"
+# Paths served only inside the VPC: the Prometheus scrape, the detailed health report
+# (dependency errors, version, uptime) and the API description. The listener answers 403
+# before any forwarding rule; liveness and readiness (/health/live, /health/ready) stay
+# public for uptime checks. At most three values per condition and five wildcards per
+# rule. Source: AWS ELB user guide, rule-condition-types.html ("Condition basics").
+INTERNAL_PATHS = ("/metrics*", "/health", "/openapi.json")
+# The app matches routes on the percent-decoded path, while the ALB documents comparing
+# the path as sent; a request spelling an internal path with escapes (/%6Detrics) would
+# slip past INTERNAL_PATHS. No route of the API needs an escape in its path, so every
+# path containing one is refused too.
+ENCODED_PATHS = ("*%*",)
 # Header CloudFront adds on every origin request; the ALB forwards only when it matches,
 # because CloudFront's origin-facing prefix list is shared by every AWS customer.
 ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
@@ -58,9 +69,11 @@ ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
 # ECS points at the green (new) tasks while a deployment waits before the switch.
 TEST_ROUTE_HEADER = "X-Prodstack-Route"
 TEST_ROUTE_VALUE = "green"
-# Rule priorities (1-50000, lower first). Source: pulumi_aws lb.ListenerRule `priority`.
-# 1-4 stay free for rules that must win over any forward (blocked paths).
-TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY = 5, 10
+# Rule priorities (1-50000, lower first, unique per listener). Source: pulumi_aws
+# lb.ListenerRule `priority`. The 403 rules come before every forward; the CDN's
+# forwarding rule and blue/green's production rule never exist together.
+INTERNAL_PATHS_PRIORITY, ENCODED_PATHS_PRIORITY = 1, 2
+TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY, FROM_CDN_PRIORITY = 5, 10, 10
 
 
 @dataclass(frozen=True)
@@ -184,7 +197,9 @@ class LoadBalancer(pulumi.ComponentResource):
 
     Secure defaults:
         TLS 1.3 listener policy, HTTP only redirects, ``drop_invalid_header_fields``,
-        deletion protection, access logs, health check on liveness.
+        deletion protection, access logs, health check on liveness; ``/metrics``,
+        ``/health`` and ``/openapi.json`` (and any percent-escaped path) answered 403
+        (``{name}-internal-paths``, ``{name}-encoded-paths``).
 
     Opt-outs:
         ``domain=""`` (plain HTTP, warned; dev only), ``deletion_protection=False``,
@@ -481,6 +496,7 @@ class LoadBalancer(pulumi.ComponentResource):
             )
         self.listener_arn = self.listener.arn
         self.forwarder_arn = self.listener.arn
+        self._create_internal_path_rules()
         self.production_rule_arn = None
         self.test_rule_arn = None
         origin_check = (
@@ -494,7 +510,7 @@ class LoadBalancer(pulumi.ComponentResource):
             rule = aws.lb.ListenerRule(
                 f"{n}-from-cdn",
                 listener_arn=self.listener.arn,
-                priority=1,
+                priority=FROM_CDN_PRIORITY,
                 actions=forward,
                 conditions=origin_check,
                 tags=self._tags("from-cdn"),
@@ -545,6 +561,29 @@ class LoadBalancer(pulumi.ComponentResource):
         self.forwarder_arn = production.arn
         self.production_rule_arn = production.arn
         self.test_rule_arn = test.arn
+
+    def _create_internal_path_rules(self) -> None:
+        """403 for the internal paths and for percent-escaped paths, ahead of any forward.
+
+        Prometheus (or any scraper) reaches ``/metrics`` on the tasks' private addresses
+        inside the VPC, never through the ALB.
+        """
+        forbidden = [{"type": "fixed-response", "fixed_response": {
+            "content_type": "text/plain", "message_body": "Forbidden", "status_code": "403",
+        }}]
+        for role, priority, paths in (
+            ("internal-paths", INTERNAL_PATHS_PRIORITY, INTERNAL_PATHS),
+            ("encoded-paths", ENCODED_PATHS_PRIORITY, ENCODED_PATHS),
+        ):
+            aws.lb.ListenerRule(
+                f"{self._name}-{role}",
+                listener_arn=self.listener.arn,
+                priority=priority,
+                actions=forbidden,
+                conditions=[{"path_pattern": {"values": list(paths)}}],
+                tags=self._tags(role),
+                opts=child_opts(self),
+            )
 
     def _create_alias_records(self) -> None:
         for i, alias in enumerate(self._args.alias_names):

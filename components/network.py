@@ -433,9 +433,18 @@ class Network(pulumi.ComponentResource):
             tags=self._tags("flow-logs-group"),
             opts=child_opts(self),
         )
+        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
         role = aws.iam.Role(
             f"{n}-flow-logs-role",
-            assume_role_policy=assume_role_policy("vpc-flow-logs.amazonaws.com"),
+            # Only flow logs of this account and Region may use the role. Source: Amazon
+            # VPC user guide, flow-logs-iam-role.html (confused deputy prevention:
+            # aws:SourceAccount and aws:SourceArn arn:aws:ec2:<region>:<account>:vpc-flow-log/*).
+            assume_role_policy=assume_role_policy(
+                "vpc-flow-logs.amazonaws.com",
+                account=account,
+                source_arn=f"arn:aws:ec2:{region}:{account}:vpc-flow-log/*",
+            ),
             tags=self._tags("flow-logs-role"),
             opts=child_opts(self),
         )

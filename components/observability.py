@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import child_opts, merge_tags, source_conditions
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 GIB = 1024**3
@@ -210,6 +210,14 @@ class Observability(pulumi.ComponentResource):
                             "Principal": {"Service": "cloudwatch.amazonaws.com"},
                             "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
                             "Resource": "*",
+                            # Only alarms of this account and Region may use the key
+                            # (confused deputy). Source: Amazon SNS developer guide,
+                            # sns-key-management.html#compatibility-with-aws-services;
+                            # IAM user guide, confused-deputy.html.
+                            "Condition": source_conditions(
+                                account=account,
+                                source_arn=f"arn:aws:cloudwatch:{self._region}:{account}:alarm:*",
+                            ),
                         },
                     ],
                 }

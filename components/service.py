@@ -270,6 +270,9 @@ class Service(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
+        self._account = aws.get_caller_identity(
+            opts=pulumi.InvokeOptions(parent=self)
+        ).account_id
 
         self._create_cluster_and_logs()
         execution_role, task_role = self._create_roles()
@@ -309,11 +312,21 @@ class Service(pulumi.ComponentResource):
         )
         self.log_group_name = self.log_group.name
 
+    def _ecs_trust_policy(self) -> str:
+        # ECS assumes both roles on behalf of tasks of this account and Region only.
+        # Source: AWS ECS developer guide, task-iam-roles.html ("confused deputy":
+        # aws:SourceArn arn:aws:ecs:<region>:<account>:* and aws:SourceAccount).
+        return assume_role_policy(
+            "ecs-tasks.amazonaws.com",
+            account=self._account,
+            source_arn=f"arn:aws:ecs:{self._region}:{self._account}:*",
+        )
+
     def _create_roles(self) -> tuple[aws.iam.Role, aws.iam.Role]:
         n, args = self._name, self._args
         execution_role = aws.iam.Role(
             f"{n}-execution-role",
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
+            assume_role_policy=self._ecs_trust_policy(),
             tags=self._tags("execution-role"),
             opts=child_opts(self),
         )
@@ -350,7 +363,7 @@ class Service(pulumi.ComponentResource):
         # The app calls no AWS API; its role grants nothing.
         task_role = aws.iam.Role(
             f"{n}-task-role",
-            assume_role_policy=assume_role_policy("ecs-tasks.amazonaws.com"),
+            assume_role_policy=self._ecs_trust_policy(),
             tags=self._tags("task-role"),
             opts=child_opts(self),
         )

@@ -281,6 +281,7 @@ def record(
                 ident = inputs.get("identifier", name)
                 secret = f"arn:aws:secretsmanager:{region}:{ACCOUNT}:secret:rds!db-{ident}-AbCdEf"
                 state |= {"address": f"{ident}.c9akciq32.{region}.rds.amazonaws.com",
+                          "resourceId": "db-" + _fake_hash(ident)[:26].upper(),
                           "port": 5432, "masterUserSecrets": [
                               {"secretArn": secret, "secretStatus": "active", "kmsKeyId": ""}]}
             elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":

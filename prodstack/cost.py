@@ -69,6 +69,12 @@ FREE_TYPES = frozenset({
     "aws:elasticache/subnetGroup:SubnetGroup", "aws:iam/role:Role",
     "aws:iam/rolePolicy:RolePolicy", "aws:iam/rolePolicyAttachment:RolePolicyAttachment",
     "aws:lb/listener:Listener", "aws:lb/listenerRule:ListenerRule",
+    # CloudFront's response headers policy is free; its standard logging (v2) objects
+    # cost nothing themselves, the delivered logs are CloudWatch vended-log ingestion.
+    "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy",
+    "aws:cloudwatch/logDeliverySource:LogDeliverySource",
+    "aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination",
+    "aws:cloudwatch/logDelivery:LogDelivery",
     "aws:lb/targetGroup:TargetGroup", "aws:rds/parameterGroup:ParameterGroup",
     "aws:rds/subnetGroup:SubnetGroup", "aws:route53/record:Record",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",

@@ -221,6 +221,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             hosted_zone_id=cfg.hosted_zone_id,
             origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
+            access_log_retention_days=cfg.log_retention_days,
             tags=tags,
         ))
 

@@ -360,9 +360,10 @@ def test_performance_insights_and_log_exports(both: list[Manifest]) -> None:
         db = m.one("rds/instance:Instance")
         assert db["performanceInsightsEnabled"] is True
         assert db["performanceInsightsRetentionPeriod"] == 7
-        assert db["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade"]
+        assert db["enabledCloudwatchLogsExports"] == ["postgresql", "upgrade",
+                                                       "iam-db-auth-error"]
         groups = {g.get("name"): g for g in m.inputs("logGroup:LogGroup")}
-        for log_type in ("postgresql", "upgrade"):
+        for log_type in ("postgresql", "upgrade", "iam-db-auth-error"):
             group = groups[f"/aws/rds/instance/{db['identifier']}/{log_type}"]
             assert group["retentionInDays"] > 0
 
@@ -610,7 +611,9 @@ def test_alb_behind_cdn_forwards_only_with_the_origin_secret(
     assert secret in rule["property_dependencies"]["conditions"]
     distribution = prod.named("prodstack-cdn-distribution")
     assert secret in distribution["property_dependencies"]["origins"]
-    assert not dev.all("lb/listenerRule:ListenerRule")
+    # Without a CDN nothing gates on the header: only the internal-path rules exist.
+    assert {r["name"] for r in dev.all("lb/listenerRule:ListenerRule")} == {
+        "prodstack-lb-internal-paths", "prodstack-lb-encoded-paths"}
     assert dev.one("lb/listener:Listener")["defaultActions"][0]["type"] == "forward"
 
 

@@ -1,0 +1,247 @@
+"""Security defaults from issue 8 ("Security: FSBP and defaults"), one named test each.
+
+Each test reads what the real program registers under mocks, so weakening the default in
+a component or a stack file turns the test of that name red (not only a snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from fnmatch import fnmatchcase
+
+import pytest
+from prodstack_cloud_harness import REPO, Manifest
+
+from components.cdn import ACCESS_LOG_TYPE, LOG_REGION
+from components.database import ENHANCED_MONITORING_POLICY_ARN, DatabaseArgs
+from components.load_balancer import ENCODED_PATHS, INTERNAL_PATHS
+from prodstack.cloud_plan import ACCOUNT
+
+NGINX_SITE = REPO / "pyinfra" / "templates" / "nginx-site.j2.conf"
+
+
+def _statements(policy: str) -> list[dict]:
+    return json.loads(policy)["Statement"]
+
+
+def _service_principal(statement: dict) -> str | None:
+    principal = statement.get("Principal")
+    return principal.get("Service") if isinstance(principal, dict) else None
+
+
+def _assert_confused_deputy_guard(statement: dict, where: str) -> None:
+    condition = statement.get("Condition") or {}
+    assert condition.get("StringEquals", {}).get("aws:SourceAccount") == ACCOUNT, where
+    source_arn = condition.get("ArnLike", {}).get("aws:SourceArn", "")
+    # Scoped to this account's resources, never a bare wildcard.
+    assert re.fullmatch(rf"arn:aws:[a-z0-9-]+:[a-z0-9-]+:{ACCOUNT}:.+", source_arn), where
+
+
+# ---- confused deputy -----------------------------------------------------------------
+
+
+def test_service_role_trust_policies_name_source_account_and_arn(both: list[Manifest]) -> None:
+    for m in both:
+        roles = m.all("iam/role:Role")
+        assert roles
+        for role in roles:
+            for statement in _statements(role["inputs"]["assumeRolePolicy"]):
+                if _service_principal(statement):
+                    _assert_confused_deputy_guard(statement, role["name"])
+
+
+def test_kms_key_service_grants_name_source_account_and_arn(both: list[Manifest]) -> None:
+    for m in both:
+        (key,) = m.all("kms/key:Key")
+        service_grants = [s for s in _statements(key["inputs"]["policy"])
+                          if _service_principal(s)]  # fmt: skip
+        assert service_grants
+        for statement in service_grants:
+            _assert_confused_deputy_guard(statement, key["name"])
+            assert ":alarm:" in statement["Condition"]["ArnLike"]["aws:SourceArn"]
+
+
+# ---- RDS: Enhanced Monitoring (RDS.6) and IAM authentication (RDS.10) --------------------
+
+
+def test_rds_enhanced_monitoring_with_its_role(both: list[Manifest]) -> None:
+    for m in both:
+        db = m.named("prodstack-db-instance")
+        assert db["inputs"]["monitoringInterval"] == 60
+        role = m.named("prodstack-db-monitoring-role")
+        assert db["inputs"]["monitoringRoleArn"]
+        assert db["property_dependencies"]["monitoringRoleArn"] == [
+            "aws:iam/role:Role::prodstack-db-monitoring-role"]
+        (trust,) = _statements(role["inputs"]["assumeRolePolicy"])
+        assert trust["Principal"] == {"Service": "monitoring.rds.amazonaws.com"}
+        source = trust["Condition"]["ArnLike"]["aws:SourceArn"]
+        assert source.endswith(f":db:{db['inputs']['identifier']}")
+        attachment = m.named("prodstack-db-monitoring-role-managed")["inputs"]
+        assert attachment["policyArn"] == ENHANCED_MONITORING_POLICY_ARN
+        # The instance waits for the policy, or its first metrics are refused.
+        options = m.data["resource_options"][db["urn"]]
+        assert ("aws:iam/rolePolicyAttachment:RolePolicyAttachment::"
+                "prodstack-db-monitoring-role-managed") in options["dependencies"]
+
+
+def test_rds_iam_database_authentication_on(both: list[Manifest]) -> None:
+    for m in both:
+        db = m.one("rds/instance:Instance")
+        assert db["iamDatabaseAuthenticationEnabled"] is True
+        assert "iam-db-auth-error" in db["enabledCloudwatchLogsExports"]
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"monitoring_interval_seconds": 7}, "monitoring_interval_seconds=7"),
+        ({"app_username": "prodstack"}, "app_username='prodstack'"),
+        ({"app_username": "App-User"}, "app_username='App-User'"),
+    ],
+)
+def test_database_args_refuse_bad_security_values(overrides: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(named)):
+        DatabaseArgs(subnet_ids=[], security_group_id="sg", identifier="prodstack-x",
+                     **overrides)  # fmt: skip
+
+
+# ---- internal paths not reachable through the ALB ------------------------------------
+
+
+def _alb_blocks(path: str, patterns: tuple[str, ...]) -> bool:
+    # ALB path patterns: case-sensitive, `*` any run, `?` one character
+    # (rule-condition-types.html); fnmatchcase has the same two wildcards.
+    return any(fnmatchcase(path, p) for p in patterns)
+
+
+@pytest.mark.parametrize(
+    "path, blocked",
+    [
+        ("/metrics", True), ("/metrics/", True), ("/health", True), ("/openapi.json", True),
+        ("/%6Detrics", True), ("/health%2F", True), ("/openapi%2Ejson", True),
+        ("/health/live", False), ("/health/ready", False), ("/api/alerts", False),
+        ("/api/alerts/0190d7a5-4e1c-7c1a-9d2e-0123456789ab", False),
+    ],
+)
+def test_internal_path_patterns(path: str, blocked: bool) -> None:
+    assert _alb_blocks(path, INTERNAL_PATHS + ENCODED_PATHS) is blocked
+
+
+def test_internal_paths_answer_403_before_any_forward(both: list[Manifest]) -> None:
+    for m, serving in zip(both, ("prodstack-lb-https", "prodstack-lb-http"), strict=True):
+        listener_urn = f"aws:lb/listener:Listener::{serving}"
+        by_name = {r["name"]: r for r in m.all("lb/listenerRule:ListenerRule")}
+        for name in ("prodstack-lb-internal-paths", "prodstack-lb-encoded-paths"):
+            assert by_name[name]["property_dependencies"]["listenerArn"] == [listener_urn]
+        rules = {name: r["inputs"] for name, r in by_name.items()}
+        blocks = [rules["prodstack-lb-internal-paths"], rules["prodstack-lb-encoded-paths"]]
+        assert blocks[0]["conditions"] == [{"pathPattern": {"values": list(INTERNAL_PATHS)}}]
+        assert blocks[1]["conditions"] == [{"pathPattern": {"values": list(ENCODED_PATHS)}}]
+        forwards = [r for r in rules.values() if r["actions"][0]["type"] == "forward"]
+        for block in blocks:
+            (action,) = block["actions"]
+            assert action["type"] == "fixed-response"
+            assert action["fixedResponse"]["statusCode"] == "403"
+            assert all(block["priority"] < f["priority"] for f in forwards)
+        # ALB limits: 3 values per condition, 5 wildcards per rule.
+        for block in blocks:
+            (values,) = [c["pathPattern"]["values"] for c in block["conditions"]]
+            assert len(values) <= 3 and "".join(values).count("*") <= 5
+
+
+def test_every_internal_route_of_the_app_is_blocked() -> None:
+    from app.api.routes import health
+    from app.api.routes import metrics as metrics_routes
+
+    public = {"/health/live", "/health/ready"}
+    internal = {r.path for r in [*health.routes, *metrics_routes.routes]} - public
+    internal.add("/openapi.json")
+    assert internal == {"/health", "/metrics", "/openapi.json"}
+    for path in internal:
+        assert _alb_blocks(path, INTERNAL_PATHS), path
+    for path in public:
+        assert not _alb_blocks(path, INTERNAL_PATHS + ENCODED_PATHS), path
+
+
+# ---- CloudFront: security headers and standard logging v2 (CloudFront.5) --------------
+
+
+def _nginx_headers() -> dict[str, str]:
+    text = NGINX_SITE.read_text()
+    return {
+        name.lower(): value.strip('"')
+        for name, value in re.findall(r'add_header\s+(\S+)\s+("[^"]*"|\S+)\s+always;', text)
+    }
+
+
+def test_cloudfront_security_headers_match_the_vps_nginx(prod: Manifest) -> None:
+    nginx = _nginx_headers()
+    policy = prod.named("prodstack-cdn-security-headers")["inputs"]["securityHeadersConfig"]
+    hsts = policy["strictTransportSecurity"]
+    sent = f"max-age={hsts['accessControlMaxAgeSec']}"
+    if hsts.get("includeSubdomains"):
+        sent += "; includeSubDomains"
+    if hsts.get("preload"):
+        sent += "; preload"
+    assert sent == nginx["strict-transport-security"]
+    assert policy["frameOptions"]["frameOption"] == nginx["x-frame-options"]
+    assert policy["referrerPolicy"]["referrerPolicy"] == nginx["referrer-policy"]
+    assert nginx["x-content-type-options"] == "nosniff" and "contentTypeOptions" in policy
+    # The edge's values win over whatever the origin sends.
+    assert all(header["override"] is True for header in policy.values())
+
+
+def test_every_cloudfront_behaviour_sends_the_security_headers(prod: Manifest) -> None:
+    distribution = prod.named("prodstack-cdn-distribution")
+    behaviours = [distribution["inputs"]["defaultCacheBehavior"],
+                  *distribution["inputs"]["orderedCacheBehaviors"]]  # fmt: skip
+    policy_urn = "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy::" \
+                 "prodstack-cdn-security-headers"  # fmt: skip
+    assert all(b.get("responseHeadersPolicyId") for b in behaviours)
+    deps = distribution["property_dependencies"]
+    assert policy_urn in deps["defaultCacheBehavior"]
+    assert policy_urn in deps["orderedCacheBehaviors"]
+
+
+def test_cloudfront_standard_logging_v2_in_us_east_1(prod: Manifest) -> None:
+    source = prod.named("prodstack-cdn-log-source")
+    destination = prod.named("prodstack-cdn-log-destination")
+    delivery = prod.named("prodstack-cdn-log-delivery")
+    group = prod.named("prodstack-cdn-access-logs")
+    for r in (source, destination, delivery, group):
+        assert r["inputs"]["region"] == LOG_REGION, r["name"]
+    assert source["inputs"]["logType"] == ACCESS_LOG_TYPE
+    dist_urn = "aws:cloudfront/distribution:Distribution::prodstack-cdn-distribution"
+    assert dist_urn in source["property_dependencies"]["resourceArn"]
+    group_urn = "aws:cloudwatch/logGroup:LogGroup::prodstack-cdn-access-logs"
+    assert group_urn in destination["property_dependencies"]["deliveryDestinationConfiguration"]
+    assert group["inputs"]["retentionInDays"] > 0
+    assert "aws:cloudwatch/logDeliverySource:LogDeliverySource::prodstack-cdn-log-source" in (
+        delivery["property_dependencies"]["deliverySourceName"])
+    assert ("aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination::"
+            "prodstack-cdn-log-destination") in delivery["property_dependencies"][
+                "deliveryDestinationArn"]  # fmt: skip
+
+
+# ---- docs/cloud.md's FSBP table names real checks --------------------------------------
+
+
+def test_fsbp_table_names_existing_tests() -> None:
+    """Every `file.py::test_name` (and `::test_name` after it) the table cites exists."""
+    doc = (REPO / "docs" / "cloud.md").read_text()
+    table = doc[doc.index("## AWS Foundational Security Best Practices"):]
+    table = table[:table.index("\n## ", 1)]
+    cited: list[tuple[str, str]] = []
+    for line in table.splitlines():
+        current = None
+        for file, name in re.findall(r"`(?:(test_\w+\.py))?::(test_\w+)`", line):
+            current = file or current
+            cited.append((current, name))
+    assert len(cited) >= 8
+    for file, name in cited:
+        source = (REPO / "tests" / "cloud" / file).read_text()
+        assert re.search(rf"^def {name}\(", source, re.M), f"{file}::{name}"
+    for control in ("RDS.6", "RDS.10", "CloudFront.5", "CloudFront.1", "SecretsManager.1",
+                    "SecretsManager.4"):  # fmt: skip
+        assert f"| {control}" in table or f", {control}" in table, control
