@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 import pytest
 from prodstack_cloud_harness import REPO, Manifest
 
-from components.cdn import ACCESS_LOG_TYPE, LOG_REGION
+from components.cdn import ACCESS_LOG_TYPE
 from components.database import ENHANCED_MONITORING_POLICY_ARN, DatabaseArgs
 from components.load_balancer import ENCODED_PATHS, INTERNAL_PATHS
 from prodstack.cloud_plan import ACCOUNT
@@ -210,7 +210,10 @@ def test_cloudfront_standard_logging_v2_in_us_east_1(prod: Manifest) -> None:
     delivery = prod.named("prodstack-cdn-log-delivery")
     group = prod.named("prodstack-cdn-access-logs")
     for r in (source, destination, delivery, group):
-        assert r["inputs"]["region"] == LOG_REGION, r["name"]
+        # CloudFront's delivery source exists only in us-east-1, and a CloudWatch Logs
+        # destination must be in the source's Region (CloudFront developer guide,
+        # standard-logging.html).
+        assert r["inputs"]["region"] == "us-east-1", r["name"]
     assert source["inputs"]["logType"] == ACCESS_LOG_TYPE
     dist_urn = "aws:cloudfront/distribution:Distribution::prodstack-cdn-distribution"
     assert dist_urn in source["property_dependencies"]["resourceArn"]
