@@ -452,7 +452,13 @@ class Service(pulumi.ComponentResource):
             return None
         role = aws.iam.Role(
             f"{self._name}-ecs-lb-role",
-            assume_role_policy=assume_role_policy("ecs.amazonaws.com"),
+            # ECS acts for this account's services in this Region only (confused deputy;
+            # IAM user guide, confused-deputy.html).
+            assume_role_policy=assume_role_policy(
+                "ecs.amazonaws.com",
+                account=self._account,
+                source_arn=f"arn:aws:ecs:{self._region}:{self._account}:*",
+            ),
             tags=self._tags("ecs-lb-role"),
             opts=child_opts(self),
         )

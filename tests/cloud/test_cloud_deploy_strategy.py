@@ -100,7 +100,9 @@ def test_rules_start_on_the_primary_group_and_keep_ecs_weights(prod: Manifest) -
     assert "loadBalancers" in options["aws:ecs/service:Service::prodstack-api-service"][
         "ignore_changes"]
     # The old single forwarding rule is replaced by the production rule, not kept beside it.
+    # (Besides the two 403 rules for internal paths, test_cloud_security.py.)
     assert sorted(r["name"] for r in prod.all(RULE)) == [
+        "prodstack-lb-encoded-paths", "prodstack-lb-internal-paths",
         "prodstack-lb-production", "prodstack-lb-test"]
 
 
@@ -127,7 +129,9 @@ def test_dev_rolls_with_the_circuit_breaker_and_one_target_group(dev: Manifest) 
     (lb,) = service["loadBalancers"]
     assert "advancedConfiguration" not in lb
     assert [r["name"] for r in dev.all("lb/targetGroup:TargetGroup")] == ["prodstack-lb-tg"]
-    assert not dev.all(RULE)
+    # Only the 403 rules for internal paths (test_cloud_security.py); nothing forwards.
+    assert sorted(r["name"] for r in dev.all(RULE)) == [
+        "prodstack-lb-encoded-paths", "prodstack-lb-internal-paths"]
     assert not [r for r in dev.all("iam/role:Role") if r["name"].endswith("ecs-lb-role")]
 
 
