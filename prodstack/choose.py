@@ -63,7 +63,8 @@ OPERATE = {
         "OS and package updates, reboots, disk space",
         "PostgreSQL and Redis upgrades, tuning and restore drills",
         "backups off the host (`backup_s3_bucket`) and checking they restore",
-        "monitoring and alerting on the host (the healthcheck timer only logs)",
+        "answering the alerts the host's Prometheus and Alertmanager send (set `alert_email` "
+        "or `alert_webhook_url`)",
         "TLS renewal (automated with Let's Encrypt) and the firewall",
     ],
 }

@@ -128,6 +128,21 @@ def plan_vps(overrides: dict[str, Any], *, root: Path) -> dict:
 
 
 @contextlib.contextmanager
+def _quiet_deploy_warnings() -> Iterator[None]:
+    """The deploy's warnings to its operator (such as "no alert receiver") are for a real
+    run; a plan's stderr carries only its own errors."""
+    import logging
+
+    pyinfra_logger = logging.getLogger("pyinfra")
+    handler = logging.NullHandler()
+    pyinfra_logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        pyinfra_logger.removeHandler(handler)
+
+
+@contextlib.contextmanager
 def _tasks_from(pyinfra_dir: Path) -> Iterator[None]:
     """Import `tasks.*` from this checkout; put back whatever was imported before."""
 
@@ -209,7 +224,11 @@ class _Planner:
             fake_delay_jitter=0,
         )
         environ = {f"PRODSTACK_{name}": value for name, value in self.secrets.items()}
-        with _environ(environ, drop=("PRODSTACK_IMAGE",)), self._did_change_recorder():
+        with (
+            _environ(environ, drop=("PRODSTACK_IMAGE",)),
+            self._did_change_recorder(),
+            _quiet_deploy_warnings(),
+        ):
             state, host = self._state(group_data, host_data, config)
             cfg = self._run(state, host, config)
             ops = self._operations(state, host)

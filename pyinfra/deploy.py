@@ -20,6 +20,7 @@ from tasks.database import database  # noqa: E402
 from tasks.engine import engine  # noqa: E402
 from tasks.firewall import firewall  # noqa: E402
 from tasks.load_balancer import load_balancer  # noqa: E402
+from tasks.monitoring import monitoring  # noqa: E402
 from tasks.observability import observability  # noqa: E402
 from tasks.service import service  # noqa: E402
 
@@ -43,3 +44,4 @@ if cfg.is_web:
     service(cfg)
     load_balancer(cfg, packages_op=packages_op)
 observability(cfg)
+monitoring(cfg)

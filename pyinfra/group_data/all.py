@@ -89,6 +89,31 @@ backup_s3_prefix = "prodstack"
 backup_s3_endpoint_url = None  # e.g. https://s3.eu-central-1.wasabisys.com
 backup_s3_region = "us-east-1"
 
+# --- Monitoring and alerting (docs/vps.md, "Monitoring") ------------------------------
+# Prometheus keeps metrics this many days, and never more than this share of the disk
+# that holds /var/lib/prometheus: whichever limit is reached first wins.
+metrics_retention_days = 30
+metrics_retention_disk_percent = 10
+# Clients that may read the API's /metrics and /openapi.json through nginx, besides the
+# host itself (an outside Prometheus, for example). Default: none.
+metrics_allowed_cidrs = []
+# Where alerts go. With neither alert_email nor alert_webhook_url, alerts only show in
+# Alertmanager (on loopback) and every deploy warns.
+alert_email = None  # e.g. "ops@example.com"; needs alert_smarthost
+alert_email_from = None  # default: prodstack@<domain>, else prodstack@localhost
+alert_smarthost = None  # SMTP relay "host:port", e.g. "smtp.example.com:587" (STARTTLS)
+alert_smarthost_user = None  # with a user, the password is the secret ALERT_SMTP_PASSWORD
+# Slack incoming webhook (hooks.slack.com), or any receiver of Alertmanager's webhook JSON
+# (ntfy-style bridges, Teams through a bridge). A URL that holds a token belongs in the
+# secret ALERT_WEBHOOK_URL instead, which wins over this key.
+alert_webhook_url = None
+# A dead man's switch (healthchecks.io-style URL) that receives the always-firing Watchdog
+# every few minutes. Default: none; Watchdog then goes to the receivers once a day.
+alert_heartbeat_url = None
+# Grafana from Grafana's signed apt repository, on loopback, under https://<host>/grafana/
+# with its own login (admin password: the secret GRAFANA_ADMIN_PASSWORD).
+grafana = False
+
 # --- Secrets ----------------------------------------------------------------------------------
 # KEY=value file, outside git (see .gitignore); PRODSTACK_<KEY> in the environment wins.
 secrets_file = "secrets.env"

@@ -10,6 +10,7 @@ from pyinfra.operations import apt, server, systemd
 
 from tasks.config import Settings
 from tasks.facts import SmallSshModuli
+from tasks.monitoring import packages_for as monitoring_packages
 from tasks.templates import restart_on_change, template
 
 # sshd lets only this group in (AllowGroups), plus root until the deploy user takes over.
@@ -47,7 +48,7 @@ def packages_for(cfg: Settings) -> list[str]:
         wanted += ["postgresql", "postgresql-client", "redis-server", "redis-tools"]
         if cfg.backup_s3_bucket:
             wanted += ["python3-boto3"]
-    return wanted
+    return wanted + monitoring_packages(cfg)
 
 
 @deploy("Base packages")

@@ -14,6 +14,7 @@ The profile keys share their names with the cloud profile (`size`, `replicas`, `
 from __future__ import annotations
 
 import difflib
+import hmac
 import ipaddress
 import os
 import re
@@ -59,6 +60,22 @@ NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
 # Data keys read outside group_data/all.py's names: restore.py's source of the restore.
 EXTRA_KEYS = frozenset({"restore_from"})
+# Loopback ports of the monitoring stack (Debian's defaults where it has one); the app's
+# ports must not take them.
+MONITORING_PORTS = {
+    "prometheus": 9090,
+    "alertmanager": 9093,
+    "node exporter": 9100,
+    "nginx exporter": 9113,
+    "redis exporter": 9121,
+    "postgres exporter": 9187,
+    "nginx stub_status": 9145,
+    "grafana": 3000,
+}
+# Optional secrets: read when the feature that needs them is configured.
+ALERT_SECRETS = ("ALERT_SMTP_PASSWORD", "ALERT_WEBHOOK_URL", "GRAFANA_ADMIN_PASSWORD")
+URL_PATTERN = re.compile(r"^https?://[^\s/@]+(:\d+)?(/\S*)?$")
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class SettingsError(DeployError):
@@ -122,6 +139,15 @@ class Settings:
     backup_s3_prefix: str
     backup_s3_endpoint_url: str | None
     backup_s3_region: str
+    metrics_retention_days: int
+    metrics_retention_disk_percent: int
+    metrics_allowed_cidrs: tuple[str, ...]
+    alert_email: str | None
+    alert_email_from: str
+    alert_smarthost: str | None
+    alert_smarthost_user: str | None
+    alert_heartbeat_url: str | None
+    grafana: bool
     secrets: Mapping[str, str] = field(repr=False)
 
     @property
@@ -141,6 +167,20 @@ class Settings:
         return [self.app_spare_port_base + i for i in range(self.replicas)]
 
     @property
+    def alert_webhook_url(self) -> str | None:
+        """The secret ALERT_WEBHOOK_URL wins over the data key of the same name."""
+        return self.secrets.get("ALERT_WEBHOOK_URL") or None
+
+    @property
+    def alert_receivers(self) -> tuple[str, ...]:
+        """The configured ways an alert reaches a person: email, webhook, or none."""
+        return tuple(
+            name
+            for name, value in (("email", self.alert_email), ("webhook", self.alert_webhook_url))
+            if value
+        )
+
+    @property
     def database_url(self) -> str:
         password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
         # verify-full: the server's certificate must come from our CA and name db_address.
@@ -151,6 +191,13 @@ class Settings:
             f"postgresql://{self.postgres_user}:{password}@{self.db_address}:"
             f"{self.postgres_port}/{self.postgres_db}?{tls}"
         )
+
+    @property
+    def redis_monitor_password(self) -> str:
+        """The redis exporter's ACL password, derived from REDIS_PASSWORD (so it rotates
+        with it); it does not reveal REDIS_PASSWORD."""
+        key = self.secrets["REDIS_PASSWORD"].encode()
+        return hmac.new(key, b"prodstack-monitor", "sha256").hexdigest()
 
     @property
     def redis_url(self) -> str:
@@ -321,6 +368,7 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
     """Every port the stack binds must be unique and apart from SSH, 80 and 443."""
     reserved = {ssh_port: "ssh", **RESERVED_PORTS}
     owner: dict[int, str] = {port: f"reserved ({name})" for port, name in reserved.items()}
+    owner.update({port: f"reserved ({name})" for name, port in MONITORING_PORTS.items()})
     for key, values in ports.items():
         for port in values:
             if not 1024 <= port <= 65535:
@@ -328,6 +376,78 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
             if port in owner:
                 raise fail(key, port, f"port {port} collides with {owner[port]}; pick another")
             owner[port] = f"`{key}`"
+
+
+def optional_secret(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
+    """PRODSTACK_<NAME>, else the secrets file, else None (no strength check: URLs)."""
+    secrets_file = Path(data.get("secrets_file") or PYINFRA_DIR / "secrets.env")
+    if not secrets_file.is_absolute():
+        secrets_file = PYINFRA_DIR / secrets_file
+    return environ.get(f"PRODSTACK_{name}") or read_secrets_file(secrets_file).get(name) or None
+
+
+def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, str]) -> dict:
+    """The alert_* keys, checked, and the secrets they need."""
+    out: dict[str, Any] = {}
+    email = data.get("alert_email") or None
+    if email is not None and not EMAIL_PATTERN.match(str(email)):
+        raise fail("alert_email", email, "must be an e-mail address such as ops@example.com")
+    sender = data.get("alert_email_from") or f"prodstack@{domain or 'localhost'}"
+    if not EMAIL_PATTERN.match(str(sender)) and not str(sender).endswith("@localhost"):
+        raise fail("alert_email_from", sender, "must be an e-mail address")
+    smarthost = data.get("alert_smarthost") or None
+    if email and not smarthost:
+        raise fail("alert_smarthost", smarthost, "alert_email needs an SMTP relay host:port")
+    if smarthost is not None and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", str(smarthost)):
+        raise fail("alert_smarthost", smarthost, "must be host:port, e.g. smtp.example.com:587")
+    user = data.get("alert_smarthost_user") or None
+    secrets: dict[str, str] = {}
+    if user:
+        password = optional_secret(data, "ALERT_SMTP_PASSWORD", environ)
+        if not password:
+            raise SettingsError(
+                "missing secret `ALERT_SMTP_PASSWORD`: alert_smarthost_user is set; set "
+                "PRODSTACK_ALERT_SMTP_PASSWORD or add ALERT_SMTP_PASSWORD=... to the secrets file"
+            )
+        secrets["ALERT_SMTP_PASSWORD"] = password
+    webhook = optional_secret(data, "ALERT_WEBHOOK_URL", environ)
+    key = "ALERT_WEBHOOK_URL (secret)" if webhook else "alert_webhook_url"
+    webhook = webhook or data.get("alert_webhook_url") or None
+    if webhook is not None:
+        if not URL_PATTERN.match(str(webhook)):
+            raise fail(key, "<hidden>" if key.endswith("(secret)") else webhook,
+                       "must be an http(s):// URL")  # fmt: skip
+        secrets["ALERT_WEBHOOK_URL"] = str(webhook)
+    heartbeat = data.get("alert_heartbeat_url") or None
+    if heartbeat is not None and not URL_PATTERN.match(str(heartbeat)):
+        raise fail("alert_heartbeat_url", heartbeat, "must be an http(s):// URL")
+    grafana = data.get("grafana", False)
+    if grafana not in (True, False, "true", "false", "True", "False"):
+        raise fail("grafana", grafana, "must be true or false")
+    grafana = grafana in (True, "true", "True")
+    if grafana:
+        password = optional_secret(data, "GRAFANA_ADMIN_PASSWORD", environ)
+        if not password or not SECRET_PATTERN.match(password):
+            raise SettingsError(
+                "missing or weak secret `GRAFANA_ADMIN_PASSWORD`: grafana is on; set "
+                "PRODSTACK_GRAFANA_ADMIN_PASSWORD or add GRAFANA_ADMIN_PASSWORD=... (16+ "
+                "characters, new_secrets.py writes one) to the secrets file"
+            )
+        secrets["GRAFANA_ADMIN_PASSWORD"] = password
+    out.update(
+        alert_email=email,
+        alert_email_from=str(sender),
+        alert_smarthost=smarthost,
+        alert_smarthost_user=user,
+        alert_heartbeat_url=heartbeat,
+        grafana=grafana,
+        metrics_retention_days=_int(data, "metrics_retention_days", minimum=1, maximum=3650),
+        metrics_retention_disk_percent=_int(
+            data, "metrics_retention_disk_percent", minimum=1, maximum=80
+        ),
+        metrics_allowed_cidrs=_cidrs(data, "metrics_allowed_cidrs"),
+    )
+    return {"settings": out, "secrets": secrets}
 
 
 def settings_for(
@@ -356,7 +476,7 @@ def settings_for(
 
     domain = validate_domain(data.get("domain"))
     email = data.get("letsencrypt_email") or None
-    if email is not None and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", str(email)):
+    if email is not None and not EMAIL_PATTERN.match(str(email)):
         raise fail("letsencrypt_email", email, "must be an e-mail address")
     cert, key = data.get("tls_certificate_file"), data.get("tls_key_file")
     tls = data.get("tls", "auto")
@@ -423,6 +543,8 @@ def settings_for(
     if bucket and "db" in roles:
         names = names + S3_SECRETS
     secrets = load_secrets(data, names, environ)
+    alerts = alerting(data, domain, environ)
+    secrets.update(alerts["secrets"])
 
     log_level = str(data.get("app_log_level", "info")).lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -494,5 +616,6 @@ def settings_for(
         backup_s3_prefix=str(data.get("backup_s3_prefix") or "prodstack").strip("/"),
         backup_s3_endpoint_url=data.get("backup_s3_endpoint_url") or None,
         backup_s3_region=str(data.get("backup_s3_region") or "us-east-1"),
+        **alerts["settings"],
         secrets=secrets,
     )

@@ -109,3 +109,31 @@ class SmallSshModuli(FactBase):
 
     def process(self, output):
         return int(next(iter(output), "0") or 0)
+
+
+class DiskSizeMb(FactBase):
+    """Size in MiB of the filesystem that holds `path` (0 when unknown)."""
+
+    def command(self, path: str) -> str:
+        return f"df -Pm {shlex.quote(path)} 2>/dev/null | awk 'NR == 2 {{print $2}}' || true"
+
+    def process(self, output):
+        value = "\n".join(output).strip()
+        return int(value) if value.isdigit() else 0
+
+
+class PostgresRoleMember(FactBase):
+    """Whether PostgreSQL role `role` exists and is a member of `group`."""
+
+    def command(self, role: str, group: str) -> str:
+        query = shlex.quote(
+            f"SELECT pg_has_role('{role}', '{group}', 'member') "
+            f"FROM pg_roles WHERE rolname = '{role}'"
+        )
+        return (
+            "(command -v psql >/dev/null && id postgres >/dev/null 2>&1 && "
+            f"runuser -u postgres -- psql -XAtc {query}) 2>/dev/null || true"
+        )
+
+    def process(self, output):
+        return "\n".join(output).strip() == "t"

@@ -7,7 +7,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 
-from tasks.config import Settings
+from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import Ipv6Enabled
 from tasks.templates import template
 
@@ -101,6 +101,8 @@ def load_balancer(cfg: Settings, packages_op=None) -> None:
         webroot=WEBROOT,
         upstream_servers=UPSTREAM_SERVERS,
         ipv6=bool(host.get_fact(Ipv6Enabled)),
+        status_port=MONITORING_PORTS["nginx stub_status"],
+        grafana_port=MONITORING_PORTS["grafana"],
     )
     link = files.link(
         name="Enable the site",

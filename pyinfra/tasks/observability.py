@@ -1,15 +1,18 @@
-"""Monitoring: a health-check timer (API /health, pg_isready, redis-cli ping) to the journal."""
+"""Health checks: a one-minute timer (API /health, pg_isready, redis-cli ping, disk) to the
+journal; on a web host it also exports the TLS certificate's expiry for Prometheus."""
 
 from __future__ import annotations
 
 from pyinfra.api import deploy
 
 from tasks.config import Settings
+from tasks.load_balancer import CERT
+from tasks.monitoring import TEXTFILE_DIR
 from tasks.pki import CA_ON_HOST
 from tasks.templates import template, timers
 
 
-@deploy("Monitoring")
+@deploy("Health checks")
 def observability(cfg: Settings) -> None:
     template(
         name="prodstack-healthcheck",
@@ -18,6 +21,8 @@ def observability(cfg: Settings) -> None:
         mode="755",
         cfg=cfg,
         ca_file=CA_ON_HOST,
+        cert=CERT,
+        textfile_dir=TEXTFILE_DIR,
     )
     template(
         name="Health-check credentials (0600)",

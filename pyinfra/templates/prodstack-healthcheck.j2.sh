@@ -19,5 +19,18 @@ check "api /health through nginx" curl -fsS -k --max-time 5 -o /dev/null https:/
 check "postgresql" pg_isready -q -h 127.0.0.1 -p {{ cfg.postgres_port }} -d {{ cfg.postgres_db }}
 check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }}{% if cfg.db_tls %} --tls --cacert {{ ca_file }}{% endif %} --no-auth-warning ping | grep -qx PONG'
 {% endif %}
+{% if cfg.is_web %}
+# The certificate's expiry, for the CertificateExpiresSoon alert: node exporter reads it
+# from its textfile directory (temp file, then rename, so it never sees half a file).
+cert={{ cert }}
+if [ -r "$cert" ] && [ -d {{ textfile_dir }} ]; then
+    end="$(date -d "$(openssl x509 -enddate -noout -in "$cert" | cut -d= -f2)" +%s)" || end=""
+    if [ -n "$end" ]; then
+        tmp="$(mktemp {{ textfile_dir }}/.prodstack_tls.XXXXXX)"
+        printf '# HELP prodstack_tls_certificate_expiry_timestamp_seconds When the served certificate expires.\n# TYPE prodstack_tls_certificate_expiry_timestamp_seconds gauge\nprodstack_tls_certificate_expiry_timestamp_seconds{path="%s"} %s\n' "$cert" "$end" >"$tmp"
+        chmod 644 "$tmp" && mv "$tmp" {{ textfile_dir }}/prodstack_tls.prom
+    fi
+fi
+{% endif %}
 check "disk below 90%" sh -c '[ "$(df --output=pcent / | tail -n 1 | tr -dc 0-9)" -lt 90 ]'
 exit "$failed"

@@ -10,8 +10,9 @@ from pathlib import Path
 import jinja2
 import pytest
 from tasks.base import SSH_GROUP
-from tasks.config import settings_for
+from tasks.config import MONITORING_PORTS, settings_for
 from tasks.database import tuning
+from tasks.monitoring import scrape_jobs
 from tasks.templates import FILES, TEMPLATES
 
 TEMPLATE_NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2.*"))
@@ -24,6 +25,7 @@ PROFILES = {
             "domain": "api.example.com",
             "letsencrypt_email": "ops@example.com",
             "replicas": 5,
+            "grafana": True,
         },
         {"web", "db"},
     ),  # fmt: skip
@@ -48,6 +50,18 @@ def render(name: str, cfg, **extra) -> str:
         "tls_dir": "/etc/postgresql/tls",
         "ca_file": "/etc/prodstack/ca.crt",
         "ssh_group": SSH_GROUP,
+        "status_port": MONITORING_PORTS["nginx stub_status"],
+        "grafana_port": MONITORING_PORTS["grafana"],
+        "keyring": "/etc/apt/keyrings/grafana.asc",
+        "dashboards_dir": "/var/lib/grafana/dashboards/prodstack",
+        "ports": MONITORING_PORTS,
+        "host_name": "vps",
+        "jobs": scrape_jobs(cfg),
+        "api_targets": "/etc/prometheus/targets/api.json",
+        "retention_size_mb": 1024,
+        "textfile_dir": "/var/lib/prometheus/node-exporter",
+        "alertmanager_url": "http://127.0.0.1:9093",
+        "slack": False,
         **extra,
     }
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
@@ -61,6 +75,11 @@ def cfg(request, data, environ):
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
 def test_every_template_renders(name, cfg):
+    if name == "grafana.j2.ini" and not cfg.grafana:
+        # Its admin password is only read (and required) when Grafana is on.
+        with pytest.raises(jinja2.UndefinedError, match="GRAFANA_ADMIN_PASSWORD"):
+            render(name, cfg)
+        return
     text = render(name, cfg)
     if name.endswith(".json"):
         json.loads(text)
@@ -99,7 +118,10 @@ def test_redis_and_postgres_settings(data, environ):
     assert "trust" not in hba and " md5" not in hba
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in FILES.iterdir()))
+@pytest.mark.parametrize(
+    "script",
+    sorted(p.name for p in FILES.iterdir() if p.read_text().startswith("#!/usr/bin/python")),
+)
 def test_host_scripts_compile(script):
     subprocess.run(
         ["python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", FILES / script],
@@ -108,13 +130,14 @@ def test_host_scripts_compile(script):
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
-@pytest.mark.parametrize("ipv6", [False, True])
-def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6):
+@pytest.mark.parametrize(("ipv6", "grafana"), [(False, False), (True, True)])
+def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6, grafana):
     cfg = settings_for(
-        {**data, "domain": "api.example.com", "rate_limit_exempt_cidrs": ["127.0.0.0/8"]},
+        {**data, "domain": "api.example.com", "rate_limit_exempt_cidrs": ["127.0.0.0/8"],
+         "grafana": grafana},
         {"web", "db"},
-        environ=environ,
-    )
+        environ={**environ, "PRODSTACK_GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789"},
+    )  # fmt: skip
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
          "-subj", "/CN=api.example.com", "-keyout", tmp_path / "key.pem",
