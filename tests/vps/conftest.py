@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.support.docker import docker_available, ensure_dockerd
-from tests.vps.e2e import Stack, build_image, free_port
+from tests.vps.e2e import Stack, WebhookReceiver, build_image, free_port
 from tests.vps.host import boot, destroy, ssh_keypair
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,6 +29,7 @@ SECRETS = {
     "API_TOKEN": "api-token-0123456789abcdef",
     "BACKUP_S3_ACCESS_KEY_ID": "testing-access-key",
     "BACKUP_S3_SECRET_ACCESS_KEY": "testing-secret-key",
+    "GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789",
 }
 
 
@@ -64,11 +65,10 @@ def images():
     return {"v1": build_image("e2e-1"), "v2": build_image("e2e-2")}
 
 
-@pytest.fixture(scope="session")
-def moto(tmp_path_factory):
-    """A local S3 (moto) on the Docker bridge gateway, reachable from the test host only."""
+def docker_gateway() -> str:
+    """The docker0 bridge's address: the test hosts reach the test process there."""
     ensure_dockerd()
-    gateway = (
+    return (
         subprocess.run(
             ["ip", "-4", "-o", "addr", "show", "docker0"],
             capture_output=True,
@@ -78,6 +78,20 @@ def moto(tmp_path_factory):
         .stdout.split()[3]
         .split("/")[0]
     )
+
+
+@pytest.fixture(scope="session")
+def alert_webhook():
+    """An Alertmanager webhook receiver on the docker0 gateway, recording what it gets."""
+    receiver = WebhookReceiver(docker_gateway())
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """A local S3 (moto) on the Docker bridge gateway, reachable from the test host only."""
+    gateway = docker_gateway()
     port = free_port(gateway)
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     proc = subprocess.Popen(
@@ -105,7 +119,7 @@ def moto(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def stack(images, moto, tmp_path_factory):
+def stack(images, moto, alert_webhook, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("vps-e2e")
     key = ssh_keypair(workdir / "ssh")
     secrets = {
@@ -129,6 +143,7 @@ def stack(images, moto, tmp_path_factory):
         # The app's own per-client limit would otherwise throttle the load loops.
         "app_rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,
+        "alert_webhook_url": alert_webhook.url,
     }
     s = Stack(host, workdir, data, secrets)
     s.first = s.pyinfra()

@@ -167,6 +167,60 @@ class Stack:
         ).stdout.strip()
 
 
+class WebhookReceiver:
+    """An HTTP server in the test process that records Alertmanager's webhook posts."""
+
+    def __init__(self, address: str):
+        import http.server
+        import threading
+
+        self.posts: list[dict] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.posts.append({"at": time.time(), **json.loads(body)})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer((address, free_port(address)), Handler)
+        self.url = f"http://{address}:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, since: float = 0.0) -> list[dict]:
+        """Every alert received after `since`, with the post's time."""
+        with self._lock:
+            return [
+                {"at": post["at"], **alert}
+                for post in self.posts
+                if post["at"] >= since
+                for alert in post.get("alerts", [])
+            ]
+
+    def wait_for(self, name: str, status: str, since: float, timeout: float, **labels) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for alert in self.alerts(since):
+                if (
+                    alert["labels"].get("alertname") == name
+                    and alert["status"] == status
+                    and all(alert["labels"].get(k) == v for k, v in labels.items())
+                ):
+                    return alert
+            time.sleep(1)
+        seen = [(a["labels"].get("alertname"), a["status"]) for a in self.alerts(since)]
+        raise AssertionError(f"no {status} {name} {labels} within {timeout:.0f}s; got {seen}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
 def grand_total(output: str) -> tuple[int, str, str]:
     """(operations, changed, errors) from pyinfra's results table."""
     match = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
