@@ -18,6 +18,7 @@ from pyinfra.operations import files, postgres, server, systemd
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import DiskSizeMb, PostgresRoleMember
 from tasks.grafana import grafana
+from tasks.pki import ca_certificate
 from tasks.templates import put, restart_on_change, template
 
 RULES = "/etc/prometheus/rules/prodstack-alerts.yml"
@@ -25,6 +26,8 @@ API_TARGETS = "/etc/prometheus/targets/api.json"
 # node exporter's textfile collector (Debian's default): backups, drills and the health
 # check write their metrics here, atomically (temp file, then rename).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+# The private CA (tasks/pki.py), readable by the exporters (split layout only).
+EXPORTER_CA = "/etc/prometheus/prodstack-ca.crt"
 ALERTMANAGER_URL = f"http://127.0.0.1:{MONITORING_PORTS['alertmanager']}"
 
 
@@ -167,15 +170,32 @@ def database_exporters(cfg: Settings, ctx: dict) -> None:
         lambda: pg.did_change() or queries.did_change(),
         label="postgres exporter",
     )
-    redis = template(
-        name="redis exporter: loopback, the monitor ACL user (0600)",
-        src="redis-exporter-defaults.j2.env",
-        dest="/etc/default/prometheus-redis-exporter",
-        mode="600",
-        **ctx,
+    watched = []
+    if cfg.db_tls:
+        # The exporter runs as `prometheus`, which cannot enter /etc/prodstack (0750).
+        watched.append(
+            files.put(
+                name="Private CA certificate (redis exporter)",
+                src=str(ca_certificate(cfg.pki_dir)),
+                dest=EXPORTER_CA,
+                mode="644",
+            )
+        )
+    watched.append(
+        template(
+            name="redis exporter: loopback, the monitor ACL user (0600)",
+            src="redis-exporter-defaults.j2.env",
+            dest="/etc/default/prometheus-redis-exporter",
+            mode="600",
+            exporter_ca=EXPORTER_CA,
+            **ctx,
+        )
     )
-    restart_on_change("prometheus-redis-exporter.service", redis.did_change,
-                      label="redis exporter")  # fmt: skip
+    restart_on_change(
+        "prometheus-redis-exporter.service",
+        lambda: any(op.did_change() for op in watched),
+        label="redis exporter",
+    )
 
 
 def alertmanager(cfg: Settings, ctx: dict):

@@ -62,6 +62,7 @@ def render(name: str, cfg, **extra) -> str:
         "textfile_dir": "/var/lib/prometheus/node-exporter",
         "alertmanager_url": "http://127.0.0.1:9093",
         "slack": False,
+        "exporter_ca": "/etc/prometheus/prodstack-ca.crt",
         **extra,
     }
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
