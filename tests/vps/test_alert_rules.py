@@ -245,3 +245,29 @@ def test_public_nginx_keeps_metrics_and_openapi_to_loopback(data, environ):
         "allow 127.0.0.0/8;", "allow ::1;", "allow 10.0.0.5/32;", "deny all;",
         "proxy_pass http://prodstack_api;",
     ]  # fmt: skip
+
+
+def test_redis_exporter_speaks_tls_on_the_split_layout(data, environ):
+    split = {"private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]}
+    db = settings_for({**data, **split}, {"db"}, environ=environ)
+    text = render("redis-exporter-defaults.j2.env", db)
+    assert "REDIS_ADDR=rediss://127.0.0.1:6379" in text
+    assert "-tls-ca-cert-file=/etc/prometheus/prodstack-ca.crt" in text
+    assert "skip-tls" not in text
+    single = settings_for(data, {"web", "db"}, environ=environ)
+    assert "REDIS_ADDR=redis://127.0.0.1:6379" in render("redis-exporter-defaults.j2.env", single)
+
+
+def test_redis_monitor_user_has_no_keys_config_or_admin(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    line = next(
+        line for line in render("redis.j2.conf", cfg).splitlines()
+        if line.startswith("user prodstack-monitor ")
+    )  # fmt: skip
+    rules = line.split()
+    assert rules[2] == "on" and rules[3] == f">{cfg.redis_monitor_password}"
+    assert {"resetkeys", "resetchannels", "-@all"} <= set(rules)
+    allowed = {r for r in rules if r.startswith("+")}
+    assert allowed <= {"+ping", "+info", "+select", "+client|setname", "+slowlog|get",
+                       "+slowlog|len", "+latency|latest"}  # fmt: skip
+    assert cfg.secrets["REDIS_PASSWORD"] not in line
