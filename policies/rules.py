@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pulumi_policy import (
@@ -59,8 +59,14 @@ def _map(value: Any) -> Mapping[str, Any]:
 
 
 def _list(value: Any) -> list[Any]:
-    """``value`` if it is a list, else ``[]`` (unknown or secret at preview time)."""
-    return list(value) if isinstance(value, (list, tuple)) else []
+    """``value`` as a list if it is a sequence, else ``[]`` (unknown or secret at preview).
+
+    The engine hands rules its own read-only proxies (``pulumi_policy.proxy``): a list
+    arrives as a ``Sequence`` that is not a ``list``, a dict as a ``Mapping``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        return list(value)
+    return []
 
 
 def is_prod(props: Mapping[str, Any]) -> bool:
@@ -623,8 +629,7 @@ def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) 
     for r in _of_type(args, "ec2/defaultSecurityGroup:DefaultSecurityGroup"):
         adopted |= _linked(r, "vpcId")
         if _list(r.props.get("ingress")) or _list(r.props.get("egress")) or not (
-                isinstance(r.props.get("ingress"), list)
-                and isinstance(r.props.get("egress"), list)):
+                "ingress" in r.props and "egress" in r.props):
             report("The VPC's default security group must be adopted with no rules "
                    "(ingress: [], egress: []; FSBP EC2.2).", r.urn)
     for vpc in sorted(vpcs - adopted):

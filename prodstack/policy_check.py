@@ -1,5 +1,7 @@
 """Run the CrossGuard policy pack (`policies/rules.py`) over recorded resources, without
-the Pulumi engine: each rule's `validate` is called directly, as the engine would."""
+the Pulumi engine: each rule's `validate` is called directly, as the engine would, on
+properties wrapped in the engine's own read-only proxies (lists arrive as sequences that
+are not `list`, dicts as mappings that are not `dict`)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from typing import Any
 def check_resource(policy: Any, type_: str, props: dict) -> list[str]:
     """Violations a resource policy reports for one resource."""
     from pulumi_policy import ResourceValidationArgs
+    from pulumi_policy.proxy import unknown_checking_proxy
 
     violations: list[str] = []
-    args = ResourceValidationArgs(type_, props, f"urn:{type_}::x", "x", None, None)
+    args = ResourceValidationArgs(type_, unknown_checking_proxy(props), f"urn:{type_}::x", "x",
+                                  None, None)  # fmt: skip
     policy.validate(args, lambda message, urn=None: violations.append(message))
     return violations
 
@@ -25,10 +29,11 @@ def policy_resources(items: list[dict[str, Any]]) -> list[Any]:
     """Manifest or plan resources (``urn`` or ``id``, ``type``, ``name``, ``inputs``,
     ``property_dependencies``) -> PolicyResources with their property dependencies linked."""
     from pulumi_policy import PolicyResource
+    from pulumi_policy.proxy import unknown_checking_proxy
 
     made = {
-        _urn(r): PolicyResource(r["type"], r["inputs"], _urn(r), r["name"], None, None,
-                                None, [], {})
+        _urn(r): PolicyResource(r["type"], unknown_checking_proxy(r["inputs"]), _urn(r),
+                                r["name"], None, None, None, [], {})
         for r in items
     }
     for r in items:

@@ -1,7 +1,8 @@
 """The CrossGuard rules: each with a compliant and a violating resource, then over both stacks.
 
 Rules are imported from ``policies.rules``; the pack's ``__main__`` (which starts a gRPC
-server and blocks) is never imported.
+server and blocks) is never imported: the last tests run it as its own process, as the
+Pulumi CLI does, and query it over gRPC.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import copy
 import json
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from prodstack_cloud_harness import Manifest, check_resource, check_stack, run_all
+from prodstack_cloud_harness import REPO, Manifest, check_resource, check_stack, run_all
 from pulumi_policy import EnforcementLevel
 
 from components.load_balancer import TLS13_POLICIES
@@ -210,3 +214,79 @@ def test_https_listener_policy_is_on_the_allow_list(
     type_, props = _from(prod, "lb/listener:Listener", "prodstack-lb-https")
     violations = check_resource(rules.alb_tls, type_, _mutate(props, "sslPolicy", policy_name))
     assert (violations == []) is allowed, violations
+
+
+# ---- the pack as `pulumi preview --policy-pack policies` runs it ---------------------
+
+@pytest.fixture(scope="module")
+def analyzer() -> Iterator[Any]:
+    """``policies/__main__.py`` serving the pack over gRPC, as the Pulumi CLI starts it."""
+    import grpc
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    proc = subprocess.Popen([sys.executable, str(REPO / "policies" / "__main__.py")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = (proc.stdout.readline() if proc.stdout else "").strip()
+        assert port.isdigit(), proc.stderr.read() if proc.stderr else port
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _struct(values: dict) -> Any:
+    from google.protobuf import struct_pb2
+
+    struct = struct_pb2.Struct()
+    struct.update(values)
+    return struct
+
+
+def _analyze(analyzer: Any, items: list[dict]) -> list[tuple[str, str]]:
+    """(policy name, urn) of every diagnostic the served pack returns for ``items``."""
+    from pulumi.runtime.proto import analyzer_pb2
+
+    found = []
+    for r in items:
+        response = analyzer.Analyze(analyzer_pb2.AnalyzeRequest(
+            type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"]),
+            timeout=30)
+        found += [(d.policyName, r["urn"]) for d in response.diagnostics]
+    stack = analyzer.AnalyzeStack(analyzer_pb2.AnalyzeStackRequest(resources=[
+        analyzer_pb2.AnalyzerResource(
+            type=r["type"], properties=_struct(r["inputs"]), urn=r["urn"], name=r["name"],
+            propertyDependencies={
+                key: analyzer_pb2.AnalyzerPropertyDependencies(urns=urns)
+                for key, urns in r["property_dependencies"].items()})
+        for r in items]), timeout=60)
+    return found + [(d.policyName, d.urn) for d in stack.diagnostics]
+
+
+def test_served_pack_lists_every_rule_as_mandatory(analyzer: Any) -> None:
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=30)
+    assert info.name == "prodstack"
+    assert [p.name for p in info.policies] == [p.name for p in rules.ALL_POLICIES]
+    assert {p.enforcementLevel for p in info.policies} == {analyzer_pb2.MANDATORY}
+
+
+def test_served_pack_passes_prod_and_names_the_rule_a_weakening_breaks(
+    analyzer: Any, prod: Manifest
+) -> None:
+    """Through the engine's own proxies (lists are not `list` there), end to end."""
+    assert _analyze(analyzer, prod.resources) == []
+    weak = copy.deepcopy(prod.resources)
+    acl = next(r for r in weak if r["name"] == "prodstack-waf-acl")
+    next(x for x in acl["inputs"]["rules"] if x["name"] == "aws-common")["overrideAction"] = {
+        "count": {}}
+    ownership = next(r for r in weak if r["name"] == "prodstack-lb-logs-ownership")
+    ownership["inputs"]["rule"]["objectOwnership"] = "ObjectWriter"
+    found = _analyze(analyzer, weak)
+    assert ("waf-managed-rules-enforced", acl["urn"]) in found
+    assert ("log-buckets-hardened", "aws:s3/bucket:Bucket::prodstack-lb-logs") in found
+    assert {name for name, _ in found} == {"waf-managed-rules-enforced", "log-buckets-hardened"}
