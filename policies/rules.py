@@ -1192,6 +1192,184 @@ cloudfront_api_uncached = _resource_policy(
     "aws:cloudfront/distribution:Distribution", _cloudfront_cache,
 )
 
+
+# ---- confused deputy: service principals only for this account's resources ------------
+
+def _service_statements(document: Any) -> Iterable[Mapping[str, Any]]:
+    for statement in map(_map, _list(_map(_json(document)).get("Statement"))):
+        if statement.get("Effect") == "Allow" and _map(statement.get("Principal")).get(
+                "Service"):
+            yield statement
+
+
+def _deputy_problem(statement: Mapping[str, Any]) -> str:
+    keys = {k for block in _map(statement.get("Condition")).values() for k in _map(block)}
+    missing = {"aws:SourceAccount", "aws:SourceArn"} - keys
+    if missing:
+        service = _map(statement.get("Principal")).get("Service")
+        return f"{service} grant lacks {sorted(missing)} (confused deputy)"
+    return ""
+
+
+def _trust(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    for statement in _service_statements(props.get("assumeRolePolicy")):
+        problem = _deputy_problem(statement)
+        if problem:
+            yield f"Trust policy: {problem}."
+
+
+def _kms_grant(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    for statement in _service_statements(props.get("policy")):
+        problem = _deputy_problem(statement)
+        if problem:
+            yield f"Key policy: {problem}."
+
+
+# Source: AWS IAM user guide, "The confused deputy problem" (confused-deputy.html): a
+# service principal acts for any account unless aws:SourceAccount / aws:SourceArn pin it.
+iam_trust_confused_deputy = _resource_policy(
+    "iam-trust-confused-deputy",
+    "Roles a service principal assumes name aws:SourceAccount and aws:SourceArn.",
+    "aws:iam/role:Role", _trust,
+)
+kms_confused_deputy = _resource_policy(
+    "kms-service-grant-confused-deputy",
+    "KMS key grants to service principals name aws:SourceAccount and aws:SourceArn.",
+    "aws:kms/key:Key", _kms_grant,
+)
+
+
+# ---- RDS Enhanced Monitoring and IAM authentication ----------------------------------
+
+# Source: botocore rds CreateDBInstanceMessage.MonitoringInterval (0 turns it off).
+MONITORING_INTERVALS = (1, 5, 10, 15, 30, 60)
+
+
+def _rds_monitoring(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("monitoringInterval") not in MONITORING_INTERVALS:
+        yield (f"RDS needs Enhanced Monitoring (monitoringInterval one of "
+               f"{MONITORING_INTERVALS}, not {props.get('monitoringInterval')!r}; FSBP RDS.6).")
+    elif not props.get("monitoringRoleArn"):
+        yield "RDS Enhanced Monitoring needs its role (monitoringRoleArn)."
+
+
+def _rds_iam_auth(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if props.get("iamDatabaseAuthenticationEnabled") is not True:
+        yield "RDS must accept IAM database authentication (FSBP RDS.10)."
+    if "iam-db-auth-error" not in _strings(props.get("enabledCloudwatchLogsExports")):
+        yield "RDS must export iam-db-auth-error logs, so failed IAM logins are visible."
+
+
+rds_enhanced_monitoring = _resource_policy(
+    "rds-enhanced-monitoring", "RDS instances have Enhanced Monitoring with its role.",
+    "aws:rds/instance:Instance", _rds_monitoring,
+)
+rds_iam_auth = _resource_policy(
+    "rds-iam-auth", "RDS instances accept IAM authentication and export its failures.",
+    "aws:rds/instance:Instance", _rds_iam_auth,
+)
+
+
+# ---- ALB: internal paths answer 403 before any forward --------------------------------
+
+# What must never reach the app from outside: its metrics, health details and schema
+# (app/api/routes), and percent-encoded paths that could spell them another way.
+BLOCKED_PATHS = ("/metrics*", "/health", "/openapi.json", "*%*")
+
+
+def _internal_paths(args: StackValidationArgs, report: ReportViolation) -> None:
+    rules_by_listener: dict[str, list[Any]] = {}
+    for rule in _of_type(args, "lb/listenerRule:ListenerRule"):
+        for listener in _linked(rule, "listenerArn"):
+            rules_by_listener.setdefault(listener, []).append(rule)
+    for listener in _of_type(args, "lb/listener:Listener"):
+        rules = rules_by_listener.get(listener.urn, [])
+
+        def forwards(actions: Any) -> bool:
+            return any(_map(a).get("type") == "forward" for a in _list(actions))
+
+        forwarding = [r for r in rules if forwards(r.props.get("actions"))]
+        if not forwarding and not forwards(listener.props.get("defaultActions")):
+            continue  # redirects or answers by itself
+        first_forward = min((r.props.get("priority") or 50000 for r in forwarding),
+                            default=50001)
+        blocked = set()
+        for rule in rules:
+            if forwards(rule.props.get("actions")) or not all(
+                    _map(a).get("type") == "fixed-response"
+                    and str(_map(a.get("fixedResponse")).get("statusCode")) in ("403", "404")
+                    for a in _list(rule.props.get("actions"))):
+                continue
+            if (rule.props.get("priority") or 50000) >= first_forward:
+                report("A blocking rule must come before every forward (lower priority).",
+                       rule.urn)
+                continue
+            for condition in map(_map, _list(rule.props.get("conditions"))):
+                blocked |= set(_strings(_map(condition.get("pathPattern")).get("values")))
+        missing = [p for p in BLOCKED_PATHS if p not in blocked]
+        if missing:
+            report(f"Listener forwards {missing} to the app; answer them 403 first.",
+                   listener.urn)
+
+
+alb_internal_paths = StackValidationPolicy(
+    name="alb-internal-paths-blocked",
+    description="Every forwarding listener answers /metrics*, /health, /openapi.json and "
+                "percent-encoded paths 403 before any forward.",
+    validate=_internal_paths,
+    enforcement_level=MANDATORY,
+)
+
+
+# ---- CloudFront: security headers and standard logging -------------------------------
+
+HSTS_MIN_AGE = 31_536_000  # one year; the VPS nginx sends two
+
+
+def _headers_ok(policy: Any) -> bool:
+    config = _map(policy.props.get("securityHeadersConfig"))
+    hsts = _map(config.get("strictTransportSecurity"))
+    return (hsts.get("override") is True and (hsts.get("accessControlMaxAgeSec") or 0)
+            >= HSTS_MIN_AGE and hsts.get("includeSubdomains") is True
+            and _map(config.get("contentTypeOptions")).get("override") is True
+            and _map(config.get("frameOptions")).get("frameOption") in ("DENY", "SAMEORIGIN"))
+
+
+def _cloudfront_headers_and_logs(args: StackValidationArgs, report: ReportViolation) -> None:
+    good_headers = {p.urn for p in
+                    _of_type(args, "cloudfront/responseHeadersPolicy:ResponseHeadersPolicy")
+                    if _headers_ok(p)}  # fmt: skip
+    sources = {}
+    for source in _of_type(args, "cloudwatch/logDeliverySource:LogDeliverySource"):
+        if source.props.get("logType") == "ACCESS_LOGS":
+            for distribution in _linked(source, "resourceArn"):
+                sources[source.urn] = distribution
+    delivered = set()
+    for delivery in _of_type(args, "cloudwatch/logDelivery:LogDelivery"):
+        if _linked(delivery, "deliveryDestinationArn"):
+            delivered |= {sources[s] for s in _linked(delivery, "deliverySourceName")
+                          if s in sources}  # fmt: skip
+    for d in _of_type(args, "cloudfront/distribution:Distribution"):
+        behaviours = [_map(d.props.get("defaultCacheBehavior")),
+                      *map(_map, _list(d.props.get("orderedCacheBehaviors")))]
+        linked = (_linked(d, "defaultCacheBehavior") | _linked(d, "orderedCacheBehaviors"))
+        if not all(b.get("responseHeadersPolicyId") for b in behaviours) or not (
+                linked & good_headers):
+            report("Every CloudFront behaviour sends the security headers (HSTS >= 1 year "
+                   "with subdomains, nosniff, frame DENY).", d.urn)
+        if d.urn not in delivered:
+            report("CloudFront needs standard logging (a LogDeliverySource ACCESS_LOGS "
+                   "delivered to a destination; FSBP CloudFront.5).", d.urn)
+
+
+cloudfront_headers_and_logging = StackValidationPolicy(
+    name="cloudfront-security-headers-and-logging",
+    description="Every CloudFront behaviour sends HSTS, nosniff and frame DENY, and every "
+                "distribution delivers its access logs (standard logging v2).",
+    validate=_cloudfront_headers_and_logs,
+    enforcement_level=MANDATORY,
+)
+
 ALL_POLICIES = [
     encryption_at_rest,
     s3_buckets_encrypted,
@@ -1226,4 +1404,10 @@ ALL_POLICIES = [
     data_subnets_isolated,
     target_group_liveness,
     blue_green_guarded,
+    iam_trust_confused_deputy,
+    kms_confused_deputy,
+    rds_enhanced_monitoring,
+    rds_iam_auth,
+    alb_internal_paths,
+    cloudfront_headers_and_logging,
 ]
