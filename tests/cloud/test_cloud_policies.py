@@ -290,3 +290,14 @@ def test_served_pack_passes_prod_and_names_the_rule_a_weakening_breaks(
     assert ("waf-managed-rules-enforced", acl["urn"]) in found
     assert ("log-buckets-hardened", "aws:s3/bucket:Bucket::prodstack-lb-logs") in found
     assert {name for name, _ in found} == {"waf-managed-rules-enforced", "log-buckets-hardened"}
+
+
+def test_docs_name_every_rule_and_only_rules_that_exist() -> None:
+    text = (REPO / "docs" / "cloud.md").read_text()
+    names = {p.name for p in rules.ALL_POLICIES}
+    assert {n for n in names if f"`{n}`" not in text} == set()
+    table = text[text.index("| Rule | What must stay true |"):text.index("## AWS Foundational")]
+    named = set(re.findall(r"^\| `([a-z0-9-]+)`(?:, `([a-z0-9-]+)`)?", table, re.M))
+    assert {n for pair in named for n in pair if n} <= names
+    cited = re.findall(r"rules? ((?:`[a-z0-9-]+`(?:, )?)+)", text)
+    assert {n for group in cited for n in re.findall(r"`([a-z0-9-]+)`", group)} <= names
