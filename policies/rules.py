@@ -784,6 +784,10 @@ def _rds(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         yield f"RDS must export its {sorted(missing)} logs to CloudWatch."
     if props.get("performanceInsightsEnabled") is not True:
         yield "RDS must keep Performance Insights on."
+    allocated, ceiling = props.get("allocatedStorage"), props.get("maxAllocatedStorage")
+    if isinstance(allocated, (int, float)) and not (
+            isinstance(ceiling, (int, float)) and ceiling > allocated):
+        yield "RDS storage must autoscale (maxAllocatedStorage above allocatedStorage)."
     if is_prod(props) and props.get("multiAz") is not True:
         yield "Prod RDS must be Multi-AZ (FSBP RDS.5)."
 
@@ -791,7 +795,8 @@ def _rds(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
 rds_hardened = _resource_policy(
     "rds-instance-hardened",
     "RDS: minor upgrades on with the major version alone pinned, tags copied to snapshots, "
-    "CA pinned, RDS-managed password, log exports, Performance Insights, Multi-AZ in prod.",
+    "CA pinned, RDS-managed password, log exports, Performance Insights, storage "
+    "autoscaling, Multi-AZ in prod.",
     "aws:rds/instance:Instance", _rds,
 )
 
@@ -1032,12 +1037,22 @@ def _task(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
             yield f"Container {name!r} must run an image pinned by digest."
         if c.get("essential") is True and c.get("portMappings") and not c.get("healthCheck"):
             yield f"Serving container {name!r} needs a health check."
+    containers = _containers(props) or []
+    gates = {c.get("name") for c in containers if c.get("essential") is False}
+    for c in containers:
+        if c.get("essential") is True and c.get("portMappings") and gates:
+            waits = {d.get("containerName") for d in map(_map, _list(c.get("dependsOn")))
+                     if d.get("condition") == "SUCCESS"}  # fmt: skip
+            if gates - waits:
+                yield (f"Serving container {c.get('name')!r} must start only after "
+                       f"{sorted(gates - waits)} succeed (dependsOn SUCCESS).")
 
 
 ecs_task_hardened = _resource_policy(
     "ecs-task-hardened",
     "Task definitions: awsvpc; containers read-only, non-root, unprivileged, ALL "
-    "capabilities dropped, awslogs, image by digest, serving container health-checked.",
+    "capabilities dropped, awslogs, image by digest; the serving container is "
+    "health-checked and starts only after the migration succeeded.",
     "aws:ecs/taskDefinition:TaskDefinition", _task,
 )
 
