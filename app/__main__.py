@@ -53,7 +53,8 @@ def _migrate() -> None:
     configure_logging(settings.log_level)
     wait = float(os.environ.get("MIGRATE_WAIT_SECONDS", "60"))
     try:
-        asyncio.run(migrate(settings.database_url, wait_seconds=wait))
+        asyncio.run(migrate(settings.database_url, wait_seconds=wait,
+                            app_role=settings.app_role))
     except Exception as exc:
         print(f"migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -10,6 +10,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -121,9 +122,13 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 class Database:
-    def __init__(self, dsn: str, *, max_size: int, command_timeout: float = 5.0,
-                 statement_cache_size: int = 100) -> None:
+    def __init__(
+        self, dsn: str, *, max_size: int, command_timeout: float = 5.0,
+        statement_cache_size: int = 100, password: Callable[[], Awaitable[str]] | None = None,
+    ) -> None:
         self._dsn = dsn
+        # Called for every new connection (an IAM token); None: the DSN's password.
+        self._password = password
         self._max_size = max_size
         self._command_timeout = command_timeout
         # 0: asyncpg runs every query as an unnamed statement, which RDS Proxy can move
@@ -143,6 +148,7 @@ class Database:
             max_inactive_connection_lifetime=300,
             reset=_keep_session,
             statement_cache_size=self._statement_cache_size,
+            **({"password": self._password} if self._password is not None else {}),
         )
         metrics.db_pool_max.set(self._max_size)
 

@@ -30,6 +30,7 @@ from app.cache import Cache
 from app.core.config import Settings, settings_or_exit
 from app.core.logging import access_log, configure_logging
 from app.db import CONNECTION_ERRORS, Database
+from app.db_iam import IamTokenPassword
 
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 GAUGE_REFRESH_SECONDS = 5.0
@@ -166,8 +167,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     app.state.settings = settings
     app.state.token_bytes = settings.api_token.encode()
-    app.state.db = Database(settings.database_url, max_size=settings.db_pool_max,
-                            statement_cache_size=settings.db_statement_cache_size)
+    app.state.db = Database(
+        settings.database_url, max_size=settings.db_pool_max,
+        statement_cache_size=settings.db_statement_cache_size,
+        password=IamTokenPassword(settings.db_iam) if settings.db_iam else None,
+    )
     app.state.cache = Cache(
         settings.redis_url,
         rate_limit=settings.rate_limit_per_minute if settings.rate_limit_enabled else 0,

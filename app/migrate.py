@@ -14,6 +14,9 @@ from pathlib import Path
 
 import asyncpg
 
+from app.core.config import AppRole
+from app.db_roles import ensure_app_role
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # An arbitrary constant: every prodstack migrator contends for the same lock.
 ADVISORY_LOCK_ID = 0x70726F64  # "prod"
@@ -39,7 +42,11 @@ async def _connect(dsn: str, wait_seconds: float) -> asyncpg.Connection:
             await asyncio.sleep(min(2.0, 0.25 * attempt))
 
 
-async def migrate(dsn: str, *, wait_seconds: float = 60.0) -> list[str]:
+async def migrate(
+    dsn: str, *, wait_seconds: float = 60.0, app_role: AppRole | None = None
+) -> list[str]:
+    """Apply pending migrations; then, with ``app_role``, create or correct the API's
+    least-privilege role (app/db_roles.py) under the same lock."""
     conn = await _connect(dsn, wait_seconds)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_ID)
@@ -61,6 +68,8 @@ async def migrate(dsn: str, *, wait_seconds: float = 60.0) -> list[str]:
                 done.append(path.stem)
             if not done:
                 log.info("schema is up to date (%d migrations)", len(applied))
+            if app_role is not None:
+                await ensure_app_role(conn, app_role)
             return done
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)

@@ -126,6 +126,24 @@ class ServiceArgs:
     """Secret ARNs the execution role may read (``secretsmanager:GetSecretValue``).
     Default: ``()``. Example: ``[db.master_secret_arn]``."""
 
+    api_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Plain variables only the ``api`` container gets, over ``environment``.
+    Default: ``{}``. Example: ``{"DB_USER": "prodstack_app", "DB_IAM": "true"}``."""
+
+    migrate_environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Plain variables only the ``migrate`` containers get, over ``environment``.
+    Default: ``{}``. Example: ``{"DB_APP_USER": "prodstack_app"}``."""
+
+    migrate_secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Secrets only the ``migrate`` containers get (the database owner's login), over
+    ``secrets``. Default: ``{}``.
+    Example: ``{"DB_PASSWORD": Output.concat(db.master_secret_arn, ":password::")}``."""
+
+    db_connect_arn: pulumi.Input[str] | None = None
+    """The one ``rds-db:connect`` resource the task role may use (IAM database
+    authentication: ``arn:aws:rds-db:...:dbuser:<resource-id>/<user>``). ``None``: the
+    task role grants nothing. Default: ``None``. Example: ``db.iam_connect_arn``."""
+
     cpu: str = "256"
     """Task CPU units (Fargate). Default: ``"256"``. Example: ``"1024"``."""
 
@@ -195,7 +213,9 @@ class ServiceArgs:
             problems.append(f"requests_per_target={self.requests_per_target}: at least 1")
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
-        leaked = sorted(k for k in self.environment if SECRET_NAME_RE.search(k))
+        leaked = sorted(k for env in (self.environment, self.api_environment,
+                                      self.migrate_environment)
+                        for k in env if SECRET_NAME_RE.search(k))  # fmt: skip
         if leaked:
             problems.append(f"environment: {', '.join(leaked)} look secret; pass via secrets")
         if not self.user.split(":")[0].isdigit() or self.user.split(":")[0] == "0":
@@ -360,17 +380,39 @@ class Service(pulumi.ComponentResource):
                 ),
                 opts=child_opts(self),
             ))
-        # The app calls no AWS API; its role grants nothing.
         task_role = aws.iam.Role(
             f"{n}-task-role",
             assume_role_policy=self._ecs_trust_policy(),
             tags=self._tags("task-role"),
             opts=child_opts(self),
         )
+        # The app's only AWS call: signing its database login as one database user.
+        # Source: RDS user guide, UsingWithRDS.IAMDBAuth.IAMPolicy (action rds-db:connect,
+        # resource arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<db-user>).
+        if args.db_connect_arn is not None:
+            aws.iam.RolePolicy(
+                f"{n}-task-role-db-connect",
+                role=task_role.id,
+                policy=pulumi.Output.from_input(args.db_connect_arn).apply(
+                    lambda arn: json.dumps({
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Effect": "Allow",
+                            "Action": "rds-db:connect",
+                            "Resource": arn,
+                        }],
+                    })
+                ),
+                opts=child_opts(self),
+            )
         return execution_role, task_role
 
     def _container(self, name: str, *, essential: bool, command: Sequence[str] | None) -> dict:
         args = self._args
+        migrate = name == MIGRATE_CONTAINER
+        environment = {**args.environment,
+                       **(args.migrate_environment if migrate else args.api_environment)}
+        secrets = {**args.secrets, **(args.migrate_secrets if migrate else {})}
         container: dict = {
             "name": name,
             "image": args.image,
@@ -379,10 +421,8 @@ class Service(pulumi.ComponentResource):
             "readonlyRootFilesystem": True,
             "mountPoints": [{"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}],
             "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
-            "environment": [
-                {"name": k, "value": v} for k, v in sorted(args.environment.items())
-            ],
-            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(args.secrets.items())],
+            "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
             "logConfiguration": {
                 "logDriver": "awslogs",
                 "options": {

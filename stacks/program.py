@@ -189,11 +189,23 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "REDIS_PORT": str(cache.port),
             "REDIS_TLS": "true",
         },
-        secrets={
+        # The API signs in as its own least-privilege role with IAM tokens (no password
+        # to rotate); only migrate, which creates that role, uses the RDS-managed master
+        # secret, read fresh at each task start (RDS rotates it every 7 days).
+        api_environment={
+            "DB_USER": db.app_username,
+            "DB_IAM": "true",
+            "AWS_REGION": cfg.region,
+        },
+        migrate_environment={"DB_APP_USER": db.app_username, "DB_APP_IAM": "true"},
+        migrate_secrets={
             # ECS injects JSON keys of the RDS-managed secret: "<arn>:<key>::".
             # Source: AWS ECS developer guide, specifying-sensitive-data-secrets.html.
             "DB_USER": pulumi.Output.concat(db.master_secret_arn, ":username::"),
             "DB_PASSWORD": pulumi.Output.concat(db.master_secret_arn, ":password::"),
+        },
+        db_connect_arn=db.iam_connect_arn,
+        secrets={
             "REDIS_PASSWORD": cache.auth_secret_arn,
             "API_TOKEN": api_token_secret.arn,
         },

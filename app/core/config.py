@@ -7,6 +7,7 @@ that names the variable; no value is ever echoed, since most of them are secrets
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -31,6 +32,29 @@ INT_SETTINGS: dict[str, tuple[int, int, int]] = {
 # Values that mean "nobody set this": refused so a demo token never reaches production.
 PLACEHOLDER_TOKENS = frozenset({"changeme", "changethis", "secret", "token", "password"})
 MIN_TOKEN_LENGTH = 16
+# PostgreSQL role names the migrate step may create: lowercase, letter or underscore
+# first, at most 63 bytes, so they never need quoting in SQL.
+ROLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# IAM authentication sends a signed token as the password: never without TLS.
+IAM_SSLMODES = ("require", "verify-ca", "verify-full")
+
+
+@dataclass(frozen=True, slots=True)
+class IamAuth:
+    """Where and as whom the API signs in with RDS IAM authentication tokens."""
+
+    host: str
+    port: int
+    user: str
+    region: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppRole:
+    """The least-privilege login role the migrate step creates or brings back in line."""
+
+    name: str
+    iam: bool
 
 
 class ConfigError(Exception):
@@ -54,6 +78,8 @@ class Settings:
     forwarded_hops: int = 1
     max_body_bytes: int = 16 * 1024
     app_version: str = "0.1.0"
+    db_iam: IamAuth | None = None
+    app_role: AppRole | None = None
 
     def __repr__(self) -> str:  # never print secrets, even by accident
         return f"Settings(port={self.port}, log_level={self.log_level!r}, ...)"
@@ -97,26 +123,71 @@ def _parses(url: str) -> bool:
     return parts.scheme == "unix" or bool(parts.hostname)
 
 
-def _database_url(env, errors: list[str]) -> str:
-    """DATABASE_URL, or the DB_* parts that ECS injects from the RDS-managed secret."""
+def _database_url(env, errors: list[str]) -> tuple[str, IamAuth | None]:
+    """DATABASE_URL, or the DB_* parts ECS injects; with DB_IAM the URL has no
+    password and the returned IamAuth says how to sign each connection's token."""
+    iam = _bool(env, "DB_IAM", False, errors)
     url = env.get("DATABASE_URL", "")
-    if url:
+    if url and not iam:
         if not url.startswith(("postgresql://", "postgres://")):
             errors.append("DATABASE_URL must start with postgresql://")
         elif not _parses(url):
             errors.append("DATABASE_URL is not a valid URL (percent-encode the password)")
-        return url
+        return url, None
     host, user, password = env.get("DB_HOST"), env.get("DB_USER"), env.get("DB_PASSWORD")
-    if not (host and user and password):
-        errors.append("DATABASE_URL is required (or DB_HOST, DB_USER and DB_PASSWORD)")
-        return ""
     port = env.get("DB_PORT", "5432")
     name = env.get("DB_NAME", "app")
     sslmode = env.get("DB_SSLMODE", "require")
+    query = f"sslmode={sslmode}"
+    if env.get("DB_SSLROOTCERT"):
+        query += f"&sslrootcert={quote(env['DB_SSLROOTCERT'], safe='/')}"
+    if iam:
+        problems = []
+        if url:
+            problems.append("DATABASE_URL must be empty with DB_IAM (use DB_HOST, DB_USER)")
+        if not (host and user):
+            problems.append("DB_HOST and DB_USER are required with DB_IAM")
+        if password:
+            problems.append("DB_PASSWORD must be empty with DB_IAM (tokens replace it)")
+        if sslmode not in IAM_SSLMODES:
+            problems.append(f"DB_SSLMODE must be one of {', '.join(IAM_SSLMODES)} with "
+                            "DB_IAM")
+        region = env.get("AWS_REGION", "")
+        if not region:
+            problems.append("AWS_REGION is required with DB_IAM")
+        if not port.isdigit():
+            problems.append("DB_PORT must be an integer")
+        errors.extend(problems)
+        if problems:
+            return "", None
+        return (
+            f"postgresql://{quote(user, safe='')}@{host}:{port}/{name}?{query}",
+            IamAuth(host=host, port=int(port), user=user, region=region),
+        )
+    if not (host and user and password):
+        errors.append("DATABASE_URL is required (or DB_HOST, DB_USER and DB_PASSWORD)")
+        return "", None
     return (
         f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/"
-        f"{name}?sslmode={sslmode}"
+        f"{name}?{query}",
+        None,
     )
+
+
+def _app_role(env, errors: list[str]) -> AppRole | None:
+    """DB_APP_USER: the role `migrate` creates for the API (DB_APP_IAM: it signs in by
+    IAM token, as a member of RDS's rds_iam role)."""
+    name = env.get("DB_APP_USER", "")
+    iam = _bool(env, "DB_APP_IAM", False, errors)
+    if not name:
+        if iam:
+            errors.append("DB_APP_IAM needs DB_APP_USER")
+        return None
+    if not ROLE_NAME_RE.fullmatch(name):
+        errors.append("DB_APP_USER must be lowercase letters, digits and underscores, "
+                      "a letter or underscore first, at most 63 characters")
+        return None
+    return AppRole(name=name, iam=iam)
 
 
 def _redis_url(env, errors: list[str]) -> str:
@@ -141,7 +212,8 @@ def _redis_url(env, errors: list[str]) -> str:
 def load_settings(env=None) -> Settings:
     env = os.environ if env is None else env
     errors: list[str] = []
-    database_url = _database_url(env, errors)
+    database_url, db_iam = _database_url(env, errors)
+    app_role = _app_role(env, errors)
     redis_url = _redis_url(env, errors)
 
     api_token = env.get("API_TOKEN", "")
@@ -170,6 +242,8 @@ def load_settings(env=None) -> Settings:
         forwarded_hops=_int(env, "FORWARDED_HOPS", errors),
         max_body_bytes=_int(env, "MAX_BODY_BYTES", errors),
         app_version=env.get("APP_VERSION", "0.1.0") or "0.1.0",
+        db_iam=db_iam,
+        app_role=app_role,
     )
     if errors:
         raise ConfigError("; ".join(errors))

@@ -248,3 +248,44 @@ def test_fsbp_table_names_existing_tests() -> None:
     for control in ("RDS.6", "RDS.10", "CloudFront.5", "CloudFront.1", "SecretsManager.1",
                     "SecretsManager.4"):  # fmt: skip
         assert f"| {control}" in table or f", {control}" in table, control
+
+
+# ---- finding 4: the API's own least-privilege role, IAM authentication -----------------
+
+
+def test_api_signs_in_as_its_own_role_and_only_migrate_holds_the_master_secret(
+    both: list[Manifest],
+) -> None:
+    for m in both:
+        db_secret = m.outputs["database_secret_arn"]
+        for family in (f"prodstack-{m.data['stack']}", f"prodstack-{m.data['stack']}-migrate"):
+            for name, c in m.containers(family).items():
+                secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
+                env = {e["name"]: e["value"] for e in c["environment"]}
+                if name == "migrate":
+                    assert secrets["DB_PASSWORD"] == f"{db_secret}:password::"
+                    assert env["DB_APP_USER"] == "prodstack_app"
+                    assert env["DB_APP_IAM"] == "true"
+                else:
+                    assert not any(db_secret in v for v in secrets.values())
+                    assert env["DB_USER"] == "prodstack_app" and env["DB_IAM"] == "true"
+                    assert env["AWS_REGION"] == "eu-west-1"
+
+
+def test_task_role_may_connect_as_exactly_the_app_user(both: list[Manifest]) -> None:
+    for m in both:
+        grants = [r for r in m.all("iam/rolePolicy:RolePolicy")
+                  if r["name"] == "prodstack-api-task-role-db-connect"]  # fmt: skip
+        (grant,) = grants
+        (statement,) = json.loads(grant["inputs"]["policy"])["Statement"]
+        assert statement["Effect"] == "Allow" and statement["Action"] == "rds-db:connect"
+        assert re.fullmatch(
+            rf"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-[A-Z0-9]+/prodstack_app",
+            statement["Resource"],
+        ), statement["Resource"]
+        # Nothing else is granted to the task role.
+        task_role_policies = [r for r in m.all("iam/rolePolicy:RolePolicy")
+                              if "task-role" in r["name"]]  # fmt: skip
+        assert task_role_policies == grants
+        assert not [r for r in m.all("iam/rolePolicyAttachment:RolePolicyAttachment")
+                    if "task-role" in r["name"]]  # fmt: skip

@@ -518,14 +518,18 @@ def test_every_secret_enters_through_ecs_secrets(both: list[Manifest]) -> None:
     for m in both:
         containers = m.containers(f"prodstack-{m.data['stack']}")
         db_secret = m.outputs["database_secret_arn"]
-        for c in containers.values():
+        for name, c in containers.items():
             secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
-            assert secrets["DB_USER"] == f"{db_secret}:username::"
-            assert secrets["DB_PASSWORD"] == f"{db_secret}:password::"
+            env = {e["name"]: e["value"] for e in c["environment"]}
+            if name == "migrate":  # the database owner: the RDS-managed master secret
+                assert secrets["DB_USER"] == f"{db_secret}:username::"
+                assert secrets["DB_PASSWORD"] == f"{db_secret}:password::"
+            else:  # the API: its own role, IAM tokens, no password (issue 8 finding 4)
+                assert "DB_PASSWORD" not in secrets and "DB_USER" not in secrets
+                assert env["DB_USER"] == "prodstack_app" and env["DB_IAM"] == "true"
             assert secrets["REDIS_PASSWORD"].endswith("prodstack-cache-auth-secret")
             assert secrets["API_TOKEN"].endswith("prodstack-api-token")
-            env = {e["name"]: e["value"] for e in c["environment"]}
-            assert not set(env) & {"DB_PASSWORD", "DB_USER", "API_TOKEN", "REDIS_PASSWORD",
+            assert not set(env) & {"DB_PASSWORD", "API_TOKEN", "REDIS_PASSWORD",
                                    "DATABASE_URL", "REDIS_URL"}
             assert env["REDIS_TLS"] == "true" and env["PORT"] == "8000"
             assert env["DB_HOST"] and env["DB_PORT"] == "5432" and env["DB_NAME"] == "app"

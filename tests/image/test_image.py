@@ -103,6 +103,29 @@ def test_app_layers_stay_within_budget(app_image):
     assert 0 < extra < APP_LAYERS_BUDGET_BYTES, f"app layers are {extra / 1e6:.1f} MB"
 
 
+def test_image_signs_rds_iam_tokens_with_its_pruned_botocore(app_image):
+    """The Dockerfile keeps only botocore's rds model; the app's token signer still works
+    (static credentials stand in for the task role's)."""
+    script = (
+        "import asyncio\n"
+        "import botocore.session\n"
+        "from app.core.config import IamAuth\n"
+        "from app.db_iam import IamTokenPassword\n"
+        "s = botocore.session.get_session()\n"
+        "s.set_credentials('AKIDEXAMPLE', 'example-secret')\n"
+        "c = s.create_client('rds', region_name='eu-west-1')\n"
+        "auth = IamAuth('db.internal', 5432, 'prodstack_app', 'eu-west-1')\n"
+        "print(asyncio.run(IamTokenPassword(auth, client=c)()))\n"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python3", app_image, "-c", script],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("db.internal:5432/?Action=connect&DBUser=prodstack_app&")
+    assert "X-Amz-Signature=" in out.stdout
+
+
 def test_missing_config_exits_with_one_line(app_image):
     out = subprocess.run(
         ["docker", "run", "--rm", "-e", "REDIS_URL=redis://127.0.0.1:1/0", "-e",
