@@ -1,8 +1,10 @@
 """Roll the API back to the previous image: `uv run pyinfra inventory.py rollback.py`.
 
-Runs `prodstack-release rollback` on each web host: the same health-gated, one-replica-
-at-a-time replacement as a deploy, without migrations. Then pin `image` to the previous
-tag (printed in the output) or fix forward, or the next deploy brings the new image back.
+Runs `prodstack-release rollback` on each web host. During a blue/green bake it points
+nginx back at the old set at once (still running, already warm). Otherwise it deploys the
+previous image with the configured strategy, health-gated as a deploy, without
+migrations. Then pin `image` to the previous tag (printed in the output) or fix
+forward, or the next deploy brings the new image back.
 """
 
 from pyinfra import host

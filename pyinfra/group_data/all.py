@@ -43,6 +43,13 @@ app_rate_limit_per_minute = 100
 ready_timeout_seconds = 60
 # Seconds an old replica keeps serving in-flight requests after nginx stops routing to it.
 drain_seconds = 5
+# rolling | blue_green (the cloud profile's key and values). rolling: one replica at a
+# time. blue_green: the whole new set on the spare ports, each replica gated on
+# /health/ready, then one atomic nginx switch; needs memory for two full sets (checked).
+deploy_strategy = "rolling"
+# blue_green: seconds the old set keeps running after the switch, for an instant
+# rollback (`rollback.py`); 0 stops it right away.
+bake_seconds = 600
 # Private bridge the containers run on; PostgreSQL and Redis listen on its gateway.
 docker_subnet = "172.30.232.0/24"
 docker_bridge = "prodstack0"

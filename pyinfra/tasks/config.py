@@ -76,6 +76,8 @@ MONITORING_PORTS = {
 ALERT_SECRETS = ("ALERT_SMTP_PASSWORD", "ALERT_WEBHOOK_URL", "GRAFANA_ADMIN_PASSWORD")
 URL_PATTERN = re.compile(r"^https?://[^\s/@]+(:\d+)?(/\S*)?$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# The cloud profile's `deploy_strategy` values (components/service.py), same meaning.
+DEPLOY_STRATEGIES = ("rolling", "blue_green")
 
 
 class SettingsError(DeployError):
@@ -105,6 +107,8 @@ class Settings:
     app_rate_limit_per_minute: int
     ready_timeout_seconds: int
     drain_seconds: int
+    deploy_strategy: str  # rolling | blue_green
+    bake_seconds: int
     deploy_user: str
     deploy_user_public_keys: tuple[str, ...]
     ssh_permit_root_login: str
@@ -560,6 +564,9 @@ def settings_for(
     image = data.get("image") or environ.get("PRODSTACK_IMAGE") or None
     if image is not None and not re.match(r"^[a-z0-9./_:@-]+$", image):
         raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
+    strategy = data.get("deploy_strategy", "rolling")
+    if strategy not in DEPLOY_STRATEGIES:
+        raise fail("deploy_strategy", strategy, f"must be {' | '.join(DEPLOY_STRATEGIES)}")
     body = str(data.get("client_max_body_size"))
     if not re.match(r"^\d+[km]?$", body):
         raise fail("client_max_body_size", body, "must be an nginx size such as 1m or 512k")
@@ -584,6 +591,8 @@ def settings_for(
         app_rate_limit_per_minute=_int(data, "app_rate_limit_per_minute", minimum=1),
         ready_timeout_seconds=_int(data, "ready_timeout_seconds", minimum=5, maximum=3600),
         drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
+        deploy_strategy=strategy,
+        bake_seconds=_int(data, "bake_seconds", minimum=0, maximum=86400),
         deploy_user=_name(data, "deploy_user"),
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,

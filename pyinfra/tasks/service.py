@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import weakref
 from functools import cache
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from tasks.pki import CA_ON_HOST, upload_ca
 from tasks.templates import put, template
 
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
+# Per pyinfra run (its State), the deploy operations of the web hosts prepared so far:
+# tasks/ modules load once per process, deploy.py runs once per host.
+_ROLLOUTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @cache
@@ -111,19 +115,27 @@ def service(cfg: Settings) -> None:
     status = host.get_fact(ReleaseStatus, image=image)
     rollout = f"/usr/local/sbin/prodstack-release deploy {image}"
     # _serial: with several web hosts, one host at a time, so the others keep their full
-    # capacity while one replaces its replicas (and a failure stops before the next host).
+    # capacity while one replaces its replicas; and none starts after one has failed.
+    rollouts = _ROLLOUTS.setdefault(host.state, [])
+    earlier = tuple(rollouts)
+
+    def no_host_failed() -> bool:
+        return not any(op.is_complete() and op.did_error() for op in earlier)
+
     if status != "in-sync":
-        server.shell(
-            name=f"Rolling deploy of {image} ({status})", commands=[rollout], _serial=True
-        )
+        op = server.shell(
+            name=f"Deploy {image} ({cfg.deploy_strategy}; {status})", commands=[rollout],
+            _serial=True, _if=no_host_failed,
+        )  # fmt: skip
     else:
-        server.shell(
-            name=f"Rolling restart of {image} for new settings",
+        op = server.shell(
+            name=f"Restart {image} for new settings ({cfg.deploy_strategy})",
             commands=[rollout],
             _serial=True,
-            _if=lambda: (
+            _if=lambda: no_host_failed() and (
                 env.did_change()
                 or release_conf.did_change()
                 or (ca is not None and ca.did_change())
             ),
         )
+    rollouts.append(op)

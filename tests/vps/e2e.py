@@ -25,15 +25,17 @@ REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
 
 # A bounded load loop, run with the host's python3: N threads each open a fresh TLS
-# connection per request to nginx on loopback, until the stop file appears, the request
-# budget is spent or the time limit passes. Prints a JSON summary.
+# connection per request to nginx (on loopback, or alternating between the given
+# addresses), until the stop file appears, the request budget is spent or the time limit
+# passes. Prints a JSON summary.
 LOAD_LOOP = r"""
 import http.client, json, os, ssl, sys, threading, time
 seconds, budget, stop_file, token = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+targets = sys.argv[5].split(",")
 deadline = time.monotonic() + seconds
 ctx = ssl._create_unverified_context()
 lock = threading.Lock()
-out = {"ok": 0, "failed": 0, "errors": [], "versions": {}}
+out = {"ok": 0, "failed": 0, "errors": [], "versions": {}, "targets": {}}
 sent = 0
 def worker(n):
     global sent
@@ -44,8 +46,9 @@ def worker(n):
             sent += 1
             i = sent
         path = "/health" if i % 2 else "/api/v1/alerts?limit=5"
+        target = targets[(i // 2) % len(targets)]
         try:
-            conn = http.client.HTTPSConnection("127.0.0.1", 443, context=ctx, timeout=10)
+            conn = http.client.HTTPSConnection(target, 443, context=ctx, timeout=10)
             conn.request("GET", path, headers={"Authorization": "Bearer " + token})
             r = conn.getresponse()
             body = r.read()
@@ -53,6 +56,7 @@ def worker(n):
             with lock:
                 if r.status == 200:
                     out["ok"] += 1
+                    out["targets"][target] = out["targets"].get(target, 0) + 1
                     if path == "/health":
                         v = json.loads(body).get("version")
                         out["versions"][v] = out["versions"].get(v, 0) + 1
@@ -74,12 +78,13 @@ print(json.dumps(out))
 class Load:
     """A bounded load loop inside the host, stopped by a file or its own limits."""
 
-    def __init__(self, host: Host, token: str, seconds: int = 240, budget: int = 200_000):
+    def __init__(self, host: Host, token: str, seconds: int = 240, budget: int = 200_000,
+                 targets: tuple[str, ...] = ("127.0.0.1",)):  # fmt: skip
         self.host = host
         self.stop_file = f"/tmp/load-stop-{uuid.uuid4().hex}"
         self.proc = subprocess.Popen(
             ["docker", "exec", "-i", host.name, "python3", "-", str(seconds), str(budget),
-             self.stop_file, token],
+             self.stop_file, token, ",".join(targets)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.proc.stdin.write(LOAD_LOOP)
@@ -226,3 +231,66 @@ def grand_total(output: str) -> tuple[int, str, str]:
     match = re.search(r"Grand total\s+(\d+)\s+(\S+)\s+(\S+)\s+(\S+)", output)
     assert match, output[-3000:]
     return int(match.group(1)), match.group(2), match.group(3)
+
+
+class Cluster:
+    """Several test hosts on one private Docker network, deployed by one pyinfra run.
+
+    Each host boots on the default bridge (its public side) and is then connected to the
+    private network at a fixed address, as a VPS provider's private network would be.
+    """
+
+    def __init__(self, name: str, subnet: str, workdir: Path, key: Path):
+        self.name = name
+        self.workdir = workdir
+        self.key = key
+        self.hosts: dict[str, Host] = {}
+        self.private: dict[str, str] = {}
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)
+        subprocess.run(
+            ["docker", "network", "create", "--subnet", subnet, name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def attach(self, role: str, host: Host, address: str) -> None:
+        subprocess.run(
+            ["docker", "network", "connect", "--ip", address, self.name, host.name],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        self.hosts[role] = host
+        self.private[role] = address
+
+    def pyinfra(self, groups: dict[str, list[tuple[str, dict]]], *, deploy: str = "deploy.py",
+                args: tuple[str, ...] = (), **data) -> subprocess.CompletedProcess:
+        """Run `deploy` over an inventory of {group: [(role, host data)]}."""
+        common = {"ssh_user": "root", "ssh_key": str(self.key),
+                  "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off"}
+        lines = ["# Written by tests/vps/e2e.py: Cluster.pyinfra"]
+        for group, members in groups.items():
+            entries = [
+                (self.hosts[r].address, {**common, "private_address": self.private[r], **extra})
+                for r, extra in members
+            ]
+            lines.append(f"{group} = {entries!r}")
+        inventory = self.workdir / "inventory.py"
+        inventory.write_text("\n".join(lines) + "\n")
+        command = [sys.executable, "-m", "pyinfra", "-y", *args, str(inventory), deploy]
+        for key, value in data.items():
+            command += ["--data", f"{key}={value}"]
+        started = time.monotonic()
+        result = subprocess.run(
+            command, cwd=PYINFRA_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=900,
+        )  # fmt: skip
+        log = self.workdir / f"pyinfra-{deploy}-{int(started)}.log"
+        log.write_text(result.stdout)
+        print(f"pyinfra {deploy} on {sorted(self.hosts)}: rc={result.returncode} in "
+              f"{time.monotonic() - started:.0f}s (log: {log})")  # fmt: skip
+        return result
+
+    def destroy(self) -> None:
+        from tests.vps.host import destroy
+
+        for host in self.hosts.values():
+            destroy(host.name)
+        subprocess.run(["docker", "network", "rm", self.name], capture_output=True)

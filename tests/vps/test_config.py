@@ -61,6 +61,10 @@ def test_explicit_replicas_win_over_size(data, environ):
         ({"ssh_permit_root_login": "yes"}, "`ssh_permit_root_login`"),
         ({"client_max_body_size": "lots"}, "`client_max_body_size`"),
         ({"image": "Not An Image"}, "`image`"),
+        ({"deploy_strategy": "canary"}, "`deploy_strategy`"),
+        ({"deploy_strategy": "blue-green"}, "`deploy_strategy`"),
+        ({"bake_seconds": -1}, "`bake_seconds`"),
+        ({"bake_seconds": 86401}, "`bake_seconds`"),
     ],
 )
 def test_invalid_data_fails_naming_the_key(data, environ, override, key):

@@ -239,3 +239,12 @@ def test_db_only_host_opens_neither_80_nor_443(data, environ):
     assert rules[0] == "22/tcp ALLOW IN Anywhere"
     assert not [r for r in rules if r.startswith(("80/", "443/"))]
     assert "5432/tcp ALLOW IN 10.0.0.10/32" in rules
+
+
+@pytest.mark.parametrize("strategy", ["rolling", "blue_green"])
+def test_release_settings_carry_the_strategy_and_bake(data, environ, strategy):
+    cfg = settings_for({**data, "deploy_strategy": strategy, "bake_seconds": 90}, {"web", "db"},
+                       environ=environ)  # fmt: skip
+    release = json.loads(render("release.j2.json", cfg))
+    assert (release["strategy"], release["bake_seconds"]) == (strategy, 90)
+    assert release["ca_file"] is None  # one host: no private CA to mount

@@ -1,0 +1,347 @@
+"""End to end, several hosts: `web` and `db` on separate systemd test hosts joined by a
+private network, deployed by one pyinfra run; then a second web host, and a rolling
+deploy that goes one web host at a time.
+
+Three hosts boot in parallel at the start (tests/vps/host.py), each on the default Docker
+bridge (the public side) and on a private network this file creates (10.77.0.0/24). The
+two-host layout is deployed first; the second web host joins for the three-host case.
+Checks are made from outside the hosts: from this machine over the public side, from the
+web hosts over the private one, and from inside an API container with the app's own
+drivers. Load goes only to the test hosts: a bounded loop on the db host alternates
+between the two web hosts' nginx, as a load balancer or round-robin DNS would.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.vps.e2e import Cluster, Load, grand_total
+from tests.vps.host import boot, host_image, ssh_keypair
+
+pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1800)]
+
+SUBNET = "10.77.0.0/24"
+WEB1, WEB2, DB = "10.77.0.10", "10.77.0.11", "10.77.0.20"
+
+
+@pytest.fixture(scope="module")
+def cluster(images, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("vps-multihost")
+    key = ssh_keypair(workdir / "ssh")
+    secrets = {
+        "POSTGRES_PASSWORD": "mh-pg-" + uuid.uuid4().hex,
+        "REDIS_PASSWORD": "mh-redis-" + uuid.uuid4().hex,
+        "API_TOKEN": "mh-token-" + uuid.uuid4().hex,
+    }
+    secrets_file = workdir / "secrets.env"
+    secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
+    secrets_file.chmod(0o600)
+    tag = f"vps-multihost-{os.getpid()}"
+    c = Cluster(tag, SUBNET, workdir, key)
+    c.secrets = secrets
+    c.data = {
+        "image": images["v1"],
+        "secrets_file": str(secrets_file),
+        "replicas": 2,
+        "app_rate_limit_per_minute": 1_000_000,
+        "drain_seconds": 2,
+    }
+    host_image()  # built once, before the parallel boots
+    roles = {"web1": WEB1, "web2": WEB2, "db": DB}
+
+    def start(role: str):
+        # One .deb cache per role: the hosts install at the same time.
+        return boot(f"{tag}-{role}", key, apt_cache=f"vps-apt-archives-{role}")
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        booted = dict(zip(roles, pool.map(start, roles), strict=True))
+    for role, address in roles.items():
+        c.attach(role, booted[role], address)
+    yield c
+    if os.environ.get("PRODSTACK_KEEP_HOST"):
+        print(f"kept hosts {[h.name for h in c.hosts.values()]} and network {tag}")
+    else:
+        c.destroy()
+
+
+def layout(*webs: str) -> dict:
+    """The inventory: one db host that lets exactly these web hosts in, and the web hosts.
+    The db host is also where the test's load client runs, so nginx doesn't rate-limit it."""
+    address = {"web1": WEB1, "web2": WEB2}
+    exempt = ["127.0.0.0/8", "::1/128", f"{DB}/32"]
+    return {
+        "db": [("db", {"db_client_cidrs": [f"{address[w]}/32" for w in webs]})],
+        "web": [(w, {"rate_limit_exempt_cidrs": exempt}) for w in webs],
+    }
+
+
+def _reachable(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1.5):
+            return True
+    except OSError:
+        return False
+
+
+def _client(c, role: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=f"https://{c.hosts[role].address}", verify=False, timeout=10,
+        headers={"Authorization": f"Bearer {c.secrets['API_TOKEN']}"},
+    )  # fmt: skip
+
+
+def _in_api_container(c, role: str, script: str) -> dict:
+    """Run a Python script in a replica on a web host: the app's drivers, its env, its CA."""
+    host = c.hosts[role]
+    name = host.run(
+        "docker ps --filter label=prodstack.role=api --format '{{.Names}}' | head -n 1"
+    ).stdout.strip()
+    out = host.run(f"docker exec -i {name} python3 -", input=script, timeout=60)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# From inside an API container: PostgreSQL and Redis over verified TLS work, plaintext and
+# an unverified server don't.
+PROBE = r"""
+import asyncio, json, os, socket, ssl
+from urllib.parse import urlsplit
+import asyncpg
+out = {}
+db = os.environ["DATABASE_URL"]
+async def pg(url):
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        return await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+    finally:
+        await conn.close()
+out["pg_tls"] = asyncio.run(pg(db))
+try:
+    asyncio.run(pg(db.split("?")[0] + "?sslmode=disable"))
+    out["pg_plain"] = "accepted"
+except Exception as e:
+    out["pg_plain"] = str(e)
+try:
+    asyncio.run(pg(db.split("?")[0] + "?sslmode=verify-full"))  # the system CAs only
+    out["pg_unverified"] = "accepted"
+except Exception as e:
+    out["pg_unverified"] = type(e).__name__
+r = urlsplit(os.environ["REDIS_URL"])
+out["redis_scheme"] = r.scheme
+def redis(context):
+    raw = socket.create_connection((r.hostname, r.port), timeout=5)
+    s = context.wrap_socket(raw, server_hostname=r.hostname) if context else raw
+    s.settimeout(5)
+    try:
+        s.sendall(f"AUTH {r.password}\r\nPING\r\n".encode())
+        data = b""
+        while b"PONG" not in data:
+            chunk = s.recv(100)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace")
+    except Exception as e:
+        return type(e).__name__
+    finally:
+        s.close()
+ca = r.query.split("ssl_ca_certs=")[1]
+out["redis_tls"] = redis(ssl.create_default_context(cafile=ca))
+out["redis_plain"] = redis(None)
+out["redis_unverified"] = redis(ssl.create_default_context())
+print(json.dumps(out))
+"""
+
+
+def test_two_hosts_deploy_in_one_run(cluster):
+    result = cluster.pyinfra(layout("web1"), **cluster.data)
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert grand_total(result.stdout)[2] == "-"
+    with _client(cluster, "web1") as c:
+        assert c.get("/health").json()["version"] == "e2e-1"
+    # The CA key stayed on this machine: no host has it, the web host has only ca.crt.
+    pki = cluster.workdir / "pki"
+    assert (pki / "ca.key").exists() and oct((pki / "ca.key").stat().st_mode & 0o777) == "0o600"
+    ca_key = (pki / "ca.key").read_text().strip().splitlines()[1]
+    for role in ("web1", "db"):
+        found = cluster.hosts[role].run(
+            f"grep -rlF -- '{ca_key}' /etc /var/lib/prodstack 2>/dev/null || true"
+        )
+        assert found.stdout.strip() == "", f"CA key found on {role}: {found.stdout}"
+    assert cluster.hosts["web1"].run("test -f /etc/prodstack/ca.crt", check=False).returncode == 0
+
+
+def test_db_reachable_only_from_the_web_host_and_only_over_tls(cluster):
+    db = cluster.hosts["db"]
+    # From outside (this machine, on the db host's public side): nothing but SSH.
+    assert not _reachable(db.address, 5432) and not _reachable(db.address, 6379)
+    assert _reachable(db.address, 22)
+    # From the private network: the web host gets through; the other host does not.
+    probe = "python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 2)' "  # noqa: E501
+    for port in (5432, 6379):
+        cluster.hosts["web1"].run(probe + f"{DB} {port}")
+        assert cluster.hosts["web2"].run(probe + f"{DB} {port}", check=False).returncode != 0
+    out = _in_api_container(cluster, "web1", PROBE)
+    print("probe from the API container:", out)
+    assert out["pg_tls"] is True
+    assert "no encryption" in out["pg_plain"], out
+    assert out["pg_unverified"] != "accepted", out
+    assert out["redis_scheme"] == "rediss"
+    assert "+OK" in out["redis_tls"] and "+PONG" in out["redis_tls"], out
+    assert "PONG" not in out["redis_plain"] and "NOAUTH" not in out["redis_plain"], out
+    assert out["redis_unverified"] == "SSLCertVerificationError", out
+    # The db host itself: Redis has no plaintext port; its health check passes over TLS.
+    listening = db.run("ss -Htlnp | grep redis-server").stdout
+    assert {line.split()[3] for line in listening.splitlines()} == {"127.0.0.1:6379", f"{DB}:6379"}
+    db.run("systemctl start prodstack-healthcheck.service")
+    status = db.run("systemctl show -p ExecMainStatus --value prodstack-healthcheck").stdout
+    assert status.strip() == "0"
+
+
+def test_api_works_through_nginx(cluster):
+    with _client(cluster, "web1") as c:
+        created = c.post("/api/v1/alerts", json={"message": "multi-host", "type": "test",
+                                                  "priority": "low", "region": "eu"})  # fmt: skip
+        assert created.status_code == 201, created.text
+        cluster.alert_id = created.json()["id"]
+        listed = c.get("/api/v1/alerts", params={"limit": 50}).json()
+    assert cluster.alert_id in json.dumps(listed)
+
+
+def test_second_run_changes_nothing(cluster):
+    result = cluster.pyinfra(layout("web1"), **cluster.data)
+    assert result.returncode == 0, result.stdout[-3000:]
+    operations, changed, errors = grand_total(result.stdout)
+    assert (changed, errors) == ("-", "-"), result.stdout[-6000:]
+
+
+def test_db_host_reboot_brings_everything_back_without_a_redeploy(cluster):
+    db = cluster.hosts["db"]
+    subprocess.run(["docker", "restart", "-t", "10", db.name], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    ready = None
+    with _client(cluster, "web1") as c:
+        while time.monotonic() < deadline:
+            try:
+                ready = c.get("/health/ready")
+                if ready.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        assert ready is not None and ready.status_code == 200, ready and ready.text
+        assert cluster.alert_id in json.dumps(c.get("/api/v1/alerts", params={"limit": 50}).json())
+    for unit in ("postgresql@15-main", "redis-server"):
+        assert db.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+
+
+def test_three_hosts_a_second_web_host_joins(cluster):
+    result = cluster.pyinfra(layout("web1", "web2"), **cluster.data)
+    assert result.returncode == 0, result.stdout[-5000:]
+    for role in ("web1", "web2"):
+        with _client(cluster, role) as c:
+            assert c.get("/health").json()["version"] == "e2e-1"
+    out = _in_api_container(cluster, "web2", PROBE)
+    assert out["pg_tls"] is True and "+PONG" in out["redis_tls"], out
+
+
+def _started(host) -> list[float]:
+    """When each API container on a host started (epoch seconds)."""
+    script = (
+        "docker inspect -f '{{.State.StartedAt}}' "
+        "$(docker ps -q --filter label=prodstack.role=api) | "
+        "xargs -n1 date +%s.%N -d"
+    )
+    return sorted(float(x) for x in host.run(script).stdout.split())
+
+
+def test_rolling_deploy_one_web_host_at_a_time_loses_no_requests(cluster, images):
+    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], targets=(WEB1, WEB2))
+    time.sleep(2)
+    result = cluster.pyinfra(layout("web1", "web2"), **{**cluster.data, "image": images["v2"]})
+    time.sleep(2)
+    summary = load.stop()
+    assert result.returncode == 0, result.stdout[-5000:]
+    print("load across both web hosts during the rolling deploy:", summary)
+    assert summary["failed"] == 0, summary["errors"]
+    assert summary["targets"].get(WEB1, 0) > 50 and summary["targets"].get(WEB2, 0) > 50
+    assert {"e2e-1", "e2e-2"} <= set(summary["versions"])
+    for role in ("web1", "web2"):
+        with _client(cluster, role) as c:
+            assert c.get("/health").json()["version"] == "e2e-2"
+    # One web host at a time: every replica on one host started before any on the other.
+    first, second = sorted((_started(cluster.hosts[r]) for r in ("web1", "web2")), key=min)
+    print(f"replicas started: {first} then {second}")
+    assert max(first) < min(second)
+
+
+def _last_switch(host) -> dict:
+    """What prodstack-release recorded about its last nginx switch on this host."""
+    return json.loads(host.run("cat /var/lib/prodstack/release/last-switch.json").stdout)
+
+
+def test_blue_green_refuses_without_memory_for_two_sets(cluster, images):
+    result = cluster.pyinfra(
+        layout("web1", "web2"),
+        **{**cluster.data, "image": images["v1"], "deploy_strategy": "blue_green",
+           "container_memory_mb": 400_000},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert re.search(r"2 replicas x 400000 MB = 800000 MB, but only \d+ MB are available",
+                     result.stdout), result.stdout[-4000:]  # fmt: skip
+    for role in ("web1", "web2"):
+        with _client(cluster, role) as c:
+            assert c.get("/health").json()["version"] == "e2e-2"
+
+
+def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
+    data = {**cluster.data, "deploy_strategy": "blue_green", "bake_seconds": 600}
+    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], targets=(WEB1, WEB2))
+    time.sleep(2)
+    deployed = cluster.pyinfra(layout("web1", "web2"), **{**data, "image": images["v1"]})
+    assert deployed.returncode == 0, deployed.stdout[-5000:]
+    switch = {}
+    for role in ("web1", "web2"):
+        with _client(cluster, role) as c:
+            assert c.get("/health").json()["version"] == "e2e-1"
+        record = _last_switch(cluster.hosts[role])
+        assert record["action"] == "switch"
+        switch[role] = record["seconds"]
+        status = json.loads(cluster.hosts[role].run("prodstack-release status").stdout)
+        # The old set still runs (baking), outside nginx's upstream.
+        assert status["baking"]["image"] == images["v2"]
+        assert len(status["baking"]["containers"]) == 2
+        running = {r["image"] for r in status["replicas"] if r["running"]}
+        assert running == {images["v1"], images["v2"]}
+    time.sleep(2)
+    started = time.monotonic()
+    rolled = cluster.pyinfra(layout("web1", "web2"), deploy="rollback.py", **data)
+    rollback_wall = time.monotonic() - started
+    time.sleep(2)
+    summary = load.stop()
+    assert rolled.returncode == 0, rolled.stdout[-5000:]
+    print("load across both web hosts during switch and rollback:", summary)
+    assert summary["failed"] == 0, summary["errors"]
+    assert {"e2e-1", "e2e-2"} <= set(summary["versions"])
+    for role in ("web1", "web2"):
+        with _client(cluster, role) as c:
+            assert c.get("/health").json()["version"] == "e2e-2"
+        status = json.loads(cluster.hosts[role].run("prodstack-release status").stdout)
+        assert status["baking"] is None and status["current"] == images["v2"]
+        assert {r["image"] for r in status["replicas"] if r["running"]} == {images["v2"]}
+    back = {}
+    for role in ("web1", "web2"):
+        record = _last_switch(cluster.hosts[role])
+        assert record["action"] == "rollback"
+        back[role] = record["seconds"]
+    print(f"blue/green: nginx switch (nginx -t + reload) {switch}, rollback switch {back} "
+          f"(seconds, per web host); rollback.py over SSH for both hosts {rollback_wall:.1f}s")
