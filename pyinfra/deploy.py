@@ -11,6 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pyinfra import host, inventory  # noqa: E402
+from pyinfra.operations import files  # noqa: E402
 
 from tasks.backup import backup  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
@@ -40,6 +41,10 @@ if cfg.is_db:
     database(cfg)
     cache(cfg)
     backup(cfg)
+# Every host runs this operation, so pyinfra orders each host's operations above before
+# any below: PostgreSQL and Redis on the db host are up before a web host deploys the API.
+# (Between hosts, pyinfra otherwise advances each host's list one operation at a time.)
+files.directory(name="Config directory", path="/etc/prodstack", mode="750")
 if cfg.is_web:
     service(cfg)
     load_balancer(cfg, packages_op=packages_op)

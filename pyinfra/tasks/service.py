@@ -71,7 +71,7 @@ def image_tarball(image: str) -> Path:
 @deploy("API service")
 def service(cfg: Settings) -> None:
     image = resolve_image(cfg)
-    files.directory(name="Config directory", path="/etc/prodstack", mode="750")
+    # /etc/prodstack itself: deploy.py, before this task.
     files.directory(name="State directory", path="/var/lib/prodstack", mode="750")
     env = template(
         name="Container env file with the secrets (0600)",

@@ -138,10 +138,10 @@ except Exception as e:
 r = urlsplit(os.environ["REDIS_URL"])
 out["redis_scheme"] = r.scheme
 def redis(context):
-    raw = socket.create_connection((r.hostname, r.port), timeout=5)
-    s = context.wrap_socket(raw, server_hostname=r.hostname) if context else raw
-    s.settimeout(5)
+    s = socket.create_connection((r.hostname, r.port), timeout=5)
     try:
+        if context:
+            s = context.wrap_socket(s, server_hostname=r.hostname)
         s.sendall(f"AUTH {r.password}\r\nPING\r\n".encode())
         data = b""
         while b"PONG" not in data:
@@ -265,7 +265,8 @@ def _started(host) -> list[float]:
 
 
 def test_rolling_deploy_one_web_host_at_a_time_loses_no_requests(cluster, images):
-    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], targets=(WEB1, WEB2))
+    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], seconds=600,
+                targets=(WEB1, WEB2))  # fmt: skip
     time.sleep(2)
     result = cluster.pyinfra(layout("web1", "web2"), **{**cluster.data, "image": images["v2"]})
     time.sleep(2)
@@ -305,7 +306,8 @@ def test_blue_green_refuses_without_memory_for_two_sets(cluster, images):
 
 def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
     data = {**cluster.data, "deploy_strategy": "blue_green", "bake_seconds": 600}
-    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], targets=(WEB1, WEB2))
+    load = Load(cluster.hosts["db"], cluster.secrets["API_TOKEN"], seconds=600,
+                targets=(WEB1, WEB2))  # fmt: skip
     time.sleep(2)
     deployed = cluster.pyinfra(layout("web1", "web2"), **{**data, "image": images["v1"]})
     assert deployed.returncode == 0, deployed.stdout[-5000:]
