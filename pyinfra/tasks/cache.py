@@ -11,7 +11,9 @@ from tasks.facts import MemTotalMb
 from tasks.pki import upload_ca, upload_server_certificate
 from tasks.templates import restart_on_change, template
 
-TLS_DIR = "/etc/redis/tls"
+# Debian's /etc/redis (redis:redis, setgid): a subdirectory would inherit the setgid bit
+# and differ from any mode we set on every run, so the files sit in it directly.
+TLS_DIR = "/etc/redis"
 
 
 @deploy("Redis")
@@ -19,7 +21,9 @@ def cache(cfg: Settings) -> None:
     maxmemory_mb = max(64, (host.get_fact(MemTotalMb) or 1024) * cfg.redis_memory_percent // 100)
     tls = []
     if cfg.db_tls:
-        tls = upload_server_certificate(cfg, directory=TLS_DIR, owner="redis", label="Redis")
+        tls = upload_server_certificate(
+            cfg, directory=TLS_DIR, owner="redis", label="Redis", make_directory=False
+        )
         # The local health check's redis-cli verifies the server with it, as the app does.
         upload_ca(cfg, label="local clients verify Redis with it")
     conf = template(

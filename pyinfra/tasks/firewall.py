@@ -30,11 +30,13 @@ def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
         ]
     if cfg.is_db:
         for cidr in cfg.db_client_cidrs:
+            # ufw prints a single address without its /32 (or /128).
+            shown = cidr.removesuffix("/32").removesuffix("/128")
             for port in (cfg.postgres_port, cfg.redis_port):
                 rules.append(
                     (
                         f"allow proto tcp from {cidr} to any port {port}",
-                        f"{port}/tcp ALLOW IN {cidr}",
+                        f"{port}/tcp ALLOW IN {shown}",
                     )
                 )
     return rules

@@ -49,13 +49,18 @@ def upload_ca(cfg, *, label: str):
     )
 
 
-def upload_server_certificate(cfg, *, directory: str, owner: str, label: str) -> list:
-    """This db host's certificate and key in `directory`, readable by `owner` only.
-    Returns the operations (a change means the service must load the new files)."""
+def upload_server_certificate(
+    cfg, *, directory: str, owner: str, label: str, make_directory: bool = True
+) -> list:
+    """This db host's certificate and key as `directory`/server.{crt,key}, the key readable
+    by `owner` only. Returns the operations (a change means the service must reload).
+    `make_directory=False` for a directory the service's package owns."""
     cert, key = server_certificate(cfg.pki_dir, cfg.db_address)
-    files.directory(
-        name=f"TLS directory for {label}", path=directory, mode="700", user=owner, group=owner
-    )
+    if make_directory:
+        files.directory(
+            name=f"TLS directory for {label}", path=directory, mode="700", user=owner,
+            group=owner,
+        )  # fmt: skip
     return [
         files.put(
             name=f"{label} server certificate", src=str(cert), dest=f"{directory}/server.crt",

@@ -95,7 +95,7 @@ def test_split_layout_configs_allow_tls_only(data, environ, tmp_path):
     assert all(r[0] in ("local", "hostssl") or r[3] in ("127.0.0.1/32", "::1/128") for r in rules)
     conf = render("postgresql.j2.conf", db, tls_dir="/etc/postgresql/tls")
     assert "ssl = on" in conf and "ssl_min_protocol_version = 'TLSv1.2'" in conf
-    redis = render("redis.j2.conf", db, tls_dir="/etc/redis/tls").splitlines()
+    redis = render("redis.j2.conf", db, tls_dir="/etc/redis").splitlines()
     assert "port 0" in redis and f"tls-port {db.redis_port}" in redis
     assert web.database_url.endswith(f"?sslmode=verify-full&sslrootcert={CA_ON_HOST}")
     assert web.redis_url.startswith("rediss://")
@@ -108,7 +108,7 @@ def test_single_host_bridge_stays_plaintext_by_name(data, environ):
     assert cfg.database_url.endswith("?sslmode=disable")
     assert cfg.redis_url.startswith("redis://")
     assert "hostssl" not in render("pg_hba.j2.conf", cfg)
-    assert "tls-port" not in render("redis.j2.conf", cfg, tls_dir="/etc/redis/tls")
+    assert "tls-port" not in render("redis.j2.conf", cfg, tls_dir="/etc/redis")
 
 
 # --- Against real servers --------------------------------------------------------------
@@ -224,3 +224,13 @@ def test_redis_speaks_tls_only_and_the_app_verifies_it(data, environ, tmp_path, 
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_firewall_expects_ufw_to_print_single_web_hosts_without_a_prefix(data, environ, tmp_path):
+    # ufw normalises 10.0.0.10/32 to 10.0.0.10 in `ufw status`; comparing against the
+    # CIDR made every run on a db host re-add its rules (a change on a converged host).
+    from tasks.firewall import wanted_rules
+
+    _, db = split(data, environ, tmp_path)
+    lines = {line for _, line in wanted_rules(db)}
+    assert {f"5432/tcp ALLOW IN {WEB_ADDRESS}", f"6379/tcp ALLOW IN {WEB_ADDRESS}"} <= lines
