@@ -9,8 +9,10 @@ pyinfra, and because a health-gated loop isn't a declarative operation.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
+import tempfile
 import weakref
 from functools import cache
 from pathlib import Path
@@ -54,8 +56,11 @@ def image_tarball(image: str) -> Path:
     IMAGE_CACHE.mkdir(parents=True, exist_ok=True)
     path = IMAGE_CACHE / (re.sub(r"[^A-Za-z0-9_.-]", "_", image) + ".tar.gz")
     if not path.exists():
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "wb") as out:
+        # A temp file of its own: pyinfra prepares several web hosts at once (gevent), and
+        # each may get here before the first has finished; the last rename wins, same bytes.
+        fd, name = tempfile.mkstemp(dir=IMAGE_CACHE, prefix=path.name, suffix=".tmp")
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as out:
             save = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
             gzip = subprocess.run(["gzip", "-1"], stdin=save.stdout, stdout=out)
             if save.wait() != 0 or gzip.returncode != 0:
@@ -64,7 +69,7 @@ def image_tarball(image: str) -> Path:
                     f"invalid data `image` = {image!r}: `docker save` failed locally; "
                     "build it first (scripts/build-image.sh) or set image_pull=True"
                 )
-        tmp.rename(path)
+        os.replace(tmp, path)
     return path
 
 
