@@ -48,9 +48,9 @@ CLOUD_BACKUP = {
                    "size (not measured here)",
 }
 VPS_BACKUP = {
-    "rpo": "1 hour with `backup_s3_bucket` (hourly pg_dump shipped off-site); without it, "
-           "everything since the last copy you took off the host",
-    "rto_restore": "1 hour: new host, deploy, restore (docs/vps.md section 8)",
+    "rpo": "about a minute (pgBackRest archives WAL continuously, archive_timeout 60 s); "
+           "off the host only with `backup_s3_bucket`, else a lost disk loses everything",
+    "rto_restore": "1 hour: new host, deploy, point-in-time restore (docs/vps.md section 8)",
 }
 OPERATE = {
     "cloud": [

@@ -212,7 +212,7 @@ class _Planner:
         self._check_keys(overrides, group_data)
         data = {**group_data["all"], **group_data["web"], **group_data["db"], **overrides}
         reference = self._reference_host(data)
-        secret_names = (*config.REQUIRED_SECRETS, *config.S3_SECRETS)
+        secret_names = (*config.REQUIRED_SECRETS, *config.DB_SECRETS, *config.S3_SECRETS)
         self.secrets = {name: placeholder_secret(name) for name in secret_names}
         host_data = {k: v for k, v in overrides.items() if k not in HOST_KEYS}
         host_data.update(

@@ -9,7 +9,8 @@ import secrets
 import sys
 from pathlib import Path
 
-NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_TOKEN")
+# BACKUP_CIPHER_PASSPHRASE encrypts the backups: without it they cannot be restored.
+NAMES = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_TOKEN", "BACKUP_CIPHER_PASSPHRASE")
 
 
 def main() -> int:

@@ -1,17 +1,73 @@
-"""Restore the database: `uv run pyinfra inventory.py restore.py --data restore_from=latest`.
+"""Restore the database to a point in time: stop the API replicas, restore with pgBackRest,
+migrate and bring the replicas back. See docs/vps.md, "Point-in-time restore".
 
-restore_from: `latest` (newest local dump), a path on the db host, `s3:latest`, or
-`s3:<kind>/<file>.dump`. See docs/vps.md, "Backup and restore".
+    uv run pyinfra inventory.py restore.py --data restore_to=2026-12-01T10:15:00Z --data confirm=yes
+
+restore_to: `latest` (all archived WAL), an ISO 8601 time with its zone, or a backup
+label (`pgbackrest info` lists them). restore_repo=2 takes everything from the off-site
+repository (as after losing the host). Without confirm=yes nothing runs: a restore
+replaces the live data.
 """
 
+import re
 import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
 
-from pyinfra import host
-from pyinfra.operations import server
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-source = host.data.get("restore_from") or "latest"
-if "db" in host.groups:
+from pyinfra import host  # noqa: E402
+from pyinfra.operations import server  # noqa: E402
+
+from tasks.config import fail  # noqa: E402
+
+LABEL = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
+
+
+def target() -> str:
+    value = str(host.data.get("restore_to") or "")
+    if value == "latest" or LABEL.match(value):
+        return value
+    try:
+        if datetime.fromisoformat(value).tzinfo is not None:
+            return value
+    except ValueError:
+        pass
+    raise fail(
+        "restore_to",
+        value or None,
+        "give `latest`, a backup label such as 20261201-020003F, or an ISO 8601 time with "
+        "its zone such as 2026-12-01T10:15:00Z",
+    )
+
+
+restore_to = target()
+repo = str(host.data.get("restore_repo") or "")
+if repo not in ("", "1", "2"):
+    raise fail("restore_repo", repo, "must be 1 (this host's repository) or 2 (off-site)")
+if host.data.get("confirm") != "yes":
+    raise fail(
+        "confirm",
+        host.data.get("confirm"),
+        f"restoring to {restore_to} replaces the live database; add --data confirm=yes",
+    )
+
+# pyinfra runs each operation on every host before the next one: on two hosts the web
+# host's replicas stop before the db host restores, and start after it.
+if "web" in host.groups:
     server.shell(
-        name=f"Restore the database from {source} (always runs: it is the requested action)",
-        commands=[f"/usr/local/sbin/prodstack-restore {shlex.quote(source)}"],
+        name="Stop the API replicas (nothing writes during the restore)",
+        commands=["/usr/local/sbin/prodstack-release stop"],
+    )
+if "db" in host.groups:
+    args = shlex.quote(restore_to) + (f" --repo {repo}" if repo else "")
+    server.shell(
+        name=f"Restore the database to {restore_to} (pgBackRest)",
+        commands=[f"/usr/local/sbin/prodstack-restore {args}"],
+    )
+if "web" in host.groups:
+    server.shell(
+        name="Migrate, then start the API replicas (health-gated)",
+        commands=["/usr/local/sbin/prodstack-release start"],
     )

@@ -14,7 +14,8 @@ replicas = None
 # Public DNS name of the API, e.g. "api.example.com". Default: none (serves any name on
 # a self-signed certificate).
 domain = None
-# Days of daily backups kept on the host and in S3 (the seeds: 30).
+# Days of point-in-time recovery kept in the local pgBackRest repository: full backups
+# (and the WAL after them) expire once a newer full is this many days old (the seeds: 30).
 backup_retention_days = 30
 
 # --- TLS -------------------------------------------------------------------------------
@@ -86,15 +87,27 @@ db_client_cidrs = []
 # (the CA key never goes to a host; see docs/vps.md). Default: `pki/` next to secrets_file.
 pki_dir = None
 
-# --- Backups ----------------------------------------------------------------------------------
-backup_weekly_keep = 12  # about 3 months (the seeds)
-backup_monthly_keep = 12  # a year (the seeds)
-backup_hourly_keep = 24  # hourly dumps for the 1-hour RPO
-# S3-compatible off-site copies; credentials are secrets (BACKUP_S3_ACCESS_KEY_ID/...).
+# --- Backups (pgBackRest, docs/vps.md "Backup and restore") ------------------------------
+# Longest gap between archived WAL segments while the database is idle, in seconds
+# (PostgreSQL's archive_timeout): the RPO when writes are rare. 0 switches it off.
+backup_archive_timeout_seconds = 60
+# systemd calendar expressions (`systemd-analyze calendar` checks them): a weekly full,
+# a daily differential on the other days, and the daily restore drill.
+backup_full_calendar = "Sun *-*-* 02:00:00"
+backup_diff_calendar = "Mon..Sat *-*-* 02:00:00"
+backup_drill_calendar = "*-*-* 04:30:00"
+# Off-site repository 2 on S3-compatible storage. Both repositories are encrypted
+# (aes-256-cbc) with the secret BACKUP_CIPHER_PASSPHRASE; the S3 key is the secrets
+# BACKUP_S3_ACCESS_KEY_ID/BACKUP_S3_SECRET_ACCESS_KEY and needs no delete right.
 backup_s3_bucket = None
-backup_s3_prefix = "prodstack"
-backup_s3_endpoint_url = None  # e.g. https://s3.eu-central-1.wasabisys.com
+backup_s3_prefix = "prodstack"  # the repository's path in the bucket; one per host
+backup_s3_endpoint_url = None  # https only, e.g. https://s3.eu-central-1.wasabisys.com
 backup_s3_region = "us-east-1"
+# host: BUCKET.endpoint (AWS, most providers); path: endpoint/BUCKET (MinIO and the like).
+backup_s3_uri_style = "host"
+# A local PEM file of the CA that signed the endpoint's certificate, when it is not one
+# of the system's CAs. Default: the system's CAs.
+backup_s3_ca_file = None
 
 # --- Monitoring and alerting (docs/vps.md, "Monitoring") ------------------------------
 # Prometheus keeps metrics this many days, and never more than this share of the disk

@@ -1,42 +1,101 @@
-"""Backups: pg_dump -Fc daily at 02:00 (30 daily, weekly, monthly) and hourly, optional S3."""
+"""Backups of record with pgBackRest: continuous WAL archiving (set in postgresql.conf by
+tasks/database.py), a weekly full and daily differentials into an encrypted local
+repository and, with `backup_s3_bucket`, an encrypted off-site one; a daily restore drill.
+
+The scripts live on the host (files/prodstack-backup, prodstack-restore,
+prodstack-restore-drill) so the timers and an operator run the same code.
+"""
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import files
+from pyinfra.facts.files import File
+from pyinfra.operations import files, server
 
 from tasks.config import Settings
+from tasks.database import postgres_version
+from tasks.facts import PgbackrestRepos
 from tasks.templates import put, template, timers
 
+STANZA = "prodstack"
 UNITS = (
-    "prodstack-backup.service",
-    "prodstack-backup.timer",
-    "prodstack-backup-hourly.service",
-    "prodstack-backup-hourly.timer",
+    "prodstack-backup-full.service",
+    "prodstack-backup-full.timer",
+    "prodstack-backup-diff.service",
+    "prodstack-backup-diff.timer",
+    "prodstack-restore-drill.service",
+    "prodstack-restore-drill.timer",
 )
+# The plaintext pg_dump rotation these units ran is gone; pgBackRest replaces it.
+RETIRED_UNITS = (
+    "prodstack-backup.timer",
+    "prodstack-backup.service",
+    "prodstack-backup-hourly.timer",
+    "prodstack-backup-hourly.service",
+)
+
+
+def stanza_work(cfg: Settings) -> tuple[bool, bool]:
+    """(create the stanza, take a first full backup): some repository lacks either."""
+    repos = host.get_fact(PgbackrestRepos, stanza=STANZA) or {}
+    wanted = range(1, (2 if cfg.backup_s3_bucket else 1) + 1)
+    # pgBackRest's status codes: 0 ok, 2 stanza present but no valid backup yet.
+    create = any(repos.get(r, (None, 0))[0] not in (0, 2) for r in wanted)
+    first = any(repos.get(r, (None, 0))[1] == 0 for r in wanted)
+    return create, first
 
 
 @deploy("Backups")
 def backup(cfg: Settings) -> None:
-    files.directory(name="Backup directory", path="/var/backups/prodstack", mode="700")
-    put(name="prodstack-backup", src="prodstack-backup", dest="/usr/local/sbin/prodstack-backup")
-    put(
-        name="prodstack-restore",
-        src="prodstack-restore",
-        dest="/usr/local/sbin/prodstack-restore",
+    version = postgres_version(cfg)
+    retired = [u for u in RETIRED_UNITS if host.get_fact(File, path=f"/etc/systemd/system/{u}")]
+    if retired:
+        server.shell(
+            name="Retire the pg_dump backup units (pgBackRest replaces them)",
+            commands=[f"systemctl disable --now {' '.join(retired)}",
+                      "rm -f " + " ".join(f"/etc/systemd/system/{u}" for u in retired),
+                      "rm -f /etc/prodstack/backup.env",
+                      "systemctl daemon-reload"],
+        )  # fmt: skip
+    conf = template(
+        name="pgBackRest settings (0640 root:postgres: passphrase and S3 key)",
+        src="pgbackrest.j2.conf",
+        dest="/etc/pgbackrest.conf",
+        mode="640",
+        group="postgres",
+        cfg=cfg,
+        version=version,
     )
+    if cfg.backup_s3_ca_file:
+        files.directory(name="pgBackRest directory", path="/etc/pgbackrest", mode="755")
+        files.put(
+            name="CA of the S3 endpoint's certificate",
+            src=cfg.backup_s3_ca_file,
+            dest="/etc/pgbackrest/s3-ca.pem",
+            mode="644",
+        )
     template(
-        name="Backup settings",
+        name="Backup, restore and drill settings",
         src="backup.j2.json",
         dest="/etc/prodstack/backup.json",
-        mode="600",
+        mode="644",
         cfg=cfg,
+        version=version,
     )
-    template(
-        name="Off-site storage credentials (0600)",
-        src="backup.j2.env",
-        dest="/etc/prodstack/backup.env",
-        mode="600",
-        cfg=cfg,
+    for script in ("prodstack-backup", "prodstack-restore", "prodstack-restore-drill"):
+        put(name=script, src=script, dest=f"/usr/local/sbin/{script}")
+    files.directory(
+        name="Backup points (row counts the drill checks against)",
+        path="/var/lib/prodstack/backup-points",
+        mode="700",
     )
     timers(cfg, UNITS, label="backups")
+    # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may
+    # point at a new, empty repository the facts could not see.
+    create, first = stanza_work(cfg)
+    server.shell(
+        name="pgBackRest stanza and a first full backup in every repository without one",
+        commands=["/usr/local/sbin/prodstack-backup init"],
+        _if=lambda: create or first or conf.did_change(),
+    )

@@ -45,9 +45,7 @@ def packages_for(cfg: Settings) -> list[str]:
         if cfg.tls == "letsencrypt":
             wanted += ["certbot"]
     if cfg.is_db:
-        wanted += ["postgresql", "postgresql-client", "redis-server", "redis-tools"]
-        if cfg.backup_s3_bucket:
-            wanted += ["python3-boto3"]
+        wanted += ["postgresql", "postgresql-client", "redis-server", "redis-tools", "pgbackrest"]
     return wanted + monitoring_packages(cfg)
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pyinfra.api.exceptions import DeployError
 
@@ -48,6 +48,8 @@ SIZES: dict[str, dict[str, Any]] = {
 # or from the secrets file (KEY=value lines, kept outside git).
 REQUIRED_SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "API_TOKEN")
 S3_SECRETS = ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")
+# A db host's secrets: the passphrase both pgBackRest repositories are encrypted with.
+DB_SECRETS = ("BACKUP_CIPHER_PASSPHRASE",)
 SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 
 # RFC 1123 host names with at least two labels; no trailing dot, no wildcard.
@@ -58,8 +60,11 @@ DOMAIN_PATTERN = re.compile(
 PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
-# Data keys read outside group_data/all.py's names: restore.py's source of the restore.
-EXTRA_KEYS = frozenset({"restore_from"})
+# Data keys read outside group_data/all.py's names: restore.py's and backup.py's arguments.
+EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type"})
+# systemd.time(7) calendar events: weekdays, dates, times, ranges and lists; one line.
+CALENDAR_PATTERN = re.compile(r"^[A-Za-z0-9 *.,:/~-]{1,80}$")
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Loopback ports of the monitoring stack (Debian's defaults where it has one); the app's
 # ports must not take them.
 MONITORING_PORTS = {
@@ -136,9 +141,10 @@ class Settings:
     rate_limit_exempt_cidrs: tuple[str, ...]
     client_max_body_size: str
     backup_retention_days: int
-    backup_weekly_keep: int
-    backup_monthly_keep: int
-    backup_hourly_keep: int
+    backup_archive_timeout_seconds: int
+    backup_full_calendar: str
+    backup_diff_calendar: str
+    backup_drill_calendar: str
     backup_s3_bucket: str | None
     backup_s3_prefix: str
     backup_s3_endpoint_url: str | None
@@ -152,6 +158,8 @@ class Settings:
     alert_smarthost_user: str | None
     alert_heartbeat_url: str | None
     grafana: bool
+    backup_s3_uri_style: str
+    backup_s3_ca_file: str | None
     secrets: Mapping[str, str] = field(repr=False)
 
     @property
@@ -202,6 +210,14 @@ class Settings:
         with it); it does not reveal REDIS_PASSWORD."""
         key = self.secrets["REDIS_PASSWORD"].encode()
         return hmac.new(key, b"prodstack-monitor", "sha256").hexdigest()
+
+    @property
+    def backup_s3_endpoint(self) -> tuple[str, int | None] | None:
+        """(host, port) of the S3 endpoint, as pgBackRest's repo2-s3-endpoint/-storage-port."""
+        if not self.backup_s3_endpoint_url:
+            return None
+        url = urlsplit(self.backup_s3_endpoint_url)
+        return url.hostname, url.port
 
     @property
     def redis_url(self) -> str:
@@ -299,6 +315,48 @@ def _cidrs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
         return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
     except ValueError as error:
         raise fail(key, value, f"must be a list of CIDRs ({error})") from None
+
+
+def _calendar(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not CALENDAR_PATTERN.match(value):
+        raise fail(key, value, 'must be a systemd calendar expression such as "*-*-* 02:00:00"')
+    return value
+
+
+def validate_s3(data: Mapping[str, Any], bucket: str | None) -> dict[str, Any]:
+    """The off-site repository's settings; pgBackRest 2.45 reaches S3 over HTTPS only."""
+    if bucket is not None and not BUCKET_PATTERN.match(str(bucket)):
+        raise fail("backup_s3_bucket", bucket, "must be an S3 bucket name (3-63 of a-z 0-9 . -)")
+    endpoint = data.get("backup_s3_endpoint_url") or None
+    if endpoint is not None:
+        url = urlsplit(str(endpoint))
+        try:
+            url.port  # noqa: B018 (raises on a bad port)
+        except ValueError:
+            url = url._replace(netloc="")
+        if url.scheme != "https" or not url.hostname or url.path not in ("", "/"):
+            raise fail(
+                "backup_s3_endpoint_url",
+                endpoint,
+                "must be https://HOST[:PORT] (pgBackRest 2.45 speaks S3 over HTTPS only)",
+            )
+    style = data.get("backup_s3_uri_style", "host")
+    if style not in ("host", "path"):
+        raise fail("backup_s3_uri_style", style, "must be host | path")
+    ca_file = data.get("backup_s3_ca_file") or None
+    if ca_file is not None and not Path(ca_file).is_file():
+        raise fail("backup_s3_ca_file", ca_file, "must name a readable local PEM file")
+    prefix = str(data.get("backup_s3_prefix") or "prodstack").strip("/")
+    if not re.match(r"^[A-Za-z0-9._/-]+$", prefix):
+        raise fail("backup_s3_prefix", prefix, "use letters, digits and . _ - /")
+    return {
+        "backup_s3_prefix": prefix,
+        "backup_s3_endpoint_url": str(endpoint).rstrip("/") if endpoint else None,
+        "backup_s3_region": str(data.get("backup_s3_region") or "us-east-1"),
+        "backup_s3_uri_style": style,
+        "backup_s3_ca_file": ca_file,
+    }
 
 
 def validate_domain(value: Any) -> str | None:
@@ -544,8 +602,11 @@ def settings_for(
 
     names = REQUIRED_SECRETS
     bucket = data.get("backup_s3_bucket") or None
+    if "db" in roles:
+        names = names + DB_SECRETS
     if bucket and "db" in roles:
         names = names + S3_SECRETS
+    s3 = validate_s3(data, bucket)
     secrets = load_secrets(data, names, environ)
     alerts = alerting(data, domain, environ)
     secrets.update(alerts["secrets"])
@@ -618,13 +679,14 @@ def settings_for(
         rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
         client_max_body_size=body,
         backup_retention_days=_int(data, "backup_retention_days", minimum=1, maximum=3650),
-        backup_weekly_keep=_int(data, "backup_weekly_keep", minimum=0),
-        backup_monthly_keep=_int(data, "backup_monthly_keep", minimum=0),
-        backup_hourly_keep=_int(data, "backup_hourly_keep", minimum=0),
+        backup_archive_timeout_seconds=_int(
+            data, "backup_archive_timeout_seconds", minimum=0, maximum=86400
+        ),
+        backup_full_calendar=_calendar(data, "backup_full_calendar"),
+        backup_diff_calendar=_calendar(data, "backup_diff_calendar"),
+        backup_drill_calendar=_calendar(data, "backup_drill_calendar"),
         backup_s3_bucket=bucket,
-        backup_s3_prefix=str(data.get("backup_s3_prefix") or "prodstack").strip("/"),
-        backup_s3_endpoint_url=data.get("backup_s3_endpoint_url") or None,
-        backup_s3_region=str(data.get("backup_s3_region") or "us-east-1"),
+        **s3,
         **alerts["settings"],
         secrets=secrets,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 from pyinfra.api import FactBase
@@ -137,3 +138,31 @@ class PostgresRoleMember(FactBase):
 
     def process(self, output):
         return "\n".join(output).strip() == "t"
+class PgbackrestRepos(FactBase):
+    """The state of a pgBackRest stanza per repository, from `pgbackrest info`:
+    {repo key: (status code, number of backups)}; {} before pgBackRest is set up.
+    Status codes are pgBackRest's: 0 ok, 1 missing stanza path, 2 no valid backups, ..."""
+
+    def command(self, stanza: str) -> str:
+        quoted = shlex.quote(stanza)
+        return (
+            f"if command -v pgbackrest >/dev/null && [ -f /etc/pgbackrest.conf ]; then "
+            f"runuser -u postgres -- pgbackrest --stanza={quoted} --output=json info "
+            "2>/dev/null || echo '[]'; else echo '[]'; fi"
+        )
+
+    def process(self, output):
+        try:
+            stanzas = json.loads("\n".join(output) or "[]")
+        except ValueError:
+            return {}
+        if not stanzas:
+            return {}
+        backups = {}
+        for b in stanzas[0].get("backup", []):
+            key = b["database"]["repo-key"]
+            backups[key] = backups.get(key, 0) + 1
+        return {
+            r["key"]: (r["status"]["code"], backups.get(r["key"], 0))
+            for r in stanzas[0].get("repo", [])
+        }

@@ -33,7 +33,7 @@ from tasks import config as task_config  # noqa: E402
 from tasks import load_balancer  # noqa: E402
 from tasks.database import tuning  # noqa: E402
 
-SECRET_NAMES = (*task_config.REQUIRED_SECRETS, *task_config.S3_SECRETS)
+SECRET_NAMES = (*task_config.REQUIRED_SECRETS, *task_config.DB_SECRETS, *task_config.S3_SECRETS)
 PG_CONF = "/etc/postgresql/15/main/conf.d/prodstack.conf"
 
 
@@ -220,7 +220,7 @@ def test_postgres_restart_is_triggered_by_the_postgresql_conf_template(medium):
     assert conf["name"] in reload["triggers"] and len(reload["triggers"]) == 2
     # `any(...)` over the units: every unit is a trigger, not only the first that changed.
     (daemon_reload,) = [op for op in ops.values() if op["name"] == "Reload systemd units (backups)"]
-    assert len(daemon_reload["triggers"]) == 4
+    assert len(daemon_reload["triggers"]) == 6
 
 
 def test_an_app_change_is_a_new_image_and_a_rolling_deploy(tmp_path, medium):
@@ -256,7 +256,8 @@ def test_two_checkouts_in_one_process_do_not_mix(tmp_path, medium):
 
 def test_no_secret_placeholder_survives_anywhere():
     plan = plan_vps(
-        {"backup_s3_bucket": "backups", "domain": "api.example.com",
+        {"backup_s3_bucket": "backups", "backup_s3_endpoint_url": "https://s3.example.net",
+         "domain": "api.example.com",
          "letsencrypt_email": "ops@example.com"},
         root=REPO,
     )  # fmt: skip
@@ -268,7 +269,9 @@ def test_no_secret_placeholder_survives_anywhere():
     assert "API_TOKEN=[secret:API_TOKEN]" in rendered["/etc/prodstack/app.env"]
     assert "[secret:POSTGRES_PASSWORD]@" in rendered["/etc/prodstack/app.env"]  # in the URL
     assert 'requirepass "[secret:REDIS_PASSWORD]"' in rendered["/etc/redis/redis.conf"]
-    assert "[secret:BACKUP_S3_SECRET_ACCESS_KEY]" in rendered["/etc/prodstack/backup.env"]
+    pgbackrest = rendered["/etc/pgbackrest.conf"]
+    assert "repo2-s3-key-secret=[secret:BACKUP_S3_SECRET_ACCESS_KEY]" in pgbackrest
+    assert "repo1-cipher-pass=[secret:BACKUP_CIPHER_PASSPHRASE]" in pgbackrest
     (role,) = [
         op for op in plan["operations"]
         if op["operation"] == "postgres.role" and op["kwargs"]["role"] != "prometheus"

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import runpy
+import ssl
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ SECRETS = {
     "POSTGRES_PASSWORD": "pg-password-0123456789",
     "REDIS_PASSWORD": "redis-password-0123456789",
     "API_TOKEN": "api-token-0123456789abcdef",
+    "BACKUP_CIPHER_PASSPHRASE": "backup-passphrase-0123456789",
     "BACKUP_S3_ACCESS_KEY_ID": "testing-access-key",
     "BACKUP_S3_SECRET_ACCESS_KEY": "testing-secret-key",
     "GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789",
@@ -88,34 +91,114 @@ def alert_webhook():
     receiver.close()
 
 
+class Moto(NamedTuple):
+    """moto's S3 server over TLS. `url` (an IP) is for the test's boto3 client; the test
+    host reaches it as `endpoint` (a name in its /etc/hosts, as pgBackRest checks the
+    certificate's DNS name), trusting `ca_file`. `log` records every request."""
+
+    url: str
+    s3: Any
+    ca_file: Path
+    endpoint: str
+    address: str
+    log: Path
+
+
+# One label: moto then takes the bucket from the path (as pgBackRest sends it), not the host.
+S3_TEST_NAME = "prodstack-s3"
+
+
+def make_test_ca(directory: Path, name: str, address: str) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for `name` and `address` signed by it."""
+    ca_key, ca, key, csr, cert = (
+        directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
+    )
+    ext = directory / "server.ext"
+    ext.write_text(
+        f"subjectAltName=DNS:{name},IP:{address}\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+    )
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
+         "/CN=prodstack test CA", "-keyout", ca_key, "-out", ca,
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", key,
+         "-out", csr],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-out", cert, "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+TLS_PROXY = """pid {dir}/nginx.pid;
+error_log {dir}/error.log;
+events {{}}
+http {{
+  access_log {dir}/access.log;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  client_max_body_size 0;
+  server {{
+    listen {address}:{port} ssl;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    location / {{
+      proxy_pass http://127.0.0.1:{backend};
+      proxy_set_header Host $host:$server_port;
+      proxy_http_version 1.1;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory):
-    """A local S3 (moto) on the Docker bridge gateway, reachable from the test host only."""
+    """A local S3 (moto) over TLS on the Docker bridge gateway, reachable from the test host
+    only: pgBackRest 2.45 speaks S3 over HTTPS only, and verifies the certificate.
+
+    nginx terminates TLS in front of moto on loopback: pgBackRest 2.45 fails its PUTs
+    against moto's own TLS server ("TLS error ... unexpected eof while reading")."""
     gateway = docker_gateway()
-    port = free_port(gateway)
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    directory = tmp_path_factory.mktemp("moto")
+    ca, cert, key = make_test_ca(directory, S3_TEST_NAME, gateway)
+    backend, port = free_port("127.0.0.1"), free_port(gateway)
+    log = directory / "moto.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", gateway, "-p", str(port)],
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(backend)],
         stdout=log.open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    url = f"http://{gateway}:{port}"
+    conf = directory / "nginx.conf"
+    conf.write_text(TLS_PROXY.format(dir=directory, address=gateway, port=port, cert=cert,
+                                     key=key, backend=backend))  # fmt: skip
+    proxy = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(directory), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"https://{gateway}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            httpx.get(url + "/moto-api/", timeout=1)
-            break
+            context = ssl.create_default_context(cafile=ca)
+            if httpx.get(url + "/moto-api/", timeout=1, verify=context).status_code == 200:
+                break
         except httpx.HTTPError:
-            time.sleep(0.3)
+            pass
+        time.sleep(0.3)
     import boto3
 
     s3 = boto3.client(
-        "s3", endpoint_url=url, region_name="us-east-1",
+        "s3", endpoint_url=url, region_name="us-east-1", verify=str(ca),
         aws_access_key_id="testing-access-key", aws_secret_access_key="testing-secret-key",
     )  # fmt: skip
     s3.create_bucket(Bucket="prodstack-backups")
-    yield url, s3
-    proc.terminate()
-    proc.wait(timeout=10)
+    yield Moto(url, s3, ca, f"https://{S3_TEST_NAME}:{port}", gateway, log)
+    for p in (proxy, proc):
+        p.terminate()
+        p.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -128,6 +211,7 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
         "API_TOKEN": "e2e-token-" + uuid.uuid4().hex,
         "BACKUP_S3_ACCESS_KEY_ID": "testing-access-key",
         "BACKUP_S3_SECRET_ACCESS_KEY": "testing-secret-key",
+        "BACKUP_CIPHER_PASSPHRASE": "e2e-backup-" + uuid.uuid4().hex,
     }
     secrets_file = workdir / "secrets.env"
     secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
@@ -135,11 +219,14 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
     # PRODSTACK_E2E_NAME: a recognisable container name (e.g. on a shared machine).
     name = os.environ.get("PRODSTACK_E2E_NAME") or f"prodstack-e2e-{os.getpid()}"
     host = boot(name, key)
+    host.run(f"echo '{moto.address} {S3_TEST_NAME}' >> /etc/hosts")
     data = {
         "image": images["v1"],
         "secrets_file": str(secrets_file),
         "backup_s3_bucket": "prodstack-backups",
-        "backup_s3_endpoint_url": moto[0],
+        "backup_s3_endpoint_url": moto.endpoint,
+        "backup_s3_uri_style": "path",
+        "backup_s3_ca_file": str(moto.ca_file),
         # The app's own per-client limit would otherwise throttle the load loops.
         "app_rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,

@@ -84,7 +84,7 @@ def test_missing_secret_fails_naming_it(data, environ, tmp_path, secret):
 def test_s3_credentials_are_required_with_a_bucket(data, environ):
     del environ["PRODSTACK_BACKUP_S3_SECRET_ACCESS_KEY"]
     with pytest.raises(SettingsError, match="BACKUP_S3_SECRET_ACCESS_KEY"):
-        settings_for({**data, "backup_s3_bucket": "b"}, SINGLE, environ=environ)
+        settings_for({**data, "backup_s3_bucket": "backups"}, SINGLE, environ=environ)
 
 
 def test_weak_secret_is_refused(data, environ):
@@ -98,6 +98,7 @@ def test_secrets_file_is_read_and_env_wins(data, tmp_path):
     path.write_text(
         "# comment\nPOSTGRES_PASSWORD=from-file-0123456789\n"
         "REDIS_PASSWORD='quoted-0123456789abc'\nAPI_TOKEN=file-token-0123456789\n"
+        "BACKUP_CIPHER_PASSPHRASE=file-passphrase-0123456789\n"
     )
     env = {"PRODSTACK_API_TOKEN": "env-token-0123456789abc"}
     cfg = settings_for({**data, "secrets_file": str(path)}, SINGLE, environ=env)
@@ -187,7 +188,7 @@ def test_a_key_from_no_version_is_refused_without_a_guess(data, environ):
 def test_pyinfra_connector_and_argument_keys_are_allowed(data, environ):
     connector = {"ssh_user": "deploy", "ssh_port": 2222, "ssh_key": "/dev/null",
                  "ssh_known_hosts_file": "/dev/null", "ssh_strict_host_key_checking": "off",
-                 "_sudo": True, "_sudo_user": "root", "restore_from": "latest",
+                 "_sudo": True, "_sudo_user": "root", "restore_to": "latest",
                  "fake_delay": 0}  # fmt: skip
     settings_for({**data, **connector}, SINGLE, environ=environ)
 

@@ -4,8 +4,8 @@ The host is a Debian 12 rootfs run as a Docker container with systemd as PID 1
 (tests/vps/host.py), booted and deployed once per session by conftest.py's `stack`
 fixture and shared with the other test_e2e*.py files. Tests run in file order: first deploy, then
 reachability, TLS, the API, idempotency, invalid data, a rolling deploy under load, a
-failed deploy, rollback, a killed replica, backup and restore (with S3 on a local moto
-server) and the monitoring timer.
+failed deploy, rollback, a killed replica and the monitoring timer (backups and
+restores: test_e2e_pitr.py).
 
 Load goes only to the test host: a bounded loop runs *inside* it against nginx on its
 loopback (exempt from the per-IP rate limit, as the host's own health checks are).
@@ -238,41 +238,6 @@ def test_killing_a_replica_fails_no_requests(stack):
             break
         time.sleep(1)
     assert state.strip() == "true"
-
-
-def test_backup_then_restore_brings_back_deleted_data(stack, moto):
-    with stack.client() as c:
-        created = c.post(
-            "/api/v1/alerts",
-            json={"message": "keep me", "type": "test", "priority": "low", "region": "eu"},
-        )
-        assert created.status_code == 201
-        alert_id = created.json()["id"]
-
-    stack.host.run("systemctl start prodstack-backup.service", timeout=120)
-    dumps = stack.host.run("ls /var/backups/prodstack/daily/ /var/backups/prodstack/weekly/ "
-                           "/var/backups/prodstack/monthly/").stdout  # fmt: skip
-    assert dumps.count(".dump") == 3
-    stack.host.run("pg_restore --list /var/backups/prodstack/daily/*.dump >/dev/null")
-    keys = [o["Key"] for o in moto[1].list_objects_v2(Bucket="prodstack-backups")["Contents"]]
-    assert any(k.startswith("prodstack/daily/") for k in keys)
-    assert any(k.startswith("prodstack/monthly/") for k in keys)
-    assert "02:00:00" in stack.host.run("systemctl cat prodstack-backup.timer").stdout
-
-    table = stack.psql(
-        "select table_name from information_schema.tables where table_schema = 'public' "
-        "and table_name like '%alert%' order by length(table_name) limit 1"
-    )
-    stack.psql(f"delete from {table}")
-    with stack.client() as c:
-        assert c.get(f"/api/v1/alerts/{alert_id}").status_code == 404
-
-    # Restore from the off-site copy: the path a rebuilt host takes in the DR runbook.
-    stack.host.run("prodstack-restore s3:latest", timeout=300)
-    with stack.client() as c:
-        restored = c.get(f"/api/v1/alerts/{alert_id}")
-        assert restored.status_code == 200
-        assert restored.json()["message"] == "keep me"
 
 
 def test_health_check_timer_reports_to_the_journal(stack):

@@ -21,7 +21,7 @@ PROFILES = {
     "single-host-s3-domain": (
         {
             "backup_s3_bucket": "backups",
-            "backup_s3_endpoint_url": "http://127.0.0.1:5000",
+            "backup_s3_endpoint_url": "https://127.0.0.1:5000",
             "domain": "api.example.com",
             "letsencrypt_email": "ops@example.com",
             "replicas": 5,
@@ -46,6 +46,7 @@ def render(name: str, cfg, **extra) -> str:
         "key": "/etc/prodstack/tls/privkey.pem",
         "webroot": "/var/www/letsencrypt",
         "ipv6": True,
+        "version": "15",
         "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
         "tls_dir": "/etc/postgresql/tls",
         "ca_file": "/etc/prodstack/ca.crt",
