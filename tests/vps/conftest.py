@@ -149,6 +149,9 @@ http {{
       proxy_set_header Host $host:$server_port;
       proxy_http_version 1.1;
       proxy_request_buffering off;
+      # Stream responses: nginx's workers may not write temp files in the test's directory.
+      proxy_buffering off;
+      proxy_max_temp_file_size 0;
     }}
   }}
 }}
