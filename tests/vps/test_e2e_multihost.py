@@ -42,6 +42,7 @@ def cluster(images, tmp_path_factory):
         "POSTGRES_PASSWORD": "mh-pg-" + uuid.uuid4().hex,
         "REDIS_PASSWORD": "mh-redis-" + uuid.uuid4().hex,
         "API_TOKEN": "mh-token-" + uuid.uuid4().hex,
+        "BACKUP_CIPHER_PASSPHRASE": "mh-backup-" + uuid.uuid4().hex,
     }
     secrets_file = workdir / "secrets.env"
     secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
