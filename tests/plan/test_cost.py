@@ -48,7 +48,9 @@ def test_prod_matches_hand_computed_figures(plans):
         "Fargate memory": 3 * 2 * 730 * 0.004445,          # 19.47
         "WAF web ACL": 5.00,
         "WAF rules": 4 * 1.00,                             # rate limit + 3 managed groups
-        "CloudWatch alarms": 14 * 0.10,                    # 12 alarms, one reads 3 metrics
+        # 14 alarms; metric math bills each metric it reads: the error rate 3, healthy
+        # and unhealthy hosts 2 each (both blue/green target groups), the others 1.
+        "CloudWatch alarms": 18 * 0.10,
         "CloudWatch dashboards": 3.00,
         "KMS": 1.00,
         "Secrets Manager secrets (2)": 2 * 0.40,

@@ -24,7 +24,10 @@ def test_same_plan_reads_no_changes(cloud_plans):
     [
         # The knob a reviewer expects, and nothing else.
         ("prod-replicas", {"aws:ecs/service:Service::prodstack-api-service"}),
-        ("prod-min-replicas", {"aws:appautoscaling/target:Target::prodstack-api-scaling-target"}),
+        # The floor is also the running-task alarm's threshold.
+        ("prod-min-replicas", {
+            "aws:appautoscaling/target:Target::prodstack-api-scaling-target",
+            "aws:cloudwatch/metricAlarm:MetricAlarm::prodstack-prod-obs-running-tasks"}),
         ("prod-backup-days", {"aws:rds/instance:Instance::prodstack-db-instance"}),
         # New task definitions, and the service that points at the new revision.
         ("prod-log-level", {"aws:ecs/taskDefinition:TaskDefinition::prodstack-api-task",
