@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
@@ -52,6 +54,17 @@ def certificate(cfg: Settings):
     return changed
 
 
+def certbot_commands(cfg: Settings) -> list[str]:
+    """Every value quoted: an e-mail address may hold characters the shell acts on."""
+    domain, email = shlex.quote(cfg.domain), shlex.quote(cfg.letsencrypt_email)
+    lineage = shlex.quote(f"/etc/letsencrypt/live/{cfg.domain}")
+    return [
+        f"certbot certonly --webroot -w {WEBROOT} -d {domain} --non-interactive "
+        f"--agree-tos -m {email} --keep-until-expiring",
+        f"RENEWED_LINEAGE={lineage} /etc/letsencrypt/renewal-hooks/deploy/prodstack.sh",
+    ]
+
+
 @deploy("Let's Encrypt")
 def letsencrypt(cfg: Settings) -> None:
     template(
@@ -64,12 +77,7 @@ def letsencrypt(cfg: Settings) -> None:
     if host.get_fact(File, path=f"/etc/letsencrypt/live/{cfg.domain}/fullchain.pem") is None:
         server.shell(
             name=f"Obtain a Let's Encrypt certificate for {cfg.domain}",
-            commands=[
-                f"certbot certonly --webroot -w {WEBROOT} -d {cfg.domain} --non-interactive "
-                f"--agree-tos -m {cfg.letsencrypt_email} --keep-until-expiring",
-                f"RENEWED_LINEAGE=/etc/letsencrypt/live/{cfg.domain} "
-                "/etc/letsencrypt/renewal-hooks/deploy/prodstack.sh",
-            ],
+            commands=certbot_commands(cfg),
         )
     systemd.service(
         name="certbot renewal timer", service="certbot.timer", running=True, enabled=True

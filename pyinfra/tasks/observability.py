@@ -27,6 +27,7 @@ def observability(cfg: Settings) -> None:
     template(
         name="Health-check credentials (0600)",
         src="healthcheck.j2.env",
+        secret=True,
         dest="/etc/prodstack/healthcheck.env",
         mode="600",
         cfg=cfg,

@@ -81,6 +81,7 @@ def service(cfg: Settings) -> None:
     env = template(
         name="Container env file with the secrets (0600)",
         src="app.j2.env",
+        secret=True,
         dest="/etc/prodstack/app.env",
         mode="600",
         cfg=cfg,

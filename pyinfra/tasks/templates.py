@@ -8,16 +8,23 @@ from pyinfra.operations import files, systemd
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 FILES = Path(__file__).resolve().parents[1] / "files"
+# Where files holding secrets are uploaded before they are copied into place: 0700 and
+# owned by the SSH user, so no other user can read one for an instant (tasks/base.py).
+UPLOAD_DIR = "/var/lib/prodstack/upload"
 
 
-def template(*, src: str, dest: str, mode: str = "644", user="root", group="root", **data):
-    """Render templates/<src> to dest. Every template is also rendered by the unit tests."""
+def template(*, src: str, dest: str, mode: str = "644", user="root", group="root",
+             secret: bool = False, **data):  # fmt: skip
+    """Render templates/<src> to dest. Every template is also rendered by the unit tests.
+    `secret=True` for a file that holds a secret: uploaded through UPLOAD_DIR."""
+    extra = {"_temp_dir": UPLOAD_DIR} if secret else {}
     return files.template(
         src=str(TEMPLATES / src),
         dest=dest,
         mode=mode,
         user=user,
         group=group,
+        **extra,
         **data,
     )
 
