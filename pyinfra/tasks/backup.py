@@ -61,6 +61,7 @@ def backup(cfg: Settings) -> None:
     conf = template(
         name="pgBackRest settings (0640 root:postgres: passphrase and S3 key)",
         src="pgbackrest.j2.conf",
+        secret=True,
         dest="/etc/pgbackrest.conf",
         mode="640",
         group="postgres",

@@ -6,12 +6,12 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from tasks.config import Settings
 from tasks.facts import SmallSshModuli
 from tasks.monitoring import packages_for as monitoring_packages
-from tasks.templates import restart_on_change, template
+from tasks.templates import UPLOAD_DIR, restart_on_change, template
 
 # sshd lets only this group in (AllowGroups), plus root until the deploy user takes over.
 SSH_GROUP = "ssh-users"
@@ -86,6 +86,17 @@ def hardening(cfg: Settings) -> None:
         groups=["sudo", SSH_GROUP] + (["docker"] if cfg.is_web else []),
         public_keys=list(cfg.deploy_user_public_keys),
         create_home=True,
+    )
+    # pyinfra writes straight to the destination as root; as a sudo user it uploads to a
+    # temporary file first, which lands here. The deploy user owns it on every run.
+    uploader = cfg.deploy_user if cfg.ssh_user == "root" else cfg.ssh_user
+    files.directory(name="State directory", path="/var/lib/prodstack", mode="750")
+    files.directory(
+        name="Upload directory for files holding secrets (0700)",
+        path=UPLOAD_DIR,
+        mode="700",
+        user=uploader,
+        group=uploader,
     )
     template(
         name="Passwordless sudo for the deploy user (it has no password)",

@@ -29,6 +29,7 @@ def cache(cfg: Settings) -> None:
     conf = template(
         name="redis.conf: requirepass, bind, appendonly everysec, maxmemory allkeys-lru",
         src="redis.j2.conf",
+        secret=True,
         dest="/etc/redis/redis.conf",
         mode="640",
         user="redis",

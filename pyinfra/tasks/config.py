@@ -118,6 +118,7 @@ class Settings:
     deploy_user_public_keys: tuple[str, ...]
     ssh_permit_root_login: str
     ssh_port: int
+    ssh_user: str
     docker_subnet: str
     docker_gateway: str
     docker_bridge: str
@@ -658,6 +659,7 @@ def settings_for(
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
+        ssh_user=str(data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
         docker_bridge=str(data.get("docker_bridge", "prodstack0"))[:15],

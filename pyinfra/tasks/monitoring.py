@@ -185,6 +185,7 @@ def database_exporters(cfg: Settings, ctx: dict) -> None:
         template(
             name="redis exporter: loopback, the monitor ACL user (0600)",
             src="redis-exporter-defaults.j2.env",
+            secret=True,
             dest="/etc/default/prometheus-redis-exporter",
             mode="600",
             exporter_ca=EXPORTER_CA,

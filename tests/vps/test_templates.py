@@ -249,3 +249,63 @@ def test_release_settings_carry_the_strategy_and_bake(data, environ, strategy):
     release = json.loads(render("release.j2.json", cfg))
     assert (release["strategy"], release["bake_seconds"]) == (strategy, 90)
     assert release["ca_file"] is None  # one host: no private CA to mount
+
+
+# --- Issue 10, findings 5 and 13 ------------------------------------------------------------
+
+
+def test_loopback_guard_drops_loopback_traffic_from_other_interfaces(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    unit = render("prodstack-loopback-guard.j2.service", cfg)
+    assert "After=docker.service ufw.service" in unit
+    assert "-t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP" in unit
+    assert "! -i lo -d ::1/128 -j DROP" in unit
+
+
+def test_letsencrypt_email_is_quoted(data, environ):
+    import shlex
+
+    from tasks.load_balancer import certbot_commands
+
+    email = "ops+$(reboot)@example.com"
+    cfg = settings_for({**data, "domain": "api.example.com", "letsencrypt_email": email},
+                       {"web", "db"}, environ=environ)  # fmt: skip
+    words = shlex.split(certbot_commands(cfg)[0])
+    assert words[words.index("-m") + 1] == email
+
+
+def test_files_holding_secrets_are_uploaded_through_the_0700_directory(data, environ):
+    """Every template whose output holds a secret is marked secret=True (tasks/*.py)."""
+    import ast
+
+    cfg = settings_for(
+        {**data, "backup_s3_bucket": "prodstack-backups",
+         "backup_s3_endpoint_url": "https://127.0.0.1:1"},
+        {"web", "db"},
+        environ=environ,
+    )
+    marked = set()
+    for path in (TEMPLATES.parent / "tasks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "template":
+                kw = {k.arg: k.value for k in node.keywords}
+                if isinstance(kw.get("src"), ast.Constant) and isinstance(
+                    kw.get("secret"), ast.Constant
+                ):
+                    marked.add(kw["src"].value)
+    secrets = [v for v in cfg.secrets.values()] + [cfg.redis_monitor_password]
+    holding = set()
+    for name in TEMPLATE_NAMES:
+        try:
+            text = render(name, cfg)
+        except jinja2.UndefinedError:
+            continue  # needs another profile's settings (rendered by the tests above)
+        if any(secret in text for secret in secrets):
+            holding.add(name)
+    assert holding, "no template holds a secret?"
+    assert holding <= marked, holding - marked
+
+
+def test_nginx_logs_rotate_by_size_too(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    assert "    maxsize 100M" in render("logrotate-nginx.j2.conf", cfg).splitlines()
