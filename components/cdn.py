@@ -91,6 +91,12 @@ class CdnArgs:
     web_acl_arn: pulumi.Input[str] | None = None
     """WAFv2 web ACL ARN (scope CLOUDFRONT). Default: ``None``. Example: ``waf.arn``."""
 
+    validation_records: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """Route 53 validation records that already exist, by name: the DNS-validated
+    certificate reuses them rather than owning the same record twice (ACM gives a name
+    the same validation CNAME in every Region). Default: ``{}``.
+    Example: ``lb.validation_records``."""
+
     minimum_protocol_version: str = "TLSv1.2_2021"
     """Viewer TLS floor: ``TLSv1.2_2021``, ``TLSv1.2_2025`` or ``TLSv1.3_2025``.
     Default: ``"TLSv1.2_2021"``. Example: ``"TLSv1.2_2025"``."""
@@ -135,7 +141,8 @@ class Cdn(pulumi.ComponentResource):
         ``{name}-distribution``; ``{name}-security-headers`` (response headers policy);
         ``{name}-access-logs`` (log group) + ``{name}-log-source``, ``{name}-log-destination``
         and ``{name}-log-delivery`` (standard logging v2, all in us-east-1);
-        ``{name}-cert`` (+ validation, in us-east-1) when aliases have no certificate;
+        ``{name}-cert`` (+ validation, in us-east-1) when aliases have no certificate, with
+        a validation record only for names not already in ``validation_records``;
         ``{name}-alias-<i>`` Route 53 records.
 
     Example:
@@ -322,7 +329,8 @@ class Cdn(pulumi.ComponentResource):
             # CloudFront only takes ACM certificates from us-east-1.
             # Source: botocore cloudfront ViewerCertificate.ACMCertificateArn.
             region="us-east-1",
-        )
+            shared_records=args.validation_records,
+        ).arn
         return {
             "acm_certificate_arn": certificate_arn,
             "ssl_support_method": "sni-only",

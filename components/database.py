@@ -277,6 +277,8 @@ class Database(pulumi.ComponentResource):
     """``max_connections`` set in the parameter group."""
     storage_gb: int
     """Initial allocated storage (GiB), used for the free-storage alarm."""
+    max_storage_gb: int
+    """Storage autoscaling ceiling (GiB), the free-storage alarm's denominator."""
 
     def __init__(
         self, name: str, args: DatabaseArgs, opts: pulumi.ResourceOptions | None = None
@@ -289,6 +291,7 @@ class Database(pulumi.ComponentResource):
         )
         self.max_connections = max_connections(args.instance_class)
         self.storage_gb = args.storage_gb
+        self.max_storage_gb = args.max_storage_gb
         self.database_name = args.database_name
         self.app_username = args.app_username
         self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
@@ -319,6 +322,7 @@ class Database(pulumi.ComponentResource):
                 "database_name": self.database_name,
                 "max_connections": self.max_connections,
                 "storage_gb": self.storage_gb,
+                "max_storage_gb": self.max_storage_gb,
             }
         )
 

@@ -231,6 +231,11 @@ class LoadBalancer(pulumi.ComponentResource):
     """Listener rule ECS switches production traffic with (``None`` without ``blue_green``)."""
     test_rule_arn: pulumi.Output[str] | None
     """Header-matched listener rule ECS points at green before the switch, or ``None``."""
+    validation_records: dict[str, pulumi.Output[str]]
+    """FQDN of the Route 53 validation record created for each name on a DNS-validated
+    certificate (``{}`` with ``certificate_arn`` or no domain). Pass it to another
+    certificate for the same names (the CDN's) so it reuses them instead of owning the
+    same record a second time."""
     https: bool
     """Whether the ALB terminates TLS (``domain`` set)."""
 
@@ -241,6 +246,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self._name = name
         self._args = args
         self.https = bool(args.domain)
+        self.validation_records = {}
         if not self.https:
             pulumi.log.warn(
                 f"{name}: no domain configured, so the load balancer serves plain HTTP on "
@@ -271,6 +277,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "alternate_target_group_arn_suffix": self.alternate_target_group_arn_suffix,
                 "production_rule_arn": self.production_rule_arn,
                 "test_rule_arn": self.test_rule_arn,
+                "validation_records": self.validation_records,
                 "https": self.https,
             }
         )
@@ -435,7 +442,7 @@ class LoadBalancer(pulumi.ComponentResource):
         args = self._args
         if args.certificate_arn:
             return args.certificate_arn
-        return dns_validated_certificate(
+        cert = dns_validated_certificate(
             self,
             f"{self._name}-cert",
             domain=args.domain,
@@ -443,6 +450,8 @@ class LoadBalancer(pulumi.ComponentResource):
             hosted_zone_id=args.hosted_zone_id,
             tags=self._tags("cert"),
         )
+        self.validation_records = cert.validation_records
+        return cert.arn
 
     def _create_listeners(self, certificate_arn: pulumi.Input[str] | None) -> None:
         n, args = self._name, self._args
@@ -594,6 +603,16 @@ class LoadBalancer(pulumi.ComponentResource):
             )
 
 
+@dataclass(frozen=True)
+class ValidatedCertificate:
+    """What :func:`dns_validated_certificate` made."""
+
+    arn: pulumi.Output[str]
+    """ARN of the certificate, known once ACM has validated it."""
+    validation_records: dict[str, pulumi.Output[str]]
+    """Validation record FQDN per name on the certificate, shared ones included."""
+
+
 def dns_validated_certificate(
     parent: pulumi.Resource,
     name: str,
@@ -603,12 +622,19 @@ def dns_validated_certificate(
     extra_names: Sequence[str] = (),
     tags: Mapping[str, str] | None = None,
     region: str | None = None,
-) -> pulumi.Output[str]:
-    """An ACM certificate validated through Route 53; returns the validated ARN.
+    shared_records: Mapping[str, pulumi.Input[str]] | None = None,
+) -> ValidatedCertificate:
+    """An ACM certificate validated through Route 53.
 
     ``region`` pins the certificate (CloudFront needs ``us-east-1``). Children are
-    named ``{name}``, ``{name}-validation-<i>`` and ``{name}-validated``.
+    named ``{name}``, ``{name}-validation-<i>`` (one per name not in ``shared_records``)
+    and ``{name}-validated``. ``shared_records`` maps names to the FQDN of a validation
+    record another certificate already owns: ACM gives one account the same validation
+    CNAME for a name in every Region (terraform-provider-aws#13653: "funnel the DNS
+    record handling to a single record"), and two resources owning one record would
+    delete it when either certificate is replaced.
     """
+    shared = dict(shared_records or {})
     names = [domain, *extra_names]
     region_kw = {"region": region} if region else {}
     cert = aws.acm.Certificate(
@@ -623,28 +649,29 @@ def dns_validated_certificate(
         opts=child_opts(parent),
         **region_kw,
     )
-    records = []
+    fqdns: dict[str, pulumi.Output[str]] = {}
     for i, hostname in enumerate(names):
+        if hostname in shared:
+            fqdns[hostname] = pulumi.Output.from_input(shared[hostname])
+            continue
         option = cert.domain_validation_options.apply(
             lambda opts, h=hostname: next(o for o in opts if o.domain_name == h)
         )
-        records.append(
-            aws.route53.Record(
-                f"{name}-validation-{i}",
-                zone_id=hosted_zone_id,
-                name=option.resource_record_name,
-                type=option.resource_record_type,
-                records=[option.resource_record_value],
-                ttl=300,
-                allow_overwrite=True,
-                opts=child_opts(parent),
-            )
-        )
+        fqdns[hostname] = aws.route53.Record(
+            f"{name}-validation-{i}",
+            zone_id=hosted_zone_id,
+            name=option.resource_record_name,
+            type=option.resource_record_type,
+            records=[option.resource_record_value],
+            ttl=300,
+            allow_overwrite=True,
+            opts=child_opts(parent),
+        ).fqdn
     validation = aws.acm.CertificateValidation(
         f"{name}-validated",
         certificate_arn=cert.arn,
-        validation_record_fqdns=[r.fqdn for r in records],
+        validation_record_fqdns=[fqdns[h] for h in names],
         opts=child_opts(parent),
         **region_kw,
     )
-    return validation.certificate_arn
+    return ValidatedCertificate(validation.certificate_arn, fqdns)

@@ -48,7 +48,12 @@ class ObservabilityArgs:
     """RDS ``DBInstanceIdentifier``. Required. Example: ``db.identifier``."""
 
     db_storage_gb: int
-    """Allocated storage, for the free-storage threshold. Required. Example: ``20``."""
+    """Initial allocated storage (GiB), where storage autoscaling first triggers.
+    Required. Example: ``20``."""
+
+    db_max_storage_gb: int
+    """Storage autoscaling ceiling (GiB), the free-storage alarm's denominator. Required.
+    Example: ``100``."""
 
     db_max_connections: int
     """``max_connections`` of the database; caps the connection alarm at 80 % of it.
@@ -93,9 +98,16 @@ class ObservabilityArgs:
     db_connections: int = 150
     """RDS connection ceiling (seed: DB connections < 150). Default: ``150``. Example: ``300``."""
 
-    db_free_storage_percent: int = 10
-    """Alarm when free storage falls under this share of ``db_storage_gb``.
-    Default: ``10``. Example: ``20``."""
+    db_free_storage_percent: float | None = None
+    """Alarm when free storage falls under this percentage of the storage ceiling
+    (``db_max_storage_gb``), computed in metric math. RDS publishes no metric of the
+    allocated size, which autoscaling keeps growing, so the ceiling is the one fixed
+    denominator, and the threshold means the same after every growth. It must lie
+    below the point where storage autoscaling acts (free at 10 % of the allocation, at
+    the least ``db_storage_gb``), so a routine autoscale never fires it; it fires when
+    autoscaling cannot keep up or has reached the ceiling. Default: ``None``, half that
+    point: ``5 * db_storage_gb / db_max_storage_gb`` (1 % at the stacks' 5x ceiling).
+    Example: ``0.5``."""
 
     cache_memory_percent: int = 90
     """Redis memory ceiling (seed: Redis memory < 90 %). Default: ``90``. Example: ``80``."""
@@ -109,6 +121,35 @@ class ObservabilityArgs:
             raise ValueError(f"ObservabilityArgs: alarm_email={self.alarm_email!r}: not an email")
         if self.min_replicas < 1:
             raise ValueError(f"ObservabilityArgs: min_replicas={self.min_replicas}: at least 1")
+        if not 0 < self.db_storage_gb <= self.db_max_storage_gb:
+            raise ValueError(
+                f"ObservabilityArgs: db_max_storage_gb={self.db_max_storage_gb}: at least "
+                f"db_storage_gb ({self.db_storage_gb})"
+            )
+        trigger = self.autoscale_trigger_percent
+        if self.db_free_storage_percent is not None and not (
+            0 < self.db_free_storage_percent < trigger
+        ):
+            raise ValueError(
+                f"ObservabilityArgs: db_free_storage_percent={self.db_free_storage_percent}: "
+                f"above 0 and below {trigger:.2f} (where storage autoscaling acts, as a "
+                "percentage of the ceiling)"
+            )
+
+    @property
+    def autoscale_trigger_percent(self) -> float:
+        """Free storage at which autoscaling acts on the initial allocation, as a
+        percentage of the ceiling: 10 % of ``db_storage_gb``. Source: RDS user guide
+        USER_PIOPS.Autoscaling ("free available space is less than or equal to 10
+        percent of the allocated storage")."""
+        return 10 * self.db_storage_gb / self.db_max_storage_gb
+
+    @property
+    def free_storage_percent(self) -> float:
+        """Threshold of the free-storage alarm, percent of the ceiling."""
+        if self.db_free_storage_percent is not None:
+            return self.db_free_storage_percent
+        return round(self.autoscale_trigger_percent / 2, 2)
 
     @property
     def effective_db_connections(self) -> int:
@@ -363,12 +404,32 @@ class Observability(pulumi.ComponentResource):
             statistic="Average", comparison_operator="GreaterThanThreshold",
             threshold=a.cpu_percent, evaluation_periods=5,
         )
+        ceiling_bytes = a.db_max_storage_gb * GIB
         self._alarm(
-            "rds-free-storage", f"RDS free storage under {a.db_free_storage_percent}%",
-            namespace="AWS/RDS", metric_name="FreeStorageSpace", dimensions=rds,
-            statistic="Minimum", comparison_operator="LessThanThreshold",
-            threshold=a.db_storage_gb * GIB * a.db_free_storage_percent // 100,
-            evaluation_periods=1, period=300,
+            "rds-free-storage",
+            f"RDS free storage under {a.free_storage_percent}% of its "
+            f"{a.db_max_storage_gb} GiB autoscaling ceiling",
+            comparison_operator="LessThanThreshold",
+            threshold=a.free_storage_percent,
+            evaluation_periods=1,
+            metric_queries=[
+                {
+                    "id": "free",
+                    "metric": {
+                        "namespace": "AWS/RDS",
+                        "metric_name": "FreeStorageSpace",
+                        "dimensions": rds,
+                        "period": 300,
+                        "stat": "Minimum",
+                    },
+                },
+                {
+                    "id": "free_pct",
+                    "expression": f"100 * free / {ceiling_bytes}",
+                    "label": "free storage, % of the ceiling",
+                    "return_data": True,
+                },
+            ],
         )
         self._alarm(
             "rds-connections", f"RDS connections above {a.effective_db_connections}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import os
@@ -16,6 +15,7 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
+from docker.utils.build import exclude_paths
 
 from components._common import child_opts, merge_tags
 
@@ -25,24 +25,58 @@ PLATFORMS = ("linux/amd64", "linux/arm64")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def context_hash(context: str | os.PathLike[str]) -> str:
-    """Short SHA-256 over every file's path and bytes under ``context`` (ignores caches).
+def context_files(
+    context: str | os.PathLike[str], dockerfile: str = "Dockerfile"
+) -> list[str]:
+    """Paths, relative to ``context``, of the files Docker sends as the build context.
 
-    Used as the immutable image tag when none is configured: the same source gives the
-    same tag, so an unchanged ``app/`` pushes nothing new.
+    Everything under ``context`` except what its ``.dockerignore`` excludes, chosen by
+    the Docker SDK's ``docker.utils.build.exclude_paths`` (moby's pattern rules: ``**``,
+    ``!`` re-includes, parent folders match); the Dockerfile and ``.dockerignore``
+    themselves are always sent, as Docker sends them.
     """
     root = Path(context)
-    ignored = _dockerignore(root)
+    patterns: list[str] = []
+    ignore_file = root / ".dockerignore"
+    if ignore_file.exists():
+        # Read as the Docker SDK reads it (docker.api.build): stripped, no blanks or comments.
+        patterns = [
+            line.strip() for line in ignore_file.read_text().splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+    sent = exclude_paths(str(root), patterns, dockerfile=dockerfile)
+    return sorted(
+        Path(rel).as_posix() for rel in sent
+        if (root / rel).is_symlink() or (root / rel).is_file()
+    )
+
+
+def context_hash(
+    context: str | os.PathLike[str],
+    *,
+    build_args: Mapping[str, str] | None = None,
+    platform: str = "",
+    dockerfile: str = "Dockerfile",
+) -> str:
+    """Short SHA-256 of exactly what a build depends on: the files Docker sends
+    (:func:`context_files`, with their bytes and executable bit), the build arguments,
+    the platform and the Dockerfile's path.
+
+    The immutable image tag when none is configured: the same inputs give the same tag on
+    every machine, and a changed base image, platform or build argument gives a new tag
+    rather than a rebuild under the old one (which ECR's immutable tags would refuse).
+    """
+    root = Path(context)
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if "__pycache__" in rel or rel.endswith(".pyc") or ignored(rel):
-            continue
-        # Downloaded wheels are a build cache: requirements.txt pins them by hash, so the
-        # tag follows the source, not what happens to be in a checkout's wheelhouse.
-        if rel.startswith("wheelhouse/"):
-            continue
-        digest.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    for rel in context_files(root, dockerfile):
+        path = root / rel
+        if path.is_symlink():
+            kind, body = b"l", os.readlink(path).encode()
+        else:
+            kind, body = (b"x" if os.access(path, os.X_OK) else b"f"), path.read_bytes()
+        digest.update(b"file\0" + rel.encode() + b"\0" + kind + body + b"\0")
+    digest.update(b"args\0" + json.dumps(dict(build_args or {}), sort_keys=True).encode())
+    digest.update(b"\0platform\0" + platform.encode() + b"\0dockerfile\0" + dockerfile.encode())
     return "src-" + digest.hexdigest()[:16]
 
 
@@ -79,35 +113,6 @@ def sbom_digest(requirements: str | os.PathLike[str]) -> str:
     return "sha256:" + hashlib.sha256(sbom(requirements)).hexdigest()
 
 
-def _dockerignore(root: Path):
-    """Whether a context path is excluded by ``root/.dockerignore`` (what Docker never sees
-    cannot change the image). Patterns match a path or any of its parent folders;
-    ``**/`` matches any depth, ``!`` re-includes."""
-    rules = []
-    ignore_file = root / ".dockerignore"
-    if ignore_file.exists():
-        for line in ignore_file.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                keep = line.startswith("!")
-                rules.append((keep, line.lstrip("!").strip("/")))
-
-    def matches(rel: str, pattern: str) -> bool:
-        parts = rel.split("/")
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        options = {pattern, pattern.removeprefix("**/")}
-        return any(fnmatch.fnmatchcase(p, o) for p in prefixes for o in options)
-
-    def ignored(rel: str) -> bool:
-        result = False
-        for keep, pattern in rules:
-            if matches(rel, pattern):
-                result = not keep
-        return result
-
-    return ignored
-
-
 def lifecycle_policy(keep_images: int) -> str:
     """ECR lifecycle policy JSON expiring all but the newest ``keep_images`` images.
 
@@ -140,13 +145,14 @@ class RegistryArgs:
     """Docker build context, the ``app/`` directory (absolute path). Required.
     Example: ``"/src/prodstack/app"``."""
 
-    tag: str
-    """Immutable image tag: 1-128 of letters, digits, ``_ . -``. Required.
-    Example: ``"src-1a2b3c4d5e6f7a8b"`` (see :func:`context_hash`)."""
+    tag: str = ""
+    """Immutable image tag: 1-128 of letters, digits, ``_ . -``. Empty means
+    :func:`context_hash` of what the build depends on (context after ``.dockerignore``,
+    build arguments, platform). Default: ``""``. Example: ``"v1.4.2"``."""
 
-    dockerfile: str = ""
-    """Dockerfile path; empty means ``<context>/Dockerfile``. Default: ``""``.
-    Example: ``"/src/prodstack/app/Dockerfile"``."""
+    dockerfile: str = "Dockerfile"
+    """Dockerfile path relative to ``context``. Default: ``"Dockerfile"``.
+    Example: ``"Dockerfile.api"``."""
 
     platform: str = "linux/amd64"
     """Target platform, ``linux/amd64`` or ``linux/arm64``; must match the task's CPU
@@ -171,7 +177,7 @@ class RegistryArgs:
         problems = []
         if self.platform not in PLATFORMS:
             problems.append(f"platform={self.platform!r}: allowed {', '.join(PLATFORMS)}")
-        if not TAG_RE.match(self.tag):
+        if self.tag and not TAG_RE.match(self.tag):
             problems.append(f"tag={self.tag!r}: 1-128 of [A-Za-z0-9_.-]")
         if self.keep_images < 1:
             problems.append(f"keep_images={self.keep_images}: at least 1")
@@ -189,7 +195,7 @@ class Registry(pulumi.ComponentResource):
         ``app/requirements.txt`` (:func:`sbom_digest`, docs/supply-chain.md).
 
     Example:
-        ``Registry("app-registry", RegistryArgs(context="app", tag=context_hash("app")))``
+        ``Registry("app-registry", RegistryArgs(context="/src/prodstack/app"))``
 
     Cost:
         $0.10/GB-month of stored images; 30 images of ~150 MB -> **~$0.45/month**. Basic
@@ -207,6 +213,8 @@ class Registry(pulumi.ComponentResource):
     """``<account>.dkr.ecr.<region>.amazonaws.com/<repo>``."""
     image_ref: pulumi.Output[str]
     """The pushed image by digest, ``<repository_url>@sha256:<digest>``."""
+    tag: str
+    """The image's tag: ``tag``, or the :func:`context_hash` of the build."""
 
     def __init__(
         self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
@@ -230,18 +238,23 @@ class Registry(pulumi.ComponentResource):
         auth = aws.ecr.get_authorization_token_output(
             registry_id=repo.registry_id, opts=pulumi.InvokeOptions(parent=self)
         )
+        build_args = {
+            "BASE_IMAGE": args.base_image,
+            # app/Dockerfile turns it into the image label.
+            "SBOM_DIGEST": sbom_digest(os.path.join(args.context, "requirements.txt")),
+        }
+        self.tag = args.tag or context_hash(
+            args.context, build_args=build_args, platform=args.platform,
+            dockerfile=args.dockerfile,
+        )
         image = docker.Image(
             f"{name}-image",
-            image_name=pulumi.Output.concat(repo.repository_url, ":", args.tag),
+            image_name=pulumi.Output.concat(repo.repository_url, ":", self.tag),
             build=docker.DockerBuildArgs(
                 context=args.context,
-                dockerfile=args.dockerfile or os.path.join(args.context, "Dockerfile"),
+                dockerfile=os.path.join(args.context, args.dockerfile),
                 platform=args.platform,
-                args={
-                    "BASE_IMAGE": args.base_image,
-                    # app/Dockerfile turns it into the image label.
-                    "SBOM_DIGEST": sbom_digest(os.path.join(args.context, "requirements.txt")),
-                },
+                args=build_args,
             ),
             registry=docker.RegistryArgs(
                 server=repo.repository_url,
@@ -254,5 +267,6 @@ class Registry(pulumi.ComponentResource):
         # repo_digest is "<repository_url>@sha256:...": deploy exactly what was pushed.
         self.image_ref = image.repo_digest
         self.register_outputs(
-            {"repository_url": self.repository_url, "image_ref": self.image_ref}
+            {"repository_url": self.repository_url, "image_ref": self.image_ref,
+             "tag": self.tag}
         )

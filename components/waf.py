@@ -18,8 +18,19 @@ EVALUATION_WINDOWS = (60, 120, 300, 600)
 MIN_RATE_LIMIT = 100
 MAX_RATE_LIMIT = 2_000_000_000
 
+# Largest body WAF forwards for inspection, by scope: fixed at 8 KB for an ALB, 16 KB by
+# default for CloudFront (raised only at extra cost). Source: AWS WAF developer guide,
+# web-request-body-inspection.html; CloudFormation AWS::WAFv2::WebACL Body,
+# OversizeHandling ("For Application Load Balancer ... the limit is fixed at 8 KB";
+# "For CloudFront ... the default limit is 16 KB").
+BODY_INSPECTION_LIMITS = {"REGIONAL": 8 * 1024, "CLOUDFRONT": 16 * 1024}
+# The common rule set's SizeRestrictions_BODY blocks bodies over 8 KB, a size that cannot
+# be changed; only its action can be overridden. Source: AWS WAF developer guide,
+# aws-managed-rule-groups-baseline.html (core rule set, SizeRestrictions_BODY).
+COMMON_RULE_SET_BODY_LIMIT = 8 * 1024
+COMMON_BODY_SIZE_RULE = "SizeRestrictions_BODY"
 # (rule name, managed group, priority). WCUs: Common 700, KnownBadInputs 200, IP
-# reputation 25 (+ rate rule 2) = 927, under the 1,500 base budget.
+# reputation 25 (+ rate rule 2, body-size rule 1) = 928, under the 1,500 base budget.
 # Source: docs.aws.amazon.com/waf/latest/developerguide/aws-managed-rule-groups-baseline.html
 MANAGED_RULE_GROUPS = (
     ("aws-common", "AWSManagedRulesCommonRuleSet", 10),
@@ -55,6 +66,14 @@ class WebAclArgs:
     """Retention of the WAF log group (a CloudWatch value); logs redact the
     ``authorization`` header. Default: ``30``. Example: ``90``."""
 
+    max_body_bytes: int = COMMON_RULE_SET_BODY_LIMIT
+    """Largest request body the app accepts (its ``MAX_BODY_BYTES``): the ACL blocks
+    bigger bodies and no smaller one, so WAF and app agree. 1,024 up to the scope's body
+    inspection limit (8,192 ``REGIONAL``, 16,384 ``CLOUDFRONT``), so every body the app
+    takes is inspected whole. At 8,192 the common rule set's ``SizeRestrictions_BODY``
+    is that limit; otherwise its action is overridden to count and a rule of this ACL
+    blocks bodies over ``max_body_bytes``. Default: ``8192``. Example: ``16384``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to the web ACL and its log group. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -72,6 +91,12 @@ class WebAclArgs:
             )
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
+        limit = BODY_INSPECTION_LIMITS.get(self.scope, COMMON_RULE_SET_BODY_LIMIT)
+        if not 1024 <= self.max_body_bytes <= limit:
+            problems.append(
+                f"max_body_bytes={self.max_body_bytes}: 1024-{limit} (what WAF inspects "
+                f"for {self.scope})"
+            )
         if self.scope == "CLOUDFRONT" and self.associate_arn is not None:
             problems.append("associate_arn: only for REGIONAL (CloudFront uses web_acl_id)")
         if problems:
@@ -100,12 +125,15 @@ class WebAcl(pulumi.ComponentResource):
         ``WebAcl("app-waf", WebAclArgs(scope="REGIONAL", associate_arn=lb.arn))``
 
     Cost:
-        $5/month per ACL + $1/month per rule (4 rules) + $0.60 per million requests:
-        **~$9/month + $0.60/M requests**, plus log ingestion ($0.50/GB). Knob: the
-        stack's ``waf``.
+        $5/month per ACL + $1/month per rule (4 rules, 5 with ``body-size-limit``) +
+        $0.60 per million requests: **~$9-10/month + $0.60/M requests**, plus log
+        ingestion ($0.50/GB). Knobs: the stack's ``waf``, ``max_body_bytes``.
 
     Secure defaults:
-        Managed rule groups enforce (``override_action: none``); the rate rule blocks;
+        Managed rule groups enforce (``override_action: none``), except that the common
+        set's 8 KB ``SizeRestrictions_BODY`` only counts when ``max_body_bytes`` is
+        larger, and the ACL's own ``body-size-limit`` rule blocks at that size instead;
+        the rate rule blocks;
         metrics and sampled requests are on for every rule; requests are logged with the
         bearer token redacted.
 
@@ -136,16 +164,39 @@ class WebAcl(pulumi.ComponentResource):
                 "visibility_config": _visibility(f"{metric_prefix}-rate-limit"),
             }
         ]
+        own_body_limit = args.max_body_bytes != COMMON_RULE_SET_BODY_LIMIT
+        if own_body_limit:
+            # Bodies over the app's limit are blocked here; with oversize MATCH a body
+            # beyond the inspection limit (never below max_body_bytes) matches too.
+            # Source: pulumi_aws wafv2 WebAcl size_constraint_statement, Body
+            # oversize_handling CONTINUE | MATCH | NO_MATCH.
+            rules.append({
+                "name": "body-size-limit",
+                "priority": 2,
+                "action": {"block": {}},
+                "statement": {"size_constraint_statement": {
+                    "comparison_operator": "GT",
+                    "size": args.max_body_bytes,
+                    "field_to_match": {"body": {"oversize_handling": "MATCH"}},
+                    "text_transformations": [{"priority": 0, "type": "NONE"}],
+                }},
+                "visibility_config": _visibility(f"{metric_prefix}-body-size-limit"),
+            })
         for rule_name, group, priority in MANAGED_RULE_GROUPS:
+            statement: dict = {"vendor_name": "AWS", "name": group}
+            if own_body_limit and group == "AWSManagedRulesCommonRuleSet":
+                # Its fixed 8 KB body rule would refuse bodies the app accepts; it only
+                # counts, and body-size-limit above enforces the app's own limit.
+                statement["rule_action_overrides"] = [
+                    {"name": COMMON_BODY_SIZE_RULE, "action_to_use": {"count": {}}}
+                ]
             rules.append(
                 {
                     "name": rule_name,
                     "priority": priority,
                     # Managed groups take override_action, never action.
                     "override_action": {"none": {}},
-                    "statement": {
-                        "managed_rule_group_statement": {"vendor_name": "AWS", "name": group}
-                    },
+                    "statement": {"managed_rule_group_statement": statement},
                     "visibility_config": _visibility(f"{metric_prefix}-{rule_name}"),
                 }
             )

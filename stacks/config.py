@@ -120,7 +120,9 @@ KEYS: dict[str, Key] = {
     "log_level": Key("string", "INFO", "App LOG_LEVEL: " + " | ".join(LOG_LEVELS) + "."),
     "image_platform": Key("string", "linux/amd64",
                           "Image/task platform: linux/amd64 | linux/arm64."),
-    "image_tag": Key("string", "", "Immutable image tag. Empty: a hash of app/."),
+    "image_tag": Key("string", "",
+                     "Immutable image tag. Empty: a hash of the build context after "
+                     ".dockerignore, build arguments and platform."),
     "base_image": Key("string", "python:3.11-slim-bookworm", "BASE_IMAGE build argument."),
     "api_token": Key("string", "",
                      "API bearer token; set with --secret. Empty: generated into Secrets Manager.",

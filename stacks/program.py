@@ -11,6 +11,7 @@ from pathlib import Path
 import pulumi
 import pulumi_random as random
 
+from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from components._common import ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
@@ -23,9 +24,9 @@ from components.observability import (
     ObservabilityArgs,
     alarm_name,
 )
-from components.registry import Registry, RegistryArgs, context_hash
+from components.registry import Registry, RegistryArgs
 from components.service import Service, ServiceArgs
-from components.waf import WebAcl, WebAclArgs
+from components.waf import BODY_INSPECTION_LIMITS, WebAcl, WebAclArgs
 from stacks.config import StackConfig, from_pulumi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,14 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "balancer so `pulumi destroy` can finish; the final snapshot is still taken. "
             "Set it back to false to keep the stack."
         )
+
+    waf_scope = "CLOUDFRONT" if cfg.cdn else "REGIONAL"
+    # The app's body limit, lowered to what the WAF in front inspects (8 KB on an ALB):
+    # a body the app accepts is inspected whole, and the WAF blocks exactly what the app
+    # would refuse.
+    max_body_bytes = APP_INT_SETTINGS["MAX_BODY_BYTES"][0]
+    if cfg.waf:
+        max_body_bytes = min(max_body_bytes, BODY_INSPECTION_LIMITS[waf_scope])
 
     if cfg.domain:
         alb_ports: tuple[int, ...] = (443,) if cfg.cdn else (80, 443)
@@ -99,8 +108,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     waf = None
     if cfg.waf:
         waf = WebAcl(f"{name}-waf", WebAclArgs(
-            scope="CLOUDFRONT" if cfg.cdn else "REGIONAL",
+            scope=waf_scope,
             rate_limit=cfg.waf_rate_limit_per_minute,
+            max_body_bytes=max_body_bytes,
             evaluation_window_seconds=60,
             associate_arn=None if cfg.cdn else lb.arn,
             log_retention_days=cfg.log_retention_days,
@@ -135,7 +145,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
 
     registry = Registry(f"{name}-registry", RegistryArgs(
         context=str(APP_DIR),
-        tag=cfg.image_tag or context_hash(APP_DIR),
+        tag=cfg.image_tag,  # empty: a hash of the build context, arguments and platform
         platform=cfg.image_platform,
         base_image=cfg.base_image,
         force_delete=not cfg.protected,  # images can be rebuilt; destroy needs it empty
@@ -175,6 +185,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "PORT": str(APP_PORT),
             "LOG_LEVEL": cfg.log_level,
             "RATE_LIMIT_PER_MINUTE": str(cfg.rate_limit_per_minute),
+            "MAX_BODY_BYTES": str(max_body_bytes),
             # Within the connection budget stacks/config.py checked.
             "WEB_CONCURRENCY": str(cfg.web_concurrency),
             "DB_POOL_MAX": str(cfg.db_pool_max),
@@ -231,6 +242,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             aliases=(cfg.domain,) if cfg.domain else (),
             certificate_arn=cfg.cdn_certificate_arn,
             hosted_zone_id=cfg.hosted_zone_id,
+            # The ALB's certificate covers the domain too: one record per validation name.
+            validation_records=lb.validation_records,
             origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
             access_log_retention_days=cfg.log_retention_days,
@@ -247,6 +260,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         service_name=service.service_name,
         db_identifier=db.identifier,
         db_storage_gb=db.storage_gb,
+        db_max_storage_gb=db.max_storage_gb,
         db_max_connections=db.max_connections,
         cache_member_ids=cache.member_cluster_ids,
         alarm_email=cfg.alarm_email,

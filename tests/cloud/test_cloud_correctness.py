@@ -208,3 +208,145 @@ def test_service_and_task_definitions_wait_for_execution_role_grants(manifests):
         for urn in dependents:
             for grant in EXECUTION_GRANTS:
                 assert grant in options[urn]["dependencies"], (urn, grant)
+
+
+# ---- 5: the image tag follows exactly what the build depends on ---------------------------
+
+
+def _context(root, ignore: str = "") -> None:
+    (root / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    (root / "a.py").write_text("x = 1\n")
+    (root / "wheelhouse").mkdir()
+    (root / "wheelhouse" / ".gitkeep").write_text("")
+    if ignore:
+        (root / ".dockerignore").write_text(ignore)
+
+
+def test_image_tag_context_is_exactly_what_docker_sends(tmp_path):
+    """The hashed files are the members of the Docker SDK's own build-context archive."""
+    import tarfile
+
+    from docker.utils.build import tar
+
+    from components.registry import context_files
+
+    _context(tmp_path, "# caches\n**/__pycache__\n*.log\n!keep.log\ncache/\nwheelhouse/*\n"
+                       "!wheelhouse/.gitkeep\n")  # fmt: skip
+    for extra in ("__pycache__/a.pyc", "sub/__pycache__/b.pyc", "run.log", "keep.log",
+                  "cache/x", "wheelhouse/x-1.0-py3-none-any.whl", "sub/c.py"):
+        (tmp_path / extra).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / extra).write_text(extra)
+    patterns = [line for line in (tmp_path / ".dockerignore").read_text().splitlines()
+                if line and not line.startswith("#")]
+    with tarfile.open(fileobj=tar(str(tmp_path), exclude=patterns)) as archive:
+        sent = sorted(m.name for m in archive.getmembers() if m.isfile())
+    assert context_files(tmp_path) == sent
+    assert "keep.log" in sent and "wheelhouse/.gitkeep" in sent and "sub/c.py" in sent
+    assert not {"run.log", "cache/x", "wheelhouse/x-1.0-py3-none-any.whl"} & set(sent)
+
+
+def test_image_tag_changes_with_base_image_platform_and_every_sent_file(tmp_path):
+    """ECR tags are immutable: a new input under an old tag would be refused at push."""
+    from components.registry import context_hash
+
+    _context(tmp_path, "**/__pycache__\n")
+    args = {"BASE_IMAGE": "python:3.11-slim-bookworm", "SBOM_DIGEST": "sha256:00"}
+    tag = context_hash(tmp_path, build_args=args, platform="linux/amd64")
+    assert tag == context_hash(tmp_path, build_args=dict(args), platform="linux/amd64")
+    changed = [
+        context_hash(tmp_path, build_args=args | {"BASE_IMAGE": "python:3.12-slim-bookworm"},
+                     platform="linux/amd64"),
+        context_hash(tmp_path, build_args=args, platform="linux/arm64"),
+        context_hash(tmp_path, build_args=args | {"SBOM_DIGEST": "sha256:01"},
+                     platform="linux/amd64"),
+    ]
+    assert tag not in changed and len(set(changed)) == 3
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "a.pyc").write_bytes(b"never sent")
+    assert context_hash(tmp_path, build_args=args, platform="linux/amd64") == tag
+    # Docker sends what .dockerignore leaves in, a wheelhouse included.
+    (tmp_path / "wheelhouse" / "x-1.0-py3-none-any.whl").write_bytes(b"sent")
+    assert context_hash(tmp_path, build_args=args, platform="linux/amd64") != tag
+
+
+# ---- 11: one validation record per validation name ---------------------------------------
+
+
+def test_each_acm_validation_name_has_exactly_one_route53_record(prod):
+    """ACM gives a name one validation CNAME in every Region; two records owning it
+    would delete it when either certificate is replaced."""
+    certificates = prod.inputs("acm/certificate:Certificate")
+    assert len(certificates) == 2  # the ALB's (stack Region) and the CDN's (us-east-1)
+    names = {n for c in certificates
+             for n in [c["domainName"], *(c.get("subjectAlternativeNames") or [])]}
+    records = [r for r in prod.inputs("route53/record:Record") if r["type"] == "CNAME"]
+    record_names = [r["name"] for r in records]
+    assert len(record_names) == len(set(record_names)) == len(names), record_names
+    validations = prod.inputs("acm/certificateValidation:CertificateValidation")
+    for validation in validations:
+        assert set(validation["validationRecordFqdns"]) <= set(record_names)
+    # Both certificates wait for the shared name's one record.
+    shared = [n for n in record_names if n.endswith(".api.example.com.") and "origin" not in n]
+    assert all(shared[0] in v["validationRecordFqdns"] for v in validations)
+
+
+# ---- 12: WAF and app agree on the body size -----------------------------------------------
+
+
+def _waf_body_cap(acl: dict) -> int:
+    """Largest body the web ACL lets through, from its rules."""
+    from components.waf import BODY_INSPECTION_LIMITS, COMMON_RULE_SET_BODY_LIMIT
+
+    caps = []
+    for rule in acl["rules"]:
+        statement = rule["statement"]
+        group = statement.get("managedRuleGroupStatement")
+        if group and group["name"] == "AWSManagedRulesCommonRuleSet":
+            overridden = {o["name"]: o["actionToUse"]
+                          for o in group.get("ruleActionOverrides") or []}
+            if "block" in overridden.get("SizeRestrictions_BODY", {"block": {}}):
+                caps.append(COMMON_RULE_SET_BODY_LIMIT)
+        size = statement.get("sizeConstraintStatement")
+        if size and "body" in size["fieldToMatch"] and "block" in rule.get("action", {}):
+            assert size["comparisonOperator"] == "GT"
+            # Only a body WAF sees whole is measured; beyond that oversize handling decides.
+            assert size["size"] <= BODY_INSPECTION_LIMITS[acl["scope"]]
+            assert size["fieldToMatch"]["body"]["oversizeHandling"] == "MATCH"
+            caps.append(size["size"])
+    assert caps, "no body-size rule blocks"
+    return min(caps)
+
+
+def test_waf_blocks_exactly_the_bodies_the_app_refuses(both):
+    for manifest in both:
+        env = _api_env(manifest)
+        app_limit = load_settings(env).max_body_bytes
+        assert _waf_body_cap(manifest.one("wafv2/webAcl:WebAcl")) == app_limit, manifest
+
+
+
+# ---- 13: free storage as a percentage ---------------------------------------------------
+
+
+def test_free_storage_alarm_is_a_percentage_that_a_routine_autoscale_never_fires(both):
+    """Storage autoscaling acts at 10 % free of the allocation (at least storage_gb);
+    the alarm is a percentage of the ceiling, below that point, through metric math."""
+    from components.observability import GIB
+
+    for manifest in both:
+        db = manifest.one("rds/instance:Instance")
+        (alarm,) = [a for a in manifest.inputs("cloudwatch/metricAlarm:MetricAlarm")
+                    if a.get("metricName") == "FreeStorageSpace"
+                    or any((q.get("metric") or {}).get("metricName") == "FreeStorageSpace"
+                           for q in a.get("metricQueries") or [])]
+        assert "metricName" not in alarm and "period" not in alarm, alarm
+        queries = {q["id"]: q for q in alarm["metricQueries"]}
+        free = next(q for q in queries.values() if q.get("metric"))
+        assert free["metric"]["metricName"] == "FreeStorageSpace"
+        (result,) = [q for q in queries.values() if q.get("returnData")]
+        ceiling = db["maxAllocatedStorage"] * GIB
+        assert result["expression"].replace(" ", "") == f"100*{free['id']}/{ceiling}"
+        assert alarm["comparisonOperator"] == "LessThanThreshold"
+        # Below the first autoscaling point (10 % of the initial allocation).
+        trigger_percent = 10 * db["allocatedStorage"] / db["maxAllocatedStorage"]
+        assert 0 < alarm["threshold"] < trigger_percent, (alarm["threshold"], trigger_percent)

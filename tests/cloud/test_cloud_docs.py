@@ -117,6 +117,7 @@ def test_args_reject_invalid_values_aws_would_reject() -> None:
 
 def test_context_hash_is_stable_and_content_sensitive(tmp_path) -> None:
     (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / ".dockerignore").write_text("**/__pycache__\n")
     first = context_hash(tmp_path)
     assert first == context_hash(tmp_path) and first.startswith("src-")
     (tmp_path / "__pycache__").mkdir()
@@ -127,11 +128,11 @@ def test_context_hash_is_stable_and_content_sensitive(tmp_path) -> None:
 
 
 def test_context_hash_ignores_what_docker_never_sees(tmp_path) -> None:
-    """Plans must not depend on untracked caches: .dockerignore'd paths and the wheelhouse."""
+    """Plans must not depend on what .dockerignore keeps out of the build context."""
     (tmp_path / "a.py").write_text("x = 1\n")
     (tmp_path / ".dockerignore").write_text(".pytest_cache\n**/*.log\n!keep.log\n")
     first = context_hash(tmp_path)
-    for junk in (".pytest_cache/README.md", "deep/run.log", "wheelhouse/x-1.0.whl"):
+    for junk in (".pytest_cache/README.md", "deep/run.log"):
         (tmp_path / junk).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / junk).write_text("cache")
     assert context_hash(tmp_path) == first

@@ -693,7 +693,8 @@ def test_alarms_match_the_seed_rules(prod: Manifest) -> None:
     assert alarms["rds-cpu"]["namespace"] == "AWS/RDS"
     storage = alarms["rds-free-storage"]
     assert storage["comparisonOperator"] == "LessThanThreshold"
-    assert storage["threshold"] == 100 * 1024**3 // 10  # 10 % of 100 GiB
+    # Percent of the 500 GiB ceiling: half of autoscaling's first point (10 % of 100 GiB).
+    assert storage["threshold"] == 1
     assert alarms["rds-connections"]["threshold"] == 150
     for i in (0, 1):
         memory = alarms[f"cache-memory-{i}"]

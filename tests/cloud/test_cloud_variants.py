@@ -6,14 +6,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prodstack_cloud_harness import Manifest, run_all, run_harness
+from prodstack_cloud_harness import REPO, Manifest, run_all, run_harness
 
 ZONE = "Z0123456789EXAMPLE0"
 VARIANTS = {
     "no-nat": ("dev", "--set", "nat=none"),
     "https-no-cdn": ("dev", "--set", "domain=api.example.com", "--set",
                      f"hosted_zone_id={ZONE}", "--set", "cdn=false"),
+    # Also untagged: the image tag is the program's own hash of the build.
     "arm-medium": ("dev", "--set", "size=medium", "--set", "image_platform=linux/arm64",
+                   "--set", "image_tag=",
                    "--set", "replicas=auto", "--set", "min_replicas=auto",
                    "--set", "max_replicas=auto", "--set", "multi_az=auto"),
     "blue-green-no-cdn": ("dev", "--set", "deploy_strategy=blue_green"),
@@ -94,3 +96,15 @@ def test_blue_green_without_a_cdn_routes_every_path(variants: dict[str, Manifest
     assert rules["prodstack-lb-test"]["conditions"] == [
         {"httpHeader": {"httpHeaderName": "X-Prodstack-Route", "values": ["green"]}}]
     assert rules["prodstack-lb-production"]["listenerArn"].endswith(":prodstack-lb-http")
+
+
+def test_untagged_image_is_tagged_by_the_hash_of_what_it_is_built_from(variants):
+    """The tag covers the context Docker gets and the very arguments and platform of the
+    build, so a new base image or platform never rebuilds under an old, immutable tag."""
+    from components.registry import context_hash
+
+    image = variants["arm-medium"].one("index/image:Image")
+    build = image["build"]
+    assert build["platform"] == "linux/arm64" and build["args"]["BASE_IMAGE"]
+    tag = context_hash(REPO / "app", build_args=build["args"], platform=build["platform"])
+    assert image["imageName"].endswith(":" + tag), (image["imageName"], tag)
