@@ -293,10 +293,14 @@ def test_each_acm_validation_name_has_exactly_one_route53_record(prod):
 # ---- 12: WAF and app agree on the body size -----------------------------------------------
 
 
+# AWS WAF developer guide: body inspection is fixed at 8 KB for an ALB and 16 KB by default
+# for CloudFront; the common rule set's SizeRestrictions_BODY blocks bodies over 8 KB.
+BODY_INSPECTION_LIMITS = {"REGIONAL": 8 * 1024, "CLOUDFRONT": 16 * 1024}
+COMMON_RULE_SET_BODY_LIMIT = 8 * 1024
+
+
 def _waf_body_cap(acl: dict) -> int:
     """Largest body the web ACL lets through, from its rules."""
-    from components.waf import BODY_INSPECTION_LIMITS, COMMON_RULE_SET_BODY_LIMIT
-
     caps = []
     for rule in acl["rules"]:
         statement = rule["statement"]
