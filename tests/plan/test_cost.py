@@ -47,7 +47,7 @@ def test_prod_matches_hand_computed_figures(plans):
         "Fargate vCPU": 3 * 1 * 730 * 0.04048,             # 88.65
         "Fargate memory": 3 * 2 * 730 * 0.004445,          # 19.47
         "WAF web ACL": 5.00,
-        "WAF rules": 4 * 1.00,                             # rate limit + 3 managed groups
+        "WAF rules": 5 * 1.00,                             # rate, body size + 3 managed groups
         # 14 alarms; metric math bills each metric it reads: the error rate 3, healthy
         # and unhealthy hosts 2 each (both blue/green target groups), the others 1.
         "CloudWatch alarms": 18 * 0.10,
@@ -61,7 +61,7 @@ def test_prod_matches_hand_computed_figures(plans):
         assert item["kind"] == "fixed"
         assert item["monthly"] == pytest.approx(expected, abs=0.005), prefix
     assert est["fixed_monthly"] == pytest.approx(
-        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1037.97
+        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1038.97
     hand_usage = {
         "NAT gateway data processed": 100 * 0.048,
         "WAF requests inspected": 260 * 0.60,              # 260 M requests
