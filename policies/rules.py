@@ -394,6 +394,17 @@ REQUIRED_MANAGED_GROUPS = (
 )
 
 
+def _blocks_large_bodies(rules: list[Mapping[str, Any]]) -> bool:
+    """Whether a rule of the ACL blocks request bodies above a size (any oversize too)."""
+    for rule in rules:
+        size = _map(_map(rule.get("statement")).get("sizeConstraintStatement"))
+        body = _map(_map(size.get("fieldToMatch")).get("body"))
+        if (set(_map(rule.get("action"))) == {"block"} and size.get("comparisonOperator") == "GT"
+                and body.get("oversizeHandling") == "MATCH"):
+            return True
+    return False
+
+
 def _waf_rules(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     rules = [_map(r) for r in _list(props.get("rules"))]
     enforced = set()
@@ -409,6 +420,15 @@ def _waf_rules(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
             yield (f"WAF rule {rule.get('name')!r} ({group}) must enforce the group "
                    f"(overrideAction none), not {sorted(override) or 'unset'}.")
             continue
+        # A rule inside a group may only count when it is the common set's fixed 8 KB
+        # body rule and a rule of the ACL blocks bodies over the app's limit instead
+        # (components.waf, max_body_bytes).
+        for item in map(_map, _list(statement.get("ruleActionOverrides"))):
+            if "block" in _map(item.get("actionToUse")):
+                continue
+            if not (item.get("name") == "SizeRestrictions_BODY" and _blocks_large_bodies(rules)):
+                yield (f"WAF rule {rule.get('name')!r} ({group}) must not switch "
+                       f"{item.get('name')!r} to {sorted(_map(item.get('actionToUse')))}.")
         if statement.get("vendorName") == "AWS":
             enforced.add(group)
     for group in REQUIRED_MANAGED_GROUPS:

@@ -329,6 +329,27 @@ def test_waf_blocks_exactly_the_bodies_the_app_refuses(both):
 
 
 
+def test_waf_policy_lets_the_body_rule_count_only_where_the_acl_blocks_large_bodies(prod):
+    """The one override the pack accepts is the 8 KB body rule, with the ACL's own
+    body-size rule blocking instead; any other counted rule, or no own rule, is refused."""
+    import copy
+
+    from policies.rules import waf_enforces
+
+    acl = prod.one("wafv2/webAcl:WebAcl")
+    waf = "aws:wafv2/webAcl:WebAcl"
+    assert check_resource(waf_enforces, waf, acl) == []
+    without_own_rule = copy.deepcopy(acl)
+    without_own_rule["rules"] = [r for r in acl["rules"] if r["name"] != "body-size-limit"]
+    assert check_resource(waf_enforces, waf, without_own_rule)
+    other_rule_counts = copy.deepcopy(acl)
+    common = next(r for r in other_rule_counts["rules"] if r["name"] == "aws-common")
+    common["statement"]["managedRuleGroupStatement"]["ruleActionOverrides"].append(
+        {"name": "CrossSiteScripting_BODY", "actionToUse": {"count": {}}})
+    assert any("CrossSiteScripting_BODY" in v
+               for v in check_resource(waf_enforces, waf, other_rule_counts))
+
+
 # ---- 13: free storage as a percentage ---------------------------------------------------
 
 
