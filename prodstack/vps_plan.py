@@ -306,7 +306,7 @@ class _Planner:
         return reference
 
     def _placeholder_image(self) -> str:
-        # The tag the cloud profile uses for an untagged build: a digest of app/, so a
+        # A digest of the files Docker sends from app/ (the cloud profile's hash), so a
         # change under app/ shows up as a new image and a rolling deploy.
         from components.registry import context_hash
 
