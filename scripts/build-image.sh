@@ -48,14 +48,18 @@ build=(docker build --quiet --build-arg BASE_IMAGE="$base" --build-arg OFFLINE=1
     --build-arg APP_VERSION="$version" --build-arg SBOM_DIGEST="$sbom_digest"
     --label org.opencontainers.image.source="${source_url:-prodstack}"
     --label org.opencontainers.image.revision="$revision")
-"${build[@]}" -t "$repo:build" app >&2
+# Each build reports its own image id through --iidfile rather than a shared tag, so
+# concurrent builds on one daemon never read each other's result.
+iid="$(mktemp)"
+trap 'rm -f "$unmarked" "$sbom_tmp" "$iid"' EXIT
+"${build[@]}" --iidfile "$iid" app >/dev/null
 # Tag by the image's own content digest (its config id), so identical builds share a tag.
 # That build has no date in it; the one tagged below adds the created label on top (its
 # layers all come from the cache), so rebuilding an unchanged tree keeps the same tag.
-digest="$(docker image inspect -f '{{.Id}}' "$repo:build" | sed 's/^sha256://' | cut -c1-12)"
+digest="$(sed 's/^sha256://' "$iid" | cut -c1-12)"
 created="$(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +%Y-%m-%dT%H:%M:%SZ)"
-"${build[@]}" --label org.opencontainers.image.created="$created" -t "$repo:build" app >&2
-docker tag "$repo:build" "$repo:$digest"
+"${build[@]}" --label org.opencontainers.image.created="$created" --iidfile "$iid" app >/dev/null
+docker tag "$(cat "$iid")" "$repo:$digest"
 
 mkdir -p .prodstack/sbom
 cp "$sbom_tmp" ".prodstack/sbom/$digest.cdx.json"
