@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import runpy
+import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
@@ -124,8 +125,19 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
 
 
 def _vps_sizes() -> dict[str, dict[str, Any]]:
-    """The VPS sizes, from the deploy's own table (pyinfra/tasks/config.py)."""
-    return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))["SIZES"]
+    """The VPS sizes, from the deploy's own table (pyinfra/tasks/config.py).
+
+    That module imports its siblings as `tasks.*`, as it does when pyinfra runs deploy.py
+    from pyinfra/, so the directory is on sys.path while it runs."""
+    pyinfra_dir = str(REPO / "pyinfra")
+    added = pyinfra_dir not in sys.path
+    if added:
+        sys.path.insert(0, pyinfra_dir)
+    try:
+        return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))["SIZES"]
+    finally:
+        if added:
+            sys.path.remove(pyinfra_dir)
 
 
 def _vps_defaults() -> dict[str, Any]:
