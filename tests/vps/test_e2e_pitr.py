@@ -97,6 +97,8 @@ def test_wal_is_archived_into_two_encrypted_repositories(stack, moto):
     assert (
         metrics['prodstack_backup_last_success_timestamp_seconds{type="full"}'] > time.time() - 3600
     )
+    firsts = [b["timestamp"]["stop"] - b["timestamp"]["start"] for b in state["backup"]]
+    print(f"first deploy's full backups (repository 1, 2): {firsts} s")
 
 
 def test_restore_refuses_without_confirm(stack):
