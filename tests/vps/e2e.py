@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -294,3 +295,15 @@ class Cluster:
         for host in self.hosts.values():
             destroy(host.name)
         subprocess.run(["docker", "network", "rm", self.name], capture_output=True)
+
+
+PROMETHEUS = "http://127.0.0.1:9090"
+
+
+def prometheus(stack, path: str, **params) -> dict:
+    """The `data` of a Prometheus HTTP API answer, queried inside the host (loopback only)."""
+    args = " ".join(f"--data-urlencode {shlex.quote(f'{k}={v}')}" for k, v in params.items())
+    out = stack.host.run(f"curl -fsS -G {args} {PROMETHEUS}{path}").stdout
+    body = json.loads(out)
+    assert body["status"] == "success", body
+    return body["data"]

@@ -20,9 +20,10 @@ import httpx
 import pytest
 import yaml
 
+from tests.vps.e2e import prometheus
+
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(900)]
 
-PROMETHEUS = "http://127.0.0.1:9090"
 SCRAPE_INTERVAL = EVALUATION_INTERVAL = 15  # prometheus.j2.yml
 GROUP_WAIT = 10  # alertmanager.j2.yml
 REPO = Path(__file__).resolve().parents[2]
@@ -34,14 +35,6 @@ def rule_for_seconds(name: str) -> int:
     rule = next(r for g in RULES["groups"] for r in g["rules"] if r["alert"] == name)
     value = rule.get("for", "0s")
     return int(value[:-1]) * {"s": 1, "m": 60, "h": 3600}[value[-1]]
-
-
-def prometheus(stack, path: str, **params) -> dict:
-    args = " ".join(f"--data-urlencode {shlex.quote(f'{k}={v}')}" for k, v in params.items())
-    out = stack.host.run(f"curl -fsS -G {args} {PROMETHEUS}{path}").stdout
-    body = json.loads(out)
-    assert body["status"] == "success", body
-    return body["data"]
 
 
 def wait_all_targets_up(stack, timeout: float = 90) -> list[dict]:

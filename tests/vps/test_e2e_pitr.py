@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from tests.vps.e2e import grand_total
+from tests.vps.e2e import grand_total, prometheus
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -65,6 +65,20 @@ def prom(stack, name: str) -> dict[str, float]:
             key, value = line.rsplit(" ", 1)
             values[key] = float(value)
     return values
+
+
+def wait_scraped(stack, query: str, timeout: float = 90) -> None:
+    """Wait until Prometheus answers `query` with a sample (the textfile was scraped)."""
+    deadline = time.monotonic() + timeout
+    while not prometheus(stack, "/api/v1/query", query=query)["result"]:
+        assert time.monotonic() < deadline, f"Prometheus never saw {query}"
+        time.sleep(3)
+
+
+def backup_alerts(stack) -> list[dict]:
+    """BackupTooOld and RestoreDrillFailed alerts Prometheus holds, pending or firing."""
+    query = 'ALERTS{alertname=~"BackupTooOld|RestoreDrillFailed"}'
+    return [r["metric"] for r in prometheus(stack, "/api/v1/query", query=query)["result"]]
 
 
 def test_wal_is_archived_into_two_encrypted_repositories(stack, moto):
@@ -174,9 +188,14 @@ def test_restore_drill_passes_and_exports_its_metrics(stack):
         stack.host.run("docker ps -q --filter label=prodstack.role=api | sort").stdout == replicas
     )
     print(f"restore drill: {metrics['prodstack_restore_drill_duration_seconds']:.0f} s")
+    # Prometheus has this drill's result and the backups' age: neither alert is pending.
+    stamp = int(metrics["prodstack_restore_drill_last_success_timestamp_seconds"])
+    wait_scraped(stack, f"prodstack_restore_drill_last_success_timestamp_seconds >= {stamp}")
+    wait_scraped(stack, "prodstack_backup_last_success_timestamp_seconds")
+    assert backup_alerts(stack) == []
 
 
-def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(stack):
+def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(stack, alert_webhook):
     label = max((b for b in info(stack)["backup"] if b["database"]["repo-key"] == 1),
                 key=lambda b: b["timestamp"]["stop"])["label"]  # fmt: skip
     full = label.split("_")[0]
@@ -195,6 +214,7 @@ def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(st
         corrupt = f"dd if=/dev/urandom of={victim} bs=1 count=64 seek=100 conv=notrunc"
         keep = f"cp -p {victim} /root/victim{n}.bak"
         stack.host.run(f"[ ! -e {victim} ] || {{ {keep} && {corrupt}; }}")
+    since = time.time()
     try:
         assert start_unit(stack, "prodstack-restore-drill.service")[1] != 0
         metrics = prom(stack, "prodstack_restore_drill.prom")
@@ -203,9 +223,13 @@ def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(st
         on_failure = stack.host.run("systemctl show -p OnFailure prodstack-restore-drill").stdout
         assert "prodstack-alert@prodstack-restore-drill.service.service" in on_failure
         assert stack.host.run(f"test -e {SCRATCH}", check=False).returncode
+        # The failed drill pages: RestoreDrillFailed reaches the session's webhook receiver.
+        alert_webhook.wait_for("RestoreDrillFailed", "firing", since, timeout=120, drill="failed")
     finally:
         for n, victim in enumerate(victims):
             stack.host.run(f"[ ! -e /root/victim{n}.bak ] || mv /root/victim{n}.bak {victim}")
+    # With the files back the drill passes again, so the alert clears for what runs next.
+    assert start_unit(stack, "prodstack-restore-drill.service") == (0, 0)
     assert (stack.psql("select count(*) from alerts"),
             stack.psql("select pg_postmaster_start_time()")) == live  # fmt: skip
     assert stack.version()
