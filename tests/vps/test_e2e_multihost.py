@@ -256,8 +256,16 @@ def test_db_host_reboot_brings_everything_back_without_a_redeploy(cluster):
             time.sleep(1)
         assert ready is not None and ready.status_code == 200, ready and ready.text
         assert cluster.alert_id in json.dumps(c.get("/api/v1/alerts", params={"limit": 50}).json())
+    # The API can be served a moment before systemd has marked a unit started (pg_ctlcluster
+    # polls for the server): each must reach `active` by itself, with no redeploy.
     for unit in ("postgresql@15-main", "redis-server"):
-        assert db.run(f"systemctl is-active {unit}", check=False).stdout.strip() == "active"
+        state = ""
+        while time.monotonic() < deadline + 30:
+            state = db.run(f"systemctl is-active {unit}", check=False).stdout.strip()
+            if state != "activating":
+                break
+            time.sleep(1)
+        assert state == "active", db.run(f"systemctl status {unit} --no-pager", check=False).stdout
 
 
 def test_three_hosts_a_second_web_host_joins(cluster):
