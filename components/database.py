@@ -33,6 +33,10 @@ PI_RETENTION_DAYS = (7, 731, *(31 * n for n in range(1, 24)))
 # Log types RDS for PostgreSQL can export. Source: botocore rds
 # CreateDBInstanceMessage.EnableCloudwatchLogsExports; RDS user guide USER_LogAccess.
 LOG_EXPORTS = ("postgresql", "upgrade", "iam-db-auth-error")
+# The CA that signs the instance's certificate: RSA 2048, valid to 2061; the API verifies
+# it against the matching region's root in the bundle its image ships (stacks/rds_ca.py).
+# Source: RDS user guide UsingWithRDS.SSL (certificate authorities table).
+CA_CERT_IDENTIFIER = "rds-ca-rsa2048-g1"
 # Enhanced Monitoring intervals in seconds; 0 turns it off. Source: pulumi_aws
 # rds.Instance `monitoring_interval` ("Valid Values: 0, 1, 5, 10, 15, 30, 60").
 MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
@@ -443,9 +447,7 @@ class Database(pulumi.ComponentResource):
             # Source: pulumi_aws rds.Instance `monitoring_interval`/`monitoring_role_arn`
             # (a non-zero interval needs the role). FSBP RDS.6.
             **monitoring_kw,
-            # RSA 2048 CA valid to 2061. Source: RDS user guide UsingWithRDS.SSL
-            # (certificate authorities table).
-            ca_cert_identifier="rds-ca-rsa2048-g1",
+            ca_cert_identifier=CA_CERT_IDENTIFIER,
             apply_immediately=False,
             tags=self._tags("instance"),
             # The role must be able to publish before the instance first reports.

@@ -238,6 +238,30 @@ rds_force_ssl = _resource_policy(
 )
 
 
+def _db_client_tls(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    # rds.force_ssl makes the server insist on TLS; only the client can insist that the
+    # server is the real one: `require` and `verify-ca` accept any (or any RDS) host.
+    for container in _containers(props) or []:
+        env = {str(e.get("name")): e.get("value")
+               for e in map(_map, _list(container.get("environment")))}  # fmt: skip
+        if "DB_HOST" not in env:
+            continue
+        name = container.get("name")
+        if env.get("DB_SSLMODE") != "verify-full":
+            yield (f"Container {name!r} must connect to PostgreSQL with "
+                   f"DB_SSLMODE=verify-full, not {env.get('DB_SSLMODE')!r}.")
+        if not env.get("DB_SSLROOTCERT"):
+            yield f"Container {name!r} must name the CA bundle it verifies with (DB_SSLROOTCERT)."
+
+
+db_client_verifies_server = _resource_policy(
+    "db-client-verifies-server",
+    "Every container that connects to PostgreSQL verifies the server's certificate and "
+    "name (DB_SSLMODE=verify-full with a DB_SSLROOTCERT bundle).",
+    "aws:ecs/taskDefinition:TaskDefinition", _db_client_tls,
+)
+
+
 # ---- deletion protection and backups in prod -------------------------------------------
 
 def _prod_protection(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
@@ -1412,6 +1436,7 @@ ALL_POLICIES = [
     alb_tls,
     cloudfront_tls,
     rds_force_ssl,
+    db_client_verifies_server,
     prod_protection,
     log_retention,
     no_secrets_in_environment,

@@ -27,6 +27,7 @@ from components.observability import (
 from components.registry import Registry, RegistryArgs
 from components.service import Service, ServiceArgs
 from components.waf import BODY_INSPECTION_LIMITS, WebAcl, WebAclArgs
+from stacks import rds_ca
 from stacks.config import StackConfig, from_pulumi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -195,7 +196,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "DB_HOST": db.address,
             "DB_PORT": "5432",
             "DB_NAME": db.database_name,
-            "DB_SSLMODE": "require",
+            # verify-full: `require` encrypts but accepts any server certificate.
+            "DB_SSLMODE": "verify-full",
+            "DB_SSLROOTCERT": rds_ca.BUNDLE_IN_IMAGE,
             "REDIS_HOST": cache.primary_endpoint,
             "REDIS_PORT": str(cache.port),
             "REDIS_TLS": "true",

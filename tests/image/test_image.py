@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -9,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from stacks import rds_ca
 from tests.support.app_server import TEST_TOKEN, app_env, run_app
 from tests.support.docker import python_base_image
 from tests.support.services import free_port
@@ -124,6 +126,27 @@ def test_image_signs_rds_iam_tokens_with_its_pruned_botocore(app_image):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("db.internal:5432/?Action=connect&DBUser=prodstack_app&")
     assert "X-Amz-Signature=" in out.stdout
+
+
+def test_image_ships_the_rds_ca_bundle_the_stack_names(app_image):
+    """The cloud tasks verify RDS with DB_SSLROOTCERT=stacks.rds_ca.BUNDLE_IN_IMAGE: the
+    image holds the committed bundle there, and its OpenSSL loads every certificate."""
+    script = (
+        "import hashlib, ssl, sys\n"
+        "path = sys.argv[1]\n"
+        "ctx = ssl.create_default_context(cafile=path)\n"
+        "print(len(ctx.get_ca_certs()), hashlib.sha256(open(path, 'rb').read()).hexdigest())\n"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python3", app_image, "-c", script,
+         rds_ca.BUNDLE_IN_IMAGE],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    committed = rds_ca.BUNDLE.read_bytes()
+    count, digest = out.stdout.split()
+    assert int(count) == committed.count(b"BEGIN CERTIFICATE")
+    assert digest == hashlib.sha256(committed).hexdigest()
 
 
 def test_missing_config_exits_with_one_line(app_image):

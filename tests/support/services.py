@@ -17,6 +17,19 @@ import time
 from pathlib import Path
 
 
+def tls_files(cert: Path, key: Path, owner: str) -> Path:
+    """A fresh directory with server.crt and server.key owned by ``owner``: PostgreSQL
+    and Redis refuse a key that others can read or that another user owns."""
+    tls = Path(tempfile.mkdtemp(prefix="prodstack-tls-"))
+    user = pwd.getpwnam(owner)
+    for src, name, mode in ((cert, "server.crt", 0o644), (key, "server.key", 0o600)):
+        shutil.copy(src, tls / name)
+        os.chmod(tls / name, mode)
+        os.chown(tls / name, user.pw_uid, user.pw_gid)
+    os.chown(tls, user.pw_uid, user.pw_gid)
+    return tls
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -103,6 +116,18 @@ class PostgresServer:
         self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
         self.psql(f"CREATE DATABASE {name}", database="postgres")
         return f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/{name}"
+
+    def enable_tls(self, tls: Path) -> None:
+        """Restart speaking TLS only over TCP, with ``tls``'s server.crt and server.key
+        (see ``tls_files``); the local socket stays open for ``psql``-free set-up."""
+        self.stop()
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(f"ssl = on\nssl_cert_file = '{tls}/server.crt'\n"
+                       f"ssl_key_file = '{tls}/server.key'\n")
+        (self.data / "pg_hba.conf").write_text(
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self.start()
 
     def close(self) -> None:
         try:

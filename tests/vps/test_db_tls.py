@@ -9,12 +9,9 @@ app's own (asyncpg with the rendered DATABASE_URL, app.redis_pipeline with REDIS
 from __future__ import annotations
 
 import asyncio
-import os
-import pwd
 import shutil
 import ssl
 import subprocess
-import tempfile
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +21,13 @@ from tasks.config import settings_for
 from tasks.pki import CA_ON_HOST, ca_certificate, server_certificate
 
 from app.redis_pipeline import PipelinedRedis, RedisUnavailable
-from tests.support.services import PostgresServer, RedisServer, free_port, wait_for_port
+from tests.support.services import (
+    PostgresServer,
+    RedisServer,
+    free_port,
+    tls_files,
+    wait_for_port,
+)
 from tests.vps.test_templates import render
 
 WEB_ADDRESS, DB_ADDRESS = "10.0.0.10", "10.0.0.20"
@@ -119,17 +122,6 @@ def _local(url: str, ca: Path) -> str:
     return url.replace(CA_ON_HOST, str(ca))
 
 
-def _tls_copy(pki: Path, cert: Path, key: Path, owner: str) -> Path:
-    tls = Path(tempfile.mkdtemp(prefix="prodstack-tls-"))
-    user = pwd.getpwnam(owner)
-    for src, name, mode in ((cert, "server.crt", 0o644), (key, "server.key", 0o600)):
-        shutil.copy(src, tls / name)
-        os.chmod(tls / name, mode)
-        os.chown(tls / name, user.pw_uid, user.pw_gid)
-    os.chown(tls, user.pw_uid, user.pw_gid)
-    return tls
-
-
 @pytest.fixture
 def other_ca(tmp_path) -> Path:
     return ca_certificate(tmp_path / "other-pki")
@@ -141,7 +133,7 @@ def test_postgres_accepts_the_app_over_verified_tls_only(data, environ, tmp_path
                     db_client_cidrs=["127.0.0.1/32"])  # fmt: skip
     cert, key = server_certificate(db.pki_dir, db.db_address)
     server = PostgresServer()
-    tls = _tls_copy(db.pki_dir, cert, key, "postgres")
+    tls = tls_files(cert, key, "postgres")
     try:
         server.stop()
         conf = render("postgresql.j2.conf", db, tls_dir=str(tls))
