@@ -53,9 +53,15 @@ VPS_BACKUP = {
            "off the host only with `backup_s3_bucket`, else a lost disk loses everything",
     "rto_restore": "1 hour: new host, deploy, point-in-time restore (docs/vps.md section 8)",
 }
+# How `pulumi up` replaces the tasks, by the service's deployment strategy.
+CLOUD_DEPLOYS = {
+    "ROLLING": "ECS rolls the tasks, with circuit-breaker rollback",
+    "BLUE_GREEN": "ECS starts a green set beside blue, bakes it, and rolls back on the "
+                  "5xx and healthy-host alarms",
+}
 OPERATE = {
     "cloud": [
-        "image builds and `pulumi up` (ECS rolls the tasks, with circuit-breaker rollback)",
+        "image builds and `pulumi up` ({deploy})",
         "answering the CloudWatch alarms; AWS patches the hosts, PostgreSQL minor versions "
         "and fails over the database",
         "PostgreSQL major upgrades and restore drills",
@@ -241,8 +247,14 @@ def cloud_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, 
         ),
         "backup": {**CLOUD_BACKUP, "retention_days": db.get("backupRetentionPeriod"),
                    **({} if db.get("multiAz") else {"rto_failover": "none: single-AZ"})},
-        "operate": OPERATE["cloud"],
+        "operate": _cloud_operate(s),
     }
+
+
+def _cloud_operate(service: Mapping[str, Any]) -> list[str]:
+    strategy = (service.get("deploymentConfiguration") or {}).get("strategy") or "ROLLING"
+    deploy = CLOUD_DEPLOYS.get(strategy, f"ECS deploys {strategy}")
+    return [line.format(deploy=deploy) for line in OPERATE["cloud"]]
 
 
 def _max_connections(plan: Mapping[str, Any], instance_class: str) -> int:
@@ -434,8 +446,8 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if warnings:
         out += ["**Connection budget warnings**", ""] + warnings + [""]
     out += ["**What you operate yourself**", "",
-            "- cloud: " + "; ".join(OPERATE["cloud"]) + ".",
-            "- vps: " + "; ".join(OPERATE["vps"]) + ".", ""]
+            "- cloud: " + "; ".join(result["sizes"][0]["cloud"]["operate"]) + ".",
+            "- vps: " + "; ".join(result["sizes"][0]["vps"]["operate"]) + ".", ""]
     t = result["thresholds"]
     out += ["**When to move from a VPS to the cloud** (the seeds' thresholds): CPU above "
             f"{t['cpu_percent']:g} % sustained, p95 above {t['p95_ms']:g} ms, or more than "

@@ -44,6 +44,16 @@ def test_every_size_has_both_profiles_with_cost_from_cost(comparison):
         assert cloud["operate"] and vps["operate"]
 
 
+def test_what_you_operate_names_how_the_plan_deploys(comparison):
+    blue_green = {"deploymentConfiguration": {"strategy": "BLUE_GREEN"}}
+    assert choose.CLOUD_DEPLOYS["BLUE_GREEN"] in choose._cloud_operate(blue_green)[0]
+    assert choose.CLOUD_DEPLOYS["ROLLING"] in choose._cloud_operate({})[0]
+    for row in comparison["sizes"]:
+        first = row["cloud"]["operate"][0]
+        assert "{" not in first and any(d in first for d in choose.CLOUD_DEPLOYS.values())
+    assert row["cloud"]["operate"][0] in choose.render_markdown(comparison)
+
+
 def test_capacity_is_bench_rate_times_replicas_with_headroom(comparison):
     bench = comparison["bench"]
     assert bench["file"].startswith("bench/results/") and bench["assumptions"]
