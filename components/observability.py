@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_aws as aws
+import yaml
 
 from components._common import child_opts, merge_tags, source_conditions
 
@@ -68,6 +69,15 @@ class ObservabilityArgs:
     the two on every deployment, so the host-count alarms add both up. ``None``: one
     target group. Default: ``None``. Example: ``lb.alternate_target_group_arn_suffix``."""
 
+    prometheus_workspace_arn: pulumi.Input[str] | None = None
+    """AMP workspace whose alerts (the VPS profile's API rules) go to the alarm topic
+    too, through the workspace's alert manager. ``None``: no AMP alerts. Default:
+    ``None``. Example: ``metrics.workspace_arn``."""
+
+    prometheus_workspace_id: pulumi.Input[str] | None = None
+    """ID of that workspace (``ws-...``); required with ``prometheus_workspace_arn``.
+    Default: ``None``. Example: ``metrics.workspace_id``."""
+
     alarm_name_prefix: str = ""
     """Physical alarm names are ``<prefix>-<role>`` (see :func:`alarm_name`), so the ECS
     service can name its deployment alarms. Empty: Pulumi names them. Default: ``""``.
@@ -121,6 +131,9 @@ class ObservabilityArgs:
             raise ValueError(f"ObservabilityArgs: alarm_email={self.alarm_email!r}: not an email")
         if self.min_replicas < 1:
             raise ValueError(f"ObservabilityArgs: min_replicas={self.min_replicas}: at least 1")
+        if (self.prometheus_workspace_arn is None) != (self.prometheus_workspace_id is None):
+            raise ValueError("ObservabilityArgs: prometheus_workspace_arn and "
+                             "prometheus_workspace_id go together")
         if not 0 < self.db_storage_gb <= self.db_max_storage_gb:
             raise ValueError(
                 f"ObservabilityArgs: db_max_storage_gb={self.db_max_storage_gb}: at least "
@@ -166,7 +179,9 @@ class Observability(pulumi.ComponentResource):
         ``-p99-latency``, ``-healthy-hosts``, ``-unhealthy-hosts``, ``-running-tasks``,
         ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``, ``-rds-free-storage``,
         ``-rds-connections``, ``-cache-memory-<i>``, ``-cache-evictions-<i>``, and
-        ``{name}-dashboard``.
+        ``{name}-dashboard``. With a Prometheus workspace: ``{name}-alarms-policy``
+        (the workspace may publish to the topic) and ``{name}-alertmanager`` (the
+        workspace's alerts to the topic, grouped and inhibited as on the VPS profile).
 
     Silence is an alarm:
         When every task crash-loops, the ALB's request metrics go missing, so the
@@ -214,6 +229,8 @@ class Observability(pulumi.ComponentResource):
         self._create_alarms()
         self.deployment_alarm_names = [self._alarms[r].name for r in DEPLOYMENT_ALARM_ROLES]
         self._create_dashboard()
+        if args.prometheus_workspace_arn is not None:
+            self._create_alertmanager()
         self.register_outputs(
             {
                 "topic_arn": self.topic_arn,
@@ -260,6 +277,7 @@ class Observability(pulumi.ComponentResource):
                                 source_arn=f"arn:aws:cloudwatch:{self._region}:{account}:alarm:*",
                             ),
                         },
+                        *self._prometheus_key_grant(account),
                     ],
                 }
             ),
@@ -272,6 +290,8 @@ class Observability(pulumi.ComponentResource):
             tags=self._tags("alarms"),
             opts=child_opts(self),
         )
+        self.topic = topic
+        self._account = account
         self.topic_arn = topic.arn
         if self._args.alarm_email:
             aws.sns.TopicSubscription(
@@ -281,6 +301,100 @@ class Observability(pulumi.ComponentResource):
                 endpoint=self._args.alarm_email,
                 opts=child_opts(self),
             )
+
+    def _prometheus_key_grant(self, account: str) -> list[dict]:
+        """The AMP workspaces of this account and Region may use the topic's key.
+        Source: AMP user guide, AMP-alertmanager-receiver-AMPpermission.html (an
+        encrypted topic needs kms:GenerateDataKey* and kms:Decrypt for aps)."""
+        if self._args.prometheus_workspace_arn is None:
+            return []
+        return [{
+            "Sid": "PrometheusAlerts",
+            "Effect": "Allow",
+            "Principal": {"Service": "aps.amazonaws.com"},
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": source_conditions(
+                account=account,
+                source_arn=f"arn:aws:aps:{self._region}:{account}:workspace/*",
+            ),
+        }]
+
+    def _create_alertmanager(self) -> None:
+        n, a, region, account = self._name, self._args, self._region, self._account
+        # The workspace publishes to the topic; no other workspace or account may. A
+        # topic policy replaces the default one, whose account-wide statement let this
+        # account's alarms publish, so CloudWatch is named too. Sources: AMP user guide,
+        # AMP-alertmanager-receiver-AMPpermission.html (sns:Publish and
+        # sns:GetTopicAttributes for aps.amazonaws.com); SNS developer guide,
+        # sns-access-policy-use-cases.html (a service publishing, with aws:SourceArn
+        # and aws:SourceAccount).
+        policy = aws.sns.TopicPolicy(
+            f"{n}-alarms-policy",
+            arn=self.topic.arn,
+            policy=pulumi.Output.all(self.topic.arn, a.prometheus_workspace_arn).apply(
+                lambda v: json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "CloudWatchAlarms",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                            "Action": "sns:Publish",
+                            "Resource": v[0],
+                            "Condition": source_conditions(
+                                account=account,
+                                source_arn=f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
+                        },
+                        {
+                            "Sid": "PrometheusAlerts",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "aps.amazonaws.com"},
+                            "Action": ["sns:Publish", "sns:GetTopicAttributes"],
+                            "Resource": v[0],
+                            "Condition": source_conditions(account=account, source_arn=v[1]),
+                        },
+                    ],
+                })
+            ),
+            opts=child_opts(self),
+        )
+
+        def definition(topic_arn: str) -> str:
+            # AMP's alert manager takes Alertmanager's own configuration under
+            # `alertmanager_config`, with an SNS receiver signed for the Region. Source:
+            # AMP user guide, AMP-alertmanager-config.html and
+            # AMP-alertmanager-receiver-config.html (sns_configs, sigv4.region).
+            config = {
+                # Grouped as the VPS profile's Alertmanager groups them
+                # (pyinfra/templates/alertmanager.j2.yml).
+                "route": {"receiver": "alarm-topic", "group_by": ["alertname", "host"],
+                          "group_wait": "10s", "group_interval": "30s",
+                          "repeat_interval": "12h",
+                          "routes": [{"matchers": ['severity="critical"'],
+                                      "repeat_interval": "1h"}]},
+                # Everything down: the per-replica alerts would only repeat it (the VPS
+                # profile's first inhibit rule; its rules are the ones the workspace runs).
+                "inhibit_rules": [{
+                    "source_matchers": ['alertname="ApiAllReplicasDown"'],
+                    "target_matchers": ['alertname=~"ApiReplicaDown|HighErrorRate|HighLatency"'],
+                    "equal": ["host"],
+                }],
+                "receivers": [{"name": "alarm-topic", "sns_configs": [{
+                    "topic_arn": topic_arn, "sigv4": {"region": region},
+                    "send_resolved": True}]}],
+            }
+            # A literal block, so plans and diffs show the configuration line by line.
+            body = yaml.safe_dump(config, sort_keys=False)
+            return "alertmanager_config: |\n" + "".join(
+                f"  {line}\n" for line in body.splitlines())
+
+        aws.amp.AlertManagerDefinition(
+            f"{n}-alertmanager",
+            workspace_id=a.prometheus_workspace_id,
+            definition=self.topic.arn.apply(definition),
+            opts=child_opts(self, depends_on=[policy]),
+        )
 
     def _alarm(self, role: str, description: str, **kwargs) -> None:
         # period must be 10, 20, 30 or a multiple of 60; statistic and extended_statistic

@@ -16,6 +16,7 @@ from components._common import (
     child_opts,
     merge_tags,
 )
+from components.metrics import COLLECTOR_CONFIG_ENV, COLLECTOR_HEALTH_COMMAND, MetricsCollector
 
 # Valid Fargate task cpu -> memory (MiB) combinations (Linux).
 # Source: AWS ECS developer guide, "Task CPU and memory" (fargate-tasks-services.html);
@@ -46,6 +47,7 @@ ECS_LOAD_BALANCER_POLICY_ARN = (
 
 API_CONTAINER = "api"
 MIGRATE_CONTAINER = "migrate"
+COLLECTOR_CONTAINER = "metrics-collector"
 # The image's ENTRYPOINT is ["python3", "-m", "app"] and its CMD ["serve"]; an ECS
 # `command` replaces only the CMD, so the migration command is just "migrate".
 MIGRATE_COMMAND = ("migrate",)
@@ -144,6 +146,13 @@ class ServiceArgs:
     authentication: ``arn:aws:rds-db:...:dbuser:<resource-id>/<user>``). ``None``: the
     task role grants nothing. Default: ``None``. Example: ``db.iam_connect_arn``."""
 
+    metrics_collector: MetricsCollector | None = None
+    """Run the metrics collector (``metrics-collector``, non-essential) beside ``api``
+    in every service task: it scrapes ``localhost:<app_port>/metrics`` and remote-writes
+    to one AMP workspace, which the task role may write to and nothing else. Its CPU and
+    memory come out of the task's. ``None``: no collector. Default: ``None``.
+    Example: ``metrics.collector``."""
+
     cpu: str = "256"
     """Task CPU units (Fargate). Default: ``"256"``. Example: ``"1024"``."""
 
@@ -227,6 +236,17 @@ class ServiceArgs:
                 self.alternate_target_group_arn, self.production_listener_rule_arn):
             problems.append("blue_green needs alternate_target_group_arn and "
                             "production_listener_rule_arn")
+        collector = self.metrics_collector
+        # Container-level cpu and memory are carved out of the task's; the API keeps at
+        # least three quarters of both. Source: ECS developer guide,
+        # task_definition_parameters.html ("cpu", "memory": container values must not
+        # exceed the task's).
+        if (collector is not None and memories is not None and self.memory.isdigit()
+                and (collector.cpu * 4 > int(self.cpu)
+                     or collector.memory_mib * 4 > int(self.memory))):
+            problems.append(
+                f"metrics_collector: {collector.cpu} CPU / {collector.memory_mib} MiB "
+                f"leaves the API less than 3/4 of the task's {self.cpu} / {self.memory}")
         if not 0 <= self.bake_time_minutes <= MAX_BAKE_TIME_MINUTES:
             problems.append(f"bake_time_minutes={self.bake_time_minutes}: "
                             f"0-{MAX_BAKE_TIME_MINUTES}")
@@ -240,7 +260,9 @@ class Service(pulumi.ComponentResource):
     Creates:
         ``{name}-cluster`` (Container Insights), ``{name}-logs`` (30-day retention),
         ``{name}-execution-role`` (+ secrets read policy), ``{name}-task-role``,
-        ``{name}-task`` (containers ``migrate`` then ``api``), ``{name}-migrate-task``
+        ``{name}-task`` (containers ``migrate`` then ``api``, plus ``metrics-collector``
+        with ``metrics_collector``; its grants ``{name}-task-role-metrics`` and
+        ``{name}-execution-role-collector-config``), ``{name}-migrate-task``
         (one-off migrations), ``{name}-service``, ``{name}-scaling-target``,
         ``{name}-scale-cpu`` and ``{name}-scale-requests``.
 
@@ -405,7 +427,80 @@ class Service(pulumi.ComponentResource):
                 ),
                 opts=child_opts(self),
             )
+        collector = args.metrics_collector
+        if collector is not None:
+            # The collector signs its remote writes as the task role. Source: AMP user
+            # guide, AMP-and-IAM.html / security-iam-awsmanpol (aps:RemoteWrite on the
+            # workspace ARN).
+            aws.iam.RolePolicy(
+                f"{n}-task-role-metrics",
+                role=task_role.id,
+                policy=pulumi.Output.from_input(collector.workspace_arn).apply(
+                    lambda arn: json.dumps({
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Effect": "Allow",
+                            "Action": "aps:RemoteWrite",
+                            "Resource": arn,
+                        }],
+                    })
+                ),
+                opts=child_opts(self),
+            )
+            # ECS reads the collector's configuration at task start, as the execution
+            # role. Source: ECS developer guide, secrets-envvar-ssm-paramstore.html
+            # (ssm:GetParameters; kms:Decrypt only for a SecureString).
+            self._execution_grants.append(aws.iam.RolePolicy(
+                f"{n}-execution-role-collector-config",
+                role=execution_role.id,
+                policy=pulumi.Output.from_input(collector.config_parameter_arn).apply(
+                    lambda arn: json.dumps({
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Effect": "Allow",
+                            "Action": "ssm:GetParameters",
+                            "Resource": arn,
+                        }],
+                    })
+                ),
+                opts=child_opts(self),
+            ))
         return execution_role, task_role
+
+    def _collector_container(self, collector: MetricsCollector) -> dict:
+        """The metrics collector: non-essential (its crash never stops the API), started
+        once ``api`` is healthy (so a task still migrating does not count as down), as
+        hardened as the API's containers."""
+        return {
+            "name": COLLECTOR_CONTAINER,
+            "image": collector.image,
+            "essential": False,
+            "user": collector.user,
+            "cpu": collector.cpu,
+            "memory": collector.memory_mib,
+            "readonlyRootFilesystem": True,
+            "linuxParameters": {"initProcessEnabled": True, "capabilities": {"drop": ["ALL"]}},
+            "dependsOn": [{"containerName": API_CONTAINER, "condition": "HEALTHY"}],
+            # Plain configuration from SSM through ECS `secrets`, as the ADOT ECS guide
+            # does; it holds no credential (components/templates/metrics-collector.yaml).
+            "secrets": [{"name": COLLECTOR_CONFIG_ENV,
+                         "valueFrom": collector.config_parameter_arn}],
+            "healthCheck": {
+                "command": list(COLLECTOR_HEALTH_COMMAND),
+                "interval": 30,
+                "timeout": 5,
+                "retries": 3,
+                "startPeriod": 15,
+            },
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": self.log_group.name,
+                    "awslogs-region": self._region,
+                    "awslogs-stream-prefix": COLLECTOR_CONTAINER,
+                },
+            },
+        }
 
     def _container(self, name: str, *, essential: bool, command: Sequence[str] | None) -> dict:
         args = self._args
@@ -470,7 +565,9 @@ class Service(pulumi.ComponentResource):
         self.task_definition = aws.ecs.TaskDefinition(
             f"{n}-task",
             family=args.family,
-            container_definitions=pulumi.Output.json_dumps([migrate, api]),
+            container_definitions=pulumi.Output.json_dumps(
+                [migrate, api] + ([self._collector_container(args.metrics_collector)]
+                                  if args.metrics_collector is not None else [])),
             tags=self._tags("task"),
             opts=child_opts(self, depends_on=self._execution_grants),
             **common,

@@ -1082,7 +1082,12 @@ def _task(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         if c.get("essential") is True and c.get("portMappings") and not c.get("healthCheck"):
             yield f"Serving container {name!r} needs a health check."
     containers = _containers(props) or []
-    gates = {c.get("name") for c in containers if c.get("essential") is False}
+    # Gates are the one-shot steps of the serving container's own image (migrate); a
+    # non-essential container of another image is a sidecar (ecs-sidecars-non-essential).
+    serving_images = {c.get("image") for c in containers
+                      if c.get("essential") is True and c.get("portMappings")}
+    gates = {c.get("name") for c in containers
+             if c.get("essential") is False and c.get("image") in serving_images}
     for c in containers:
         if c.get("essential") is True and c.get("portMappings") and gates:
             waits = {d.get("containerName") for d in map(_map, _list(c.get("dependsOn")))
@@ -1098,6 +1103,35 @@ ecs_task_hardened = _resource_policy(
     "capabilities dropped, awslogs, image by digest; the serving container is "
     "health-checked and starts only after the migration succeeded.",
     "aws:ecs/taskDefinition:TaskDefinition", _task,
+)
+
+
+def _sidecars(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    containers = _containers(props) or []
+    serving = [c for c in containers if c.get("essential") is True and c.get("portMappings")]
+    images = {c.get("image") for c in serving}
+    for c in containers:
+        if not serving or c.get("image") in images:
+            continue
+        name = c.get("name")
+        if c.get("essential") is not False:
+            yield (f"Sidecar {name!r} must be essential: false, so its crash never stops "
+                   "the serving container's task.")
+        if c.get("portMappings"):
+            yield f"Sidecar {name!r} must publish no port (it reads the API on localhost)."
+        for s in serving:
+            waits = {d.get("containerName") for d in map(_map, _list(s.get("dependsOn")))}
+            if name in waits:
+                yield (f"Serving container {s.get('name')!r} must not wait for sidecar "
+                       f"{name!r}.")
+
+
+ecs_sidecars_non_essential = _resource_policy(
+    "ecs-sidecars-non-essential",
+    "A container running another image than the serving container's (the metrics "
+    "collector) is non-essential, publishes no port, and the serving container does not "
+    "wait for it.",
+    "aws:ecs/taskDefinition:TaskDefinition", _sidecars,
 )
 
 
@@ -1291,6 +1325,19 @@ iam_trust_confused_deputy = _resource_policy(
     "Roles a service principal assumes name aws:SourceAccount and aws:SourceArn.",
     "aws:iam/role:Role", _trust,
 )
+def _topic_grant(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    for statement in _service_statements(props.get("policy")):
+        problem = _deputy_problem(statement)
+        if problem:
+            yield f"Topic policy: {problem}."
+
+
+sns_confused_deputy = _resource_policy(
+    "sns-service-grant-confused-deputy",
+    "SNS topic policies let service principals (CloudWatch, AMP) publish only with "
+    "aws:SourceAccount and aws:SourceArn.",
+    "aws:sns/topicPolicy:TopicPolicy", _topic_grant,
+)
 kms_confused_deputy = _resource_policy(
     "kms-service-grant-confused-deputy",
     "KMS key grants to service principals name aws:SourceAccount and aws:SourceArn.",
@@ -1470,4 +1517,6 @@ ALL_POLICIES = [
     rds_iam_auth,
     alb_internal_paths,
     cloudfront_headers_and_logging,
+    ecs_sidecars_non_essential,
+    sns_confused_deputy,
 ]

@@ -315,6 +315,14 @@ def record(
                 state["fqdn"] = inputs.get("name", name)
             elif typ == "aws:s3/bucket:Bucket":
                 state["bucket"] = f"{name}-20261123"
+            elif typ == "aws:amp/workspace:Workspace":
+                ws = "ws-" + _fake_hash(name)[:8] + "-" + _fake_hash(name)[8:12]
+                rid = ws
+                state |= {"arn": f"arn:aws:aps:{region}:{ACCOUNT}:workspace/{ws}",
+                          "prometheusEndpoint":
+                              f"https://aps-workspaces.{region}.amazonaws.com/workspaces/{ws}/"}
+            elif typ == "aws:ssm/parameter:Parameter":
+                state["arn"] = f"arn:aws:ssm:{region}:{ACCOUNT}:parameter{inputs.get('name')}"
             seen = set(planfile.strings(inputs))
             urn = f"{typ}::{name}"
             trace(rid, f"{urn}.id", seen)

@@ -116,6 +116,9 @@ KEYS: dict[str, Key] = {
     "flow_logs": Key("boolean", True, "VPC flow logs to CloudWatch (required in prod)."),
     "alb_access_logs": Key("boolean", True, "ALB access logs to S3 (required in prod)."),
     "log_retention_days": Key("integer", 30, "CloudWatch log retention, a CloudWatch value."),
+    "metrics_scrape": Key("boolean", True,
+                          "Scrape the API's /metrics inside each task into Amazon Managed "
+                          "Prometheus, with the VPS profile's API alert rules (needs NAT)."),
     "alarm_email": Key("string", "", "Email subscribed to the alarm topic. Empty: none."),
     "log_level": Key("string", "INFO", "App LOG_LEVEL: " + " | ".join(LOG_LEVELS) + "."),
     "image_platform": Key("string", "linux/amd64",
@@ -175,6 +178,7 @@ class StackConfig:
     flow_logs: bool
     alb_access_logs: bool
     log_retention_days: int
+    metrics_scrape: bool
     alarm_email: str
     log_level: str
     image_platform: str
@@ -355,6 +359,12 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     if v["log_retention_days"] not in LOG_RETENTION_DAYS:
         r.bad("log_retention_days", v["log_retention_days"],
               ", ".join(map(str, LOG_RETENTION_DAYS)))
+    if v["metrics_scrape"] and r.valid("nat") and nat == "none":
+        # The collector image comes from ECR Public, which has no VPC endpoint, and its
+        # writes go to the AMP endpoint: both need a way out of the private subnets.
+        r.bad("metrics_scrape", True,
+              "false with nat: none (the collector image is on public.ecr.aws and has no "
+              "VPC endpoint); or choose nat: single | per_az")
     if v["alarm_email"] and not EMAIL_RE.match(v["alarm_email"]):
         r.bad("alarm_email", v["alarm_email"], "an email address")
     if v["log_level"] not in LOG_LEVELS:
@@ -415,7 +425,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],
-        log_retention_days=v["log_retention_days"], alarm_email=v["alarm_email"],
+        log_retention_days=v["log_retention_days"], metrics_scrape=v["metrics_scrape"],
+        alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],
         image_tag=v["image_tag"], base_image=v["base_image"], api_token=v["api_token"],
         task_cpu=size.task_cpu, task_memory=size.task_memory,

@@ -17,6 +17,7 @@ from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
+from components.metrics import Metrics, MetricsArgs
 from components.network import Network, NetworkArgs
 from components.observability import (
     DEPLOYMENT_ALARM_ROLES,
@@ -166,6 +167,16 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         tags=tags,
     )
 
+    # The API's Prometheus metrics, scraped inside each task (the ALB refuses /metrics).
+    metrics = None
+    if cfg.metrics_scrape:
+        metrics = Metrics(f"{name}-metrics", MetricsArgs(
+            alias=physical,
+            target_port=APP_PORT,
+            host_label=physical,
+            tags=tags,
+        ))
+
     service = Service(f"{name}-api", ServiceArgs(
         family=physical,
         image=registry.image_ref,
@@ -219,6 +230,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "DB_PASSWORD": pulumi.Output.concat(db.master_secret_arn, ":password::"),
         },
         db_connect_arn=db.iam_connect_arn,
+        metrics_collector=metrics.collector if metrics is not None else None,
         secrets={
             "REDIS_PASSWORD": cache.auth_secret_arn,
             "API_TOKEN": api_token_secret.arn,
@@ -267,6 +279,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         db_max_connections=db.max_connections,
         cache_member_ids=cache.member_cluster_ids,
         alarm_email=cfg.alarm_email,
+        prometheus_workspace_arn=metrics.workspace_arn if metrics is not None else None,
+        prometheus_workspace_id=metrics.workspace_id if metrics is not None else None,
         cpu_percent=cfg.cpu_target_percent,
         tags=tags,
     ))
@@ -278,7 +292,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         url = f"https://{cfg.domain}"
     else:
         url = pulumi.Output.concat("http://", lb.dns_name)
-    return {
+    outputs: dict[str, pulumi.Input] = {
         "url": url,  # public entry point
         "alb_dns_name": lb.dns_name,  # AWS name of the load balancer
         "database_endpoint": pulumi.Output.concat(db.address, ":5432"),
@@ -291,6 +305,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         "dashboard_url": observability.dashboard_url,
         "alarm_topic_arn": observability.topic_arn,
     }
+    if metrics is not None:
+        outputs["metrics_query_url"] = metrics.query_url  # PromQL over the API's metrics
+    return outputs
 
 
 def main() -> None:

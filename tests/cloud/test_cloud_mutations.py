@@ -35,6 +35,7 @@ CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
 ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
 API = "containerDefinitions$.name=api"
 MIGRATE = "containerDefinitions$.name=migrate"
+COLLECTOR = "containerDefinitions$.name=metrics-collector"
 
 
 @dataclass(frozen=True)
@@ -302,6 +303,25 @@ WEAKENINGS = [
       why="serving-container-unchecked"),
     W("ecs-task-hardened", "prodstack-api-task",
       {f"{API}.dependsOn.0.condition": "START"}, why="api-serves-before-migration-succeeds"),
+    W("ecs-task-hardened", "prodstack-api-task",
+      {f"{COLLECTOR}.image": "public.ecr.aws/aws-observability/aws-otel-collector:latest"},
+      why="collector-image-by-mutable-tag"),
+    W("ecs-task-hardened", "prodstack-api-task", {f"{COLLECTOR}.user": "0"},
+      why="collector-runs-as-root"),
+    W("ecs-sidecars-non-essential", "prodstack-api-task", {f"{COLLECTOR}.essential": True},
+      why="collector-crash-stops-the-api"),
+    W("ecs-sidecars-non-essential", "prodstack-api-task",
+      {f"{API}.dependsOn.+": {"containerName": "metrics-collector", "condition": "START"}},
+      why="api-waits-for-the-collector"),
+    W("ecs-sidecars-non-essential", "prodstack-api-task",
+      {f"{COLLECTOR}.portMappings": [{"containerPort": 8888, "protocol": "tcp"}]},
+      why="collector-publishes-a-port"),
+    W("sns-service-grant-confused-deputy", "prodstack-prod-obs-alarms-policy",
+      {"policy$.Statement.1.Condition": DELETE}, why="any-workspace-publishes-alerts"),
+    W("iam-least-privilege", "prodstack-api-task-role-metrics",
+      {"policy$.Statement.0.Resource": "*"}, why="remote-write-to-every-workspace"),
+    W("iam-least-privilege", "prodstack-api-execution-role-collector-config",
+      {"policy$.Statement.0.Resource": "*"}, why="every-parameter-readable"),
     W("ecs-task-hardened", "prodstack-api-migrate-task",
       {f"{MIGRATE}.logConfiguration": DELETE}, why="migrate-logs-lost"),
     W("no-secrets-in-task-environment", "prodstack-api-task",

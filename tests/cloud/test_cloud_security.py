@@ -59,7 +59,10 @@ def test_kms_key_service_grants_name_source_account_and_arn(both: list[Manifest]
         assert service_grants
         for statement in service_grants:
             _assert_confused_deputy_guard(statement, key["name"])
-            assert ":alarm:" in statement["Condition"]["ArnLike"]["aws:SourceArn"]
+            # This account's alarms, and its Prometheus workspaces (their alerts).
+            scope = {"cloudwatch.amazonaws.com": ":alarm:", "aps.amazonaws.com": ":workspace/"}
+            service = statement["Principal"]["Service"]
+            assert scope[service] in statement["Condition"]["ArnLike"]["aws:SourceArn"]
 
 
 # ---- RDS: Enhanced Monitoring (RDS.6) and IAM authentication (RDS.10) --------------------
@@ -261,6 +264,9 @@ def test_api_signs_in_as_its_own_role_and_only_migrate_holds_the_master_secret(
         for family in (f"prodstack-{m.data['stack']}", f"prodstack-{m.data['stack']}-migrate"):
             for name, c in m.containers(family).items():
                 secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
+                if name == "metrics-collector":  # its config only (test_cloud_metrics.py)
+                    assert not any(db_secret in v for v in secrets.values())
+                    continue
                 env = {e["name"]: e["value"] for e in c["environment"]}
                 if name == "migrate":
                     assert secrets["DB_PASSWORD"] == f"{db_secret}:password::"
@@ -283,9 +289,11 @@ def test_task_role_may_connect_as_exactly_the_app_user(both: list[Manifest]) -> 
             rf"arn:aws:rds-db:eu-west-1:{ACCOUNT}:dbuser:db-[A-Z0-9]+/prodstack_app",
             statement["Resource"],
         ), statement["Resource"]
-        # Nothing else is granted to the task role.
+        # Nothing else is granted to the task role but the metrics collector's remote
+        # write to its one workspace (test_cloud_metrics.py checks that grant).
         task_role_policies = [r for r in m.all("iam/rolePolicy:RolePolicy")
                               if "task-role" in r["name"]]  # fmt: skip
-        assert task_role_policies == grants
+        assert [r["name"] for r in task_role_policies if r not in grants] == [
+            "prodstack-api-task-role-metrics"]
         assert not [r for r in m.all("iam/rolePolicyAttachment:RolePolicyAttachment")
                     if "task-role" in r["name"]]  # fmt: skip

@@ -68,7 +68,7 @@ def test_component_type_tokens(prod: Manifest) -> None:
         "prodstack:network:Network", "prodstack:load_balancer:LoadBalancer",
         "prodstack:waf:WebAcl", "prodstack:database:Database", "prodstack:cache:Cache",
         "prodstack:registry:Registry", "prodstack:service:Service", "prodstack:cdn:Cdn",
-        "prodstack:observability:Observability",
+        "prodstack:observability:Observability", "prodstack:metrics:Metrics",
     }
 
 
@@ -472,8 +472,9 @@ def test_image_built_from_app_and_deployed_by_digest(both: list[Manifest]) -> No
         assert image["imageName"].endswith(":test-build")
         digest = m.outputs["image"]
         assert "@sha256:" in digest
-        for container in m.containers(f"prodstack-{m.data['stack']}").values():
-            assert container["image"] == digest
+        for name, container in m.containers(f"prodstack-{m.data['stack']}").items():
+            if name != "metrics-collector":  # pinned by digest too (test_cloud_metrics.py)
+                assert container["image"] == digest
 
 
 # ---- service -------------------------------------------------------------------------
@@ -502,10 +503,14 @@ def test_containers_read_only_non_root_with_tmp_volume(both: list[Manifest]) -> 
             assert task["volumes"] == [{"name": "tmp"}]
             for c in json.loads(task["containerDefinitions"]):
                 assert c["readonlyRootFilesystem"] is True
-                assert c["user"] == "10001"
                 assert c["linuxParameters"]["capabilities"] == {"drop": ["ALL"]}
-                assert c["mountPoints"] == [
-                    {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}]
+                if c["name"] == "metrics-collector":
+                    # Its image's own non-root user; it writes no file, so no /tmp.
+                    assert c["user"] == "4317" and "mountPoints" not in c
+                else:
+                    assert c["user"] == "10001"
+                    assert c["mountPoints"] == [
+                        {"sourceVolume": "tmp", "containerPath": "/tmp", "readOnly": False}]
                 group = "/ecs/" + task["family"].removesuffix("-migrate")
                 assert c["logConfiguration"]["options"]["awslogs-group"] == group
 
@@ -520,6 +525,10 @@ def test_every_secret_enters_through_ecs_secrets(both: list[Manifest]) -> None:
         db_secret = m.outputs["database_secret_arn"]
         for name, c in containers.items():
             secrets = {s["name"]: s["valueFrom"] for s in c["secrets"]}
+            if name == "metrics-collector":  # its plain config, from SSM (test_cloud_metrics)
+                assert [s["name"] for s in c["secrets"]] == ["AOT_CONFIG_CONTENT"]
+                assert "environment" not in c
+                continue
             env = {e["name"]: e["value"] for e in c["environment"]}
             if name == "migrate":  # the database owner: the RDS-managed master secret
                 assert secrets["DB_USER"] == f"{db_secret}:username::"
@@ -577,7 +586,7 @@ def test_migrations_run_before_the_api_takes_traffic(both: list[Manifest]) -> No
     for m in both:
         stack = m.data["stack"]
         containers = m.containers(f"prodstack-{stack}")
-        assert list(containers) == ["migrate", "api"]
+        assert list(containers) == ["migrate", "api", "metrics-collector"]
         migrate, api = containers["migrate"], containers["api"]
         assert migrate["command"] == ["migrate"] and migrate["essential"] is False
         assert "portMappings" not in migrate

@@ -10,7 +10,8 @@ from prodstack_cloud_harness import REPO, Manifest, run_all, run_harness
 
 ZONE = "Z0123456789EXAMPLE0"
 VARIANTS = {
-    "no-nat": ("dev", "--set", "nat=none"),
+    # The metrics collector needs NAT (its image is on ECR Public): refused without.
+    "no-nat": ("dev", "--set", "nat=none", "--set", "metrics_scrape=false"),
     "https-no-cdn": ("dev", "--set", "domain=api.example.com", "--set",
                      f"hosted_zone_id={ZONE}", "--set", "cdn=false"),
     # Also untagged: the image tag is the program's own hash of the build.
