@@ -14,6 +14,7 @@ sums of the rounded lines, so the table always adds up.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -28,6 +29,9 @@ PRICES_FILE = DATA / "prices.toml"
 USAGE_DIR = DATA / "usage"
 SIZES = ("small", "medium", "large")
 CENT = Decimal("0.01")
+# The collector configuration's global scrape interval (components/templates/
+# metrics-collector.yaml), in whole seconds.
+SCRAPE_INTERVAL_RE = re.compile(r"^\s+scrape_interval: (\d+)s$", re.M)
 
 # Usage keys: what each counts. The checked-in profiles set every key; docs/cost.md
 # explains how each profile's figures were chosen.
@@ -41,6 +45,7 @@ USAGE_KEYS: dict[str, str] = {
     "waf_log_gb": "GB a month of WAF logs into CloudWatch",
     "alb_access_log_gb": "GB of ALB access logs kept in S3",
     "ecr_storage_gb": "GB of images kept in ECR",
+    "metrics_series_per_task": "Prometheus series one API task exposes on /metrics (AMP)",
     "backup_storage_gb": "GB of VPS backups kept off-site in S3",
     "vps_provider": "provider whose plans price a VPS host",
 }
@@ -85,12 +90,18 @@ FREE_TYPES = frozenset({
     "aws:secretsmanager/secretVersion:SecretVersion",
     # Email notifications: the first 1,000 a month are free (SNS pricing page).
     "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",
+    "aws:sns/topicPolicy:TopicPolicy",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
     "aws:wafv2/webAclAssociation:WebAclAssociation",
     "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration",
     "docker:index/image:Image", "random:index/randomId:RandomId",
     "random:index/randomPassword:RandomPassword",
+    # The collector's configuration: a standard-tier parameter (no charge; SSM pricing
+    # page, "Standard parameters"). AMP rule groups are billed as the samples their
+    # queries read, a few cents a month here (docs/cost.md, "Metrics").
+    "aws:ssm/parameter:Parameter", "aws:amp/ruleGroupNamespace:RuleGroupNamespace",
+    "aws:amp/alertManagerDefinition:AlertManagerDefinition",
 })
 PRICED_TYPES = frozenset({
     "aws:cloudfront/distribution:Distribution", "aws:cloudwatch/dashboard:Dashboard",
@@ -100,6 +111,7 @@ PRICED_TYPES = frozenset({
     "aws:elasticache/replicationGroup:ReplicationGroup", "aws:kms/key:Key",
     "aws:lb/loadBalancer:LoadBalancer", "aws:rds/instance:Instance", "aws:s3/bucket:Bucket",
     "aws:secretsmanager/secret:Secret", "aws:wafv2/webAcl:WebAcl",
+    "aws:amp/workspace:Workspace",
 })
 
 
@@ -296,6 +308,7 @@ def _estimate_cloud(plan: Mapping[str, Any], usage: Mapping[str, Any],
     _price_cache(plan, e, p, h)
     _price_edge(plan, e, p, g)
     _price_observability(plan, e, prices, p, g)
+    _price_metrics(plan, e, p, h)
     _price_registry_and_secrets(plan, e, p, g)
 
     seen = sorted({str(r.get("type")) for r in plan.get("resources", [])})
@@ -560,6 +573,42 @@ def _price_observability(plan, e: _Estimate, prices, p, g) -> None:
         e.add("observability", f"CloudWatch Logs stored ({retention} days kept)", stored,
               "GB-month", p["logs_storage_gb_month"], kind="usage",
               note="ingested GB x retention / 30, uncompressed: an upper bound")
+
+
+def _scrape_interval_seconds(plan) -> Decimal | None:
+    """The collector's scrape interval, read from the configuration the plan renders.
+
+    Read as text: the plan writes values known only after apply into the YAML as
+    "(known after apply: ...)", which no longer parses.
+    """
+    for parameter in _of(plan, "aws:ssm/parameter:Parameter"):
+        text = parameter.get("inputs", {}).get("insecureValue")
+        found = SCRAPE_INTERVAL_RE.search(text) if isinstance(text, str) else None
+        if found:
+            return _dec(int(found.group(1)))
+    return None
+
+
+def _price_metrics(plan, e: _Estimate, p, h: int) -> None:
+    """AMP ingestion: series per task x tasks x seconds a month / scrape interval."""
+    for workspace in _of(plan, "aws:amp/workspace:Workspace"):
+        interval = _scrape_interval_seconds(plan)
+        tasks = sum((_num(s.get("inputs", {}).get("desiredCount", 1)) or Decimal(1))
+                    for s in _of(plan, "aws:ecs/service:Service"))
+        series = e.usage_of("metrics_series_per_task", "Managed Prometheus samples ingested")
+        if interval is None or not tasks:
+            e.unpriced.append(f"AMP workspace {workspace['name']}: scrape interval or task "
+                              "count unknown in the plan")
+            continue
+        if series is None:
+            continue
+        samples = series * tasks * h * 3600 / interval
+        e.add("metrics", f"Managed Prometheus samples ingested ({series} series x {tasks} "
+              f"task{'s' if tasks != 1 else ''}, every {interval} s)",
+              (samples / 10_000_000).quantize(CENT), "10 M samples", p["amp_10m_samples"],
+              kind="usage",
+              note="first tier (up to 2 billion samples a month); storage "
+                   "($0.03/GB-month) and rule queries are cents at this volume, not priced")
 
 
 def _price_registry_and_secrets(plan, e: _Estimate, p, g) -> None:
