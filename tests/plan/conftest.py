@@ -33,8 +33,9 @@ CIPHERTEXTS = {
     "token-a": "v1:8mWq2ZyC1w0AAAAA:Q0lQSEVSVEVYVC1BLTAxMjM0NTY3ODlhYmNkZWY=",
     "token-b": "v1:Rk3pLx9T0a1BBBBB:Q0lQSEVSVEVYVC1CLTk4NzY1NDMyMTBmZWRjYmE=",
 }
+# The AMP workspace runs the VPS profile's API alert rules, read from their one file.
 CHECKOUT_PARTS = ("Pulumi.yaml", "Pulumi.prod.yaml", "Pulumi.dev.yaml", "stacks", "components",
-                  "policies", "app")  # fmt: skip
+                  "policies", "app", "pyinfra/files/prodstack-alerts.yml")  # fmt: skip
 
 
 def checkout_copy(dest: Path) -> Path:
@@ -46,6 +47,7 @@ def checkout_copy(dest: Path) -> Path:
             shutil.copytree(source, dest / part,
                             ignore=shutil.ignore_patterns("__pycache__", "wheelhouse"))
         else:
+            (dest / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / part)
     return dest
 
