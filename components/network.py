@@ -68,6 +68,13 @@ class NetworkArgs:
     ``cloudfront`` only one port is allowed (the prefix list weighs 55 rules).
     Default: ``(80, 443)``. Example: ``(443,)``."""
 
+    database_proxy: bool = False
+    """Add a security group of its own for an RDS Proxy (``proxy_security_group_id``):
+    it admits the service on 5432 and reaches only the database's group on 5432; the
+    database also admits it. The service keeps its direct way to the database (the
+    migrate task logs in as the owner, which the proxy's IAM-only auth would refuse).
+    Default: ``False``. Example: ``True``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -127,7 +134,8 @@ class Network(pulumi.ComponentResource):
         ``{name}-default-sg`` (the VPC default SG with every rule removed), flow logs
         (``{name}-flow-logs`` + log group + role), and four security groups
         ``{name}-alb-sg`` -> ``{name}-service-sg`` -> ``{name}-database-sg`` /
-        ``{name}-cache-sg`` whose every ingress rule names its source group.
+        ``{name}-cache-sg`` whose every ingress rule names its source group; with
+        ``database_proxy`` also ``{name}-proxy-sg`` between the service and the database.
 
     Example:
         ``Network("app", NetworkArgs(az_count=3, nat="per_az"))``
@@ -141,7 +149,8 @@ class Network(pulumi.ComponentResource):
     Secure defaults:
         Subnets never map public IPs; data subnets have no route out; the default SG has
         no rules; the ALB is reachable only on its listener ports; the service only from
-        the ALB; PostgreSQL and Redis only from the service; flow logs on.
+        the ALB; PostgreSQL and Redis only from the service (and PostgreSQL from the
+        proxy's group, which the service alone reaches); flow logs on.
 
     Opt-outs:
         ``flow_logs=False`` (dev). ``alb_ingress_source="world"`` is for stacks without CDN.
@@ -163,6 +172,8 @@ class Network(pulumi.ComponentResource):
     """Security group of the RDS instance."""
     cache_security_group_id: pulumi.Output[str]
     """Security group of the ElastiCache replication group."""
+    proxy_security_group_id: pulumi.Output[str] | None
+    """Security group of the RDS Proxy (``None`` without ``database_proxy``)."""
 
     def __init__(
         self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None
@@ -192,6 +203,7 @@ class Network(pulumi.ComponentResource):
                 "service_security_group_id": self.service_security_group_id,
                 "database_security_group_id": self.database_security_group_id,
                 "cache_security_group_id": self.cache_security_group_id,
+                "proxy_security_group_id": self.proxy_security_group_id,
             }
         )
 
@@ -324,12 +336,15 @@ class Network(pulumi.ComponentResource):
     def _create_security_groups(self) -> None:
         n, args = self._name, self._args
         groups = {}
-        for role, what in (
+        roles = [
             ("alb", "load balancer"),
             ("service", "API tasks"),
             ("database", "PostgreSQL"),
             ("cache", "Redis"),
-        ):
+        ]
+        if args.database_proxy:
+            roles.append(("proxy", "RDS Proxy"))
+        for role, what in roles:
             groups[role] = aws.ec2.SecurityGroup(
                 f"{n}-{role}-sg",
                 vpc_id=self.vpc.id,
@@ -342,6 +357,7 @@ class Network(pulumi.ComponentResource):
         self.service_security_group_id = groups["service"].id
         self.database_security_group_id = groups["database"].id
         self.cache_security_group_id = groups["cache"].id
+        self.proxy_security_group_id = groups["proxy"].id if "proxy" in groups else None
 
         if args.alb_ingress_source == "cloudfront":
             prefix_list = aws.ec2.get_managed_prefix_list(
@@ -367,6 +383,15 @@ class Network(pulumi.ComponentResource):
             ("service-to-database", "service", "database", POSTGRES_PORT, "API to PostgreSQL"),
             ("service-to-cache", "service", "cache", REDIS_PORT, "API to Redis"),
         )
+        if args.database_proxy:
+            # The proxy is a hop of its own, in the database's VPC (RDS user guide,
+            # rds-proxy-network-prereqs.html): the API reaches it on the PostgreSQL port
+            # its endpoint listens on, and it reaches the instance on the same port.
+            chain += (
+                ("service-to-proxy", "service", "proxy", POSTGRES_PORT, "API to RDS Proxy"),
+                ("proxy-to-database", "proxy", "database", POSTGRES_PORT,
+                 "RDS Proxy to PostgreSQL"),
+            )
         for role, src, dst, port, desc in chain:
             aws.vpc.SecurityGroupEgressRule(
                 f"{n}-{role}-out",

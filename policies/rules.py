@@ -607,13 +607,28 @@ iam_least_privilege = _resource_policy(
 # ---- security groups: restricted egress, named ingress sources, empty default SG ------
 
 HTTPS_PORT = 443
+POSTGRES_PORT = 5432
 ALL_PROTOCOLS = ("-1", "all")
 DATA_GROUP_ROLES = ("database-sg", "cache-sg")
+# An RDS Proxy's own group (components/network.py, database_proxy): a hop between the
+# service and the database, admitted by the database on 5432 and reaching nothing else.
+PROXY_GROUP_ROLE = "proxy-sg"
 
 
 def _group_roles(resource: Any, key: str) -> set[str]:
     return {str(_tags(dep.props).get("prodstack:role")) for dep in
             (resource.property_dependencies or {}).get(key, [])}
+
+
+def _postgres_only(rule: Mapping[str, Any]) -> bool:
+    return (str(rule.get("ipProtocol")) == "tcp"
+            and rule.get("fromPort") == rule.get("toPort") == POSTGRES_PORT)
+
+
+def _proxy_groups(args: StackValidationArgs) -> set[str]:
+    """URNs of the security groups an RDS Proxy in the stack sits in."""
+    return {urn for r in _of_type(args, "rds/proxy:Proxy")
+            for urn in _linked(r, "vpcSecurityGroupIds")}
 
 
 def _egress_problem(rule: Mapping[str, Any], cidrs: list[str]) -> str | None:
@@ -636,6 +651,11 @@ def _security_group_egress(args: StackValidationArgs, report: ReportViolation) -
         if _group_roles(r, "securityGroupId") & set(DATA_GROUP_ROLES):
             report("Database and cache security groups start no connections (no egress).",
                    r.urn)
+        if PROXY_GROUP_ROLE in _group_roles(r, "securityGroupId") and (
+                cidrs or not _postgres_only(r.props)
+                or _group_roles(r, "referencedSecurityGroupId") != {"database-sg"}):
+            report("The RDS Proxy's group reaches only the database's group, on tcp 5432.",
+                   r.urn)
     for r in _of_type(args, "ec2/securityGroup:SecurityGroup"):
         for rule in map(_map, _list(r.props.get("egress"))):
             cidrs = [*_strings(rule.get("cidrBlocks")), *_strings(rule.get("ipv6CidrBlocks"))]
@@ -647,19 +667,32 @@ def _security_group_egress(args: StackValidationArgs, report: ReportViolation) -
 security_group_egress = StackValidationPolicy(
     name="security-group-egress-restricted",
     description="Egress names a protocol and one port; address ranges only for HTTPS; "
-                "the database and cache groups have no egress.",
+                "the database and cache groups have no egress; an RDS Proxy's group "
+                "reaches only the database's group on 5432.",
     validate=_security_group_egress,
     enforcement_level=MANDATORY,
 )
 
 
 def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) -> None:
+    proxy_groups = _proxy_groups(args)
     for r in _of_type(args, "vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
         if str(r.props.get("ipProtocol")) in ALL_PROTOCOLS:
             report("Security-group ingress must name a protocol (not -1).", r.urn)
-        into_data = _group_roles(r, "securityGroupId") & set(DATA_GROUP_ROLES)
-        if into_data and _group_roles(r, "referencedSecurityGroupId") != {"service-sg"}:
-            report("The database and cache admit only the service's security group.", r.urn)
+        into = _group_roles(r, "securityGroupId")
+        source = _group_roles(r, "referencedSecurityGroupId")
+        # The one other client of PostgreSQL: the group an RDS Proxy of this stack sits
+        # in, on 5432 (the proxy's own shape is judged below).
+        from_proxy = (into == {"database-sg"} and source == {PROXY_GROUP_ROLE}
+                      and _postgres_only(r.props)
+                      and bool(_linked(r, "referencedSecurityGroupId") & proxy_groups))
+        if into & set(DATA_GROUP_ROLES) and source != {"service-sg"} and not from_proxy:
+            report("The database and cache admit only the service's security group (and "
+                   "the database an RDS Proxy's group on 5432).", r.urn)
+        if PROXY_GROUP_ROLE in into and (source != {"service-sg"}
+                                         or not _postgres_only(r.props)):
+            report("The RDS Proxy's group admits only the service's group, on tcp 5432.",
+                   r.urn)
         if r.props.get("referencedSecurityGroupId") or r.props.get("prefixListId"):
             continue
         # An address range is only ever the world on the ALB's web ports (judged by
@@ -683,8 +716,10 @@ def _security_group_ingress(args: StackValidationArgs, report: ReportViolation) 
 security_group_ingress = StackValidationPolicy(
     name="security-group-ingress-named-sources",
     description="Ingress names a protocol and its source group or prefix list (the ALB's "
-                "web ports excepted), the data stores admit only the service's group, and "
-                "every VPC's default security group has no rules.",
+                "web ports excepted), the data stores admit only the service's group (the "
+                "database also an RDS Proxy's group on 5432), an RDS Proxy's group admits "
+                "only the service's on 5432, and every VPC's default security group has no "
+                "rules.",
     validate=_security_group_ingress,
     enforcement_level=MANDATORY,
 )
@@ -1376,6 +1411,55 @@ rds_iam_auth = _resource_policy(
 )
 
 
+# ---- RDS Proxy: TLS, IAM end to end, its own group, isolated subnets, room for migrate -
+
+def _rds_proxy(args: StackValidationArgs, report: ReportViolation) -> None:
+    isolated = {r.urn for r in _of_type(args, "ec2/subnet:Subnet")
+                if _tags(r.props).get("prodstack:tier") == "isolated"}  # fmt: skip
+    for proxy in _of_type(args, "rds/proxy:Proxy"):
+        p = proxy.props
+        if p.get("requireTls") is not True:
+            report("RDS Proxy must require TLS from its clients (requireTls).", proxy.urn)
+        # IAM_AUTH: IAM from the client to the proxy and from the proxy to the database,
+        # no password. Source: pulumi_aws rds.Proxy `default_auth_scheme`.
+        if p.get("defaultAuthScheme") != "IAM_AUTH":
+            report("RDS Proxy must use end-to-end IAM authentication (defaultAuthScheme "
+                   f"IAM_AUTH, not {p.get('defaultAuthScheme')!r}).", proxy.urn)
+        if any(_map(a).get("secretArn") for a in _list(p.get("auths"))):
+            report("RDS Proxy logs in by IAM: it reads no database secret (auths).",
+                   proxy.urn)
+        if p.get("debugLogging") is True:
+            report("RDS Proxy debug logging writes SQL text and parameters to the logs.",
+                   proxy.urn)
+        groups = proxy.property_dependencies.get("vpcSecurityGroupIds", []) if (
+            proxy.property_dependencies) else []
+        roles = {str(_tags(g.props).get("prodstack:role")) for g in groups}
+        if roles != {PROXY_GROUP_ROLE} or len(_list(p.get("vpcSecurityGroupIds"))) != 1:
+            report("RDS Proxy sits in its own security group only (prodstack:role "
+                   f"{PROXY_GROUP_ROLE}), not {sorted(roles)}.", proxy.urn)
+        outside = _linked(proxy, "vpcSubnetIds") - isolated
+        if outside or not _linked(proxy, "vpcSubnetIds"):
+            report(f"RDS Proxy lives in isolated subnets only, not {sorted(outside)}.",
+                   proxy.urn)
+    for pool in _of_type(args, "rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup"):
+        # API default 100 (API_ConnectionPoolConfiguration.html): the proxy could take
+        # every slot the migrate task and operators need.
+        percent = _map(pool.props.get("connectionPoolConfig")).get("maxConnectionsPercent")
+        if not isinstance(percent, (int, float)) or percent >= 100:
+            report("RDS Proxy leaves room beside its pool (maxConnectionsPercent below "
+                   f"100, not {percent!r}).", pool.urn)
+
+
+rds_proxy_hardened = StackValidationPolicy(
+    name="rds-proxy-hardened",
+    description="RDS Proxy requires TLS, uses end-to-end IAM authentication and no secret, "
+                "logs no SQL, sits in its own security group in isolated subnets, and "
+                "leaves room beside its pool.",
+    validate=_rds_proxy,
+    enforcement_level=MANDATORY,
+)
+
+
 # ---- ALB: internal paths answer 403 before any forward --------------------------------
 
 # What must never reach the app from outside: its metrics, health details and schema
@@ -1515,6 +1599,7 @@ ALL_POLICIES = [
     kms_confused_deputy,
     rds_enhanced_monitoring,
     rds_iam_auth,
+    rds_proxy_hardened,
     alb_internal_paths,
     cloudfront_headers_and_logging,
     ecs_sidecars_non_essential,

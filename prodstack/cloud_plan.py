@@ -284,6 +284,10 @@ def record(
                           "resourceId": "db-" + _fake_hash(ident)[:26].upper(),
                           "port": 5432, "masterUserSecrets": [
                               {"secretArn": secret, "secretStatus": "active", "kmsKeyId": ""}]}
+            elif typ == "aws:rds/proxy:Proxy":
+                proxy_id = f"prx-{_fake_hash(name)[:17]}"
+                state |= {"arn": f"arn:aws:rds:{region}:{ACCOUNT}:db-proxy:{proxy_id}",
+                          "endpoint": f"{name}.proxy-c9akciq32.{region}.rds.amazonaws.com"}
             elif typ == "aws:elasticache/replicationGroup:ReplicationGroup":
                 rg = inputs.get("replicationGroupId", name)
                 state["primaryEndpointAddress"] = f"master.{rg}.abc123.euw1.cache.amazonaws.com"

@@ -81,6 +81,9 @@ FREE_TYPES = frozenset({
     "aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination",
     "aws:cloudwatch/logDelivery:LogDelivery",
     "aws:lb/targetGroup:TargetGroup", "aws:rds/parameterGroup:ParameterGroup",
+    # RDS Proxy's target group and target: billed on the proxy's line.
+    "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup",
+    "aws:rds/proxyTarget:ProxyTarget",
     "aws:rds/subnetGroup:SubnetGroup", "aws:route53/record:Record",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration",
     "aws:s3/bucketOwnershipControls:BucketOwnershipControls",
@@ -109,7 +112,8 @@ PRICED_TYPES = frozenset({
     "aws:ec2/natGateway:NatGateway", "aws:ec2/vpcEndpoint:VpcEndpoint",
     "aws:ecr/repository:Repository", "aws:ecs/service:Service",
     "aws:elasticache/replicationGroup:ReplicationGroup", "aws:kms/key:Key",
-    "aws:lb/loadBalancer:LoadBalancer", "aws:rds/instance:Instance", "aws:s3/bucket:Bucket",
+    "aws:lb/loadBalancer:LoadBalancer", "aws:rds/instance:Instance", "aws:rds/proxy:Proxy",
+    "aws:s3/bucket:Bucket",
     "aws:secretsmanager/secret:Secret", "aws:wafv2/webAcl:WebAcl",
     "aws:amp/workspace:Workspace",
 })
@@ -305,6 +309,7 @@ def _estimate_cloud(plan: Mapping[str, Any], usage: Mapping[str, Any],
     _price_network(plan, e, p, g, h)
     _price_load_balancer(plan, e, p, g, h)
     _price_database(plan, e, p, h)
+    _price_database_proxy(plan, e, prices, p, h)
     _price_cache(plan, e, p, h)
     _price_edge(plan, e, p, g)
     _price_observability(plan, e, prices, p, g)
@@ -468,6 +473,20 @@ def _price_database(plan, e: _Estimate, p, h: int) -> None:
                 f"Storage autoscaling may grow {db['name']} to {ceiling} GB: ${grown}/month "
                 f"of storage instead of ${storage}."
             )
+
+
+def _price_database_proxy(plan, e: _Estimate, prices, p, h: int) -> None:
+    instances = _of(plan, "aws:rds/instance:Instance")
+    for proxy in _of(plan, "aws:rds/proxy:Proxy"):
+        klass = instances[0].get("inputs", {}).get("instanceClass") if instances else None
+        vcpus = prices.get("rds_vcpus", {}).get(klass)
+        if vcpus is None or "rds_proxy_vcpu_hour" not in p:
+            e.unpriced.append(f"RDS Proxy {proxy['name']}: no vCPU count or price for "
+                              f"{klass!r} in {PRICES_FILE.name}")
+            continue
+        billed = max(2, int(vcpus))
+        e.add("database", f"RDS Proxy ({billed} vCPUs of {klass})", billed * h, "vCPU-hour",
+              p["rds_proxy_vcpu_hour"], note="billed per vCPU of the instance, at least 2")
 
 
 def _price_cache(plan, e: _Estimate, p, h: int) -> None:

@@ -18,6 +18,7 @@ from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS
 from components.database import RESERVED_CONNECTIONS, max_connections
+from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE
 from components.service import DEPLOY_STRATEGIES
@@ -106,6 +107,8 @@ KEYS: dict[str, Key] = {
                       "Initial database storage, 20-65536 GiB, or auto (the size's)."),
     "max_storage_gb": Key("string", "auto",
                           "Storage autoscaling ceiling, >= 1.1 x storage_gb, or auto (5x)."),
+    "rds_proxy": Key("boolean", False,
+                     "RDS Proxy between the tasks and the database (TLS, IAM auth only)."),
     "backup_retention_days": Key("integer", 7, "Database backup retention, 1-35 (prod >= 7)."),
     "deletion_protection": Key("boolean", True,
                                "Deletion protection on the database and ALB (required in prod)."),
@@ -171,6 +174,7 @@ class StackConfig:
     db_pool_max: int
     storage_gb: int
     max_storage_gb: int
+    rds_proxy: bool
     backup_retention_days: int
     deletion_protection: bool
     teardown: bool
@@ -382,13 +386,15 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         low, high = APP_INT_SETTINGS[key.upper()][1:]
         if r.valid(key) and not low <= v[key] <= high:
             r.bad(key, v[key], f"{low}-{high} (what the app accepts)")
-    if (r.valid("web_concurrency", "db_pool_max", "max_replicas", "size")
+    if (r.valid("web_concurrency", "db_pool_max", "max_replicas", "size", "rds_proxy")
             and v["size"] in SIZES and max_replicas >= 1):
         budget = connection_budget(
             size.db_instance_class, max_replicas=max_replicas,
-            web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"])
+            web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
+            proxy_percent=PROXY_MAX_CONNECTIONS_PERCENT if v["rds_proxy"] else None)
         if budget["peak"] > budget["available"]:
-            r.bad("db_pool_max", v["db_pool_max"], budget["fix"])
+            r.bad("rds_proxy" if v["rds_proxy"] else "db_pool_max",
+                  v["rds_proxy"] if v["rds_proxy"] else v["db_pool_max"], budget["fix"])
 
     if environment == "prod":
         # Prod profile: the dev-only opt-outs are refused.
@@ -420,7 +426,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         waf_rate_limit_per_minute=v["waf_rate_limit_per_minute"],
         rate_limit_per_minute=v["rate_limit_per_minute"],
         web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
-        storage_gb=storage_gb,
+        storage_gb=storage_gb, rds_proxy=v["rds_proxy"],
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
@@ -443,26 +449,45 @@ MIGRATE_CONNECTIONS = 1
 
 
 def connection_budget(instance_class: str, *, max_replicas: int, web_concurrency: int,
-                      db_pool_max: int) -> dict[str, Any]:
+                      db_pool_max: int, proxy_percent: int | None = None) -> dict[str, Any]:
     """The most PostgreSQL connections the stack can open, against what the class allows.
 
-    ``peak`` = ``db_pool_max`` x ``web_concurrency`` x ``max_replicas`` x 2 (a deployment
-    at the autoscaling ceiling) + the migrate task; ``available`` = ``max_connections``
-    of the class minus the slots reserved for superusers.
+    ``available`` = ``max_connections`` of the class minus the slots reserved for
+    superusers. Without a proxy, ``peak`` = ``db_pool_max`` x ``web_concurrency`` x
+    ``max_replicas`` x 2 (a deployment at the autoscaling ceiling) + the migrate task.
+    With RDS Proxy (``proxy_percent``, its ``max_connections_percent``) the tasks'
+    connections (``clients``) end at the proxy, which opens at most that share of
+    ``max_connections`` to the instance, so ``peak`` = the proxy's share + the migrate
+    task, which logs in directly.
     """
     limit = max_connections(instance_class)
     available = limit - RESERVED_CONNECTIONS
     per_task = db_pool_max * web_concurrency
-    peak = per_task * max_replicas * DEPLOY_SURGE + MIGRATE_CONNECTIONS
+    clients = per_task * max_replicas * DEPLOY_SURGE
+    if proxy_percent is not None:
+        proxy_share = limit * proxy_percent // 100
+        peak = proxy_share + MIGRATE_CONNECTIONS
+        fix = (
+            f"a connection budget within {instance_class}'s {available} connections "
+            f"(max_connections {limit} - {RESERVED_CONNECTIONS} reserved); behind RDS Proxy "
+            f"the {clients} task connections end at the proxy, which may open "
+            f"{proxy_share} = {proxy_percent} % max_connections_percent of {limit}, + "
+            f"{MIGRATE_CONNECTIONS} migrate task = {peak}: lower the proxy's "
+            "max_connections_percent (components/db_proxy.py) or choose a larger size"
+        )
+        return {"max_connections": limit, "available": available, "peak": peak,
+                "clients": clients, "proxy_share": proxy_share, "fix": fix}
+    peak = clients + MIGRATE_CONNECTIONS
     fix = (
         f"a connection budget within {instance_class}'s {available} connections "
         f"(max_connections {limit} - {RESERVED_CONNECTIONS} reserved); the stack can open "
         f"{peak} = {db_pool_max} db_pool_max x {web_concurrency} web_concurrency x "
         f"{max_replicas} max_replicas x {DEPLOY_SURGE} (old and new tasks during a "
         f"deployment) + {MIGRATE_CONNECTIONS} migrate task: lower db_pool_max, "
-        "web_concurrency or max_replicas, or choose a larger size"
+        "web_concurrency or max_replicas, choose a larger size, or set rds_proxy: true"
     )
-    return {"max_connections": limit, "available": available, "peak": peak, "fix": fix}
+    return {"max_connections": limit, "available": available, "peak": peak,
+            "clients": clients, "proxy_share": None, "fix": fix}
 
 
 def from_pulumi() -> StackConfig:

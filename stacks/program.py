@@ -16,6 +16,7 @@ from components._common import ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
+from components.db_proxy import DatabaseProxy, DatabaseProxyArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.metrics import Metrics, MetricsArgs
 from components.network import Network, NetworkArgs
@@ -34,6 +35,9 @@ from stacks.config import StackConfig, from_pulumi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = REPO_ROOT / "app"
 APP_PORT = 8000
+# Debian's CA bundle inside the image (package ca-certificates): the roots the RDS Proxy
+# endpoint's ACM certificate chains to (Amazon Root CA 1-4, Starfield Services Root G2).
+PROXY_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
@@ -75,6 +79,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         app_port=APP_PORT,
         alb_ingress_source="cloudfront" if cfg.cdn else "world",
         alb_ports=alb_ports,
+        database_proxy=cfg.rds_proxy,
         tags=tags,
     ))
 
@@ -133,6 +138,38 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         log_retention_days=cfg.log_retention_days,
         tags=tags,
     ))
+
+    # The API's way to PostgreSQL: the instance, or RDS Proxy in front of it. The migrate
+    # task always goes straight to the instance: it logs in as the owner with the master
+    # password, which the proxy's IAM-only authentication would refuse.
+    api_database: dict[str, pulumi.Input[str]] = {}
+    db_connect_arn = db.iam_connect_arn
+    if cfg.rds_proxy:
+        assert network.proxy_security_group_id is not None
+        proxy = DatabaseProxy(f"{name}-db-proxy", DatabaseProxyArgs(
+            subnet_ids=network.isolated_subnet_ids,
+            security_group_id=network.proxy_security_group_id,
+            db_instance_identifier=db.identifier,
+            db_resource_id=db.resource_id,
+            database_user=db.app_username,
+            tags=tags,
+        ))
+        db_connect_arn = proxy.connect_arn  # prx-<id>: the token is for the proxy
+        api_database = {
+            "DB_HOST": proxy.endpoint,
+            # The proxy presents an ACM certificate (Amazon Trust Services roots), not
+            # one from the RDS CA: verify it against the image's system store. asyncpg
+            # reads sslrootcert as a file and has no libpq-style `system` value, so it
+            # is Debian's bundle (python:3.11-slim-bookworm, the default base_image,
+            # installs ca-certificates; another base must too). Source: AWS
+            # prescriptive guidance, amazon-rds-proxy/best-practices.html ("RDS Proxy
+            # uses certificates from AWS Certificate Manager (ACM)").
+            "DB_SSLMODE": "verify-full",
+            "DB_SSLROOTCERT": PROXY_CA_BUNDLE,
+            # Named prepared statements are session state that pins a client to one
+            # database connection. Source: RDS user guide, rds-proxy-pinning.html.
+            "DB_STATEMENT_CACHE_SIZE": "0",
+        }
 
     cache = Cache(f"{name}-cache", CacheArgs(
         subnet_ids=network.isolated_subnet_ids,
@@ -221,6 +258,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "DB_USER": db.app_username,
             "DB_IAM": "true",
             "AWS_REGION": cfg.region,
+            **api_database,
         },
         migrate_environment={"DB_APP_USER": db.app_username, "DB_APP_IAM": "true"},
         migrate_secrets={
@@ -229,7 +267,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             "DB_USER": pulumi.Output.concat(db.master_secret_arn, ":username::"),
             "DB_PASSWORD": pulumi.Output.concat(db.master_secret_arn, ":password::"),
         },
-        db_connect_arn=db.iam_connect_arn,
+        db_connect_arn=db_connect_arn,
         metrics_collector=metrics.collector if metrics is not None else None,
         secrets={
             "REDIS_PASSWORD": cache.auth_secret_arn,

@@ -50,3 +50,13 @@ def dev(manifests: dict[str, dict[str, Any]]) -> Manifest:
 @pytest.fixture(scope="session")
 def both(prod: Manifest, dev: Manifest) -> list[Manifest]:
     return [prod, dev]
+
+
+@pytest.fixture(scope="session")
+def prod_proxy(tmp_path_factory: pytest.TempPathFactory) -> Manifest:
+    """prod with ``rds_proxy: true`` (off in both stack files): recorded once, for the
+    proxy's own tests and its weakenings."""
+    out = tmp_path_factory.mktemp("cloud-proxy") / "prod-proxy.json"
+    m = Manifest(run_harness("prod", out, "--set", "rds_proxy=true"))
+    assert m.data["exit_code"] == 0, m.data["stderr"]
+    return m

@@ -54,6 +54,9 @@ class Weakening:
     """Resource the violation names when it is not ``resource`` (``""``: none)."""
     why: str = ""
     """What the weakening does, in words (the test id)."""
+    manifest: str = "prod"
+    """Session fixture of the manifest weakened: ``prod``, or ``prod_proxy`` (prod with
+    ``rds_proxy: true``) for what exists only with the proxy."""
 
 
 def _sg_rule(name: str, group: str, **inputs: Any) -> dict[str, Any]:
@@ -64,6 +67,14 @@ def _sg_rule(name: str, group: str, **inputs: Any) -> dict[str, Any]:
 
 
 W = Weakening
+SG = "aws:ec2/securityGroup:SecurityGroup::prodstack-net-"
+
+
+def P(rule: str, resource: str, changes: dict[str, Any] | None = None, **kw: Any) -> Weakening:
+    """A weakening of what ``rds_proxy: true`` adds, on the proxied prod manifest."""
+    return Weakening(rule, resource, changes or {}, manifest="prod_proxy", **kw)
+
+
 WEAKENINGS = [
     # ---- WAF
     W("waf-managed-rules-enforced", "prodstack-waf-acl",
@@ -397,6 +408,58 @@ WEAKENINGS = [
       {"viewerCertificate.minimumProtocolVersion": "TLSv1.1_2016"}, why="viewer-tls11"),
     W("cloudfront-tls", "prodstack-cdn-distribution",
       {"defaultCacheBehavior.viewerProtocolPolicy": "allow-all"}, why="viewer-plain-http"),
+    # ---- RDS Proxy (rds_proxy: true)
+    P("rds-proxy-hardened", "prodstack-db-proxy-proxy", {"requireTls": False},
+      why="proxy-plaintext-clients"),
+    P("rds-proxy-hardened", "prodstack-db-proxy-proxy",
+      {"defaultAuthScheme": "NONE", "auths": [{
+          "authScheme": "SECRETS", "iamAuth": "REQUIRED",
+          "secretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"}]},
+      why="proxy-logs-in-with-a-secret"),
+    P("rds-proxy-hardened", "prodstack-db-proxy-proxy", {"debugLogging": True},
+      why="proxy-logs-sql-text"),
+    P("rds-proxy-hardened", "prodstack-db-proxy-proxy",
+      {"vpcSecurityGroupIds": ["prodstack-net-database-sg-id"],
+       "property_dependencies.vpcSecurityGroupIds": [f"{SG}database-sg"]},
+      why="proxy-in-the-database-group"),
+    P("rds-proxy-hardened", "prodstack-db-proxy-proxy",
+      {"vpcSubnetIds.0": "prodstack-net-private-0-id",
+       "property_dependencies.vpcSubnetIds.0": "aws:ec2/subnet:Subnet::prodstack-net-private-0"},
+      why="proxy-in-an-app-subnet"),
+    P("rds-proxy-hardened", "prodstack-db-proxy-targets",
+      {"connectionPoolConfig.maxConnectionsPercent": 100}, why="proxy-takes-every-slot"),
+    P("no-world-open-security-groups", "prodstack-net-service-to-proxy-in",
+      {"referencedSecurityGroupId": DELETE, "cidrIpv4": "0.0.0.0/0"},
+      why="proxy-open-to-the-world"),
+    P("security-group-ingress-named-sources", "prodstack-net-service-to-proxy-in",
+      {"referencedSecurityGroupId": DELETE, "cidrIpv4": "10.0.0.0/8"},
+      why="proxy-open-to-the-vpc-range"),
+    P("security-group-ingress-named-sources", "prodstack-net-service-to-proxy-in",
+      {"referencedSecurityGroupId": "prodstack-net-alb-sg-id",
+       "property_dependencies.referencedSecurityGroupId": [f"{SG}alb-sg"]},
+      why="proxy-open-to-the-alb"),
+    P("security-group-ingress-named-sources", "prodstack-net-proxy-to-database-in",
+      {"fromPort": 0, "toPort": 65535}, why="database-admits-the-proxy-on-every-port"),
+    P("security-group-ingress-named-sources", "prodstack-net-proxy-to-cache-in", op=ADD,
+      add={"type": "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule",
+           "inputs": {"securityGroupId": "prodstack-net-cache-sg-id", "ipProtocol": "tcp",
+                      "fromPort": 6379, "toPort": 6379,
+                      "referencedSecurityGroupId": "prodstack-net-proxy-sg-id"},
+           "property_dependencies": {"securityGroupId": [f"{SG}cache-sg"],
+                                     "referencedSecurityGroupId": [f"{SG}proxy-sg"]}},
+      why="cache-open-to-the-proxy"),
+    P("security-group-egress-restricted", "prodstack-net-proxy-https-out", op=ADD,
+      add=_sg_rule("prodstack-net-proxy-https-out", "prodstack-net-proxy-sg",
+                   ipProtocol="tcp", fromPort=443, toPort=443, cidrIpv4="0.0.0.0/0"),
+      why="proxy-egress-to-the-internet"),
+    P("security-group-egress-restricted", "prodstack-net-proxy-to-database-out",
+      {"referencedSecurityGroupId": "prodstack-net-cache-sg-id",
+       "property_dependencies.referencedSecurityGroupId": [f"{SG}cache-sg"]},
+      why="proxy-egress-to-the-cache"),
+    P("iam-least-privilege", "prodstack-db-proxy-role-connect",
+      {"policy$.Statement.0.Resource": "*"}, why="proxy-connects-as-anyone-anywhere"),
+    P("iam-trust-confused-deputy", "prodstack-db-proxy-role",
+      {"assumeRolePolicy$.Statement.0.Condition": DELETE}, why="proxy-role-any-account"),
 ]
 
 
@@ -469,6 +532,7 @@ POLICIES = {p.name: p for p in rules.ALL_POLICIES}
 def test_unweakened_prod_and_dev_pass_every_rule(prod: Manifest, dev: Manifest) -> None:
     assert run_all(prod) == []
     assert run_all(dev) == []
+    # prod with rds_proxy: true passes too: test_cloud_db_proxy.py
 
 
 def test_every_rule_has_a_weakening_and_every_weakening_a_rule() -> None:
@@ -480,10 +544,12 @@ def test_every_rule_has_a_weakening_and_every_weakening_a_rule() -> None:
 
 
 @pytest.mark.parametrize("w", WEAKENINGS, ids=[w.why for w in WEAKENINGS])
-def test_weakening_turns_its_named_rule_red(prod: Manifest, w: Weakening) -> None:
+def test_weakening_turns_its_named_rule_red(request: pytest.FixtureRequest,
+                                            w: Weakening) -> None:
+    manifest: Manifest = request.getfixturevalue(w.manifest)
     policy = POLICIES[w.rule]
-    assert run_policy(policy, prod.resources) == [], f"{w.rule} red before the weakening"
-    violations = run_policy(policy, weaken(prod.resources, w))
+    assert run_policy(policy, manifest.resources) == [], f"{w.rule} red before the weakening"
+    violations = run_policy(policy, weaken(manifest.resources, w))
     assert violations, f"{w.why}: {w.rule} stayed green"
     where = w.resource if w.reported_on is None else w.reported_on
     if where:
