@@ -35,9 +35,15 @@ from stacks.config import StackConfig, from_pulumi
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = REPO_ROOT / "app"
 APP_PORT = 8000
-# Debian's CA bundle inside the image (package ca-certificates): the roots the RDS Proxy
-# endpoint's ACM certificate chains to (Amazon Root CA 1-4, Starfield Services Root G2).
+# Debian's CA bundle inside the image (package ca-certificates), which holds the roots
+# the RDS Proxy endpoint's ACM certificate chains to. Source: amazontrust.com/repository
+# (the five Amazon Trust Services roots; "we recommend that all five of the above roots
+# be included in the trust store").
 PROXY_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PROXY_CA_ROOTS = (
+    "Amazon Root CA 1", "Amazon Root CA 2", "Amazon Root CA 3", "Amazon Root CA 4",
+    "Starfield Services Root Certificate Authority - G2",
+)
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input]:

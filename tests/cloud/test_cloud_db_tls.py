@@ -30,6 +30,7 @@ from app.core.config import load_settings
 from components.database import CA_CERT_IDENTIFIER
 from stacks import rds_ca
 from stacks.config import REGIONS
+from stacks.program import PROXY_CA_BUNDLE, PROXY_CA_ROOTS
 from tests.support.services import PostgresServer, tls_files
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
@@ -208,3 +209,49 @@ def test_app_connects_when_the_root_signs_the_server(prod, tls_postgres) -> None
     fingerprint = x509.load_pem_x509_certificate(ca.read_bytes()).fingerprint(hashes.SHA256())
     bundled = {c.fingerprint(hashes.SHA256()) for c in _certs()}
     assert fingerprint not in bundled
+
+
+# --- Behind RDS Proxy (rds_proxy: true): the API trusts the system roots ---------------
+
+
+def _api_settings(m: Manifest, server: PostgresServer, **override: str):
+    """The app's settings from the environment the program gives the API, pointed at the
+    local server with a password login instead of an IAM token (the TLS part is the
+    same either way)."""
+    env = {e["name"]: e["value"] for e in m.containers("prodstack-prod")["api"]["environment"]}
+    env.pop("DB_IAM")
+    env.update(DB_HOST="127.0.0.1", DB_PORT=str(server.port), DB_NAME=server.database,
+               DB_USER=server.user, DB_PASSWORD=server.password, REDIS_URL="redis://127.0.0.1:1/0",
+               API_TOKEN="t" * 32, **override)  # fmt: skip
+    return load_settings(env)
+
+
+def test_proxy_path_verifies_against_the_system_roots_only(prod_proxy, tls_postgres) -> None:
+    """The proxy presents an ACM certificate, so the API behind it names the image's system
+    bundle, not the RDS one; a server whose CA is outside that bundle is refused."""
+    server, ca = tls_postgres
+    settings = _api_settings(prod_proxy, server)
+    assert settings.database_url.endswith(
+        f"?sslmode=verify-full&sslrootcert={PROXY_CA_BUNDLE}")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        asyncio.run(_ssl_in_use(settings.database_url))
+    # The same settings with the server's own CA connect: the refusal is the root.
+    trusted = _api_settings(prod_proxy, server, DB_SSLROOTCERT=str(ca))
+    assert asyncio.run(_ssl_in_use(trusted.database_url)) is True
+
+
+def test_libpq_system_keyword_is_no_root_for_asyncpg(prod_proxy, tls_postgres) -> None:
+    """libpq 16's sslrootcert=system means the system store; asyncpg reads a file of that
+    name, which is why the stack names Debian's bundle by path."""
+    server, _ = tls_postgres
+    settings = _api_settings(prod_proxy, server, DB_SSLROOTCERT="system")
+    with pytest.raises((FileNotFoundError, asyncpg.ClientConfigurationError)):
+        asyncio.run(_ssl_in_use(settings.database_url))
+
+
+def test_system_bundle_holds_the_roots_of_the_proxys_acm_certificate() -> None:
+    """Debian 12's ca-certificates on this machine; tests/image checks the image's."""
+    context = ssl.create_default_context(cafile=PROXY_CA_BUNDLE)
+    names = {value for cert in context.get_ca_certs() for rdn in cert["subject"]
+             for key, value in rdn if key == "commonName"}  # fmt: skip
+    assert set(PROXY_CA_ROOTS) <= names

@@ -458,6 +458,9 @@ WEAKENINGS = [
       why="proxy-egress-to-the-cache"),
     P("iam-least-privilege", "prodstack-db-proxy-role-connect",
       {"policy$.Statement.0.Resource": "*"}, why="proxy-connects-as-anyone-anywhere"),
+    P("db-client-verifies-server", "prodstack-api-task",
+      {f"{API}.environment.name=DB_SSLMODE.value": "require"},
+      why="proxy-certificate-unverified"),
     P("iam-trust-confused-deputy", "prodstack-db-proxy-role",
       {"assumeRolePolicy$.Statement.0.Condition": DELETE}, why="proxy-role-any-account"),
 ]

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from stacks import rds_ca
+from stacks.program import PROXY_CA_BUNDLE, PROXY_CA_ROOTS
 from tests.support.app_server import TEST_TOKEN, app_env, run_app
 from tests.support.docker import python_base_image
 from tests.support.services import free_port
@@ -147,6 +148,24 @@ def test_image_ships_the_rds_ca_bundle_the_stack_names(app_image):
     count, digest = out.stdout.split()
     assert int(count) == committed.count(b"BEGIN CERTIFICATE")
     assert digest == hashlib.sha256(committed).hexdigest()
+
+
+def test_image_holds_the_roots_the_proxy_path_trusts(app_image):
+    """Behind RDS Proxy the API verifies with DB_SSLROOTCERT=stacks.program.PROXY_CA_BUNDLE:
+    the image has that file, and it holds the Amazon Trust Services roots."""
+    script = (
+        "import ssl, sys\n"
+        "ctx = ssl.create_default_context(cafile=sys.argv[1])\n"
+        "print('\\n'.join(v for c in ctx.get_ca_certs() for rdn in c['subject']\n"
+        "                for k, v in rdn if k == 'commonName'))\n"
+    )
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "python3", app_image, "-c", script,
+         PROXY_CA_BUNDLE],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert set(PROXY_CA_ROOTS) <= set(out.stdout.splitlines())
 
 
 def test_missing_config_exits_with_one_line(app_image):
