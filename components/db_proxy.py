@@ -48,7 +48,7 @@ class DatabaseProxyArgs:
 
     database_user: str
     """PostgreSQL role the app logs in as; it needs ``rds_iam`` granted. Required.
-    Example: ``"prodstack"``."""
+    Example: ``"prodstack_app"``."""
 
     idle_client_timeout_seconds: int = 1800
     """Seconds an idle client connection stays open, 1-28800 (the pool's idle connections
