@@ -64,11 +64,11 @@ SCRAPE_INTERVAL_SECONDS = 15
 # SSM Parameter Store standard tier: values up to 4 KB, no charge. Source: AWS Systems
 # Manager user guide, parameter-store-advanced-parameters.html (standard: 4 KB).
 SSM_STANDARD_MAX_BYTES = 4096
-# AMP workspace alias: 1-100 characters. Source: botocore amp CreateWorkspaceRequest.alias
-# (WorkspaceAlias, min 1 max 100).
+# AMP workspace alias: 1-100 characters. Source: botocore 1.44.5 (installed) amp
+# CreateWorkspace `alias` (min 1, max 100).
 ALIAS_MAX = 100
-# Rule groups namespace name, 1-64 of [0-9A-Za-z][-.0-9A-Z_a-z]*. Source: botocore amp
-# CreateRuleGroupsNamespaceRequest.name (RuleGroupsNamespaceName).
+# Rule groups namespace name, 1-128 of [0-9A-Za-z][-.0-9A-Z_a-z]*. Source: botocore 1.44.5
+# (installed) amp CreateRuleGroupsNamespace `name`.
 RULES_NAMESPACE = "prodstack-api"
 _PLACEHOLDER = re.compile(r"^\{\{ ([a-z_]+) \}\}$")
 
@@ -174,7 +174,7 @@ class MetricsArgs:
     """Inputs of :class:`Metrics`."""
 
     alias: str
-    """AMP workspace alias, 1-100 characters (botocore amp WorkspaceAlias). Required.
+    """AMP workspace alias, 1-100 characters (botocore amp CreateWorkspace). Required.
     Example: ``"prodstack-prod"``."""
 
     target_port: int

@@ -261,17 +261,3 @@ def test_workspace_alerts_reach_the_alarm_topic(both: list[Manifest]) -> None:
         (grant,) = [st for st in key["Statement"] if st.get("Sid") == "PrometheusAlerts"]
         assert grant["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
 
-
-def test_metrics_scrape_false_creates_none_of_it(tmp_path) -> None:
-    from prodstack_cloud_harness import run_harness
-
-    m = Manifest(run_harness("dev", tmp_path / "off.json", "--set", "metrics_scrape=false"))
-    assert m.data["exit_code"] == 0, m.data["stderr"]
-    types = {r["type"] for r in m.resources}
-    assert not {t for t in types if t.startswith(("aws:amp/", "aws:ssm/"))}
-    assert "prodstack:metrics:Metrics" not in types
-    assert "aws:sns/topicPolicy:TopicPolicy" not in types
-    assert list(m.containers("prodstack-dev")) == ["migrate", "api"]
-    assert not [r for r in m.all("iam/rolePolicy:RolePolicy") if "metrics" in r["name"]
-                or "collector" in r["name"]]
-    assert "metrics_query_url" not in m.outputs

@@ -109,3 +109,15 @@ def test_untagged_image_is_tagged_by_the_hash_of_what_it_is_built_from(variants)
     assert build["platform"] == "linux/arm64" and build["args"]["BASE_IMAGE"]
     tag = context_hash(REPO / "app", build_args=build["args"], platform=build["platform"])
     assert image["imageName"].endswith(":" + tag), (image["imageName"], tag)
+
+
+def test_metrics_scrape_false_creates_none_of_it(variants: dict[str, Manifest]) -> None:
+    m = variants["no-nat"]  # metrics_scrape: false (refused with nat: none otherwise)
+    types = {r["type"] for r in m.resources}
+    assert not {t for t in types if t.startswith(("aws:amp/", "aws:ssm/"))}
+    assert "prodstack:metrics:Metrics" not in types
+    assert "aws:sns/topicPolicy:TopicPolicy" not in types
+    assert list(m.containers("prodstack-dev")) == ["migrate", "api"]
+    assert not [r for r in m.all("iam/rolePolicy:RolePolicy")
+                if "metrics" in r["name"] or "collector" in r["name"]]
+    assert "metrics_query_url" not in m.outputs
