@@ -186,6 +186,11 @@ class MetricsArgs:
     here the stack's name, so ``sum by (host)`` adds up every task). Required.
     Example: ``"prodstack-prod"``."""
 
+    retention_days: int = 30
+    """Days the workspace keeps metrics, 1 or more (AMP's own default is 150). The VPS
+    profile's ``metrics_retention_days``, same name and meaning in the stack config.
+    Default: ``30`` (the VPS profile's). Example: ``150``."""
+
     scrape_interval_seconds: int = SCRAPE_INTERVAL_SECONDS
     """How often the collector scrapes, 5-60 s; samples ingested (AMP's price) grow
     with 1/interval. Default: ``15`` (the VPS profile's). Example: ``30``."""
@@ -208,6 +213,8 @@ class MetricsArgs:
             problems.append(f"alias={self.alias!r}: 1-{ALIAS_MAX} characters")
         if not 1 <= self.target_port <= 65535:
             problems.append(f"target_port={self.target_port}: 1-65535")
+        if self.retention_days < 1:
+            problems.append(f"retention_days={self.retention_days}: at least 1")
         if not self.host_label:
             problems.append("host_label: required")
         if not 5 <= self.scrape_interval_seconds <= 60:
@@ -240,7 +247,8 @@ class Metrics(pulumi.ComponentResource):
     """An AMP workspace, the VPS profile's API alert rules in it, and the collector config.
 
     Creates:
-        ``{name}-workspace`` (AMP workspace), ``{name}-rules`` (rule groups namespace
+        ``{name}-workspace`` (AMP workspace), ``{name}-workspace-config`` (retention),
+        ``{name}-rules`` (rule groups namespace
         ``prodstack-api``: the VPS profile's API rules, read from
         pyinfra/files/prodstack-alerts.yml), ``{name}-collector-config`` (SSM parameter,
         standard tier: the rendered collector configuration). The collector container
@@ -321,6 +329,16 @@ class Metrics(pulumi.ComponentResource):
             f"{self._name}-workspace",
             alias=self._args.alias,
             tags=self._tags("metrics-workspace"),
+            opts=child_opts(self),
+        )
+        # Retention in days. Source: pulumi_aws amp.WorkspaceConfiguration
+        # `retention_period_in_days`; botocore amp UpdateWorkspaceConfiguration (min 1).
+        # Deleting this resource leaves the retention as it was (the provider's delete is
+        # a no-op: workspace_configuration.go, WithNoOpDelete).
+        aws.amp.WorkspaceConfiguration(
+            f"{self._name}-workspace-config",
+            workspace_id=self.workspace.id,
+            retention_period_in_days=self._args.retention_days,
             opts=child_opts(self),
         )
         self.workspace_arn = self.workspace.arn

@@ -105,6 +105,7 @@ FREE_TYPES = frozenset({
     # queries read, a few cents a month here (docs/cost.md, "Metrics").
     "aws:ssm/parameter:Parameter", "aws:amp/ruleGroupNamespace:RuleGroupNamespace",
     "aws:amp/alertManagerDefinition:AlertManagerDefinition",
+    "aws:amp/workspaceConfiguration:WorkspaceConfiguration",
 })
 PRICED_TYPES = frozenset({
     "aws:cloudfront/distribution:Distribution", "aws:cloudwatch/dashboard:Dashboard",

@@ -122,6 +122,9 @@ KEYS: dict[str, Key] = {
     "metrics_scrape": Key("boolean", True,
                           "Scrape the API's /metrics inside each task into Amazon Managed "
                           "Prometheus, with the VPS profile's API alert rules (needs NAT)."),
+    "metrics_retention_days": Key("integer", 30,
+                                  "Days the API's Prometheus metrics are kept (AMP workspace), "
+                                  "1-3650, as on the VPS profile."),
     "alarm_email": Key("string", "", "Email subscribed to the alarm topic. Empty: none."),
     "log_level": Key("string", "INFO", "App LOG_LEVEL: " + " | ".join(LOG_LEVELS) + "."),
     "image_platform": Key("string", "linux/amd64",
@@ -183,6 +186,7 @@ class StackConfig:
     alb_access_logs: bool
     log_retention_days: int
     metrics_scrape: bool
+    metrics_retention_days: int
     alarm_email: str
     log_level: str
     image_platform: str
@@ -369,6 +373,11 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("metrics_scrape", True,
               "false with nat: none (the collector image is on public.ecr.aws and has no "
               "VPC endpoint); or choose nat: single | per_az")
+    # The VPS profile's range for the same key (pyinfra/tasks/config.py); AMP sets no
+    # maximum in its API model (botocore amp UpdateWorkspaceConfiguration
+    # retentionPeriodInDays: min 1).
+    if r.valid("metrics_retention_days") and not 1 <= v["metrics_retention_days"] <= 3650:
+        r.bad("metrics_retention_days", v["metrics_retention_days"], "1-3650")
     if v["alarm_email"] and not EMAIL_RE.match(v["alarm_email"]):
         r.bad("alarm_email", v["alarm_email"], "an email address")
     if v["log_level"] not in LOG_LEVELS:
@@ -432,6 +441,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],
         log_retention_days=v["log_retention_days"], metrics_scrape=v["metrics_scrape"],
+        metrics_retention_days=v["metrics_retention_days"],
         alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],
         image_tag=v["image_tag"], base_image=v["base_image"], api_token=v["api_token"],

@@ -217,6 +217,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             alias=physical,
             target_port=APP_PORT,
             host_label=physical,
+            retention_days=cfg.metrics_retention_days,
             tags=tags,
         ))
 

@@ -261,3 +261,22 @@ def test_workspace_alerts_reach_the_alarm_topic(both: list[Manifest]) -> None:
         (grant,) = [st for st in key["Statement"] if st.get("Sid") == "PrometheusAlerts"]
         assert grant["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
 
+
+
+def test_workspace_keeps_metrics_as_long_as_the_vps_profile(both: list[Manifest]) -> None:
+    import ast
+
+    vps = ast.literal_eval(next(
+        line.split("=", 1)[1].strip() for line in
+        (ALERT_RULES_FILE.parents[1] / "group_data" / "all.py").read_text().splitlines()
+        if line.startswith("metrics_retention_days =")))
+    for m in both:
+        config = m.one("amp/workspaceConfiguration:WorkspaceConfiguration")
+        assert config["workspaceId"] == _source(m, "id")
+        assert config["retentionPeriodInDays"] == vps == 30
+    assert load({"metrics_retention_days": "150"}, region="eu-west-1",
+                stack="dev").metrics_retention_days == 150
+    with pytest.raises(ConfigError) as bad:
+        load({"metrics_retention_days": "0"}, region="eu-west-1", stack="dev")
+    assert bad.value.problems == [
+        "prodstack:metrics_retention_days: 0 is invalid; allowed: 1-3650"]
