@@ -412,60 +412,37 @@ class Service(pulumi.ComponentResource):
         # Source: RDS user guide, UsingWithRDS.IAMDBAuth.IAMPolicy (action rds-db:connect,
         # resource arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<db-user>).
         if args.db_connect_arn is not None:
-            aws.iam.RolePolicy(
-                f"{n}-task-role-db-connect",
-                role=task_role.id,
-                policy=pulumi.Output.from_input(args.db_connect_arn).apply(
-                    lambda arn: json.dumps({
-                        "Version": "2012-10-17",
-                        "Statement": [{
-                            "Effect": "Allow",
-                            "Action": "rds-db:connect",
-                            "Resource": arn,
-                        }],
-                    })
-                ),
-                opts=child_opts(self),
-            )
+            self._grant(f"{n}-task-role-db-connect", task_role, "rds-db:connect",
+                        args.db_connect_arn)
         collector = args.metrics_collector
         if collector is not None:
             # The collector signs its remote writes as the task role. Source: AMP user
             # guide, AMP-and-IAM.html / security-iam-awsmanpol (aps:RemoteWrite on the
             # workspace ARN).
-            aws.iam.RolePolicy(
-                f"{n}-task-role-metrics",
-                role=task_role.id,
-                policy=pulumi.Output.from_input(collector.workspace_arn).apply(
-                    lambda arn: json.dumps({
-                        "Version": "2012-10-17",
-                        "Statement": [{
-                            "Effect": "Allow",
-                            "Action": "aps:RemoteWrite",
-                            "Resource": arn,
-                        }],
-                    })
-                ),
-                opts=child_opts(self),
-            )
+            self._grant(f"{n}-task-role-metrics", task_role, "aps:RemoteWrite",
+                        collector.workspace_arn)
             # ECS reads the collector's configuration at task start, as the execution
             # role. Source: ECS developer guide, secrets-envvar-ssm-paramstore.html
             # (ssm:GetParameters; kms:Decrypt only for a SecureString).
-            self._execution_grants.append(aws.iam.RolePolicy(
-                f"{n}-execution-role-collector-config",
-                role=execution_role.id,
-                policy=pulumi.Output.from_input(collector.config_parameter_arn).apply(
-                    lambda arn: json.dumps({
-                        "Version": "2012-10-17",
-                        "Statement": [{
-                            "Effect": "Allow",
-                            "Action": "ssm:GetParameters",
-                            "Resource": arn,
-                        }],
-                    })
-                ),
-                opts=child_opts(self),
-            ))
+            self._execution_grants.append(self._grant(
+                f"{n}-execution-role-collector-config", execution_role, "ssm:GetParameters",
+                collector.config_parameter_arn))
         return execution_role, task_role
+
+    def _grant(self, name: str, role: aws.iam.Role, action: str,
+               resource: pulumi.Input[str]) -> aws.iam.RolePolicy:
+        """An inline policy allowing ``role`` one action on one resource."""
+        return aws.iam.RolePolicy(
+            name,
+            role=role.id,
+            policy=pulumi.Output.from_input(resource).apply(
+                lambda arn: json.dumps({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Action": action, "Resource": arn}],
+                })
+            ),
+            opts=child_opts(self),
+        )
 
     def _collector_container(self, collector: MetricsCollector) -> dict:
         """The metrics collector: non-essential (its crash never stops the API), started

@@ -1346,11 +1346,13 @@ def _trust(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
             yield f"Trust policy: {problem}."
 
 
-def _kms_grant(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+def _resource_grant(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    """A key or topic policy: every grant to a service principal is pinned."""
+    what = "Topic policy" if resource_type == "aws:sns/topicPolicy:TopicPolicy" else "Key policy"
     for statement in _service_statements(props.get("policy")):
         problem = _deputy_problem(statement)
         if problem:
-            yield f"Key policy: {problem}."
+            yield f"{what}: {problem}."
 
 
 # Source: AWS IAM user guide, "The confused deputy problem" (confused-deputy.html): a
@@ -1360,23 +1362,16 @@ iam_trust_confused_deputy = _resource_policy(
     "Roles a service principal assumes name aws:SourceAccount and aws:SourceArn.",
     "aws:iam/role:Role", _trust,
 )
-def _topic_grant(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
-    for statement in _service_statements(props.get("policy")):
-        problem = _deputy_problem(statement)
-        if problem:
-            yield f"Topic policy: {problem}."
-
-
 sns_confused_deputy = _resource_policy(
     "sns-service-grant-confused-deputy",
     "SNS topic policies let service principals (CloudWatch, AMP) publish only with "
     "aws:SourceAccount and aws:SourceArn.",
-    "aws:sns/topicPolicy:TopicPolicy", _topic_grant,
+    "aws:sns/topicPolicy:TopicPolicy", _resource_grant,
 )
 kms_confused_deputy = _resource_policy(
     "kms-service-grant-confused-deputy",
     "KMS key grants to service principals name aws:SourceAccount and aws:SourceArn.",
-    "aws:kms/key:Key", _kms_grant,
+    "aws:kms/key:Key", _resource_grant,
 )
 
 
