@@ -294,6 +294,16 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
     return risks
 
 
+def _disruption_reason(reason: str | dict[str, str], inputs: dict[str, Any]) -> str:
+    """A disruptive entry's text; a table picks it by the value at its ``by`` path."""
+    if isinstance(reason, str):
+        return reason
+    value: Any = inputs
+    for part in reason["by"].split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return reason.get(str(value), reason["default"]) if value is not None else reason["default"]
+
+
 def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
                        replaced: set[str]) -> list[dict[str, Any]]:  # fmt: skip
     table = replacement_table()
@@ -308,6 +318,7 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
         changed = {p["property"] for p in change["properties"]
                    if not p.get("ignored") and not p.get("after_apply")} if change else set()
         for key, reason in sorted(disruptive.items()):
+            reason = _disruption_reason(reason, resource.get("inputs", {}))
             value = resource.get("inputs", {}).get(key)
             via = sorted(s for s in _references(value) if s in replaced)
             if key in changed or via:

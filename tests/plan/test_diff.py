@@ -78,10 +78,21 @@ def test_task_definition_change_is_a_replacement_that_rolls_the_service(cloud_pl
     assert task["action"] == "replace" and "containerDefinitions" in task["forced_by"]
     rolls = [d for d in result["disruptions"] if d["name"] == "prodstack-api-service"]
     assert rolls and rolls[0]["property"] == "taskDefinition"
+    # Prod deploys blue/green, and the reviewer is told so (not "rolling").
+    assert rolls[0]["reason"].startswith("a new task definition revision starts a blue/green")
     # A long JSON value is shown as a unified diff of its parsed form: one line changes.
     lines = [line.strip() for line in diff.render_markdown(result).splitlines()]
     assert '-"value":"INFO"' in [line.replace(" ", "") for line in lines if line[:1] == "-"]
     assert '+"value":"DEBUG"' in [line.replace(" ", "") for line in lines if line[:1] == "+"]
+
+
+def test_service_disruption_text_follows_its_deployment_strategy():
+    entry = diff.replacement_table()["aws:ecs/service:Service"]["disruptive"]["taskDefinition"]
+    blue_green = {"deploymentConfiguration": {"strategy": "BLUE_GREEN"}}
+    rolling = {"deploymentConfiguration": {"strategy": "ROLLING"}}
+    assert "blue/green" in diff._disruption_reason(entry, blue_green)
+    for inputs in (rolling, {}, {"deploymentConfiguration": None}):
+        assert "rolling deployment" in diff._disruption_reason(entry, inputs)
 
 
 def test_vpc_cidr_change_replaces_the_vpc_and_its_subnets_first_in_the_report(cloud_plans):

@@ -130,7 +130,15 @@ def test_table_has_the_documented_shape():
         for key in ("disruptive", "not_force_new_reason"):
             notes = entry.get(key, {})
             assert isinstance(notes, dict), f"{token}: {key} must be a table"
-            assert all(isinstance(v, str) and v for v in notes.values()), f"{token}: {key} text"
+            for prop, text in notes.items():
+                if isinstance(text, dict) and key == "disruptive":
+                    # Picked by another input: `by` names it, `default` covers the rest.
+                    assert isinstance(text.get("by"), str) and text["by"], f"{token}.{prop}: by"
+                    assert isinstance(text.get("default"), str), f"{token}.{prop}: default"
+                    texts = [v for k, v in text.items() if k != "by"]
+                else:
+                    texts = [text]
+                assert all(isinstance(v, str) and v for v in texts), f"{token}.{prop}: text"
         assert not set(force_new) & set(entry.get("disruptive", {})), (
             f"{token}: a property is either replaced or updated in place, not both"
         )
