@@ -15,7 +15,7 @@ from pyinfra.operations import files  # noqa: E402
 
 from tasks.backup import backup  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
-from tasks.cache import cache  # noqa: E402
+from tasks.cache import cache, cache_finish  # noqa: E402
 from tasks.config import settings_for  # noqa: E402
 from tasks.database import database  # noqa: E402
 from tasks.engine import engine  # noqa: E402
@@ -50,3 +50,9 @@ if cfg.is_web:
     load_balancer(cfg, packages_op=packages_op)
 observability(cfg)
 monitoring(cfg)
+# Every host runs this too (a second point where all hosts meet): each web host's replicas
+# and the exporter use a new Redis password before the db host drops the old one.
+files.directory(name="Config directory (every client has the new Redis password)",
+                path="/etc/prodstack", mode="750")  # fmt: skip
+if cfg.is_db:
+    cache_finish(cfg)

@@ -1,4 +1,13 @@
-"""Redis from the distribution: requirepass, private bind, AOF everysec, LRU within a RAM share."""
+"""Redis from the distribution: ACL users, private bind, AOF everysec, LRU within a RAM share.
+
+Users: `default` is off; the app's user (REDIS_PASSWORD) has every command but @dangerous
+and @admin; the health check's may only PING; the metrics exporter's only reads server
+statistics. redis.conf holds only SHA-256 hashes.
+
+A password change is seamless: Redis first accepts the old and the new password
+(`cache`), the replicas (service.py) and the exporter (monitoring.py) are switched to the
+new one, and only then does Redis drop the old one (`cache_finish`, last in deploy.py).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +15,8 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import systemd
 
-from tasks.config import Settings
-from tasks.facts import MemTotalMb
+from tasks.config import Settings, redis_password_hash
+from tasks.facts import MemTotalMb, RedisAuth
 from tasks.pki import upload_ca, upload_server_certificate
 from tasks.templates import restart_on_change, template
 
@@ -16,18 +25,31 @@ from tasks.templates import restart_on_change, template
 TLS_DIR = "/etc/redis"
 
 
-@deploy("Redis")
-def cache(cfg: Settings) -> None:
+def wanted_users(cfg: Settings) -> dict[str, list[str]]:
+    """The password hashes each ACL user ends up with ("default" is off: none)."""
+    return {
+        "default": [],
+        cfg.redis_user: [redis_password_hash(cfg.secrets["REDIS_PASSWORD"])],
+        cfg.redis_health_user: [redis_password_hash(cfg.redis_health_password)],
+        cfg.redis_monitor_user: [redis_password_hash(cfg.redis_monitor_password)],
+    }
+
+
+def transition_users(cfg: Settings, current: dict[str, list[str]]) -> dict[str, list[str]] | None:
+    """While replicas still use an old password: every user accepts old and new (the old
+    `requirepass` password as the default user's). None when nothing would change."""
+    wanted = wanted_users(cfg)
+    old = {user: [h for h in current.get(user, []) if h not in hashes]
+           for user, hashes in wanted.items()}  # fmt: skip
+    if not any(old.values()):
+        return None
+    return {user: wanted[user] + old[user] for user in wanted}
+
+
+def _redis_conf(cfg: Settings, users: dict[str, list[str]], *, name: str):
     maxmemory_mb = max(64, (host.get_fact(MemTotalMb) or 1024) * cfg.redis_memory_percent // 100)
-    tls = []
-    if cfg.db_tls:
-        tls = upload_server_certificate(
-            cfg, directory=TLS_DIR, owner="redis", label="Redis", make_directory=False
-        )
-        # The local health check's redis-cli verifies the server with it, as the app does.
-        upload_ca(cfg, label="local clients verify Redis with it")
-    conf = template(
-        name="redis.conf: requirepass, bind, appendonly everysec, maxmemory allkeys-lru",
+    return template(
+        name=name,
         src="redis.j2.conf",
         secret=True,
         dest="/etc/redis/redis.conf",
@@ -35,11 +57,30 @@ def cache(cfg: Settings) -> None:
         user="redis",
         group="redis",
         cfg=cfg,
+        users=users,
         maxmemory_mb=maxmemory_mb,
         tls_dir=TLS_DIR,
     )
+
+
+@deploy("Redis")
+def cache(cfg: Settings) -> None:
+    tls = []
+    if cfg.db_tls:
+        tls = upload_server_certificate(
+            cfg, directory=TLS_DIR, owner="redis", label="Redis", make_directory=False
+        )
+        # The local health check's redis-cli verifies the server with it, as the app does.
+        upload_ca(cfg, label="local clients verify Redis with it")
+    transition = transition_users(cfg, host.get_fact(RedisAuth) or {})
+    conf = _redis_conf(
+        cfg,
+        transition or wanted_users(cfg),
+        name="redis.conf: ACL users, bind, appendonly everysec, maxmemory allkeys-lru"
+        + (" (old and new passwords while the replicas switch)" if transition else ""),
+    )
     dropin = template(
-        name="Start Redis after Docker (it listens on the containers' gateway)",
+        name="Start Redis once its addresses exist",
         src="after-docker.j2.conf",
         dest="/etc/systemd/system/redis-server.service.d/prodstack.conf",
         cfg=cfg,
@@ -51,4 +92,18 @@ def cache(cfg: Settings) -> None:
         "redis-server.service",
         lambda: conf.did_change() or any(op.did_change() for op in tls),
         label="Redis",
+    )
+
+
+@deploy("Redis: old passwords dropped")
+def cache_finish(cfg: Settings) -> None:
+    """After the replicas use the new password: Redis stops accepting the old one."""
+    if transition_users(cfg, host.get_fact(RedisAuth) or {}) is None:
+        return
+    conf = _redis_conf(cfg, wanted_users(cfg), name="redis.conf: only the new passwords")
+    systemd.service(
+        name="Restart Redis without the old passwords",
+        service="redis-server.service",
+        restarted=True,
+        _if=conf.did_change,
     )

@@ -14,6 +14,7 @@ The profile keys share their names with the cloud profile (`size`, `replicas`, `
 from __future__ import annotations
 
 import difflib
+import hashlib
 import hmac
 import ipaddress
 import os
@@ -59,6 +60,11 @@ DOMAIN_PATTERN = re.compile(
 # Suffixes that never resolve publicly, so Let's Encrypt can't validate them.
 PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Redis ACL users: the app's (REDIS_PASSWORD), the health check's (PING only) and the
+# metrics exporter's (server statistics only).
+REDIS_USER = "prodstack"
+REDIS_HEALTH_USER = "healthcheck"
+REDIS_MONITOR_USER = "prodstack-monitor"
 RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
 # Data keys read outside group_data/all.py's names: restore.py's and backup.py's arguments.
 EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type"})
@@ -111,6 +117,7 @@ class Settings:
     app_log_level: str
     app_rate_limit_per_minute: int
     ready_timeout_seconds: int
+    migrate_timeout_seconds: int
     drain_seconds: int
     deploy_strategy: str  # rolling | blue_green
     bake_seconds: int
@@ -205,12 +212,9 @@ class Settings:
             f"{self.postgres_port}/{self.postgres_db}?{tls}"
         )
 
-    @property
-    def redis_monitor_password(self) -> str:
-        """The redis exporter's ACL password, derived from REDIS_PASSWORD (so it rotates
-        with it); it does not reveal REDIS_PASSWORD."""
-        key = self.secrets["REDIS_PASSWORD"].encode()
-        return hmac.new(key, b"prodstack-monitor", "sha256").hexdigest()
+    redis_user: str = REDIS_USER
+    redis_health_user: str = REDIS_HEALTH_USER
+    redis_monitor_user: str = REDIS_MONITOR_USER
 
     @property
     def backup_s3_endpoint(self) -> tuple[str, int | None] | None:
@@ -222,14 +226,37 @@ class Settings:
 
     @property
     def redis_url(self) -> str:
+        """The app's Redis URL, built here only (the env file and the checks use it)."""
         password = quote(self.secrets["REDIS_PASSWORD"], safe="")
         if self.db_tls:
             # rediss: the app verifies the certificate and host against our CA only.
             return (
-                f"rediss://:{password}@{self.db_address}:{self.redis_port}/0"
+                f"rediss://{self.redis_user}:{password}@{self.db_address}:{self.redis_port}/0"
                 f"?ssl_ca_certs={CA_ON_HOST}"
             )
-        return f"redis://:{password}@{self.db_address}:{self.redis_port}/0"
+        return f"redis://{self.redis_user}:{password}@{self.db_address}:{self.redis_port}/0"
+
+    def _derived_redis_password(self, purpose: bytes) -> str:
+        """A password derived one way from REDIS_PASSWORD: it needs no secret of its own,
+        rotates with REDIS_PASSWORD and reveals nothing of it."""
+        key = self.secrets["REDIS_PASSWORD"].encode()
+        return hmac.new(key, purpose, "sha256").hexdigest()
+
+    @property
+    def redis_health_password(self) -> str:
+        """The ping-only health check user's password."""
+        return self._derived_redis_password(b"prodstack redis healthcheck")
+
+    @property
+    def redis_monitor_password(self) -> str:
+        """The redis exporter's password (in its 0600 environment file)."""
+        return self._derived_redis_password(b"prodstack-monitor")
+
+
+def redis_password_hash(password: str) -> str:
+    """How a Redis ACL stores a password (`#<sha256 hex>`, without the `#`), so redis.conf
+    holds no password."""
+    return hashlib.sha256(password.encode()).hexdigest()
 
 
 def fail(key: str, value: Any, fix: str) -> SettingsError:
@@ -652,6 +679,7 @@ def settings_for(
         app_log_level=log_level,
         app_rate_limit_per_minute=_int(data, "app_rate_limit_per_minute", minimum=1),
         ready_timeout_seconds=_int(data, "ready_timeout_seconds", minimum=5, maximum=3600),
+        migrate_timeout_seconds=_int(data, "migrate_timeout_seconds", minimum=10, maximum=86400),
         drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
         deploy_strategy=strategy,
         bake_seconds=_int(data, "bake_seconds", minimum=0, maximum=86400),

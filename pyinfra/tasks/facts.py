@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 
@@ -138,6 +139,8 @@ class PostgresRoleMember(FactBase):
 
     def process(self, output):
         return "\n".join(output).strip() == "t"
+
+
 class PgbackrestRepos(FactBase):
     """The state of a pgBackRest stanza per repository, from `pgbackrest info`:
     {repo key: (status code, number of backups)}; {} before pgBackRest is set up.
@@ -166,3 +169,50 @@ class PgbackrestRepos(FactBase):
             r["key"]: (r["status"]["code"], backups.get(r["key"], 0))
             for r in stanzas[0].get("repo", [])
         }
+
+
+class MountOptions(FactBase):
+    """The options a path is mounted with, as /proc/mounts shows them (empty if it isn't a
+    mount point)."""
+
+    def command(self, path: str) -> str:
+        return f"awk -v p={shlex.quote(path)} '$2 == p {{o = $4}} END {{print o}}' /proc/mounts"
+
+    def process(self, output):
+        return [o for o in "".join(output).strip().split(",") if o]
+
+
+class InContainer(FactBase):
+    """Whether the host is a container (systemd-detect-virt): kernel modules, audit and
+    some mounts belong to the machine outside it."""
+
+    def command(self) -> str:
+        return "systemd-detect-virt --container --quiet && echo yes || echo no"
+
+    def process(self, output):
+        return "".join(output).strip() == "yes"
+
+
+class RedisAuth(FactBase):
+    """Which passwords Redis accepts now, from redis.conf: the SHA-256 hashes of each ACL
+    user's passwords (`#hash` or a plain `>password`), and of a `requirepass` password
+    (as the default user's)."""
+
+    def command(self) -> str:
+        return "grep -E '^(user|requirepass) ' /etc/redis/redis.conf 2>/dev/null || true"
+
+    def process(self, output):
+        users: dict[str, list[str]] = {}
+        for line in output:
+            words = line.split()
+            if words[0] == "requirepass" and len(words) > 1:
+                users.setdefault("default", []).append(
+                    hashlib.sha256(words[1].strip('"').encode()).hexdigest()
+                )
+            elif words[0] == "user" and len(words) > 1 and "on" in words:
+                users[words[1]] = [
+                    w[1:] if w.startswith("#") else hashlib.sha256(w[1:].encode()).hexdigest()
+                    for w in words[2:]
+                    if w.startswith(("#", ">"))
+                ]
+        return users

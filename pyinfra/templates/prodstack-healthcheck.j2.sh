@@ -16,8 +16,8 @@ check() {
 check "api /health through nginx" curl -fsS -k --max-time 5 -o /dev/null https://127.0.0.1/health
 {% endif %}
 {% if cfg.is_db %}
-check "postgresql" pg_isready -q -h 127.0.0.1 -p {{ cfg.postgres_port }} -d {{ cfg.postgres_db }}
-check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }}{% if cfg.db_tls %} --tls --cacert {{ ca_file }}{% endif %} --no-auth-warning ping | grep -qx PONG'
+check "postgresql" pg_isready -q -h 127.0.0.1 -p {{ cfg.postgres_port }} -d {{ cfg.postgres_db }} -U {{ cfg.postgres_user }}
+check "redis ping" sh -c 'redis-cli -h 127.0.0.1 -p {{ cfg.redis_port }}{% if cfg.db_tls %} --tls --cacert {{ ca_file }}{% endif %} --user {{ cfg.redis_health_user }} --no-auth-warning ping | grep -qx PONG'
 {% endif %}
 {% if cfg.is_web %}
 # The certificate's expiry, for the CertificateExpiresSoon alert: node exporter reads it

@@ -31,6 +31,7 @@ if str(PYINFRA_DIR) not in sys.path:
 
 from tasks import config as task_config  # noqa: E402
 from tasks import load_balancer  # noqa: E402
+from tasks.cache import wanted_users  # noqa: E402
 from tasks.database import tuning  # noqa: E402
 
 SECRET_NAMES = (*task_config.REQUIRED_SECRETS, *task_config.DB_SECRETS, *task_config.S3_SECRETS)
@@ -103,7 +104,8 @@ def test_postgres_redis_and_nginx_files_are_the_templates_rendered_for_the_refer
         render("postgresql.j2.conf", cfg=cfg, settings=settings)
     )
     assert rendered["/etc/redis/redis.conf"] == redacted(
-        render("redis.j2.conf", cfg=cfg, maxmemory_mb=host["host_memory_mb"] * 10 // 100)
+        render("redis.j2.conf", cfg=cfg, maxmemory_mb=host["host_memory_mb"] * 10 // 100,
+               users=wanted_users(cfg))  # fmt: skip
     )
     assert rendered["/etc/nginx/sites-available/prodstack.conf"] == redacted(
         render(
@@ -268,7 +270,10 @@ def test_no_secret_placeholder_survives_anywhere():
     rendered = files(plan)
     assert "API_TOKEN=[secret:API_TOKEN]" in rendered["/etc/prodstack/app.env"]
     assert "[secret:POSTGRES_PASSWORD]@" in rendered["/etc/prodstack/app.env"]  # in the URL
-    assert 'requirepass "[secret:REDIS_PASSWORD]"' in rendered["/etc/redis/redis.conf"]
+    # Redis keeps only SHA-256 hashes of its users' passwords: no secret in redis.conf.
+    assert "requirepass" not in rendered["/etc/redis/redis.conf"]
+    assert "[secret:" not in rendered["/etc/redis/redis.conf"]
+    assert "user default off" in rendered["/etc/redis/redis.conf"]
     pgbackrest = rendered["/etc/pgbackrest.conf"]
     assert "repo2-s3-key-secret=[secret:BACKUP_S3_SECRET_ACCESS_KEY]" in pgbackrest
     assert "repo1-cipher-pass=[secret:BACKUP_CIPHER_PASSPHRASE]" in pgbackrest

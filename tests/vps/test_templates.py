@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 import pytest
 from tasks.base import SSH_GROUP
+from tasks.cache import wanted_users
 from tasks.config import MONITORING_PORTS, settings_for
 from tasks.database import tuning
 from tasks.monitoring import scrape_jobs
@@ -66,6 +67,8 @@ def render(name: str, cfg, **extra) -> str:
         "exporter_ca": "/etc/prometheus/prodstack-ca.crt",
         **extra,
     }
+    if name == "redis.j2.conf":
+        context.setdefault("users", wanted_users(cfg))
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
 
 
