@@ -42,6 +42,9 @@ app_log_level = "info"
 app_rate_limit_per_minute = 100
 # A new replica must answer /health/ready within this time, or the deploy aborts.
 ready_timeout_seconds = 60
+# `python -m app migrate` must finish within this time (a migration stuck on a lock is
+# stopped), or the deploy aborts before any replica is replaced.
+migrate_timeout_seconds = 300
 # Seconds an old replica keeps serving in-flight requests after nginx stops routing to it.
 drain_seconds = 5
 # rolling | blue_green (the cloud profile's key and values). rolling: one replica at a
