@@ -23,6 +23,7 @@ from tasks.firewall import firewall  # noqa: E402
 from tasks.load_balancer import load_balancer  # noqa: E402
 from tasks.monitoring import monitoring  # noqa: E402
 from tasks.observability import observability  # noqa: E402
+from tasks.os_hardening import os_hardening  # noqa: E402
 from tasks.service import service  # noqa: E402
 
 db_hosts = inventory.get_group("db", None) or []
@@ -34,6 +35,7 @@ cfg = settings_for(
 
 packages_op = packages(cfg)
 hardening(cfg)
+os_hardening(cfg, packages_op=packages_op)
 firewall(cfg)
 if cfg.is_web:
     engine(cfg)

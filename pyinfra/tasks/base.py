@@ -34,6 +34,7 @@ BASE_PACKAGES = [
     "fail2ban",
     "python3-systemd",  # fail2ban's journal backend: Debian 12 has no /var/log/auth.log
     "ufw",
+    "auditd",  # a small rule set (tasks/os_hardening.py)
 ]
 
 
@@ -116,6 +117,13 @@ def hardening(cfg: Settings) -> None:
     )
     restart_on_change("fail2ban.service", jail.did_change, label="fail2ban")
 
+    # ufw applies its own sysctl file on every start, resetting some of ours.
+    ufw_default = files.line(
+        name="ufw leaves the kernel settings alone (IPT_SYSCTL=)",
+        path="/etc/default/ufw",
+        line=r"^IPT_SYSCTL=",
+        replace="IPT_SYSCTL=",
+    )
     sysctl = template(
         name="Kernel hardening (dev-sec baseline, ip_forward kept for Docker)",
         src="sysctl.j2.conf",
@@ -128,7 +136,7 @@ def hardening(cfg: Settings) -> None:
         service="systemd-sysctl.service",
         running=None,
         restarted=True,
-        _if=sysctl.did_change,
+        _if=lambda: sysctl.did_change() or ufw_default.did_change(),
     )
 
 
