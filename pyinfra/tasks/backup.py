@@ -11,11 +11,12 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server
+from pyinfra.operations import files, server, systemd
 
 from tasks.config import Settings
 from tasks.database import postgres_version
 from tasks.facts import PgbackrestRepos
+from tasks.monitoring import TEXTFILE_DIR
 from tasks.templates import put, template, timers
 
 STANZA = "prodstack"
@@ -27,6 +28,12 @@ UNITS = (
     "prodstack-restore-drill.service",
     "prodstack-restore-drill.timer",
 )
+# The sandbox drop-in of every unit above: by systemd's prefix drop-ins,
+# prodstack-backup-.service.d/ applies to every prodstack-backup-*.service.
+SANDBOXED = {
+    "prodstack-backup-.service": "prodstack-backup-*.service",
+    "prodstack-restore-drill.service": "prodstack-restore-drill.service",
+}
 # The plaintext pg_dump rotation these units ran is gone; pgBackRest replaces it.
 RETIRED_UNITS = (
     "prodstack-backup.timer",
@@ -90,6 +97,21 @@ def backup(cfg: Settings) -> None:
         name="Backup points (row counts the drill checks against)",
         path="/var/lib/prodstack/backup-points",
         mode="700",
+    )
+    sandbox = [
+        template(
+            name=f"Sandbox for {units}",
+            src="backup-sandbox.j2.conf",
+            dest=f"/etc/systemd/system/{unit}.d/prodstack-sandbox.conf",
+            units=units,
+            drill=unit.startswith("prodstack-restore-drill"),
+            textfile_dir=TEXTFILE_DIR,
+        )
+        for unit, units in SANDBOXED.items()
+    ]
+    systemd.daemon_reload(
+        name="Reload systemd units (backup sandbox)",
+        _if=lambda: any(op.did_change() for op in sandbox),
     )
     timers(cfg, UNITS, label="backups")
     # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may

@@ -4,6 +4,7 @@ journal; on a web host it also exports the TLS certificate's expiry for Promethe
 from __future__ import annotations
 
 from pyinfra.api import deploy
+from pyinfra.operations import files, server
 
 from tasks.config import Settings
 from tasks.load_balancer import CERT
@@ -11,9 +12,32 @@ from tasks.monitoring import TEXTFILE_DIR
 from tasks.pki import CA_ON_HOST
 from tasks.templates import template, timers
 
+# The health check's own user (prodstack-healthcheck.service runs sandboxed as it).
+HEALTH_USER = "prodstack-health"
+
 
 @deploy("Health checks")
 def observability(cfg: Settings) -> None:
+    server.group(name=f"Group {HEALTH_USER}", group=HEALTH_USER, system=True)
+    server.user(
+        name=f"System user {HEALTH_USER} (the sandboxed health check)",
+        user=HEALTH_USER,
+        group=HEALTH_USER,
+        system=True,
+        home="/nonexistent",
+        create_home=False,
+        shell="/usr/sbin/nologin",
+    )
+    if cfg.is_web:
+        # The health check writes the certificate-expiry metric here; the sticky bit keeps
+        # it from removing or replacing the backups' and drills' files (root's).
+        files.directory(
+            name="Textfile metrics directory: root's, the health check's group may add files",
+            path=TEXTFILE_DIR,
+            user="root",
+            group=HEALTH_USER,
+            mode="1775",
+        )
     template(
         name="prodstack-healthcheck",
         src="prodstack-healthcheck.j2.sh",
@@ -33,5 +57,11 @@ def observability(cfg: Settings) -> None:
         cfg=cfg,
     )
     timers(
-        cfg, ("prodstack-healthcheck.service", "prodstack-healthcheck.timer"), label="monitoring"
+        cfg,
+        ("prodstack-healthcheck.service", "prodstack-healthcheck.timer"),
+        label="monitoring",
+        health_user=HEALTH_USER,
+        cert=CERT,
+        ca_file=CA_ON_HOST,
+        textfile_dir=TEXTFILE_DIR,
     )

@@ -36,15 +36,17 @@ def put(*, src: str, dest: str, mode: str = "755", **kwargs):
     )
 
 
-def timers(cfg, units: tuple[str, ...], *, label: str) -> None:
-    """Install systemd units from templates/<unit>.j2.<type>, reload systemd only when one
-    changed, and keep every timer among them enabled and running."""
+def timers(cfg, units: tuple[str, ...], *, label: str, **data) -> None:
+    """Install systemd units from templates/<unit>.j2.<type> (rendered with cfg and
+    `data`), reload systemd only when one changed, and keep every timer among them
+    enabled and running."""
     ops = [
         template(
             name=f"Unit {unit}",
             src=unit.replace(".", ".j2.", 1),
             dest=f"/etc/systemd/system/{unit}",
             cfg=cfg,
+            **data,
         )
         for unit in units
     ]
