@@ -12,10 +12,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # wrk: the benchmark's load generator. openssh-client: pyinfra's transport.
 # shellcheck: actionlint's checks of the workflows' shell steps.
 # prometheus, prometheus-alertmanager: promtool and amtool for the alert-rule unit tests.
+# ssh-audit, sslscan: the VPS hardening baselines, audited from outside the test host.
 PACKAGES=(
   python3 python3-venv ca-certificates curl git iproute2 openssh-client openssl
   postgresql redis-server nginx debootstrap wrk shellcheck
-  prometheus prometheus-alertmanager
+  prometheus prometheus-alertmanager ssh-audit sslscan
 )
 # A host that already has a Docker engine (GitHub's runners ship docker-ce) keeps it.
 command -v dockerd >/dev/null 2>&1 || PACKAGES+=(docker.io)

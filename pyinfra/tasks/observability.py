@@ -18,15 +18,16 @@ HEALTH_USER = "prodstack-health"
 
 @deploy("Health checks")
 def observability(cfg: Settings) -> None:
-    server.group(name=f"Group {HEALTH_USER}", group=HEALTH_USER, system=True)
-    server.user(
-        name=f"System user {HEALTH_USER} (the sandboxed health check)",
-        user=HEALTH_USER,
-        group=HEALTH_USER,
-        system=True,
-        home="/nonexistent",
-        create_home=False,
-        shell="/usr/sbin/nologin",
+    user = template(
+        name=f"System user {HEALTH_USER} (systemd-sysusers)",
+        src="sysusers-prodstack.j2.conf",
+        dest="/etc/sysusers.d/prodstack.conf",
+        health_user=HEALTH_USER,
+    )
+    server.shell(
+        name=f"Create the system user {HEALTH_USER}",
+        commands=["systemd-sysusers /etc/sysusers.d/prodstack.conf"],
+        _if=user.did_change,
     )
     if cfg.is_web:
         # The health check writes the certificate-expiry metric here; the sticky bit keeps

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tasks.config import MONITORING_PORTS, settings_for
+from tasks.config import MONITORING_PORTS, redis_password_hash, settings_for
 from tasks.monitoring import receiver_warning, retention_size_mb, scrape_jobs
 
 from tests.vps.test_templates import render
@@ -265,7 +265,9 @@ def test_redis_monitor_user_has_no_keys_config_or_admin(data, environ):
         if line.startswith("user prodstack-monitor ")
     )  # fmt: skip
     rules = line.split()
-    assert rules[2] == "on" and rules[3] == f">{cfg.redis_monitor_password}"
+    # Only the password's SHA-256 hash is in redis.conf.
+    assert rules[2] == "on" and rules[3] == f"#{redis_password_hash(cfg.redis_monitor_password)}"
+    assert cfg.redis_monitor_password not in line
     assert {"resetkeys", "resetchannels", "-@all"} <= set(rules)
     allowed = {r for r in rules if r.startswith("+")}
     assert allowed <= {"+ping", "+info", "+select", "+client|setname", "+slowlog|get",

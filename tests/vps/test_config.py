@@ -24,7 +24,7 @@ def test_defaults_work_from_an_address_and_a_key(data, environ):
     assert cfg.db_client_cidrs == ("172.30.232.0/24",)
     assert cfg.backup_retention_days == 30
     assert cfg.database_url.startswith("postgresql://prodstack:pg-password-")
-    assert cfg.redis_url == "redis://:redis-password-0123456789@172.30.232.1:6379/0"
+    assert cfg.redis_url == "redis://prodstack:redis-password-0123456789@172.30.232.1:6379/0"
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -47,7 +47,8 @@ def cluster(images, tmp_path_factory):
     secrets_file = workdir / "secrets.env"
     secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
     secrets_file.chmod(0o600)
-    tag = f"vps-multihost-{os.getpid()}"
+    # PRODSTACK_E2E_NAME: a recognisable prefix for the hosts and network (a shared machine).
+    tag = f"{os.environ.get('PRODSTACK_E2E_NAME') or 'vps-multihost'}-{os.getpid()}"
     c = Cluster(tag, SUBNET, workdir, key)
     c.secrets = secrets
     c.data = {
@@ -266,6 +267,12 @@ def test_db_host_reboot_brings_everything_back_without_a_redeploy(cluster):
                 break
             time.sleep(1)
         assert state == "active", db.run(f"systemctl status {unit} --no-pager", check=False).stdout
+    # The OS hardening comes back with the host too (what a container lets apply, §11).
+    options = db.run("awk '$2 == \"/proc\" {print $4}' /proc/mounts").stdout
+    assert "hidepid=invisible" in options.split(","), options
+    assert db.run("systemctl is-failed auditd.service", check=False).stdout.strip() != "failed"
+    sysctl = db.run("cat /etc/sysctl.d/60-prodstack-hardening.conf").stdout.splitlines()
+    assert "net.ipv4.ip_nonlocal_bind = 1" in sysctl
 
 
 def test_three_hosts_a_second_web_host_joins(cluster):

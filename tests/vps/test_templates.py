@@ -14,6 +14,8 @@ from tasks.cache import wanted_users
 from tasks.config import MONITORING_PORTS, settings_for
 from tasks.database import tuning
 from tasks.monitoring import scrape_jobs
+from tasks.observability import HEALTH_USER
+from tasks.os_hardening import BLACKLISTED_MODULES, PROC_GROUP
 from tasks.templates import FILES, TEMPLATES
 
 TEMPLATE_NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2.*"))
@@ -65,6 +67,11 @@ def render(name: str, cfg, **extra) -> str:
         "alertmanager_url": "http://127.0.0.1:9093",
         "slack": False,
         "exporter_ca": "/etc/prometheus/prodstack-ca.crt",
+        "health_user": HEALTH_USER,
+        "units": "prodstack-backup-*.service",
+        "drill": False,
+        "modules": BLACKLISTED_MODULES,
+        "proc_group": PROC_GROUP,
         **extra,
     }
     if name == "redis.j2.conf":
@@ -107,7 +114,7 @@ def test_redis_and_postgres_settings(data, environ):
     redis = render("redis.j2.conf", cfg)
     for line in (
         "bind 127.0.0.1 172.30.232.1",
-        'requirepass "redis-password-0123456789"',
+        "user default off resetpass -@all",
         "appendonly yes",
         "appendfsync everysec",
         "maxmemory 409mb",
@@ -254,6 +261,93 @@ def test_release_settings_carry_the_strategy_and_bake(data, environ, strategy):
     assert release["ca_file"] is None  # one host: no private CA to mount
 
 
+# --- Finding 6: Redis ACL users, checked against a real redis-server ------------------------
+
+
+def _redis_server(tmp_path: Path, conf_text: str):
+    """A redis-server on a free loopback port with the rendered ACL lines (bind, port, dir and
+    supervision swapped for the test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    keep = [line for line in conf_text.splitlines() if line.startswith("user ")]
+    (tmp_path / "redis.conf").write_text(
+        "\n".join(
+            [f"port {port}", "bind 127.0.0.1", f"dir {tmp_path}", 'save ""', "appendonly no", *keep]
+        )
+        + "\n"  # fmt: skip
+    )
+    proc = subprocess.Popen(["redis-server", str(tmp_path / "redis.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return proc, port
+
+
+def _redis_cli(port: int, *args: str, user: str | None = None, password: str | None = None):
+    env = {"REDISCLI_AUTH": password} if password else {}
+    command = ["redis-cli", "-p", str(port), "--no-auth-warning"]
+    if user:
+        command += ["--user", user]
+    out = subprocess.run([*command, *args], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", **env})  # fmt: skip
+    return (out.stdout + out.stderr).strip()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_redis_acl_users_do_only_what_they_must(tmp_path: Path, data, environ):
+    import time
+
+    from tasks.cache import transition_users
+    from tasks.config import redis_password_hash
+
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    conf = render("redis.j2.conf", cfg)
+    assert cfg.secrets["REDIS_PASSWORD"] not in conf  # hashes only
+    assert "requirepass" not in conf
+    app, health = cfg.secrets["REDIS_PASSWORD"], cfg.redis_health_password
+    assert app not in health
+    # A rotation from an old password: old and new both accepted while replicas switch.
+    old = "old-redis-password-0123456789"
+    current = {"prodstack": [redis_password_hash(old)], "default": [redis_password_hash(old)]}
+    rotation = render("redis.j2.conf", cfg, users=transition_users(cfg, current))
+    assert transition_users(cfg, {k: v for k, v in wanted_users(cfg).items()}) is None
+    for text, old_ok in ((conf, False), (rotation, True)):
+        directory = tmp_path / ("rotation" if old_ok else "final")
+        directory.mkdir()
+        proc, port = _redis_server(directory, text)
+        try:
+            deadline = time.monotonic() + 10
+            while "NOAUTH" not in _redis_cli(port, "ping") and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "NOAUTH" in _redis_cli(port, "ping")  # the default user is off
+            assert _redis_cli(port, "set", "k", "v", user="prodstack", password=app) == "OK"
+            assert _redis_cli(port, "get", "k", user="prodstack", password=app) == "v"
+            for dangerous in (["config", "get", "dir"], ["flushall"], ["keys", "*"],
+                              ["acl", "list"], ["shutdown"]):  # fmt: skip
+                assert "NOPERM" in _redis_cli(port, *dangerous, user="prodstack", password=app)
+            assert _redis_cli(port, "ping", user="healthcheck", password=health) == "PONG"
+            assert "NOPERM" in _redis_cli(port, "get", "k", user="healthcheck", password=health)
+            old_reply = _redis_cli(port, "get", "k", user="prodstack", password=old)
+            assert (old_reply == "v") is old_ok, old_reply
+            legacy = _redis_cli(port, "get", "k", password=old)  # old replicas: no user name
+            assert (legacy == "v") is old_ok, legacy
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def test_app_and_health_check_use_their_redis_users(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    assert cfg.redis_url.startswith("redis://prodstack:")
+    env = render("healthcheck.j2.env", cfg)
+    assert cfg.secrets["REDIS_PASSWORD"] not in env
+    assert f"REDISCLI_AUTH={cfg.redis_health_password}" in env
+    assert "--user healthcheck" in render("prodstack-healthcheck.j2.sh", cfg)
+    sysctl = render("sysctl.j2.conf", cfg)
+    assert "vm.overcommit_memory = 1" in sysctl.splitlines()
+
+
 # --- Issue 10, findings 5 and 13 ------------------------------------------------------------
 
 
@@ -263,6 +357,109 @@ def test_loopback_guard_drops_loopback_traffic_from_other_interfaces(data, envir
     assert "After=docker.service ufw.service" in unit
     assert "-t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP" in unit
     assert "! -i lo -d ::1/128 -j DROP" in unit
+
+
+# --- Finding 9: kernel settings --------------------------------------------------------------
+
+
+def _sysctl(cfg) -> dict[str, str]:
+    lines = render("sysctl.j2.conf", cfg).splitlines()
+    return dict(line.split(" = ", 1) for line in lines if " = " in line and line[0] != "#")
+
+
+def test_sysctl_has_the_dev_sec_set(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    sysctl = _sysctl(cfg)
+    for key, value in {
+        "kernel.kexec_load_disabled": "1", "vm.mmap_rnd_bits": "32",
+        "net.ipv6.conf.all.accept_ra": "0", "net.ipv6.conf.default.accept_ra": "0",
+        "kernel.unprivileged_bpf_disabled": "1", "fs.protected_fifos": "2",
+        "fs.protected_regular": "2", "fs.suid_dumpable": "0", "kernel.yama.ptrace_scope": "1",
+        "net.ipv4.tcp_syncookies": "1", "kernel.core_pattern": "|/bin/false",
+    }.items():  # fmt: skip
+        assert sysctl.get(key) == value, key
+
+
+def test_core_dumps_off_and_legacy_protocols_never_load(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    assert "*    hard    core    0" in render("limits-core.j2.conf", cfg).splitlines()
+    assert "Storage=none" in render("coredump.j2.conf", cfg).splitlines()
+    blacklist = render("modprobe-blacklist.j2.conf", cfg).splitlines()
+    for module in ("dccp", "sctp", "rds", "tipc"):
+        assert f"install {module} /bin/false" in blacklist
+
+
+# --- Finding 10: systemd sandboxing ----------------------------------------------------------
+
+
+def _unit_options(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+
+
+def test_health_check_unit_is_sandboxed(data, environ):
+    """Its own user (not DynamicUser: it writes a metric into the textfile directory), no
+    capabilities, a read-only system; the files it reads below /etc/prodstack arrive as
+    systemd credentials."""
+    for override, groups in PROFILES.values():
+        cfg = settings_for({**data, **override}, groups, environ=environ)
+        text = render("prodstack-healthcheck.j2.service", cfg)
+        unit = _unit_options(text)
+        for key, value in {"User": HEALTH_USER, "NoNewPrivileges": "yes",
+                           "ProtectSystem": "strict", "PrivateTmp": "yes", "ProtectHome": "yes",
+                           "CapabilityBoundingSet": "", "ProtectProc": "invisible",
+                           "RestrictSUIDSGID": "yes"}.items():  # fmt: skip
+            assert unit.get(key) == value, (key, groups)
+        assert "DynamicUser" not in unit
+        credentials = [line for line in text.splitlines() if line.startswith("LoadCredential=")]
+        writable = unit.get("ReadWritePaths", "").split()
+        if cfg.is_web:
+            assert "LoadCredential=tls-certificate:/etc/prodstack/tls/fullchain.pem" in credentials
+            assert writable == ["/var/lib/prometheus/node-exporter"]
+        else:
+            assert writable == []
+        if cfg.is_db and cfg.db_tls:
+            assert "LoadCredential=ca.crt:/etc/prodstack/ca.crt" in credentials
+        script = render("prodstack-healthcheck.j2.sh", cfg)
+        if cfg.is_web:
+            assert "$CREDENTIALS_DIRECTORY/tls-certificate" in script
+
+
+def test_backup_units_get_the_sandbox_drop_in(data, environ):
+    from tasks.backup import SANDBOXED, UNITS
+
+    # Every backup and drill service is covered: by name, or by the prefix drop-in.
+    services = [u for u in UNITS if u.endswith(".service")]
+    assert services
+    for unit in services:
+        assert any(unit == d or (d.endswith("-.service") and unit.startswith(d[:-len(".service")]))
+                   for d in SANDBOXED), unit  # fmt: skip
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    for dropin, units in SANDBOXED.items():
+        drill = dropin.startswith("prodstack-restore-drill")
+        text = render("backup-sandbox.j2.conf", cfg, units=units, drill=drill)
+        options = _unit_options(text)
+        assert options["NoNewPrivileges"] == "yes" and options["ProtectSystem"] == "strict"
+        assert options["PrivateTmp"] == "yes" and options["ProtectHome"] == "yes"
+        # pgBackRest's repository, log and spool, the data directory (and the drill's
+        # scratch cluster under it), the backup points and the textfile metrics.
+        assert set(options["ReadWritePaths"].split()) >= {
+            "/var/lib/pgbackrest", "/var/log/pgbackrest", "/var/spool/pgbackrest",
+            "/var/lib/postgresql", "/var/lib/prodstack/backup-points",
+            "/var/lib/prometheus/node-exporter",
+        }  # fmt: skip
+        caps = set(options["CapabilityBoundingSet"].split())
+        assert "CAP_SYS_ADMIN" not in caps and "CAP_NET_ADMIN" not in caps
+    # pgBackRest's locks are outside the units' private /tmp, so every process sees them.
+    assert "lock-path=/var/spool/pgbackrest/lock" in render(
+        "pgbackrest.j2.conf", cfg).splitlines()  # fmt: skip
+    # OnFailure and the time limit stay in the units themselves.
+    for unit in services:
+        text = render(unit.replace(".", ".j2.", 1), cfg)
+        assert "OnFailure=prodstack-alert@%n.service" in text.splitlines(), unit
+        assert any(line.startswith("TimeoutStartSec=") for line in text.splitlines()), unit
+
+
+# --- Findings 13 and 15 -------------------------------------------------------------------
 
 
 def test_letsencrypt_email_is_quoted(data, environ):
@@ -312,3 +509,29 @@ def test_files_holding_secrets_are_uploaded_through_the_0700_directory(data, env
 def test_nginx_logs_rotate_by_size_too(data, environ):
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     assert "    maxsize 100M" in render("logrotate-nginx.j2.conf", cfg).splitlines()
+
+
+def test_db_only_host_starts_its_services_after_the_network_is_online(data, environ):
+    override, groups = PROFILES["db-host"]
+    cfg = settings_for({**data, **override}, groups, environ=environ)
+    dropin = render("after-docker.j2.conf", cfg).splitlines()
+    assert "After=network-online.target" in dropin and "Wants=network-online.target" in dropin
+    assert "After=docker.service" not in dropin
+    assert _sysctl(cfg)["net.ipv4.ip_nonlocal_bind"] == "1"
+    assert _sysctl(cfg)["net.ipv4.ip_forward"] == "0"
+
+
+# --- Finding 11: containers ----------------------------------------------------------------
+
+
+def test_replicas_and_migrate_run_confined():
+    import runpy
+
+    release = runpy.run_path(str(FILES / "prodstack-release"))
+    cfg = {"memory_mb": 384, "cpus": 1.0, "env_file": "/etc/prodstack/app.env",
+           "network": "prodstack"}  # fmt: skip
+    args = release["confined"](cfg)
+    assert "--read-only" in args
+    assert args[args.index("--tmpfs") + 1].startswith("/tmp:")
+    assert args[args.index("--cap-drop") + 1] == "ALL"
+    assert "--memory" in args and "--pids-limit" in args
