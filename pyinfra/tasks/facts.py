@@ -205,6 +205,8 @@ class RedisAuth(FactBase):
         users: dict[str, list[str]] = {}
         for line in output:
             words = line.split()
+            if not words:
+                continue
             if words[0] == "requirepass" and len(words) > 1:
                 users.setdefault("default", []).append(
                     hashlib.sha256(words[1].strip('"').encode()).hexdigest()

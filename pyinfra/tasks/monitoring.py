@@ -26,7 +26,10 @@ API_TARGETS = "/etc/prometheus/targets/api.json"
 # node exporter's textfile collector (Debian's default): backups, drills and the health
 # check write their metrics here, atomically (temp file, then rename).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-# The private CA (tasks/pki.py), readable by the exporters (split layout only).
+# The system user the sandboxed health check runs as (created by tasks/observability.py).
+HEALTH_USER = "prodstack-health"
+# The private CA (tasks/pki.py), readable by the exporters and the health check (split
+# layout only).
 EXPORTER_CA = "/etc/prometheus/prodstack-ca.crt"
 ALERTMANAGER_URL = f"http://127.0.0.1:{MONITORING_PORTS['alertmanager']}"
 
@@ -85,12 +88,14 @@ def monitoring(cfg: Settings) -> None:
 
     files.directory(name="Rules directory", path="/etc/prometheus/rules", mode="755")
     files.directory(name="Targets directory", path="/etc/prometheus/targets", mode="755")
+    # The sandboxed health check (its own user, tasks/observability.py) adds its metric
+    # through the group; the sticky bit keeps it from removing or replacing anyone else's.
     files.directory(
-        name="Textfile collector directory",
+        name="Textfile collector directory (the health check's group may add files)",
         path=TEXTFILE_DIR,
-        mode="755",
+        mode="1775",
         user="prometheus",
-        group="prometheus",
+        group=HEALTH_USER,
     )
 
     node = template(
@@ -172,7 +177,8 @@ def database_exporters(cfg: Settings, ctx: dict) -> None:
     )
     watched = []
     if cfg.db_tls:
-        # The exporter runs as `prometheus`, which cannot enter /etc/prodstack (0750).
+        # The exporter runs as `prometheus` and the health check as its own user; neither
+        # can enter /etc/prodstack (0750).
         watched.append(
             files.put(
                 name="Private CA certificate (redis exporter)",

@@ -4,16 +4,12 @@ journal; on a web host it also exports the TLS certificate's expiry for Promethe
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from tasks.config import Settings
 from tasks.load_balancer import CERT
-from tasks.monitoring import TEXTFILE_DIR
-from tasks.pki import CA_ON_HOST
+from tasks.monitoring import EXPORTER_CA, HEALTH_USER, TEXTFILE_DIR
 from tasks.templates import template, timers
-
-# The health check's own user (prodstack-healthcheck.service runs sandboxed as it).
-HEALTH_USER = "prodstack-health"
 
 
 @deploy("Health checks")
@@ -29,23 +25,14 @@ def observability(cfg: Settings) -> None:
         commands=["systemd-sysusers /etc/sysusers.d/prodstack.conf"],
         _if=user.did_change,
     )
-    if cfg.is_web:
-        # The health check writes the certificate-expiry metric here; the sticky bit keeps
-        # it from removing or replacing the backups' and drills' files (root's).
-        files.directory(
-            name="Textfile metrics directory: root's, the health check's group may add files",
-            path=TEXTFILE_DIR,
-            user="root",
-            group=HEALTH_USER,
-            mode="1775",
-        )
     template(
         name="prodstack-healthcheck",
         src="prodstack-healthcheck.j2.sh",
         dest="/usr/local/sbin/prodstack-healthcheck",
         mode="755",
         cfg=cfg,
-        ca_file=CA_ON_HOST,
+        # The private CA's public copy (tasks/monitoring.py): the sandboxed user can read it.
+        ca_file=EXPORTER_CA,
         cert=CERT,
         textfile_dir=TEXTFILE_DIR,
     )
@@ -62,7 +49,5 @@ def observability(cfg: Settings) -> None:
         ("prodstack-healthcheck.service", "prodstack-healthcheck.timer"),
         label="monitoring",
         health_user=HEALTH_USER,
-        cert=CERT,
-        ca_file=CA_ON_HOST,
         textfile_dir=TEXTFILE_DIR,
     )

@@ -13,8 +13,7 @@ from tasks.base import SSH_GROUP
 from tasks.cache import wanted_users
 from tasks.config import MONITORING_PORTS, settings_for
 from tasks.database import tuning
-from tasks.monitoring import scrape_jobs
-from tasks.observability import HEALTH_USER
+from tasks.monitoring import HEALTH_USER, scrape_jobs
 from tasks.os_hardening import BLACKLISTED_MODULES, PROC_GROUP
 from tasks.templates import FILES, TEMPLATES
 
@@ -327,7 +326,15 @@ def test_redis_acl_users_do_only_what_they_must(tmp_path: Path, data, environ):
                               ["acl", "list"], ["shutdown"]):  # fmt: skip
                 assert "NOPERM" in _redis_cli(port, *dangerous, user="prodstack", password=app)
             assert _redis_cli(port, "ping", user="healthcheck", password=health) == "PONG"
-            assert "NOPERM" in _redis_cli(port, "get", "k", user="healthcheck", password=health)
+            for command in (["get", "k"], ["info"], ["config", "get", "dir"], ["flushall"]):
+                assert "NOPERM" in _redis_cli(port, *command, user="healthcheck",
+                                              password=health), command  # fmt: skip
+            # The exporter's user: server statistics, nothing else.
+            monitor = {"user": cfg.redis_monitor_user, "password": cfg.redis_monitor_password}
+            assert "redis_version:" in _redis_cli(port, "info", "server", **monitor)
+            for command in (["get", "k"], ["config", "get", "dir"], ["flushall"], ["keys", "*"],
+                            ["acl", "list"]):  # fmt: skip
+                assert "NOPERM" in _redis_cli(port, *command, **monitor), command
             old_reply = _redis_cli(port, "get", "k", user="prodstack", password=old)
             assert (old_reply == "v") is old_ok, old_reply
             legacy = _redis_cli(port, "get", "k", password=old)  # old replicas: no user name
@@ -335,6 +342,34 @@ def test_redis_acl_users_do_only_what_they_must(tmp_path: Path, data, environ):
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+def test_the_move_from_requirepass_keeps_old_clients_working_until_the_end(data, environ):
+    """Finding 13 (seamless): a host still on `requirepass` (and the exporter's plain
+    `>password`) is read back as hashes; the first redis.conf accepts the old password as
+    the default user's, the last one has `default` off again."""
+    from tasks.cache import transition_users
+    from tasks.config import redis_password_hash
+    from tasks.facts import RedisAuth
+
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    before = ['requirepass "old-redis-password-0123456789"',
+              f"user prodstack-monitor on >{cfg.redis_monitor_password} resetkeys -@all +info"]
+    current = RedisAuth().process(before)
+    old = redis_password_hash("old-redis-password-0123456789")
+    assert current == {"default": [old],
+                       "prodstack-monitor": [redis_password_hash(cfg.redis_monitor_password)]}
+    during = transition_users(cfg, current)
+    assert during["default"] == [old]
+    assert during[cfg.redis_monitor_user] == wanted_users(cfg)[cfg.redis_monitor_user]
+    first = render("redis.j2.conf", cfg, users=during)
+    assert f"user default on #{old} ~* &* +@all" in first.splitlines()
+    # What the deploy reads back after that first step still needs the last one ...
+    assert transition_users(cfg, RedisAuth().process(first.splitlines())) is not None
+    # ... and once it wrote the final file, nothing is left to do.
+    final = render("redis.j2.conf", cfg)
+    assert transition_users(cfg, RedisAuth().process(final.splitlines())) is None
+    assert "user default off resetpass -@all" in final.splitlines()
 
 
 def test_app_and_health_check_use_their_redis_users(data, environ):
@@ -398,8 +433,7 @@ def _unit_options(text: str) -> dict[str, str]:
 
 def test_health_check_unit_is_sandboxed(data, environ):
     """Its own user (not DynamicUser: it writes a metric into the textfile directory), no
-    capabilities, a read-only system; the files it reads below /etc/prodstack arrive as
-    systemd credentials."""
+    capabilities, a read-only system, and nothing to read below /etc/prodstack."""
     for override, groups in PROFILES.values():
         cfg = settings_for({**data, **override}, groups, environ=environ)
         text = render("prodstack-healthcheck.j2.service", cfg)
@@ -410,18 +444,14 @@ def test_health_check_unit_is_sandboxed(data, environ):
                            "RestrictSUIDSGID": "yes"}.items():  # fmt: skip
             assert unit.get(key) == value, (key, groups)
         assert "DynamicUser" not in unit
-        credentials = [line for line in text.splitlines() if line.startswith("LoadCredential=")]
         writable = unit.get("ReadWritePaths", "").split()
+        assert writable == (["/var/lib/prometheus/node-exporter"] if cfg.is_web else [])
+        # Nothing it reads is below /etc/prodstack (root's 0750), out of its user's reach.
+        script = render("prodstack-healthcheck.j2.sh", cfg,
+                        ca_file="/etc/prometheus/prodstack-ca.crt")  # fmt: skip
+        assert "/etc/prodstack" not in script.replace("/etc/prodstack/tls/fullchain.pem", "")
         if cfg.is_web:
-            assert "LoadCredential=tls-certificate:/etc/prodstack/tls/fullchain.pem" in credentials
-            assert writable == ["/var/lib/prometheus/node-exporter"]
-        else:
-            assert writable == []
-        if cfg.is_db and cfg.db_tls:
-            assert "LoadCredential=ca.crt:/etc/prodstack/ca.crt" in credentials
-        script = render("prodstack-healthcheck.j2.sh", cfg)
-        if cfg.is_web:
-            assert "$CREDENTIALS_DIRECTORY/tls-certificate" in script
+            assert "openssl s_client -connect 127.0.0.1:443" in script
 
 
 def test_backup_units_get_the_sandbox_drop_in(data, environ):
