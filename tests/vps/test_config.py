@@ -65,6 +65,8 @@ def test_explicit_replicas_win_over_size(data, environ):
         ({"deploy_strategy": "blue-green"}, "`deploy_strategy`"),
         ({"bake_seconds": -1}, "`bake_seconds`"),
         ({"bake_seconds": 86401}, "`bake_seconds`"),
+        ({"migrate_timeout_seconds": 5}, "`migrate_timeout_seconds`"),
+        ({"migrate_timeout_seconds": "soon"}, "`migrate_timeout_seconds`"),
     ],
 )
 def test_invalid_data_fails_naming_the_key(data, environ, override, key):

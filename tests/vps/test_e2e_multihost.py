@@ -153,7 +153,8 @@ def redis(context):
     try:
         if context:
             s = context.wrap_socket(s, server_hostname=r.hostname)
-        s.sendall(f"AUTH {r.password}\r\nPING\r\n".encode())
+        # The app's ACL user (Redis's default user is off).
+        s.sendall(f"AUTH {r.username} {r.password}\r\nPING\r\n".encode())
         data = b""
         while b"PONG" not in data:
             chunk = s.recv(100)
@@ -268,7 +269,7 @@ def test_db_host_reboot_brings_everything_back_without_a_redeploy(cluster):
             time.sleep(1)
         assert state == "active", db.run(f"systemctl status {unit} --no-pager", check=False).stdout
     # The OS hardening comes back with the host too (what a container lets apply, §11).
-    options = db.run("awk '$2 == \"/proc\" {print $4}' /proc/mounts").stdout
+    options = db.run("awk '$2 == \"/proc\" {print $4}' /proc/mounts").stdout.strip()
     assert "hidepid=invisible" in options.split(","), options
     assert db.run("systemctl is-failed auditd.service", check=False).stdout.strip() != "failed"
     sysctl = db.run("cat /etc/sysctl.d/60-prodstack-hardening.conf").stdout.splitlines()
