@@ -180,7 +180,8 @@ def capacity(bench: Mapping[str, Any], vcpu: float, replicas: int,
 
 def connection_budget(max_connections: int, replicas: int, *, surge: int,
                       pool: int = DB_POOL_MAX, workers: int = WEB_CONCURRENCY) -> dict[str, Any]:
-    """Connections the replicas may open against `max_connections`.
+    """The VPS profile's connections against `max_connections` (the cloud side uses the
+    budget its stack enforces, `_cloud_budget`; the VPS deploy enforces none yet).
 
     `surge` is the most replicas alive at once (a rolling deploy starts new ones before
     the old ones stop).
@@ -232,14 +233,12 @@ def cloud_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, 
     workers = int(_env(task, "WEB_CONCURRENCY") or WEB_CONCURRENCY) if task else WEB_CONCURRENCY
     pool = int(_env(task, "DB_POOL_MAX") or DB_POOL_MAX) if task else DB_POOL_MAX
     db = _resource(plan, "aws:rds/instance:Instance")[0]["inputs"]
-    surge = max_replicas * int(s.get("deploymentMaximumPercent", 200)) // 100
     subnets = len((s.get("networkConfiguration") or {}).get("subnets") or [])
     cache = _resource(plan, "aws:elasticache/replicationGroup:ReplicationGroup")
     failover = bool(cache and cache[0]["inputs"].get("automaticFailoverEnabled"))
     return {
         "capacity": capacity(bench, vcpu, replicas, max_replicas),
-        "db_budget": connection_budget(_max_connections(plan, db["instanceClass"]), replicas,
-                                       surge=surge, pool=pool, workers=workers),
+        "db_budget": _cloud_budget(plan, db["instanceClass"], max_replicas, pool, workers),
         "availability": (
             f"{'Multi-AZ' if db.get('multiAz') else 'single-AZ'} database "
             f"({db['instanceClass']}), tasks across {subnets} AZs, cache "
@@ -257,19 +256,28 @@ def _cloud_operate(service: Mapping[str, Any]) -> list[str]:
     return [line.format(deploy=deploy) for line in OPERATE["cloud"]]
 
 
-def _max_connections(plan: Mapping[str, Any], instance_class: str) -> int:
-    """`max_connections` as the plan's parameter group sets it, else as the component would.
+def _cloud_budget(plan: Mapping[str, Any], instance_class: str, max_replicas: int,
+                  pool: int, workers: int) -> dict[str, Any]:
+    """The connection budget the stack itself enforces (stacks/config.py), for this plan:
+    reserved slots, the deployment surge, the migrate task and an RDS Proxy's share."""
+    from stacks.config import DEPLOY_SURGE
+    from stacks.config import connection_budget as stack_budget
 
-    components/database.py scales the seed's 200 connections per 8 GiB to the class's
-    memory (at least 80) and writes it into the parameter group.
-    """
-    for group in _resource(plan, "aws:rds/parameterGroup:ParameterGroup"):
-        for parameter in group["inputs"].get("parameters", []):
-            if parameter.get("name") == "max_connections":
-                return int(parameter["value"])
-    from components.database import INSTANCE_MEMORY_GIB, tuned_parameters
-
-    return int(tuned_parameters(INSTANCE_MEMORY_GIB[instance_class], 500)["max_connections"])
+    proxy_percent = None
+    for group in _resource(plan, "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup"):
+        pool_config = group["inputs"].get("connectionPoolConfig") or {}
+        proxy_percent = int(pool_config.get("maxConnectionsPercent", 100))
+    budget = stack_budget(instance_class, max_replicas=max_replicas, web_concurrency=workers,
+                          db_pool_max=pool, proxy_percent=proxy_percent)  # fmt: skip
+    out = {
+        "max_connections": budget["max_connections"], "available": budget["available"],
+        "pool_per_worker": pool, "workers": workers, "peak_replicas": max_replicas * DEPLOY_SURGE,
+        "peak": budget["peak"], "proxy_share": budget["proxy_share"],
+        "ok": budget["peak"] <= budget["available"],
+    }  # fmt: skip
+    if not out["ok"]:
+        out["warning"] = f"the stack refuses this: it needs {budget['fix']}"
+    return out
 
 
 def vps_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, Any]:

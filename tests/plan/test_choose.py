@@ -6,11 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from components.database import INSTANCE_MEMORY_GIB, tuned_parameters
+from components.database import INSTANCE_MEMORY_GIB, RESERVED_CONNECTIONS, tuned_parameters
 from prodstack import choose, cost
 from prodstack.cloud_plan import record_isolated
 from prodstack.errors import UsageError
 from prodstack.vps_plan import plan_vps
+from stacks.config import MIGRATE_CONNECTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 AUTO = ("replicas", "min_replicas", "max_replicas", "az_count", "nat", "multi_az",
@@ -69,19 +70,38 @@ def test_capacity_is_bench_rate_times_replicas_with_headroom(comparison):
     assert large["replicas"] == 3 and large["max_replicas"] == 12
 
 
-def test_connection_budget_uses_the_parameter_group(comparison):
+def test_cloud_connection_budget_is_the_one_the_stack_enforces(comparison):
     for row, klass in zip(comparison["sizes"], ("db.t4g.micro", "db.m7g.large",
                                                 "db.m7g.xlarge"), strict=True):
         budget = row["cloud"]["db_budget"]
+        # The parameter group the plan writes holds the same max_connections.
         expected = int(tuned_parameters(INSTANCE_MEMORY_GIB[klass], 500)["max_connections"])
         assert budget["max_connections"] == expected
-        # 10 connections x 1 worker x max tasks x 200 % during a deploy
-        assert budget["peak"] == 10 * 1 * budget["peak_replicas"]
+        assert budget["available"] == expected - RESERVED_CONNECTIONS
+        # 10 connections x 1 worker x max tasks x 2 during a deploy, + the migrate task
+        assert budget["peak"] == 10 * 1 * budget["peak_replicas"] + MIGRATE_CONNECTIONS
         assert budget["ok"]
         assert row["vps"]["db_budget"]["max_connections"] == 200
 
 
-def test_connection_budget_warns_when_over():
+def test_cloud_connection_budget_counts_an_rds_proxy_share():
+    plan = {"resources": [{"type": "aws:rds/proxyDefaultTargetGroup:ProxyDefaultTargetGroup",
+                           "name": "targets",
+                           "inputs": {"connectionPoolConfig": {"maxConnectionsPercent": 50}}}]}
+    budget = choose._cloud_budget(plan, "db.m7g.large", 6, 10, 1)
+    assert budget["proxy_share"] == budget["max_connections"] // 2
+    assert budget["peak"] == budget["proxy_share"] + MIGRATE_CONNECTIONS
+    # Without the proxy the same tasks would need 120 + 1.
+    assert choose._cloud_budget({"resources": []}, "db.m7g.large", 6, 10, 1)["peak"] == 121
+
+
+def test_cloud_connection_budget_warns_with_the_stacks_own_numbers():
+    over = choose._cloud_budget({"resources": []}, "db.t4g.micro", 12, 10, 1)
+    assert not over["ok"] and "the stack refuses this" in over["warning"]
+    assert "db.t4g.micro" in over["warning"] and "241" in over["warning"]
+
+
+def test_vps_connection_budget_warns_when_over():
     budget = choose.connection_budget(80, 2, surge=12)
     assert not budget["ok"] and "exceed max_connections 80" in budget["warning"]
     assert choose.connection_budget(200, 3, surge=4)["ok"]
