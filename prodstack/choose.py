@@ -130,8 +130,9 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
     }
 
 
-def _vps_sizes() -> dict[str, dict[str, Any]]:
-    """The VPS sizes, from the deploy's own table (pyinfra/tasks/config.py).
+def _vps_config() -> dict[str, Any]:
+    """The deploy's own validation module (pyinfra/tasks/config.py): its sizes table and
+    its connection budget.
 
     That module imports its siblings as `tasks.*`, as it does when pyinfra runs deploy.py
     from pyinfra/, so the directory is on sys.path while it runs."""
@@ -140,10 +141,14 @@ def _vps_sizes() -> dict[str, dict[str, Any]]:
     if added:
         sys.path.insert(0, pyinfra_dir)
     try:
-        return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))["SIZES"]
+        return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))
     finally:
         if added:
             sys.path.remove(pyinfra_dir)
+
+
+def _vps_sizes() -> dict[str, dict[str, Any]]:
+    return _vps_config()["SIZES"]
 
 
 def _vps_defaults() -> dict[str, Any]:
@@ -178,27 +183,18 @@ def capacity(bench: Mapping[str, Any], vcpu: float, replicas: int,
     return out
 
 
-def connection_budget(max_connections: int, replicas: int, *, surge: int,
-                      pool: int = DB_POOL_MAX, workers: int = WEB_CONCURRENCY) -> dict[str, Any]:
-    """The VPS profile's connections against `max_connections` (the cloud side uses the
-    budget its stack enforces, `_cloud_budget`; the VPS deploy enforces none yet).
-
-    `surge` is the most replicas alive at once (a rolling deploy starts new ones before
-    the old ones stop).
-    """
-    steady = pool * workers * replicas
-    peak = pool * workers * surge
+def _vps_budget(replicas: int, strategy: str, max_connections: int) -> dict[str, Any]:
+    """The connection budget the VPS deploy enforces (pyinfra/tasks/config.py), one host."""
+    config = _vps_config()
+    budget = config["connection_budget"]([(replicas, strategy)], max_connections)
+    alive = replicas * 2 if strategy == "blue_green" else replicas + 1
     out = {
-        "max_connections": max_connections, "pool_per_worker": pool, "workers": workers,
-        "replicas": replicas, "steady": steady, "peak_replicas": surge, "peak": peak,
-        "ok": peak <= max_connections,
-    }
-    if not out["ok"]:
-        out["warning"] = (
-            f"{surge} replicas x {workers} worker(s) x {pool} connections = {peak} can "
-            f"exceed max_connections {max_connections}: lower DB_POOL_MAX or the replicas, "
-            "or use a larger database"
-        )
+        "max_connections": max_connections, "available": budget["available"],
+        "pool_per_worker": config["APP_DB_POOL_MAX"], "workers": config["APP_WEB_CONCURRENCY"],
+        "peak_replicas": alive, "peak": budget["peak"], "ok": budget["ok"],
+    }  # fmt: skip
+    if not budget["ok"]:
+        out["warning"] = f"the deploy refuses this: it needs {budget['fix']}"
     return out
 
 
@@ -296,8 +292,8 @@ def vps_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, An
     offsite = bool(settings.get("backup_s3_bucket"))
     return {
         "capacity": capacity(bench, cpus, replicas),
-        # A deploy replaces one replica at a time: one extra replica at most.
-        "db_budget": connection_budget(max_connections, replicas, surge=replicas + 1),
+        "db_budget": _vps_budget(replicas, settings.get("deploy_strategy") or "rolling",
+                                 max_connections),
         "availability": "one host: no failover; PostgreSQL, Redis and the replicas share it",
         "backup": {**VPS_BACKUP, "offsite": offsite,
                    "retention_days": settings.get("backup_retention_days")},

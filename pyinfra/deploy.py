@@ -31,6 +31,7 @@ cfg = settings_for(
     host.data.dict(),
     set(host.groups),
     db_data=db_hosts[0].data.dict() if db_hosts and db_hosts[0] is not host else None,
+    web_data=[web.data.dict() for web in inventory.get_group("web", None) or []] or None,
 )
 
 packages_op = packages(cfg)

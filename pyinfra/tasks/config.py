@@ -21,7 +21,7 @@ import os
 import re
 import runpy
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -540,22 +540,63 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
     return {"settings": out, "secrets": secrets}
 
 
+# What each replica may open: the app's defaults, which the VPS deploy does not override
+# (app/core/config.py INT_SETTINGS: DB_POOL_MAX connections per worker, WEB_CONCURRENCY).
+APP_DB_POOL_MAX = 10
+APP_WEB_CONCURRENCY = 1
+# PostgreSQL keeps superuser_reserved_connections (its default, 3) for superusers.
+RESERVED_CONNECTIONS = 3
+# The db host's own clients at once: the postgres exporter, the health check, a backup.
+HOST_DB_CLIENTS = 3
+
+
+def _replicas(data: Mapping[str, Any]) -> int:
+    size = data.get("size")
+    if size not in SIZES:
+        raise fail("size", size, f"must be one of {' | '.join(SIZES)}")
+    sized = {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
+    return _int(sized, "replicas", minimum=1, maximum=32)
+
+
+def connection_budget(web_hosts: Sequence[tuple[int, str]], max_connections: int) -> dict:
+    """PostgreSQL connections at the worst moment of a deploy, against `max_connections`.
+
+    Per web host, (replicas, deploy_strategy): a rolling deploy runs one replica more than
+    `replicas`, a blue/green deploy a whole second set; each replica opens up to
+    APP_DB_POOL_MAX x APP_WEB_CONCURRENCY. Each web host's migrate run holds one, and the
+    db host's own clients HOST_DB_CLIENTS. Every web host may deploy at the same moment.
+    """
+    alive = sum(r * 2 if strategy == "blue_green" else r + 1 for r, strategy in web_hosts)
+    per_replica = APP_DB_POOL_MAX * APP_WEB_CONCURRENCY
+    peak = alive * per_replica + len(web_hosts) + HOST_DB_CLIENTS
+    available = max_connections - RESERVED_CONNECTIONS
+    return {"peak": peak, "available": available, "ok": peak <= available, "fix": (
+        f"room for {peak} connections = {alive} replicas alive during a deploy "
+        f"({', '.join(f'{r} {s}' for r, s in web_hosts)}) x {per_replica} (DB_POOL_MAX "
+        f"{APP_DB_POOL_MAX} x WEB_CONCURRENCY {APP_WEB_CONCURRENCY}) + {len(web_hosts)} "
+        f"migrate + {HOST_DB_CLIENTS} host clients, but max_connections {max_connections} - "
+        f"{RESERVED_CONNECTIONS} reserved leaves {available}: raise postgres_max_connections, "
+        "lower replicas, or deploy rolling"
+    )}  # fmt: skip
+
+
 def settings_for(
     data: Mapping[str, Any],
     groups: frozenset[str] | set[str],
     *,
     db_data: Mapping[str, Any] | None = None,
+    web_data: Sequence[Mapping[str, Any]] | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
-    """Validate one host's data. `db_data` is the db host's data on a split layout."""
+    """Validate one host's data. `db_data` is the db host's data on a split layout,
+    `web_data` every web host's (the db host's connection budget counts their replicas;
+    by default this host's own)."""
     check_known_keys(data)
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
-    if size not in SIZES:
-        raise fail("size", size, f"must be one of {' | '.join(SIZES)}")
+    replicas = _replicas(data)
     sized = {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
-    replicas = _int(sized, "replicas", minimum=1, maximum=32)
     memory_mb = _int(sized, "container_memory_mb", minimum=128)
     try:
         cpus = float(sized["container_cpus"])
@@ -656,6 +697,13 @@ def settings_for(
     strategy = data.get("deploy_strategy", "rolling")
     if strategy not in DEPLOY_STRATEGIES:
         raise fail("deploy_strategy", strategy, f"must be {' | '.join(DEPLOY_STRATEGIES)}")
+    max_connections = _int(data, "postgres_max_connections", minimum=20)
+    if "db" in roles:
+        web_replicas = [(replicas, strategy)] if web_data is None and "web" in roles else [
+            (_replicas(d), d.get("deploy_strategy", "rolling")) for d in web_data or ()]
+        budget = connection_budget(web_replicas, max_connections)
+        if not budget["ok"]:
+            raise fail("postgres_max_connections", max_connections, budget["fix"])
     body = str(data.get("client_max_body_size"))
     if not re.match(r"^\d+[km]?$", body):
         raise fail("client_max_body_size", body, "must be an nginx size such as 1m or 512k")
@@ -696,7 +744,7 @@ def settings_for(
         postgres_port=postgres_port,
         postgres_version=str(data["postgres_version"]) if data.get("postgres_version") else None,
         postgres_memory_percent=_int(data, "postgres_memory_percent", minimum=5, maximum=80),
-        postgres_max_connections=_int(data, "postgres_max_connections", minimum=20),
+        postgres_max_connections=max_connections,
         db_address=db_address,
         db_listen_addresses=listen,
         db_client_cidrs=clients,

@@ -101,10 +101,16 @@ def test_cloud_connection_budget_warns_with_the_stacks_own_numbers():
     assert "db.t4g.micro" in over["warning"] and "241" in over["warning"]
 
 
-def test_vps_connection_budget_warns_when_over():
-    budget = choose.connection_budget(80, 2, surge=12)
-    assert not budget["ok"] and "exceed max_connections 80" in budget["warning"]
-    assert choose.connection_budget(200, 3, surge=4)["ok"]
+def test_vps_connection_budget_is_the_one_the_deploy_enforces(comparison):
+    for row in comparison["sizes"]:
+        budget = row["vps"]["db_budget"]
+        # (replicas + 1 during a rolling deploy) x 10 + 1 migrate + 3 host clients
+        assert budget["peak"] == (row["vps"]["capacity"]["replicas"] + 1) * 10 + 4
+        assert budget["available"] == 200 - 3 and budget["ok"]
+    over = choose._vps_budget(10, "blue_green", 200)
+    assert not over["ok"] and over["peak"] == 204 and over["peak_replicas"] == 20
+    assert "the deploy refuses this" in over["warning"]
+    assert choose._vps_budget(10, "rolling", 200)["ok"]
 
 
 def test_markdown_shows_the_table_thresholds_and_bench(comparison):

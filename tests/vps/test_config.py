@@ -269,3 +269,48 @@ def test_role_password_is_sent_as_a_fresh_scram_verifier_never_the_password():
     assert role_password(sent, password) is None  # converged: postgres.role changes nothing
     assert scram_matches(role_password(sent, "rotated-password-0123456789"),
                          "rotated-password-0123456789")  # fmt: skip
+
+
+# --- PostgreSQL connection budget --------------------------------------------------------
+
+
+def test_app_pool_defaults_the_budget_counts_are_the_apps():
+    """The VPS deploy leaves DB_POOL_MAX and WEB_CONCURRENCY at the app's defaults."""
+    from tasks.config import APP_DB_POOL_MAX, APP_WEB_CONCURRENCY
+
+    from app.core.config import INT_SETTINGS
+
+    assert INT_SETTINGS["DB_POOL_MAX"][0] == APP_DB_POOL_MAX
+    assert INT_SETTINGS["WEB_CONCURRENCY"][0] == APP_WEB_CONCURRENCY
+
+
+def test_rolling_budget_counts_one_replica_more_than_replicas(data, environ):
+    # 19 replicas alive x 10 + 1 migrate + 3 host clients = 194 <= 200 - 3 reserved.
+    assert settings_for({**data, "replicas": 18}, SINGLE, environ=environ).replicas == 18
+    with pytest.raises(SettingsError, match="postgres_max_connections") as error:
+        settings_for({**data, "replicas": 19}, SINGLE, environ=environ)
+    assert "room for 204 connections = 20 replicas alive" in str(error.value)
+    assert "leaves 197" in str(error.value)
+    more = {**data, "replicas": 19, "postgres_max_connections": 300}
+    assert settings_for(more, SINGLE, environ=environ).postgres_max_connections == 300
+
+
+def test_blue_green_budget_counts_both_sets(data, environ):
+    blue_green = {**data, "deploy_strategy": "blue_green"}
+    # 2 x 9 alive x 10 + 4 = 184 fits; 2 x 10 x 10 + 4 = 204 does not.
+    assert settings_for({**blue_green, "replicas": 9}, SINGLE, environ=environ).replicas == 9
+    with pytest.raises(SettingsError, match=r"room for 204 .*\(10 blue_green\)"):
+        settings_for({**blue_green, "replicas": 10}, SINGLE, environ=environ)
+    # The same replicas deploy rolling within it.
+    assert settings_for({**data, "replicas": 10}, SINGLE, environ=environ).replicas == 10
+
+
+def test_db_host_budget_counts_every_web_hosts_replicas(data, environ):
+    db = {**data, "private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]}
+    web = {**data, "replicas": 6, "deploy_strategy": "blue_green"}
+    # Two web hosts: 2 x 12 alive x 10 + 2 migrate + 3 = 245 > 197.
+    with pytest.raises(SettingsError, match=r"room for 245 .*\(6 blue_green, 6 blue_green\)"):
+        settings_for(db, {"db"}, web_data=[web, web], environ=environ)
+    assert settings_for(db, {"db"}, web_data=[web], environ=environ).roles == {"db"}
+    # A web-only host's own check is the db host's business: it is not refused here.
+    assert settings_for(web, {"web"}, db_data=db, environ=environ).replicas == 6
