@@ -550,11 +550,15 @@ RESERVED_CONNECTIONS = 3
 HOST_DB_CLIENTS = 3
 
 
-def _replicas(data: Mapping[str, Any]) -> int:
+def _sized(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The size's replicas and container limits, with the host's own values over them."""
     size = data.get("size")
     if size not in SIZES:
         raise fail("size", size, f"must be one of {' | '.join(SIZES)}")
-    sized = {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
+    return {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
+
+
+def _replicas(sized: Mapping[str, Any]) -> int:
     return _int(sized, "replicas", minimum=1, maximum=32)
 
 
@@ -595,8 +599,8 @@ def settings_for(
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
-    replicas = _replicas(data)
-    sized = {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
+    sized = _sized(data)
+    replicas = _replicas(sized)
     memory_mb = _int(sized, "container_memory_mb", minimum=128)
     try:
         cpus = float(sized["container_cpus"])
@@ -700,7 +704,7 @@ def settings_for(
     max_connections = _int(data, "postgres_max_connections", minimum=20)
     if "db" in roles:
         web_replicas = [(replicas, strategy)] if web_data is None and "web" in roles else [
-            (_replicas(d), d.get("deploy_strategy", "rolling")) for d in web_data or ()]
+            (_replicas(_sized(d)), d.get("deploy_strategy", "rolling")) for d in web_data or ()]
         budget = connection_budget(web_replicas, max_connections)
         if not budget["ok"]:
             raise fail("postgres_max_connections", max_connections, budget["fix"])
