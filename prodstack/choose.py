@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,7 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
     }
 
 
+@cache
 def _vps_config() -> dict[str, Any]:
     """The deploy's own validation module (pyinfra/tasks/config.py): its sizes table and
     its connection budget.
