@@ -40,26 +40,29 @@ def _normal(name: str) -> str:
 
 
 def _closure(groups: list[str]) -> set[str]:
+    """Every distribution the project's dependencies and ``groups`` install, extras
+    followed: a walk over (package, extra) pairs, each visited once."""
     lock = tomllib.loads((REPO / "uv.lock").read_text())
     packages = {_normal(p["name"]): p for p in lock["package"]}
     project = packages["prodstack"]
-    todo = [(d["name"], d.get("extra", [])) for d in project.get("dependencies", [])]
-    for group in groups:
-        todo += [(d["name"], d.get("extra", [])) for d in project["dev-dependencies"][group]]
-    seen: set[str] = set()
+    wanted = [*project.get("dependencies", []),
+              *(d for group in groups for d in project["dev-dependencies"][group])]
+
+    def pairs(deps: list[dict]) -> list[tuple[str, str | None]]:
+        return [(_normal(d["name"]), extra) for d in deps for extra in (None, *d.get("extra", []))]
+
+    todo, seen = pairs(wanted), set()
     while todo:
-        name, extras = todo.pop()
-        key = _normal(name)
-        package = packages[key]
-        deps = list(package.get("dependencies", []))
-        for extra in extras:
-            deps += package.get("optional-dependencies", {}).get(extra, [])
-        if key in seen and not extras:
+        pair = todo.pop()
+        if pair in seen:
             continue
-        seen.add(key)
-        todo += [(d["name"], d.get("extra", [])) for d in deps if _normal(d["name"]) not in seen
-                 or d.get("extra")]  # fmt: skip
-    return seen
+        seen.add(pair)
+        name, extra = pair
+        package = packages[name]
+        deps = package.get("dependencies", []) if extra is None else (
+            package.get("optional-dependencies", {}).get(extra, []))
+        todo += pairs(deps)
+    return {name for name, _ in seen}
 
 
 def _imports(directories: list[str]) -> dict[str, str]:
