@@ -70,20 +70,21 @@ def test_bundle_check_refuses_a_foreign_ca(tmp_path: Path) -> None:
     assert len(found) == 1 and found[0].endswith("is not an Amazon RDS CA")
 
 
-def _rds_named_certificate(issuer: str) -> x509.Certificate:
-    """A certificate that calls itself an RDS CA, issued by a name outside the bundle."""
+def _rds_name(cn: str) -> x509.Name:
+    return x509.Name([
+        x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Amazon Web Services, Inc."),
+        x509.NameAttribute(x509.NameOID.ORGANIZATIONAL_UNIT_NAME, "Amazon RDS"),
+        x509.NameAttribute(x509.NameOID.COMMON_NAME, cn),
+    ])  # fmt: skip
+
+
+def _rds_named_certificate(issuer: x509.Name) -> x509.Certificate:
+    """A certificate that calls itself an RDS CA, in ``issuer``'s name but signed by a key
+    of its own."""
     key = ec.generate_private_key(ec.SECP256R1())
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([
-            x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "Amazon Web Services, Inc."),
-            x509.NameAttribute(x509.NameOID.ORGANIZATIONAL_UNIT_NAME, "Amazon RDS"),
-            x509.NameAttribute(x509.NameOID.COMMON_NAME, cn),
-        ])  # fmt: skip
-
     return (
-        x509.CertificateBuilder().subject_name(name("Amazon RDS eu-west-1 CA"))
-        .issuer_name(name(issuer)).public_key(key.public_key())
+        x509.CertificateBuilder().subject_name(_rds_name("Amazon RDS eu-west-1 CA"))
+        .issuer_name(issuer).public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW).not_valid_after(NOW + datetime.timedelta(days=3650))
         .sign(key, hashes.SHA256())
@@ -91,20 +92,14 @@ def _rds_named_certificate(issuer: str) -> x509.Certificate:
 
 
 def test_bundle_check_refuses_a_certificate_that_does_not_chain() -> None:
-    orphan = _rds_named_certificate("Amazon RDS Unknown Root CA")
+    orphan = _rds_named_certificate(_rds_name("Amazon RDS Unknown Root CA"))
     found = rds_ca.problems(_pem([*_certs(), orphan]), [], CA_CERT_IDENTIFIER, NOW)
     assert found == ["'Amazon RDS eu-west-1 CA' does not chain inside the bundle: "
                      "its issuer is not in the bundle"]  # fmt: skip
     # Issued in the name of a real root, but not signed by its key.
-    forged = _rds_named_certificate("Amazon RDS eu-west-1 Root CA RSA2048 G1")
     root = next(c for c in _certs() if _name(c) == "Amazon RDS eu-west-1 Root CA RSA2048 G1")
-    forged_by_name = (
-        x509.CertificateBuilder().subject_name(forged.subject).issuer_name(root.subject)
-        .public_key(forged.public_key()).serial_number(forged.serial_number)
-        .not_valid_before(NOW).not_valid_after(NOW + datetime.timedelta(days=3650))
-        .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
-    )  # fmt: skip
-    found = rds_ca.problems(_pem([*_certs(), forged_by_name]), [], CA_CERT_IDENTIFIER, NOW)
+    forged = _rds_named_certificate(root.subject)
+    found = rds_ca.problems(_pem([*_certs(), forged]), [], CA_CERT_IDENTIFIER, NOW)
     assert len(found) == 1 and "does not chain inside the bundle" in found[0]
 
 
