@@ -110,8 +110,9 @@ class Host:
 def boot(name: str, key: Path, *, apt_cache: bool | str = True, timeout_s: float = 60) -> Host:
     """Boot the host container, install the public key, wait for systemd and sshd.
 
-    `apt_cache` names the .deb cache directory to share (True: the common one); hosts
-    that install packages at the same time need one each, or apt's lock stops all but one.
+    `apt_cache` names the .deb cache directory to share (True: the common one, or the one
+    PRODSTACK_APT_CACHE names); hosts that install packages at the same time need one
+    each, or apt's lock stops all but one.
     """
     ensure_dockerd()
     image = host_image()
@@ -119,7 +120,8 @@ def boot(name: str, key: Path, *, apt_cache: bool | str = True, timeout_s: float
     extra: list[str] = []
     if apt_cache:
         # Keep downloaded .debs between local runs (a fresh CI machine starts empty).
-        archives = CACHE / (apt_cache if isinstance(apt_cache, str) else "vps-apt-archives")
+        common = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
+        archives = CACHE / (apt_cache if isinstance(apt_cache, str) else common)
         (archives / "partial").mkdir(parents=True, exist_ok=True)
         extra += ["-v", f"{archives}:/var/cache/apt/archives"]
     subprocess.run(
