@@ -112,13 +112,14 @@ def marker():
 def test_hostile_table_names_are_counted_and_run_nothing(server, script, cfg, marker):
     names = hostile_names(marker)
     for n, name in enumerate(names):
-        as_owner(server, f"CREATE TABLE {quote(name)} (id int); "
-                         f"INSERT INTO {quote(name)} SELECT generate_series(1, {n + 1})")  # fmt: skip
-    as_owner(server, "CREATE SCHEMA \"w'eird;schema\"; "
-                     "CREATE TABLE \"w'eird;schema\".\"t'\" (id int); "
-                     "INSERT INTO \"w'eird;schema\".\"t'\" VALUES (1), (2)")  # fmt: skip
+        table = quote(name)
+        as_owner(server, f"CREATE TABLE {table} (id int); "
+                         f"INSERT INTO {table} SELECT generate_series(1, {n + 1})")  # fmt: skip
+    weird = quote("w'eird;schema")
+    as_owner(server, f"CREATE SCHEMA {weird}; CREATE TABLE {weird}.\"t'\" (id int); "
+                     f"INSERT INTO {weird}.\"t'\" VALUES (1), (2)")  # fmt: skip
     as_owner(server, "CREATE TABLE public.schema_migrations (version text PRIMARY KEY); "
-                     "INSERT INTO public.schema_migrations VALUES ('0001_a'), ('0002_b&<c>')")  # fmt: skip
+                     "INSERT INTO schema_migrations VALUES ('1_a'), ('2_b&<c>')")  # fmt: skip
 
     point = script.take_point(cfg, "prodstack-test-point")
 
@@ -131,7 +132,7 @@ def test_hostile_table_names_are_counted_and_run_nothing(server, script, cfg, ma
     expected["public.schema_migrations"] = 2
     assert point["counts"] == expected
     # The migration is the text as stored, not XML-escaped on its way through query_to_xml.
-    assert point["migration"] == "0002_b&<c>"
+    assert point["migration"] == "2_b&<c>"
     assert point["freeze_ms"]["held"] >= 0 and point["freeze_ms"]["lock_wait"] >= 0
     # The drill's check (on the restored cluster) is the same query: it agrees here.
     again = script.counts(cfg)
@@ -150,14 +151,17 @@ def test_counts_run_as_the_owner_role_not_as_superuser(server, script, cfg):
     server.psql("INSERT INTO public.superusers_only VALUES (1)", database=DATABASE)
     # A row-level security policy is code the app wrote; with FORCE it would run for the
     # owner. A policy that tries to leave the owner role makes the point fail; it never runs.
-    as_owner(server, """
+    as_owner(
+        server,
+        """
         CREATE FUNCTION public.escape() RETURNS boolean LANGUAGE plpgsql AS $$
         BEGIN RESET ROLE; RETURN true; END $$;
         CREATE TABLE guarded (id int);
         ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
         ALTER TABLE guarded FORCE ROW LEVEL SECURITY;
         CREATE POLICY p ON guarded USING (public.escape());
-    """)
+    """,
+    )
     with pytest.raises(SystemExit, match="row-level security"):
         script.take_point(cfg, "prodstack-test-rls")
     as_owner(server, "DROP TABLE guarded")
@@ -168,13 +172,16 @@ def test_counts_run_as_the_owner_role_not_as_superuser(server, script, cfg):
 def test_a_function_the_app_defines_does_not_replace_a_catalog_one(server, script, cfg, marker):
     # An exact-type match in public would beat pg_catalog's variadic format() under a
     # default search_path (CVE-2018-1058's pattern); the point pins pg_catalog.
-    as_owner(server, f"""
+    as_owner(
+        server,
+        f"""
         CREATE TABLE t (id int);
         CREATE FUNCTION public.count(int) RETURNS bigint LANGUAGE sql AS
           $$ COPY (SELECT 1) TO PROGRAM 'touch {marker}'; SELECT 0::bigint $$;
         CREATE FUNCTION public.format(text, name, name) RETURNS text LANGUAGE sql AS
           $$ SELECT 'x' $$;
-    """)
+    """,
+    )
     point = script.take_point(cfg, "prodstack-test-shadow")
     assert point["counts"] == {"public.t": 0}
     assert not marker.exists()
