@@ -195,6 +195,71 @@ def test_restore_drill_passes_and_exports_its_metrics(stack):
     assert backup_alerts(stack) == []
 
 
+# Table names the app role may choose: a quote, a semicolon, a newline, 63 bytes, and the
+# review's payload, which closes a string literal and runs a program as the server's OS user.
+MARKER = "/var/lib/postgresql/x"
+HOSTILE = (
+    f"a',1));COPY(SELECT 1)TO PROGRAM'id>{MARKER}';--",
+    "it's",
+    "semi;colon",
+    "new\nline",
+    "'\";" * 21,
+)
+
+
+def as_app(stack, sql: str) -> str:
+    """SQL as the app's owner role (its migrations' role), which owns what it creates."""
+    return stack.host.run(
+        "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d prodstack",
+        input=f"SET ROLE prodstack;\n{sql}\n",
+    ).stdout.strip()
+
+
+def newest_point(stack) -> dict:
+    name = stack.host.run("ls -t /var/lib/prodstack/backup-points | head -1").stdout.strip()
+    return json.loads(stack.host.run(f"cat /var/lib/prodstack/backup-points/{name}").stdout)
+
+
+def test_hostile_table_names_are_backed_up_and_drilled_and_run_nothing(stack):
+    assert all(len(n.encode()) <= 63 for n in HOSTILE)
+    assert stack.host.run(f"test -e {MARKER}", check=False).returncode
+    quoted = ['"' + n.replace('"', '""') + '"' for n in HOSTILE]
+    for n, t in enumerate(quoted):
+        as_app(stack, f"CREATE TABLE public.{t} (id int); "
+                      f"INSERT INTO public.{t} SELECT generate_series(1, {n + 2});")  # fmt: skip
+    try:
+        assert start_unit(stack, "prodstack-backup-diff.service") == (0, 0)
+        assert stack.host.run(f"test -e {MARKER}", check=False).returncode, "a name ran `id`"
+        point = newest_point(stack)
+        # The live counts, built on the server as well (the names are hostile here too).
+        live = json.loads(
+            as_app(
+                stack,
+                """
+            SELECT json_object_agg(format('%I.%I', schemaname, tablename),
+                   (xpath('/row/c/text()', query_to_xml(format(
+                       'SELECT count(*) AS c FROM %I.%I', schemaname, tablename),
+                       false, true, '')))[1]::text::int)
+              FROM pg_tables WHERE schemaname = 'public'""",
+            )
+        )
+        assert point["counts"] == live
+        assert sorted(point["counts"][f"public.{t}"] for t in quoted) == list(
+            range(2, len(HOSTILE) + 2)
+        )
+        journal = stack.host.run("journalctl -u prodstack-backup-diff -o cat --no-pager").stdout
+        freeze = re.findall(r"writes waited (\d+) ms for the locks, which were held (\d+) ms",
+                            journal)  # fmt: skip
+        assert freeze, journal[-3000:]
+        assert start_unit(stack, "prodstack-restore-drill.service") == (0, 0)
+        drill = stack.host.run("journalctl -u prodstack-restore-drill -o cat --no-pager").stdout
+        assert f"ok: {len(live)} tables with the recorded row counts" in drill
+        assert stack.host.run(f"test -e {MARKER}", check=False).returncode
+        print(f"backup point freeze (lock wait ms, held ms): {freeze[-1]}")
+    finally:
+        as_app(stack, "".join(f"DROP TABLE IF EXISTS public.{t};" for t in quoted))
+
+
 def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(stack, alert_webhook):
     label = max((b for b in info(stack)["backup"] if b["database"]["repo-key"] == 1),
                 key=lambda b: b["timestamp"]["stop"])["label"]  # fmt: skip
