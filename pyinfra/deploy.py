@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host, inventory  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
-from tasks.backup import backup  # noqa: E402
+from tasks.backup import backup, backup_finish  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
 from tasks.cache import cache, cache_finish  # noqa: E402
 from tasks.config import settings_for  # noqa: E402
@@ -43,7 +43,7 @@ if cfg.is_web:
 if cfg.is_db:
     database(cfg)
     cache(cfg)
-    backup(cfg)
+    backup_conf = backup(cfg)
 # Every host runs this operation, so pyinfra orders each host's operations above before
 # any below: PostgreSQL and Redis on the db host are up before a web host deploys the API.
 # (Between hosts, pyinfra otherwise advances each host's list one operation at a time.)
@@ -59,3 +59,5 @@ files.directory(name="Config directory (every client has the new Redis password)
                 path="/etc/prodstack", mode="750")  # fmt: skip
 if cfg.is_db:
     cache_finish(cfg)
+    # Last: a repository that cannot be used must not stop the API's deploy (tasks/backup.py).
+    backup_finish(cfg, backup_conf)

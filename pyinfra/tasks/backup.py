@@ -8,18 +8,22 @@ prodstack-restore-drill) so the timers and an operator run the same code.
 
 from __future__ import annotations
 
-from pyinfra import host
+import hashlib
+import json
+
+from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, python, server, systemd
 
-from tasks.config import Settings
+from tasks.config import Settings, SettingsError
 from tasks.database import postgres_version
-from tasks.facts import PgbackrestRepos
+from tasks.facts import PgbackrestCipherDigest, PgbackrestRepos
 from tasks.monitoring import TEXTFILE_DIR
 from tasks.templates import put, template, timers
 
 STANZA = "prodstack"
+STATE = "/var/lib/prodstack/backup-state.json"
 UNITS = (
     "prodstack-backup-full.service",
     "prodstack-backup-full.timer",
@@ -53,9 +57,26 @@ def stanza_work(cfg: Settings) -> tuple[bool, bool]:
     return create, first
 
 
+def passphrase_changed(cfg: Settings) -> bool:
+    """Whether /etc/pgbackrest.conf holds another passphrase than the secrets (compared
+    as SHA-256 digests: the passphrase itself never leaves the host as a fact)."""
+    digest = host.get_fact(PgbackrestCipherDigest)
+    wanted = hashlib.sha256(cfg.secrets["BACKUP_CIPHER_PASSPHRASE"].encode()).hexdigest()
+    return bool(digest) and digest != wanted
+
+
 @deploy("Backups")
 def backup(cfg: Settings) -> None:
     version = postgres_version(cfg)
+    if passphrase_changed(cfg):
+        # Refused before any change: with a new passphrase in pgbackrest.conf, WAL archiving
+        # and every backup fail at once, and pgBackRest cannot re-encrypt a repository.
+        raise SettingsError(
+            "secret `BACKUP_CIPHER_PASSPHRASE` differs from the passphrase this host's "
+            "pgBackRest repositories are encrypted with (/etc/pgbackrest.conf): a repository "
+            "keeps the passphrase it was created with; put the old one back in the secrets "
+            '(docs/vps.md, "Backup and restore")'
+        )
     retired = [u for u in RETIRED_UNITS if host.get_fact(File, path=f"/etc/systemd/system/{u}")]
     if retired:
         server.shell(
@@ -114,11 +135,42 @@ def backup(cfg: Settings) -> None:
         _if=lambda: any(op.did_change() for op in sandbox),
     )
     timers(cfg, UNITS, label="backups")
+    return conf
+
+
+def report_states() -> None:
+    """After `prodstack-backup init`: say loudly which repository it could not use."""
+    _, output = host.run_shell_command(f"cat {STATE}", _sudo=bool(host.data.get("_sudo")))
+    try:
+        states = json.loads(output.stdout or "{}")
+    except ValueError:
+        return
+    for repo, (state, detail) in sorted(states.items()):
+        if state == "foreign":
+            logger.warning(
+                "\n" + "!" * 78 + f"\nrepository {repo} holds another cluster's backups "
+                f"({detail}): no stanza was created, and WAL is not archived until you "
+                "restore. If this host replaces a lost one: pyinfra inventory.py restore.py "
+                f"--data restore_to=latest --data restore_repo={repo} --data confirm=yes "
+                '(docs/vps.md, "Disaster recovery runbook"). If not, give this host its '
+                "own backup_s3_prefix.\n" + "!" * 78
+            )
+
+
+def backup_finish(cfg: Settings, conf) -> None:
+    """The stanza and first backups, last in the deploy: a repository that cannot be used
+    (an S3 outage, another cluster's history in the bucket, a passphrase that does not
+    decrypt it) fails or warns here, after the API, nginx and monitoring are in place."""
     # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may
     # point at a new, empty repository the facts could not see.
     create, first = stanza_work(cfg)
-    server.shell(
+    init = server.shell(
         name="pgBackRest stanza and a first full backup in every repository without one",
         commands=["/usr/local/sbin/prodstack-backup init"],
         _if=lambda: create or first or conf.did_change(),
+    )
+    python.call(
+        name="Report repositories the backups cannot use",
+        function=report_states,
+        _if=init.did_change,
     )

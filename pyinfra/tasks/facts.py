@@ -171,6 +171,21 @@ class PgbackrestRepos(FactBase):
         }
 
 
+class PgbackrestCipherDigest(FactBase):
+    """SHA-256 (hex) of the repositories' passphrase in /etc/pgbackrest.conf, or None
+    before pgBackRest is set up: compared with the secrets' without moving the secret."""
+
+    def command(self) -> str:
+        return (
+            "if [ -f /etc/pgbackrest.conf ]; then sed -n 's/^repo1-cipher-pass=//p' "
+            "/etc/pgbackrest.conf | head -1 | tr -d '\\n' | sha256sum | cut -d' ' -f1; fi"
+        )
+
+    def process(self, output):
+        value = "".join(output).strip()
+        return value or None
+
+
 class MountOptions(FactBase):
     """The options a path is mounted with, as /proc/mounts shows them (empty if it isn't a
     mount point)."""

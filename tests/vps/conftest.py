@@ -57,6 +57,14 @@ def environ() -> dict:
     return {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `destroys_shared_host` lose the session's shared host: they run after
+    every other collected test (a stable sort on the marker alone, so every other item
+    keeps the order the collection, or another hook, gave it)."""
+    items.sort(key=lambda item: item.get_closest_marker("destroys_shared_host") is not None)
+
+
 # The end-to-end host, booted and deployed once per session and shared by every
 # tests/vps/test_e2e*.py file (they run in file order; each leaves the host serving).
 

@@ -12,6 +12,7 @@ import json
 import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -297,6 +298,21 @@ def test_drill_fails_on_a_corrupted_backup_and_the_live_database_is_untouched(st
     assert start_unit(stack, "prodstack-restore-drill.service") == (0, 0)
     assert (stack.psql("select count(*) from alerts"),
             stack.psql("select pg_postmaster_start_time()")) == live  # fmt: skip
+    assert stack.version()
+
+
+def test_a_changed_passphrase_is_refused_before_any_change(stack):
+    conf = stack.host.run("sha256sum /etc/pgbackrest.conf").stdout
+    secrets = stack.workdir / "changed-passphrase.env"
+    text = Path(stack.data["secrets_file"]).read_text()
+    old = stack.secrets["BACKUP_CIPHER_PASSPHRASE"]
+    secrets.write_text(text.replace(old, old + "-changed"))
+    secrets.chmod(0o600)
+    result = stack.pyinfra(secrets_file=str(secrets))
+    assert result.returncode != 0
+    assert "`BACKUP_CIPHER_PASSPHRASE` differs from the passphrase" in result.stdout
+    assert old not in result.stdout
+    assert stack.host.run("sha256sum /etc/pgbackrest.conf").stdout == conf
     assert stack.version()
 
 
