@@ -57,6 +57,20 @@ def stanza_work(cfg: Settings) -> tuple[bool, bool]:
     return create, first
 
 
+def banner(text: str) -> None:
+    logger.warning("\n" + "!" * 78 + f"\n{text}\n" + "!" * 78)
+
+
+def offsite_warning(cfg: Settings) -> str | None:
+    if cfg.backup_s3_bucket:
+        return None
+    return (
+        "NO OFF-SITE BACKUPS: `backup_s3_bucket` is not set, so every backup and all archived "
+        "WAL stay on this host's own disk: losing the disk loses the database and its "
+        "backups together. Set backup_s3_bucket (docs/vps.md, 'Off-site copies')."
+    )
+
+
 def passphrase_changed(cfg: Settings) -> bool:
     """Whether /etc/pgbackrest.conf holds another passphrase than the secrets (compared
     as SHA-256 digests: the passphrase itself never leaves the host as a fact)."""
@@ -68,6 +82,9 @@ def passphrase_changed(cfg: Settings) -> bool:
 @deploy("Backups")
 def backup(cfg: Settings) -> None:
     version = postgres_version(cfg)
+    warning = offsite_warning(cfg)
+    if warning:
+        banner(warning)
     if passphrase_changed(cfg):
         # Refused before any change: with a new passphrase in pgbackrest.conf, WAL archiving
         # and every backup fail at once, and pgBackRest cannot re-encrypt a repository.
@@ -147,13 +164,13 @@ def report_states() -> None:
         return
     for repo, (state, detail) in sorted(states.items()):
         if state == "foreign":
-            logger.warning(
-                "\n" + "!" * 78 + f"\nrepository {repo} holds another cluster's backups "
+            banner(
+                f"repository {repo} holds another cluster's backups "
                 f"({detail}): no stanza was created, and WAL is not archived until you "
                 "restore. If this host replaces a lost one: pyinfra inventory.py restore.py "
                 f"--data restore_to=latest --data restore_repo={repo} --data confirm=yes "
                 '(docs/vps.md, "Disaster recovery runbook"). If not, give this host its '
-                "own backup_s3_prefix.\n" + "!" * 78
+                "own backup_s3_prefix."
             )
 
 

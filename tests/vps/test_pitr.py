@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import re
+import shutil
 
 import pytest
 from tasks.config import SettingsError, settings_for
@@ -171,3 +172,21 @@ def test_restore_targets_map_to_pgbackrest_options(target, options):
 def test_a_bad_restore_target_is_refused_before_anything_stops(target):
     with pytest.raises(SystemExit, match="not `latest`, a backup label"):
         host_script("prodstack-restore").parse_target(target)
+
+
+def test_the_drill_refuses_a_restore_that_would_eat_the_live_databases_reserve():
+    drill = host_script("prodstack-restore-drill")
+    gib = 1024**3
+    usage = shutil._ntuple_diskusage(total=100 * gib, used=80 * gib, free=20 * gib)
+    assert drill.space_problem(5 * gib, usage) is None
+    # 20 GiB free, a 15 GiB backup: 5 GiB would be left, under the 10 GiB reserve.
+    problem = drill.space_problem(15 * gib, usage)
+    assert "15360 MiB" in problem and "20480 MiB are free" in problem
+    assert drill.space_problem(25 * gib, usage)
+
+
+def test_a_host_without_a_bucket_is_warned_that_its_backups_share_its_disk(data, environ):
+    from tasks.backup import offsite_warning
+
+    assert "NO OFF-SITE BACKUPS" in offsite_warning(settings_for(data, SINGLE, environ=environ))
+    assert offsite_warning(settings_for({**data, **S3}, SINGLE, environ=environ)) is None
