@@ -229,8 +229,10 @@ def test_hostile_table_names_are_backed_up_and_drilled_and_run_nothing(stack):
         as_app(stack, f"CREATE TABLE public.{t} (id int); "
                       f"INSERT INTO public.{t} SELECT generate_series(1, {n + 2});")  # fmt: skip
     try:
-        assert start_unit(stack, "prodstack-backup-diff.service") == (0, 0)
-        assert stack.host.run(f"test -e {MARKER}", check=False).returncode, "a name ran `id`"
+        backed_up = start_unit(stack, "prodstack-backup-diff.service")
+        ran = stack.host.run(f"cat {MARKER}", check=False)
+        assert ran.returncode, f"a table name ran `id` during the backup: {ran.stdout}"
+        assert backed_up == (0, 0)
         point = newest_point(stack)
         # The live counts, built on the server as well (the names are hostile here too).
         live = json.loads(
