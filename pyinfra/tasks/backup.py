@@ -31,6 +31,8 @@ UNITS = (
     "prodstack-backup-diff.timer",
     "prodstack-restore-drill.service",
     "prodstack-restore-drill.timer",
+    "prodstack-backup-verify.service",
+    "prodstack-backup-verify.timer",
 )
 # The sandbox drop-in of every unit above: by systemd's prefix drop-ins,
 # prodstack-backup-.service.d/ applies to every prodstack-backup-*.service.
