@@ -43,7 +43,7 @@ if cfg.is_web:
 if cfg.is_db:
     database(cfg)
     cache(cfg)
-    backup_conf = backup(cfg)
+    backup_ops = backup(cfg)
 # Every host runs this operation, so pyinfra orders each host's operations above before
 # any below: PostgreSQL and Redis on the db host are up before a web host deploys the API.
 # (Between hosts, pyinfra otherwise advances each host's list one operation at a time.)
@@ -60,4 +60,4 @@ files.directory(name="Config directory (every client has the new Redis password)
 if cfg.is_db:
     cache_finish(cfg)
     # Last: a repository that cannot be used must not stop the API's deploy (tasks/backup.py).
-    backup_finish(cfg, backup_conf)
+    backup_finish(cfg, backup_ops)

@@ -18,7 +18,7 @@ from pyinfra.operations import files, python, server, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.database import postgres_version
-from tasks.facts import PgbackrestCipherDigest, PgbackrestRepos
+from tasks.facts import DiskSizeMb, PgbackrestCipherDigest, PgbackrestRepos
 from tasks.monitoring import TEXTFILE_DIR
 from tasks.templates import put, template, timers
 
@@ -57,6 +57,11 @@ def stanza_work(cfg: Settings) -> tuple[bool, bool]:
     create = any(repos.get(r, (None, 0))[0] not in (0, 2) for r in wanted)
     first = any(repos.get(r, (None, 0))[1] == 0 for r in wanted)
     return create, first
+
+
+def archive_queue_max_mb(disk_mb: int) -> int:
+    """pgBackRest's archive-push-queue-max: 10% of the database's disk, at least 1 GiB."""
+    return max(1024, disk_mb // 10)
 
 
 def banner(text: str) -> None:
@@ -105,6 +110,7 @@ def backup(cfg: Settings) -> None:
                       "rm -f /etc/prodstack/backup.env",
                       "systemctl daemon-reload"],
         )  # fmt: skip
+    queue_mb = archive_queue_max_mb(host.get_fact(DiskSizeMb, path="/var/lib") or 10240)
     conf = template(
         name="pgBackRest settings (0640 root:postgres: passphrase and S3 key)",
         src="pgbackrest.j2.conf",
@@ -114,6 +120,7 @@ def backup(cfg: Settings) -> None:
         group="postgres",
         cfg=cfg,
         version=version,
+        archive_queue_max_mb=queue_mb,
     )
     if cfg.backup_s3_ca_file:
         files.directory(name="pgBackRest directory", path="/etc/pgbackrest", mode="755")
@@ -154,7 +161,7 @@ def backup(cfg: Settings) -> None:
         _if=lambda: any(op.did_change() for op in sandbox),
     )
     timers(cfg, UNITS, label="backups")
-    return conf
+    return conf, queue_mb
 
 
 def report_states() -> None:
@@ -176,10 +183,18 @@ def report_states() -> None:
             )
 
 
-def backup_finish(cfg: Settings, conf) -> None:
+def backup_finish(cfg: Settings, backup_ops) -> None:
     """The stanza and first backups, last in the deploy: a repository that cannot be used
     (an S3 outage, another cluster's history in the bucket, a passphrase that does not
     decrypt it) fails or warns here, after the API, nginx and monitoring are in place."""
+    conf, queue_mb = backup_ops
+    # Here, not with the settings: the textfile directory is made by tasks/monitoring.py.
+    template(
+        name="The archive queue's limit, for WalArchiveQueueGrowing",
+        src="prodstack-archive-queue.j2.prom",
+        dest=f"{TEXTFILE_DIR}/prodstack_archive_queue.prom",
+        archive_queue_max_mb=queue_mb,
+    )
     # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may
     # point at a new, empty repository the facts could not see.
     create, first = stanza_work(cfg)

@@ -58,6 +58,19 @@ def test_both_repositories_are_encrypted_and_repo2_never_expires(data, environ):
     assert "repo2-storage-verify-tls" not in settings  # certificates are always checked
 
 
+def test_wal_is_pushed_asynchronously_with_a_queue_limit_from_the_disk(data, environ):
+    from tasks.backup import archive_queue_max_mb
+
+    cfg = settings_for({**data, **S3}, SINGLE, environ=environ)
+    settings = conf(render("pgbackrest.j2.conf", cfg, archive_queue_max_mb=2560))
+    # An S3 outage must not hold PostgreSQL's archiver (issue 18 item 5): async, spooled,
+    # and dropped past the limit rather than filling the disk.
+    assert settings["archive-async"] == "y"
+    assert settings["spool-path"] == "/var/spool/pgbackrest"
+    assert settings["archive-push-queue-max"] == "2560MiB"
+    assert (archive_queue_max_mb(25600), archive_queue_max_mb(4096)) == (2560, 1024)
+
+
 def test_without_a_bucket_there_is_only_the_local_repository(data, environ):
     settings = conf(render("pgbackrest.j2.conf", settings_for(data, SINGLE, environ=environ)))
     assert not [k for k in settings if k.startswith("repo2")]

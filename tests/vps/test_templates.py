@@ -62,6 +62,7 @@ def render(name: str, cfg, **extra) -> str:
         "jobs": scrape_jobs(cfg),
         "api_targets": "/etc/prometheus/targets/api.json",
         "retention_size_mb": 1024,
+        "archive_queue_max_mb": 2048,
         "textfile_dir": "/var/lib/prometheus/node-exporter",
         "alertmanager_url": "http://127.0.0.1:9093",
         "slack": False,
