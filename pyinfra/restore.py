@@ -55,10 +55,14 @@ if host.data.get("confirm") != "yes":
 
 # pyinfra runs each operation on every host before the next one: on two hosts the web
 # host's replicas stop before the db host restores, and start after it.
+RELEASE = "/usr/local/sbin/prodstack-release"
 if "web" in host.groups:
+    # A host whose deploy never finished has no release script: say so before anything
+    # stops, rather than fail halfway.
+    missing = f"echo 'no {RELEASE}: run the deploy on this host first' >&2; exit 1"
     server.shell(
         name="Stop the API replicas (nothing writes during the restore)",
-        commands=["/usr/local/sbin/prodstack-release stop"],
+        commands=[f"test -x {RELEASE} || {{ {missing}; }}", f"{RELEASE} stop"],
     )
 if "db" in host.groups:
     args = shlex.quote(restore_to) + (f" --repo {repo}" if repo else "")
@@ -69,5 +73,5 @@ if "db" in host.groups:
 if "web" in host.groups:
     server.shell(
         name="Migrate, then start the API replicas (health-gated)",
-        commands=["/usr/local/sbin/prodstack-release start"],
+        commands=[f"{RELEASE} start"],
     )
