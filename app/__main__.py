@@ -2,6 +2,9 @@
 
     python -m app migrate   apply pending SQL migrations (advisory-locked), then exit
     python -m app serve     serve HTTP on $PORT until SIGTERM, then drain
+    python -m app schema-version   print the database's schema version (newest migration)
+
+The whole contract, for this image and any other: docs/image-contract.md.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import shutil
 import sys
 import tempfile
 
-USAGE = "usage: python -m app {migrate|serve}"
+USAGE = "usage: python -m app {migrate|serve|schema-version}"
 
 
 def _serve() -> None:
@@ -60,8 +63,20 @@ def _migrate() -> None:
         raise SystemExit(1) from None
 
 
+def _schema_version() -> None:
+    from app.core.config import settings_or_exit
+    from app.migrate import schema_version
+
+    settings = settings_or_exit()
+    try:
+        print(asyncio.run(schema_version(settings.database_url)) or "")
+    except Exception as exc:
+        print(f"schema-version failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def main(argv: list[str]) -> None:
-    commands = {"serve": _serve, "migrate": _migrate}
+    commands = {"serve": _serve, "migrate": _migrate, "schema-version": _schema_version}
     if len(argv) != 1 or argv[0] not in commands:
         print(USAGE, file=sys.stderr)
         raise SystemExit(2)

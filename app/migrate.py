@@ -75,3 +75,15 @@ async def migrate(
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_ID)
     finally:
         await conn.close()
+
+
+async def schema_version(dsn: str, *, wait_seconds: float = 10.0) -> str | None:
+    """The newest migration applied to the database (its file name without .sql), or None
+    before the first migrate. Deploys record it with each release (the image contract)."""
+    conn = await _connect(dsn, wait_seconds)
+    try:
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            return None
+        return await conn.fetchval("SELECT max(version) FROM schema_migrations")
+    finally:
+        await conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.services import PostgresServer, RedisServer
+from prodstack.local_services import PostgresServer, RedisServer
 
 
 @pytest.fixture(scope="session")

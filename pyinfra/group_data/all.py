@@ -54,6 +54,13 @@ deploy_strategy = "rolling"
 # blue_green: seconds the old set keeps running after the switch, for an instant
 # rollback (`rollback.py`); 0 stops it right away.
 bake_seconds = 600
+# Release images each web host keeps (2-100): the newest N releases in its history, the
+# serving one always among them; `rollback.py --data rollback_to=VERSION` takes any of them.
+keep_releases = 5
+# A build context of your own app instead of app/ (a directory with a Dockerfile that
+# meets docs/image-contract.md), built on this machine when `image` is not set. The cloud
+# profile's key of the same name.
+app_context = None
 # Private bridge the containers run on; PostgreSQL and Redis listen on its gateway.
 docker_subnet = "172.30.232.0/24"
 docker_bridge = "prodstack0"

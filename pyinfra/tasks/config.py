@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from prodstack.image_contract import release_settings
 from pyinfra.api.exceptions import DeployError
 
 from tasks.pki import CA_ON_HOST
@@ -67,7 +68,7 @@ REDIS_HEALTH_USER = "healthcheck"
 REDIS_MONITOR_USER = "prodstack-monitor"
 RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
 # Data keys read outside group_data/all.py's names: restore.py's and backup.py's arguments.
-EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type"})
+EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type", "rollback_to"})
 # systemd.time(7) calendar events: weekdays, dates, times, ranges and lists; one line.
 CALENDAR_PATTERN = re.compile(r"^[A-Za-z0-9 *.,:/~-]{1,80}$")
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -121,6 +122,8 @@ class Settings:
     drain_seconds: int
     deploy_strategy: str  # rolling | blue_green
     bake_seconds: int
+    keep_releases: int
+    app_context: Path | None
     deploy_user: str
     deploy_user_public_keys: tuple[str, ...]
     ssh_permit_root_login: str
@@ -177,6 +180,11 @@ class Settings:
     @property
     def is_db(self) -> bool:
         return "db" in self.roles
+
+    @property
+    def contract(self) -> dict[str, int]:
+        """The image contract's port, stop timeout and /tmp size (prodstack/image_contract.py)."""
+        return release_settings()
 
     @property
     def app_ports(self) -> list[int]:
@@ -326,6 +334,31 @@ def _int(data: Mapping[str, Any], key: str, *, minimum: int, maximum: int = 10**
     if isinstance(value, bool) or not minimum <= number <= maximum:
         raise fail(key, value, f"must be between {minimum} and {maximum}")
     return number
+
+
+def _keep_releases(data: Mapping[str, Any]) -> int:
+    """At least the serving release and one to roll back to."""
+    value = data.get("keep_releases", 5)
+    try:
+        return _int({"keep_releases": value}, "keep_releases", minimum=2, maximum=100)
+    except SettingsError:
+        raise fail(
+            "keep_releases", value, "must be a whole number from 2 to 100: the release images "
+            "each web host keeps (the serving one and the ones `rollback` can go to)"
+        ) from None
+
+
+def _app_context(data: Mapping[str, Any]) -> Path | None:
+    """A build context other than app/: a local directory with a Dockerfile."""
+    value = data.get("app_context")
+    if value in (None, ""):
+        return None
+    path = Path(os.path.expanduser(str(value)))
+    path = path if path.is_absolute() else REPO_DIR / path
+    if not (path / "Dockerfile").is_file():
+        raise fail("app_context", value, "must be a local directory with a Dockerfile (relative "
+                   "paths are from the repository root); see docs/image-contract.md")
+    return path.resolve()
 
 
 def _name(data: Mapping[str, Any], key: str) -> str:
@@ -735,6 +768,8 @@ def settings_for(
         drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
         deploy_strategy=strategy,
         bake_seconds=_int(data, "bake_seconds", minimum=0, maximum=86400),
+        keep_releases=_keep_releases(data),
+        app_context=_app_context(data),
         deploy_user=_name(data, "deploy_user"),
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,

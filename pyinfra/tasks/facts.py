@@ -47,6 +47,23 @@ class ReleaseStatus(FactBase):
         return "\n".join(output).strip()
 
 
+class ReleaseCurrent(FactBase):
+    """`prodstack-release status --json` (the release serving now), or None before the first
+    deploy. A host still on the script's earlier version answers `status` without --json."""
+
+    def command(self) -> str:
+        return (
+            f"if [ -x {RELEASE} ]; then {RELEASE} status --json 2>/dev/null || "
+            f"{RELEASE} status 2>/dev/null || true; fi"
+        )
+
+    def process(self, output):
+        try:
+            return json.loads("\n".join(output) or "null")
+        except ValueError:
+            return None
+
+
 class UfwStatus(FactBase):
     """`ufw status verbose` parsed: active, default policies and the allowed rules; plus
     `ufw show added` (the rules ufw keeps even while it is inactive)."""

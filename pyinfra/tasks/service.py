@@ -9,8 +9,11 @@ pyinfra, and because a health-gated loop isn't a declarative operation.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
+import shlex
+import socket
 import subprocess
 import tempfile
 import weakref
@@ -22,7 +25,7 @@ from pyinfra.api import deploy
 from pyinfra.operations import docker, files, server
 
 from tasks.config import REPO_DIR, Settings, SettingsError
-from tasks.facts import DockerImageId, ReleaseStatus
+from tasks.facts import DockerImageId, ReleaseCurrent, ReleaseStatus
 from tasks.pki import CA_ON_HOST, upload_ca
 from tasks.templates import put, template
 
@@ -46,8 +49,59 @@ def build_image() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
+@cache
+def build_context(context: Path) -> str:
+    """Build a user's own app (`app_context`) with plain `docker build`, tagged by its image
+    ID as build-image.sh tags app/: prodstack-app:<12 hex>."""
+    with tempfile.NamedTemporaryFile(prefix="prodstack-iid-") as iid:
+        result = subprocess.run(
+            ["docker", "build", "--quiet", "--iidfile", iid.name,
+             "--label", f"org.opencontainers.image.revision={git_revision(context) or 'unknown'}",
+             str(context)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise SettingsError(
+                f"invalid data `app_context` = {str(context)!r}: `docker build` failed; fix "
+                f"the build or set `image`.\n{result.stderr[-2000:]}"
+            )
+        image_id = Path(iid.name).read_text().strip()
+    tag = f"prodstack-app:{image_id.removeprefix('sha256:')[:12]}"
+    subprocess.run(["docker", "tag", image_id, tag], check=True, capture_output=True)
+    return tag
+
+
 def resolve_image(cfg: Settings) -> str:
-    return cfg.image or build_image()
+    if cfg.image:
+        return cfg.image
+    return build_context(cfg.app_context) if cfg.app_context else build_image()
+
+
+@cache
+def git_revision(directory: Path = REPO_DIR) -> str | None:
+    """The operator's checkout, recorded with each release: HEAD, "-dirty" if modified."""
+    head = subprocess.run(["git", "-C", str(directory), "rev-parse", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    if head.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "-uno"],
+                           capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def operator() -> str:
+    """Who deploys, as the release history records it."""
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def replacing(current: dict | None) -> str:
+    """What a deploy replaces, for its operation name: a deploy after a rollback says so."""
+    if not current or not current.get("current"):
+        return "first release on this host"
+    version = current.get("version") or current["current"]
+    if current.get("kind") == "rollback":
+        return f"replacing {version}, serving after a rollback"
+    return f"replacing {version}"
 
 
 @cache
@@ -119,7 +173,12 @@ def service(cfg: Settings) -> None:
         )
 
     status = host.get_fact(ReleaseStatus, image=image)
-    rollout = f"/usr/local/sbin/prodstack-release deploy {image}"
+    current = host.get_fact(ReleaseCurrent)
+    rollout = f"/usr/local/sbin/prodstack-release deploy {shlex.quote(image)}"
+    # Recorded in the host's release history. In the environment, not the command: the
+    # command is what plans compare, and these differ per commit and per operator.
+    recorded = {"PRODSTACK_DEPLOY_BY": operator(),
+                "PRODSTACK_DEPLOY_REVISION": git_revision(cfg.app_context or REPO_DIR) or ""}
     # _serial: with several web hosts, one host at a time, so the others keep their full
     # capacity while one replaces its replicas; and none starts after one has failed.
     rollouts = _ROLLOUTS.setdefault(host.state, [])
@@ -130,13 +189,15 @@ def service(cfg: Settings) -> None:
 
     if status != "in-sync":
         op = server.shell(
-            name=f"Deploy {image} ({cfg.deploy_strategy}; {status})", commands=[rollout],
+            name=f"Deploy {image}, {replacing(current)} ({cfg.deploy_strategy}; {status})",
+            commands=[rollout], _env=recorded,
             _serial=True, _if=no_host_failed,
         )  # fmt: skip
     else:
         op = server.shell(
             name=f"Restart {image} for new settings ({cfg.deploy_strategy})",
             commands=[rollout],
+            _env=recorded,
             _serial=True,
             _if=lambda: no_host_failed() and (
                 env.did_change()

@@ -13,7 +13,7 @@ import pytest
 
 from app.cache import _COUNT
 from app.redis_pipeline import PipelinedRedis, RedisReplyError, RedisUnavailable
-from tests.support.services import RedisServer
+from prodstack.local_services import RedisServer
 
 
 @pytest.fixture

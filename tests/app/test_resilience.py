@@ -6,9 +6,9 @@ import re
 
 import pytest
 
+from prodstack.local_services import PostgresServer, RedisServer
 from tests.app.conftest import AUTH, make_alert
 from tests.support.app_server import AppServer, app_env, run_app
-from tests.support.services import PostgresServer, RedisServer
 
 
 @pytest.fixture

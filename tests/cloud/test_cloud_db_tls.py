@@ -28,10 +28,10 @@ from tasks.pki import ca_certificate, server_certificate  # noqa: E402
 
 from app.core.config import load_settings
 from components.database import CA_CERT_IDENTIFIER
+from prodstack.local_services import PostgresServer, tls_files
 from stacks import rds_ca
 from stacks.config import REGIONS
 from stacks.program import PROXY_CA_BUNDLE, PROXY_CA_ROOTS
-from tests.support.services import PostgresServer, tls_files
 
 NOW = datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
 

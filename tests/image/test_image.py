@@ -10,11 +10,11 @@ import time
 import httpx
 import pytest
 
+from prodstack.local_services import free_port
 from stacks import rds_ca
 from stacks.program import PROXY_CA_BUNDLE, PROXY_CA_ROOTS
 from tests.support.app_server import TEST_TOKEN, app_env, run_app
 from tests.support.docker import python_base_image
-from tests.support.services import free_port
 
 APP_LAYERS_BUDGET_BYTES = 40 * 1024 * 1024
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.services import free_port
+from prodstack.local_services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_TOKEN = "test-token-0123456789abcdef"

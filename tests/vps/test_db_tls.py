@@ -21,7 +21,7 @@ from tasks.config import settings_for
 from tasks.pki import CA_ON_HOST, ca_certificate, server_certificate
 
 from app.redis_pipeline import PipelinedRedis, RedisUnavailable
-from tests.support.services import (
+from prodstack.local_services import (
     PostgresServer,
     RedisServer,
     free_port,

@@ -1,4 +1,5 @@
-"""Throwaway PostgreSQL and Redis servers from the Debian packages, on loopback.
+"""Throwaway PostgreSQL and Redis servers from the Debian packages, on loopback: what
+`prodstack check-image` runs an image against, and what the tests use.
 
 Each runs from its own temporary data directory on a free port, can be stopped and
 started again on the same port (for the failure tests), and is removed at the end.
