@@ -414,6 +414,10 @@ class _Planner:
             return path
 
         tasks.service.image_tarball = image_tarball
+        # Who deploys and from which commit go into the host's release history, not the
+        # plan: no git process, the same plan from any checkout of the same tree.
+        tasks.service.git_revision = lambda directory=None: None
+        tasks.service.operator = lambda: "planner"
         deploy_file = str(self.pyinfra_dir / "deploy.py")
         # pyinfra caches compiled deploy files, templates and file digests by path for the
         # life of the process; a checkout's files may have changed since the last plan.

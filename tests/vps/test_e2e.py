@@ -179,7 +179,7 @@ def test_rolling_deploy_under_load_has_no_failed_requests(stack, images):
     assert summary["ok"] > 100
     assert {"e2e-1", "e2e-2"} <= set(summary["versions"])  # old served, then new
     assert stack.version() == "e2e-2"
-    status = json.loads(stack.host.run("prodstack-release status").stdout)
+    status = json.loads(stack.host.run("prodstack-release status --json").stdout)
     assert status["current"] == images["v2"] and status["previous"] == images["v1"]
     assert len(status["replicas"]) == 3
     # The previous image is kept on the host for rollback.
@@ -201,7 +201,7 @@ def test_failed_health_check_aborts_and_old_version_keeps_serving(stack, images)
     assert "not ready" in result.stdout
     assert summary["failed"] == 0, summary["errors"]
     assert set(summary["versions"]) == {"e2e-2"}
-    status = json.loads(stack.host.run("prodstack-release status").stdout)
+    status = json.loads(stack.host.run("prodstack-release status --json").stdout)
     assert status["current"] == images["v2"]
     assert {r["image"] for r in status["replicas"]} == {images["v2"]}
 
@@ -210,7 +210,7 @@ def test_rollback_returns_to_the_previous_image(stack, images):
     result = stack.pyinfra("rollback.py")
     assert result.returncode == 0, result.stdout[-3000:]
     assert stack.version() == "e2e-1"
-    status = json.loads(stack.host.run("prodstack-release status").stdout)
+    status = json.loads(stack.host.run("prodstack-release status --json").stdout)
     assert status["current"] == images["v1"] and status["previous"] == images["v2"]
 
 

@@ -146,7 +146,8 @@ def test_a_neighbour_cannot_reach_a_replica_port(stack):
         check=True, capture_output=True,
     )  # fmt: skip
     try:
-        port = json.loads(stack.host.run("prodstack-release status").stdout)["replicas"][0]["port"]
+        status = stack.host.run("prodstack-release status --json").stdout
+        port = json.loads(status)["replicas"][0]["port"]
         probe = (
             "ip route del local 127.0.0.0/8 dev lo table local; "
             "ip route del local 127.0.0.1 dev lo table local; "

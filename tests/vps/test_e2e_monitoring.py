@@ -205,7 +205,7 @@ def _failed_unit(stack, alert_webhook) -> dict:
 
 def test_postgres_and_replica_outages_fire_and_resolve(stack, alert_webhook):
     """Also, in parallel: a unit's OnFailure=prodstack-alert@ raises SystemdUnitFailed."""
-    replica = json.loads(stack.host.run("prodstack-release status").stdout)["replicas"]
+    replica = json.loads(stack.host.run("prodstack-release status --json").stdout)["replicas"]
     second = next(r for r in replica if r["replica"] == 2 and r["running"])
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         unit = pool.submit(_failed_unit, stack, alert_webhook)

@@ -350,7 +350,7 @@ def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
         record = _last_switch(cluster.hosts[role])
         assert record["action"] == "switch"
         switch[role] = record["seconds"]
-        status = json.loads(cluster.hosts[role].run("prodstack-release status").stdout)
+        status = json.loads(cluster.hosts[role].run("prodstack-release status --json").stdout)
         # The old set still runs (baking), outside nginx's upstream.
         assert status["baking"]["image"] == images["v2"]
         assert len(status["baking"]["containers"]) == 2
@@ -369,7 +369,7 @@ def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
     for role in ("web1", "web2"):
         with _client(cluster, role) as c:
             assert c.get("/health").json()["version"] == "e2e-2"
-        status = json.loads(cluster.hosts[role].run("prodstack-release status").stdout)
+        status = json.loads(cluster.hosts[role].run("prodstack-release status --json").stdout)
         assert status["baking"] is None and status["current"] == images["v2"]
         assert {r["image"] for r in status["replicas"] if r["running"]} == {images["v2"]}
     back = {}
