@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prodstack import planfile
+from prodstack import check_image, planfile
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     choose.add_argument("--cpu-percent", type=float, help="sustained host CPU (%%)")
     choose.add_argument("--format", choices=("markdown", "json"), default="markdown")
     choose.set_defaults(func=cmd_choose)
+    check_image.register(sub, _subcommand)
     return parser
 
 
