@@ -14,7 +14,8 @@ import subprocess
 
 import pytest
 
-from tests.vps.e2e import REPO
+from prodstack import vps_release
+from tests.vps.e2e import PYINFRA_DIR, REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(2400)]
 
@@ -49,14 +50,14 @@ def test_three_deploys_are_recorded_with_digest_revision_and_migration_level(sta
         dockerfile = f"FROM {images['v1']}\nENV APP_VERSION={version}\n"
         stack.host.run(f"docker build -q -t {image(version)} -", input=dockerfile, timeout=180)
     before = len(history(stack))
+    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
     for version in RELEASES[:3]:
         result = stack.pyinfra(image=image(version))
         assert result.returncode == 0, failed(result)
         assert stack.version() == version
     # The operation name says which release each deploy replaces.
     assert f"Deploy {image('rel-c')}, replacing rel-b (" in result.stdout
-    revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
-                              capture_output=True, text=True).stdout.strip()  # fmt: skip
     releases = history(stack)[before:]
     assert [(e["version"], e["kind"]) for e in releases] == [
         ("rel-a", "deploy"), ("rel-b", "deploy"), ("rel-c", "deploy")]  # fmt: skip
@@ -86,9 +87,18 @@ def test_rollback_twice_stays_on_the_second(stack):
     assert last["migration_level"] == FIRST_LEVEL
 
 
-def test_rollback_to_the_first(stack):
-    result = stack.pyinfra("rollback.py", rollback_to="rel-a")
-    assert result.returncode == 0, failed(result)
+def test_rollback_to_the_first(stack, monkeypatch, capfd):
+    # Through prodstack's own entry point, as `prodstack rollback --profile vps` runs it.
+    for name, value in (("PRODSTACK_HOST", stack.host.address),
+                        ("PRODSTACK_SSH_KEY", str(stack.host.key)),
+                        ("PRODSTACK_SSH_KNOWN_HOSTS", "/dev/null"),
+                        ("PRODSTACK_SSH_USER", stack.ssh_user),
+                        ("PRODSTACK_SSH_PORT", str(stack.ssh_port))):  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert vps_release.rollback(PYINFRA_DIR / "inventory.py", "rel-a", None) == 0
+    out, err = capfd.readouterr()
+    assert out == ""  # pyinfra's progress goes to stderr
+    assert "Roll back to rel-a" in err
     assert stack.version() == "rel-a"
     last = history(stack)[-1]
     assert (last["version"], last["kind"], last["replaced"]) == ("rel-a", "rollback", "rel-b")
