@@ -49,6 +49,14 @@ def test_three_deploys_are_recorded_with_digest_revision_and_migration_level(sta
     for version in RELEASES:
         dockerfile = f"FROM {images['v1']}\nENV APP_VERSION={version}\n"
         stack.host.run(f"docker build -q -t {image(version)} -", input=dockerfile, timeout=180)
+    # Shipped images arrive through `docker load`, which records no parent image: without
+    # this round trip each would pin the session's image (a parent cannot be removed), and
+    # pruning could not show its effect. test_e2e.py's broken image pins its base likewise.
+    refs = " ".join(image(v) for v in RELEASES)
+    stack.host.run(f"docker save -o /var/lib/prodstack/releases.tar {refs} && docker rmi {refs}"
+                   " && docker load -q -i /var/lib/prodstack/releases.tar && "
+                   "rm /var/lib/prodstack/releases.tar", timeout=300)  # fmt: skip
+    stack.host.run("docker rmi prodstack-api:broken", check=False)
     before = len(history(stack))
     revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()  # fmt: skip

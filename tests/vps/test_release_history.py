@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,21 @@ def test_app_context_must_be_a_directory_with_a_dockerfile(data, environ, tmp_pa
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     cfg = settings_for({**data, "app_context": str(tmp_path)}, {"web", "db"}, environ=environ)
     assert cfg.app_context == tmp_path.resolve()
+
+
+@pytest.mark.docker
+def test_app_context_builds_an_image_tagged_by_its_id(tmp_path):
+    from tests.support.docker import ensure_dockerd
+
+    ensure_dockerd()
+    from tasks.service import build_context
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY hello /hello\n")
+    (tmp_path / "hello").write_text(f"{tmp_path}\n")  # a context no other test builds
+    tag = build_context(tmp_path)
+    inspect = subprocess.run(["docker", "image", "inspect", tag], check=True,
+                             capture_output=True, text=True)  # fmt: skip
+    image = json.loads(inspect.stdout)[0]
+    assert tag == "prodstack-app:" + image["Id"].removeprefix("sha256:")[:12]
+    assert "org.opencontainers.image.revision" in image["Config"]["Labels"]
+    subprocess.run(["docker", "rmi", tag], check=True, capture_output=True)
