@@ -5,9 +5,11 @@ release history and decides (see its docstring and docs/releases.md); this only 
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from prodstack.errors import UsageError
 
@@ -41,3 +43,32 @@ def rollback(inventory: Path, to: str | None, host: str | None) -> int:
             sys.stderr.write(line)
             sys.stderr.flush()
     return proc.returncode
+
+
+ROLLBACK_EXAMPLES = """examples:
+  prodstack rollback --profile vps -i pyinfra/inventory.py            # undo the last deploy
+  prodstack rollback --profile vps -i pyinfra/inventory.py --to 1a2b3c4d5e6f
+  prodstack rollback --profile vps -i inventory.py --to v1.4.2 --host web-1
+"""
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.inventory is None:
+        raise UsageError("rollback --profile vps needs -i INVENTORY")
+    return rollback(args.inventory, args.to, args.host)
+
+
+def register(sub: Any, subcommand: Any) -> None:
+    """A minimal `prodstack rollback` (VPS only), for prodstack/cli.py's build_parser."""
+    parser = subcommand(sub, "rollback", "roll the API back to a kept release",
+                        "Run pyinfra/rollback.py against INVENTORY: each web host goes back "
+                        "to the release before its last deploy, or to the kept release "
+                        "--to VERSION (docs/releases.md). pyinfra's progress goes to "
+                        "stderr; exit 1 when a host refused or failed.", ROLLBACK_EXAMPLES)
+    parser.add_argument("--profile", choices=("vps",), required=True)
+    parser.add_argument("-i", "--inventory", type=Path, metavar="INVENTORY",
+                        help="the pyinfra inventory (e.g. pyinfra/inventory.py)")
+    parser.add_argument("--to", metavar="VERSION", help="a version, image or digest the "
+                        "hosts keep (default: the release before the last deploy)")
+    parser.add_argument("--host", metavar="HOST", help="only this host of the inventory")
+    parser.set_defaults(func=cmd_rollback)

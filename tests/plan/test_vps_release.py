@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from prodstack import vps_release
+from prodstack.cli import main
 from prodstack.errors import UsageError
 
 INVENTORY = Path(__file__).resolve().parents[2] / "pyinfra" / "inventory.py"
@@ -35,3 +36,18 @@ def test_a_hostile_target_is_refused_by_rollback_py_before_any_operation(tmp_pat
     out, err = capfd.readouterr()
     assert code != 0 and out == ""
     assert "invalid data `rollback_to` = 'v1; rm -rf /'" in err
+
+
+def test_the_rollback_verb_needs_an_inventory(capsys):
+    assert main(["rollback", "--profile", "vps"]) == 2
+    assert "needs -i INVENTORY" in capsys.readouterr().err
+    assert main(["rollback", "--profile", "vps", "-i", "/nonexistent/inventory.py"]) == 2
+    assert "no such inventory file" in capsys.readouterr().err
+
+
+def test_the_rollback_verb_has_help_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["rollback", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "prodstack rollback --profile vps -i pyinfra/inventory.py --to" in out
