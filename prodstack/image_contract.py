@@ -33,20 +33,27 @@ TMPFS_SIZE_MB = 64
 class EnvVar:
     name: str
     meaning: str
-    required: bool = True
+    vps: str  # always | optional | no
+    cloud: str
 
 
 ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar("DATABASE_URL", "PostgreSQL URL (`postgresql://user:password@host:port/db?sslmode=...`"
-           "); on a split VPS layout `sslmode=verify-full&sslrootcert=<CA file>`"),
-    EnvVar("REDIS_URL", "Redis URL (`redis://user:password@host:port/0`; `rediss://...?"
-           "ssl_ca_certs=<CA file>` when Redis speaks TLS)"),
-    EnvVar("API_TOKEN", "the bearer token clients send (a secret)"),
-    EnvVar("PORT", f"the port to listen on ({PORT})"),
-    EnvVar("FORWARDED_HOPS", "proxies in front that append to X-Forwarded-For (1: nginx or "
-           "the ALB)", required=False),
-    EnvVar("LOG_LEVEL", "debug | info | warning | error", required=False),
-    EnvVar("RATE_LIMIT_PER_MINUTE", "the app's own per-client limit", required=False),
+    EnvVar("DATABASE_URL", "PostgreSQL URL, `postgresql://user:password@host:port/db?sslmode=`"
+           "...; on a split VPS layout `sslmode=verify-full&sslrootcert=<CA file>`",
+           "always", "no"),
+    EnvVar("DB_HOST, DB_PORT, DB_NAME, DB_USER, DB_PASSWORD, DB_SSLMODE, DB_SSLROOTCERT",
+           "the same, in parts: RDS (or RDS Proxy) with `verify-full` against the CA bundle "
+           "path given", "no", "always"),
+    EnvVar("REDIS_URL", "Redis URL, `redis://user:password@host:port/0` (`rediss://...?"
+           "ssl_ca_certs=<CA file>` when Redis speaks TLS)", "always", "no"),
+    EnvVar("REDIS_HOST, REDIS_PORT, REDIS_PASSWORD, REDIS_TLS", "the same, in parts "
+           "(ElastiCache, TLS on)", "no", "always"),
+    EnvVar("API_TOKEN", "the bearer token clients send (a secret)", "always", "always"),
+    EnvVar("PORT", f"the port to listen on ({PORT})", "always", "always"),
+    EnvVar("FORWARDED_HOPS", "proxies in front that append to X-Forwarded-For (VPS: nginx, "
+           "1; cloud: 2 behind CloudFront and the ALB)", "always", "always"),
+    EnvVar("LOG_LEVEL, RATE_LIMIT_PER_MINUTE", "log level; the app's own per-client limit",
+           "always", "always"),
 )
 
 
@@ -62,8 +69,8 @@ class Clause:
 CLAUSES: tuple[Clause, ...] = (
     Clause("non-root", "runs as a numeric non-root user (`USER 10001:10001`); no capabilities "
            "are granted (`--cap-drop ALL`, `no-new-privileges`)"),
-    Clause("migrate", f"`IMAGE {MIGRATE}` applies pending migrations to DATABASE_URL and exits "
-           "0; running it again changes nothing (it runs once per deploy, before any new "
+    Clause("migrate", f"`IMAGE {MIGRATE}` applies pending migrations to the database its "
+           "environment names and exits 0; running it again changes nothing (it runs once per deploy, before any new "
            "container starts, and may run while the old version serves)"),
     Clause("schema-version", f"`IMAGE {SCHEMA_VERSION}` prints the database's schema version "
            "(one line; versions compare as numbers, else in name order) and exits 0. Each "
@@ -88,10 +95,10 @@ def markdown() -> str:
     for clause in CLAUSES:
         lines.append(f"| {clause.name} | {clause.rule} | "
                      f"{'optional' if clause.optional else 'required'} |")  # fmt: skip
-    lines += ["", "| Variable | Meaning | |", "|---|---|---|"]
+    lines += ["", "| Variable | Meaning | VPS | cloud |", "|---|---|---|---|"]
     for var in ENVIRONMENT:
-        lines.append(f"| `{var.name}` | {var.meaning} | "
-                     f"{'always set' if var.required else 'optional'} |")  # fmt: skip
+        names = ", ".join(f"`{name}`" for name in var.name.split(", "))
+        lines.append(f"| {names} | {var.meaning} | {var.vps} | {var.cloud} |")
     return "\n".join(lines) + "\n"
 
 

@@ -35,7 +35,7 @@ def one_line_error(proc, *fragments: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose"])
+@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback"])
 def test_every_subcommand_has_help_with_examples(command):
     proc = prodstack(command, "--help")
     assert proc.returncode == 0

@@ -101,6 +101,10 @@ def test_a_host_keeps_the_newest_releases_and_always_the_serving_one(release):
     history = after_rollback(release, history, to="v1")
     kept = release["kept_digests"](history, 3)
     assert kept == [entry(v)["digest"] for v in ("v1", "v5", "v4")]
+    # A release that served twice counts once: three releases, not three entries.
+    history = [entry("v1"), entry("v2"), entry("v3"), entry("v2", "rollback"), entry("v3")]
+    kept = release["kept_digests"](history, 3)
+    assert kept == [entry(v)["digest"] for v in ("v3", "v2", "v1")]
 
 
 def test_version_is_the_tag_or_the_short_digest(release):
