@@ -70,8 +70,9 @@ CLAUSES: tuple[Clause, ...] = (
     Clause("non-root", "runs as a numeric non-root user (`USER 10001:10001`); no capabilities "
            "are granted (`--cap-drop ALL`, `no-new-privileges`)"),
     Clause("migrate", f"`IMAGE {MIGRATE}` applies pending migrations to the database its "
-           "environment names and exits 0; running it again changes nothing (it runs once per deploy, before any new "
-           "container starts, and may run while the old version serves)"),
+           "environment names and exits 0; running it again changes nothing (it runs once "
+           "per deploy, before any new container starts, and may run while the old version "
+           "serves)"),
     Clause("schema-version", f"`IMAGE {SCHEMA_VERSION}` prints the database's schema version "
            "(one line; versions compare as numbers, else in name order) and exits 0. Each "
            "release records it, so a rollback to a release older than the schema is refused",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import PostgresServer
+from prodstack.local_services import PostgresServer
 from tests.vps.test_pitr import host_script
 
 OWNER = "app_owner"
