@@ -39,3 +39,15 @@ def test_migrate_fails_cleanly_when_the_database_never_comes(redis_server):
     result = run_app("migrate", env)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("migrate failed:")
+
+
+def test_schema_version_prints_the_newest_applied_migration(pg, redis_server):
+    env = app_env(pg.fresh_database("schema_version"), redis_server.url)
+    before = run_app("schema-version", env)
+    assert (before.returncode, before.stdout) == (0, "\n")  # no migrate yet: no level
+    assert run_app("migrate", env).returncode == 0
+    pg.psql("INSERT INTO schema_migrations (version) VALUES ('0000_older')", "schema_version")
+    after = run_app("schema-version", env)
+    assert (after.returncode, after.stdout) == (0, "0001_create_alerts\n")
+    down = run_app("schema-version", app_env("postgresql://u:p@127.0.0.1:1/db", redis_server.url))
+    assert down.returncode == 1 and "schema-version failed" in down.stderr
