@@ -1,12 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, then runs pytest (extra args pass through).
+# The test suite: installs what it needs, then runs pytest (extra args pass through).
+#
+#   scripts/test.sh                 the whole suite (what CI runs)
+#   scripts/test.sh --fast          the inner loop: no Docker, no e2e host
+#   scripts/test.sh tests/app -x    any pytest arguments, after the defaults below
+#
+# pytest runs on PRODSTACK_TEST_WORKERS pytest-xdist workers (default 3 on this 2-core
+# machine: the e2e hosts mostly wait on apt and SSH, so a third worker keeps the CPU
+# busy). `--dist loadgroup` keeps each file, and the e2e files that share one host, on one
+# worker in file order (tests/conftest.py). `-n 0` among the arguments runs in this
+# process instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+
+fast=()
+if [ "${1:-}" = "--fast" ]; then
+  shift
+  fast=(-m "not docker and not e2e")
+fi
+
+# Byte-compile the environment once: the suite starts dozens of fresh interpreters (the
+# Pulumi program's recordings, the CLI, pyinfra), each of which would otherwise compile
+# pulumi_aws again when PYTHONDONTWRITEBYTECODE is set.
+UV_COMPILE_BYTECODE=1 scripts/setup.sh
 export PATH="$PWD/.prodstack/tools/bin:$PATH"
 
 set +e
-uv run --frozen --no-sync pytest "$@"
+uv run --frozen --no-sync pytest -n "${PRODSTACK_TEST_WORKERS:-3}" --dist loadgroup \
+  ${fast[@]+"${fast[@]}"} "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -1,10 +1,63 @@
-"""Session-wide real services: one PostgreSQL and one Redis for the app tests."""
+"""Session-wide real services (one PostgreSQL and one Redis for the app tests, per
+worker), the session's memo of Pulumi recordings, and how the suite splits across
+pytest-xdist workers (scripts/test.sh runs it that way)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from prodstack.local_services import PostgresServer, RedisServer
+from tests.support import recordings
+
+# Fixtures that reach the Docker engine: a test using any of them needs Docker, so it is
+# marked `docker` whatever its file says (`scripts/test.sh --fast` deselects those).
+DOCKER_FIXTURES = {"docker_engine", "app_image", "images", "stack"}
+# The fixture of the one host that tests/vps/test_e2e*.py files share, in file order.
+SHARED_HOST = "stack"
+SHARED_HOST_GROUP = "vps-shared-host"
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into node ids
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark Docker users; give every test an xdist group and put the long groups first.
+
+    Under `--dist loadgroup` a group runs on one worker, in collection order. Tests of the
+    shared host form one group (they hand the host from file to file); every other file
+    is a group of its own, so its module fixtures run once. The e2e groups go first
+    (longest first, by their files' own order), so their hosts boot and wait on apt while
+    the other workers take the CPU-bound files.
+    """
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & DOCKER_FIXTURES:
+            item.add_marker(pytest.mark.docker)
+        group = SHARED_HOST_GROUP if SHARED_HOST in fixtures else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+    if not hasattr(config, "workerinput"):
+        return  # a serial run keeps pytest's own order
+
+    def rank(item: pytest.Item) -> int:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if SHARED_HOST in fixtures:
+            return 0
+        if item.get_closest_marker("e2e"):
+            return 1
+        return 2
+
+    items.sort(key=rank)  # stable: file order and order within a file are kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _recordings_memo(tmp_path_factory: pytest.TempPathFactory):
+    """One memo of Pulumi recordings per session, in the temporary directory that the
+    session's xdist workers share (each worker's own is a subdirectory of it)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    recordings.use_session_directory(shared / "pulumi-recordings")
+    yield
+    recordings.use_session_directory(None)
 
 
 @pytest.fixture(scope="session")

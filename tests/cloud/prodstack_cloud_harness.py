@@ -1,7 +1,8 @@
 """Test-side helpers over the product's recorder (`prodstack.cloud_plan`).
 
 `run_harness` records the real entrypoint under mocks in a fresh interpreter, with the
-test API token and a fixed image tag, so manifests don't depend on app/. `Manifest` and
+test API token and a fixed image tag, so manifests don't depend on app/; each distinct
+recording is made once per session (tests/support/recordings.py). `Manifest` and
 the policy helpers query what was recorded.
 """
 
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from prodstack.cloud_plan import REPO, record_isolated
+from prodstack.cloud_plan import REPO
 from prodstack.policy_check import (
     check_resource,
     check_stack,
@@ -19,6 +20,7 @@ from prodstack.policy_check import (
     run_all,
     run_policy,
 )
+from tests.support.recordings import record_isolated
 
 __all__ = ["REPO", "TEST_SECRETS", "Manifest", "check_resource", "check_stack",
            "policy_resources", "run_all", "run_harness", "run_policy"]  # fmt: skip

@@ -1,7 +1,8 @@
 """Plans made by the real planners, once per session, shared by the diff and CLI tests.
 
 Cloud plans run the real Pulumi program under mocks, each in a fresh interpreter
-(`set_mocks` is process-wide), two at a time on this 2-core machine.
+(`set_mocks` is process-wide), two at a time on this 2-core machine, each once per
+session (tests/support/recordings.py: test_cost.py's prod and dev are these).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import pytest
 
 from prodstack import planfile
-from prodstack.cloud_plan import REPO, record_isolated
+from prodstack.cloud_plan import REPO
+from tests.support.recordings import record_isolated
 
 # name -> (stack, config overrides, root variant)
 CLOUD_VARIANTS: dict[str, tuple[str, dict[str, str], str | None]] = {

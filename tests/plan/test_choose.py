@@ -8,10 +8,10 @@ import pytest
 
 from components.database import INSTANCE_MEMORY_GIB, RESERVED_CONNECTIONS, tuned_parameters
 from prodstack import choose, cost
-from prodstack.cloud_plan import record_isolated
 from prodstack.errors import UsageError
 from prodstack.vps_plan import plan_vps
 from stacks.config import MIGRATE_CONNECTIONS
+from tests.support.recordings import record_isolated
 
 REPO = Path(__file__).resolve().parents[2]
 AUTO = ("replicas", "min_replicas", "max_replicas", "az_count", "nat", "multi_az",

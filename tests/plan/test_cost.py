@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from prodstack import cost
-from prodstack.cloud_plan import record_isolated
 from prodstack.errors import UsageError
+from tests.support.recordings import record_isolated
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,12 +13,30 @@ import tempfile
 import time
 from pathlib import Path
 
+from filelock import FileLock
+
 DEBIAN_MIRROR = os.environ.get("PRODSTACK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 # Python runtime base for the app image: Debian's python3.11, the same minor version
 # as the official python:3.11-slim default.
 PYTHON_BASE_IMAGE = "prodstack/python-base:bookworm"
 PYTHON_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
+# Test sessions on this machine (and their xdist workers) share one Docker engine.
+LOCKS = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "prodstack" / "locks"
+
+
+def image_lock(tag: str) -> FileLock:
+    """Held while `tag` is built (or dockerd started): one builder per image, the others
+    wait and reuse it."""
+    LOCKS.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(LOCKS / (tag.replace("/", "_").replace(":", "_") + ".lock")))
+
+
+def checkout_build_lock(repo: Path) -> FileLock:
+    """Held while scripts/build-image.sh runs in `repo`: it rewrites app/requirements.txt
+    and app/wheelhouse there, which two concurrent builds would interleave."""
+    (repo / ".prodstack").mkdir(exist_ok=True)
+    return FileLock(str(repo / ".prodstack" / "build-image.lock"))
 
 
 def docker_available() -> bool:
@@ -31,6 +49,12 @@ def ensure_dockerd(timeout_s: float = 60.0) -> None:
     """Start dockerd in the background unless an engine already answers."""
     if docker_available():
         return
+    with image_lock("dockerd"):  # one starter; xdist workers ask at the same moment
+        if not docker_available():
+            _start_dockerd(timeout_s)
+
+
+def _start_dockerd(timeout_s: float) -> None:
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd not found: install docker.io (scripts/setup.sh does)")
@@ -64,6 +88,13 @@ def debootstrap_image(
     ensure_dockerd()
     if image_exists(tag):
         return tag
+    with image_lock(tag):
+        if not image_exists(tag):
+            _debootstrap_import(tag, packages, changes, prepare, suite)
+    return tag
+
+
+def _debootstrap_import(tag, packages, changes, prepare, suite) -> None:
     with tempfile.TemporaryDirectory(prefix="prodstack-rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         subprocess.run(
@@ -93,7 +124,6 @@ def debootstrap_image(
         subprocess.run(cmd, stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
         if tar.wait() != 0:
             raise RuntimeError(f"tar of {rootfs} failed")
-    return tag
 
 
 def python_base_image() -> str:
@@ -112,8 +142,9 @@ def build_app_image(app_version: str | None = None) -> str:
     env = {**os.environ}
     if app_version is not None:
         env["APP_VERSION"] = app_version
-    out = subprocess.run(
-        [str(repo / "scripts" / "build-image.sh"), base],
-        cwd=repo, env=env, check=True, capture_output=True, text=True,
-    )
+    with checkout_build_lock(repo):
+        out = subprocess.run(
+            [str(repo / "scripts" / "build-image.sh"), base],
+            cwd=repo, env=env, check=True, capture_output=True, text=True,
+        )  # fmt: skip
     return out.stdout.strip().splitlines()[-1]

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
-from tests.support.docker import docker_available, ensure_dockerd
+from tests.support.docker import checkout_build_lock, docker_available, ensure_dockerd
 from tests.vps.e2e import Stack, WebhookReceiver, build_image, free_port
 from tests.vps.host import boot, destroy, ssh_keypair
 
@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(config, items):
 def images():
     if not docker_available():
         ensure_dockerd()
-    return {"v1": build_image("e2e-1"), "v2": build_image("e2e-2")}
+    with checkout_build_lock(Path(os.environ.get("PRODSTACK_E2E_APP_REPO", REPO))):
+        return {"v1": build_image("e2e-1"), "v2": build_image("e2e-2")}
 
 
 def docker_gateway() -> str:

@@ -1,0 +1,108 @@
+"""The real Pulumi program, recorded once per test session for each set of inputs.
+
+A recording runs ``stacks/__main__.py`` under Pulumi's mocks in a fresh interpreter
+(`prodstack.cloud_plan.record_isolated`): seconds of CPU each. Fixtures in tests/cloud
+and tests/plan ask for the same recordings (prod and dev, as manifests and as plans), and
+under pytest-xdist every worker runs its own session fixtures. `record_isolated` here has
+the product's signature and keys each recording by a digest of what it reads: the
+contents of the checkout parts the program loads (not the checkout's path, which the
+recorder writes as ``<repo>``), the recorder's own code, the stack, overrides, secrets,
+image tag and output kind. The first caller records; every later caller in the session,
+on any worker, gets a copy of that file. A changed input is a new key, never a stale hit.
+
+The memo lives in the session's temporary directory (`use_session_directory`, called by
+tests/conftest.py), so each session still runs the real program at least once per
+distinct input; outside a pytest session the product's function runs uncached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from prodstack import cloud_plan
+
+REPO = cloud_plan.REPO
+# What the program reads from its checkout (stacks/__main__.py and what it imports and
+# opens), and the recorder that runs it (always this checkout's, on PYTHONPATH).
+PROGRAM_PARTS = ("Pulumi.yaml", "stacks", "components", "policies", "app",
+                 "pyinfra/files/prodstack-alerts.yml")  # fmt: skip
+RECORDER_PARTS = ("prodstack",)
+SKIPPED = {"__pycache__", "wheelhouse"}
+
+_directory: Path | None = None
+
+
+def use_session_directory(directory: Path | None) -> None:
+    """Where this session's recordings are kept (shared by its xdist workers); None: off."""
+    global _directory
+    _directory = directory
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+
+
+def _digest_files(digest: Any, root: Path, parts: tuple[str, ...]) -> None:
+    for part in parts:
+        path = root / part
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not SKIPPED & set(p.relative_to(root).parts)
+            and p.suffix != ".pyc"
+        )  # fmt: skip
+        for file in files:
+            digest.update(str(file.relative_to(root)).encode() + b"\0")
+            digest.update(hashlib.sha256(file.read_bytes()).digest())
+
+
+def input_digest(
+    stack: str,
+    overrides: dict[str, str | None] | None,
+    *,
+    root: Path,
+    plan: bool,
+    secrets: dict[str, str] | None,
+    image_tag: str | None,
+) -> str:
+    """The key of one recording: every input that can change what it records."""
+    digest = hashlib.sha256()
+    root = root.resolve()
+    _digest_files(digest, root, (*PROGRAM_PARTS, f"Pulumi.{stack}.yaml"))
+    _digest_files(digest, REPO, RECORDER_PARTS)
+    call = {"stack": stack, "overrides": overrides or {}, "plan": plan,
+            "secrets": secrets or {}, "image_tag": image_tag}  # fmt: skip
+    digest.update(json.dumps(call, sort_keys=True).encode())
+    return digest.hexdigest()[:32]
+
+
+def record_isolated(
+    stack: str,
+    out: Path,
+    overrides: dict[str, str | None] | None = None,
+    *,
+    root: Path = REPO,
+    plan: bool = False,
+    secrets: dict[str, str] | None = None,
+    image_tag: str | None = None,
+) -> dict[str, Any]:
+    """`prodstack.cloud_plan.record_isolated`, made once per session per input digest.
+
+    Writes the result to ``out`` as the product's function does. Refusals (UsageError)
+    and failures are not kept: every caller sees them raised afresh.
+    """
+    kwargs = {"root": root, "plan": plan, "secrets": secrets, "image_tag": image_tag}
+    if _directory is None or not (root / f"Pulumi.{stack}.yaml").exists():
+        return cloud_plan.record_isolated(stack, out, overrides, **kwargs)
+    kept = _directory / f"{stack}-{input_digest(stack, overrides, **kwargs)}.json"
+    with FileLock(str(kept) + ".lock"):
+        if not kept.exists():
+            partial = kept.with_name(kept.name + ".partial")
+            cloud_plan.record_isolated(stack, partial, overrides, **kwargs)
+            partial.replace(kept)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(kept, out)
+    return json.loads(out.read_text())
