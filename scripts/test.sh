@@ -8,7 +8,8 @@
 # pytest runs on PRODSTACK_TEST_WORKERS pytest-xdist workers (default 3 on this 2-core
 # machine: the e2e hosts mostly wait on apt and SSH, so a third worker keeps the CPU
 # busy). `--dist loadgroup` keeps each file, and the e2e files that share one host, on one
-# worker in file order (tests/conftest.py). `-n 0` among the arguments runs in this
+# worker in file order; groups are handed out in the order tests/conftest.py gives them
+# (the e2e hosts first), not biggest first. `-n 0` among the arguments runs in this
 # process instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +28,7 @@ export PATH="$PWD/.prodstack/tools/bin:$PATH"
 
 set +e
 uv run --frozen --no-sync pytest -n "${PRODSTACK_TEST_WORKERS:-3}" --dist loadgroup \
-  ${fast[@]+"${fast[@]}"} "$@"
+  --no-loadscope-reorder ${fast[@]+"${fast[@]}"} "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
