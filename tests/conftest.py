@@ -19,6 +19,13 @@ SHARED_HOST = "stack"
 SHARED_HOST_GROUP = "vps-shared-host"
 
 
+def _fixtures(item: pytest.Item) -> set[str]:
+    """The fixtures a test uses, directly or not; a parametrized argument of the same name
+    (tests/cloud's `stack` is "prod" or "dev") is not one."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return set(getattr(item, "fixturenames", ())) - set(params)
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark Docker users; give every test an xdist group and put the long groups first.
@@ -30,7 +37,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the other workers take the CPU-bound files.
     """
     for item in items:
-        fixtures = set(getattr(item, "fixturenames", ()))
+        fixtures = _fixtures(item)
         if fixtures & DOCKER_FIXTURES:
             item.add_marker(pytest.mark.docker)
         group = SHARED_HOST_GROUP if SHARED_HOST in fixtures else item.nodeid.split("::")[0]
@@ -39,8 +46,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return  # a serial run keeps pytest's own order
 
     def rank(item: pytest.Item) -> int:
-        fixtures = set(getattr(item, "fixturenames", ()))
-        if SHARED_HOST in fixtures:
+        if SHARED_HOST in _fixtures(item):
             return 0
         if item.get_closest_marker("e2e"):
             return 1
