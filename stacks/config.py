@@ -20,7 +20,7 @@ from components._common import LOG_RETENTION_DAYS
 from components.database import RESERVED_CONNECTIONS, max_connections
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
-from components.registry import PLATFORMS, TAG_RE
+from components.registry import PLATFORMS, TAG_RE, parse_image_ref
 from components.service import DEPLOY_STRATEGIES
 from components.waf import MAX_RATE_LIMIT, MIN_RATE_LIMIT
 from stacks.sizes import SIZES
@@ -133,6 +133,10 @@ KEYS: dict[str, Key] = {
                      "Immutable image tag. Empty: a hash of the build context after "
                      ".dockerignore, build arguments and platform."),
     "base_image": Key("string", "python:3.11-slim-bookworm", "BASE_IMAGE build argument."),
+    "image": Key("string", "",
+                 "Deploy this existing ECR image, pinned by digest, instead of building app/: "
+                 "<account>.dkr.ecr.<region>.amazonaws.com/<repo>[:<tag>]@sha256:<64 hex>. "
+                 "Empty: build."),
     "api_token": Key("string", "",
                      "API bearer token; set with --secret. Empty: generated into Secrets Manager.",
                      secret=True),
@@ -191,6 +195,7 @@ class StackConfig:
     log_level: str
     image_platform: str
     image_tag: str
+    image: str
     base_image: str
     api_token: str
     task_cpu: str
@@ -388,6 +393,14 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("base_image", v["base_image"], "an image reference such as python:3.11-slim-bookworm")
     if v["image_tag"] and not TAG_RE.match(v["image_tag"]):
         r.bad("image_tag", v["image_tag"], "1-128 of [A-Za-z0-9_.-], not starting with . or -")
+    if v["image"]:
+        try:
+            parse_image_ref(v["image"])
+        except ValueError as error:
+            r.bad("image", v["image"], str(error))
+        if v["image_tag"]:
+            # The tag names a build; a pinned image is not built.
+            r.bad("image_tag", v["image_tag"], "empty when image is set")
     if v["api_token"] and len(v["api_token"]) < 32:
         r.bad("api_token", "<secret>", "at least 32 characters")
 
@@ -444,7 +457,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         metrics_retention_days=v["metrics_retention_days"],
         alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],
-        image_tag=v["image_tag"], base_image=v["base_image"], api_token=v["api_token"],
+        image_tag=v["image_tag"], image=v["image"], base_image=v["base_image"],
+        api_token=v["api_token"],
         task_cpu=size.task_cpu, task_memory=size.task_memory,
         db_instance_class=size.db_instance_class, cache_node_type=size.cache_node_type,
     )
