@@ -28,7 +28,8 @@ TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # RepositoryName (2-256 of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/...)*`), the tag pattern
 # above; ECR user guide "Registry concepts" (registry URL) and "Pulling an image" (by
 # `@sha256:` digest). A `.com.cn` endpoint is the China partition.
-ECR_REPOSITORY_RE = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+_ECR_NAME_PART = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+ECR_REPOSITORY_RE = _ECR_NAME_PART + r"(?:/" + _ECR_NAME_PART + r")*"
 IMAGE_REF_RE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9])"
     r"\.amazonaws\.com(?P<cn>\.cn)?/(?P<repository>" + ECR_REPOSITORY_RE + r")"
