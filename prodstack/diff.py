@@ -355,6 +355,110 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
     return found
 
 
+_DIGEST_RE = re.compile(r"@(sha256:[0-9a-f]{64})$")
+_BUILT_RE = re.compile(r"^\(known after apply: (docker:index/image:Image::[^.)\s]+)\.repoDigest\)$")
+
+
+def _version_of(image: str) -> tuple[str, str | None]:
+    """``(version, digest)`` of an image reference: its tag, else its digest's start."""
+    match = _DIGEST_RE.search(image)
+    digest = match.group(1) if match else None
+    name = image[: match.start()] if match else image
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return (tag or (digest[:19] if digest else name)), digest
+
+
+def _strategy_text(strategy: str, bake_minutes: float | None) -> str:
+    if strategy != "blue_green":
+        return "rolling"
+    if bake_minutes is None:
+        return "blue/green"
+    shown = int(bake_minutes) if float(bake_minutes).is_integer() else round(bake_minutes, 1)
+    return f"blue/green, {shown} min bake"
+
+
+def release_of(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """What a plan deploys: ``version``, ``digest`` (None while it is built at apply),
+    ``source`` (``build`` from the checkout, or a pinned ``image``) and ``strategy``."""
+    by_id = _index(plan)
+    if plan["profile"] == "vps":
+        replicas = next((r for r in plan["resources"] if r["type"] == "vps:api_replicas"), None)
+        if replicas is None or not replicas["inputs"].get("image"):
+            return None
+        settings = plan.get("settings", {})
+        version, digest = _version_of(str(replicas["inputs"]["image"]))
+        bake = settings.get("bake_seconds")
+        return {"version": version, "digest": digest,
+                "source": "image" if settings.get("image") else "build",
+                "strategy": _strategy_text(str(settings.get("deploy_strategy", "rolling")),
+                                           bake / 60 if isinstance(bake, int | float) else None),
+                "resource": replicas["id"]}  # fmt: skip
+    for service in plan["resources"]:
+        if service["type"] != "aws:ecs/service:Service":
+            continue
+        inputs = service.get("inputs", {})
+        tasks = [rid for rid in _references(inputs.get("taskDefinition"))
+                 if rid in by_id and by_id[rid]["type"] == "aws:ecs/taskDefinition:TaskDefinition"]
+        if not tasks:
+            continue
+        wanted = {lb.get("containerName") for lb in inputs.get("loadBalancers") or ()
+                  if isinstance(lb, dict)}  # fmt: skip
+        try:
+            containers = json.loads(by_id[tasks[0]]["inputs"].get("containerDefinitions", "[]"))
+        except (TypeError, json.JSONDecodeError):
+            continue
+        main = next((c for c in containers if c.get("name") in wanted), None) or next(
+            (c for c in containers if c.get("essential")), None)
+        if not main or not isinstance(main.get("image"), str):
+            continue
+        image, source = main["image"], "image"
+        built = _BUILT_RE.match(image)
+        if built:
+            source = "build"
+            name = str(by_id.get(built.group(1), {}).get("inputs", {}).get("imageName", ""))
+            tag = name.rsplit(":", 1)[-1] if ":" in name.rsplit("/", 1)[-1] else ""
+            version, digest = (tag or "(built at apply)"), None
+        else:
+            version, digest = _version_of(image)
+        config = inputs.get("deploymentConfiguration") or {}
+        blue_green = config.get("strategy") == "BLUE_GREEN"
+        bake = config.get("bakeTimeInMinutes")
+        try:
+            bake_minutes = float(bake) if bake is not None else None
+        except (TypeError, ValueError):
+            bake_minutes = None
+        return {"version": version, "digest": digest, "source": source,
+                "strategy": _strategy_text("blue_green" if blue_green else "rolling",
+                                           bake_minutes),
+                "resource": service["id"],
+                **({"checkout_version": plan["release"]["checkout_version"]}
+                   if (plan.get("release") or {}).get("checkout_version") else {})}  # fmt: skip
+    return None
+
+
+def _release(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any] | None:
+    """A new image going live, or an older one: how the head's release differs."""
+    before, after = release_of(base), release_of(head)
+    if after is None or (before is not None and (before["version"], before["digest"])
+                         == (after["version"], after["digest"])):
+        return None
+    # A pinned image that is not what the head's own checkout builds is older code: the
+    # rollback `prodstack rollback` writes. A prebuilt image with its own tag (CI, a
+    # promotion) cannot be told apart from a deploy, and reads as one.
+    checkout = after.get("checkout_version")
+    rollback = (after["source"] == "image" and checkout is not None
+                and after["version"].startswith("src-") and after["version"] != checkout)
+    verb = "Roll back to" if rollback else "Deploy"
+    release = {"action": "rollback" if rollback else "deploy", "version": after["version"],
+               "digest": after["digest"], "strategy": after["strategy"],
+               "from": before["version"] if before else None,
+               "text": f"{verb} {after['version']} ({after['strategy']})"}  # fmt: skip
+    if rollback:
+        release["checkout_version"] = checkout
+    return release
+
+
 def _vps_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -> list[dict]:
     """Operations that restart, reload or roll something because a changed resource is
     written by an operation they are triggered by (as recorded from the real deploy)."""
@@ -457,6 +561,7 @@ def compare(
         "stack": head.get("stack"),
         "summary": {**counts, "unchanged": unchanged},
         "risks": _risks(changes, profile),
+        "release": _release(base, head),
         "disruptions": disruptions,
         # Why a change happens at apply: the resources whose outputs are new then.
         "moved": {rid: "replaced" if changes[rid]["action"] == "replace" else "updated"
@@ -625,6 +730,12 @@ def _summary(diff: dict[str, Any]) -> str:
     facts.append(f"{len(diff['risks'])} stateful resource(s) at risk")
     facts.append(f"{len(diff['disruptions'])} restart(s) or rollout(s)")
     lines += ["", " · ".join(facts), ""]
+    release = diff.get("release")
+    if release:
+        was = f", replacing {release['from']}" if release.get("from") else ""
+        built = (f"; this checkout's app/ builds {release['checkout_version']}"
+                 if release.get("checkout_version") else "")
+        lines += [f"**Release: {release['text']}**{was}{built}.", ""]
     return "\n".join(lines) + "\n"
 
 
