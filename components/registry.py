@@ -193,14 +193,19 @@ def build_spec(
     platform: str = "linux/amd64",
     dockerfile: str = "Dockerfile",
     tag: str = "",
+    offline: bool = False,
 ) -> BuildSpec:
     """The one build recipe: ``BASE_IMAGE`` and ``SBOM_DIGEST`` build arguments, and the
-    tag (``tag``, else the :func:`context_hash` of everything the build depends on)."""
+    tag (``tag``, else the :func:`context_hash` of everything the build depends on).
+    ``offline`` installs the dependencies from ``app/wheelhouse`` only (``OFFLINE=1``,
+    for a machine that reaches no package index); being a build argument, it is part of
+    the tag."""
     context = os.fspath(context)
     build_args = {
         "BASE_IMAGE": base_image,
         # app/Dockerfile turns it into the image label.
         "SBOM_DIGEST": sbom_digest(os.path.join(context, "requirements.txt")),
+        **({"OFFLINE": "1"} if offline else {}),
     }
     return BuildSpec(
         context=context, dockerfile=dockerfile, platform=platform, build_args=build_args,

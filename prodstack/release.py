@@ -35,6 +35,7 @@ PROJECT = "prodstack"
 BUILD_EXAMPLES = """examples:
   prodstack build                                   # build app/, print version and image ID
   prodstack build --tag v1.4.2 --base-image python:3.11-slim-bookworm
+  prodstack build --offline --base-image prodstack/python-base:bookworm   # no package index
   prodstack build --repository 111122223333.dkr.ecr.eu-west-1.amazonaws.com/api --format json
 """
 ROLLBACK_EXAMPLES = """examples:
@@ -158,9 +159,13 @@ def _scalar(value: str) -> str:
 def has_aws_credentials() -> bool:
     try:
         import boto3
+        from botocore.exceptions import BotoCoreError
     except ImportError:
         return False
-    return boto3.Session().get_credentials() is not None
+    try:
+        return boto3.Session().get_credentials() is not None
+    except BotoCoreError as error:  # e.g. AWS_PROFILE names no profile
+        raise UsageError(f"AWS credentials: {error}") from None
 
 
 def resolve_digest(repository: str, version: str, *, region: str,
@@ -332,7 +337,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("docker: not on PATH; `prodstack build` runs `docker build`")
     try:
         spec = build_spec(context, base_image=args.base_image, platform=args.platform,
-                          dockerfile=args.dockerfile, tag=args.tag)  # fmt: skip
+                          dockerfile=args.dockerfile, tag=args.tag,
+                          offline=args.offline)  # fmt: skip
     except RuntimeError as error:
         raise UsageError(str(error)) from None
     repository = args.repository or "prodstack-api"
@@ -396,6 +402,9 @@ def register(sub: Any, subcommand: Any) -> None:
                        help="linux/amd64 (default) or linux/arm64, as image_platform")
     build.add_argument("--base-image", default="python:3.11-slim-bookworm",
                        help="BASE_IMAGE build argument, as base_image")
+    build.add_argument("--offline", action="store_true",
+                       help="install dependencies from the context's wheelhouse only "
+                       "(OFFLINE=1; scripts/build-image.sh fills it); part of the version")
     build.add_argument("--repository", metavar="URL",
                        help="ECR repository URL to tag and push to (docker login first)")
     build.add_argument("--format", choices=("markdown", "json"), default="markdown")
