@@ -176,6 +176,18 @@ def test_a_rollback_by_the_cli_reads_as_a_rollback_with_its_deployment(release_p
     assert "**Release: Roll back to src-0123456789abcdef" in diff.render_markdown(result)
 
 
+def test_pulumi_up_and_prodstack_build_tag_one_recipe(release_plans):
+    """The tag the program pushes is what `prodstack build` prints for the same config."""
+    from components.registry import build_spec
+
+    plan = release_plans["base"]
+    built = next(r for r in plan["resources"] if r["type"] == "docker:index/image:Image")
+    spec = build_spec(REPO / "app", base_image=plan["settings"]["prodstack:base_image"],
+                      platform=plan["settings"]["prodstack:image_platform"])
+    assert built["inputs"]["imageName"].endswith(":" + spec.tag)
+    assert built["inputs"]["build"]["args"] == spec.build_args
+
+
 def test_pinning_the_checkouts_own_build_reads_as_a_deploy(release_plans):
     result = diff.compare(release_plans["base"], release_plans["promoted"])
     assert result["release"]["action"] == "deploy"
