@@ -108,6 +108,17 @@ def test_editor_refuses_and_leaves_the_file_alone(tmp_path, key, value, fragment
     assert path.read_text() == STACK_FILE
 
 
+def test_editor_refuses_a_layout_it_cannot_edit_by_line(tmp_path):
+    """A flow-style `config: {...}` has no line per key: a line edit would add a second
+    `config:` and lose the first. Reading the result back catches it."""
+    path = tmp_path / "Pulumi.prod.yaml"
+    text = 'config: {"aws:region": eu-west-1, "prodstack:size": large}\n'
+    path.write_text(text)
+    with pytest.raises(UsageError, match="without changing other settings"):
+        set_stack_config(path, "prodstack:image", "v")
+    assert path.read_text() == text
+
+
 def test_editor_keeps_the_file_mode(tmp_path):
     path = tmp_path / "Pulumi.prod.yaml"
     path.write_text(STACK_FILE)
