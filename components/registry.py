@@ -201,10 +201,12 @@ def build_spec(
     for a machine that reaches no package index); being a build argument, it is part of
     the tag."""
     context = os.fspath(context)
+    requirements = os.path.join(context, "requirements.txt")
     build_args = {
         "BASE_IMAGE": base_image,
-        # app/Dockerfile turns it into the image label.
-        "SBOM_DIGEST": sbom_digest(os.path.join(context, "requirements.txt")),
+        # app/Dockerfile turns it into the image label. Another app's context may have
+        # no hash-pinned requirements.txt to describe: then there is no such label.
+        **({"SBOM_DIGEST": sbom_digest(requirements)} if os.path.isfile(requirements) else {}),
         **({"OFFLINE": "1"} if offline else {}),
     }
     return BuildSpec(
@@ -243,8 +245,8 @@ class RegistryArgs:
     """Inputs of :class:`Registry`."""
 
     context: str
-    """Docker build context, the ``app/`` directory (absolute path). Required.
-    Example: ``"/src/prodstack/app"``."""
+    """Docker build context (absolute path): the bundled ``app/``, or a user's own app
+    (``app_context``). Required. Example: ``"/src/prodstack/app"``."""
 
     tag: str = ""
     """Immutable image tag: 1-128 of letters, digits, ``_ . -``. Empty means

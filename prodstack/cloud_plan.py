@@ -426,11 +426,15 @@ def _checkout_version(config: dict[str, str]) -> str | None:
     program = sys.modules.get("stacks.program")
     if registry is None or program is None or not hasattr(registry, "build_spec"):
         return None
-    if not (Path(program.APP_DIR) / "requirements.txt").is_file():
+    context = Path(program.APP_DIR)
+    stack_config_module = sys.modules.get("stacks.config")
+    if hasattr(stack_config_module, "app_context"):
+        context = stack_config_module.app_context(config.get(f"{PROJECT}:app_context", ""))
+    if not (context / "Dockerfile").is_file():
         return None  # no app of its own to compare with
     try:
         spec = registry.build_spec(
-            program.APP_DIR, base_image=config.get(f"{PROJECT}:base_image", ""),
+            context, base_image=config.get(f"{PROJECT}:base_image", ""),
             platform=config.get(f"{PROJECT}:image_platform", ""),
         )
     except RuntimeError:

@@ -212,6 +212,20 @@ def test_pinned_ecr_images_are_accepted(ref: str) -> None:
     assert load({"image": ref}, region="eu-west-1", stack="dev").image == ref
 
 
+def test_app_context_is_a_directory_with_a_dockerfile(tmp_path: Path) -> None:
+    """A user's own app builds instead of app/; the program builds that context."""
+    from stacks.config import REPO_ROOT, app_context
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert load({"app_context": str(tmp_path)}, region="eu-west-1", stack="dev").app_context
+    assert app_context("") == REPO_ROOT / "app"
+    assert app_context("app") == (REPO_ROOT / "app").resolve()
+    for bad in (str(tmp_path / "missing"), "docs", "../../etc", "app\nx"):
+        found = problems({"app_context": bad}, region="eu-west-1", stack="dev")
+        assert any(line.startswith("prodstack:app_context: ") and "with a Dockerfile" in line
+                   for line in found), found
+
+
 def test_all_problems_reported_in_one_run() -> None:
     found = problems(
         {"replicas": "0", "size": "huge", "vpc_cidr": "10.0.0.0/28",

@@ -213,3 +213,17 @@ def test_a_pinned_plan_builds_nothing_and_both_task_definitions_carry_the_digest
                           "arn:aws:ecr:eu-west-1:111122223333:repository/prodstack-api",
                           "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
                                      "ecr:GetDownloadUrlForLayer"]}]  # fmt: skip
+
+
+def test_a_users_own_app_is_built_from_its_context(tmp_path):
+    root = checkout_copy(tmp_path / "copy")
+    (root / "myapp").mkdir()
+    (root / "myapp" / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
+    plan = record_isolated("dev", tmp_path / "dev.json", {"app_context": "myapp"}, root=root,
+                           plan=True)  # fmt: skip
+    (image,) = [r for r in plan["resources"] if r["type"] == "docker:index/image:Image"]
+    build = image["inputs"]["build"]
+    assert build["context"] == "<repo>/myapp" and build["dockerfile"] == "<repo>/myapp/Dockerfile"
+    # No hash-pinned requirements.txt to describe: no SBOM label argument.
+    assert set(build["args"]) == {"BASE_IMAGE"}
+    assert image["inputs"]["imageName"].rsplit(":", 1)[1].startswith("src-")
