@@ -733,6 +733,8 @@ def _summary(diff: dict[str, Any]) -> str:
     release = diff.get("release")
     if release:
         was = f", replacing {release['from']}" if release.get("from") else ""
+        if release.get("from") == release["version"] and release.get("digest"):
+            was = f", the same version, now pinned by digest {release['digest'][:19]}"
         built = (f"; this checkout's app/ builds {release['checkout_version']}"
                  if release.get("checkout_version") else "")
         lines += [f"**Release: {release['text']}**{was}{built}.", ""]

@@ -102,6 +102,19 @@ def test_a_pinned_image_other_than_the_checkouts_build_reads_as_a_rollback():
     assert diff.compare(base, head)["release"]["text"].startswith("Deploy src-1")
 
 
+def test_pinning_the_running_version_says_so_rather_than_replacing_itself():
+    base, head = tiny_plan("src-1"), tiny_plan("src-1")
+    containers = [{"name": "api", "essential": True,
+                   "image": f"111122223333.dkr.ecr.eu-west-1.amazonaws.com/api:src-1@{DIGEST}"}]
+    head["resources"][1]["inputs"]["containerDefinitions"] = json.dumps(containers)
+    head["resources"] = head["resources"][1:]
+    head["release"] = {"checkout_version": "src-1"}
+    result = diff.compare(base, head)
+    assert result["release"]["text"] == "Deploy src-1 (blue/green, 10 min bake)"
+    assert ("**Release: Deploy src-1 (blue/green, 10 min bake)**, the same version, now "
+            f"pinned by digest {DIGEST[:19]}." in diff.render_markdown(result))
+
+
 # ---- the real program ------------------------------------------------------------------
 
 def test_an_app_code_commit_is_a_release_on_both_profiles(tmp_path):
