@@ -42,8 +42,9 @@ ROLLBACK_EXAMPLES = """examples:
   prodstack rollback --stack prod --to src-52e5fc285eb405c9    # digest from ECR (credentials)
   prodstack rollback --stack prod --to src-52e5fc285eb405c9 --digest sha256:... \\
       --repository 111122223333.dkr.ecr.eu-west-1.amazonaws.com/prodstack-registry-repo-1a2b3c4
-  prodstack rollback --profile vps -i inventory.py              # the release before the current
-  prodstack rollback --profile vps -i inventory.py --to src-52e5fc285eb405c9 --host web-1
+  prodstack rollback --profile vps -i pyinfra/inventory.py            # undo the last deploy
+  prodstack rollback --profile vps -i pyinfra/inventory.py --to 1a2b3c4d5e6f
+  prodstack rollback --profile vps -i inventory.py --to v1.4.2 --host web-1
 """
 # A config key as Pulumi writes it in a stack file: `namespace:name`.
 _KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*:[A-Za-z][A-Za-z0-9_]*$")
@@ -310,7 +311,7 @@ def _rollback_vps(args: argparse.Namespace) -> int:
         raise UsageError("--stack, --digest and --repository: cloud only; the VPS profile "
                          "takes -i INVENTORY [--to VERSION] [--host H]")
     if not args.inventory:
-        raise UsageError("-i/--inventory: required with --profile vps")
+        raise UsageError("-i/--inventory: rollback --profile vps needs -i INVENTORY")
     if not args.inventory.is_file():
         raise UsageError(f"-i {args.inventory}: no such inventory file")
     try:
