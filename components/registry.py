@@ -23,6 +23,67 @@ PLATFORMS = ("linux/amd64", "linux/arm64")
 # ECR tags: up to 128 of [A-Za-z0-9_.-], not starting with . or -.
 # Source: botocore ecr PutImageRequest.imageTag / ImageTag pattern.
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# An existing image in ECR, pinned by digest: `<account>.dkr.ecr.<region>.amazonaws.com
+# /<repository>[:<tag>]@sha256:<64 hex>`. Sources: botocore ecr RegistryId `[0-9]{12}`,
+# RepositoryName (2-256 of `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/...)*`), the tag pattern
+# above; ECR user guide "Registry concepts" (registry URL) and "Pulling an image" (by
+# `@sha256:` digest). A `.com.cn` endpoint is the China partition.
+_ECR_NAME_PART = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+ECR_REPOSITORY_RE = _ECR_NAME_PART + r"(?:/" + _ECR_NAME_PART + r")*"
+IMAGE_REF_RE = re.compile(
+    r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9])"
+    r"\.amazonaws\.com(?P<cn>\.cn)?/(?P<repository>" + ECR_REPOSITORY_RE + r")"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?@(?P<digest>sha256:[0-9a-f]{64})$"
+)
+DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An ECR image pinned by digest (:func:`parse_image_ref`)."""
+
+    account: str
+    region: str
+    repository: str
+    tag: str
+    """The tag written before the digest, or ``""``: ECR pulls by the digest alone."""
+    digest: str
+    """``sha256:<64 hex>``."""
+    partition: str = "aws"
+
+    @property
+    def repository_url(self) -> str:
+        suffix = ".cn" if self.partition == "aws-cn" else ""
+        return f"{self.account}.dkr.ecr.{self.region}.amazonaws.com{suffix}/{self.repository}"
+
+    @property
+    def repository_arn(self) -> str:
+        """Source: Service Authorization Reference, "Actions, resources, and condition keys
+        for Amazon ECR", resource type ``repository``:
+        ``arn:${Partition}:ecr:${Region}:${Account}:repository/${RepositoryName}``."""
+        return f"arn:{self.partition}:ecr:{self.region}:{self.account}:repository/{self.repository}"
+
+    @property
+    def version(self) -> str:
+        """What a person calls this release: its tag, else the digest's first 12 hex."""
+        return self.tag or self.digest[:19]
+
+    def __str__(self) -> str:
+        tag = f":{self.tag}" if self.tag else ""
+        return f"{self.repository_url}{tag}@{self.digest}"
+
+
+def parse_image_ref(ref: str) -> ImageRef:
+    """``ref`` as an :class:`ImageRef`; ``ValueError`` saying what shape is expected."""
+    match = IMAGE_REF_RE.match(ref) if isinstance(ref, str) else None
+    if not match or len(match["repository"]) > 256:
+        raise ValueError(
+            "an ECR image pinned by digest: <account>.dkr.ecr.<region>.amazonaws.com/"
+            "<repository>[:<tag>]@sha256:<64 hex>"
+        )
+    return ImageRef(account=match["account"], region=match["region"],
+                    repository=match["repository"], tag=match["tag"] or "",
+                    digest=match["digest"], partition="aws-cn" if match["cn"] else "aws")
 
 
 def context_files(
@@ -113,6 +174,48 @@ def sbom_digest(requirements: str | os.PathLike[str]) -> str:
     return "sha256:" + hashlib.sha256(sbom(requirements)).hexdigest()
 
 
+@dataclass(frozen=True)
+class BuildSpec:
+    """How the API image is built: what ``pulumi up`` (:class:`Registry`) and
+    ``prodstack build`` both pass to Docker, and the version (tag) it gets."""
+
+    context: str
+    dockerfile: str
+    platform: str
+    build_args: dict[str, str]
+    tag: str
+
+
+def build_spec(
+    context: str | os.PathLike[str],
+    *,
+    base_image: str = "python:3.11-slim-bookworm",
+    platform: str = "linux/amd64",
+    dockerfile: str = "Dockerfile",
+    tag: str = "",
+    offline: bool = False,
+) -> BuildSpec:
+    """The one build recipe: ``BASE_IMAGE`` and ``SBOM_DIGEST`` build arguments, and the
+    tag (``tag``, else the :func:`context_hash` of everything the build depends on).
+    ``offline`` installs the dependencies from ``app/wheelhouse`` only (``OFFLINE=1``,
+    for a machine that reaches no package index); being a build argument, it is part of
+    the tag."""
+    context = os.fspath(context)
+    requirements = os.path.join(context, "requirements.txt")
+    build_args = {
+        "BASE_IMAGE": base_image,
+        # app/Dockerfile turns it into the image label. Another app's context may have
+        # no hash-pinned requirements.txt to describe: then there is no such label.
+        **({"SBOM_DIGEST": sbom_digest(requirements)} if os.path.isfile(requirements) else {}),
+        **({"OFFLINE": "1"} if offline else {}),
+    }
+    return BuildSpec(
+        context=context, dockerfile=dockerfile, platform=platform, build_args=build_args,
+        tag=tag or context_hash(context, build_args=build_args, platform=platform,
+                                dockerfile=dockerfile),
+    )
+
+
 def lifecycle_policy(keep_images: int) -> str:
     """ECR lifecycle policy JSON expiring all but the newest ``keep_images`` images.
 
@@ -142,8 +245,8 @@ class RegistryArgs:
     """Inputs of :class:`Registry`."""
 
     context: str
-    """Docker build context, the ``app/`` directory (absolute path). Required.
-    Example: ``"/src/prodstack/app"``."""
+    """Docker build context (absolute path): the bundled ``app/``, or a user's own app
+    (``app_context``). Required. Example: ``"/src/prodstack/app"``."""
 
     tag: str = ""
     """Immutable image tag: 1-128 of letters, digits, ``_ . -``. Empty means
@@ -162,6 +265,11 @@ class RegistryArgs:
     """``BASE_IMAGE`` build argument (an official Python slim image by default).
     Default: ``"python:3.11-slim-bookworm"``. Example: ``"python:3.12-slim-bookworm"``."""
 
+    image: str = ""
+    """An existing image to deploy instead of building ``context``: an ECR reference
+    pinned by digest (:func:`parse_image_ref`). Default: ``""`` (build). Example:
+    ``"123456789012.dkr.ecr.eu-west-1.amazonaws.com/api:src-52e5fc285eb405c9@sha256:…"``."""
+
     keep_images: int = 30
     """Images the lifecycle rule keeps, 1 or more. Default: ``30``. Example: ``100``."""
 
@@ -179,6 +287,11 @@ class RegistryArgs:
             problems.append(f"platform={self.platform!r}: allowed {', '.join(PLATFORMS)}")
         if self.tag and not TAG_RE.match(self.tag):
             problems.append(f"tag={self.tag!r}: 1-128 of [A-Za-z0-9_.-]")
+        if self.image:
+            try:
+                parse_image_ref(self.image)
+            except ValueError as error:
+                problems.append(f"image={self.image!r}: {error}")
         if self.keep_images < 1:
             problems.append(f"keep_images={self.keep_images}: at least 1")
         if problems:
@@ -192,7 +305,8 @@ class Registry(pulumi.ComponentResource):
         ``{name}-repo``, ``{name}-lifecycle`` and ``{name}-image`` (pulumi-docker build of
         ``app/`` with ``BASE_IMAGE``, pushed with short-lived ECR credentials). The image
         carries the ``dev.prodstack.sbom.digest`` label: the digest of the SBOM of
-        ``app/requirements.txt`` (:func:`sbom_digest`, docs/supply-chain.md).
+        ``app/requirements.txt`` (:func:`sbom_digest`, docs/supply-chain.md). With
+        ``image`` set, no ``{name}-image``: the tasks run that existing image.
 
     Example:
         ``Registry("app-registry", RegistryArgs(context="/src/prodstack/app"))``
@@ -235,26 +349,35 @@ class Registry(pulumi.ComponentResource):
             policy=lifecycle_policy(args.keep_images),
             opts=child_opts(self),
         )
+        self.repository_url = repo.repository_url
+        self.pinned: ImageRef | None = None
+        if args.image:
+            # Deploy what exists; build nothing. The tasks pull exactly this digest.
+            self.pinned = parse_image_ref(args.image)
+            self.tag = self.pinned.version
+            self.image_ref = pulumi.Output.from_input(str(self.pinned))
+        else:
+            self._build(name, args, repo)
+        self.register_outputs(
+            {"repository_url": self.repository_url, "image_ref": self.image_ref,
+             "tag": self.tag}
+        )
+
+    def _build(self, name: str, args: RegistryArgs, repo: aws.ecr.Repository) -> None:
         auth = aws.ecr.get_authorization_token_output(
             registry_id=repo.registry_id, opts=pulumi.InvokeOptions(parent=self)
         )
-        build_args = {
-            "BASE_IMAGE": args.base_image,
-            # app/Dockerfile turns it into the image label.
-            "SBOM_DIGEST": sbom_digest(os.path.join(args.context, "requirements.txt")),
-        }
-        self.tag = args.tag or context_hash(
-            args.context, build_args=build_args, platform=args.platform,
-            dockerfile=args.dockerfile,
-        )
+        spec = build_spec(args.context, base_image=args.base_image, platform=args.platform,
+                          dockerfile=args.dockerfile, tag=args.tag)  # fmt: skip
+        self.tag = spec.tag
         image = docker.Image(
             f"{name}-image",
             image_name=pulumi.Output.concat(repo.repository_url, ":", self.tag),
             build=docker.DockerBuildArgs(
-                context=args.context,
-                dockerfile=os.path.join(args.context, args.dockerfile),
-                platform=args.platform,
-                args=build_args,
+                context=spec.context,
+                dockerfile=os.path.join(spec.context, spec.dockerfile),
+                platform=spec.platform,
+                args=spec.build_args,
             ),
             registry=docker.RegistryArgs(
                 server=repo.repository_url,
@@ -263,10 +386,5 @@ class Registry(pulumi.ComponentResource):
             ),
             opts=child_opts(self),
         )
-        self.repository_url = repo.repository_url
         # repo_digest is "<repository_url>@sha256:...": deploy exactly what was pushed.
         self.image_ref = image.repo_digest
-        self.register_outputs(
-            {"repository_url": self.repository_url, "image_ref": self.image_ref,
-             "tag": self.tag}
-        )

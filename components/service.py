@@ -51,6 +51,8 @@ COLLECTOR_CONTAINER = "metrics-collector"
 # The image's ENTRYPOINT is ["python3", "-m", "app"] and its CMD ["serve"]; an ECS
 # `command` replaces only the CMD, so the migration command is just "migrate".
 MIGRATE_COMMAND = ("migrate",)
+ECR_PULL_ACTIONS = ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer")
 HEALTH_COMMAND = ("CMD", "python3", "-m", "app.healthcheck")  # the image's own HEALTHCHECK
 
 
@@ -84,6 +86,12 @@ class ServiceArgs:
     request_count_resource_label: pulumi.Input[str]
     """``app/<lb>/<id>/targetgroup/<tg>/<id>`` for request-count scaling.
     Required. Example: ``Output.concat(lb.arn_suffix, "/", lb.target_group_arn_suffix)``."""
+
+    image_repository_arn: str | None = None
+    """ECR repository ARN the execution role may pull ``image`` from, for an image that
+    is not built into the stack's own repository. Default: ``None`` (the stack's
+    repository, which AmazonECSTaskExecutionRolePolicy covers). Example:
+    ``"arn:aws:ecr:eu-west-1:123456789012:repository/api"``."""
 
     deploy_strategy: str = "rolling"
     """How a new task definition goes live, one of :data:`DEPLOY_STRATEGIES`.
@@ -427,9 +435,20 @@ class Service(pulumi.ComponentResource):
             self._execution_grants.append(self._grant(
                 f"{n}-execution-role-collector-config", execution_role, "ssm:GetParameters",
                 collector.config_parameter_arn))
+        if args.image_repository_arn:
+            # A pinned image may live in another repository (or account): ECS pulls it
+            # as the execution role. Source: ECR user guide, ECR_on_ECS.html and
+            # repository-policy-examples.html (the pull actions
+            # ecr:BatchCheckLayerAvailability, ecr:BatchGetImage,
+            # ecr:GetDownloadUrlForLayer on the repository; ecr:GetAuthorizationToken is
+            # account-wide and comes with AmazonECSTaskExecutionRolePolicy). Another
+            # account must also allow this role in its repository policy.
+            self._execution_grants.append(self._grant(
+                f"{n}-execution-role-image-pull", execution_role, list(ECR_PULL_ACTIONS),
+                args.image_repository_arn))
         return execution_role, task_role
 
-    def _grant(self, name: str, role: aws.iam.Role, action: str,
+    def _grant(self, name: str, role: aws.iam.Role, action: str | list[str],
                resource: pulumi.Input[str]) -> aws.iam.RolePolicy:
         """An inline policy allowing ``role`` one action on one resource."""
         return aws.iam.RolePolicy(

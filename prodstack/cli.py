@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, planfile, vps_release
+from prodstack import check_image, planfile, release
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     choose.add_argument("--format", choices=("markdown", "json"), default="markdown")
     choose.set_defaults(func=cmd_choose)
     check_image.register(sub, _subcommand)
-    vps_release.register(sub, _subcommand)
+    release.register(sub, _subcommand)  # build, rollback (cloud, and vps via vps_release)
     return parser
 
 

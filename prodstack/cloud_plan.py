@@ -393,6 +393,9 @@ def record(
         exit_code = int(exc.code or 0)
     except Exception as error:  # the program itself is broken: say where, in one line
         raise UsageError(_program_failure(error, root, mask)) from None
+    release = {}
+    if exit_code == 0 and config.get(f"{PROJECT}:image"):
+        release["checkout_version"] = _checkout_version(config)
     settings = {
         key: (planfile.secret_marker(labels[value]) if value in labels else value)
         for key, value in sorted(config.items())
@@ -410,7 +413,33 @@ def record(
                             for k, v in (overrides or {}).items()),  # fmt: skip
         "settings": settings,
         "computed": dict(sorted(computed.items())),
+        "release": release,
     }
+
+
+def _checkout_version(config: dict[str, str]) -> str | None:
+    """The version the checkout's own app/ builds into with this config, for a stack that
+    deploys a pinned ``image`` instead: a pinned build of other code is a rollback (or
+    an older release) to the diff. The program's own registry module computes it, so a
+    checkout of another commit answers with that commit's recipe."""
+    registry = sys.modules.get("components.registry")
+    program = sys.modules.get("stacks.program")
+    if registry is None or program is None or not hasattr(registry, "build_spec"):
+        return None
+    context = Path(program.APP_DIR)
+    stack_config_module = sys.modules.get("stacks.config")
+    if hasattr(stack_config_module, "app_context"):
+        context = stack_config_module.app_context(config.get(f"{PROJECT}:app_context", ""))
+    if not (context / "Dockerfile").is_file():
+        return None  # no app of its own to compare with
+    try:
+        spec = registry.build_spec(
+            context, base_image=config.get(f"{PROJECT}:base_image", ""),
+            platform=config.get(f"{PROJECT}:image_platform", ""),
+        )
+    except RuntimeError:
+        return None
+    return spec.tag
 
 
 def _program_failure(error: BaseException, root: Path, mask: Any) -> str:
@@ -468,6 +497,8 @@ def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
     plan["settings"] = manifest["settings"]
     plan["outputs"] = unknowns(manifest["outputs"])
     plan["warnings"] = sorted(set(manifest["warnings"]))
+    if manifest.get("release"):
+        plan["release"] = manifest["release"]
     for resource in manifest["resources"]:
         options = dict(manifest["resource_options"][resource["urn"]])
         dependencies = options.pop("dependencies")

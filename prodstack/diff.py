@@ -51,6 +51,8 @@ HOLDS_DATA = {
 FAIL_ON = ("replace", "delete", "risk", "downtime", "policy")
 # `(known after apply: aws:ec2/vpc:Vpc::prodstack-net-vpc.id)` -> the resource's id.
 _UNKNOWN_SOURCE_RE = re.compile(r"\(known after apply: ([^)\s]+?::[^.)\[\s]+)[.\[]")
+# The same, with the top-level output: `...::prodstack-registry-image.repoDigest)`.
+_UNKNOWN_OUTPUT_RE = re.compile(r"\(known after apply: ([^)\s]+?::[^.)\[\s]+)\.([^.)\[\s]+)")
 
 
 @cache
@@ -83,6 +85,19 @@ def _references(value: Any) -> set[str]:
     """Ids of the resources whose after-apply outputs a value uses."""
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
     return set(_UNKNOWN_SOURCE_RE.findall(text))
+
+
+def _moving_sources(value: Any, moving: dict[str, set[str]]) -> list[str]:
+    """The resources whose outputs, read in ``value``, are new at apply."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return sorted({rid for rid, output in _UNKNOWN_OUTPUT_RE.findall(text)
+                   if rid in moving and ("*" in moving[rid] or output in moving[rid])})
+
+
+def _recomputed(type_: str, inputs: set[str]) -> set[str]:
+    """Outputs of a ``type_`` resource that an in-place update of ``inputs`` makes anew."""
+    table = replacement_table().get(type_, {}).get("update_outputs", {})
+    return {output for output, by in table.items() if inputs & set(by)}
 
 
 def _secret_only_change(old: Any, new: Any) -> bool:
@@ -163,9 +178,19 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
         changes[rid] = {"action": action, "resource": new, "forced_by": forced,
                         "properties": properties}  # fmt: skip
 
-    # A replaced resource has new outputs: whatever feeds one of them into a force-new
-    # property is replaced too (new VPC -> new subnets), and that repeats.
-    replaced = {rid for rid, c in changes.items() if c["action"] == "replace"}
+    # Outputs that are new at apply: every output of a replaced resource ("*"), and those
+    # of an updated one that the update recomputes (the table's `update_outputs`: a new
+    # image's repoDigest). Whatever reads one of them changes at apply: a force-new input
+    # replaces its reader (new VPC -> new subnets, new digest -> new task definition), any
+    # other input updates it, and that reader's new outputs move on through the graph.
+    moving: dict[str, set[str]] = {}
+    for rid, change in changes.items():
+        if change["action"] == "replace":
+            moving[rid] = {"*"}
+        elif change["action"] == "update":
+            moving[rid] = _recomputed(change["resource"]["type"],
+                                      {p["property"] for p in change["properties"]
+                                       if not p.get("ignored")})  # fmt: skip
     grew = True
     while grew:
         grew = False
@@ -174,45 +199,41 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
             if rid in changes and changes[rid]["action"] in ("replace", "add", "remove"):
                 continue
             force_new = set(table.get(resource["type"], {}).get("force_new", ()))
-            causes = sorted(
-                (key, source)
-                for key in force_new
-                for source in _references(resource.get("inputs", {}).get(key))
-                if source in replaced
-            )
-            if not causes:
+            shown = {p["property"] for p in changes.get(rid, {}).get("properties", ())
+                     if not p.get("after_apply")}  # fmt: skip
+            later = {
+                key: sources for key, value in resource.get("inputs", {}).items()
+                if (sources := _moving_sources(value, moving))
+            }  # fmt: skip
+            if not later:
                 continue
+            forced = sorted(k for k in later if k in force_new)
             change = changes.setdefault(rid, {"action": "update", "resource": resource,
                                               "properties": []})  # fmt: skip
-            change["action"] = "replace"
-            change["forced_by"] = sorted({key for key, _ in causes})
-            change["because_of"] = sorted({source for _, source in causes})
-            replaced.add(rid)
-            grew = True
-
-    # Other inputs that read a replaced resource's outputs change at apply: an update.
-    for resource in head["resources"]:
-        rid = resource["id"]
-        if rid in changes and changes[rid]["action"] in ("replace", "add", "remove"):
-            continue
-        shown = {p["property"] for p in changes.get(rid, {}).get("properties", ())}
-        later = {
-            key: sorted(s for s in _references(value) if s in replaced)
-            for key, value in resource.get("inputs", {}).items() if key not in shown
-        }  # fmt: skip
-        later = {key: sources for key, sources in later.items() if sources}
-        if not later:
-            continue
-        change = changes.setdefault(rid, {"action": "update", "resource": resource,
-                                          "properties": []})  # fmt: skip
-        if change["action"] == "ignored":
-            change["action"] = "update"
-        for key, sources in sorted(later.items()):
-            change["properties"].append({"property": key, "forces_replacement": False,
-                                         "after_apply": True, "because_of": sources})
-        change["because_of"] = sorted({s for sources in later.values() for s in sources}
-                                      | set(change.get("because_of", ())))  # fmt: skip
-    return {"changes": changes, "replaced": replaced}
+            if forced:
+                change["action"] = "replace"
+                change["forced_by"] = sorted(set(change.get("forced_by", ())) | set(forced))
+                change["because_of"] = sorted({s for k in forced for s in later[k]})
+                moving[rid] = {"*"}
+                grew = True
+                continue
+            if change["action"] == "ignored":
+                change["action"] = "update"
+            listed = {p["property"] for p in change["properties"] if p.get("after_apply")}
+            for key, sources in sorted(later.items()):
+                if key in shown or key in listed:
+                    continue
+                change["properties"].append({"property": key, "forces_replacement": False,
+                                             "after_apply": True, "because_of": sources})
+                grew = True
+            change["because_of"] = sorted({s for sources in later.values() for s in sources}
+                                          | set(change.get("because_of", ())))  # fmt: skip
+            outputs = _recomputed(resource["type"], set(later) | shown)
+            if not outputs <= moving.get(rid, set()):
+                moving[rid] = moving.get(rid, set()) | outputs
+                grew = True
+    replaced = {rid for rid, c in changes.items() if c["action"] == "replace"}
+    return {"changes": changes, "replaced": replaced, "moving": moving}
 
 
 def _vps_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
@@ -305,7 +326,7 @@ def _disruption_reason(reason: str | dict[str, str], inputs: dict[str, Any]) -> 
 
 
 def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
-                       replaced: set[str]) -> list[dict[str, Any]]:  # fmt: skip
+                       moving: dict[str, set[str]]) -> list[dict[str, Any]]:  # fmt: skip
     table = replacement_table()
     found = []
     for resource in head["resources"]:
@@ -320,7 +341,7 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
         for key, reason in sorted(disruptive.items()):
             reason = _disruption_reason(reason, resource.get("inputs", {}))
             value = resource.get("inputs", {}).get(key)
-            via = sorted(s for s in _references(value) if s in replaced)
+            via = _moving_sources(value, moving)
             if key in changed or via:
                 found.append({
                     "resource": resource["id"],
@@ -332,6 +353,110 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
                     **({"because_of": via} if via else {}),
                 })
     return found
+
+
+_DIGEST_RE = re.compile(r"@(sha256:[0-9a-f]{64})$")
+_BUILT_RE = re.compile(r"^\(known after apply: (docker:index/image:Image::[^.)\s]+)\.repoDigest\)$")
+
+
+def _version_of(image: str) -> tuple[str, str | None]:
+    """``(version, digest)`` of an image reference: its tag, else its digest's start."""
+    match = _DIGEST_RE.search(image)
+    digest = match.group(1) if match else None
+    name = image[: match.start()] if match else image
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    return (tag or (digest[:19] if digest else name)), digest
+
+
+def _strategy_text(strategy: str, bake_minutes: float | None) -> str:
+    if strategy != "blue_green":
+        return "rolling"
+    if bake_minutes is None:
+        return "blue/green"
+    shown = int(bake_minutes) if float(bake_minutes).is_integer() else round(bake_minutes, 1)
+    return f"blue/green, {shown} min bake"
+
+
+def release_of(plan: dict[str, Any]) -> dict[str, Any] | None:
+    """What a plan deploys: ``version``, ``digest`` (None while it is built at apply),
+    ``source`` (``build`` from the checkout, or a pinned ``image``) and ``strategy``."""
+    by_id = _index(plan)
+    if plan["profile"] == "vps":
+        replicas = next((r for r in plan["resources"] if r["type"] == "vps:api_replicas"), None)
+        if replicas is None or not replicas["inputs"].get("image"):
+            return None
+        settings = plan.get("settings", {})
+        version, digest = _version_of(str(replicas["inputs"]["image"]))
+        bake = settings.get("bake_seconds")
+        return {"version": version, "digest": digest,
+                "source": "image" if settings.get("image") else "build",
+                "strategy": _strategy_text(str(settings.get("deploy_strategy", "rolling")),
+                                           bake / 60 if isinstance(bake, int | float) else None),
+                "resource": replicas["id"]}  # fmt: skip
+    for service in plan["resources"]:
+        if service["type"] != "aws:ecs/service:Service":
+            continue
+        inputs = service.get("inputs", {})
+        tasks = [rid for rid in _references(inputs.get("taskDefinition"))
+                 if rid in by_id and by_id[rid]["type"] == "aws:ecs/taskDefinition:TaskDefinition"]
+        if not tasks:
+            continue
+        wanted = {lb.get("containerName") for lb in inputs.get("loadBalancers") or ()
+                  if isinstance(lb, dict)}  # fmt: skip
+        try:
+            containers = json.loads(by_id[tasks[0]]["inputs"].get("containerDefinitions", "[]"))
+        except (TypeError, json.JSONDecodeError):
+            continue
+        main = next((c for c in containers if c.get("name") in wanted), None) or next(
+            (c for c in containers if c.get("essential")), None)
+        if not main or not isinstance(main.get("image"), str):
+            continue
+        image, source = main["image"], "image"
+        built = _BUILT_RE.match(image)
+        if built:
+            source = "build"
+            name = str(by_id.get(built.group(1), {}).get("inputs", {}).get("imageName", ""))
+            tag = name.rsplit(":", 1)[-1] if ":" in name.rsplit("/", 1)[-1] else ""
+            version, digest = (tag or "(built at apply)"), None
+        else:
+            version, digest = _version_of(image)
+        config = inputs.get("deploymentConfiguration") or {}
+        blue_green = config.get("strategy") == "BLUE_GREEN"
+        bake = config.get("bakeTimeInMinutes")
+        try:
+            bake_minutes = float(bake) if bake is not None else None
+        except (TypeError, ValueError):
+            bake_minutes = None
+        return {"version": version, "digest": digest, "source": source,
+                "strategy": _strategy_text("blue_green" if blue_green else "rolling",
+                                           bake_minutes),
+                "resource": service["id"],
+                **({"checkout_version": plan["release"]["checkout_version"]}
+                   if (plan.get("release") or {}).get("checkout_version") else {})}  # fmt: skip
+    return None
+
+
+def _release(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any] | None:
+    """A new image going live, or an older one: how the head's release differs."""
+    before, after = release_of(base), release_of(head)
+    if after is None or (before is not None and (before["version"], before["digest"])
+                         == (after["version"], after["digest"])):
+        return None
+    # A pinned image that is not what the head's own checkout builds is older code: the
+    # rollback `prodstack rollback` writes. A prebuilt image with its own tag (CI, a
+    # promotion) cannot be told apart from a deploy, and reads as one.
+    checkout = after.get("checkout_version")
+    rollback = (after["source"] == "image" and checkout is not None
+                and after["version"].startswith("src-") and after["version"] != checkout)
+    verb = "Roll back to" if rollback else "Deploy"
+    release = {"action": "rollback" if rollback else "deploy", "version": after["version"],
+               "digest": after["digest"], "strategy": after["strategy"],
+               "from": before["version"] if before else None,
+               "text": f"{verb} {after['version']} ({after['strategy']})"}  # fmt: skip
+    if rollback:
+        release["checkout_version"] = checkout
+    return release
 
 
 def _vps_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -> list[dict]:
@@ -400,7 +525,7 @@ def compare(
     found = _cloud_changes(base, head) if profile == "cloud" else _vps_changes(base, head)
     changes = found["changes"]
     if profile == "cloud":
-        disruptions = _cloud_disruptions(changes, head, found["replaced"])
+        disruptions = _cloud_disruptions(changes, head, found["moving"])
     else:
         disruptions = _vps_disruptions(changes, head)
     counts = {"add": 0, "remove": 0, "replace": 0, "update": 0, "ignored": 0}
@@ -436,7 +561,11 @@ def compare(
         "stack": head.get("stack"),
         "summary": {**counts, "unchanged": unchanged},
         "risks": _risks(changes, profile),
+        "release": _release(base, head),
         "disruptions": disruptions,
+        # Why a change happens at apply: the resources whose outputs are new then.
+        "moved": {rid: "replaced" if changes[rid]["action"] == "replace" else "updated"
+                  for rid, outputs in sorted(found.get("moving", {}).items()) if outputs},
         "changes": listed,
         "policy": head.get("policy") or {"pack": None, "violations": []},
         "warnings": {
@@ -518,13 +647,13 @@ def _is_inline(value: Any) -> bool:
     return True
 
 
-def _property_lines(change: dict[str, Any]) -> list[str]:
+def _property_lines(change: dict[str, Any], moved: dict[str, str]) -> list[str]:
     key = change["property"]
     force = " (forces replacement)" if change.get("forces_replacement") else ""
     if change.get("ignored"):
         force = " (in `ignore_changes`: Pulumi leaves it as deployed)"
     if change.get("after_apply"):
-        return [f"  - `{key}`: changes at apply, because {_names(change['because_of'])} replaced"]
+        return [f"  - `{key}`: changes at apply, because {_causes(change['because_of'], moved)}"]
     if change.get("secret_changed"):
         return [f"  - `{key}`: secret changed{force}"]
     old, new = change.get("old"), change.get("new")
@@ -540,18 +669,18 @@ def _property_lines(change: dict[str, Any]) -> list[str]:
             "    ```", ""]  # fmt: skip
 
 
-def _resource_block(change: dict[str, Any]) -> str:
+def _resource_block(change: dict[str, Any], moved: dict[str, str]) -> str:
     head = f"- **{ACTION_WORDS[change['action']]}** `{change['type']}` {change['name']}"
     extra = []
     if change.get("forced_by"):
         extra.append("forced by " + ", ".join(f"`{k}`" for k in change["forced_by"]))
     if change.get("because_of"):
-        extra.append(f"because {_names(change['because_of'])} replaced")
+        extra.append(f"because {_causes(change['because_of'], moved)}")
     if extra:
         head += " (" + "; ".join(extra) + ")"
     lines = [head]
     for prop in change["properties"]:
-        lines += _property_lines(prop)
+        lines += _property_lines(prop, moved)
     if change["action"] == "add":
         # What `pulumi up` would create, input by input.
         for key, value in sorted(change.get("inputs", {}).items()):
@@ -561,6 +690,15 @@ def _resource_block(change: dict[str, Any]) -> str:
                 lines += [f"  - `{key}` =", "", "    ```json",
                           *("    " + line for line in _pretty(value)), "    ```", ""]
     return "\n".join(lines) + "\n"
+
+
+def _causes(items: list[str], moved: dict[str, str]) -> str:
+    """`` `a` is replaced, `b` is updated``: why something changes at apply. A plan diffed
+    before this field existed says "replaced", as it always did."""
+    by: dict[str, list[str]] = {}
+    for item in items:
+        by.setdefault(moved.get(item, "replaced"), []).append(item)
+    return " and ".join(f"{_names(group)} {verb}" for verb, group in sorted(by.items()))
 
 
 def _names(items: list[str]) -> str:
@@ -592,6 +730,14 @@ def _summary(diff: dict[str, Any]) -> str:
     facts.append(f"{len(diff['risks'])} stateful resource(s) at risk")
     facts.append(f"{len(diff['disruptions'])} restart(s) or rollout(s)")
     lines += ["", " · ".join(facts), ""]
+    release = diff.get("release")
+    if release:
+        was = f", replacing {release['from']}" if release.get("from") else ""
+        if release.get("from") == release["version"] and release.get("digest"):
+            was = f", the same version, now pinned by digest {release['digest'][:19]}"
+        built = (f"; this checkout's app/ builds {release['checkout_version']}"
+                 if release.get("checkout_version") else "")
+        lines += [f"**Release: {release['text']}**{was}{built}.", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -601,7 +747,7 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
     for r in diff["risks"]:
         forced = ", ".join(f"`{k}`" for k in r.get("forced_by", ())) or "—"
         if r.get("because_of"):
-            forced += f" ({_names(r['because_of'])} replaced)"
+            forced += f" ({_causes(r['because_of'], diff.get('moved', {}))})"
         rows.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
                     f"{r['order']} |")  # fmt: skip
     for d in diff["disruptions"]:
@@ -609,7 +755,7 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
             rows.append(f"- {d['operation']}: {d['reason']} (changed: "
                         + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
         else:
-            cause = (f" because {_names(d['because_of'])} replaced"
+            cause = (f" because {_causes(d['because_of'], diff.get('moved', {}))}"
                      if d.get("because_of") else f" (`{d['property']}` changes)")
             rows.append(f"- {d['label']} `{d['name']}`{cause}: {d['reason']}")
     keep = len(rows)
@@ -664,7 +810,7 @@ def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIM
     head = summary + _risk_section(diff, budget=max_chars - len(summary) - len(tail) - 200)
     blocks: list[tuple[str, str]] = []
     for change in diff["changes"]:
-        blocks.append((change["component"], _resource_block(change)))
+        blocks.append((change["component"], _resource_block(change, diff.get("moved", {}))))
     body, shown, current = [], 0, None
     if blocks:
         body.append("#### Changes by component\n\n")

@@ -9,9 +9,11 @@ two in step); the VPS profile uses the same names in pyinfra data.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
@@ -20,7 +22,7 @@ from components._common import LOG_RETENTION_DAYS
 from components.database import RESERVED_CONNECTIONS, max_connections
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
-from components.registry import PLATFORMS, TAG_RE
+from components.registry import PLATFORMS, TAG_RE, parse_image_ref
 from components.service import DEPLOY_STRATEGIES
 from components.waf import MAX_RATE_LIMIT, MIN_RATE_LIMIT
 from stacks.sizes import SIZES
@@ -133,10 +135,28 @@ KEYS: dict[str, Key] = {
                      "Immutable image tag. Empty: a hash of the build context after "
                      ".dockerignore, build arguments and platform."),
     "base_image": Key("string", "python:3.11-slim-bookworm", "BASE_IMAGE build argument."),
+    "app_context": Key("string", "",
+                       "Build context of the API image: a directory with a Dockerfile, "
+                       "relative to the repository root. Empty: the bundled app/."),
+    "image": Key("string", "",
+                 "Deploy this existing ECR image, pinned by digest, instead of building app/: "
+                 "<account>.dkr.ecr.<region>.amazonaws.com/<repo>[:<tag>]@sha256:<64 hex>. "
+                 "Empty: build."),
     "api_token": Key("string", "",
                      "API bearer token; set with --secret. Empty: generated into Secrets Manager.",
                      secret=True),
 }
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def app_context(value: str, root: Path = REPO_ROOT) -> Path:
+    """The image's build context: ``value`` (relative paths from ``root``), else app/."""
+    if not value:
+        return root / "app"
+    path = Path(os.path.expanduser(value))
+    return (path if path.is_absolute() else root / path).resolve()
 
 
 class ConfigError(Exception):
@@ -191,6 +211,8 @@ class StackConfig:
     log_level: str
     image_platform: str
     image_tag: str
+    image: str
+    app_context: str
     base_image: str
     api_token: str
     task_cpu: str
@@ -388,6 +410,17 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("base_image", v["base_image"], "an image reference such as python:3.11-slim-bookworm")
     if v["image_tag"] and not TAG_RE.match(v["image_tag"]):
         r.bad("image_tag", v["image_tag"], "1-128 of [A-Za-z0-9_.-], not starting with . or -")
+    if v["app_context"] and not (app_context(v["app_context"]) / "Dockerfile").is_file():
+        r.bad("app_context", v["app_context"],
+              "a directory with a Dockerfile (relative paths are from the repository root)")
+    if v["image"]:
+        try:
+            parse_image_ref(v["image"])
+        except ValueError as error:
+            r.bad("image", v["image"], str(error))
+        if v["image_tag"]:
+            # The tag names a build; a pinned image is not built.
+            r.bad("image_tag", v["image_tag"], "empty when image is set")
     if v["api_token"] and len(v["api_token"]) < 32:
         r.bad("api_token", "<secret>", "at least 32 characters")
 
@@ -444,7 +477,9 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         metrics_retention_days=v["metrics_retention_days"],
         alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],
-        image_tag=v["image_tag"], base_image=v["base_image"], api_token=v["api_token"],
+        image_tag=v["image_tag"], image=v["image"], app_context=v["app_context"],
+        base_image=v["base_image"],
+        api_token=v["api_token"],
         task_cpu=size.task_cpu, task_memory=size.task_memory,
         db_instance_class=size.db_instance_class, cache_node_type=size.cache_node_type,
     )

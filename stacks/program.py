@@ -30,7 +30,7 @@ from components.registry import Registry, RegistryArgs
 from components.service import Service, ServiceArgs
 from components.waf import BODY_INSPECTION_LIMITS, WebAcl, WebAclArgs
 from stacks import rds_ca
-from stacks.config import StackConfig, from_pulumi
+from stacks.config import StackConfig, app_context, from_pulumi
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_DIR = REPO_ROOT / "app"
@@ -189,10 +189,11 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     ))
 
     registry = Registry(f"{name}-registry", RegistryArgs(
-        context=str(APP_DIR),
+        context=str(app_context(cfg.app_context, REPO_ROOT)),
         tag=cfg.image_tag,  # empty: a hash of the build context, arguments and platform
         platform=cfg.image_platform,
         base_image=cfg.base_image,
+        image=cfg.image,  # set: deploy that existing image, build nothing
         force_delete=not cfg.protected,  # images can be rebuilt; destroy needs it empty
         tags=tags,
     ))
@@ -224,6 +225,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     service = Service(f"{name}-api", ServiceArgs(
         family=physical,
         image=registry.image_ref,
+        image_repository_arn=registry.pinned.repository_arn if registry.pinned else None,
         subnet_ids=network.private_subnet_ids,
         security_group_id=network.service_security_group_id,
         target_group_arn=lb.target_group_arn,

@@ -160,6 +160,23 @@ NEGATIVE = [
     ({"image_platform": "linux/s390x"}, "eu-west-1", "dev", "prodstack:image_platform"),
     ({"image_tag": "-bad tag"}, "eu-west-1", "dev", "prodstack:image_tag: '-bad tag'"),
     ({"api_token": "short"}, "eu-west-1", "dev", "prodstack:api_token: '<secret>'"),
+    # A pinned image: ECR, by digest, nothing else; hostile text is refused whole.
+    ({"image": "prodstack-api:latest"}, "eu-west-1", "dev",
+     "prodstack:image: 'prodstack-api:latest' is invalid; allowed: an ECR image pinned by digest"),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/api:v1"}, "eu-west-1", "dev",
+     "prodstack:image: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/api:v1' is invalid"),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/api@sha256:000000000000000000000000000000000000000000000000000000000000000"},
+     "eu-west-1", "dev", "prodstack:image: "),
+    ({"image": "docker.io/library/api@sha256:0000000000000000000000000000000000000000000000000000000000000000"}, "eu-west-1", "dev", "prodstack:image: "),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/API@sha256:0000000000000000000000000000000000000000000000000000000000000000"}, "eu-west-1",
+     "dev", "prodstack:image: "),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/api@sha256:0000000000000000000000000000000000000000000000000000000000000000\nprodstack:x: 1"},
+     "eu-west-1", "dev", "prodstack:image: "),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/api@sha256:0000000000000000000000000000000000000000000000000000000000000000; rm -rf /"},
+     "eu-west-1", "dev", "prodstack:image: "),
+    ({"image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/api@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+       "image_tag": "v1"}, "eu-west-1", "dev",
+     "prodstack:image_tag: 'v1' is invalid; allowed: empty when image is set"),
     ({"cdn": "yes"}, "eu-west-1", "dev", "prodstack:cdn: 'yes' is invalid; allowed: true or false"),
     ({"environment": "Prod!"}, "eu-west-1", "dev", "prodstack:environment: 'Prod!'"),
     ({"replicaz": "3"}, "eu-west-1", "dev",
@@ -184,6 +201,29 @@ def test_invalid_config_is_refused_naming_key_value_and_allowed(
     found = problems(raw, region=region, stack=stack)
     assert any(expected in line for line in found), found
     assert all("\n" not in line for line in found)
+
+
+@pytest.mark.parametrize("ref", [
+    "123456789012.dkr.ecr.eu-west-1.amazonaws.com/prodstack-registry-repo-1a2b3c4@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/team/api:src-52e5fc285eb405c9@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+    "210987654321.dkr.ecr.cn-north-1.amazonaws.com.cn/api:v1.4.2@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+])
+def test_pinned_ecr_images_are_accepted(ref: str) -> None:
+    assert load({"image": ref}, region="eu-west-1", stack="dev").image == ref
+
+
+def test_app_context_is_a_directory_with_a_dockerfile(tmp_path: Path) -> None:
+    """A user's own app builds instead of app/; the program builds that context."""
+    from stacks.config import REPO_ROOT, app_context
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert load({"app_context": str(tmp_path)}, region="eu-west-1", stack="dev").app_context
+    assert app_context("") == REPO_ROOT / "app"
+    assert app_context("app") == (REPO_ROOT / "app").resolve()
+    for bad in (str(tmp_path / "missing"), "docs", "../../etc", "app\nx"):
+        found = problems({"app_context": bad}, region="eu-west-1", stack="dev")
+        assert any(line.startswith("prodstack:app_context: ") and "with a Dockerfile" in line
+                   for line in found), found
 
 
 def test_all_problems_reported_in_one_run() -> None:

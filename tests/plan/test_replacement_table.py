@@ -22,7 +22,8 @@ from tests.cloud.prodstack_cloud_harness import run_harness
 
 TABLE_PATH = REPO / "prodstack" / "data" / "replacement.toml"
 PACKAGES = {"aws": "pulumi_aws", "random": "pulumi_random", "docker": "pulumi_docker"}
-TYPE_KEYS = {"label", "stateful", "force_new", "source", "disruptive", "not_force_new_reason"}
+TYPE_KEYS = {"label", "stateful", "force_new", "source", "disruptive", "not_force_new_reason",
+             "update_outputs"}
 
 # Issue 7 "Risk first": replacing or deleting these loses data or must migrate it.
 MUST_BE_STATEFUL = [
@@ -152,6 +153,17 @@ def test_every_named_property_is_a_real_input(token):
         unknown = sorted(set(entry.get(key, [])) - set(inputs))
         cls = resource_class(token).__name__
         assert not unknown, f"{token}: {key} names no input of {cls}: {unknown}"
+
+
+@pytest.mark.parametrize("token", sorted(t for t in table() if "update_outputs" in table()[t]))
+def test_update_outputs_name_real_outputs_and_inputs(token):
+    """`update_outputs` maps an output to the inputs whose in-place change makes it anew;
+    a misspelt name on either side would silently hide a rollout from the diff."""
+    cls, inputs = resource_class(token), wire_inputs(token)
+    for output, by in table()[token]["update_outputs"].items():
+        snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), output)
+        assert isinstance(getattr(cls, snake, None), property), f"{token}: no output {output}"
+        assert by and set(by) <= set(inputs), f"{token}.{output}: {sorted(set(by) - set(inputs))}"
 
 
 def test_every_registered_type_is_in_the_table(registered_types):
