@@ -266,6 +266,8 @@ class Database(pulumi.ComponentResource):
     """Port (5432)."""
     identifier: pulumi.Output[str]
     """Instance identifier, the CloudWatch ``DBInstanceIdentifier`` dimension."""
+    arn: pulumi.Output[str]
+    """ARN of the instance (what AWS Backup selects and restore-tests)."""
     master_secret_arn: pulumi.Output[str]
     """Secrets Manager ARN of the RDS-managed master secret (JSON ``username``/``password``)."""
     resource_id: pulumi.Output[str]
@@ -319,6 +321,7 @@ class Database(pulumi.ComponentResource):
                 "address": self.address,
                 "port": self.port,
                 "identifier": self.identifier,
+                "arn": self.arn,
                 "master_secret_arn": self.master_secret_arn,
                 "resource_id": self.resource_id,
                 "iam_connect_arn": self.iam_connect_arn,
@@ -458,6 +461,7 @@ class Database(pulumi.ComponentResource):
         self.address = self.instance.address
         self.port = self.instance.port
         self.identifier = self.instance.identifier
+        self.arn = self.instance.arn
         self.master_secret_arn = self.instance.master_user_secrets.apply(
             lambda secrets: secrets[0].secret_arn
         )

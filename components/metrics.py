@@ -31,6 +31,9 @@ ALERT_RULES_FILE = REPO_ROOT / "pyinfra" / "files" / "prodstack-alerts.yml"
 # PostgreSQL, Redis and backup exporters, which exist on the VPS profile only (RDS,
 # ElastiCache and the tasks alarm through CloudWatch, components/observability.py).
 CLOUD_RULE_GROUPS = ("prodstack-api",)
+# The cloud profile's own data-tier rules, on the API's readiness gauges (db_connected,
+# redis_connected): RDS and ElastiCache have no exporter for the VPS data rules to read.
+DEPENDENCY_RULES_FILE = COLLECTOR_TEMPLATE.parent / "api-dependency-alerts.yml"
 
 # ADOT collector image, pinned by tag and by the digest of its multi-architecture index
 # (linux/amd64 and linux/arm64), so the same reference runs on either task platform.
@@ -140,13 +143,15 @@ def collector_config_problems(config: Mapping[str, Any]) -> list[str]:
 
 
 def cloud_alert_rules() -> dict[str, Any]:
-    """The VPS alert rules file, reduced to :data:`CLOUD_RULE_GROUPS`: the same rules,
-    read from the same file, never copied."""
+    """The VPS alert rules file, reduced to :data:`CLOUD_RULE_GROUPS` (the same rules,
+    read from the same file, never copied), then the cloud's data-tier rules
+    (:data:`DEPENDENCY_RULES_FILE`)."""
     rules = yaml.safe_load(ALERT_RULES_FILE.read_text())
     groups = [g for g in rules["groups"] if g["name"] in CLOUD_RULE_GROUPS]
     missing = set(CLOUD_RULE_GROUPS) - {g["name"] for g in groups}
     if missing:
         raise ValueError(f"{ALERT_RULES_FILE.name}: no group {sorted(missing)}")
+    groups += yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"]
     return {"groups": groups}
 
 
@@ -250,8 +255,9 @@ class Metrics(pulumi.ComponentResource):
         ``{name}-workspace`` (AMP workspace), ``{name}-workspace-config`` (retention),
         ``{name}-rules`` (rule groups namespace
         ``prodstack-api``: the VPS profile's API rules, read from
-        pyinfra/files/prodstack-alerts.yml), ``{name}-collector-config`` (SSM parameter,
-        standard tier: the rendered collector configuration). The collector container
+        pyinfra/files/prodstack-alerts.yml, and the data-tier rules on the API's
+        readiness gauges, templates/api-dependency-alerts.yml),
+        ``{name}-collector-config`` (SSM parameter, standard tier: the rendered collector configuration). The collector container
         itself belongs to the task definition: pass :attr:`collector` to
         ``ServiceArgs.metrics_collector``.
 

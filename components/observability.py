@@ -17,6 +17,15 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 GIB = 1024**3
 # The alarms an ECS deployment watches; one in ALARM rolls the deployment back.
 DEPLOYMENT_ALARM_ROLES = ("high-error-rate", "healthy-hosts")
+# RDS db-instance event categories sent to the topic: the instance failed, failed over,
+# runs out of storage, was unavailable, or maintenance is due or applied. Source: RDS user
+# guide, USER_Events.Messages.html (DB instance events: availability, failover, failure,
+# low storage, maintenance, among others).
+RDS_EVENT_CATEGORIES = ("availability", "failover", "failure", "low storage", "maintenance")
+# ElastiCache events EventBridge receives directly. Source: EventBridge events reference,
+# events-ref-elasticache.html.
+CACHE_EVENT_TYPES = ("Cache Update Failed", "Cache Updated", "Cache Limit Approaching",
+                     "Snapshot Creation Failed")
 
 
 def alarm_name(prefix: str, role: str) -> str:
@@ -179,9 +188,14 @@ class Observability(pulumi.ComponentResource):
         ``-p99-latency``, ``-healthy-hosts``, ``-unhealthy-hosts``, ``-running-tasks``,
         ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``, ``-rds-free-storage``,
         ``-rds-connections``, ``-cache-memory-<i>``, ``-cache-evictions-<i>``, and
-        ``{name}-dashboard``. With a Prometheus workspace: ``{name}-alarms-policy``
-        (the workspace may publish to the topic) and ``{name}-alertmanager`` (the
-        workspace's alerts to the topic, grouped and inhibited as on the VPS profile).
+        ``{name}-dashboard``; ``{name}-alarms-policy`` (CloudWatch alarms, EventBridge
+        rules and RDS events of this account may publish to the topic);
+        ``{name}-rds-events`` (RDS event subscription: availability, failover, failure,
+        low storage, maintenance) and ``{name}-cache-events`` + ``-target`` (ElastiCache
+        events through EventBridge). With a Prometheus workspace: the policy admits it
+        too, and ``{name}-alertmanager`` sends the workspace's alerts (the API rules and
+        the data-tier rules on the API's readiness gauges) to the topic, grouped and
+        inhibited as on the VPS profile.
 
     Silence is an alarm:
         When every task crash-loops, the ALB's request metrics go missing, so the
@@ -224,6 +238,8 @@ class Observability(pulumi.ComponentResource):
         self._args = args
         self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         self._create_topic()
+        self._create_topic_policy()
+        self._create_data_tier_events()
         self.alarm_names = []
         self._alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
         self._create_alarms()
@@ -278,6 +294,7 @@ class Observability(pulumi.ComponentResource):
                             ),
                         },
                         *self._prometheus_key_grant(account),
+                        *self._event_key_grants(account),
                     ],
                 }
             ),
@@ -302,6 +319,33 @@ class Observability(pulumi.ComponentResource):
                 opts=child_opts(self),
             )
 
+    def _event_key_grants(self, account: str) -> list[dict]:
+        """EventBridge rules (ElastiCache and AWS Backup events) and RDS event
+        subscriptions of this account and Region may use the topic's key. Sources:
+        EventBridge user guide, eb-use-resource-based.html (an SNS target encrypted with
+        a customer managed key needs kms:Decrypt and kms:GenerateDataKey for
+        events.amazonaws.com); RDS user guide, USER_Events.Subscribing.html (encrypted
+        topics: the same for events.rds.amazonaws.com)."""
+        return [{
+            "Sid": sid,
+            "Effect": "Allow",
+            "Principal": {"Service": service},
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey*"],
+            "Resource": "*",
+            "Condition": source_conditions(account=account, source_arn=source_arn),
+        } for sid, service, source_arn in self._event_publishers(account)]
+
+    def _event_publishers(self, account: str) -> list[tuple[str, str, str]]:
+        """(Sid, service principal, source ARN pattern) of the services that publish data
+        tier events to the topic."""
+        region = self._region
+        return [
+            ("EventBridgeRules", "events.amazonaws.com",
+             f"arn:aws:events:{region}:{account}:rule/*"),
+            # The source is the database (or the subscription) raising the event.
+            ("RdsEvents", "events.rds.amazonaws.com", f"arn:aws:rds:{region}:{account}:*"),
+        ]
+
     def _prometheus_key_grant(self, account: str) -> list[dict]:
         """The AMP workspaces of this account and Region may use the topic's key.
         Source: AMP user guide, AMP-alertmanager-receiver-AMPpermission.html (an
@@ -320,45 +364,86 @@ class Observability(pulumi.ComponentResource):
             ),
         }]
 
-    def _create_alertmanager(self) -> None:
+    def _create_topic_policy(self) -> None:
         n, a, region, account = self._name, self._args, self._region, self._account
-        # The workspace publishes to the topic; no other workspace or account may. A
-        # topic policy replaces the default one, whose account-wide statement let this
-        # account's alarms publish, so CloudWatch is named too. Sources: AMP user guide,
-        # AMP-alertmanager-receiver-AMPpermission.html (sns:Publish and
-        # sns:GetTopicAttributes for aps.amazonaws.com); SNS developer guide,
-        # sns-access-policy-use-cases.html (a service publishing, with aws:SourceArn
-        # and aws:SourceAccount).
-        policy = aws.sns.TopicPolicy(
+        # Who may publish to the topic: this account's CloudWatch alarms, its EventBridge
+        # rules and RDS events, and the Prometheus workspace; no other account. The policy
+        # replaces the default one, whose account-wide statement let this account's
+        # alarms publish, so CloudWatch is named too. Sources: SNS developer guide,
+        # sns-access-policy-use-cases.html (a service publishing, with aws:SourceArn and
+        # aws:SourceAccount); EventBridge user guide, eb-use-resource-based.html#eb-sns-
+        # permissions; RDS user guide, USER_Events.GrantingPermissions.html; AMP user
+        # guide, AMP-alertmanager-receiver-AMPpermission.html (sns:Publish and
+        # sns:GetTopicAttributes for aps.amazonaws.com).
+        publishers = [("CloudWatchAlarms", "cloudwatch.amazonaws.com",
+                       f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
+                      *self._event_publishers(account)]
+
+        def document(v: list) -> str:
+            statements = [{
+                "Sid": sid,
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sns:Publish",
+                "Resource": v[0],
+                "Condition": source_conditions(account=account, source_arn=source_arn),
+            } for sid, service, source_arn in publishers]
+            if v[1] is not None:
+                statements.append({
+                    "Sid": "PrometheusAlerts",
+                    "Effect": "Allow",
+                    "Principal": {"Service": "aps.amazonaws.com"},
+                    "Action": ["sns:Publish", "sns:GetTopicAttributes"],
+                    "Resource": v[0],
+                    "Condition": source_conditions(account=account, source_arn=v[1]),
+                })
+            return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+        self.topic_policy = aws.sns.TopicPolicy(
             f"{n}-alarms-policy",
             arn=self.topic.arn,
-            policy=pulumi.Output.all(self.topic.arn, a.prometheus_workspace_arn).apply(
-                lambda v: json.dumps({
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "CloudWatchAlarms",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                            "Action": "sns:Publish",
-                            "Resource": v[0],
-                            "Condition": source_conditions(
-                                account=account,
-                                source_arn=f"arn:aws:cloudwatch:{region}:{account}:alarm:*"),
-                        },
-                        {
-                            "Sid": "PrometheusAlerts",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "aps.amazonaws.com"},
-                            "Action": ["sns:Publish", "sns:GetTopicAttributes"],
-                            "Resource": v[0],
-                            "Condition": source_conditions(account=account, source_arn=v[1]),
-                        },
-                    ],
-                })
-            ),
+            policy=pulumi.Output.all(self.topic.arn, a.prometheus_workspace_arn).apply(document),
             opts=child_opts(self),
         )
+
+    def _create_data_tier_events(self) -> None:
+        """RDS and ElastiCache events to the topic: failures, failovers, low storage and
+        maintenance, which no metric alarm sees (a failover shows only as seconds of
+        errors)."""
+        n, a = self._name, self._args
+        # Source: pulumi_aws rds.EventSubscription (`sns_topic`, `source_type`,
+        # `source_ids`, `event_categories`); botocore rds CreateEventSubscriptionMessage
+        # .SourceType (db-instance); RDS user guide, USER_Events.Messages.html (the
+        # db-instance categories).
+        aws.rds.EventSubscription(
+            f"{n}-rds-events",
+            sns_topic=self.topic_arn,
+            source_type="db-instance",
+            source_ids=[a.db_identifier],
+            event_categories=list(RDS_EVENT_CATEGORIES),
+            tags=self._tags("rds-events"),
+            opts=child_opts(self, depends_on=[self.topic_policy]),
+        )
+        # ElastiCache cannot publish to an encrypted topic (ElastiCache user guide,
+        # ElastiCacheSNS.html), so its events come through EventBridge. The rule matches
+        # the Region's ElastiCache events of these types (the event detail's fields are
+        # not documented beyond the type names, so no filter on the group).
+        # Source: EventBridge events reference, events-ref-elasticache.html.
+        rule = aws.cloudwatch.EventRule(
+            f"{n}-cache-events",
+            description="ElastiCache failures, updates and limits",
+            event_pattern=json.dumps({"source": ["aws.elasticache"],
+                                      "detail-type": list(CACHE_EVENT_TYPES)}),
+            tags=self._tags("cache-events"),
+            opts=child_opts(self),
+        )
+        aws.cloudwatch.EventTarget(
+            f"{n}-cache-events-target", rule=rule.name, arn=self.topic_arn,
+            opts=child_opts(self, depends_on=[self.topic_policy]))
+
+    def _create_alertmanager(self) -> None:
+        n, a, region = self._name, self._args, self._region
+        policy = self.topic_policy
 
         def definition(topic_arn: str) -> str:
             # AMP's alert manager takes Alertmanager's own configuration under

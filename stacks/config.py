@@ -19,6 +19,7 @@ from typing import Any
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS
+from components.backup import VAULT_LOCK_MODES
 from components.database import RESERVED_CONNECTIONS, max_connections
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
@@ -51,6 +52,9 @@ ACM_ARN_RE = re.compile(r"^arn:aws:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f-]
 ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,32}$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+# The seeds' backup tiers (daily kept 30 days, weekly 3 months, monthly 1 year): the
+# floor of each AWS Backup tier in prod.
+PROD_BACKUP_TIER_DAYS = (30, 90, 365)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,23 @@ KEYS: dict[str, Key] = {
     "rds_proxy": Key("boolean", False,
                      "RDS Proxy between the tasks and the database (TLS, IAM auth only)."),
     "backup_retention_days": Key("integer", 7, "Database backup retention, 1-35 (prod >= 7)."),
+    "backup_daily_retention_days": Key("integer", 30,
+                                       "AWS Backup daily tier: days each daily copy is kept, "
+                                       ">= 1 (prod >= 30)."),
+    "backup_weekly_retention_days": Key("integer", 90,
+                                        "AWS Backup weekly tier: days kept, >= the daily tier's "
+                                        "(prod >= 90)."),
+    "backup_monthly_retention_days": Key("integer", 365,
+                                         "AWS Backup monthly tier: days kept, >= the weekly "
+                                         "tier's (prod >= 365)."),
+    "backup_vault_lock": Key("string", "governance",
+                             "Backup vault lock: governance | compliance | none (prod: not "
+                             "none)."),
+    "backup_copy_region": Key("string", "",
+                              "Second Region receiving a copy of every backup. Empty: none."),
+    "backup_restore_drill": Key("boolean", True,
+                                "Daily AWS Backup restore test of the newest backup, alarmed "
+                                "(required in prod)."),
     "deletion_protection": Key("boolean", True,
                                "Deletion protection on the database and ALB (required in prod)."),
     "teardown": Key("boolean", False,
@@ -199,6 +220,12 @@ class StackConfig:
     max_storage_gb: int
     rds_proxy: bool
     backup_retention_days: int
+    backup_daily_retention_days: int
+    backup_weekly_retention_days: int
+    backup_monthly_retention_days: int
+    backup_vault_lock: str
+    backup_copy_region: str
+    backup_restore_drill: bool
     deletion_protection: bool
     teardown: bool
     final_snapshot: bool
@@ -386,6 +413,19 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("max_storage_gb", max_storage_gb, f">= 1.1 x storage_gb ({storage_gb}), <= 65536")
     if not 1 <= v["backup_retention_days"] <= 35:
         r.bad("backup_retention_days", v["backup_retention_days"], "1-35")
+    tiers = ("backup_daily_retention_days", "backup_weekly_retention_days",
+             "backup_monthly_retention_days")
+    if r.valid(tiers[0]) and v[tiers[0]] < 1:
+        r.bad(tiers[0], v[tiers[0]], "an integer >= 1")
+    for shorter, longer in zip(tiers, tiers[1:], strict=False):
+        if r.valid(shorter, longer) and v[longer] < v[shorter]:
+            r.bad(longer, v[longer], f">= {shorter} ({v[shorter]})")
+    if v["backup_vault_lock"] not in VAULT_LOCK_MODES:
+        r.bad("backup_vault_lock", v["backup_vault_lock"], " | ".join(VAULT_LOCK_MODES))
+    copy_region = v["backup_copy_region"]
+    if copy_region and (copy_region not in REGIONS or copy_region == region):
+        r.bad("backup_copy_region", copy_region,
+              f"another Region than {region}: " + ", ".join(REGIONS))
     if v["log_retention_days"] not in LOG_RETENTION_DAYS:
         r.bad("log_retention_days", v["log_retention_days"],
               ", ".join(map(str, LOG_RETENTION_DAYS)))
@@ -449,6 +489,14 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
                     if key == "deletion_protection" else ""))
         if v["backup_retention_days"] < 7:
             r.bad("backup_retention_days", v["backup_retention_days"], ">= 7 in prod")
+        # The seeds' tiers: daily kept 30 days, weekly 3 months, monthly 1 year.
+        for key, floor in zip(tiers, PROD_BACKUP_TIER_DAYS, strict=True):
+            if r.valid(key) and v[key] < floor:
+                r.bad(key, v[key], f">= {floor} in prod (the seeds' tiers)")
+        if v["backup_vault_lock"] == "none":
+            r.bad("backup_vault_lock", "none", "governance or compliance in prod")
+        if not v["backup_restore_drill"]:
+            r.bad("backup_restore_drill", False, "true in prod")
         if not multi_az:
             r.bad("multi_az", v["multi_az"], "true in prod")
         if min_replicas < 2:
@@ -470,6 +518,11 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
         storage_gb=storage_gb, rds_proxy=v["rds_proxy"],
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
+        backup_daily_retention_days=v["backup_daily_retention_days"],
+        backup_weekly_retention_days=v["backup_weekly_retention_days"],
+        backup_monthly_retention_days=v["backup_monthly_retention_days"],
+        backup_vault_lock=v["backup_vault_lock"], backup_copy_region=copy_region,
+        backup_restore_drill=v["backup_restore_drill"],
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],

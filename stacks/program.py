@@ -13,6 +13,7 @@ import pulumi_random as random
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from components._common import ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
+from components.backup import Backup, BackupArgs
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
@@ -332,6 +333,22 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         tags=tags,
     ))
 
+    # AWS Backup's tiers and restore drill beside RDS's own point-in-time backups.
+    backup = Backup(f"{name}-backup", BackupArgs(
+        vault_name=physical,
+        db_instance_arn=db.arn,
+        alarm_topic_arn=observability.topic_arn,
+        daily_retention_days=cfg.backup_daily_retention_days,
+        weekly_retention_days=cfg.backup_weekly_retention_days,
+        monthly_retention_days=cfg.backup_monthly_retention_days,
+        vault_lock=cfg.backup_vault_lock,
+        copy_region=cfg.backup_copy_region,
+        restore_drill=cfg.backup_restore_drill,
+        # dev: recovery points are throwaway and `pulumi destroy` must finish.
+        force_destroy=dev_teardown and cfg.backup_vault_lock != "compliance",
+        tags=tags,
+    ))
+
     # ---- exports -----------------------------------------------------------------
     if cdn is not None:
         url: pulumi.Input[str] = cdn.url
@@ -351,6 +368,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         "migrate_task_definition": service.migrate_task_definition_arn,
         "dashboard_url": observability.dashboard_url,
         "alarm_topic_arn": observability.topic_arn,
+        "backup_vault": backup.vault_name,  # AWS Backup tiers (daily, weekly, monthly)
     }
     if metrics is not None:
         outputs["metrics_query_url"] = metrics.query_url  # PromQL over the API's metrics

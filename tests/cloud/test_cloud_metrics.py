@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +25,7 @@ from components.metrics import (
     ALERT_RULES_FILE,
     CLOUD_RULE_GROUPS,
     COLLECTOR_IMAGE,
+    DEPENDENCY_RULES_FILE,
     MetricsArgs,
     MetricsCollector,
     collector_config_problems,
@@ -177,7 +181,8 @@ def test_workspace_evaluates_the_vps_api_rules_from_the_same_file(both: list[Man
     for m in both:
         namespace = m.one("amp/ruleGroupNamespace:RuleGroupNamespace")
         assert namespace["workspaceId"] == _source(m, "id")
-        assert yaml.safe_load(namespace["data"]) == {"groups": api_groups}
+        dependencies = yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"]
+        assert yaml.safe_load(namespace["data"]) == {"groups": api_groups + dependencies}
     # Every provisioned rule reads only the series the collector sends (job="api"), and
     # every rule of the file that reads job="api" is provisioned.
     for group in vps["groups"]:
@@ -280,3 +285,28 @@ def test_workspace_keeps_metrics_as_long_as_the_vps_profile(both: list[Manifest]
         load({"metrics_retention_days": "0"}, region="eu-west-1", stack="dev")
     assert bad.value.problems == [
         "prodstack:metrics_retention_days: 0 is invalid; allowed: 1-3650"]
+
+
+DEPENDENCY_RULE_TESTS = Path(__file__).resolve().parent / "rules" / "api-dependency-alerts.test.yml"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool (scripts/setup.sh)")
+def test_data_tier_rules_fire_when_no_task_reaches_postgres_or_redis_and_not_on_a_blip() -> None:
+    # promtool evaluates the rules on series shaped as the collector ships them: both
+    # tasks losing PostgreSQL pages, one task still reaching Redis keeps RedisUnreachable
+    # quiet, a 15 s database blip stays under the 30 s `for`.
+    check = subprocess.run(["promtool", "check", "rules", str(DEPENDENCY_RULES_FILE)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = subprocess.run(["promtool", "test", "rules", str(DEPENDENCY_RULE_TESTS)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_data_tier_rules_read_the_gauges_the_api_exports() -> None:
+    from app import metrics as app_metrics
+
+    exported = {app_metrics.db_connected._name, app_metrics.redis_connected._name}
+    rules = yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"][0]["rules"]
+    read = {name for rule in rules for name in exported if f"{name}{{job=\"api\"}}" in rule["expr"]}
+    assert read == exported
