@@ -258,8 +258,8 @@ class Metrics(pulumi.ComponentResource):
         pyinfra/files/prodstack-alerts.yml, and the data-tier rules on the API's
         readiness gauges, templates/api-dependency-alerts.yml),
         ``{name}-collector-config`` (SSM parameter, standard tier: the rendered collector
-        configuration). The collector container itself belongs to the task definition: pass :attr:`collector` to
-        ``ServiceArgs.metrics_collector``.
+        configuration). The collector container itself belongs to the task definition:
+        pass :attr:`collector` to ``ServiceArgs.metrics_collector``.
 
     How metrics flow:
         API ``/metrics`` -> collector in the same task (``localhost``) -> SigV4-signed
