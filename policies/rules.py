@@ -1555,6 +1555,166 @@ cloudfront_headers_and_logging = StackValidationPolicy(
     enforcement_level=MANDATORY,
 )
 
+
+# ---- disaster recovery: AWS Backup tiers, locked vaults, restore drills, data-tier events -
+
+# The seeds' tiers in prod: a rule named after each, keeping its points at least this long.
+PROD_BACKUP_TIERS = {"daily": 30, "weekly": 90, "monthly": 365}
+# RDS event categories that must reach the alarm topic (components.observability cites
+# the RDS user guide's list).
+REQUIRED_RDS_EVENTS = ("failure", "failover", "low storage", "maintenance")
+# The API's readiness gauges the data-tier alert rules read (app/metrics.py).
+READINESS_GAUGES = ("db_connected", "redis_connected")
+BACKUP = "AWS/Backup"
+
+
+def _backup_vaults(args: StackValidationArgs, report: ReportViolation) -> None:
+    locks = _of_type(args, "backup/vaultLockConfiguration:VaultLockConfiguration")
+    for vault in _of_type(args, "backup/vault:Vault"):
+        if not vault.props.get("kmsKeyArn"):
+            report("A backup vault must be encrypted with a customer-managed KMS key "
+                   "(kmsKeyArn).", vault.urn)
+        if not is_prod(vault.props):
+            continue
+        mine = [lock for lock in locks if vault.urn in _linked(lock, "backupVaultName")]
+        if not mine:
+            report("Prod backup vaults must be locked (a VaultLockConfiguration, governance "
+                   "or compliance).", vault.urn)
+        for lock in mine:
+            floor = lock.props.get("minRetentionDays")
+            if not isinstance(floor, (int, float)) or floor < PROD_BACKUP_TIERS["daily"]:
+                report(f"A prod vault lock must keep every point at least "
+                       f"{PROD_BACKUP_TIERS['daily']} days (minRetentionDays), not "
+                       f"{floor!r}.", lock.urn)
+
+
+backup_vaults_locked = StackValidationPolicy(
+    name="backup-vault-encrypted-and-locked",
+    description="Backup vaults use a customer-managed KMS key; in prod each is locked, "
+                "keeping every recovery point at least the daily tier's 30 days.",
+    validate=_backup_vaults,
+    enforcement_level=MANDATORY,
+)
+
+
+def _backup_tiers(args: StackValidationArgs, report: ReportViolation) -> None:
+    plans = {p.urn: p for p in _of_type(args, "backup/plan:Plan")}
+    selections = _of_type(args, "backup/selection:Selection")
+    for db in _of_type(args, "rds/instance:Instance"):
+        covering = [s for s in selections if db.urn in _linked(s, "resources")]
+        if not covering:
+            report("The database is in no AWS Backup selection (no tiered backups beyond "
+                   "RDS's own).", db.urn)
+            continue
+        rules = [_map(r) for s in covering for urn in _linked(s, "planId")
+                 if urn in plans for r in _list(plans[urn].props.get("rules"))]
+        kept = {r.get("ruleName"): _map(r.get("lifecycle")).get("deleteAfter") for r in rules}
+        if not is_prod(db.props):
+            if not any(isinstance(d, (int, float)) and d >= 1 for d in kept.values()):
+                report("The database's backup plan keeps nothing (no rule with "
+                       "lifecycle.deleteAfter >= 1).", db.urn)
+            continue
+        for tier, floor in PROD_BACKUP_TIERS.items():
+            days = kept.get(tier)
+            if not isinstance(days, (int, float)) or days < floor:
+                report(f"Prod backup tier {tier!r} must keep its points >= {floor} days "
+                       f"(the seeds), not {days!r}.", db.urn)
+
+
+backup_tiers = StackValidationPolicy(
+    name="backup-tiers-cover-the-database",
+    description="Every RDS instance is selected by an AWS Backup plan; in prod the plan has "
+                "the seeds' tiers: daily kept >= 30 days, weekly >= 90, monthly >= 365.",
+    validate=_backup_tiers,
+    enforcement_level=MANDATORY,
+)
+
+
+def _restore_drills(args: StackValidationArgs, report: ReportViolation) -> None:
+    tests = _of_type(args, "backup/restoreTestingSelection:RestoreTestingSelection")
+    alarms = _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
+    missing = [a for a in alarms if (BACKUP, "NumberOfRestoreJobsCompleted") in _metrics(a.props)]
+    failed = [a for a in alarms if (BACKUP, "NumberOfRestoreJobsFailed") in _metrics(a.props)]
+    for db in _of_type(args, "rds/instance:Instance"):
+        if not is_prod(db.props):
+            continue
+        if not any(db.urn in _linked(t, "protectedResourceArns")
+                   and t.props.get("protectedResourceType") == "RDS" for t in tests):
+            report("Prod databases need a scheduled restore drill (an AWS Backup restore "
+                   "testing selection of type RDS naming the instance).", db.urn)
+        if not missing:
+            report("No alarm fires when no restore drill completed (NumberOfRestoreJobs"
+                   "Completed).", db.urn)
+        if not failed:
+            report("No alarm fires when a restore drill fails (NumberOfRestoreJobsFailed).",
+                   db.urn)
+    for alarm in missing:
+        problem = _alarm_problem(alarm, LESS, None)
+        if not problem and alarm.props.get("treatMissingData") != "breaching":
+            problem = "must treat missing data as breaching (no data: no drill completed)"
+        if problem:
+            report(f"Missing-drill alarm {problem}.", alarm.urn)
+    for alarm in failed:
+        problem = _alarm_problem(alarm, GREATER, 0)
+        if problem:
+            report(f"Failed-drill alarm {problem}.", alarm.urn)
+
+
+restore_drills = StackValidationPolicy(
+    name="restore-drill-alarmed",
+    description="Every prod RDS instance has an AWS Backup restore testing selection, and "
+                "alarms that notify when a drill fails and when none completed (missing "
+                "data breaching).",
+    validate=_restore_drills,
+    enforcement_level=MANDATORY,
+)
+
+
+def _rule_targets(args: StackValidationArgs, source: str) -> list[Any]:
+    """EventBridge rules matching ``source`` that have a target."""
+    targets = _of_type(args, "cloudwatch/eventTarget:EventTarget")
+    return [rule for rule in _of_type(args, "cloudwatch/eventRule:EventRule")
+            if source in _strings(_map(_json(rule.props.get("eventPattern"))).get("source"))
+            and any(rule.urn in _linked(t, "rule") and t.props.get("arn") for t in targets)]
+
+
+def _data_tier_events(args: StackValidationArgs, report: ReportViolation) -> None:
+    subscriptions = _of_type(args, "rds/eventSubscription:EventSubscription")
+    for db in _of_type(args, "rds/instance:Instance"):
+        mine = [s for s in subscriptions if db.urn in _linked(s, "sourceIds")
+                and s.props.get("snsTopic") and s.props.get("enabled") is not False]
+        categories = {c for s in mine for c in _strings(s.props.get("eventCategories"))}
+        lacking = [c for c in REQUIRED_RDS_EVENTS if c not in categories]
+        if not mine or lacking:
+            report(f"RDS events must reach the alarm topic (an enabled event subscription of "
+                   f"the instance with {', '.join(REQUIRED_RDS_EVENTS)}); missing "
+                   f"{lacking or 'the subscription'}.", db.urn)
+    if _of_type(args, "elasticache/replicationGroup:ReplicationGroup") and not _rule_targets(
+            args, "aws.elasticache"):
+        report("ElastiCache events must reach the alarm topic (an EventBridge rule on "
+               "aws.elasticache with a target).", None)
+    if _of_type(args, "backup/plan:Plan") and not _rule_targets(args, "aws.backup"):
+        report("Failed AWS Backup jobs must reach the alarm topic (an EventBridge rule on "
+               "aws.backup with a target).", None)
+    for namespace in _of_type(args, "amp/ruleGroupNamespace:RuleGroupNamespace"):
+        data = namespace.props.get("data")
+        if not isinstance(data, str) or _unknown(data):
+            continue
+        for gauge in READINESS_GAUGES:
+            if f'{gauge}{{job="api"}}' not in data:
+                report(f"The workspace's rules must alert on the API's {gauge} (PostgreSQL "
+                       f"or Redis unreachable from the API).", namespace.urn)
+
+
+data_tier_events = StackValidationPolicy(
+    name="data-tier-events-alarmed",
+    description="RDS (failure, failover, low storage, maintenance), ElastiCache and failed "
+                "AWS Backup jobs notify the alarm topic; the Prometheus workspace alerts "
+                "when the API cannot reach PostgreSQL or Redis.",
+    validate=_data_tier_events,
+    enforcement_level=MANDATORY,
+)
+
 ALL_POLICIES = [
     encryption_at_rest,
     s3_buckets_encrypted,
@@ -1599,4 +1759,8 @@ ALL_POLICIES = [
     cloudfront_headers_and_logging,
     ecs_sidecars_non_essential,
     sns_confused_deputy,
+    backup_vaults_locked,
+    backup_tiers,
+    restore_drills,
+    data_tier_events,
 ]
