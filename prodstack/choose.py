@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prodstack import cost
+from prodstack import cost, recovery
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,20 +40,8 @@ WRITE_ROUTE = "POST /api/v1/alerts"
 WEB_CONCURRENCY = 1
 DB_POOL_MAX = 10
 
-# RDS facts, from the RDS user guide:
-# - Concepts.MultiAZ.Failover: "Failovers ... typically complete within 60-120 seconds".
-# - USER_PIT: the latest restorable time is typically within the last five minutes.
-CLOUD_BACKUP = {
-    "rpo": "about 5 minutes (point-in-time restore; RDS ships transaction logs every 5 min)",
-    "rto_failover": "60-120 s automatic failover to the standby (Multi-AZ)",
-    "rto_restore": "a new instance from a snapshot or point in time: tens of minutes, by "
-                   "size (not measured here)",
-}
-VPS_BACKUP = {
-    "rpo": "about a minute (pgBackRest archives WAL continuously, archive_timeout 60 s); "
-           "off the host only with `backup_s3_bucket`, else a lost disk loses everything",
-    "rto_restore": "1 hour: new host, deploy, point-in-time restore (docs/vps.md section 8)",
-}
+# RPO and RTO: prodstack/recovery.py, the one table the docs are checked against.
+FAILOVER = recovery.RECOVERY["cloud"][0]
 # How `pulumi up` replaces the tasks, by the service's deployment strategy.
 CLOUD_DEPLOYS = {
     "ROLLING": "ECS rolls the tasks, with circuit-breaker rollback",
@@ -242,8 +230,11 @@ def cloud_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, 
             f"({db['instanceClass']}), tasks across {subnets} AZs, cache "
             f"{'with' if failover else 'without'} automatic failover"
         ),
-        "backup": {**CLOUD_BACKUP, "retention_days": db.get("backupRetentionPeriod"),
-                   **({} if db.get("multiAz") else {"rto_failover": "none: single-AZ"})},
+        "backup": {**recovery.summary("cloud"),
+                   "retention_days": db.get("backupRetentionPeriod"),
+                   "rto_failover": (f"{FAILOVER.rto} automatic failover to the standby "
+                                    "(Multi-AZ)" if db.get("multiAz")
+                                    else "none: single-AZ")},
         "operate": _cloud_operate(s),
     }
 
@@ -297,7 +288,7 @@ def vps_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, An
         "db_budget": _vps_budget(replicas, settings.get("deploy_strategy") or "rolling",
                                  max_connections),
         "availability": "one host: no failover; PostgreSQL, Redis and the replicas share it",
-        "backup": {**VPS_BACKUP, "offsite": offsite,
+        "backup": {**recovery.summary("vps"), "offsite": offsite,
                    "retention_days": settings.get("backup_retention_days")},
         "operate": OPERATE["vps"],
     }
@@ -444,7 +435,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     out.append(row("backup RPO", lambda p: p["backup"]["rpo"]))
     out.append(row("restore RTO", lambda p: p["backup"].get("rto_failover", "")
                    + ("; " if "rto_failover" in p["backup"] else "")
-                   + p["backup"]["rto_restore"]))
+                   + p["backup"]["rto"]))
     out.append("")
     warnings = [f"- {r['size']} {name}: {r[name]['db_budget']['warning']}"
                 for r in result["sizes"] for name in ("cloud", "vps")

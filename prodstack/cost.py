@@ -21,7 +21,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from prodstack import planfile
+from prodstack import planfile, recovery
 from prodstack.errors import UsageError
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -47,6 +47,7 @@ USAGE_KEYS: dict[str, str] = {
     "ecr_storage_gb": "GB of images kept in ECR",
     "metrics_series_per_task": "Prometheus series one API task exposes on /metrics (AMP)",
     "backup_storage_gb": "GB of VPS backups kept off-site in S3",
+    "backup_change_gb_per_day": "GB of the database that changes a day (AWS Backup increments)",
     "vps_provider": "provider whose plans price a VPS host",
 }
 VPS_PROVIDERS = ("digitalocean", "hetzner")
@@ -106,6 +107,16 @@ FREE_TYPES = frozenset({
     "aws:ssm/parameter:Parameter", "aws:amp/ruleGroupNamespace:RuleGroupNamespace",
     "aws:amp/alertManagerDefinition:AlertManagerDefinition",
     "aws:amp/workspaceConfiguration:WorkspaceConfiguration",
+    # AWS Backup bills the recovery points' storage and the restores, priced on the backup
+    # lines; vaults, locks, plans, selections and restore testing definitions are free.
+    # AWS services' events on the default event bus and RDS event subscriptions are free
+    # (the SNS deliveries are within the free notifications above).
+    "aws:backup/vault:Vault", "aws:backup/vaultLockConfiguration:VaultLockConfiguration",
+    "aws:backup/plan:Plan", "aws:backup/selection:Selection",
+    "aws:backup/restoreTestingPlan:RestoreTestingPlan",
+    "aws:backup/restoreTestingSelection:RestoreTestingSelection",
+    "aws:cloudwatch/eventRule:EventRule", "aws:cloudwatch/eventTarget:EventTarget",
+    "aws:rds/eventSubscription:EventSubscription",
 })
 PRICED_TYPES = frozenset({
     "aws:cloudfront/distribution:Distribution", "aws:cloudwatch/dashboard:Dashboard",
@@ -311,6 +322,7 @@ def _estimate_cloud(plan: Mapping[str, Any], usage: Mapping[str, Any],
     _price_load_balancer(plan, e, p, g, h)
     _price_database(plan, e, p, h)
     _price_database_proxy(plan, e, prices, p, h)
+    _price_backup(plan, e, prices, p)
     _price_cache(plan, e, p, h)
     _price_edge(plan, e, p, g)
     _price_observability(plan, e, prices, p, g)
@@ -474,6 +486,77 @@ def _price_database(plan, e: _Estimate, p, h: int) -> None:
                 f"Storage autoscaling may grow {db['name']} to {ceiling} GB: ${grown}/month "
                 f"of storage instead of ${storage}."
             )
+
+
+# What one restore drill keeps a restored instance up, in hours: the restore of a small
+# database and its deletion (not measured here; the RDS user guide gives no figure).
+DRILL_HOURS = 1
+DAYS_PER_MONTH = 30
+
+
+def _price_backup(plan, e: _Estimate, prices, p) -> None:
+    """AWS Backup's tiers, each its own line: the first (shortest) tier holds the first
+    full copy of the database plus every day's change it keeps; each longer tier holds
+    the changes of the days beyond the shorter one's (an upper bound: a change
+    overwritten between two weekly or monthly points is not kept twice)."""
+    plans = _of(plan, "aws:backup/plan:Plan")
+    if not plans:
+        return
+    db_gb = sum((_num(db.get("inputs", {}).get("allocatedStorage", 0)) or Decimal(0))
+                for db in _of(plan, "aws:rds/instance:Instance"))
+    change = e.usage_of("backup_change_gb_per_day", "AWS Backup recovery point storage")
+    if change is None:
+        return
+    copy_vaults = _of(plan, "aws:backup/vault:Vault")
+    copy_region = next((v.get("inputs", {}).get("region") for v in copy_vaults
+                        if v.get("inputs", {}).get("region")), None)
+    rules = sorted((r for bp in plans for r in bp.get("inputs", {}).get("rules") or []),
+                   key=lambda r: _num((r.get("lifecycle") or {}).get("deleteAfter", 0))
+                   or Decimal(0))
+    kept_before = Decimal(0)
+    for i, rule in enumerate(rules):
+        days = _num((rule.get("lifecycle") or {}).get("deleteAfter", 0)) or Decimal(0)
+        gb = (db_gb if i == 0 else Decimal(0)) + change * max(days - kept_before, Decimal(0))
+        full = f"the first full copy ({db_gb} GB) + " if i == 0 else ""
+        note = (f"{full}{change} GB/day changed x {days - kept_before} days "
+                f"beyond the shorter tier")
+        e.add("backup", f"AWS Backup {rule.get('ruleName')} tier (kept {days} days)", gb,
+              "GB-month", p["backup_rds_gb_month"], kind="usage", note=note)
+        if rule.get("copyActions"):
+            rates = prices["regions"].get(copy_region) if copy_region else None
+            if rates is None or "backup_rds_gb_month" not in rates:
+                e.unpriced.append(f"AWS Backup copy of the {rule.get('ruleName')} tier: "
+                                  f"Region {copy_region!r} has no backup price")
+            else:
+                e.add("backup", f"AWS Backup {rule.get('ruleName')} tier, copy in "
+                      f"{copy_region}", gb, "GB-month", rates["backup_rds_gb_month"],
+                      kind="usage", note="the same points, kept as long, in the second Region")
+        kept_before = days
+    if copy_region and rules:
+        moved = db_gb + change * DAYS_PER_MONTH
+        e.add("backup", f"AWS Backup cross-Region copy transfer (to {copy_region})", moved,
+              "GB", p["backup_copy_gb"], kind="usage",
+              note="the first month: the full copy, then each day's change")
+    drills = _of(plan, "aws:backup/restoreTestingSelection:RestoreTestingSelection")
+    for db in _of(plan, "aws:rds/instance:Instance") if drills else []:
+        klass = db.get("inputs", {}).get("instanceClass")
+        rates = p["rds_instance_hour"].get(klass)
+        if rates is None:
+            e.unpriced.append(f"restore drill of {db['name']}: class {klass!r} has no price")
+            continue
+        e.add("backup", f"Restore drill: a restored {klass} (Single-AZ), daily",
+              DRILL_HOURS * DAYS_PER_MONTH, "instance-hour", rates, "single_az",
+              note=f"about {DRILL_HOURS} h a day of the restored instance (not measured); "
+                   "restore testing's own per-job charge is not priced")
+    first = rules[0] if rules else {}
+    figures = recovery.summary("cloud")
+    e.callouts.append(f"RPO {figures['rpo']}; RTO {figures['rto']} (docs/cloud.md).")
+    e.callouts.append(
+        f"AWS Backup keeps {len(rules)} tiers of the database "
+        f"({', '.join(str((r.get('lifecycle') or {}).get('deleteAfter')) for r in rules)} "
+        f"days); the {first.get('ruleName')} tier holds the full copy. RDS's own automated "
+        "backups (point-in-time restore) stay free up to the database's size."
+    )
 
 
 def _price_database_proxy(plan, e: _Estimate, prices, p, h: int) -> None:
@@ -707,10 +790,11 @@ def _estimate_vps(plan: Mapping[str, Any], usage: Mapping[str, Any],
             "No `backup_s3_bucket`: the backups stay on the host's own disk, so losing the "
             "host loses them too (docs/vps.md, section 8)."
         )
+    figures = recovery.summary("vps")
     e.callouts.append(
-        "A single host has no failover: a host loss is recovered from backups "
-        "(RTO 1 hour, RPO 1 hour with off-site copies; docs/vps.md)."
-        if hosts == 1 else f"{hosts} hosts: the database still runs on one of them."
+        ("A single host has no failover: a lost database is recovered from backups. "
+         if hosts == 1 else f"{hosts} hosts: the database still runs on one of them. ")
+        + f"RPO {figures['rpo']}; RTO {figures['rto']} (docs/vps.md)."
     )
     e.callouts.append(
         "The seeds' VPS figures include a managed PostgreSQL (and Redis, CDN, SMS); this "

@@ -160,3 +160,27 @@ def test_recommend_sizes_the_cloud_by_capacity():
 def test_recommend_refuses_negative_figures():
     with pytest.raises(UsageError, match="rps: -1"):
         choose.recommend(-1, None, None)
+
+
+def test_choose_cost_and_docs_state_the_same_rpo_and_rto_for_both_profiles(comparison):
+    # One table (prodstack/recovery.py) feeds all of them; a figure typed anywhere else
+    # would disagree with it and fail here.
+    from prodstack import recovery
+
+    rendered = choose.render_markdown(comparison)
+    for profile in ("cloud", "vps"):
+        figures = recovery.summary(profile)
+        for row in comparison["sizes"]:
+            assert row[profile]["backup"]["rpo"] == figures["rpo"]
+            assert row[profile]["backup"]["rto"] == figures["rto"]
+        assert figures["rpo"] in rendered and figures["rto"] in rendered
+    vps = cost.estimate({"profile": "vps", "settings": {"size": "small"}, "resources": []},
+                        cost.load_usage(None, "small"))
+    figures = recovery.summary("vps")
+    assert any(figures["rpo"] in c and figures["rto"] in c for c in vps["callouts"])
+    docs = (REPO / "docs" / "cloud.md").read_text(encoding="utf-8")
+    assert recovery.markdown_table() in docs, "docs/cloud.md: paste recovery.markdown_table()"
+    cost_doc = (REPO / "docs" / "cost.md").read_text(encoding="utf-8")
+    for profile in ("cloud", "vps"):
+        for key in ("rpo", "rto"):
+            assert recovery.summary(profile)[key] in cost_doc, (profile, key)

@@ -48,11 +48,14 @@ def test_prod_matches_hand_computed_figures(plans):
         "Fargate memory": 3 * 2 * 730 * 0.004445,          # 19.47
         "WAF web ACL": 5.00,
         "WAF rules": 5 * 1.00,                             # rate, body size + 3 managed groups
-        # 14 alarms; metric math bills each metric it reads: the error rate 3, healthy
-        # and unhealthy hosts 2 each (both blue/green target groups), the others 1.
-        "CloudWatch alarms": 18 * 0.10,
+        # 16 alarms (14 + the drill's failed and missing); metric math bills each metric
+        # it reads: the error rate 3, healthy and unhealthy hosts 2 each (both blue/green
+        # target groups), the others 1.
+        "CloudWatch alarms": 20 * 0.10,
         "CloudWatch dashboards": 3.00,
-        "KMS": 1.00,
+        "KMS": 2 * 1.00,                                   # the alarm topic's, the vault's
+        # The daily restore drill: about an hour a day of a Single-AZ db.m7g.xlarge.
+        "Restore drill": 30 * 0.370,                       # 11.10
         "Secrets Manager secrets (2)": 2 * 0.40,
         "RDS-managed master password": 0.40,
     }
@@ -61,7 +64,7 @@ def test_prod_matches_hand_computed_figures(plans):
         assert item["kind"] == "fixed"
         assert item["monthly"] == pytest.approx(expected, abs=0.005), prefix
     assert est["fixed_monthly"] == pytest.approx(
-        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1039.37
+        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1051.67
     hand_usage = {
         "NAT gateway data processed": 100 * 0.048,
         "WAF requests inspected": 260 * 0.60,              # 260 M requests
@@ -74,6 +77,12 @@ def test_prod_matches_hand_computed_figures(plans):
         "CloudWatch Logs stored": (80 + 60 + 300) * 30 / 30 * 0.03,
         "ECR image storage": 5 * 0.10,
         "ALB access logs": 40 * 0.023,
+        # AWS Backup tiers, 100 GB database changing 5 GB a day (usage/large.toml): the
+        # daily tier holds the full copy and 30 days of change, each longer tier the
+        # days beyond the shorter one.
+        "AWS Backup daily tier (kept 30 days)": (100 + 5 * 30) * 0.095,     # 23.75
+        "AWS Backup weekly tier (kept 90 days)": 5 * (90 - 30) * 0.095,     # 28.50
+        "AWS Backup monthly tier (kept 365 days)": 5 * (365 - 90) * 0.095,  # 130.63
     }
     for prefix, expected in hand_usage.items():
         item = line(est, prefix)
@@ -98,7 +107,14 @@ def test_dev_matches_hand_computed_figures(plans):
     }
     for prefix, expected in hand.items():
         assert line(est, prefix)["monthly"] == pytest.approx(expected, abs=0.005), prefix
+    # dev's cheap form of AWS Backup: 7/35/90-day tiers, no drill, no copy, no lock.
+    for prefix, expected in {
+            "AWS Backup daily tier (kept 7 days)": (20 + 0.5 * 7) * 0.095,
+            "AWS Backup weekly tier (kept 35 days)": 0.5 * 28 * 0.095,
+            "AWS Backup monthly tier (kept 90 days)": 0.5 * 55 * 0.095}.items():
+        assert line(est, prefix)["monthly"] == pytest.approx(expected, abs=0.005), prefix
     items = [li["item"] for li in est["lines"]]
+    assert not any(i.startswith(("Restore drill", "AWS Backup cross-Region")) for i in items)
     assert not any(i.startswith("CloudFront") for i in items)
     assert not any("flow logs" in i for i in items)  # flow_logs: false in dev
 
