@@ -15,6 +15,9 @@ ENVIRONMENT_TAG = "prodstack:environment"
 #: Tag every taggable child carries while ``teardown: true`` is set; the policy pack accepts
 #: lifted deletion protection in prod only with it.
 TEARDOWN_TAG = "prodstack:teardown"
+#: Tag the original database carries after a point-in-time restore replaced it (kept until
+#: released): the data-tier rules no longer ask backups, drills and events of it.
+RESTORE_SOURCE_TAG = "prodstack:restore-source"
 
 
 def child_opts(parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:

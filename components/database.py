@@ -10,7 +10,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-from components._common import LOG_RETENTION_DAYS, assume_role_policy, child_opts, merge_tags
+from components._common import (
+    LOG_RETENTION_DAYS,
+    RESTORE_SOURCE_TAG,
+    assume_role_policy,
+    child_opts,
+    merge_tags,
+)
 
 # Memory (GiB) of the instance classes we allow; the tuning below scales with it.
 # Source: AWS RDS user guide, "Hardware specifications for DB instance classes"
@@ -48,6 +54,20 @@ ENHANCED_MONITORING_POLICY_ARN = (
 # PostgreSQL role names: a letter or underscore first, then letters, digits, underscores;
 # at most 63 bytes (NAMEDATALEN - 1). Lowercase only, so no quoting is ever needed.
 ROLE_NAME_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# A point in time to restore to, in UTC (RDS takes the restore time in UTC). Source:
+# botocore rds RestoreDBInstanceToPointInTimeMessage.RestoreTime ("Must be a time in
+# Universal Coordinated Time (UTC) format", example 2009-09-07T23:45:00Z).
+RESTORE_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+RESTORE_SOURCES = ("keep", "release")
+
+
+def restored_identifier(identifier: str, restore_to_time: str) -> str:
+    """The restored instance's identifier: ``<identifier>-r<yymmddHHMM>`` (at most 62 of
+    RDS's 63 characters for a 50-character identifier), one per restore time."""
+    digits = re.sub(r"\D", "", restore_to_time)
+    return f"{identifier}-r{digits[2:12]}"
+
+
 # gp3 storage for PostgreSQL: 20-65,536 GiB. Source: RDS user guide CHAP_Storage#gp3-storage.
 MIN_STORAGE_GB, MAX_STORAGE_GB = 20, 65_536
 
@@ -174,6 +194,20 @@ class DatabaseArgs:
     ``rds_iam``: it signs in with IAM tokens, it has no password). Must differ from
     ``username``. Default: ``"prodstack_app"``. Example: ``"alerts_app"``."""
 
+    restore_to_time: str = ""
+    """Restore to a point in time: a UTC time ``YYYY-MM-DDTHH:MM:SSZ`` within the backup
+    retention. A new instance (``<identifier>-r<yymmddHHMM>``) is created from this one as
+    it was at that time, and every output (endpoint, secret, IAM ARN) points at it, so
+    the service moves to it in the same deployment. The original instance stays, and is
+    never deleted by the program (``retain_on_delete``) until ``restore_source`` is
+    ``release``. Empty: no restore. Default: ``""``. Example: ``"2026-12-07T05:00:00Z"``."""
+
+    restore_source: str = "keep"
+    """With ``restore_to_time``: ``keep`` the original instance in the stack, or
+    ``release`` it: the program stops managing it and AWS keeps it (deploy once with
+    ``keep`` first, so the retain flag is recorded), to be snapshotted and deleted by
+    hand. Default: ``"keep"``. Example: ``"release"``."""
+
     monitoring_interval_seconds: int = 60
     """Enhanced Monitoring (OS metrics) interval: 1, 5, 10, 15, 30 or 60; 0 turns it off
     (FSBP RDS.6). Default: ``60``. Example: ``15``."""
@@ -218,6 +252,14 @@ class DatabaseArgs:
                 f"monitoring_interval_seconds={self.monitoring_interval_seconds}: "
                 "0, 1, 5, 10, 15, 30 or 60"
             )
+        if self.restore_to_time and not RESTORE_TIME_RE.fullmatch(self.restore_to_time):
+            problems.append(f"restore_to_time={self.restore_to_time!r}: a UTC time "
+                            "YYYY-MM-DDTHH:MM:SSZ")
+        if self.restore_source not in RESTORE_SOURCES:
+            problems.append(f"restore_source={self.restore_source!r}: keep or release")
+        if self.restore_source == "release" and not self.restore_to_time:
+            problems.append("restore_source=release: only with restore_to_time (the "
+                            "original is the only instance otherwise)")
         if not ROLE_NAME_RE.fullmatch(self.app_username) or self.app_username == self.username:
             problems.append(
                 f"app_username={self.app_username!r}: lowercase letters, digits and "
@@ -351,13 +393,15 @@ class Database(pulumi.ComponentResource):
             opts=child_opts(self),
         )
 
-    def _create_log_groups(self) -> list[aws.cloudwatch.LogGroup]:
+    def _create_log_groups(self, identifier: str | None = None,
+                           prefix: str = "") -> list[aws.cloudwatch.LogGroup]:
         # RDS writes exports to /aws/rds/instance/<identifier>/<type> and would create
         # those groups with no expiry; creating them first sets the retention.
+        identifier = identifier or self._args.identifier
         return [
             aws.cloudwatch.LogGroup(
-                f"{self._name}-log-{log_type}",
-                name=f"/aws/rds/instance/{self._args.identifier}/{log_type}",
+                f"{self._name}-{prefix}log-{log_type}",
+                name=f"/aws/rds/instance/{identifier}/{log_type}",
                 retention_in_days=self._args.log_retention_days,
                 tags=self._tags(f"log-{log_type}"),
                 opts=child_opts(self),
@@ -378,7 +422,9 @@ class Database(pulumi.ComponentResource):
             assume_role_policy=assume_role_policy(
                 "monitoring.rds.amazonaws.com",
                 account=self._account,
-                source_arn=f"arn:aws:rds:{self._region}:{self._account}:db:{args.identifier}",
+                # A restore's instance is <identifier>-r<time>: the same prefix.
+                source_arn=f"arn:aws:rds:{self._region}:{self._account}:db:{args.identifier}"
+                + ("*" if args.restore_to_time else ""),
             ),
             tags=self._tags("monitoring-role"),
             opts=child_opts(self),
@@ -398,21 +444,65 @@ class Database(pulumi.ComponentResource):
         monitoring: aws.iam.RolePolicyAttachment | None,
     ) -> None:
         args = self._args
+        restoring = bool(args.restore_to_time)
+        self.instance = None
+        if not (restoring and args.restore_source == "release"):
+            # Once a restore exists, the original is never deleted by the program: dropping
+            # it (restore_source: release) only makes Pulumi forget it.
+            self.instance = self._instance(
+                "instance", args.identifier, subnet_group, parameter_group,
+                [*log_groups, *([monitoring] if monitoring else [])],
+                retain_on_delete=restoring)
+        active = self.instance
+        if restoring:
+            identifier = restored_identifier(args.identifier, args.restore_to_time)
+            restored_logs = self._create_log_groups(identifier, prefix="restored-")
+            # Source: pulumi_aws rds.Instance `restore_to_point_in_time`
+            # (`source_db_instance_identifier`, `restore_time`; the new instance needs
+            # `identifier`); botocore rds RestoreDBInstanceToPointInTimeMessage (the
+            # settings below are all accepted on a restore). The database name and
+            # master user come from the source.
+            active = self._instance(
+                "restored", identifier, subnet_group, parameter_group,
+                [*restored_logs, *([monitoring] if monitoring else [])],
+                restore={"source_db_instance_identifier": args.identifier,
+                         "restore_time": args.restore_to_time},
+                after=[self.instance] if self.instance is not None else [])
+        self.active_instance = active
+        self._expose(active)
+
+    def _instance(
+        self,
+        role: str,
+        identifier: str,
+        subnet_group: aws.rds.SubnetGroup,
+        parameter_group: aws.rds.ParameterGroup,
+        depends_on: list[pulumi.Resource],
+        *,
+        restore: dict[str, str] | None = None,
+        retain_on_delete: bool = False,
+        after: list[pulumi.Resource] | None = None,
+    ) -> aws.rds.Instance:
+        args = self._args
         monitoring_kw = (
             {
                 "monitoring_interval": args.monitoring_interval_seconds,
                 "monitoring_role_arn": self.monitoring_role.arn,
             }
-            if monitoring is not None
+            if args.monitoring_interval_seconds
             else {"monitoring_interval": 0}
         )
+        created = ({"restore_to_point_in_time": restore} if restore else
+                   {"db_name": args.database_name, "username": args.username})
         # A fixed final-snapshot name would collide on the second destroy; the random
         # suffix is created once and kept in state.
-        suffix = random.RandomId(f"{self._name}-snapshot-suffix", byte_length=4,
-                                 opts=child_opts(self))
-        self.instance = aws.rds.Instance(
-            f"{self._name}-instance",
-            identifier=args.identifier,
+        suffix = random.RandomId(
+            f"{self._name}-snapshot-suffix" if role == "instance"
+            else f"{self._name}-{role}-snapshot-suffix",
+            byte_length=4, opts=child_opts(self))
+        return aws.rds.Instance(
+            f"{self._name}-{role}",
+            identifier=identifier,
             engine="postgres",
             engine_version=args.engine_version,
             auto_minor_version_upgrade=True,
@@ -421,8 +511,7 @@ class Database(pulumi.ComponentResource):
             max_allocated_storage=args.max_storage_gb,
             storage_type="gp3",
             storage_encrypted=True,
-            db_name=args.database_name,
-            username=args.username,
+            **created,
             manage_master_user_password=True,
             db_subnet_group_name=subnet_group.name,
             vpc_security_group_ids=[args.security_group_id],
@@ -436,7 +525,7 @@ class Database(pulumi.ComponentResource):
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=not args.final_snapshot,
             final_snapshot_identifier=suffix.hex.apply(
-                lambda h: f"{args.identifier}-final-{h}"
+                lambda h: f"{identifier}-final-{h}"
             ),
             # The instance-class exclusions (db.t*.micro/small) in the RDS user guide,
             # USER_DatabaseInsights.Engines, list MariaDB and MySQL, not PostgreSQL.
@@ -452,23 +541,28 @@ class Database(pulumi.ComponentResource):
             **monitoring_kw,
             ca_cert_identifier=CA_CERT_IDENTIFIER,
             apply_immediately=False,
-            tags=self._tags("instance"),
+            tags={**self._tags(role),
+                  # Replaced by a restore: no longer the one backed up, drilled, alarmed.
+                  **({RESTORE_SOURCE_TAG: "kept"} if retain_on_delete else {})},
             # The role must be able to publish before the instance first reports.
-            opts=child_opts(
-                self, depends_on=[*log_groups, *([monitoring] if monitoring else [])]
-            ),
+            opts=child_opts(self, depends_on=[*depends_on, *(after or [])],
+                            retain_on_delete=retain_on_delete),
         )
-        self.address = self.instance.address
-        self.port = self.instance.port
-        self.identifier = self.instance.identifier
-        self.arn = self.instance.arn
-        self.master_secret_arn = self.instance.master_user_secrets.apply(
+
+    def _expose(self, instance: aws.rds.Instance) -> None:
+        """Point the component's outputs at ``instance`` (the restored one after a restore)."""
+        args = self._args
+        self.address = instance.address
+        self.port = instance.port
+        self.identifier = instance.identifier
+        self.arn = instance.arn
+        self.master_secret_arn = instance.master_user_secrets.apply(
             lambda secrets: secrets[0].secret_arn
         )
-        self.resource_id = self.instance.resource_id
+        self.resource_id = instance.resource_id
         # Source: RDS user guide UsingWithRDS.IAMDBAuth.IAMPolicy (the rds-db:connect
         # resource is arn:aws:rds-db:<region>:<account>:dbuser:<DbiResourceId>/<user>).
         self.iam_connect_arn = pulumi.Output.concat(
             f"arn:aws:rds-db:{self._region}:{self._account}:dbuser:",
-            self.instance.resource_id, f"/{args.app_username}",
+            instance.resource_id, f"/{args.app_username}",
         )

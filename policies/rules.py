@@ -26,6 +26,7 @@ from pulumi_policy import (
 from components._common import (
     ENVIRONMENT_TAG,
     LOG_RETENTION_DAYS,
+    RESTORE_SOURCE_TAG,
     SECRET_NAME_RE,
     TEARDOWN_TAG,
 )
@@ -1568,6 +1569,13 @@ READINESS_GAUGES = ("db_connected", "redis_connected")
 BACKUP = "AWS/Backup"
 
 
+def _live_databases(args: StackValidationArgs) -> list[Any]:
+    """RDS instances the stack serves from: not an original a restore replaced (tagged
+    ``prodstack:restore-source``, kept until released)."""
+    return [db for db in _of_type(args, "rds/instance:Instance")
+            if RESTORE_SOURCE_TAG not in _tags(db.props)]
+
+
 def _backup_vaults(args: StackValidationArgs, report: ReportViolation) -> None:
     locks = _of_type(args, "backup/vaultLockConfiguration:VaultLockConfiguration")
     for vault in _of_type(args, "backup/vault:Vault"):
@@ -1600,7 +1608,7 @@ backup_vaults_locked = StackValidationPolicy(
 def _backup_tiers(args: StackValidationArgs, report: ReportViolation) -> None:
     plans = {p.urn: p for p in _of_type(args, "backup/plan:Plan")}
     selections = _of_type(args, "backup/selection:Selection")
-    for db in _of_type(args, "rds/instance:Instance"):
+    for db in _live_databases(args):
         covering = [s for s in selections if db.urn in _linked(s, "resources")]
         if not covering:
             report("The database is in no AWS Backup selection (no tiered backups beyond "
@@ -1635,7 +1643,7 @@ def _restore_drills(args: StackValidationArgs, report: ReportViolation) -> None:
     alarms = _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
     missing = [a for a in alarms if (BACKUP, "NumberOfRestoreJobsCompleted") in _metrics(a.props)]
     failed = [a for a in alarms if (BACKUP, "NumberOfRestoreJobsFailed") in _metrics(a.props)]
-    for db in _of_type(args, "rds/instance:Instance"):
+    for db in _live_databases(args):
         if not is_prod(db.props):
             continue
         if not any(db.urn in _linked(t, "protectedResourceArns")
@@ -1680,7 +1688,7 @@ def _rule_targets(args: StackValidationArgs, source: str) -> list[Any]:
 
 def _data_tier_events(args: StackValidationArgs, report: ReportViolation) -> None:
     subscriptions = _of_type(args, "rds/eventSubscription:EventSubscription")
-    for db in _of_type(args, "rds/instance:Instance"):
+    for db in _live_databases(args):
         mine = [s for s in subscriptions if db.urn in _linked(s, "sourceIds")
                 and s.props.get("snsTopic") and s.props.get("enabled") is not False]
         categories = {c for s in mine for c in _strings(s.props.get("eventCategories"))}

@@ -459,6 +459,33 @@ def _release(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any] | Non
     return release
 
 
+def _cloud_restores(changes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Added RDS instances restored to a point in time: the diff says what they are (a copy
+    of another instance as it was, which the stack switches to), not only "add"."""
+    found = []
+    for rid, change in changes.items():
+        resource = change["resource"]
+        restore = resource.get("inputs", {}).get("restoreToPointInTime")
+        if change["action"] != "add" or resource["type"] != "aws:rds/instance:Instance" \
+                or not isinstance(restore, dict):
+            continue
+        source = restore.get("sourceDbInstanceIdentifier")
+        when = restore.get("restoreTime") or "its latest restorable time"
+        identifier = resource.get("inputs", {}).get("identifier")
+        found.append({
+            "resource": rid, "type": resource["type"], "name": resource["name"],
+            "label": _label(resource), "restore": {"source": source, "time": when},
+            "reason": (
+                f"database restore: RDS instance `{resource['name']}` (`{identifier}`) is "
+                f"created from `{source}` as it was at {when} (point-in-time restore, tens "
+                "of minutes by size); writes after that time are not in it. What reads the "
+                "database's endpoint, secret or IAM ARN moves to it in this deployment; "
+                f"`{source}` keeps running, and billing, until `restore_source: release` "
+                "(RDS user guide, USER_PIT)"),
+        })
+    return found
+
+
 def _vps_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -> list[dict]:
     """Operations that restart, reload or roll something because a changed resource is
     written by an operation they are triggered by (as recorded from the real deploy)."""
@@ -525,7 +552,8 @@ def compare(
     found = _cloud_changes(base, head) if profile == "cloud" else _vps_changes(base, head)
     changes = found["changes"]
     if profile == "cloud":
-        disruptions = _cloud_disruptions(changes, head, found["moving"])
+        disruptions = (_cloud_restores(changes)
+                       + _cloud_disruptions(changes, head, found["moving"]))
     else:
         disruptions = _vps_disruptions(changes, head)
     counts = {"add": 0, "remove": 0, "replace": 0, "update": 0, "ignored": 0}
@@ -751,7 +779,9 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
         rows.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
                     f"{r['order']} |")  # fmt: skip
     for d in diff["disruptions"]:
-        if "operation" in d:
+        if "restore" in d:
+            rows.append(f"- {d['reason']}")
+        elif "operation" in d:
             rows.append(f"- {d['operation']}: {d['reason']} (changed: "
                         + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
         else:

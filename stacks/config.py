@@ -20,7 +20,12 @@ from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS
 from components.backup import VAULT_LOCK_MODES
-from components.database import RESERVED_CONNECTIONS, max_connections
+from components.database import (
+    RESERVED_CONNECTIONS,
+    RESTORE_SOURCES,
+    RESTORE_TIME_RE,
+    max_connections,
+)
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE, parse_image_ref
@@ -133,6 +138,12 @@ KEYS: dict[str, Key] = {
     "backup_restore_drill": Key("boolean", True,
                                 "Daily AWS Backup restore test of the newest backup, alarmed "
                                 "(required in prod)."),
+    "restore_to_time": Key("string", "",
+                           "Restore the database to this UTC time (YYYY-MM-DDTHH:MM:SSZ) as a "
+                           "new instance the service switches to. Empty: none."),
+    "restore_source": Key("string", "keep",
+                          "After a restore: keep | release the original instance (release: "
+                          "the stack forgets it, AWS keeps it)."),
     "deletion_protection": Key("boolean", True,
                                "Deletion protection on the database and ALB (required in prod)."),
     "teardown": Key("boolean", False,
@@ -226,6 +237,8 @@ class StackConfig:
     backup_vault_lock: str
     backup_copy_region: str
     backup_restore_drill: bool
+    restore_to_time: str
+    restore_source: str
     deletion_protection: bool
     teardown: bool
     final_snapshot: bool
@@ -426,6 +439,13 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     if copy_region and (copy_region not in REGIONS or copy_region == region):
         r.bad("backup_copy_region", copy_region,
               f"another Region than {region}: " + ", ".join(REGIONS))
+    if v["restore_to_time"] and not RESTORE_TIME_RE.fullmatch(v["restore_to_time"]):
+        r.bad("restore_to_time", v["restore_to_time"],
+              "a UTC time YYYY-MM-DDTHH:MM:SSZ within backup_retention_days, or empty")
+    if v["restore_source"] not in RESTORE_SOURCES:
+        r.bad("restore_source", v["restore_source"], " | ".join(RESTORE_SOURCES))
+    elif v["restore_source"] == "release" and not v["restore_to_time"]:
+        r.bad("restore_source", "release", "keep, unless restore_to_time is set")
     if v["log_retention_days"] not in LOG_RETENTION_DAYS:
         r.bad("log_retention_days", v["log_retention_days"],
               ", ".join(map(str, LOG_RETENTION_DAYS)))
@@ -523,6 +543,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         backup_monthly_retention_days=v["backup_monthly_retention_days"],
         backup_vault_lock=v["backup_vault_lock"], backup_copy_region=copy_region,
         backup_restore_drill=v["backup_restore_drill"],
+        restore_to_time=v["restore_to_time"], restore_source=v["restore_source"],
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],

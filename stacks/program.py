@@ -143,6 +143,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         deletion_protection=cfg.protected,
         final_snapshot=cfg.final_snapshot,
         log_retention_days=cfg.log_retention_days,
+        restore_to_time=cfg.restore_to_time,
+        restore_source=cfg.restore_source,
         tags=tags,
     ))
 

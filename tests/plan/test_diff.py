@@ -191,3 +191,26 @@ def test_fail_on_names_what_blocks(cloud_plans):
     assert diff.blocking(risky, {"delete"}) == []
     calm = diff.compare(cloud_plans["prod"], cloud_plans["prod-backup-days"])
     assert diff.blocking(calm, {"risk", "policy"}) == []
+
+
+def test_a_point_in_time_restore_reads_as_one(cloud_plans, tmp_path):
+    from prodstack.cloud_plan import record_isolated
+
+    when = "2026-12-07T05:00:00Z"
+    head = record_isolated("prod", tmp_path / "restore.json", {"restore_to_time": when},
+                           plan=True)
+    result = diff.compare(cloud_plans["prod"], head)
+    (restore,) = [d for d in result["disruptions"] if "restore" in d]
+    assert restore["restore"] == {"source": "prodstack-prod", "time": when}
+    # Nothing stateful is replaced or deleted: the old instance stays (only tagged).
+    assert result["risks"] == []
+    old = next(c for c in result["changes"] if c["name"] == "prodstack-db-instance")
+    assert old["action"] == "update"
+    text = diff.render_markdown(result)
+    first = text.index("#### Downtime and restarts")
+    assert text.index("database restore: RDS instance `prodstack-db-restored` "
+                      "(`prodstack-prod-r2612070500`) is created from `prodstack-prod` as "
+                      f"it was at {when}") > first
+    assert "keeps running, and billing, until `restore_source: release`" in text
+    # The service moves in the same deployment.
+    assert any(d["name"] == "prodstack-api-service" for d in result["disruptions"])
