@@ -55,8 +55,10 @@ DRILL_RESOURCE_TYPE = "RDS"
 # 36,500).
 VAULT_LOCK_MODES = ("none", "governance", "compliance")
 MIN_CHANGEABLE_DAYS, MAX_CHANGEABLE_DAYS = 3, 36_500
-# Source: botocore backup BackupVaultName pattern ^[a-zA-Z0-9\-\_]{2,50}$.
-VAULT_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{2,50}")
+# Source: botocore backup BackupVaultName pattern ^[a-zA-Z0-9\-\_]{2,50}$; the plan and
+# selection names (BackupPlanName, BackupSelectionName: 1-50 of [a-zA-Z0-9-_.]) add
+# "-database" to it, and the copy vault "-copy", so the vault name keeps to 40.
+VAULT_NAME_RE = re.compile(r"[a-zA-Z0-9_-]{2,40}")
 # Restore testing plan and selection names: letters, digits and underscores, 1-50.
 # Source: pulumi_aws backup.RestoreTestingPlan `name`; botocore backup
 # RestoreTestingSelectionForCreate.RestoreTestingSelectionName.
@@ -86,7 +88,7 @@ class BackupArgs:
     """Inputs of :class:`Backup`."""
 
     vault_name: str
-    """Name of the backup vault (and prefix of the plan's names): 2-50 letters, digits,
+    """Name of the backup vault (and prefix of the plan's names): 2-40 letters, digits,
     hyphens and underscores. Replaces the vault. Required. Example: ``"prodstack-prod"``."""
 
     db_instance_arn: pulumi.Input[str]
@@ -143,7 +145,7 @@ class BackupArgs:
     def __post_init__(self) -> None:
         problems = []
         if not VAULT_NAME_RE.fullmatch(self.vault_name):
-            problems.append(f"vault_name={self.vault_name!r}: 2-50 letters, digits, - and _")
+            problems.append(f"vault_name={self.vault_name!r}: 2-40 letters, digits, - and _")
         if self.daily_retention_days < 1:
             problems.append(f"daily_retention_days={self.daily_retention_days}: at least 1")
         if self.weekly_retention_days < self.daily_retention_days:
@@ -382,12 +384,13 @@ class Backup(pulumi.ComponentResource):
     def _create_job_notifications(self) -> None:
         n = self._name
         # Backup and copy jobs report `state`, restore jobs `status`: either one failing.
-        # Source: EventBridge user guide, eb-create-pattern-operators.html ("$or").
+        # Source: EventBridge user guide, eb-create-pattern-operators.html ("$or" inside
+        # the object whose fields it chooses between).
         pattern = {
             "source": ["aws.backup"],
             "detail-type": list(JOB_EVENTS),
-            "$or": [{"detail": {"state": list(FAILED_STATES)}},
-                    {"detail": {"status": list(FAILED_STATES)}}],
+            "detail": {"$or": [{"state": list(FAILED_STATES)},
+                               {"status": list(FAILED_STATES)}]},
         }
         rule = aws.cloudwatch.EventRule(
             f"{n}-job-failures",

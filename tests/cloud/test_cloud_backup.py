@@ -80,8 +80,8 @@ def test_prod_drills_a_restore_daily_and_alarms_when_it_fails_or_goes_missing(
     pattern = json.loads(prod.one("cloudwatch/eventRule:EventRule",
                                   "prodstack-backup-job-failures")["eventPattern"])
     assert pattern["source"] == ["aws.backup"]
-    assert {"FAILED", "EXPIRED"} <= set(pattern["$or"][0]["detail"]["state"])
-    assert {"FAILED", "EXPIRED"} <= set(pattern["$or"][1]["detail"]["status"])
+    assert {"FAILED", "EXPIRED"} <= set(pattern["detail"]["$or"][0]["state"])
+    assert {"FAILED", "EXPIRED"} <= set(pattern["detail"]["$or"][1]["status"])
 
 
 def test_dev_takes_the_cheap_form(dev: Manifest) -> None:
@@ -137,8 +137,9 @@ def test_backup_args_refuse_a_compliance_vault_that_destroy_would_have_to_empty(
     with pytest.raises(ValueError, match="force_destroy"):
         BackupArgs(vault_name="v1", db_instance_arn="arn", alarm_topic_arn="arn",
                    vault_lock="compliance", force_destroy=True)
-    with pytest.raises(ValueError, match="vault_name"):
-        BackupArgs(vault_name="bad name'", db_instance_arn="arn", alarm_topic_arn="arn")
+    for bad in ("bad name'", "v" * 41, "x"):
+        with pytest.raises(ValueError, match="vault_name"):
+            BackupArgs(vault_name=bad, db_instance_arn="arn", alarm_topic_arn="arn")
 
 
 def test_restore_creates_a_new_instance_from_the_current_one_and_switches_to_it(
