@@ -314,8 +314,10 @@ class Backup(pulumi.ComponentResource):
 
     def _create_role(self) -> aws.iam.Role:
         n, account = self._name, self._account
+        sources = [f"arn:aws:backup:{r}:{account}:*"
+                   for r in (self._region, self._args.copy_region) if r]
         # AWS Backup assumes the role for this account only. aws:SourceArn pins it to this
-        # account's AWS Backup resources in any Region (copy jobs run in the destination's)
+        # account's AWS Backup resources in the stack's Region (and the copy Region's)
         # when the service sends the key; AWS Backup's guide does not say it does for role
         # assumption, so the ARN test is IfExists and a missing key cannot stop backups.
         # Source: IAM user guide, confused-deputy.html and
@@ -331,7 +333,8 @@ class Backup(pulumi.ComponentResource):
                     "Action": "sts:AssumeRole",
                     "Condition": {
                         "StringEquals": {"aws:SourceAccount": account},
-                        "ArnLikeIfExists": {"aws:SourceArn": f"arn:aws:backup:*:{account}:*"},
+                        "ArnLikeIfExists": {"aws:SourceArn": sources[0] if len(sources) == 1
+                                            else sources},
                     },
                 }],
             }),

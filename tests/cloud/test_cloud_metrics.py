@@ -256,13 +256,14 @@ def test_workspace_alerts_reach_the_alarm_topic(both: list[Manifest]) -> None:
         # Only this workspace may publish, and this account's alarms still may.
         policy = json.loads(m.one("sns/topicPolicy:TopicPolicy")["policy"])
         by_sid = {st["Sid"]: st for st in policy["Statement"]}
-        assert set(by_sid) == {"CloudWatchAlarms", "PrometheusAlerts"}
+        assert set(by_sid) == {"CloudWatchAlarms", "PrometheusAlerts", "EventBridgeRules",
+                               "RdsEvents"}
         amp = by_sid["PrometheusAlerts"]
         assert amp["Principal"] == {"Service": "aps.amazonaws.com"}
         assert amp["Condition"]["ArnLike"]["aws:SourceArn"] == _source(m, "arn")
         assert amp["Resource"] == topic_arn
         # The topic's key lets AMP encrypt what it publishes.
-        key = json.loads(m.one("kms/key:Key")["policy"])
+        key = json.loads(m.one("kms/key:Key", f"prodstack-{m.data['stack']}-obs-key")["policy"])
         (grant,) = [st for st in key["Statement"] if st.get("Sid") == "PrometheusAlerts"]
         assert grant["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
 

@@ -30,10 +30,18 @@ def _service_principal(statement: dict) -> str | None:
     return principal.get("Service") if isinstance(principal, dict) else None
 
 
+# Services whose documentation does not say they send aws:SourceArn when they assume a
+# role: the ARN is tested IfExists (a missing key must not stop backups), the account
+# always (components/backup.py).
+SOURCE_ARN_IF_EXISTS = {"backup.amazonaws.com"}
+
+
 def _assert_confused_deputy_guard(statement: dict, where: str) -> None:
     condition = statement.get("Condition") or {}
     assert condition.get("StringEquals", {}).get("aws:SourceAccount") == ACCOUNT, where
-    source_arn = condition.get("ArnLike", {}).get("aws:SourceArn", "")
+    operator = ("ArnLikeIfExists" if statement["Principal"].get("Service")
+                in SOURCE_ARN_IF_EXISTS else "ArnLike")
+    source_arn = condition.get(operator, {}).get("aws:SourceArn", "")
     # Scoped to this account's resources, never a bare wildcard.
     assert re.fullmatch(rf"arn:aws:[a-z0-9-]+:[a-z0-9-]+:{ACCOUNT}:.+", source_arn), where
 
@@ -53,14 +61,21 @@ def test_service_role_trust_policies_name_source_account_and_arn(both: list[Mani
 
 def test_kms_key_service_grants_name_source_account_and_arn(both: list[Manifest]) -> None:
     for m in both:
-        (key,) = m.all("kms/key:Key")
+        keys = m.all("kms/key:Key")
+        # The alarm topic's key grants services; the backup vault's grants none.
+        assert [k["name"] for k in keys if any(
+            _service_principal(s) for s in _statements(k["inputs"]["policy"]))] == [
+            f"prodstack-{m.data['stack']}-obs-key"]
+        key = next(k for k in keys if k["name"].endswith("-obs-key"))
         service_grants = [s for s in _statements(key["inputs"]["policy"])
                           if _service_principal(s)]  # fmt: skip
         assert service_grants
         for statement in service_grants:
             _assert_confused_deputy_guard(statement, key["name"])
-            # This account's alarms, and its Prometheus workspaces (their alerts).
-            scope = {"cloudwatch.amazonaws.com": ":alarm:", "aps.amazonaws.com": ":workspace/"}
+            # This account's alarms, its Prometheus workspaces (their alerts), its
+            # EventBridge rules and its RDS resources (data-tier events).
+            scope = {"cloudwatch.amazonaws.com": ":alarm:", "aps.amazonaws.com": ":workspace/",
+                     "events.amazonaws.com": ":rule/", "events.rds.amazonaws.com": ":"}
             service = statement["Principal"]["Service"]
             assert scope[service] in statement["Condition"]["ArnLike"]["aws:SourceArn"]
 
