@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def test_metrics_scrape_false_creates_none_of_it(variants: dict[str, Manifest]) 
     types = {r["type"] for r in m.resources}
     assert not {t for t in types if t.startswith(("aws:amp/", "aws:ssm/"))}
     assert "prodstack:metrics:Metrics" not in types
-    assert "aws:sns/topicPolicy:TopicPolicy" not in types
+    # The topic policy stays (EventBridge and RDS events publish too), without AMP in it.
+    statements = json.loads(m.one("sns/topicPolicy:TopicPolicy")["policy"])["Statement"]
+    assert "aps.amazonaws.com" not in {s["Principal"]["Service"] for s in statements}
     assert list(m.containers("prodstack-dev")) == ["migrate", "api"]
     assert not [r for r in m.all("iam/rolePolicy:RolePolicy")
                 if "metrics" in r["name"] or "collector" in r["name"]]
