@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, planfile, release
+from prodstack import check_image, planfile, release, restore
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -395,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     choose.set_defaults(func=cmd_choose)
     check_image.register(sub, _subcommand)
     release.register(sub, _subcommand)  # build, rollback (cloud, and vps via vps_release)
+    restore.register(sub, _subcommand)  # restore (cloud: restore_to_time)
     return parser
 
 

@@ -1,8 +1,8 @@
 """RPO and RTO of both profiles: the one table `prodstack choose`, `prodstack cost` and the
-docs read (tests/plan/test_recovery.py fails when docs/cloud.md or docs/cost.md say
+docs read (tests/plan/test_choose.py fails when docs/cloud.md or docs/cost.md say
 otherwise).
 
-Each profile has the seeds' targets and, per recovery mechanism, what it gives: the data
+Each profile has the project's recovery objectives and, per recovery mechanism, what it gives: the data
 lost (RPO) and the time to serve again (RTO), with where the figure comes from. A figure
 nobody has measured says so.
 """
@@ -26,7 +26,8 @@ class Mechanism:
     """Where the figures come from."""
 
 
-# The seeds' objectives, the same for both profiles (seeds: "RTO 1 hour, RPO 1 hour").
+# The project's recovery objectives, the same for both profiles (README, "Deploying to a
+# VPS": RTO 1 hour, RPO 1 hour).
 TARGET_RPO = "1 hour"
 TARGET_RTO = "1 hour"
 
@@ -84,5 +85,5 @@ def markdown_table() -> str:
     for profile, mechanisms in RECOVERY.items():
         for m in mechanisms:
             lines.append(f"| {profile} | {m.name} | {m.rpo} | {m.rto} | {m.source} |")
-    lines.append(f"| both | the seeds' targets | {TARGET_RPO} | {TARGET_RTO} | seeds |")
+    lines.append(f"| both | the objectives | {TARGET_RPO} | {TARGET_RTO} | README, Deploying to a VPS |")
     return "\n".join(lines)

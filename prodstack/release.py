@@ -243,6 +243,23 @@ def _repository_url(args: argparse.Namespace, root: Path) -> str:
     return url
 
 
+def write_stack_config(root: Path, stack: str, key: str, value: str) -> str:
+    """Set one key of a stack's config, the way the operator would: `pulumi config set`
+    when the Pulumi CLI is installed, else a checked in-place edit of
+    ``Pulumi.<stack>.yaml`` (:func:`set_stack_config`). Returns how it was set."""
+    stack_file = root / f"Pulumi.{stack}.yaml"
+    if shutil.which("pulumi"):
+        print(f"prodstack: pulumi config set --stack {stack} {key} {value}", file=sys.stderr)
+        proc = subprocess.run(["pulumi", "config", "set", "--stack", stack, key, value],
+                              cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UsageError(f"pulumi config set failed: {last}")
+        return "pulumi config set"
+    changed = set_stack_config(stack_file, key, value)
+    return f"edited {stack_file.name}" if changed else f"{stack_file.name} already had it"
+
+
 def cmd_rollback(args: argparse.Namespace) -> int:
     if args.profile == "vps":
         return _rollback_vps(args)
@@ -280,17 +297,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
                          "--digest sha256:... (ECR console, or `aws ecr describe-images`)")
     ref = str(parse_image_ref(f"{url}:{args.to}@{digest}"))
     key = f"{PROJECT}:image"
-    if shutil.which("pulumi"):
-        print(f"prodstack: pulumi config set --stack {args.stack} {key} {ref}", file=sys.stderr)
-        proc = subprocess.run(["pulumi", "config", "set", "--stack", args.stack, key, ref],
-                              cwd=root, capture_output=True, text=True, timeout=120)  # fmt: skip
-        if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UsageError(f"pulumi config set failed: {last}")
-        how = "pulumi config set"
-    else:
-        changed = set_stack_config(stack_file, key, ref)
-        how = f"edited {stack_file.name}" if changed else f"{stack_file.name} already had it"
+    how = write_stack_config(root, args.stack, key, ref)
     result = {"stack": args.stack, "version": args.to, "digest": digest, "image": ref,
               "set_by": how, "next": f"pulumi up --stack {args.stack}"}  # fmt: skip
     if args.format == "json":
