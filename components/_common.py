@@ -18,6 +18,9 @@ TEARDOWN_TAG = "prodstack:teardown"
 #: Tag the original database carries after a point-in-time restore replaced it (kept until
 #: released): the data-tier rules no longer ask backups, drills and events of it.
 RESTORE_SOURCE_TAG = "prodstack:restore-source"
+# On an ECS service with ECS Exec on in prod: the named, visible exception the policy
+# pack accepts (config `ecs_exec_in_prod: true`).
+ECS_EXEC_TAG = "prodstack:ecs-exec"
 
 
 def child_opts(parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:

@@ -227,6 +227,8 @@ class Observability(pulumi.ComponentResource):
     """Console URL of the dashboard."""
     alarm_names: list[str]
     """Logical names of the alarms created."""
+    physical_alarm_names: list[pulumi.Output[str]]
+    """Their names in CloudWatch (what `prodstack status` asks about)."""
     deployment_alarm_names: list[pulumi.Output[str]]
     """Physical names of the alarms an ECS deployment rolls back on (5xx, healthy hosts)."""
 
@@ -241,6 +243,7 @@ class Observability(pulumi.ComponentResource):
         self._create_topic_policy()
         self._create_data_tier_events()
         self.alarm_names = []
+        self.physical_alarm_names = []
         self._alarms: dict[str, aws.cloudwatch.MetricAlarm] = {}
         self._create_alarms()
         self.deployment_alarm_names = [self._alarms[r].name for r in DEPLOYMENT_ALARM_ROLES]
@@ -252,6 +255,7 @@ class Observability(pulumi.ComponentResource):
                 "topic_arn": self.topic_arn,
                 "dashboard_url": self.dashboard_url,
                 "alarm_names": self.alarm_names,
+                "physical_alarm_names": self.physical_alarm_names,
                 "deployment_alarm_names": self.deployment_alarm_names,
             }
         )
@@ -501,6 +505,7 @@ class Observability(pulumi.ComponentResource):
             **kwargs,
         )
         self.alarm_names.append(f"{self._name}-{role}")
+        self.physical_alarm_names.append(self._alarms[role].name)
 
     def _create_alarms(self) -> None:
         a = self._args

@@ -45,6 +45,10 @@ ECS_LOAD_BALANCER_POLICY_ARN = (
     "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
 )
 
+# What ECS Exec needs of the task role (ecs_exec: true). Source: ECS developer guide,
+# ecs-exec.html, "IAM permissions required for ECS Exec".
+ECS_EXEC_ACTIONS = ("ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+                    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel")
 API_CONTAINER = "api"
 MIGRATE_CONTAINER = "migrate"
 COLLECTOR_CONTAINER = "metrics-collector"
@@ -208,6 +212,11 @@ class ServiceArgs:
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
+
+    ecs_exec: bool = False
+    """ECS Exec (`aws ecs execute-command`) into running tasks: the service's
+    enable_execute_command and the task role's SSM channel permissions. Default: ``False``.
+    Example: ``True``."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -446,6 +455,17 @@ class Service(pulumi.ComponentResource):
             self._execution_grants.append(self._grant(
                 f"{n}-execution-role-image-pull", execution_role, list(ECR_PULL_ACTIONS),
                 args.image_repository_arn))
+        if args.ecs_exec:
+            # ECS Exec's agent opens its Session Manager channels as the task role. Source:
+            # ECS developer guide, ecs-exec.html (the four ssmmessages actions, Resource
+            # "*": Session Manager's message gateway has no resource types).
+            aws.iam.RolePolicy(
+                f"{n}-task-role-ecs-exec",
+                role=task_role.id,
+                policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Action": list(ECS_EXEC_ACTIONS), "Resource": "*"}]}),
+                opts=child_opts(self),
+            )  # fmt: skip
         return execution_role, task_role
 
     def _grant(self, name: str, role: aws.iam.Role, action: str | list[str],
@@ -664,7 +684,7 @@ class Service(pulumi.ComponentResource):
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
             health_check_grace_period_seconds=args.health_check_grace_seconds,
-            enable_execute_command=False,
+            enable_execute_command=args.ecs_exec,
             enable_ecs_managed_tags=True,
             propagate_tags="SERVICE",
             tags=self._tags("service"),

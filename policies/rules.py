@@ -24,6 +24,7 @@ from pulumi_policy import (
 )
 
 from components._common import (
+    ECS_EXEC_TAG,
     ENVIRONMENT_TAG,
     LOG_RETENTION_DAYS,
     RESTORE_SOURCE_TAG,
@@ -529,6 +530,12 @@ READ_VERBS = ("Describe", "List", "Get", "BatchGet", "BatchCheck", "Head")
 # Reads that hand out secrets or data: never on every resource.
 SENSITIVE_READS = ("secretsmanager:getsecretvalue", "ssm:getparameter", "ssm:getparameters",
                    "ssm:getparametersbypath", "s3:getobject")  # fmt: skip
+# Write actions of a service with no resource types, so only `Resource: "*"` can name
+# them: ECS Exec's Session Manager channels (ecs_exec: true). Source: AWS Service
+# Authorization Reference, Amazon Session Manager Message Gateway Service (no resource
+# types); ECS developer guide, ecs-exec.html.
+NO_RESOURCE_TYPES = ("ssmmessages:createcontrolchannel", "ssmmessages:createdatachannel",
+                     "ssmmessages:opencontrolchannel", "ssmmessages:opendatachannel")
 IAM_POLICY_TYPES = {
     "aws:iam/rolePolicy:RolePolicy": "policy",
     "aws:iam/policy:Policy": "policy",
@@ -564,7 +571,8 @@ def _statement_problems(document: Any) -> Iterable[str]:
             if action in ("*", "*:*") or action.endswith(":*"):
                 yield f"Action {action!r} grants a whole service or everything."
         if "*" in _strings(statement.get("Resource")):
-            writes = [a for a in actions if not _is_read(a)]
+            writes = [a for a in actions
+                      if not _is_read(a) and a.lower() not in NO_RESOURCE_TYPES]
             if writes:
                 yield f"Resource \"*\" on write or secret-reading actions {sorted(writes)}."
 
@@ -1177,8 +1185,10 @@ def _ecs_service(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
         if settings.get("containerInsights") not in ("enabled", "enhanced"):
             yield "ECS clusters must keep Container Insights on (FSBP ECS.12)."
         return
-    if props.get("enableExecuteCommand") is True:
-        yield "ECS Exec must stay off (a shell into production tasks)."
+    if (props.get("enableExecuteCommand") is True and is_prod(props)
+            and _tags(props).get(ECS_EXEC_TAG) != "allowed-in-prod"):
+        yield ("ECS Exec must stay off in prod (a shell into production tasks), unless "
+               "allowed by name (ecs_exec_in_prod: the prodstack:ecs-exec tag).")
     strategy = _map(props.get("deploymentConfiguration")).get("strategy", "ROLLING")
     if strategy == "BLUE_GREEN":
         alarms = _map(props.get("alarms"))
@@ -1234,7 +1244,8 @@ blue_green_guarded = StackValidationPolicy(
 ecs_service_safe = _resource_policy(
     "ecs-safe-deploys",
     "ECS services roll back failed deploys (circuit breaker, or alarms for blue/green), "
-    "keep capacity while rolling, no ECS Exec; clusters keep Container Insights.",
+    "keep capacity while rolling, no ECS Exec in prod unless allowed by name; clusters keep "
+    "Container Insights.",
     ("aws:ecs/service:Service", "aws:ecs/cluster:Cluster"), _ecs_service,
 )
 

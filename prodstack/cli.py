@@ -1,5 +1,5 @@
 """`prodstack`: plan, diff, cost and choose, for the cloud and VPS profiles, with no cloud
-account and no host.
+account and no host; and the operator verbs (status, logs, exec, lock, audit: prodstack/ops/).
 
 Exit codes: 0 ok; 1 the diff found a blocking risk (only with --fail-on); 2 bad usage or
 bad input; 3 an internal error. Results go to stdout and nothing else does; errors are one
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, planfile, release, restore
+from prodstack import check_image, ops, planfile, release, restore
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="prodstack",
         description="Plan, diff, price and choose prodstack deployments, for the cloud "
-        "(Pulumi on AWS) and VPS (pyinfra) profiles, with no cloud account and no host.",
+        "(Pulumi on AWS) and VPS (pyinfra) profiles, with no cloud account and no host; "
+        "then operate them (status, logs, exec, lock, audit).",
         epilog="Run `prodstack COMMAND --help` for each command's options and examples.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -396,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_image.register(sub, _subcommand)
     release.register(sub, _subcommand)  # build, rollback (cloud, and vps via vps_release)
     restore.register(sub, _subcommand)  # restore (cloud: restore_to_time)
+    ops.register(sub, _subcommand)  # status, logs, exec, lock, audit (prodstack/ops/)
     return parser
 
 

@@ -13,6 +13,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host, inventory  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
+from tasks.audit import audit_log, record_config_push, refuse_if_locked  # noqa: E402
+
+# First, before the other tasks load, any validation or change: someone else's deploy lock
+# stops the run at once.
+refuse_if_locked()
+
 from tasks.backup import backup, backup_finish  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
 from tasks.cache import cache, cache_finish  # noqa: E402
@@ -36,6 +42,7 @@ cfg = settings_for(
 
 packages_op = packages(cfg)
 hardening(cfg)
+audit_log(cfg)
 os_hardening(cfg, packages_op=packages_op)
 firewall(cfg)
 if cfg.is_web:
@@ -61,3 +68,4 @@ if cfg.is_db:
     cache_finish(cfg)
     # Last: a repository that cannot be used must not stop the API's deploy (tasks/backup.py).
     backup_finish(cfg, backup_ops)
+record_config_push()

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pyinfra import host  # noqa: E402
 from pyinfra.operations import server  # noqa: E402
 
+from tasks.audit import AUDIT, operator, refuse_if_locked  # noqa: E402
 from tasks.config import fail  # noqa: E402
 
 LABEL = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
@@ -42,6 +43,7 @@ def target() -> str:
     )
 
 
+refuse_if_locked()
 restore_to = target()
 repo = str(host.data.get("restore_repo") or "")
 if repo not in ("", "1", "2"):
@@ -63,15 +65,21 @@ if "web" in host.groups:
     server.shell(
         name="Stop the API replicas (nothing writes during the restore)",
         commands=[f"test -x {RELEASE} || {{ {missing}; }}", f"{RELEASE} stop"],
+        _env={"PRODSTACK_DEPLOY_BY": operator()},
     )
 if "db" in host.groups:
     args = shlex.quote(restore_to) + (f" --repo {repo}" if repo else "")
     server.shell(
         name=f"Restore the database to {restore_to} (pgBackRest)",
-        commands=[f"/usr/local/sbin/prodstack-restore {args}"],
+        commands=[
+            shlex.join([AUDIT, "record", "--by", operator(), "restore", f"to={restore_to}",
+                        f"repo={repo or 1}"]),  # fmt: skip
+            f"/usr/local/sbin/prodstack-restore {args}",
+        ],
     )
 if "web" in host.groups:
     server.shell(
         name="Migrate, then start the API replicas (health-gated)",
         commands=[f"{RELEASE} start"],
+        _env={"PRODSTACK_DEPLOY_BY": operator()},
     )

@@ -19,6 +19,7 @@ import shlex
 from pyinfra import host
 from pyinfra.operations import server
 
+from tasks.audit import refuse_if_locked
 from tasks.config import fail
 from tasks.service import operator
 
@@ -26,6 +27,7 @@ RELEASE = "/usr/local/sbin/prodstack-release"
 # A version (image tag), an image reference or a digest; never anything a shell reads.
 VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
 
+refuse_if_locked()
 to = host.data.get("rollback_to") or None
 if to is not None and not VERSION.match(str(to)):
     raise fail("rollback_to", to, "must be a version (the image tag), an image reference or "

@@ -146,6 +146,12 @@ KEYS: dict[str, Key] = {
                           "the stack forgets it, AWS keeps it)."),
     "deletion_protection": Key("boolean", True,
                                "Deletion protection on the database and ALB (required in prod)."),
+    "ecs_exec": Key("boolean", False,
+                    "ECS Exec into running tasks (`aws ecs execute-command`): adds the task "
+                    "role's SSM channel permissions. Refused in prod unless ecs_exec_in_prod."),
+    "ecs_exec_in_prod": Key("boolean", False,
+                            "Allow ecs_exec in a prod stack (tags the service's resources "
+                            "prodstack:ecs-exec=allowed-in-prod, which the policy pack accepts)."),
     "teardown": Key("boolean", False,
                     "Lift deletion protection so `pulumi destroy` can finish (prod too); "
                     "the final snapshot stays."),
@@ -230,6 +236,8 @@ class StackConfig:
     storage_gb: int
     max_storage_gb: int
     rds_proxy: bool
+    ecs_exec: bool
+    ecs_exec_in_prod: bool
     backup_retention_days: int
     backup_daily_retention_days: int
     backup_weekly_retention_days: int
@@ -498,6 +506,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
             r.bad("rds_proxy" if v["rds_proxy"] else "db_pool_max",
                   v["rds_proxy"] if v["rds_proxy"] else v["db_pool_max"], budget["fix"])
 
+    if v["ecs_exec_in_prod"] and not v["ecs_exec"]:
+        r.bad("ecs_exec_in_prod", True, "only with ecs_exec: true (it allows ECS Exec in prod)")
     if environment == "prod":
         # Prod profile: the dev-only opt-outs are refused.
         if not domain:
@@ -537,6 +547,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         rate_limit_per_minute=v["rate_limit_per_minute"],
         web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
         storage_gb=storage_gb, rds_proxy=v["rds_proxy"],
+        ecs_exec=v["ecs_exec"], ecs_exec_in_prod=v["ecs_exec_in_prod"],
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
         backup_daily_retention_days=v["backup_daily_retention_days"],
         backup_weekly_retention_days=v["backup_weekly_retention_days"],

@@ -12,7 +12,7 @@ import pulumi
 import pulumi_random as random
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
-from components._common import ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
+from components._common import ECS_EXEC_TAG, ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
 from components.backup import Backup, BackupArgs
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
@@ -227,6 +227,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
 
     service = Service(f"{name}-api", ServiceArgs(
         family=physical,
+        ecs_exec=cfg.ecs_exec,
         image=registry.image_ref,
         image_repository_arn=registry.pinned.repository_arn if registry.pinned else None,
         subnet_ids=network.private_subnet_ids,
@@ -296,7 +297,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         requests_per_target=cfg.requests_per_target,
         app_port=APP_PORT,
         log_retention_days=cfg.log_retention_days,
-        tags=tags,
+        # ECS Exec in prod is the named exception the policy pack accepts, visible as a tag.
+        tags={**tags, ECS_EXEC_TAG: "allowed-in-prod"} if cfg.ecs_exec_in_prod else tags,
     ))
 
     cdn = None
@@ -368,6 +370,14 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         "cluster_name": service.cluster_name,
         "service_name": service.service_name,
         "migrate_task_definition": service.migrate_task_definition_arn,
+        # What the operator verbs (prodstack status/logs/exec) and `aws ecs run-task` need.
+        "api_task_definition": service.task_definition_arn,
+        "log_group_name": service.log_group_name,
+        "service_subnet_ids": network.private_subnet_ids,
+        "service_security_group_id": network.service_security_group_id,
+        "target_group_arns": [lb.target_group_arn] + (
+            [lb.alternate_target_group_arn] if lb.alternate_target_group_arn is not None else []),
+        "alarm_names": observability.physical_alarm_names,
         "dashboard_url": observability.dashboard_url,
         "alarm_topic_arn": observability.topic_arn,
         "backup_vault": backup.vault_name,  # AWS Backup tiers (daily, weekly, monthly)

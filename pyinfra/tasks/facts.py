@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import time
 
 from pyinfra.api import FactBase
 
@@ -250,3 +251,18 @@ class RedisAuth(FactBase):
                     if w.startswith(("#", ">"))
                 ]
         return users
+
+
+class DeployLock(FactBase):
+    """`prodstack-release lock status`: the deploy lock's holder, message and time, or None
+    (not held, or no prodstack-release yet)."""
+
+    def command(self) -> str:
+        return f"if [ -x {RELEASE} ]; then {RELEASE} lock status; else echo null; fi"
+
+    def process(self, output):
+        held = json.loads("\n".join(output).strip() or "null")
+        if held:
+            held["since_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                              time.gmtime(held.get("since", 0)))  # fmt: skip
+        return held

@@ -9,11 +9,9 @@ pyinfra, and because a health-gated loop isn't a declarative operation.
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import shlex
-import socket
 import subprocess
 import tempfile
 import weakref
@@ -24,6 +22,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import docker, files, server
 
+from tasks.audit import operator  # who deploys: the release history, the lock, the audit log
 from tasks.config import REPO_DIR, Settings, SettingsError
 from tasks.facts import DockerImageId, ReleaseCurrent, ReleaseStatus
 from tasks.pki import CA_ON_HOST, upload_ca
@@ -87,11 +86,6 @@ def git_revision(directory: Path = REPO_DIR) -> str | None:
     dirty = subprocess.run(["git", "-C", str(directory), "status", "--porcelain", "-uno"],
                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     return head.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def operator() -> str:
-    """Who deploys, as the release history records it."""
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def replacing(current: dict | None) -> str:

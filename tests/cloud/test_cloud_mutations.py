@@ -397,6 +397,16 @@ WEAKENINGS = [
     W("ecs-safe-deploys", "prodstack-api-service", {"enableExecuteCommand": True},
       why="ecs-exec-on"),
     W("ecs-safe-deploys", "prodstack-api-service",
+      {"enableExecuteCommand": True, "tags.prodstack:ecs-exec": "yes"},
+      why="ecs-exec-on-in-prod-with-a-misspelt-allowance"),
+    W("iam-least-privilege", "prodstack-api-task-role-ecs-exec", op=ADD, add={
+        "type": "aws:iam/rolePolicy:RolePolicy",
+        "inputs": {"role": "prodstack-api-task-role", "policy": json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*",
+            "Action": ["ssmmessages:CreateControlChannel", "ssm:SendCommand"]}]})},
+        "property_dependencies": {"role": ["aws:iam/role:Role::prodstack-api-task-role"]}},
+      why="ecs-exec-grant-widened-to-ssm-send-command"),
+    W("ecs-safe-deploys", "prodstack-api-service",
       {"deploymentConfiguration.strategy": "ROLLING", "deploymentMinimumHealthyPercent": 50},
       why="rolling-deploy-halves-capacity"),
     W("ecs-safe-deploys", "prodstack-api-cluster", {"settings.0.value": "disabled"},

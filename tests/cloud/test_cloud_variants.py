@@ -7,7 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prodstack_cloud_harness import REPO, Manifest, run_all, run_harness
+from prodstack_cloud_harness import REPO, Manifest, check_resource, run_all, run_harness
+
+from components._common import ECS_EXEC_TAG, ENVIRONMENT_TAG
+from components.service import ECS_EXEC_ACTIONS
+from policies import rules
 
 ZONE = "Z0123456789EXAMPLE0"
 VARIANTS = {
@@ -21,6 +25,7 @@ VARIANTS = {
                    "--set", "replicas=auto", "--set", "min_replicas=auto",
                    "--set", "max_replicas=auto", "--set", "multi_az=auto"),
     "blue-green-no-cdn": ("dev", "--set", "deploy_strategy=blue_green"),
+    "ecs-exec": ("dev", "--set", "ecs_exec=true"),
 }
 
 
@@ -124,3 +129,25 @@ def test_metrics_scrape_false_creates_none_of_it(variants: dict[str, Manifest]) 
     assert not [r for r in m.all("iam/rolePolicy:RolePolicy")
                 if "metrics" in r["name"] or "collector" in r["name"]]
     assert "metrics_query_url" not in m.outputs
+
+
+def test_ecs_exec_turns_it_on_with_only_the_session_channels(variants) -> None:
+    m = variants["ecs-exec"]
+    (service,) = m.inputs("ecs/service:Service")
+    assert service["enableExecuteCommand"] is True
+    grant = json.loads(m.named("prodstack-api-task-role-ecs-exec")["inputs"]["policy"])
+    assert grant["Statement"] == [{"Effect": "Allow", "Action": list(ECS_EXEC_ACTIONS),
+                                   "Resource": "*"}]  # fmt: skip
+    # Off unless asked for: the dev stack file's own service keeps it off.
+    (plain,) = variants["no-nat"].inputs("ecs/service:Service")
+    assert plain["enableExecuteCommand"] is False
+    assert not [r for r in variants["no-nat"].all("iam/rolePolicy:RolePolicy")
+                if r["name"].endswith("ecs-exec")]
+
+
+def test_ecs_exec_in_prod_passes_the_pack_only_when_allowed_by_name(variants) -> None:
+    (service,) = variants["ecs-exec"].inputs("ecs/service:Service")
+    prod = {**service, "tags": {**service["tags"], ENVIRONMENT_TAG: "prod"}}
+    assert check_resource(rules.ecs_service_safe, "aws:ecs/service:Service", prod)
+    allowed = {**prod, "tags": {**prod["tags"], ECS_EXEC_TAG: "allowed-in-prod"}}
+    assert check_resource(rules.ecs_service_safe, "aws:ecs/service:Service", allowed) == []
