@@ -2,9 +2,9 @@
 docs read (tests/plan/test_choose.py fails when docs/cloud.md or docs/cost.md say
 otherwise).
 
-Each profile has the project's recovery objectives and, per recovery mechanism, what it gives: the data
-lost (RPO) and the time to serve again (RTO), with where the figure comes from. A figure
-nobody has measured says so.
+Each profile has the project's recovery objectives and, per recovery mechanism, what it
+gives: the data lost (RPO) and the time to serve again (RTO), with where the figure comes
+from. A figure nobody has measured says so.
 """
 
 from __future__ import annotations
@@ -85,5 +85,6 @@ def markdown_table() -> str:
     for profile, mechanisms in RECOVERY.items():
         for m in mechanisms:
             lines.append(f"| {profile} | {m.name} | {m.rpo} | {m.rto} | {m.source} |")
-    lines.append(f"| both | the objectives | {TARGET_RPO} | {TARGET_RTO} | README, Deploying to a VPS |")
+    lines.append(f"| both | the objectives | {TARGET_RPO} | {TARGET_RTO} "
+                 "| README, Deploying to a VPS |")
     return "\n".join(lines)
