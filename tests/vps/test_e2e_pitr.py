@@ -140,7 +140,9 @@ def test_point_in_time_restore_brings_back_exactly_the_state_at_t(stack):
     segment = stack.psql("select pg_walfile_name(pg_current_wal_lsn())")
     written = time.monotonic()
     while stack.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") < segment:
-        assert time.monotonic() - written < 180, "WAL was not archived within 3 minutes"
+        # archive_timeout (60 s) bounds it on an idle host; the bound here leaves room for a
+        # loaded CI machine, where three test workers share two cores with the host.
+        assert time.monotonic() - written < 300, "WAL was not archived within 5 minutes"
         time.sleep(1)
     rpo = time.monotonic() - written
 
