@@ -142,7 +142,10 @@ def test_point_in_time_restore_brings_back_exactly_the_state_at_t(stack):
     while stack.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver") < segment:
         # archive_timeout (60 s) bounds it on an idle host; the bound here leaves room for a
         # loaded CI machine, where three test workers share two cores with the host.
-        assert time.monotonic() - written < 300, "WAL was not archived within 5 minutes"
+        assert time.monotonic() - written < 300, (
+            f"WAL segment {segment} was not archived within 5 minutes; pg_stat_archiver: "
+            + stack.psql("select row_to_json(a) from pg_stat_archiver a")
+        )
         time.sleep(1)
     rpo = time.monotonic() - written
 
