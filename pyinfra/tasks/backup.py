@@ -198,6 +198,13 @@ def backup_finish(cfg: Settings, backup_ops) -> None:
     # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may
     # point at a new, empty repository the facts could not see.
     create, first = stanza_work(cfg)
+    if cfg.backup_s3_bucket:
+        # Every deploy, before the stanza: the host's key can overwrite what it cannot
+        # delete, so an unversioned bucket is refused (prodstack-backup bucket says how to fix).
+        server.shell(
+            name="The off-site bucket keeps overwritten objects (versioning or Object Lock)",
+            commands=["/usr/local/sbin/prodstack-backup bucket"],
+        )
     init = server.shell(
         name="pgBackRest stanza and a first full backup in every repository without one",
         commands=["/usr/local/sbin/prodstack-backup init"],

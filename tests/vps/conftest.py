@@ -207,6 +207,9 @@ def moto(tmp_path_factory):
         aws_access_key_id="testing-access-key", aws_secret_access_key="testing-secret-key",
     )  # fmt: skip
     s3.create_bucket(Bucket="prodstack-backups")
+    # The deploy refuses a bucket that would let the host's key overwrite old objects.
+    s3.put_bucket_versioning(Bucket="prodstack-backups",
+                             VersioningConfiguration={"Status": "Enabled"})  # fmt: skip
     yield Moto(url, s3, ca, f"https://{S3_TEST_NAME}:{port}", gateway, log)
     for p in (proxy, proc):
         p.terminate()
