@@ -17,6 +17,11 @@ domain = None
 # Days of point-in-time recovery kept in the local pgBackRest repository: full backups
 # (and the WAL after them) expire once a newer full is this many days old (the seeds: 30).
 backup_retention_days = 30
+# The longer tiers in the local repository (the seeds: weekly copies kept 3 months, monthly
+# copies 1 year): every full backup younger than backup_weekly_retention_days, and the first
+# full of each month younger than backup_monthly_retention_days, without their WAL.
+backup_weekly_retention_days = 90
+backup_monthly_retention_days = 365
 
 # --- TLS -------------------------------------------------------------------------------
 # auto: Let's Encrypt when `domain` is public and `letsencrypt_email` is set, else the

@@ -152,6 +152,8 @@ class Settings:
     rate_limit_exempt_cidrs: tuple[str, ...]
     client_max_body_size: str
     backup_retention_days: int
+    backup_weekly_retention_days: int
+    backup_monthly_retention_days: int
     backup_archive_timeout_seconds: int
     backup_full_calendar: str
     backup_diff_calendar: str
@@ -383,6 +385,18 @@ def _calendar(data: Mapping[str, Any], key: str) -> str:
     if not isinstance(value, str) or not CALENDAR_PATTERN.match(value):
         raise fail(key, value, 'must be a systemd calendar expression such as "*-*-* 02:00:00"')
     return value
+
+
+def backup_tiers(data: Mapping[str, Any]) -> dict[str, int]:
+    """The daily, weekly and monthly tiers' retentions in days, each at least the one before."""
+    days = {"backup_retention_days": _int(data, "backup_retention_days", minimum=1, maximum=3650)}
+    shorter = "backup_retention_days"
+    for key in ("backup_weekly_retention_days", "backup_monthly_retention_days"):
+        days[key] = _int(data, key, minimum=1, maximum=3650)
+        if days[key] < days[shorter]:
+            raise fail(key, data.get(key), f"must be at least `{shorter}` ({days[shorter]})")
+        shorter = key
+    return days
 
 
 def validate_s3(data: Mapping[str, Any], bucket: str | None) -> dict[str, Any]:
@@ -736,8 +750,13 @@ def settings_for(
         raise fail("deploy_strategy", strategy, f"must be {' | '.join(DEPLOY_STRATEGIES)}")
     max_connections = _int(data, "postgres_max_connections", minimum=20)
     if "db" in roles:
-        web_replicas = [(replicas, strategy)] if web_data is None and "web" in roles else [
-            (_replicas(_sized(d)), d.get("deploy_strategy", "rolling")) for d in web_data or ()]
+        web_replicas = (
+            [(replicas, strategy)]
+            if web_data is None and "web" in roles
+            else [
+                (_replicas(_sized(d)), d.get("deploy_strategy", "rolling")) for d in web_data or ()
+            ]
+        )
         budget = connection_budget(web_replicas, max_connections)
         if not budget["ok"]:
             raise fail("postgres_max_connections", max_connections, budget["fix"])
@@ -795,7 +814,7 @@ def settings_for(
         rate_limit_burst=_int(data, "rate_limit_burst", minimum=0),
         rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
         client_max_body_size=body,
-        backup_retention_days=_int(data, "backup_retention_days", minimum=1, maximum=3650),
+        **backup_tiers(data),
         backup_archive_timeout_seconds=_int(
             data, "backup_archive_timeout_seconds", minimum=0, maximum=86400
         ),

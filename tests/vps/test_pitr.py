@@ -40,10 +40,11 @@ def test_both_repositories_are_encrypted_and_repo2_never_expires(data, environ):
     for repo in ("repo1", "repo2"):
         assert settings[f"{repo}-cipher-type"] == "aes-256-cbc"
         assert settings[f"{repo}-cipher-pass"] == passphrase
-    # Local PITR window from the cloud profile's key, in days.
+    # pgBackRest's own expire keeps the longest tier (the monthly copies, in days);
+    # prodstack-backup's tier expiry trims to the daily window and the weekly copies.
     assert (settings["repo1-retention-full-type"], settings["repo1-retention-full"]) == (
         "time",
-        "14",
+        str(cfg.backup_monthly_retention_days),
     )
     # The host's S3 key cannot delete: expire must never try on repo2 (the bucket's
     # lifecycle rules do retention there). 9999999 is pgBackRest's highest count.
