@@ -111,6 +111,8 @@ backup_archive_timeout_seconds = 60
 backup_full_calendar = "Sun *-*-* 02:00:00"
 backup_diff_calendar = "Mon..Sat *-*-* 02:00:00"
 backup_drill_calendar = "*-*-* 04:30:00"
+# With backup_s3_bucket: the off-site repository's restore drill, after Sunday's full.
+backup_offsite_drill_calendar = "Sun *-*-* 08:00:00"
 # Off-site repository 2 on S3-compatible storage. Both repositories are encrypted
 # (aes-256-cbc) with the secret BACKUP_CIPHER_PASSPHRASE; the S3 key is the secrets
 # BACKUP_S3_ACCESS_KEY_ID/BACKUP_S3_SECRET_ACCESS_KEY and needs no delete right.

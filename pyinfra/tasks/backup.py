@@ -34,11 +34,14 @@ UNITS = (
     "prodstack-backup-verify.service",
     "prodstack-backup-verify.timer",
 )
+# With a bucket: the off-site repository's own restore drill, weekly.
+OFFSITE_UNITS = ("prodstack-restore-drill-offsite.service", "prodstack-restore-drill-offsite.timer")
 # The sandbox drop-in of every unit above: by systemd's prefix drop-ins,
 # prodstack-backup-.service.d/ applies to every prodstack-backup-*.service.
 SANDBOXED = {
     "prodstack-backup-.service": "prodstack-backup-*.service",
     "prodstack-restore-drill.service": "prodstack-restore-drill.service",
+    "prodstack-restore-drill-offsite.service": "prodstack-restore-drill-offsite.service",
 }
 # The plaintext pg_dump rotation these units ran is gone; pgBackRest replaces it.
 RETIRED_UNITS = (
@@ -160,7 +163,7 @@ def backup(cfg: Settings) -> None:
         name="Reload systemd units (backup sandbox)",
         _if=lambda: any(op.did_change() for op in sandbox),
     )
-    timers(cfg, UNITS, label="backups")
+    timers(cfg, UNITS + (OFFSITE_UNITS if cfg.backup_s3_bucket else ()), label="backups")
     return conf, queue_mb
 
 

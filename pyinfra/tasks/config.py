@@ -158,6 +158,7 @@ class Settings:
     backup_full_calendar: str
     backup_diff_calendar: str
     backup_drill_calendar: str
+    backup_offsite_drill_calendar: str
     backup_s3_bucket: str | None
     backup_s3_prefix: str
     backup_s3_endpoint_url: str | None
@@ -821,6 +822,7 @@ def settings_for(
         backup_full_calendar=_calendar(data, "backup_full_calendar"),
         backup_diff_calendar=_calendar(data, "backup_diff_calendar"),
         backup_drill_calendar=_calendar(data, "backup_drill_calendar"),
+        backup_offsite_drill_calendar=_calendar(data, "backup_offsite_drill_calendar"),
         backup_s3_bucket=bucket,
         **s3,
         **alerts["settings"],

@@ -26,6 +26,7 @@ BACKUP_UNITS = (
     "prodstack-backup-diff.j2.service",
     "prodstack-restore-drill.j2.service",
     "prodstack-backup-verify.j2.service",
+    "prodstack-restore-drill-offsite.j2.service",
 )
 
 
@@ -109,6 +110,8 @@ def test_timers_follow_the_calendar_keys(data, environ):
     assert "OnCalendar=Sat *-*-* 03:00:00" in render("prodstack-backup-full.j2.timer", cfg)
     assert "OnCalendar=Mon..Sat *-*-* 02:00:00" in render("prodstack-backup-diff.j2.timer", cfg)
     assert "OnCalendar=*-*-* 04:30:00" in render("prodstack-restore-drill.j2.timer", cfg)
+    offsite = render("prodstack-restore-drill-offsite.j2.timer", cfg)
+    assert "OnCalendar=Sun *-*-* 08:00:00" in offsite
 
 
 def test_the_plaintext_offsite_path_is_gone():

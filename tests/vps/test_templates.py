@@ -456,10 +456,10 @@ def test_health_check_unit_is_sandboxed(data, environ):
 
 
 def test_backup_units_get_the_sandbox_drop_in(data, environ):
-    from tasks.backup import SANDBOXED, UNITS
+    from tasks.backup import OFFSITE_UNITS, SANDBOXED, UNITS
 
     # Every backup and drill service is covered: by name, or by the prefix drop-in.
-    services = [u for u in UNITS if u.endswith(".service")]
+    services = [u for u in UNITS + OFFSITE_UNITS if u.endswith(".service")]
     assert services
     for unit in services:
         assert any(unit == d or (d.endswith("-.service") and unit.startswith(d[:-len(".service")]))
