@@ -1,6 +1,9 @@
 """Command contract used by both deploy profiles:
 
-    python -m app migrate   apply pending SQL migrations (advisory-locked), then exit
+    python -m app migrate   apply pending SQL migrations (advisory-locked), then exit;
+                            MIGRATE_LOCK_TIMEOUT_SECONDS (10) and
+                            MIGRATE_STATEMENT_TIMEOUT_SECONDS (300) bound it on the server
+    python -m app migrate-stop   terminate a migrate session a deploy gave up on
     python -m app serve     serve HTTP on $PORT until SIGTERM, then drain
     python -m app schema-version   print the database's schema version (newest migration)
 
@@ -15,7 +18,7 @@ import shutil
 import sys
 import tempfile
 
-USAGE = "usage: python -m app {migrate|serve|schema-version}"
+USAGE = "usage: python -m app {migrate|migrate-stop|serve|schema-version}"
 
 
 def _serve() -> None:
@@ -55,12 +58,34 @@ def _migrate() -> None:
     settings = settings_or_exit()
     configure_logging(settings.log_level)
     wait = float(os.environ.get("MIGRATE_WAIT_SECONDS", "60"))
+    timeouts = {
+        "lock_timeout_seconds": float(os.environ.get("MIGRATE_LOCK_TIMEOUT_SECONDS", "10")),
+        "statement_timeout_seconds": float(
+            os.environ.get("MIGRATE_STATEMENT_TIMEOUT_SECONDS", "300")
+        ),
+    }
     try:
-        asyncio.run(migrate(settings.database_url, wait_seconds=wait,
-                            app_role=settings.app_role))
+        asyncio.run(
+            migrate(
+                settings.database_url, wait_seconds=wait, app_role=settings.app_role, **timeouts
+            )
+        )
     except Exception as exc:
         print(f"migrate failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def _migrate_stop() -> None:
+    from app.core.config import settings_or_exit
+    from app.migrate import stop_migrations
+
+    settings = settings_or_exit()
+    try:
+        stopped = asyncio.run(stop_migrations(settings.database_url))
+    except Exception as exc:
+        print(f"migrate-stop failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"terminated {stopped} migrate session(s)", file=sys.stderr)
 
 
 def _schema_version() -> None:
@@ -76,7 +101,8 @@ def _schema_version() -> None:
 
 
 def main(argv: list[str]) -> None:
-    commands = {"serve": _serve, "migrate": _migrate, "schema-version": _schema_version}
+    commands = {"serve": _serve, "migrate": _migrate, "migrate-stop": _migrate_stop,
+                "schema-version": _schema_version}  # fmt: skip
     if len(argv) != 1 or argv[0] not in commands:
         print(USAGE, file=sys.stderr)
         raise SystemExit(2)
