@@ -18,7 +18,7 @@ from pyinfra.operations import files, python, server, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.database import postgres_version
-from tasks.facts import DiskSizeMb, PgbackrestCipherDigest, PgbackrestRepos
+from tasks.facts import DiskSizeMb, OffsiteBucket, PgbackrestCipherDigest, PgbackrestRepos
 from tasks.monitoring import TEXTFILE_DIR
 from tasks.templates import put, template, timers
 
@@ -89,6 +89,21 @@ def passphrase_changed(cfg: Settings) -> bool:
     return bool(digest) and digest != wanted
 
 
+def bucket_refusal(cfg: Settings) -> None:
+    """Refuse, before any change, an off-site bucket the host's key could overwrite (its
+    key can put but not delete). The host asks the S3 API itself: the endpoint may be one
+    only it reaches. A host without the off-site repository yet is checked by
+    `prodstack-backup init`, which refuses the same way before it creates anything."""
+    if not cfg.backup_s3_bucket:
+        return
+    found = host.get_fact(OffsiteBucket)
+    if found and found.get("bucket") == cfg.backup_s3_bucket and found.get("refusal"):
+        raise SettingsError(found["refusal"])
+    if found and found.get("state") == "unreachable":
+        banner(f"could not ask S3 whether bucket {cfg.backup_s3_bucket} is versioned: "
+               f"{found.get('detail')}")  # fmt: skip
+
+
 @deploy("Backups")
 def backup(cfg: Settings) -> None:
     version = postgres_version(cfg)
@@ -104,6 +119,7 @@ def backup(cfg: Settings) -> None:
             "keeps the passphrase it was created with; put the old one back in the secrets "
             '(docs/vps.md, "Backup and restore")'
         )
+    bucket_refusal(cfg)
     retired = [u for u in RETIRED_UNITS if host.get_fact(File, path=f"/etc/systemd/system/{u}")]
     if retired:
         server.shell(
@@ -201,13 +217,6 @@ def backup_finish(cfg: Settings, backup_ops) -> None:
     # Facts tell a fresh host (or a new repository) apart; a changed pgbackrest.conf may
     # point at a new, empty repository the facts could not see.
     create, first = stanza_work(cfg)
-    if cfg.backup_s3_bucket:
-        # Every deploy, before the stanza: the host's key can overwrite what it cannot
-        # delete, so an unversioned bucket is refused (prodstack-backup bucket says how to fix).
-        server.shell(
-            name="The off-site bucket keeps overwritten objects (versioning or Object Lock)",
-            commands=["/usr/local/sbin/prodstack-backup bucket"],
-        )
     init = server.shell(
         name="pgBackRest stanza and a first full backup in every repository without one",
         commands=["/usr/local/sbin/prodstack-backup init"],

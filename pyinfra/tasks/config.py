@@ -346,8 +346,10 @@ def _keep_releases(data: Mapping[str, Any]) -> int:
         return _int({"keep_releases": value}, "keep_releases", minimum=2, maximum=100)
     except SettingsError:
         raise fail(
-            "keep_releases", value, "must be a whole number from 2 to 100: the release images "
-            "each web host keeps (the serving one and the ones `rollback` can go to)"
+            "keep_releases",
+            value,
+            "must be a whole number from 2 to 100: the release images "
+            "each web host keeps (the serving one and the ones `rollback` can go to)",
         ) from None
 
 
@@ -359,8 +361,12 @@ def _app_context(data: Mapping[str, Any]) -> Path | None:
     path = Path(os.path.expanduser(str(value)))
     path = path if path.is_absolute() else REPO_DIR / path
     if not (path / "Dockerfile").is_file():
-        raise fail("app_context", value, "must be a local directory with a Dockerfile (relative "
-                   "paths are from the repository root); see docs/image-contract.md")
+        raise fail(
+            "app_context",
+            value,
+            "must be a local directory with a Dockerfile (relative "
+            "paths are from the repository root); see docs/image-contract.md",
+        )
     return path.resolve()
 
 

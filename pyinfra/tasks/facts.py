@@ -204,6 +204,25 @@ class PgbackrestCipherDigest(FactBase):
         return value or None
 
 
+class OffsiteBucket(FactBase):
+    """`prodstack-backup bucket-state`: whether the off-site bucket in /etc/pgbackrest.conf
+    keeps overwritten objects, asked from the host with its key; None before pgBackRest's
+    off-site repository is set up (then `prodstack-backup init` checks it)."""
+
+    def command(self) -> str:
+        return (
+            "if [ -x /usr/local/sbin/prodstack-backup ] && "
+            "grep -q '^repo2-type=s3' /etc/pgbackrest.conf 2>/dev/null; then "
+            "/usr/local/sbin/prodstack-backup bucket-state 2>/dev/null || true; fi"
+        )
+
+    def process(self, output):
+        try:
+            return json.loads("".join(output).strip() or "null")
+        except ValueError:
+            return None
+
+
 class MountOptions(FactBase):
     """The options a path is mounted with, as /proc/mounts shows them (empty if it isn't a
     mount point)."""

@@ -171,8 +171,10 @@ def service(cfg: Settings) -> None:
     rollout = f"/usr/local/sbin/prodstack-release deploy {shlex.quote(image)}"
     # Recorded in the host's release history. In the environment, not the command: the
     # command is what plans compare, and these differ per commit and per operator.
-    recorded = {"PRODSTACK_DEPLOY_BY": operator(),
-                "PRODSTACK_DEPLOY_REVISION": git_revision(cfg.app_context or REPO_DIR) or ""}
+    recorded = {
+        "PRODSTACK_DEPLOY_BY": operator(),
+        "PRODSTACK_DEPLOY_REVISION": git_revision(cfg.app_context or REPO_DIR) or "",
+    }
     # _serial: with several web hosts, one host at a time, so the others keep their full
     # capacity while one replaces its replicas; and none starts after one has failed.
     rollouts = _ROLLOUTS.setdefault(host.state, [])
@@ -193,10 +195,13 @@ def service(cfg: Settings) -> None:
             commands=[rollout],
             _env=recorded,
             _serial=True,
-            _if=lambda: no_host_failed() and (
-                env.did_change()
-                or release_conf.did_change()
-                or (ca is not None and ca.did_change())
+            _if=lambda: (
+                no_host_failed()
+                and (
+                    env.did_change()
+                    or release_conf.did_change()
+                    or (ca is not None and ca.did_change())
+                )
             ),
         )
     rollouts.append(op)

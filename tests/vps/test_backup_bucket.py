@@ -169,3 +169,20 @@ def test_the_check_reads_the_rendered_pgbackrest_conf(script, data, environ, tmp
     assert s3["region"] == "eu-west-1"
     assert s3["key"] == cfg.secrets["BACKUP_S3_ACCESS_KEY_ID"]
     assert s3["secret"] == cfg.secrets["BACKUP_S3_SECRET_ACCESS_KEY"]
+
+
+def test_init_refuses_an_unversioned_bucket_before_it_creates_anything(
+    script, moto_iam, monkeypatch
+):
+    url = bucket(moto_iam, "b-init")
+    key, secret = host_key(moto_iam, "host-init", CHECK)
+    monkeypatch.setattr(script, "s3_settings", lambda path: settings(url, "b-init", key, secret))
+
+    def untouched(*args, **kwargs):
+        raise AssertionError("init read or created a repository before the bucket check")
+
+    monkeypatch.setattr(script, "repo_states", untouched)
+    monkeypatch.setattr(script, "pgbackrest", untouched)
+    with pytest.raises(SystemExit, match="backup_s3_bucket `b-init`"):
+        script.init({"repos": 2})
+    assert json.loads(json.dumps(script.bucket_state({})))["state"] == "unprotected"
