@@ -47,6 +47,9 @@ def packages_for(cfg: Settings) -> list[str]:
             wanted += ["certbot"]
     if cfg.is_db:
         wanted += ["postgresql", "postgresql-client", "redis-server", "redis-tools", "pgbackrest"]
+        if cfg.backup_s3_bucket:
+            # prodstack-backup asks the S3 API whether the bucket keeps overwritten objects.
+            wanted += ["python3-botocore"]
     return wanted + monitoring_packages(cfg)
 
 

@@ -1,7 +1,8 @@
 """The deploy's refusal of an off-site bucket that would let the host's key overwrite the
-history it cannot delete: `prodstack-backup bucket` asks the S3 API, with the host's own
-key and a Signature V4 it builds itself, against moto's server with its IAM checks on
-(a bad signature or a key without the right is refused by moto as it would be by S3)."""
+history it cannot delete: `prodstack-backup bucket` asks the S3 API with the host's own
+key through botocore (Debian's python3-botocore on the host), against moto's server with
+its IAM checks on (a bad signature or a key without the right is refused by moto as it
+would be by S3)."""
 
 from __future__ import annotations
 
@@ -86,7 +87,7 @@ def bucket(moto_iam, name, versioning=None, **create):
 
 def settings(url, name, key, secret):
     # moto serves plain HTTP here; the host's URL is https (s3_settings, tested below).
-    return {"base": f"{url}/{name}/", "bucket": name, "region": "us-east-1",
+    return {"endpoint": url, "addressing": "path", "bucket": name, "region": "us-east-1",
             "key": key, "secret": secret, "ca_file": None}  # fmt: skip
 
 
@@ -150,22 +151,23 @@ def test_an_unversioned_bucket_refuses_the_deploy_naming_the_key_and_the_fix(
 
 
 @pytest.mark.parametrize(
-    ("extra", "base"),
+    ("extra", "endpoint", "addressing"),
     [
-        ({}, "https://prodstack-backups.s3.eu-west-1.amazonaws.com/"),
+        ({}, "https://s3.eu-west-1.amazonaws.com", "virtual"),
         ({"backup_s3_endpoint_url": "https://minio.internal:9000", "backup_s3_uri_style": "path"},
-         "https://minio.internal:9000/prodstack-backups/"),
+         "https://minio.internal:9000", "path"),
     ],
 )  # fmt: skip
 def test_the_check_reads_the_rendered_pgbackrest_conf(script, data, environ, tmp_path, extra,
-                                                      base):  # fmt: skip
+                                                      endpoint, addressing):  # fmt: skip
     data = {**data, "backup_s3_bucket": "prodstack-backups", "backup_s3_region": "eu-west-1",
             **extra}  # fmt: skip
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     conf = tmp_path / "pgbackrest.conf"
     conf.write_text(render("pgbackrest.j2.conf", cfg))
     s3 = script.s3_settings(str(conf))
-    assert s3["base"] == base
+    assert (s3["endpoint"], s3["addressing"], s3["bucket"]) == (
+        endpoint, addressing, "prodstack-backups")
     assert s3["region"] == "eu-west-1"
     assert s3["key"] == cfg.secrets["BACKUP_S3_ACCESS_KEY_ID"]
     assert s3["secret"] == cfg.secrets["BACKUP_S3_SECRET_ACCESS_KEY"]
