@@ -14,9 +14,22 @@ from tests.support import recordings
 # Fixtures that reach the Docker engine: a test using any of them needs Docker, so it is
 # marked `docker` whatever its file says (`scripts/test.sh --fast` deselects those).
 DOCKER_FIXTURES = {"docker_engine", "app_image", "images", "stack"}
-# The fixture of the one host that tests/vps/test_e2e*.py files share, in file order.
+# The fixture of the host that tests/vps/test_e2e*.py files share, in file order. Two such
+# hosts boot in parallel on two workers (each xdist worker has its own session fixture),
+# one for the files listed here and one for the rest: the two groups take about as long,
+# where one host for every file was the suite's critical path.
 SHARED_HOST = "stack"
 SHARED_HOST_GROUP = "vps-shared-host"
+SECOND_HOST_FILES = {
+    "tests/vps/test_e2e_hardening.py",
+    "tests/vps/test_e2e_pitr.py",
+    "tests/vps/test_e2e_host_lost.py",
+}
+
+
+def shared_host_group(item: pytest.Item) -> str:
+    path = item.nodeid.split("::")[0]
+    return SHARED_HOST_GROUP + ("-2" if path in SECOND_HOST_FILES else "-1")
 
 
 def _fixtures(item: pytest.Item) -> set[str]:
@@ -30,8 +43,8 @@ def _fixtures(item: pytest.Item) -> set[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark Docker users; give every test an xdist group and put the long groups first.
 
-    Under `--dist loadgroup` a group runs on one worker, in collection order. Tests of the
-    shared host form one group (they hand the host from file to file); every other file
+    Under `--dist loadgroup` a group runs on one worker, in collection order. Tests of a
+    shared host form a group (they hand the host from file to file); every other file
     is a group of its own, so its module fixtures run once. The e2e groups go first
     (longest first, by their files' own order), so their hosts boot and wait on apt while
     the other workers take the CPU-bound files.
@@ -40,7 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         fixtures = _fixtures(item)
         if fixtures & DOCKER_FIXTURES:
             item.add_marker(pytest.mark.docker)
-        group = SHARED_HOST_GROUP if SHARED_HOST in fixtures else item.nodeid.split("::")[0]
+        group = shared_host_group(item) if SHARED_HOST in fixtures else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
     if not hasattr(config, "workerinput"):
         return  # a serial run keeps pytest's own order

@@ -65,8 +65,9 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("destroys_shared_host") is not None)
 
 
-# The end-to-end host, booted and deployed once per session and shared by every
-# tests/vps/test_e2e*.py file (they run in file order; each leaves the host serving).
+# The end-to-end host, booted and deployed once per session (per xdist worker) and shared
+# by the tests/vps/test_e2e*.py files of its group (they run in file order; each leaves the
+# host serving). tests/conftest.py says which files share which host.
 
 
 @pytest.fixture(scope="session")
@@ -233,6 +234,8 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
     secrets_file.chmod(0o600)
     # PRODSTACK_E2E_NAME: a recognisable container name (e.g. on a shared machine).
     name = os.environ.get("PRODSTACK_E2E_NAME") or f"prodstack-e2e-{os.getpid()}"
+    # One shared host per xdist worker (tests/conftest.py splits the files over two).
+    name += f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
     host = boot(name, key)
     host.run(f"echo '{moto.address} {S3_TEST_NAME}' >> /etc/hosts")
     data = {

@@ -120,7 +120,10 @@ def boot(name: str, key: Path, *, apt_cache: bool | str = True, timeout_s: float
     extra: list[str] = []
     if apt_cache:
         # Keep downloaded .debs between local runs (a fresh CI machine starts empty).
+        # Each xdist worker boots its own shared host, at the same time as the others.
+        worker = os.environ.get("PYTEST_XDIST_WORKER")
         common = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
+        common += f"-{worker}" if worker else ""
         archives = CACHE / (apt_cache if isinstance(apt_cache, str) else common)
         (archives / "partial").mkdir(parents=True, exist_ok=True)
         extra += ["-v", f"{archives}:/var/cache/apt/archives"]
