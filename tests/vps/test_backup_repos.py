@@ -103,3 +103,34 @@ def test_a_repository_it_cannot_use_fails_init_naming_why(script, monkeypatch, t
         script.init(cfg)
     # Repository 1 went on being looked after, through a configuration without repository 2.
     assert used and used[0].get("only")
+
+
+def test_a_pgbackrest_lock_held_by_another_process_is_waited_out(monkeypatch):
+    """The asynchronous archive-push holds the stanza's archive lock for a while after a
+    restore's promotion; a stanza-create meeting it (exit 50) waits instead of failing."""
+    script = host_script("prodstack-backup")
+    codes = iter([50, 50, 0])
+    calls = []
+
+    def run(*args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, next(codes), "", "")
+
+    monkeypatch.setattr(script, "as_postgres", run)
+    monkeypatch.setattr(script.time, "sleep", lambda s: None)
+    assert script.pgbackrest({"stanza": "prodstack"}, "stanza-create").returncode == 0
+    assert len(calls) == 3
+
+
+def test_another_failure_is_not_retried(monkeypatch):
+    script = host_script("prodstack-backup")
+    calls = []
+
+    def run(*args, **kwargs):
+        calls.append(args)
+        return subprocess.CompletedProcess(args, 55, "", "")
+
+    monkeypatch.setattr(script, "as_postgres", run)
+    with pytest.raises(SystemExit, match="stanza-create failed"):
+        script.pgbackrest({"stanza": "prodstack"}, "stanza-create")
+    assert len(calls) == 1
