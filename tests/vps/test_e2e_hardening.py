@@ -504,3 +504,9 @@ def test_back_to_root_on_port_22_for_the_next_files(stack):
     assert not _reachable(stack.host.address, ALT_SSH_PORT)
     # Root with the default (auto) resolves to the same configuration: nothing changes.
     assert _deployed_cleanly(stack.pyinfra()) == ("-", "-")
+
+
+def test_logrotate_runs_hourly(stack):
+    shown = stack.host.run("systemctl show -p TimersCalendar logrotate.timer").stdout
+    # Hourly in place of the package's daily calendar, not beside it.
+    assert "OnCalendar=*-*-* *:00:00" in shown and shown.count("OnCalendar=") == 1

@@ -566,3 +566,18 @@ def test_replicas_and_migrate_run_confined():
     assert args[args.index("--tmpfs") + 1].startswith("/tmp:")
     assert args[args.index("--cap-drop") + 1] == "ALL"
     assert "--memory" in args and "--pids-limit" in args
+
+
+def test_audit_rules_end_locked_until_reboot(data, environ):
+    """`-e 2` last: root cannot remove the rules without a reboot. (The test host is a
+    container, where the kernel's audit subsystem is not ours to start.)"""
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    rules = [x for x in render("audit.j2.rules", cfg).splitlines() if x and x[0] != "#"]
+    assert rules[-1] == "-e 2" and rules.count("-e 2") == 1
+
+
+def test_logrotate_is_timed_hourly_so_size_limits_hold_within_the_hour(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    timer = render("logrotate-hourly.j2.conf", cfg).splitlines()
+    # An empty OnCalendar= first: a drop-in otherwise adds to the daily calendar.
+    assert timer[timer.index("OnCalendar=") + 1] == "OnCalendar=hourly"
