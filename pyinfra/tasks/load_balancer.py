@@ -11,7 +11,7 @@ from pyinfra.operations import files, server, systemd
 
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import Ipv6Enabled
-from tasks.templates import restart_on_change, template
+from tasks.templates import put_secret, restart_on_change, template
 
 TLS_DIR = "/etc/prodstack/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
@@ -33,7 +33,7 @@ def certificate(cfg: Settings):
             )  # fmt: skip
         )
         changed.append(
-            files.put(name="Provided private key", src=cfg.tls_key_file, dest=KEY, mode="600")
+            put_secret(name="Provided private key", src=cfg.tls_key_file, dest=KEY, mode="600")
         )
         return changed
     if host.get_fact(File, path=CERT) is None:

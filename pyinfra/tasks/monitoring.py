@@ -215,6 +215,7 @@ def alertmanager(cfg: Settings, ctx: dict):
     conf = template(
         name="alertmanager.yml: routes by severity, inhibitions, receivers (0640)",
         src="alertmanager.j2.yml",
+        secret=True,
         dest="/etc/prometheus/alertmanager.yml",
         mode="640",
         group="prometheus",
