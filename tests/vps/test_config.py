@@ -259,6 +259,39 @@ def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
     assert stale_ports(cfg, added) == [22]
 
 
+def test_ufw_allows_before_it_denies_so_an_active_permissive_firewall_keeps_ssh(data, environ):
+    from tasks.firewall import ufw_commands
+
+    cfg = settings_for({**data, "ssh_port": 2222}, SINGLE, environ=environ)
+    # An active ufw that allowed everything incoming, with the old SSH port open.
+    status = {"active": True, "defaults": "allow (incoming), allow (outgoing)",
+              "rules": ["22/tcp ALLOW IN Anywhere"], "added": ["ufw allow 22/tcp"]}  # fmt: skip
+    commands = ufw_commands(cfg, status)
+    deny = commands.index("ufw default deny incoming")
+    assert commands.index("ufw allow 2222/tcp") < deny < commands.index("ufw delete allow 22/tcp")
+    assert "ufw --force enable" not in commands
+
+
+def test_ufw_closes_a_database_port_to_a_web_host_no_longer_listed(data, environ):
+    from tasks.firewall import ufw_commands
+
+    db = {**data, "private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]}
+    cfg = settings_for(db, {"db"}, environ=environ)
+    added = ["ufw allow 22/tcp",
+             "ufw allow from 10.0.0.10 to any port 5432 proto tcp",
+             "ufw allow from 10.0.0.10 to any port 6379 proto tcp",
+             "ufw allow from 10.0.0.11 to any port 5432 proto tcp",
+             "ufw allow from 10.0.0.11 to any port 6379 proto tcp"]  # fmt: skip
+    rules = ["22/tcp ALLOW IN Anywhere", "5432/tcp ALLOW IN 10.0.0.10",
+             "6379/tcp ALLOW IN 10.0.0.10"]  # fmt: skip
+    status = {"active": True, "defaults": "deny (incoming), allow (outgoing)", "rules": rules,
+              "added": added}  # fmt: skip
+    assert ufw_commands(cfg, status) == [
+        "ufw delete allow from 10.0.0.11 to any port 5432 proto tcp",
+        "ufw delete allow from 10.0.0.11 to any port 6379 proto tcp",
+    ]
+
+
 # --- Finding 8: root login ends up `no` ---------------------------------------------------
 
 
