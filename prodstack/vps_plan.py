@@ -50,7 +50,11 @@ DISTRIBUTION_PATTERN = re.compile(r"^(debian|ubuntu)-(\d{1,2})(?:\.(\d{1,2}))?$"
 DISTRIBUTION_NAMES = {"debian": "Debian", "ubuntu": "Ubuntu"}
 
 # The deploy user's key when none is given: the plan must not read ~/.ssh.
-PLACEHOLDER_PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLANPLACEHOLDERKEY prodstack-plan"
+# A well-formed ed25519 key (the deploy checks keys with ssh-keygen) that no one holds.
+PLACEHOLDER_PUBLIC_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPLANPLACEHOLDERKEYAAAAAAAAAAAAAAAAAAAAAAAAA"
+    " prodstack-plan"
+)
 IMAGE_REPOSITORY = "prodstack-api"
 TARBALL_LABEL = "(image tarball: docker save, not run by the planner)"
 

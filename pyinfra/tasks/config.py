@@ -90,6 +90,14 @@ URL_PATTERN = re.compile(r"^https?://[^\s/@]+(:\d+)?(/\S*)?$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The cloud profile's `deploy_strategy` values (components/service.py), same meaning.
 DEPLOY_STRATEGIES = ("rolling", "blue_green")
+# TLS 1.2 suites of Mozilla's intermediate profile (forward secret, AEAD), for nginx and
+# for PostgreSQL between hosts; TLS 1.3's suites are OpenSSL's own, all AEAD.
+# Source: https://ssl-config.mozilla.org/#config=intermediate (the TLS 1.2 cipher list)
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+)  # fmt: skip
 
 
 class SettingsError(DeployError):
@@ -175,6 +183,10 @@ class Settings:
     backup_s3_uri_style: str
     backup_s3_ca_file: str | None
     secrets: Mapping[str, str] = field(repr=False)
+
+    @property
+    def tls12_ciphers(self) -> str:
+        return ":".join(TLS12_CIPHERS)
 
     @property
     def is_web(self) -> bool:
@@ -435,10 +447,35 @@ def validate_s3(data: Mapping[str, Any], bucket: str | None) -> dict[str, Any]:
     return {
         "backup_s3_prefix": prefix,
         "backup_s3_endpoint_url": str(endpoint).rstrip("/") if endpoint else None,
-        "backup_s3_region": str(data.get("backup_s3_region") or "us-east-1"),
+        "backup_s3_region": s3_region(data.get("backup_s3_region") or "us-east-1"),
         "backup_s3_uri_style": style,
         "backup_s3_ca_file": ca_file,
     }
+
+
+def s3_region(value: Any) -> str:
+    """A region name as S3 and S3-compatible stores use them (us-east-1, auto, garage):
+    it is written into pgbackrest.conf, so no space, newline or `=`."""
+    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9-]{0,31}$", value):
+        raise fail("backup_s3_region", value, "must be a region name such as eu-west-1")
+    return value
+
+
+def bridge_name(value: Any) -> str:
+    """A Linux interface name (at most 15 bytes): it reaches the firewall unit's commands."""
+    if not isinstance(value, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$", value):
+        raise fail("docker_bridge", value, "must be an interface name of 1-15 letters, "
+                   "digits, _ or -, starting with a letter")  # fmt: skip
+    return value
+
+
+def pg_version(value: Any) -> str | None:
+    """A PostgreSQL major version (13 or later): it names paths and packages on the host."""
+    if value in (None, ""):
+        return None
+    if not re.match(r"^[1-9][0-9]$", str(value)) or int(value) < 13:
+        raise fail("postgres_version", value, "must be a PostgreSQL major version such as 15")
+    return str(value)
 
 
 def validate_domain(value: Any) -> str | None:
@@ -459,7 +496,7 @@ def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
     if isinstance(keys, str):
         keys = [keys]
     if keys:
-        return tuple(k.strip() for k in keys)
+        return tuple(public_key(k) for k in keys)
     ssh_key = data.get("ssh_key")
     if ssh_key:
         private = Path(os.path.expanduser(ssh_key))
@@ -477,6 +514,29 @@ def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
         keys,
         "give the deploy user's public key(s), or set `ssh_key` to a key whose .pub exists",
     )
+
+
+# One OpenSSH public key line without options (authorized_keys options such as
+# command= would change what the key may do): type, base64 blob, optional comment.
+PUBLIC_KEY_PATTERN = re.compile(
+    r"^(ssh|ecdsa|sk)-[a-z0-9@.-]+ [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?$"
+)
+
+
+def public_key(value: Any) -> str:
+    """One public key line, parsed as OpenSSH does (it goes into authorized_keys)."""
+    key = str(value).strip()
+    if not PUBLIC_KEY_PATTERN.match(key) or len(key) > 16384:
+        raise fail("deploy_user_public_keys", key[:80], "each must be one OpenSSH public key "
+                   "line (ssh-ed25519 AAAA... comment), no options or newlines")  # fmt: skip
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    try:
+        load_ssh_public_key(key.encode())
+    except (ValueError, TypeError) as error:
+        raise fail("deploy_user_public_keys", key[:80],
+                   f"not an OpenSSH public key ({error})") from None
+    return key
 
 
 def known_keys() -> frozenset[str]:
@@ -545,6 +605,10 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
     if smarthost is not None and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", str(smarthost)):
         raise fail("alert_smarthost", smarthost, "must be host:port, e.g. smtp.example.com:587")
     user = data.get("alert_smarthost_user") or None
+    # Written into alertmanager.yml: no whitespace, quote or control character.
+    if user is not None and not re.match(r"""^[^\s"'\\\x00-\x1f\x7f]{1,254}$""", str(user)):
+        raise fail("alert_smarthost_user", user, "must be an SMTP user name without spaces, "
+                   "quotes or control characters")  # fmt: skip
     secrets: dict[str, str] = {}
     if user:
         password = optional_secret(data, "ALERT_SMTP_PASSWORD", environ)
@@ -750,7 +814,8 @@ def settings_for(
         ssh_user = data.get("ssh_user")
         root_login = "no" if ssh_user and ssh_user != "root" else "prohibit-password"
     image = data.get("image") or environ.get("PRODSTACK_IMAGE") or None
-    if image is not None and not re.match(r"^[a-z0-9./_:@-]+$", image):
+    # Starts with a letter or digit: an image is an argument to docker, never an option.
+    if image is not None and not re.match(r"^[a-z0-9][a-z0-9./_:@-]{0,254}$", image):
         raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
     strategy = data.get("deploy_strategy", "rolling")
     if strategy not in DEPLOY_STRATEGIES:
@@ -803,11 +868,11 @@ def settings_for(
         ssh_user=str(data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
-        docker_bridge=str(data.get("docker_bridge", "prodstack0"))[:15],
+        docker_bridge=bridge_name(data.get("docker_bridge", "prodstack0")),
         postgres_db=_name(data, "postgres_db"),
         postgres_user=_name(data, "postgres_user"),
         postgres_port=postgres_port,
-        postgres_version=str(data["postgres_version"]) if data.get("postgres_version") else None,
+        postgres_version=pg_version(data.get("postgres_version")),
         postgres_memory_percent=_int(data, "postgres_memory_percent", minimum=5, maximum=80),
         postgres_max_connections=max_connections,
         db_address=db_address,

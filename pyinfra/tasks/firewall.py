@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 from pyinfra import host
@@ -15,6 +16,9 @@ from tasks.facts import UfwStatus
 # `ufw show added` does (also while ufw is inactive).
 OPEN_TO_ANYWHERE = re.compile(r"^(\d+)/tcp (?:\(v6\) )?ALLOW IN Anywhere(?: \(v6\))?$")
 ADDED_FOR_ANYWHERE = re.compile(r"^ufw allow (\d+)/tcp$")
+# A port open to one source, as wanted_rules asks for it and as `ufw show added` prints it.
+WANTED_FROM = re.compile(r"^allow proto tcp from (\S+) to any port (\d+)$")
+ADDED_FROM = re.compile(r"^ufw allow from (\S+) to any port (\d+) proto tcp$")
 
 
 def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
@@ -52,25 +56,47 @@ def stale_ports(cfg: Settings, added: list[str]) -> list[int]:
     return sorted(found - wanted)
 
 
-@deploy("Firewall")
-def firewall(cfg: Settings) -> None:
-    # pyinfra has no ufw operation: compare `ufw status verbose` with the wanted rules
-    # and run ufw only for what differs, so a converged host runs nothing.
-    status = host.get_fact(UfwStatus) or {"active": False, "defaults": "", "rules": [],
-                                          "added": []}  # fmt: skip
-    commands = []
+def stale_sources(cfg: Settings, added: list[str]) -> list[tuple[str, int]]:
+    """(source, port) rules (`ufw allow from SOURCE to any port PORT proto tcp`) the stack
+    no longer wants: a web host taken out of db_client_cidrs, a moved PostgreSQL or Redis
+    port. ufw is the stack's own, as for the ports above."""
+    wanted = {
+        (ipaddress.ip_network(m.group(1), strict=False), int(m.group(2)))
+        for args, _ in wanted_rules(cfg) if (m := WANTED_FROM.match(args))
+    }  # fmt: skip
+    stale = []
+    for line in added:
+        m = ADDED_FROM.match(line)
+        if m and (ipaddress.ip_network(m.group(1), strict=False), int(m.group(2))) not in wanted:
+            stale.append((m.group(1), int(m.group(2))))
+    return stale
+
+
+def ufw_commands(cfg: Settings, status: dict) -> list[str]:
+    """What brings ufw from `status` (the UfwStatus fact) to the stack's rules, in an order
+    that never cuts the connection pyinfra is using: the allow rules first, then the
+    default policies, then the stale rules' removal, then enabling."""
+    commands = [f"ufw {args}" for args, line in wanted_rules(cfg) if line not in status["rules"]]
     if "deny (incoming)" not in status["defaults"]:
         commands.append("ufw default deny incoming")
     if "allow (outgoing)" not in status["defaults"]:
         commands.append("ufw default allow outgoing")
-    # Routed traffic is Docker's (published ports are on 127.0.0.1 only, see service.py).
-    for args, line in wanted_rules(cfg):
-        if line not in status["rules"]:
-            commands.append(f"ufw {args}")
-    # After the new SSH rule, so the connection pyinfra is using stays open throughout.
-    stale = stale_ports(cfg, status.get("added", []))
-    commands += [f"ufw delete allow {port}/tcp" for port in stale]
+    added = status.get("added", [])
+    commands += [f"ufw delete allow {port}/tcp" for port in stale_ports(cfg, added)]
+    commands += [f"ufw delete allow from {source} to any port {port} proto tcp"
+                 for source, port in stale_sources(cfg, added)]  # fmt: skip
     if not status["active"]:
         commands.append("ufw --force enable")
+    return commands
+
+
+@deploy("Firewall")
+def firewall(cfg: Settings) -> None:
+    # pyinfra has no ufw operation: compare `ufw status verbose` with the wanted rules
+    # and run ufw only for what differs, so a converged host runs nothing.
+    # Routed traffic is Docker's (published ports are on 127.0.0.1 only, see service.py).
+    status = host.get_fact(UfwStatus) or {"active": False, "defaults": "", "rules": [],
+                                          "added": []}  # fmt: skip
+    commands = ufw_commands(cfg, status)
     if commands:
         server.shell(name=f"ufw: deny incoming except {cfg.ssh_port}/80/443", commands=commands)

@@ -59,6 +59,7 @@ def grafana(cfg: Settings) -> None:
     ini = template(
         name="grafana.ini: loopback, /grafana/ sub-path, no sign-up or anonymous access (0640)",
         src="grafana.j2.ini",
+        secret=True,
         dest="/etc/grafana/grafana.ini",
         mode="640",
         group="grafana",

@@ -11,7 +11,7 @@ from pyinfra.operations import files, server, systemd
 
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import Ipv6Enabled
-from tasks.templates import template
+from tasks.templates import put_secret, restart_on_change, template
 
 TLS_DIR = "/etc/prodstack/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
@@ -33,7 +33,7 @@ def certificate(cfg: Settings):
             )  # fmt: skip
         )
         changed.append(
-            files.put(name="Provided private key", src=cfg.tls_key_file, dest=KEY, mode="600")
+            put_secret(name="Provided private key", src=cfg.tls_key_file, dest=KEY, mode="600")
         )
         return changed
     if host.get_fact(File, path=CERT) is None:
@@ -123,6 +123,14 @@ def load_balancer(cfg: Settings, packages_op=None) -> None:
         dest="/etc/logrotate.d/nginx",
         cfg=cfg,
     )
+    hourly = template(
+        name="logrotate.timer hourly (nginx logs rotate by size within the hour)",
+        src="logrotate-hourly.j2.conf",
+        dest="/etc/systemd/system/logrotate.timer.d/prodstack-hourly.conf",
+        cfg=cfg,
+    )
+    systemd.daemon_reload(name="Reload systemd units (logrotate timer)", _if=hourly.did_change)
+    restart_on_change("logrotate.timer", hourly.did_change, label="logrotate timer")
     watched = [site, link, default, *tls_ops]
 
     def changed() -> bool:

@@ -69,6 +69,12 @@ def retention_size_mb(disk_mb: int, percent: int) -> int:
 
 
 def receiver_warning(cfg: Settings) -> str | None:
+    if cfg.alert_receivers and not cfg.alert_heartbeat_url:
+        return (
+            "NO HEARTBEAT: `alert_heartbeat_url` is not set, so if this host, Prometheus or "
+            "Alertmanager dies, no alert says so: the silence looks like health. Point it at "
+            "a dead man's switch outside the host (docs/vps.md, 'Adding a receiver')."
+        )
     if cfg.alert_receivers:
         return None
     return (
@@ -209,6 +215,7 @@ def alertmanager(cfg: Settings, ctx: dict):
     conf = template(
         name="alertmanager.yml: routes by severity, inhibitions, receivers (0640)",
         src="alertmanager.j2.yml",
+        secret=True,
         dest="/etc/prometheus/alertmanager.yml",
         mode="640",
         group="prometheus",

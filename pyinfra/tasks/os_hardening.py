@@ -120,6 +120,12 @@ def os_hardening(cfg: Settings, packages_op=None) -> None:
     else:
         systemd.service(name="auditd running and enabled", service="auditd.service",
                         running=True, enabled=True)  # fmt: skip
-        # auditd refuses a manual restart (RefuseManualStop): load the rules instead.
-        server.shell(name="Load the audit rules", commands=["augenrules --load"],
-                     _if=rules.did_change)  # fmt: skip
+        # auditd refuses a manual restart (RefuseManualStop): load the rules instead. Rules
+        # loaded with `-e 2` are locked until reboot: a changed file then waits for it.
+        server.shell(
+            name="Load the audit rules (or, locked by -e 2, at the next boot)",
+            commands=["augenrules --load || { auditctl -s | grep -q '^enabled 2' && "
+                      "echo 'audit rules are immutable (-e 2): the new ones load at the next "
+                      "boot'; }"],
+            _if=rules.did_change,
+        )  # fmt: skip

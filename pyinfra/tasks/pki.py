@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyinfra.operations import files
 
+from tasks.templates import put_secret
+
 CA_DAYS = 3650
 SERVER_DAYS = 825
 RENEW_DAYS = 30
@@ -66,7 +68,7 @@ def upload_server_certificate(
             name=f"{label} server certificate", src=str(cert), dest=f"{directory}/server.crt",
             mode="644", user=owner, group=owner,
         ),
-        files.put(
+        put_secret(
             name=f"{label} server key (0600)", src=str(key), dest=f"{directory}/server.key",
             mode="600", user=owner, group=owner,
         ),

@@ -29,6 +29,11 @@ def template(*, src: str, dest: str, mode: str = "644", user="root", group="root
     )
 
 
+def put_secret(*, src: str, dest: str, mode: str = "600", **kwargs):
+    """Upload a local file that holds a secret (a private key) through UPLOAD_DIR."""
+    return files.put(src=src, dest=dest, mode=mode, _temp_dir=UPLOAD_DIR, **kwargs)
+
+
 def put(*, src: str, dest: str, mode: str = "755", **kwargs):
     """Upload a static file from pyinfra/files/."""
     return files.put(

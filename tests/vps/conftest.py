@@ -43,7 +43,10 @@ def defaults() -> dict:
         for k, v in runpy.run_path(str(PYINFRA_DIR / "group_data" / "all.py")).items()
         if not k.startswith("__")
     }
-    data["deploy_user_public_keys"] = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest test@example"]
+    data["deploy_user_public_keys"] = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHByb2RzdGFjay10ZXN0LWtleS1ub3QtYS1rZXktMDAw"
+        " test@example"
+    ]
     return data
 
 

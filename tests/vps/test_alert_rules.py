@@ -219,8 +219,10 @@ def test_no_receiver_routes_to_nobody_and_warns(data, environ):
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     assert cfg.alert_receivers == ()
     assert "NO ALERT RECEIVER" in receiver_warning(cfg)
-    assert receiver_warning(settings_for({**data, **RECEIVERS["webhook"]}, {"web", "db"},
-                                         environ=environ)) is None  # fmt: skip
+    webhook = settings_for({**data, **RECEIVERS["webhook"]}, {"web", "db"}, environ=environ)
+    assert "NO HEARTBEAT" in receiver_warning(webhook)
+    beat = {**data, **RECEIVERS["webhook"], "alert_heartbeat_url": "https://hc-ping.com/x"}
+    assert receiver_warning(settings_for(beat, {"web", "db"}, environ=environ)) is None
 
 
 def test_webhook_secret_wins_and_stays_out_of_repr(data, environ):

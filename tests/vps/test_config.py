@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import subprocess
 
 import pytest
 from tasks.config import SIZES, SettingsError, settings_for
@@ -67,8 +68,26 @@ def test_explicit_replicas_win_over_size(data, environ):
         ({"bake_seconds": 86401}, "`bake_seconds`"),
         ({"migrate_timeout_seconds": 5}, "`migrate_timeout_seconds`"),
         ({"migrate_timeout_seconds": "soon"}, "`migrate_timeout_seconds`"),
+        # Operator data that reaches a command line or a config file, hostile on purpose.
+        ({"image": "--privileged"}, "`image`"),
+        ({"image": "-v/:/host"}, "`image`"),
+        ({"image": "a" * 300}, "`image`"),
+        ({"backup_s3_bucket": "b-1", "backup_s3_region": "eu-west-1\nrepo2-type=posix"},
+         "`backup_s3_region`"),
+        ({"backup_s3_bucket": "b-1", "backup_s3_region": "eu west 1"}, "`backup_s3_region`"),
+        ({"alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587",
+          "alert_smarthost_user": 'ops"\n  smtp_require_tls: false'}, "`alert_smarthost_user`"),
+        ({"postgres_version": "15; rm -rf /"}, "`postgres_version`"),
+        ({"postgres_version": "9"}, "`postgres_version`"),
+        ({"deploy_user_public_keys": ['command="sh" ssh-ed25519 AAAAC3Nza x']},
+         "`deploy_user_public_keys`"),
+        ({"deploy_user_public_keys": ["ssh-ed25519 AAAA x\nssh-rsa AAAA evil"]},
+         "`deploy_user_public_keys`"),
+        ({"deploy_user_public_keys": ["ssh-ed25519 notbase64 x"]}, "`deploy_user_public_keys`"),
+        ({"docker_bridge": "br0; iptables -F"}, "`docker_bridge`"),
+        ({"docker_bridge": "a-bridge-name-too-long"}, "`docker_bridge`"),
     ],
-)
+)  # fmt: skip
 def test_invalid_data_fails_naming_the_key(data, environ, override, key):
     with pytest.raises(SettingsError) as error:
         settings_for({**data, **override}, SINGLE, environ=environ)
@@ -240,6 +259,39 @@ def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
     assert stale_ports(cfg, added) == [22]
 
 
+def test_ufw_allows_before_it_denies_so_an_active_permissive_firewall_keeps_ssh(data, environ):
+    from tasks.firewall import ufw_commands
+
+    cfg = settings_for({**data, "ssh_port": 2222}, SINGLE, environ=environ)
+    # An active ufw that allowed everything incoming, with the old SSH port open.
+    status = {"active": True, "defaults": "allow (incoming), allow (outgoing)",
+              "rules": ["22/tcp ALLOW IN Anywhere"], "added": ["ufw allow 22/tcp"]}  # fmt: skip
+    commands = ufw_commands(cfg, status)
+    deny = commands.index("ufw default deny incoming")
+    assert commands.index("ufw allow 2222/tcp") < deny < commands.index("ufw delete allow 22/tcp")
+    assert "ufw --force enable" not in commands
+
+
+def test_ufw_closes_a_database_port_to_a_web_host_no_longer_listed(data, environ):
+    from tasks.firewall import ufw_commands
+
+    db = {**data, "private_address": "10.0.0.20", "db_client_cidrs": ["10.0.0.10/32"]}
+    cfg = settings_for(db, {"db"}, environ=environ)
+    added = ["ufw allow 22/tcp",
+             "ufw allow from 10.0.0.10 to any port 5432 proto tcp",
+             "ufw allow from 10.0.0.10 to any port 6379 proto tcp",
+             "ufw allow from 10.0.0.11 to any port 5432 proto tcp",
+             "ufw allow from 10.0.0.11 to any port 6379 proto tcp"]  # fmt: skip
+    rules = ["22/tcp ALLOW IN Anywhere", "5432/tcp ALLOW IN 10.0.0.10",
+             "6379/tcp ALLOW IN 10.0.0.10"]  # fmt: skip
+    status = {"active": True, "defaults": "deny (incoming), allow (outgoing)", "rules": rules,
+              "added": added}  # fmt: skip
+    assert ufw_commands(cfg, status) == [
+        "ufw delete allow from 10.0.0.11 to any port 5432 proto tcp",
+        "ufw delete allow from 10.0.0.11 to any port 6379 proto tcp",
+    ]
+
+
 # --- Finding 8: root login ends up `no` ---------------------------------------------------
 
 
@@ -314,3 +366,11 @@ def test_db_host_budget_counts_every_web_hosts_replicas(data, environ):
     assert settings_for(db, {"db"}, web_data=[web], environ=environ).roles == {"db"}
     # A web-only host's own check is the db host's business: it is not refused here.
     assert settings_for(web, {"web"}, db_data=db, environ=environ).replicas == 6
+
+
+def test_a_real_public_key_with_a_comment_is_accepted(data, environ, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ops laptop",
+                    "-f", str(tmp_path / "k")], check=True)  # fmt: skip
+    key = (tmp_path / "k.pub").read_text()
+    cfg = settings_for({**data, "deploy_user_public_keys": [key]}, SINGLE, environ=environ)
+    assert cfg.deploy_user_public_keys == (key.strip(),)

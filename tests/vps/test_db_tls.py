@@ -160,6 +160,29 @@ def test_postgres_accepts_the_app_over_verified_tls_only(data, environ, tmp_path
                 await conn.close()
 
         assert asyncio.run(check()) is True
+        # TLS 1.2 with a suite outside Mozilla's intermediate list (no forward secrecy,
+        # CBC) is refused, where PostgreSQL's own default would take it.
+        weak = ssl.create_default_context(cafile=str(db.pki_dir / "ca.crt"))
+        weak.check_hostname = False
+        weak.maximum_version = ssl.TLSVersion.TLSv1_2
+        weak.set_ciphers("AES256-SHA:AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-ECDSA-AES256-SHA")
+        bare = url.split("?", 1)[0]
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            asyncio.run(asyncpg.connect(bare, ssl=weak, timeout=5))
+        strong = ssl.create_default_context(cafile=str(db.pki_dir / "ca.crt"))
+        strong.check_hostname = False
+        strong.maximum_version = ssl.TLSVersion.TLSv1_2
+
+        async def cipher():
+            conn = await asyncpg.connect(bare, ssl=strong, timeout=5)
+            try:
+                return await conn.fetchval(
+                    "SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                )
+            finally:
+                await conn.close()
+
+        assert asyncio.run(cipher()) in db.tls12_ciphers.split(":")
         plain = url.split("?", 1)[0] + "?sslmode=disable"
         with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="no encryption"):
             asyncio.run(asyncpg.connect(plain, timeout=5))

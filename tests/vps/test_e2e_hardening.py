@@ -171,9 +171,54 @@ def test_a_neighbour_cannot_reach_a_replica_port(stack):
         assert re.search(r"^\s*[1-9]\d*\s+\d+\s+DROP\b.*127\.0\.0\.0/8", dropped, re.M)
         unit = stack.host.run("systemctl show -p After prodstack-loopback-guard.service").stdout
         assert "docker.service" in unit
+
+        # The same neighbour, routing the replica's own container address through the host:
+        # Docker 20.10's filter rule for the published port accepts it from any interface.
+        replica = json.loads(status)["replicas"][0]["name"]
+        address = stack.host.run(
+            "docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "
+            + replica
+        ).stdout.strip()
+        direct = (
+            f"ip route replace {address}/32 via {stack.host.address} dev eth0; "
+            f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{address}:8000/health/live"
+        )
+
+        def reached() -> str:
+            return subprocess.run(["docker", "exec", name, "sh", "-c", direct],
+                                  capture_output=True, text=True).stdout  # fmt: skip
+
+        stack.host.run("systemctl stop prodstack-loopback-guard.service")
+        try:
+            assert reached() == "200"
+        finally:
+            stack.host.run("systemctl start prodstack-loopback-guard.service")
+        assert reached() == "000"
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
+
+def test_containers_cannot_reach_the_link_local_metadata_address(stack):
+    """A container cannot send to 169.254.0.0/16, where providers serve instance metadata
+    and credentials. The stand-in: the metadata address on the host's loopback, where
+    nginx's port 80 answers it (a real provider's is a hop away; the raw-table rule drops
+    both before routing)."""
+    address = "169.254.169.254"
+    stack.host.run(f"ip addr add {address}/32 dev lo 2>/dev/null || true")
+    try:
+        status = json.loads(stack.host.run("prodstack-release status --json").stdout)
+        replica = status["replicas"][0]["name"]
+        # The replica's image has Python and no curl: one TCP connection from inside it.
+        connect = (f"docker exec {replica} python -c \"import socket; "
+                   f"socket.create_connection(('{address}', 80), timeout=2)\"")  # fmt: skip
+        stack.host.run("systemctl stop prodstack-loopback-guard.service")
+        try:
+            assert stack.host.run(connect, check=False).returncode == 0
+        finally:
+            stack.host.run("systemctl start prodstack-loopback-guard.service")
+        assert stack.host.run(connect, check=False).returncode != 0
+    finally:
+        stack.host.run(f"ip addr del {address}/32 dev lo", check=False)
 
 def test_redis_users_on_the_host(stack):
     """Finding 6: no default user, the app's without admin commands, a ping-only health user,
@@ -459,3 +504,9 @@ def test_back_to_root_on_port_22_for_the_next_files(stack):
     assert not _reachable(stack.host.address, ALT_SSH_PORT)
     # Root with the default (auto) resolves to the same configuration: nothing changes.
     assert _deployed_cleanly(stack.pyinfra()) == ("-", "-")
+
+
+def test_logrotate_runs_hourly(stack):
+    shown = stack.host.run("systemctl show -p TimersCalendar logrotate.timer").stdout
+    # Hourly in place of the package's daily calendar, not beside it.
+    assert "OnCalendar=*-*-* *:00:00" in shown and shown.count("OnCalendar=") == 1

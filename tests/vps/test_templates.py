@@ -506,15 +506,22 @@ def test_letsencrypt_email_is_quoted(data, environ):
 
 
 def test_files_holding_secrets_are_uploaded_through_the_0700_directory(data, environ):
-    """Every template whose output holds a secret is marked secret=True (tasks/*.py)."""
+    """Every template whose output holds a secret is marked secret=True (tasks/*.py), with
+    every optional secret set (SMTP, the webhook, Grafana's admin)."""
     import ast
 
+    optional = {"PRODSTACK_ALERT_SMTP_PASSWORD": "smtp-password-0123456789",
+                "PRODSTACK_ALERT_WEBHOOK_URL": "https://hooks.example.com/T0/B0/tok3n",
+                "PRODSTACK_GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789"}  # fmt: skip
     cfg = settings_for(
         {**data, "backup_s3_bucket": "prodstack-backups",
-         "backup_s3_endpoint_url": "https://127.0.0.1:1"},
+         "backup_s3_endpoint_url": "https://127.0.0.1:1", "grafana": True,
+         "alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587",
+         "alert_smarthost_user": "ops"},
         {"web", "db"},
-        environ=environ,
-    )
+        environ={**environ, **optional},
+    )  # fmt: skip
+    assert set(optional.values()) <= set(cfg.secrets.values()) | {cfg.alert_webhook_url}
     marked = set()
     for path in (TEMPLATES.parent / "tasks").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -524,7 +531,7 @@ def test_files_holding_secrets_are_uploaded_through_the_0700_directory(data, env
                     kw.get("secret"), ast.Constant
                 ):
                     marked.add(kw["src"].value)
-    secrets = [v for v in cfg.secrets.values()] + [cfg.redis_monitor_password]
+    secrets = [*cfg.secrets.values(), cfg.redis_monitor_password, cfg.alert_webhook_url]
     holding = set()
     for name in TEMPLATE_NAMES:
         try:
@@ -578,3 +585,33 @@ def test_migrate_is_bounded_on_the_server_too():
                    "--env", "MIGRATE_STATEMENT_TIMEOUT_SECONDS=300"]  # fmt: skip
     # A lock wait never outlasts the run itself.
     assert "MIGRATE_LOCK_TIMEOUT_SECONDS=5" in release["migrate_env"](5)
+
+
+def test_audit_rules_end_locked_until_reboot(data, environ):
+    """`-e 2` last: root cannot remove the rules without a reboot. (The test host is a
+    container, where the kernel's audit subsystem is not ours to start.)"""
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    rules = [x for x in render("audit.j2.rules", cfg).splitlines() if x and x[0] != "#"]
+    assert rules[-1] == "-e 2" and rules.count("-e 2") == 1
+
+
+def test_logrotate_is_timed_hourly_so_size_limits_hold_within_the_hour(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    timer = render("logrotate-hourly.j2.conf", cfg).splitlines()
+    # An empty OnCalendar= first: a drop-in otherwise adds to the daily calendar.
+    assert timer[timer.index("OnCalendar=") + 1] == "OnCalendar=hourly"
+
+
+def test_private_keys_are_uploaded_through_the_0700_directory():
+    """A private key goes up with put_secret (tasks/templates.py), never a bare files.put."""
+    import ast
+
+    bare = []
+    for path in (TEMPLATES.parent / "tasks").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "put"):  # fmt: skip
+                name = next((k.value for k in node.keywords if k.arg == "name"), None)
+                if name is not None and "key" in ast.unparse(name).lower():
+                    bare.append(f"{path.name}:{node.lineno}")
+    assert bare == []
