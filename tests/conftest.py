@@ -14,22 +14,23 @@ from tests.support import recordings
 # Fixtures that reach the Docker engine: a test using any of them needs Docker, so it is
 # marked `docker` whatever its file says (`scripts/test.sh --fast` deselects those).
 DOCKER_FIXTURES = {"docker_engine", "app_image", "images", "stack"}
-# The fixture of the host that tests/vps/test_e2e*.py files share, in file order. Two such
-# hosts boot in parallel on two workers (each xdist worker has its own session fixture),
-# one for the files listed here and one for the rest: the two groups take about as long,
-# where one host for every file was the suite's critical path.
+# The fixture of the host that tests/vps/test_e2e*.py files share, in file order. Three
+# such hosts boot in parallel on three workers (each xdist worker has its own session
+# fixture): host 1 takes every file not listed here. The groups take about as long (12-15
+# minutes each on a loaded 2-core machine), where one host for every file was the suite's
+# critical path at 24 minutes.
 SHARED_HOST = "stack"
 SHARED_HOST_GROUP = "vps-shared-host"
-SECOND_HOST_FILES = {
-    "tests/vps/test_e2e_hardening.py",
-    "tests/vps/test_e2e_pitr.py",
-    "tests/vps/test_e2e_host_lost.py",
+OTHER_HOST_FILES = {
+    "tests/vps/test_e2e_hardening.py": 2,
+    "tests/vps/test_e2e_monitoring.py": 2,
+    "tests/vps/test_e2e_pitr.py": 3,
+    "tests/vps/test_e2e_host_lost.py": 3,
 }
 
 
 def shared_host_group(item: pytest.Item) -> str:
-    path = item.nodeid.split("::")[0]
-    return SHARED_HOST_GROUP + ("-2" if path in SECOND_HOST_FILES else "-1")
+    return f"{SHARED_HOST_GROUP}-{OTHER_HOST_FILES.get(item.nodeid.split('::')[0], 1)}"
 
 
 def _fixtures(item: pytest.Item) -> set[str]:
