@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from prodstack.errors import UsageError
 from prodstack.release import set_stack_config
 from tests.plan.conftest import checkout_copy
 from tests.plan.test_cli import PRODSTACK, REPO, one_line_error
+from tests.support.moto import moto_server
 
 DIGEST = "sha256:" + "ab" * 32
 ACCOUNT = "123456789012"  # moto's account
@@ -204,27 +202,14 @@ def refused(proc, fragment: str) -> None:
     assert fragment in proc.stderr.strip().splitlines()[-1], proc.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ecr(tmp_path_factory):
     """moto's server on loopback, with one repository holding two tagged images."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(server, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/moto-api/", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as url:
+        yield _ecr_images(url)
+
+
+def _ecr_images(url: str):
     import boto3
 
     client = boto3.client("ecr", endpoint_url=url, region_name="eu-west-1",
@@ -239,9 +224,7 @@ def ecr(tmp_path_factory):
         digests[tag] = image["imageId"]["imageDigest"]
     env = {**NO_AWS, "AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
-    yield env, digests
-    proc.terminate()
-    proc.wait(timeout=10)
+    return env, digests
 
 
 def test_rollback_with_credentials_resolves_the_version_in_ecr(copy, ecr):

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.support.docker import checkout_build_lock, docker_available, ensure_dockerd
+from tests.support.moto import moto_server
 from tests.vps.e2e import Stack, WebhookReceiver, build_image, free_port
 from tests.vps.host import boot, destroy, ssh_keypair
 
@@ -181,12 +182,14 @@ def moto(tmp_path_factory):
     gateway = docker_gateway()
     directory = tmp_path_factory.mktemp("moto")
     ca, cert, key = make_test_ca(directory, S3_TEST_NAME, gateway)
-    backend, port = free_port("127.0.0.1"), free_port(gateway)
+    port = free_port(gateway)
     log = directory / "moto.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(backend)],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    with moto_server(log) as backend_url:
+        yield from _tls_proxy(directory, gateway, port, ca, cert, key, backend_url, log)
+
+
+def _tls_proxy(directory, gateway, port, ca, cert, key, backend_url, log):
+    backend = backend_url.rsplit(":", 1)[1]
     conf = directory / "nginx.conf"
     conf.write_text(TLS_PROXY.format(dir=directory, address=gateway, port=port, cert=cert,
                                      key=key, backend=backend))  # fmt: skip
@@ -215,9 +218,8 @@ def moto(tmp_path_factory):
     s3.put_bucket_versioning(Bucket="prodstack-backups",
                              VersioningConfiguration={"Status": "Enabled"})  # fmt: skip
     yield Moto(url, s3, ca, f"https://{S3_TEST_NAME}:{port}", gateway, log)
-    for p in (proxy, proc):
-        p.terminate()
-        p.wait(timeout=10)
+    proxy.terminate()
+    proxy.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

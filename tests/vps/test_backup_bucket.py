@@ -7,16 +7,12 @@ would be by S3)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 
 import boto3
-import httpx
 import pytest
 from tasks.config import settings_for
 
+from tests.support.moto import moto_server
 from tests.vps.e2e import free_port
 from tests.vps.test_pitr import host_script
 from tests.vps.test_templates import render
@@ -31,21 +27,13 @@ ADMIN_POLICY = {
 
 
 @pytest.fixture(scope="module")
-def moto_iam():
-    port = free_port("127.0.0.1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/moto-api/", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.2)
+def moto_iam(tmp_path_factory):
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with moto_server(log, env={"INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED)}) as url:
+        yield from _admin(url)
+
+
+def _admin(url: str):
     anon = {"endpoint_url": url, "region_name": "us-east-1",
             "aws_access_key_id": "x", "aws_secret_access_key": "x"}  # fmt: skip
     iam = boto3.client("iam", **anon)
@@ -56,8 +44,6 @@ def moto_iam():
     keys = {"aws_access_key_id": admin["AccessKeyId"],
             "aws_secret_access_key": admin["SecretAccessKey"]}  # fmt: skip
     yield url, {**anon, **keys}
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def host_key(moto_iam, name, actions):
