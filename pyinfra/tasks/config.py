@@ -440,6 +440,13 @@ def s3_region(value: Any) -> str:
     return value
 
 
+def login_name(value: Any) -> str:
+    """A POSIX login name (what useradd accepts by default): it reaches usermod."""
+    if not isinstance(value, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        raise fail("ssh_user", value, "must be a login name such as admin (a-z 0-9 _ -)")
+    return value
+
+
 def bridge_name(value: Any) -> str:
     """A Linux interface name (at most 15 bytes): it reaches the firewall unit's commands."""
     if not isinstance(value, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$", value):
@@ -839,7 +846,7 @@ def settings_for(
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
-        ssh_user=str(data.get("ssh_user") or "root"),
+        ssh_user=login_name(data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
         docker_bridge=bridge_name(data.get("docker_bridge", "prodstack0")),

@@ -201,6 +201,13 @@ def test_ubuntu_reference_host_gets_its_postgres_version():
     }
 
 
+def test_a_sudo_ssh_user_joins_the_ssh_group_so_the_deploy_keeps_it_able_to_log_in():
+    plan = plan_vps({"ssh_user": "admin"}, root=REPO)
+    (join,) = [op for op in plan["operations"] if op["name"] == "SSH user admin in ssh-users"]
+    assert join["operation"] == "server.user"
+    assert join["kwargs"]["groups"] == ["ssh-users"] and join["kwargs"]["append"] is True
+
+
 # --- Restarts: which operations an `_if` reads --------------------------------------------
 
 
