@@ -17,12 +17,12 @@ from pyinfra.operations import systemd
 
 from tasks.config import Settings, redis_password_hash
 from tasks.facts import MemTotalMb, RedisAuth
-from tasks.pki import upload_ca, upload_server_certificate
+from tasks.pki import REDIS_TLS_DIR, upload_ca, upload_server_certificate
 from tasks.templates import restart_on_change, template
 
 # Debian's /etc/redis (redis:redis, setgid): a subdirectory would inherit the setgid bit
 # and differ from any mode we set on every run, so the files sit in it directly.
-TLS_DIR = "/etc/redis"
+TLS_DIR = REDIS_TLS_DIR
 
 
 def wanted_users(cfg: Settings) -> dict[str, list[str]]:

@@ -15,11 +15,11 @@ from pyinfra.operations import postgres, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.facts import MemTotalMb, PostgresPasswordVerifier
-from tasks.pki import upload_server_certificate
+from tasks.pki import POSTGRES_TLS_DIR, upload_server_certificate
 from tasks.templates import restart_on_change, template
 
 # Outside the versioned tree, so the certificate survives a major upgrade.
-TLS_DIR = "/etc/postgresql/tls"
+TLS_DIR = POSTGRES_TLS_DIR
 # The distribution's PostgreSQL major version: (distribution, major release) -> version.
 DISTRO_POSTGRES = {("debian", 12): "15", ("debian", 13): "17", ("ubuntu", 22): "14",
                    ("ubuntu", 24): "16"}  # fmt: skip

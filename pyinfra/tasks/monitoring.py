@@ -18,7 +18,7 @@ from pyinfra.operations import files, postgres, server, systemd
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import DiskSizeMb, PostgresRoleMember
 from tasks.grafana import grafana
-from tasks.pki import ca_certificate
+from tasks.pki import ca_certificate, internal_expiries
 from tasks.templates import put, restart_on_change, template
 
 RULES = "/etc/prometheus/rules/prodstack-alerts.yml"
@@ -103,6 +103,17 @@ def monitoring(cfg: Settings) -> None:
         user="prometheus",
         group=HEALTH_USER,
     )
+    expiries = internal_expiries(cfg)
+    if expiries:
+        template(
+            name="Internal certificates' expiry, for CertificateExpiresSoon",
+            src="prodstack-internal-tls.j2.prom",
+            dest=f"{TEXTFILE_DIR}/prodstack_internal_tls.prom",
+            expiries=expiries,
+        )
+    else:
+        files.file(name="No private CA: no internal certificates' expiry",
+                   path=f"{TEXTFILE_DIR}/prodstack_internal_tls.prom", present=False)  # fmt: skip
 
     node = template(
         name="node exporter: loopback, textfile directory",

@@ -51,6 +51,7 @@ def render(name: str, cfg, **extra) -> str:
         "version": "15",
         "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
         "tls_dir": "/etc/postgresql/tls",
+        "expiries": {"/etc/prodstack/ca.crt": 2000000000},
         "ca_file": "/etc/prodstack/ca.crt",
         "ssh_group": SSH_GROUP,
         "status_port": MONITORING_PORTS["nginx stub_status"],
