@@ -261,9 +261,12 @@ def test_internal_certificates_expiry_is_written_for_the_expiry_alert(data, envi
     ca = x509.load_pem_x509_certificate(ca_certificate(db.pki_dir).read_bytes())
     assert internal_expiries(web) == {CA_ON_HOST: int(ca.not_valid_after_utc.timestamp())}
     found = internal_expiries(db)
-    assert found == {CA_ON_HOST: int(ca.not_valid_after_utc.timestamp()),
-                     "/etc/postgresql/tls/server.crt": int(leaf.not_valid_after_utc.timestamp()),
-                     "/etc/redis/server.crt": int(leaf.not_valid_after_utc.timestamp())}  # fmt: skip
+    end = int(leaf.not_valid_after_utc.timestamp())
+    assert found == {
+        CA_ON_HOST: int(ca.not_valid_after_utc.timestamp()),
+        "/etc/postgresql/tls/server.crt": end,
+        "/etc/redis/server.crt": end,
+    }
     text = render("prodstack-internal-tls.j2.prom", db, expiries=found)
     check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                            text=True)  # fmt: skip
