@@ -569,7 +569,8 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
 
 def optional_secret(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
     """PRODSTACK_<NAME>, else the secrets file, else None (no strength check: URLs)."""
-    return environ.get(f"PRODSTACK_{name}") or read_secrets_file(secrets_path(data)).get(name) or None
+    from_file = read_secrets_file(secrets_path(data))
+    return environ.get(f"PRODSTACK_{name}") or from_file.get(name) or None
 
 
 def secret_url(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:

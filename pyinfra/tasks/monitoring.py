@@ -72,8 +72,8 @@ def receiver_warning(cfg: Settings) -> str | None:
     if cfg.alert_receivers:
         return None
     return (
-        "NO ALERT RECEIVER: neither `alert_email` nor `alert_webhook_url` is set, so alerts "
-        "(a database down, backups failing, the disk filling) reach nobody. They show only "
+        "NO ALERT RECEIVER: neither `alert_email` nor the secret ALERT_WEBHOOK_URL is set, so "
+        "alerts (a database down, backups failing, the disk filling) reach nobody. They show only "
         "in Alertmanager on the host's loopback. See docs/vps.md, 'Adding a receiver'."
     )
 

@@ -307,7 +307,8 @@ def test_set_secrets_are_read_only_for_a_version_and_never_reach_the_deploy(
 
 def test_a_malformed_secrets_file_is_the_deploys_error_naming_the_file(tmp_path):
     root = copy_checkout(tmp_path)
-    (root / "pyinfra" / "secrets.env").write_text("API_TOKEN=file-token-value-0123456789\nnot a pair\n")
+    secrets = root / "pyinfra" / "secrets.env"
+    secrets.write_text("API_TOKEN=file-token-value-0123456789\nnot a pair\n")
     with pytest.raises(UsageError, match="secrets_file.*line 2 is not KEY=value") as error:
         plan_vps({}, root=root)
     assert "file-token-value" not in str(error.value)

@@ -111,7 +111,8 @@ def secrets_file(root: Path, webhook_token: str) -> None:
 
 def test_a_webhook_in_the_secrets_file_is_planned_as_a_versioned_secret(tmp_path):
     root = copy_checkout(tmp_path)
-    smtp = ["--data", "alert_email=ops@example.com", "--data", "alert_smarthost=smtp.example.com:587",
+    smtp = ["--data", "alert_email=ops@example.com",
+            "--data", "alert_smarthost=smtp.example.com:587",
             "--data", "alert_smarthost_user=ops"]  # fmt: skip
     plans = {}
     procs = []
