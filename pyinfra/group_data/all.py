@@ -140,9 +140,11 @@ alert_smarthost_user = None  # with a user, the password is the secret ALERT_SMT
 # - ALERT_HEARTBEAT_URL: a dead man's switch (healthchecks.io-style ping URL) that gets the
 #   always-firing Watchdog every few minutes; without one, Watchdog goes to the receivers
 #   once a day.
-# Grafana from Grafana's signed apt repository, on loopback, under https://<host>/grafana/
-# with its own login (admin password: the secret GRAFANA_ADMIN_PASSWORD).
+# Grafana from Grafana's signed apt repository, on loopback (an SSH tunnel reaches it, as
+# Prometheus), with its own login (admin password: the secret GRAFANA_ADMIN_PASSWORD).
 grafana = False
+# Addresses that may also reach it at https://<host>/grafana/ (rate limited); none: tunnel only.
+grafana_allowed_cidrs = []
 
 # --- Secrets ----------------------------------------------------------------------------------
 # KEY=value file, outside git (see .gitignore); PRODSTACK_<KEY> in the environment wins.

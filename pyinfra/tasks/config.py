@@ -177,6 +177,7 @@ class Settings:
     metrics_retention_days: int
     metrics_retention_disk_percent: int
     metrics_allowed_cidrs: tuple[str, ...]
+    grafana_allowed_cidrs: tuple[str, ...]
     alert_email: str | None
     alert_email_from: str
     alert_smarthost: str | None
@@ -707,6 +708,7 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
             data, "metrics_retention_disk_percent", minimum=1, maximum=80
         ),
         metrics_allowed_cidrs=_cidrs(data, "metrics_allowed_cidrs"),
+        grafana_allowed_cidrs=_cidrs(data, "grafana_allowed_cidrs"),
     )
     return {"settings": out, "secrets": secrets}
 

@@ -147,7 +147,7 @@ def test_host_scripts_compile(script):
 def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6, grafana):
     cfg = settings_for(
         {**data, "domain": "api.example.com", "rate_limit_exempt_cidrs": ["127.0.0.0/8"],
-         "grafana": grafana},
+         "grafana": grafana, "grafana_allowed_cidrs": ["203.0.113.0/24"]},
         {"web", "db"},
         environ={**environ, "PRODSTACK_GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789"},
     )  # fmt: skip
