@@ -396,6 +396,23 @@ def test_loopback_guard_drops_loopback_traffic_from_other_interfaces(data, envir
     assert "! -i lo -d ::1/128 -j DROP" in unit
 
 
+def test_guard_lets_the_hosts_own_traffic_reach_the_container_subnet(data, environ):
+    """Each rule goes in with -I (first): replay the ExecStart lines to get the chain, where
+    the host's own packets to the bridge's gateway (they arrive on lo) must be accepted
+    before the drop of everything else addressed to the container subnet."""
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    unit = render("prodstack-loopback-guard.j2.service", cfg)
+    chain: list[str] = []
+    for line in unit.splitlines():
+        if line.startswith("ExecStart=") and " iptables " in line:
+            chain.insert(0, line.split(" -I PREROUTING ", 1)[1].rstrip("'"))
+    subnet = cfg.docker_subnet
+    first = next(rule for rule in chain if f"-d {subnet}" in rule)
+    assert first == f"-i lo -d {subnet} -j ACCEPT"
+    assert f"! -i {cfg.docker_bridge} -d {subnet} -j DROP" in chain
+    assert f"-i {cfg.docker_bridge} -d 169.254.0.0/16 -j DROP" in chain
+
+
 # --- Finding 9: kernel settings --------------------------------------------------------------
 
 
