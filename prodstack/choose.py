@@ -60,7 +60,7 @@ OPERATE = {
         "PostgreSQL and Redis upgrades, tuning and restore drills",
         "backups off the host (`backup_s3_bucket`) and checking they restore",
         "answering the alerts the host's Prometheus and Alertmanager send (set `alert_email` "
-        "or `alert_webhook_url`)",
+        "or the secret `ALERT_WEBHOOK_URL`)",
         "TLS renewal (automated with Let's Encrypt) and the firewall",
     ],
 }

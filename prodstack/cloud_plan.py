@@ -67,11 +67,6 @@ def _yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _version(ciphertext: str) -> str:
-    """A short digest of a secret's ciphertext: changes when the secret is re-set."""
-    return hashlib.sha256(ciphertext.encode()).hexdigest()[:8]
-
-
 def stack_config(
     root: Path,
     stack: str,
@@ -112,7 +107,7 @@ def stack_config(
                 f"run `pulumi config set --secret {key.split(':', 1)[1]}`"
             )
         if isinstance(value, dict) and "secure" in value:
-            version = _version(str(value["secure"]))
+            version = planfile.secret_version(str(value["secure"]))
             stand_in = f"plan-secret-{key.replace(':', '-')}-{version}-0123456789abcdef"
             config[key] = stand_in
             labels[stand_in] = f"{key}@{version}"

@@ -31,6 +31,7 @@ Values only known after apply are replaced by `unknown_marker(...)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -57,6 +58,26 @@ def secret_marker(label: str | None = None) -> str:
     e.g. the short digest of a config value's *ciphertext*.
     """
     return f"[secret:{label}]" if label else SECRET
+
+
+def secret_version(source: str) -> str:
+    """The VERSION of `[secret:KEY@VERSION]`: 8 hex digits that change when the secret
+    does. `source` is never the secret itself: the cloud gives a `secure:` value's
+    ciphertext, the VPS planner `value_version`'s slow salted derivation."""
+    return hashlib.sha256(source.encode()).hexdigest()[:8]
+
+
+# PBKDF2 rounds of `value_version`: about 0.05 s per secret here, so that trying a list of
+# guessed passwords against a published version is slow as well as 32 bits short.
+VALUE_VERSION_ROUNDS = 100_000
+
+
+def value_version(name: str, value: str) -> str:
+    """The version of a secret known in plain text (a VPS secrets file): `secret_version`
+    of a PBKDF2-SHA256 derivation salted with the secret's name."""
+    salt = f"prodstack plan secret {name}".encode()
+    derived = hashlib.pbkdf2_hmac("sha256", value.encode(), salt, VALUE_VERSION_ROUNDS)
+    return secret_version(derived.hex())
 
 
 def unknown_marker(source: str) -> str:

@@ -12,9 +12,13 @@ packages, files or users, ufw inactive, no image loaded. Its hardware and distri
 can be overridden with `--data host_memory_mb=8192`, `host_cpus=4`,
 `host_distribution=ubuntu-24.04` and `host_ipv6=false`.
 
-Secrets are never read: deterministic placeholders are given to `tasks/config.py`
-through its own PRODSTACK_<NAME> environment mechanism, and every place a placeholder
-surfaces is replaced by `[secret:NAME]`.
+No secret reaches the deploy or the plan: deterministic placeholders are given to
+`tasks/config.py` through its own PRODSTACK_<NAME> environment mechanism, and every place
+a placeholder surfaces is replaced by `[secret:NAME]`. A secret the operator has set (in
+the environment or the secrets file, the deploy's own order) is read only for a version,
+`[secret:NAME@VERSION]` (`planfile.value_version`), so a changed secret shows as a change.
+Credentials given as data are refused before anything runs (`tasks/config.py`,
+`check_no_credentials`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from prodstack import planfile
 from prodstack.errors import UsageError
@@ -112,9 +116,17 @@ def parse_data(items: list[str]) -> dict[str, Any]:
     return data
 
 
-def placeholder_secret(name: str) -> str:
-    """A deterministic stand-in for a secret, valid for tasks/config.py's SECRET_PATTERN."""
-    return f"prodstack-plan-placeholder-{name.lower().replace('_', '-')}"
+def placeholder_secret(name: str, version: str | None = None) -> str:
+    """A deterministic stand-in for a secret, valid for tasks/config.py's SECRET_PATTERN;
+    with the version of the secret it stands for, when one is set."""
+    base = f"prodstack-plan-placeholder-{name.lower().replace('_', '-')}"
+    return f"{base}-{version}" if version else base
+
+
+# Secrets that are URLs: their stand-in keeps the real scheme and host, which the deploy
+# reads (a hooks.slack.com webhook gets Alertmanager's Slack format); the path, the query
+# and any user:password@ never reach it.
+URL_SECRETS = ("ALERT_WEBHOOK_URL", "ALERT_HEARTBEAT_URL")
 
 
 def plan_vps(overrides: dict[str, Any], *, root: Path) -> dict:
@@ -213,11 +225,15 @@ class _Planner:
         import tasks.config as config
 
         group_data = self._group_data()
-        self._check_keys(overrides, group_data)
         data = {**group_data["all"], **group_data["web"], **group_data["db"], **overrides}
+        try:
+            # First: a credential in data is refused before it is echoed anywhere.
+            config.check_no_credentials(data)
+        except config.SettingsError as error:
+            raise UsageError(str(error)) from None
+        self._check_keys(overrides, group_data)
         reference = self._reference_host(data)
-        secret_names = (*config.REQUIRED_SECRETS, *config.DB_SECRETS, *config.S3_SECRETS)
-        self.secrets = {name: placeholder_secret(name) for name in secret_names}
+        self.secrets, self.labels = self._secrets(data, config)
         host_data = {k: v for k, v in overrides.items() if k not in HOST_KEYS}
         host_data.update(
             # The secrets file is never read: the environment wins, and this path is empty.
@@ -228,8 +244,9 @@ class _Planner:
             fake_delay_jitter=0,
         )
         environ = {f"PRODSTACK_{name}": value for name, value in self.secrets.items()}
+        unset = tuple(f"PRODSTACK_{n}" for n in config.SECRET_NAMES if n not in self.secrets)
         with (
-            _environ(environ, drop=("PRODSTACK_IMAGE",)),
+            _environ(environ, drop=("PRODSTACK_IMAGE", *unset)),
             self._did_change_recorder(),
             _quiet_deploy_warnings(),
         ):
@@ -268,6 +285,31 @@ class _Planner:
                     f"--data {key}: unknown key; use a key from pyinfra/group_data/all.py, "
                     f"{', '.join(HOST_KEYS)}, or a pyinfra connector key such as ssh_user"
                 )
+
+    def _secrets(self, data: dict[str, Any], config) -> tuple[dict[str, str], dict[str, str]]:
+        """A stand-in for every secret the deploy may read, and its label in the plan.
+
+        The secrets the deploy needs always get one (a plan needs no secrets file), so do
+        those read only for a feature (SMTP, Grafana). A URL secret gets one only when it is
+        set: whether it is changes the routing. A secret that is set gets a version."""
+        try:
+            given = {name: (config.secret_url if name in URL_SECRETS else config.optional_secret)(
+                data, name, os.environ) for name in config.SECRET_NAMES}  # fmt: skip
+        except config.SettingsError as error:
+            raise UsageError(str(error)) from None
+        secrets, labels = {}, {}
+        for name, value in given.items():
+            if name in URL_SECRETS and not value:
+                continue
+            version = planfile.value_version(name, value) if value else None
+            secrets[name] = placeholder_secret(name, version)
+            labels[name] = f"{name}@{version}" if version else name
+            if name in URL_SECRETS:
+                url = urlsplit(value)
+                if url.scheme in ("http", "https") and url.hostname:
+                    port = f":{url.port}" if _port(url) else ""
+                    secrets[name] = f"{url.scheme}://{url.hostname}{port}/{secrets[name]}"
+        return secrets, labels
 
     def _reference_host(self, data: dict[str, Any]) -> dict[str, Any]:
         reference = {**REFERENCE_DEFAULTS, **REFERENCE_HOSTS.get(data.get("size"), {})}
@@ -741,14 +783,16 @@ class _Planner:
             # secret it was made from, so plans stay byte-identical.
             for name, value in self.secrets.items():
                 if scram_matches(match.group(0), value):
-                    return planfile.secret_marker(name)
+                    return planfile.secret_marker(self.labels[name])
             return match.group(0)
 
         replacements = []
         for name, value in self.secrets.items():
-            marker = planfile.secret_marker(name)
-            for form in {value, quote(value, safe=""), quote(value)}:
-                replacements.append((form, marker))
+            marker = planfile.secret_marker(self.labels[name])
+            # A URL's stand-in is redacted whole, and its placeholder part on its own too.
+            for part in {value, value.rsplit("/", 1)[-1]}:
+                for form in {part, quote(part, safe=""), quote(part)}:
+                    replacements.append((form, marker))
         replacements.sort(key=lambda pair: -len(pair[0]))
 
         def scrub(value: str) -> str:
@@ -762,6 +806,13 @@ class _Planner:
 
 _DROP = object()
 _SCRAM_VERIFIER = re.compile(r"SCRAM-SHA-256\$\d+:[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+")
+
+
+def _port(url) -> int | None:
+    try:
+        return url.port
+    except ValueError:
+        return None  # tasks/config.py refuses the URL, without echoing it
 
 
 def _copy(value: Any) -> Any:

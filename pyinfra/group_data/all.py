@@ -134,22 +134,24 @@ metrics_retention_disk_percent = 10
 # Clients that may read the API's /metrics and /openapi.json through nginx, besides the
 # host itself (an outside Prometheus, for example). Default: none.
 metrics_allowed_cidrs = []
-# Where alerts go. With neither alert_email nor alert_webhook_url, alerts only show in
-# Alertmanager (on loopback) and every deploy warns.
+# Where alerts go. With neither alert_email nor the secret ALERT_WEBHOOK_URL, alerts only
+# show in Alertmanager (on loopback) and every deploy warns.
 alert_email = None  # e.g. "ops@example.com"; needs alert_smarthost
 alert_email_from = None  # default: prodstack@<domain>, else prodstack@localhost
 alert_smarthost = None  # SMTP relay "host:port", e.g. "smtp.example.com:587" (STARTTLS)
 alert_smarthost_user = None  # with a user, the password is the secret ALERT_SMTP_PASSWORD
-# Slack incoming webhook (hooks.slack.com), or any receiver of Alertmanager's webhook JSON
-# (ntfy-style bridges, Teams through a bridge). A URL that holds a token belongs in the
-# secret ALERT_WEBHOOK_URL instead, which wins over this key.
-alert_webhook_url = None
-# A dead man's switch (healthchecks.io-style URL) that receives the always-firing Watchdog
-# every few minutes. Default: none; Watchdog then goes to the receivers once a day.
-alert_heartbeat_url = None
-# Grafana from Grafana's signed apt repository, on loopback, under https://<host>/grafana/
-# with its own login (admin password: the secret GRAFANA_ADMIN_PASSWORD).
+# Two more receivers are secrets, because their URLs carry a token (tasks/config.py
+# refuses them, and anything that looks like a credential, as data):
+# - ALERT_WEBHOOK_URL: a Slack incoming webhook (hooks.slack.com), or any receiver of
+#   Alertmanager's webhook JSON (ntfy-style bridges, Teams through a bridge);
+# - ALERT_HEARTBEAT_URL: a dead man's switch (healthchecks.io-style ping URL) that gets the
+#   always-firing Watchdog every few minutes; without one, Watchdog goes to the receivers
+#   once a day.
+# Grafana from Grafana's signed apt repository, on loopback (an SSH tunnel reaches it, as
+# Prometheus), with its own login (admin password: the secret GRAFANA_ADMIN_PASSWORD).
 grafana = False
+# Addresses that may also reach it at https://<host>/grafana/ (rate limited); none: tunnel only.
+grafana_allowed_cidrs = []
 
 # --- Secrets ----------------------------------------------------------------------------------
 # KEY=value file, outside git (see .gitignore); PRODSTACK_<KEY> in the environment wins.

@@ -91,6 +91,11 @@ def hardening(cfg: Settings) -> None:
         public_keys=list(cfg.deploy_user_public_keys),
         create_home=True,
     )
+    if cfg.ssh_user not in ("root", cfg.deploy_user):
+        # sshd lets only SSH_GROUP in: the sudo user pyinfra connects as (a provider's
+        # `admin`, say) joins it, or this deploy would lock it out of the next one.
+        server.user(name=f"SSH user {cfg.ssh_user} in {SSH_GROUP}", user=cfg.ssh_user,
+                    groups=[SSH_GROUP], append=True)  # fmt: skip
     # pyinfra writes straight to the destination as root; as a sudo user it uploads to a
     # temporary file first, which lands here. The deploy user owns it on every run.
     uploader = cfg.deploy_user if cfg.ssh_user == "root" else cfg.ssh_user

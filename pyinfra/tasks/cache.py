@@ -17,12 +17,12 @@ from pyinfra.operations import systemd
 
 from tasks.config import Settings, redis_password_hash
 from tasks.facts import MemTotalMb, RedisAuth
-from tasks.pki import upload_ca, upload_server_certificate
-from tasks.templates import restart_on_change, template
+from tasks.pki import REDIS_TLS_DIR, upload_ca, upload_server_certificate
+from tasks.templates import restart_on_change, template, unit_file
 
 # Debian's /etc/redis (redis:redis, setgid): a subdirectory would inherit the setgid bit
 # and differ from any mode we set on every run, so the files sit in it directly.
-TLS_DIR = "/etc/redis"
+TLS_DIR = REDIS_TLS_DIR
 
 
 def wanted_users(cfg: Settings) -> dict[str, list[str]]:
@@ -79,13 +79,13 @@ def cache(cfg: Settings) -> None:
         name="redis.conf: ACL users, bind, appendonly everysec, maxmemory allkeys-lru"
         + (" (old and new passwords while the replicas switch)" if transition else ""),
     )
-    dropin = template(
+    unit_file(
         name="Start Redis once its addresses exist",
         src="after-docker.j2.conf",
         dest="/etc/systemd/system/redis-server.service.d/prodstack.conf",
+        label="Redis",
         cfg=cfg,
     )
-    systemd.daemon_reload(name="Reload systemd units (Redis)", _if=dropin.did_change)
     # Redis 7.0 reads its certificate at start (CONFIG SET could swap it live, but a
     # restart is what a new redis.conf needs anyway).
     restart_on_change(

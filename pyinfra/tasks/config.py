@@ -84,9 +84,15 @@ MONITORING_PORTS = {
     "nginx stub_status": 9145,
     "grafana": 3000,
 }
-# Optional secrets: read when the feature that needs them is configured.
-ALERT_SECRETS = ("ALERT_SMTP_PASSWORD", "ALERT_WEBHOOK_URL", "GRAFANA_ADMIN_PASSWORD")
-URL_PATTERN = re.compile(r"^https?://[^\s/@]+(:\d+)?(/\S*)?$")
+# Optional secrets: read when the feature that needs them is configured. The two URLs
+# carry their receiver's token (a Slack webhook, a dead man's switch's ping ID).
+ALERT_SECRETS = (
+    "ALERT_SMTP_PASSWORD", "ALERT_WEBHOOK_URL", "ALERT_HEARTBEAT_URL", "GRAFANA_ADMIN_PASSWORD"
+)  # fmt: skip
+SECRET_NAMES = (*REQUIRED_SECRETS, *S3_SECRETS, *DB_SECRETS, *ALERT_SECRETS)
+# An http(s) URL without user:password@, quotes, backslashes or white space: it is written
+# into a double-quoted YAML string.
+URL_PATTERN = re.compile(r"https?://[^\s/@\"'\\]+(:\d+)?(/[^\s\"'\\]*)?")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # The cloud profile's `deploy_strategy` values (components/service.py), same meaning.
 DEPLOY_STRATEGIES = ("rolling", "blue_green")
@@ -174,11 +180,11 @@ class Settings:
     metrics_retention_days: int
     metrics_retention_disk_percent: int
     metrics_allowed_cidrs: tuple[str, ...]
+    grafana_allowed_cidrs: tuple[str, ...]
     alert_email: str | None
     alert_email_from: str
     alert_smarthost: str | None
     alert_smarthost_user: str | None
-    alert_heartbeat_url: str | None
     grafana: bool
     backup_s3_uri_style: str
     backup_s3_ca_file: str | None
@@ -211,8 +217,13 @@ class Settings:
 
     @property
     def alert_webhook_url(self) -> str | None:
-        """The secret ALERT_WEBHOOK_URL wins over the data key of the same name."""
+        """The secret ALERT_WEBHOOK_URL (never data: the URL holds the receiver's token)."""
         return self.secrets.get("ALERT_WEBHOOK_URL") or None
+
+    @property
+    def alert_heartbeat_url(self) -> str | None:
+        """The secret ALERT_HEARTBEAT_URL: whoever has it can keep the switch quiet."""
+        return self.secrets.get("ALERT_HEARTBEAT_URL") or None
 
     @property
     def alert_receivers(self) -> tuple[str, ...]:
@@ -461,6 +472,13 @@ def s3_region(value: Any) -> str:
     return value
 
 
+def login_name(value: Any) -> str:
+    """A POSIX login name (what useradd accepts by default): it reaches usermod."""
+    if not isinstance(value, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+        raise fail("ssh_user", value, "must be a login name such as admin (a-z 0-9 _ -)")
+    return value
+
+
 def bridge_name(value: Any) -> str:
     """A Linux interface name (at most 15 bytes): it reaches the firewall unit's commands."""
     if not isinstance(value, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$", value):
@@ -568,6 +586,62 @@ def check_known_keys(data: Mapping[str, Any]) -> None:
         )
 
 
+# A credential in data ends up in plans, pull-request comments, shell history and git.
+# Secrets come only from the secrets file or PRODSTACK_<NAME>; data that looks like one is
+# refused by name, before anything else is checked. The heuristics, kept few on purpose:
+# - a data key that is a secret's name in any case (`api_token`, `POSTGRES_PASSWORD`);
+# - an upper-case data key with PASSWORD, PASSPHRASE, SECRET, TOKEN or KEY in it;
+# - a value (anywhere inside lists and dicts) that holds a URL with user:password@, a
+#   Slack, Discord or Microsoft Teams webhook, an AWS access key ID, a Slack, GitHub or
+#   GitLab token, or a PEM private key.
+SECRET_KEY_WORDS = re.compile(r"PASSWORD|PASSPHRASE|SECRET|TOKEN|KEY")
+CREDENTIAL_SHAPES = (
+    ("a URL with user:password@", re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:[^/\s@]+@")),
+    ("a webhook URL", re.compile(
+        r"hooks\.slack\.com/services/|discord(?:app)?\.com/api/webhooks/|\.webhook\.office\.com/",
+        re.IGNORECASE)),
+    ("an access token", re.compile(
+        r"\b(?:(?:AKIA|ASIA)[0-9A-Z]{16}|xox[abeoprs]-[A-Za-z0-9-]{10,}|gh[opsru]_[A-Za-z0-9]{30,}"
+        r"|github_pat_\w{20,}|glpat-[\w-]{20,})")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")),
+)  # fmt: skip
+
+
+def _credential_shape(value: Any) -> str | None:
+    """What in a data value looks like a credential, or None."""
+    if isinstance(value, str):
+        return next((what for what, shape in CREDENTIAL_SHAPES if shape.search(value)), None)
+    if isinstance(value, Mapping):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return next((found for item in value if (found := _credential_shape(item))), None)
+    return None
+
+
+def check_no_credentials(data: Mapping[str, Any]) -> None:
+    """Refuse a credential given as data (--data, the inventory, group_data), naming the key
+    and the secret it belongs in, never echoing the value."""
+    elsewhere = (f"prodstack reads its secrets ({', '.join(SECRET_NAMES)}) only from the "
+                 "secrets file or PRODSTACK_<NAME>")  # fmt: skip
+    for key in sorted(data, key=str):
+        name, why = str(key).upper(), None
+        if name in SECRET_NAMES:
+            raise SettingsError(
+                f"invalid data `{key}` (value not shown): credentials are never data; move it "
+                f"to the secrets file as {name}=... (pyinfra/secrets.env, or the file "
+                f"`secrets_file` names), or set PRODSTACK_{name}"
+            )
+        if key == name and SECRET_KEY_WORDS.search(name):
+            why = "its name says credential"
+        elif shape := _credential_shape(data[key]):
+            why = f"it holds {shape}"
+        if why:
+            raise SettingsError(
+                f"invalid data `{key}` (value not shown): {why}, and credentials are never "
+                f"data; {elsewhere}"
+            )
+
+
 def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
     """Every port the stack binds must be unique and apart from SSH, 80 and 443."""
     reserved = {ssh_port: "ssh", **RESERVED_PORTS}
@@ -584,10 +658,19 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
 
 def optional_secret(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
     """PRODSTACK_<NAME>, else the secrets file, else None (no strength check: URLs)."""
-    secrets_file = Path(data.get("secrets_file") or PYINFRA_DIR / "secrets.env")
-    if not secrets_file.is_absolute():
-        secrets_file = PYINFRA_DIR / secrets_file
-    return environ.get(f"PRODSTACK_{name}") or read_secrets_file(secrets_file).get(name) or None
+    from_file = read_secrets_file(secrets_path(data))
+    return environ.get(f"PRODSTACK_{name}") or from_file.get(name) or None
+
+
+def secret_url(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
+    """An optional secret that is a URL, checked without ever echoing it."""
+    value = optional_secret(data, name, environ)
+    if value is not None and not URL_PATTERN.fullmatch(value):
+        raise SettingsError(
+            f"invalid secret `{name}` (value not shown): must be an http(s):// URL without "
+            "user:password@, quotes, backslashes or white space"
+        )
+    return value
 
 
 def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, str]) -> dict:
@@ -618,17 +701,10 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
                 "PRODSTACK_ALERT_SMTP_PASSWORD or add ALERT_SMTP_PASSWORD=... to the secrets file"
             )
         secrets["ALERT_SMTP_PASSWORD"] = password
-    webhook = optional_secret(data, "ALERT_WEBHOOK_URL", environ)
-    key = "ALERT_WEBHOOK_URL (secret)" if webhook else "alert_webhook_url"
-    webhook = webhook or data.get("alert_webhook_url") or None
-    if webhook is not None:
-        if not URL_PATTERN.match(str(webhook)):
-            raise fail(key, "<hidden>" if key.endswith("(secret)") else webhook,
-                       "must be an http(s):// URL")  # fmt: skip
-        secrets["ALERT_WEBHOOK_URL"] = str(webhook)
-    heartbeat = data.get("alert_heartbeat_url") or None
-    if heartbeat is not None and not URL_PATTERN.match(str(heartbeat)):
-        raise fail("alert_heartbeat_url", heartbeat, "must be an http(s):// URL")
+    for name in ("ALERT_WEBHOOK_URL", "ALERT_HEARTBEAT_URL"):
+        url = secret_url(data, name, environ)
+        if url:
+            secrets[name] = url
     grafana = data.get("grafana", False)
     if grafana not in (True, False, "true", "false", "True", "False"):
         raise fail("grafana", grafana, "must be true or false")
@@ -647,13 +723,13 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
         alert_email_from=str(sender),
         alert_smarthost=smarthost,
         alert_smarthost_user=user,
-        alert_heartbeat_url=heartbeat,
         grafana=grafana,
         metrics_retention_days=_int(data, "metrics_retention_days", minimum=1, maximum=3650),
         metrics_retention_disk_percent=_int(
             data, "metrics_retention_disk_percent", minimum=1, maximum=80
         ),
         metrics_allowed_cidrs=_cidrs(data, "metrics_allowed_cidrs"),
+        grafana_allowed_cidrs=_cidrs(data, "grafana_allowed_cidrs"),
     )
     return {"settings": out, "secrets": secrets}
 
@@ -713,6 +789,7 @@ def settings_for(
     """Validate one host's data. `db_data` is the db host's data on a split layout,
     `web_data` every web host's (the db host's connection budget counts their replicas;
     by default this host's own)."""
+    check_no_credentials(data)
     check_known_keys(data)
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
@@ -865,7 +942,7 @@ def settings_for(
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
-        ssh_user=str(data.get("ssh_user") or "root"),
+        ssh_user=login_name(data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
         docker_bridge=bridge_name(data.get("docker_bridge", "prodstack0")),

@@ -15,11 +15,11 @@ from pyinfra.operations import postgres, systemd
 
 from tasks.config import Settings, SettingsError
 from tasks.facts import MemTotalMb, PostgresPasswordVerifier
-from tasks.pki import upload_server_certificate
-from tasks.templates import restart_on_change, template
+from tasks.pki import POSTGRES_TLS_DIR, upload_server_certificate
+from tasks.templates import restart_on_change, template, unit_file
 
 # Outside the versioned tree, so the certificate survives a major upgrade.
-TLS_DIR = "/etc/postgresql/tls"
+TLS_DIR = POSTGRES_TLS_DIR
 # The distribution's PostgreSQL major version: (distribution, major release) -> version.
 DISTRO_POSTGRES = {("debian", 12): "15", ("debian", 13): "17", ("ubuntu", 22): "14",
                    ("ubuntu", 24): "16"}  # fmt: skip
@@ -144,13 +144,13 @@ def database(cfg: Settings) -> None:
         group="postgres",
         cfg=cfg,
     )
-    dropin = template(
+    unit_file(
         name="Start PostgreSQL after Docker (it listens on the containers' gateway)",
         src="after-docker.j2.conf",
         dest="/etc/systemd/system/postgresql@.service.d/prodstack.conf",
+        label="PostgreSQL",
         cfg=cfg,
     )
-    systemd.daemon_reload(name="Reload systemd units (PostgreSQL)", _if=dropin.did_change)
     # shared_buffers needs a restart; pg_hba.conf alone only a reload.
     restart_on_change(unit, conf.did_change, label="PostgreSQL")
     # A new certificate or pg_hba.conf alone needs only a reload.

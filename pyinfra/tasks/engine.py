@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pyinfra.api import deploy
-from pyinfra.operations import docker, systemd
+from pyinfra.operations import docker
 
 from tasks.config import Settings
-from tasks.templates import restart_on_change, template
+from tasks.templates import restart_on_change, template, unit_file
 
 
 @deploy("Docker engine")
@@ -27,11 +27,11 @@ def engine(cfg: Settings) -> None:
         gateway=cfg.docker_gateway,
         opts=[f"com.docker.network.bridge.name={cfg.docker_bridge}"],
     )
-    guard = template(
+    guard = unit_file(
         name="Unit prodstack-loopback-guard.service (replica ports unreachable from neighbours)",
         src="prodstack-loopback-guard.j2.service",
         dest="/etc/systemd/system/prodstack-loopback-guard.service",
+        label="loopback guard",
         cfg=cfg,
     )
-    systemd.daemon_reload(name="Reload systemd units (loopback guard)", _if=guard.did_change)
     restart_on_change("prodstack-loopback-guard.service", guard.did_change, label="Loopback guard")

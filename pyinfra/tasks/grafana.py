@@ -1,6 +1,7 @@
-"""Opt-in Grafana (`grafana: true`): Grafana's signed apt repository, loopback only, under
-https://<host>/grafana/ through nginx with Grafana's own login, a provisioned Prometheus
-datasource and the dashboard in files/grafana-dashboard.json.
+"""Opt-in Grafana (`grafana: true`): Grafana's signed apt repository (in unattended-upgrades
+too), loopback only, and under https://<host>/grafana/ through nginx for
+`grafana_allowed_cidrs` only, with Grafana's own login, its /metrics off, a provisioned
+Prometheus datasource and the dashboard in files/grafana-dashboard.json.
 
 The repository's key is downloaded over HTTPS and kept only if its fingerprint is the one
 Grafana publishes on https://apt.grafana.com (the signing key since 2023-08-24), so a
@@ -56,6 +57,12 @@ def grafana(cfg: Settings) -> None:
         no_recommends=True,
     )
     apt.packages(name="grafana installed", packages=["grafana"], no_recommends=True)
+    template(
+        name="unattended-upgrades takes Grafana's repository too",
+        src="52prodstack-grafana-upgrades.j2.conf",
+        dest="/etc/apt/apt.conf.d/52prodstack-grafana-upgrades",
+        **ctx,
+    )
     ini = template(
         name="grafana.ini: loopback, /grafana/ sub-path, no sign-up or anonymous access (0640)",
         src="grafana.j2.ini",

@@ -11,7 +11,7 @@ from pyinfra.operations import files, server, systemd
 
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import Ipv6Enabled
-from tasks.templates import put_secret, restart_on_change, template
+from tasks.templates import put_secret, restart_on_change, template, unit_file
 
 TLS_DIR = "/etc/prodstack/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
@@ -123,13 +123,13 @@ def load_balancer(cfg: Settings, packages_op=None) -> None:
         dest="/etc/logrotate.d/nginx",
         cfg=cfg,
     )
-    hourly = template(
+    hourly = unit_file(
         name="logrotate.timer hourly (nginx logs rotate by size within the hour)",
         src="logrotate-hourly.j2.conf",
         dest="/etc/systemd/system/logrotate.timer.d/prodstack-hourly.conf",
+        label="logrotate timer",
         cfg=cfg,
     )
-    systemd.daemon_reload(name="Reload systemd units (logrotate timer)", _if=hourly.did_change)
     restart_on_change("logrotate.timer", hourly.did_change, label="logrotate timer")
     watched = [site, link, default, *tls_ops]
 

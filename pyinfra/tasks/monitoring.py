@@ -18,7 +18,7 @@ from pyinfra.operations import files, postgres, server, systemd
 from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import DiskSizeMb, PostgresRoleMember
 from tasks.grafana import grafana
-from tasks.pki import ca_certificate
+from tasks.pki import ca_certificate, internal_expiries
 from tasks.templates import put, restart_on_change, template
 
 RULES = "/etc/prometheus/rules/prodstack-alerts.yml"
@@ -71,15 +71,16 @@ def retention_size_mb(disk_mb: int, percent: int) -> int:
 def receiver_warning(cfg: Settings) -> str | None:
     if cfg.alert_receivers and not cfg.alert_heartbeat_url:
         return (
-            "NO HEARTBEAT: `alert_heartbeat_url` is not set, so if this host, Prometheus or "
-            "Alertmanager dies, no alert says so: the silence looks like health. Point it at "
-            "a dead man's switch outside the host (docs/vps.md, 'Adding a receiver')."
+            "NO HEARTBEAT: the secret ALERT_HEARTBEAT_URL is not set, so if this host, "
+            "Prometheus or Alertmanager dies, no alert says so: the silence looks like health. "
+            "Point it at a dead man's switch outside the host (docs/vps.md, 'Adding a "
+            "receiver')."
         )
     if cfg.alert_receivers:
         return None
     return (
-        "NO ALERT RECEIVER: neither `alert_email` nor `alert_webhook_url` is set, so alerts "
-        "(a database down, backups failing, the disk filling) reach nobody. They show only "
+        "NO ALERT RECEIVER: neither `alert_email` nor the secret ALERT_WEBHOOK_URL is set, so "
+        "alerts (a database down, backups failing, the disk filling) reach nobody. They show only "
         "in Alertmanager on the host's loopback. See docs/vps.md, 'Adding a receiver'."
     )
 
@@ -103,6 +104,17 @@ def monitoring(cfg: Settings) -> None:
         user="prometheus",
         group=HEALTH_USER,
     )
+    expiries = internal_expiries(cfg)
+    if expiries:
+        template(
+            name="Internal certificates' expiry, for CertificateExpiresSoon",
+            src="prodstack-internal-tls.j2.prom",
+            dest=f"{TEXTFILE_DIR}/prodstack_internal_tls.prom",
+            expiries=expiries,
+        )
+    else:
+        files.file(name="No private CA: no internal certificates' expiry",
+                   path=f"{TEXTFILE_DIR}/prodstack_internal_tls.prom", present=False)  # fmt: skip
 
     node = template(
         name="node exporter: loopback, textfile directory",

@@ -15,7 +15,7 @@ from pyinfra.operations import files, server, systemd
 
 from tasks.config import Settings
 from tasks.facts import InContainer, MountOptions
-from tasks.templates import template
+from tasks.templates import template, unit_file
 
 # Members see every process under hidepid=invisible (the services listed below).
 PROC_GROUP = "proc"
@@ -41,13 +41,13 @@ def os_hardening(cfg: Settings, packages_op=None) -> None:
     # /proc: other users' processes hidden.
     server.group(name=f"Group {PROC_GROUP} (sees all processes)", group=PROC_GROUP)
     for unit in PROC_READERS:
-        dropin = template(
+        unit_file(
             name=f"{unit} sees all processes under hidepid",
             src="proc-hidepid.j2.conf",
             dest=f"/etc/systemd/system/{unit}.d/prodstack-proc.conf",
+            label=unit,
             proc_group=PROC_GROUP,
         )
-        systemd.daemon_reload(name=f"Reload systemd units ({unit})", _if=dropin.did_change)
     files.line(
         name="/proc mounted hidepid=invisible (fstab)",
         path="/etc/fstab",

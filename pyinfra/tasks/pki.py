@@ -36,6 +36,10 @@ SERVER_DAYS = 825
 RENEW_DAYS = 30
 # Where the CA certificate sits on every host; the API containers see the same path.
 CA_ON_HOST = "/etc/prodstack/ca.crt"
+# Where a db host keeps its server certificate, for PostgreSQL and for Redis.
+POSTGRES_TLS_DIR = "/etc/postgresql/tls"
+REDIS_TLS_DIR = "/etc/redis"
+SERVER_CERTIFICATE_DIRS = (POSTGRES_TLS_DIR, REDIS_TLS_DIR)
 
 
 def upload_ca(cfg, *, label: str):
@@ -220,3 +224,19 @@ class _locked:
     def __exit__(self, *exc):
         fcntl.flock(self.lock, fcntl.LOCK_UN)
         self.lock.close()
+
+
+def internal_expiries(cfg) -> dict[str, int]:
+    """{path on the host: expiry (Unix seconds)} of the private CA's certificates this host
+    holds. They change only when a deploy uploads new ones, so the deploy writes these
+    for node exporter's textfile collector and CertificateExpiresSoon watches them."""
+    if not cfg.db_tls:
+        return {}
+    ca = x509.load_pem_x509_certificate(ca_certificate(cfg.pki_dir).read_bytes())
+    found = {CA_ON_HOST: int(ca.not_valid_after_utc.timestamp())}
+    if cfg.is_db:
+        cert, _ = server_certificate(cfg.pki_dir, cfg.db_address)
+        leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+        for directory in SERVER_CERTIFICATE_DIRS:
+            found[f"{directory}/server.crt"] = int(leaf.not_valid_after_utc.timestamp())
+    return found

@@ -29,6 +29,14 @@ def template(*, src: str, dest: str, mode: str = "644", user="root", group="root
     )
 
 
+def unit_file(*, label: str, **kwargs):
+    """template() for a systemd unit or drop-in, and a daemon-reload when it changed.
+    Returns the template operation (its change is what a restart waits on)."""
+    op = template(**kwargs)
+    systemd.daemon_reload(name=f"Reload systemd units ({label})", _if=op.did_change)
+    return op
+
+
 def put_secret(*, src: str, dest: str, mode: str = "600", **kwargs):
     """Upload a local file that holds a secret (a private key) through UPLOAD_DIR."""
     return files.put(src=src, dest=dest, mode=mode, _temp_dir=UPLOAD_DIR, **kwargs)

@@ -201,6 +201,13 @@ def test_ubuntu_reference_host_gets_its_postgres_version():
     }
 
 
+def test_a_sudo_ssh_user_joins_the_ssh_group_so_the_deploy_keeps_it_able_to_log_in():
+    plan = plan_vps({"ssh_user": "admin"}, root=REPO)
+    (join,) = [op for op in plan["operations"] if op["name"] == "SSH user admin in ssh-users"]
+    assert join["operation"] == "server.user"
+    assert join["kwargs"]["groups"] == ["ssh-users"] and join["kwargs"]["append"] is True
+
+
 # --- Restarts: which operations an `_if` reads --------------------------------------------
 
 
@@ -285,17 +292,33 @@ def test_no_secret_placeholder_survives_anywhere():
     assert role["kwargs"]["password"] == "[secret:POSTGRES_PASSWORD]"
 
 
-def test_the_secrets_file_and_the_environment_are_never_read(tmp_path, monkeypatch):
+def test_set_secrets_are_read_only_for_a_version_and_never_reach_the_deploy(
+    tmp_path, monkeypatch
+):
     root = copy_checkout(tmp_path)
-    # A real value, and a line that would stop the deploy if the file were parsed.
-    (root / "pyinfra" / "secrets.env").write_text(
-        "API_TOKEN=file-token-value-0123456789\nnot a KEY=value line\n"
-    )
+    (root / "pyinfra" / "secrets.env").write_text("API_TOKEN=file-token-value-0123456789\n")
     monkeypatch.setenv("PRODSTACK_REDIS_PASSWORD", "env-redis-value-0123456789")
-    text = planfile.dumps(plan_vps({}, root=root))
+    plan = plan_vps({}, root=root)
+    text = planfile.dumps(plan)
     assert "file-token-value" not in text and "env-redis-value" not in text
+    token = planfile.value_version("API_TOKEN", "file-token-value-0123456789")
+    redis = planfile.value_version("REDIS_PASSWORD", "env-redis-value-0123456789")
+    app_env = files(plan)["/etc/prodstack/app.env"]
+    assert f"API_TOKEN=[secret:API_TOKEN@{token}]" in app_env
+    assert f"[secret:REDIS_PASSWORD@{redis}]@" in app_env  # in REDIS_URL
+    # Not set anywhere: a placeholder with no version.
+    assert "[secret:POSTGRES_PASSWORD]@" in app_env
     assert os.environ["PRODSTACK_REDIS_PASSWORD"] == "env-redis-value-0123456789"
     assert "PRODSTACK_API_TOKEN" not in os.environ
+
+
+def test_a_malformed_secrets_file_is_the_deploys_error_naming_the_file(tmp_path):
+    root = copy_checkout(tmp_path)
+    secrets = root / "pyinfra" / "secrets.env"
+    secrets.write_text("API_TOKEN=file-token-value-0123456789\nnot a pair\n")
+    with pytest.raises(UsageError, match="secrets_file.*line 2 is not KEY=value") as error:
+        plan_vps({}, root=root)
+    assert "file-token-value" not in str(error.value)
 
 
 def test_the_plan_runs_no_process(monkeypatch):

@@ -233,6 +233,8 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
         "BACKUP_S3_ACCESS_KEY_ID": "testing-access-key",
         "BACKUP_S3_SECRET_ACCESS_KEY": "testing-secret-key",
         "BACKUP_CIPHER_PASSPHRASE": "e2e-backup-" + uuid.uuid4().hex,
+        # The receiver's URL is a secret, as a Slack webhook's would be (never data).
+        "ALERT_WEBHOOK_URL": alert_webhook.url,
     }
     secrets_file = workdir / "secrets.env"
     secrets_file.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
@@ -253,7 +255,6 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
         # The app's own per-client limit would otherwise throttle the load loops.
         "app_rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,
-        "alert_webhook_url": alert_webhook.url,
     }
     s = Stack(host, workdir, data, secrets)
     s.first = s.pyinfra()

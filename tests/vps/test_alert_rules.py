@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tasks.config import MONITORING_PORTS, redis_password_hash, settings_for
+from tasks.config import MONITORING_PORTS, SettingsError, redis_password_hash, settings_for
 from tasks.monitoring import receiver_warning, retention_size_mb, scrape_jobs
 
 from tests.vps.test_templates import render
@@ -150,28 +150,39 @@ def test_scrape_jobs_follow_the_roles(data, environ):
     ]  # fmt: skip
 
 
+# Each receiver layout: its data, and its secrets (the URLs carry tokens: never data).
 RECEIVERS = {
-    "none": {},
-    "email": {"alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587"},
-    "email-auth": {
-        "alert_email": "ops@example.com",
-        "alert_smarthost": "smtp.example.com:587",
-        "alert_smarthost_user": "ops",
-    },  # fmt: skip
-    "webhook": {"alert_webhook_url": "https://ntfy.example.com/alerts"},
-    "slack": {"alert_webhook_url": "https://hooks.slack.com/services/T000/B000/XXXX"},
-    "all": {
-        "alert_email": "ops@example.com",
-        "alert_smarthost": "smtp.example.com:587",
-        "alert_webhook_url": "https://ntfy.example.com/alerts",
-        "alert_heartbeat_url": "https://hc-ping.example.com/uuid",
-    },  # fmt: skip
+    "none": ({}, {}),
+    "email": ({"alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587"}, {}),
+    "email-auth": (
+        {
+            "alert_email": "ops@example.com",
+            "alert_smarthost": "smtp.example.com:587",
+            "alert_smarthost_user": "ops",
+        },
+        {},
+    ),  # fmt: skip
+    "webhook": ({}, {"ALERT_WEBHOOK_URL": "https://ntfy.example.com/alerts"}),
+    "slack": ({}, {"ALERT_WEBHOOK_URL": "https://hooks.slack.com/services/T000/B000/XXXX"}),
+    "all": (
+        {"alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587"},
+        {
+            "ALERT_WEBHOOK_URL": "https://ntfy.example.com/alerts",
+            "ALERT_HEARTBEAT_URL": "https://hc-ping.example.com/uuid",
+        },
+    ),  # fmt: skip
 }
 
 
+def receiver_settings(data, environ, layout: str):
+    layout_data, secrets = RECEIVERS[layout]
+    environ = {**environ, "PRODSTACK_ALERT_SMTP_PASSWORD": "smtp-password-0123456789",
+               **{f"PRODSTACK_{k}": v for k, v in secrets.items()}}  # fmt: skip
+    return settings_for({**data, **layout_data}, {"web", "db"}, environ=environ)
+
+
 def alertmanager_config(data, environ, layout: str) -> tuple[str, dict]:
-    environ = {**environ, "PRODSTACK_ALERT_SMTP_PASSWORD": "smtp-password-0123456789"}
-    cfg = settings_for({**data, **RECEIVERS[layout]}, {"web", "db"}, environ=environ)
+    cfg = receiver_settings(data, environ, layout)
     slack = "hooks.slack.com" in (cfg.alert_webhook_url or "")
     text = render("alertmanager.j2.yml", cfg, slack=slack)
     return text, yaml.safe_load(text)
@@ -219,21 +230,55 @@ def test_no_receiver_routes_to_nobody_and_warns(data, environ):
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     assert cfg.alert_receivers == ()
     assert "NO ALERT RECEIVER" in receiver_warning(cfg)
-    webhook = settings_for({**data, **RECEIVERS["webhook"]}, {"web", "db"}, environ=environ)
+    webhook = receiver_settings(data, environ, "webhook")
     assert "NO HEARTBEAT" in receiver_warning(webhook)
-    beat = {**data, **RECEIVERS["webhook"], "alert_heartbeat_url": "https://hc-ping.com/x"}
-    assert receiver_warning(settings_for(beat, {"web", "db"}, environ=environ)) is None
+    beat = settings_for(data, {"web", "db"}, environ={
+        **environ, "PRODSTACK_ALERT_WEBHOOK_URL": "https://ntfy.example.com/alerts",
+        "PRODSTACK_ALERT_HEARTBEAT_URL": "https://hc-ping.com/x"})  # fmt: skip
+    assert receiver_warning(beat) is None
 
 
-def test_webhook_secret_wins_and_stays_out_of_repr(data, environ):
+def test_webhook_secret_stays_out_of_repr(data, environ):
     secret_url = "https://hooks.slack.com/services/T111/B111/secret-token"
-    cfg = settings_for(
-        {**data, **RECEIVERS["webhook"]},
-        {"web", "db"},
-        environ={**environ, "PRODSTACK_ALERT_WEBHOOK_URL": secret_url},
-    )
+    cfg = settings_for(data, {"web", "db"},
+                       environ={**environ, "PRODSTACK_ALERT_WEBHOOK_URL": secret_url})  # fmt: skip
     assert cfg.alert_webhook_url == secret_url
     assert "secret-token" not in repr(cfg)
+
+
+# A secret that reaches alertmanager.yml: a password with a quote, a backslash, a newline
+# and YAML of its own must come back as the same string, and add no key.
+HOSTILE_PASSWORD = 'pa"ss\\word\n  smtp_require_tls: false\n# \' & <x>'
+
+
+def test_hostile_smtp_password_stays_one_yaml_string_and_a_hostile_user_is_refused(
+    data, environ
+):
+    layout_data, _ = RECEIVERS["email-auth"]
+    environ = {**environ, "PRODSTACK_ALERT_SMTP_PASSWORD": HOSTILE_PASSWORD}
+    user = "ops+alerts@example.com"
+    cfg = settings_for({**data, **layout_data, "alert_smarthost_user": user}, {"web", "db"},
+                       environ=environ)  # fmt: skip
+    config = yaml.safe_load(render("alertmanager.j2.yml", cfg, slack=False))
+    assert config["global"]["smtp_auth_password"] == HOSTILE_PASSWORD
+    assert config["global"]["smtp_auth_username"] == user
+    assert config["global"]["smtp_require_tls"] is True
+    assert "smtp_hello" not in config["global"]
+    with pytest.raises(SettingsError, match="`alert_smarthost_user`"):
+        settings_for({**data, **layout_data, "alert_smarthost_user": 'ops"\nsmtp_hello: evil'},
+                     {"web", "db"}, environ=environ)  # fmt: skip
+
+
+@pytest.mark.parametrize("url", [
+    'https://hooks.example.com/a"b', "https://hooks.example.com/a\nb", "https://u:p@example.com/x",
+    "https://hooks.example.com/a\\b", "ftp://example.com/x", "https://example.com/x\n",
+])  # fmt: skip
+@pytest.mark.parametrize("name", ["ALERT_WEBHOOK_URL", "ALERT_HEARTBEAT_URL"])
+def test_a_hostile_url_secret_is_refused_by_name_without_its_value(data, environ, name, url):
+    with pytest.raises(SettingsError) as error:
+        settings_for(data, {"web", "db"}, environ={**environ, f"PRODSTACK_{name}": url})
+    message = str(error.value)
+    assert f"`{name}`" in message and url not in message and "example.com" not in message
 
 
 def test_public_nginx_keeps_metrics_and_openapi_to_loopback(data, environ):

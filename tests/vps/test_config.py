@@ -85,6 +85,7 @@ def test_explicit_replicas_win_over_size(data, environ):
          "`deploy_user_public_keys`"),
         ({"deploy_user_public_keys": ["ssh-ed25519 notbase64 x"]}, "`deploy_user_public_keys`"),
         ({"docker_bridge": "br0; iptables -F"}, "`docker_bridge`"),
+        ({"ssh_user": "admin; reboot"}, "`ssh_user`"),
         ({"docker_bridge": "a-bridge-name-too-long"}, "`docker_bridge`"),
     ],
 )  # fmt: skip
@@ -219,6 +220,87 @@ def test_known_keys_are_group_data_names(data):
 
     assert set(data) - {"deploy_user_public_keys"} <= known_keys()
     assert "replica" not in known_keys()
+
+
+# --- Credentials are never data -------------------------------------------------------------
+
+TOKEN = "SECRETTOKEN-0123456789abcdef"
+# Every way a credential arrives as data, and the key the refusal names. Values carry
+# quotes and newlines: what would break a config file if it ever reached one.
+CREDENTIALS_AS_DATA = [
+    ({"alert_webhook_url": f"https://hooks.slack.com/services/T000/B000/{TOKEN}"},
+     "alert_webhook_url"),
+    ({"alert_heartbeat_url": f"https://hc-ping.com/{TOKEN}"}, "alert_heartbeat_url"),
+    ({"POSTGRES_PASSWORD": f'"{TOKEN}"\n'}, "POSTGRES_PASSWORD"),
+    ({"alert_smtp_password": TOKEN}, "alert_smtp_password"),
+    ({"backup_s3_secret_access_key": TOKEN}, "backup_s3_secret_access_key"),
+    ({"BACKUP_S3_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE"}, "BACKUP_S3_ACCESS_KEY_ID"),
+    ({"SLACK_TOKEN": TOKEN}, "SLACK_TOKEN"),
+    ({"MY_API_KEY": TOKEN}, "MY_API_KEY"),
+    ({"domain": f"https://user:{TOKEN}@example.com"}, "domain"),
+    ({"metrics_allowed_cidrs": ["10.0.0.1/32", f"https://discord.com/api/webhooks/1/{TOKEN}"]},
+     "metrics_allowed_cidrs"),
+    ({"image": "AKIAIOSFODNN7EXAMPLE"}, "image"),
+    ({"app_log_level": f"xoxb-{TOKEN}"}, "app_log_level"),
+    ({"letsencrypt_email": f"ghp_{'a1' * 18}'\n"}, "letsencrypt_email"),
+    ({"tls_key_file": f"-----BEGIN OPENSSH PRIVATE KEY-----\n{TOKEN}\n"}, "tls_key_file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("override", "key"), CREDENTIALS_AS_DATA,
+                         ids=[key for _, key in CREDENTIALS_AS_DATA])  # fmt: skip
+def test_a_credential_as_data_is_refused_by_name_without_its_value(data, environ, override, key):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, **override}, SINGLE, environ=environ)
+    message = str(error.value)
+    assert message.startswith(f"invalid data `{key}` (value not shown)")
+    assert "\n" not in message
+    for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "a1a1a1a1"):
+        assert secret not in message
+
+
+def test_a_secrets_key_as_data_names_the_secret_it_belongs_in(data, environ):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, "alert_webhook_url": "https://ntfy.example.com/alerts"}, SINGLE,
+                     environ=environ)  # fmt: skip
+    assert "ALERT_WEBHOOK_URL=..." in str(error.value)
+    assert "PRODSTACK_ALERT_WEBHOOK_URL" in str(error.value)
+
+
+# A well-formed key whose blob reads as text, with AKIA (an AWS key ID's start) in it.
+PUBLIC_KEY_WITH_AKIA = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEFLSUEtbG9va3MtbGlrZS1hbi1hd3Mta2V5LWlkLTAw op@example"
+)
+
+
+def test_legitimate_keys_that_mention_keys_and_urls_are_accepted(data, environ):
+    """Lower-case names with key or password in them are pyinfra's own (a path, an SSH
+    setting) or ours; public keys, https endpoints and e-mail addresses are not secrets."""
+    legitimate = {
+        "ssh_key": "~/.ssh/id_ed25519", "ssh_password": "typed-by-the-operator",
+        "ssh_key_password": "passphrase-of-the-key", "ssh_strict_host_key_checking": "off",
+        "deploy_user_public_keys": [PUBLIC_KEY_WITH_AKIA],
+        "backup_s3_bucket": "backups", "backup_s3_endpoint_url": "https://s3.example.net:9000",
+        "alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587",
+        "alert_smarthost_user": "ops@example.com", "domain": "api.example.com",
+        "letsencrypt_email": "ops@example.com", "image": "registry.example.com/api:1a2b",
+    }  # fmt: skip
+    environ = {**environ, "PRODSTACK_ALERT_SMTP_PASSWORD": "smtp-password-0123456789",
+               "PRODSTACK_BACKUP_S3_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+               "PRODSTACK_BACKUP_S3_SECRET_ACCESS_KEY": "s3-secret-0123456789abcdef",
+               "PRODSTACK_BACKUP_CIPHER_PASSPHRASE": "cipher-pass-0123456789abcdef"}  # fmt: skip
+    cfg = settings_for({**data, **legitimate}, SINGLE, environ=environ)
+    assert cfg.backup_s3_bucket == "backups"
+
+
+def test_webhook_and_heartbeat_come_from_the_secrets_file(data, environ, tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text(f"ALERT_WEBHOOK_URL=https://hooks.slack.com/services/T000/B000/{TOKEN}\n"
+                    f"ALERT_HEARTBEAT_URL=https://hc-ping.com/{TOKEN}\n")  # fmt: skip
+    cfg = settings_for({**data, "secrets_file": str(path)}, SINGLE, environ=environ)
+    assert cfg.alert_webhook_url.endswith(TOKEN) and cfg.alert_heartbeat_url.endswith(TOKEN)
+    assert cfg.alert_receivers == ("webhook",)
+    assert TOKEN not in repr(cfg)
 
 
 # --- Finding 1: the SSH port pyinfra connects on ------------------------------------------

@@ -249,3 +249,32 @@ def test_firewall_expects_ufw_to_print_single_web_hosts_without_a_prefix(data, e
     _, db = split(data, environ, tmp_path)
     lines = {line for _, line in wanted_rules(db)}
     assert {f"5432/tcp ALLOW IN {WEB_ADDRESS}", f"6379/tcp ALLOW IN {WEB_ADDRESS}"} <= lines
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="no promtool")
+def test_internal_certificates_expiry_is_written_for_the_expiry_alert(data, environ, tmp_path):
+    from tasks.pki import internal_expiries
+
+    web, db = split(data, environ, tmp_path)
+    cert, _ = server_certificate(db.pki_dir, db.db_address)
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    ca = x509.load_pem_x509_certificate(ca_certificate(db.pki_dir).read_bytes())
+    assert internal_expiries(web) == {CA_ON_HOST: int(ca.not_valid_after_utc.timestamp())}
+    found = internal_expiries(db)
+    end = int(leaf.not_valid_after_utc.timestamp())
+    assert found == {
+        CA_ON_HOST: int(ca.not_valid_after_utc.timestamp()),
+        "/etc/postgresql/tls/server.crt": end,
+        "/etc/redis/server.crt": end,
+    }
+    text = render("prodstack-internal-tls.j2.prom", db, expiries=found)
+    check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert text.count("prodstack_tls_certificate_expiry_timestamp_seconds{path=") == 3
+
+
+def test_a_single_host_without_a_private_ca_writes_no_internal_expiry(data, environ):
+    from tasks.pki import internal_expiries
+
+    assert internal_expiries(settings_for(data, {"web", "db"}, environ=environ)) == {}

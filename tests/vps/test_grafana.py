@@ -41,10 +41,17 @@ def panel_queries() -> list[tuple[str, str]]:
 @pytest.fixture
 def cfg(data, environ):
     return settings_for(
-        {**data, "grafana": True, "domain": "api.example.com"},
+        {**data, "grafana": True, "domain": "api.example.com",
+         "grafana_allowed_cidrs": ["203.0.113.0/24"]},
         {"web", "db"},
         environ=environ,
-    )
+    )  # fmt: skip
+
+
+@pytest.fixture
+def tunnel_only(data, environ):
+    return settings_for({**data, "grafana": True, "domain": "api.example.com"}, {"web", "db"},
+                        environ=environ)  # fmt: skip
 
 
 def test_dashboard_has_every_panel_on_the_provisioned_datasource(cfg):
@@ -97,10 +104,30 @@ def test_grafana_ini_loopback_subpath_and_no_anonymous_access(cfg):
     assert ini["security"]["admin_password"] == PASSWORD
     assert ini["security"]["cookie_secure"] == "true"
     assert ini["snapshots"]["external_enabled"] == "false"
+    assert ini["metrics"]["enabled"] == "false"
+
+
+def test_grafana_without_allowed_addresses_is_for_the_ssh_tunnel_only(tunnel_only):
+    ini = configparser.ConfigParser()
+    ini.read_string(render("grafana.j2.ini", tunnel_only))
+    port = MONITORING_PORTS["grafana"]
+    assert ini["server"]["root_url"] == f"http://127.0.0.1:{port}/grafana/"
+    # The tunnel is plain HTTP at its end: a Secure cookie would never come back.
+    assert ini["security"]["cookie_secure"] == "false"
+    assert ini["metrics"]["enabled"] == "false"
+    assert "grafana" not in render("nginx-site.j2.conf", tunnel_only)
+
+
+def test_unattended_upgrades_take_grafanas_repository(cfg):
+    text = render("52prodstack-grafana-upgrades.j2.conf", cfg)
+    assert '"site=apt.grafana.com";' in text and "Unattended-Upgrade::Origins-Pattern" in text
 
 
 def test_grafana_is_served_under_its_subpath_only_when_enabled(cfg, data, environ):
-    assert "location /grafana/ {" in render("nginx-site.j2.conf", cfg)
+    site = render("nginx-site.j2.conf", cfg)
+    location = site[site.index("location /grafana/ {"):].split("}", 1)[0]
+    assert "allow 203.0.113.0/24;" in location and "deny all;" in location
+    assert "limit_req zone=prodstack_api" in location
     off = settings_for(data, {"web", "db"}, environ=environ)
     assert "grafana" not in render("nginx-site.j2.conf", off)
 

@@ -42,8 +42,10 @@ def site(tmp_path_factory, request):
     replica = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replica)
     threading.Thread(target=replica.serve_forever, daemon=True).start()
     data = {**defaults(), "domain": "api.example.com", "rate_limit_exempt_cidrs": [],
-            "rate_limit_rps": 1, "rate_limit_burst": 5}  # fmt: skip
+            "rate_limit_rps": 1, "rate_limit_burst": 5, "grafana": True,
+            "grafana_allowed_cidrs": ["203.0.113.0/24"]}  # fmt: skip
     environ = {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
+    environ["PRODSTACK_GRAFANA_ADMIN_PASSWORD"] = "grafana-admin-0123456789"
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
@@ -56,7 +58,8 @@ def site(tmp_path_factory, request):
     http_port, https_port, status_port, echo_port = (free_port() for _ in range(4))
     text = render("nginx-site.j2.conf", cfg, cert=str(tmp / "cert.pem"),
                   key=str(tmp / "key.pem"), webroot=str(tmp), upstream_servers=str(upstream),
-                  ipv6=False, status_port=status_port)  # fmt: skip
+                  ipv6=False, status_port=status_port,
+                  grafana_port=replica.server_address[1])  # fmt: skip
     text = text.replace("listen 80 default_server", f"listen 127.0.0.1:{http_port}")
     text = text.replace("listen 443 ssl", f"listen 127.0.0.1:{https_port} ssl")
     (tmp / "site.conf").write_text(text)
@@ -147,3 +150,11 @@ def test_the_apps_health_paths_are_not_rate_limited(site, path):
 @pytest.mark.parametrize("path", ["/healthz", "/health/live/../../api/v1/alerts", "/health/x"])
 def test_other_paths_under_health_are_rate_limited(site, path):
     assert 429 in statuses(site, path)
+
+
+def test_grafana_answers_only_its_allowed_addresses(site):
+    """grafana_allowed_cidrs: 203.0.113.0/24 reaches Grafana (the stand-in here); any
+    other address, IPv6 included, gets 403 before nginx passes anything on."""
+    assert statuses(site, "/grafana/login", ("203.0.113.9",), n=1) == [200]
+    for outsider in ("198.51.100.7", "2001:db8:cc::1"):
+        assert statuses(site, "/grafana/login", (outsider,), n=1) == [403]

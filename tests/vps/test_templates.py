@@ -51,6 +51,7 @@ def render(name: str, cfg, **extra) -> str:
         "version": "15",
         "upstream_servers": "/etc/nginx/prodstack/upstream-servers.conf",
         "tls_dir": "/etc/postgresql/tls",
+        "expiries": {"/etc/prodstack/ca.crt": 2000000000},
         "ca_file": "/etc/prodstack/ca.crt",
         "ssh_group": SSH_GROUP,
         "status_port": MONITORING_PORTS["nginx stub_status"],
@@ -146,7 +147,7 @@ def test_host_scripts_compile(script):
 def test_rendered_nginx_site_passes_nginx_t(tmp_path: Path, data, environ, ipv6, grafana):
     cfg = settings_for(
         {**data, "domain": "api.example.com", "rate_limit_exempt_cidrs": ["127.0.0.0/8"],
-         "grafana": grafana},
+         "grafana": grafana, "grafana_allowed_cidrs": ["203.0.113.0/24"]},
         {"web", "db"},
         environ={**environ, "PRODSTACK_GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789"},
     )  # fmt: skip
@@ -393,6 +394,23 @@ def test_loopback_guard_drops_loopback_traffic_from_other_interfaces(data, envir
     assert "After=docker.service ufw.service" in unit
     assert "-t raw -I PREROUTING ! -i lo -d 127.0.0.0/8 -j DROP" in unit
     assert "! -i lo -d ::1/128 -j DROP" in unit
+
+
+def test_guard_lets_the_hosts_own_traffic_reach_the_container_subnet(data, environ):
+    """Each rule goes in with -I (first): replay the ExecStart lines to get the chain, where
+    the host's own packets to the bridge's gateway (they arrive on lo) must be accepted
+    before the drop of everything else addressed to the container subnet."""
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    unit = render("prodstack-loopback-guard.j2.service", cfg)
+    chain: list[str] = []
+    for line in unit.splitlines():
+        if line.startswith("ExecStart=") and " iptables " in line:
+            chain.insert(0, line.split(" -I PREROUTING ", 1)[1].rstrip("'"))
+    subnet = cfg.docker_subnet
+    first = next(rule for rule in chain if f"-d {subnet}" in rule)
+    assert first == f"-i lo -d {subnet} -j ACCEPT"
+    assert f"! -i {cfg.docker_bridge} -d {subnet} -j DROP" in chain
+    assert f"-i {cfg.docker_bridge} -d 169.254.0.0/16 -j DROP" in chain
 
 
 # --- Finding 9: kernel settings --------------------------------------------------------------

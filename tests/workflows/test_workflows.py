@@ -530,3 +530,29 @@ def test_plan_reports_a_stack_it_cannot_plan_and_still_posts_the_others(tmp_path
     assert "Traceback" not in comment
     assert "no changes" in section(comment, "stack-prod").lower()
     assert "no changes" in section(comment, "profile-vps").lower()
+
+
+def test_plan_comment_never_shows_a_credential_committed_as_data(tmp_path: Path) -> None:
+    """A pull request that puts a Slack webhook and a database password in group_data
+    (hostile: a quote in the password): the VPS section says the diff failed, naming a
+    key, and neither the comment, the job summary nor any file of the artifact holds the
+    token."""
+    token = "SECRETTOKEN0123"
+    credentials = (
+        f'grafana = False\\nalert_webhook_url = "https://hooks.slack.com/services/T0/B0/{token}"'
+        f'\\nPOSTGRES_PASSWORD = "{token}\\\\""'
+    )
+    edits = (("pyinfra/group_data/all.py", r"^grafana = False$", credentials),)
+    repo, base, merge = throwaway_repository(tmp_path, edits)
+    assert token in (repo / "pyinfra/group_data/all.py").read_text()
+    env = pull_request_env(repo, tmp_path, base, merge)
+    outputs = run_job(load("plan")["jobs"]["plan"], repo, env, tmp_path, failing="plan")
+    out = Path(outputs["plan"]["dir"])
+    comment = (out / "comment.md").read_text()
+    vps = section(comment, "profile-vps")
+    assert "**prodstack diff failed** (exit 2)" in vps
+    assert "invalid data `POSTGRES_PASSWORD` (value not shown)" in vps
+    assert "no changes" in section(comment, "stack-prod").lower()
+    written = [p.read_text() for p in out.rglob("*") if p.is_file()]
+    for text in (*written, Path(env["GITHUB_STEP_SUMMARY"]).read_text()):
+        assert token not in text
