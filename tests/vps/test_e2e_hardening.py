@@ -476,8 +476,13 @@ def test_deploy_user_on_port_2222_locks_nobody_out(stack):
     assert stack.host.run("ss -Htln 'sport = :22'").stdout.strip()
     assert _ssh_login(stack, "deploy", ALT_SSH_PORT)
     assert not _ssh_login(stack, "root", ALT_SSH_PORT)
-    # fail2ban counted the refused login on 2222; forgive it, the test logs in again.
-    failed = stack.host.run("fail2ban-client status sshd").stdout
+    # fail2ban counted the refused login on 2222 (it reads the journal a moment later);
+    # forgive it, the test logs in again.
+    deadline = time.monotonic() + 20
+    while "Total failed:\t0" in (failed := stack.host.run("fail2ban-client status sshd").stdout):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(1)
     assert "Currently failed:\t0" not in failed and "Total failed:\t0" not in failed
     stack.host.run("fail2ban-client unban --all")
     actions = [line for line in stack.host.run("fail2ban-client -d").stdout.splitlines()
