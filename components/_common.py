@@ -18,6 +18,11 @@ TEARDOWN_TAG = "prodstack:teardown"
 #: Tag the original database carries after a point-in-time restore replaced it (kept until
 #: released): the data-tier rules no longer ask backups, drills and events of it.
 RESTORE_SOURCE_TAG = "prodstack:restore-source"
+# On an alarm only ECS deployments watch (it notifies nobody): the seed-rule checks, which
+# want a notifying alarm treating missing data as breaching, leave it to
+# `deployment-alarms-quiet-on-missing-data`.
+DEPLOYMENT_ALARM_TAG = "prodstack:alarm-use"
+DEPLOYMENT_ALARM_USE = "deployment"
 # On an ECS service with ECS Exec on in prod: the named, visible exception the policy
 # pack accepts (config `ecs_exec_in_prod: true`).
 ECS_EXEC_TAG = "prodstack:ecs-exec"
@@ -51,6 +56,28 @@ def assume_role_policy(service: str, *, account: str, source_arn: str) -> str:
                     "Principal": {"Service": service},
                     "Action": "sts:AssumeRole",
                     "Condition": source_conditions(account=account, source_arn=source_arn),
+                }
+            ],
+        }
+    )
+
+
+def documented_trust_policy(service: str) -> str:
+    """IAM trust policy letting ``service`` assume a role, with no condition: the form AWS
+    documents for the roles whose assumption is not known to carry ``aws:SourceArn`` or
+    ``aws:SourceAccount`` (a condition on a key the service does not send fails every
+    assumption). Use :func:`assume_role_policy` wherever AWS documents the keys.
+
+    Each caller cites the AWS page showing this exact policy for its role.
+    """
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": "sts:AssumeRole",
                 }
             ],
         }

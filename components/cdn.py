@@ -20,11 +20,32 @@ PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
 # Managed policy IDs. CachingDisabled: AWS CloudFront developer guide
 # "Use managed cache policies" and aws-cdk cache-policy.ts. AllViewerExceptHostHeader
 # (the ALB sees its own host name, matching its certificate): aws-cdk
-# origin-request-policy.ts. UseOriginCacheControlHeaders' ID is only third-party
-# sourced, so it is looked up by name at deploy time.
+# origin-request-policy.ts.
 CACHING_DISABLED_POLICY_ID = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
 ALL_VIEWER_EXCEPT_HOST_HEADER_POLICY_ID = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
-ORIGIN_CACHE_CONTROL_POLICY_NAME = "Managed-UseOriginCacheControlHeaders"
+# The default behaviour's own cache policy: the origin's Cache-Control decides, as with the
+# managed UseOriginCacheControlHeaders, but without Host in the cache key. Whatever a cache
+# key holds CloudFront also sends to the origin, whatever the origin request policy says,
+# so a key with Host would hand the ALB the viewer's Host despite
+# AllViewerExceptHostHeader (it works only while the ALB certificate covers the domain).
+# Source: botocore cloudfront ParametersInCacheKeyAndForwardedToOrigin ("The headers,
+# cookies, and query strings that are included in the cache key are also included in
+# requests that CloudFront sends to the origin").
+# TTLs: DefaultTTL applies only when the origin sends no Cache-Control or Expires (0: such a
+# response is not cached); MaxTTL caps what the origin asks for (one year, the API's own
+# default); MinTTL 0 so no-store/private are honoured. Behaviours: header none | whitelist;
+# cookie and query string none | whitelist | allExcept | all. Source: botocore cloudfront
+# CachePolicyConfig (MinTTL, DefaultTTL, MaxTTL), CachePolicyHeaderBehavior,
+# CachePolicyCookieBehavior, CachePolicyQueryStringBehavior.
+ORIGIN_CACHE_CONTROL_TTLS = {"min_ttl": 0, "default_ttl": 0, "max_ttl": 31_536_000}
+ORIGIN_CACHE_CONTROL_KEY = {
+    "headers_config": {"header_behavior": "none"},
+    # The API authenticates with a bearer header, never cookies.
+    "cookies_config": {"cookie_behavior": "none"},
+    "query_strings_config": {"query_string_behavior": "all"},
+    "enable_accept_encoding_gzip": True,
+    "enable_accept_encoding_brotli": True,
+}
 UNCACHED_PATHS = ("/api/*", "/health/*")
 ORIGIN_ID = "alb"
 # Security headers on every viewer response, the same values the VPS profile's nginx
@@ -139,6 +160,8 @@ class Cdn(pulumi.ComponentResource):
 
     Creates:
         ``{name}-distribution``; ``{name}-security-headers`` (response headers policy);
+        ``{name}-origin-cache-control`` (the default behaviour's cache policy: the
+        origin's Cache-Control, no Host in the key);
         ``{name}-access-logs`` (log group) + ``{name}-log-source``, ``{name}-log-destination``
         and ``{name}-log-delivery`` (standard logging v2, all in us-east-1);
         ``{name}-cert`` (+ validation, in us-east-1) when aliases have no certificate, with
@@ -158,9 +181,10 @@ class Cdn(pulumi.ComponentResource):
     Secure defaults:
         Viewers redirected to HTTPS; TLSv1.2_2021 minimum with SNI; HTTPS-only to the
         origin (TLS 1.2); ``/api/*`` and ``/health/*`` never cached; elsewhere the
-        origin's Cache-Control decides; WAF attached when given; HSTS (2 years,
-        subdomains), nosniff, frame DENY and no-referrer on every response, as the VPS
-        profile's nginx sends them; access logs (standard logging v2) to CloudWatch.
+        origin's Cache-Control decides, and the viewer's Host never reaches the origin;
+        WAF attached when given; HSTS (2 years, subdomains), nosniff, frame DENY and
+        no-referrer on every response, as the VPS profile's nginx sends them; access
+        logs (standard logging v2) to CloudWatch.
 
     Opt-outs:
         ``origin_https=False`` and no ``aliases`` (stack without a domain; both warned).
@@ -185,8 +209,12 @@ class Cdn(pulumi.ComponentResource):
                 self,
             )
         viewer_certificate = self._viewer_certificate(args)
-        origin_cache_control = aws.cloudfront.get_cache_policy(
-            name=ORIGIN_CACHE_CONTROL_POLICY_NAME, opts=pulumi.InvokeOptions(parent=self)
+        origin_cache_control = aws.cloudfront.CachePolicy(
+            f"{name}-origin-cache-control",
+            comment="prodstack: the origin's Cache-Control decides; Host not in the key",
+            parameters_in_cache_key_and_forwarded_to_origin=ORIGIN_CACHE_CONTROL_KEY,
+            opts=child_opts(self),
+            **ORIGIN_CACHE_CONTROL_TTLS,
         )
         headers = aws.cloudfront.ResponseHeadersPolicy(
             f"{name}-security-headers",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import assume_role_policy, child_opts, merge_tags
+from components._common import child_opts, documented_trust_policy, merge_tags
 
 # Source: pulumi_aws rds.Proxy `engine_family` (MYSQL | POSTGRESQL | SQLSERVER) and
 # `default_auth_scheme` ("Default authentication scheme that the proxy uses for client
@@ -158,12 +158,14 @@ class DatabaseProxy(pulumi.ComponentResource):
         n, args = self._name, self._args
         role = aws.iam.Role(
             f"{n}-role",
-            # Only this account's proxies may have RDS assume it (the proxy's own ARN is
-            # not known before the role exists). Source: IAM user guide, confused-deputy.html.
-            assume_role_policy=assume_role_policy(
-                "rds.amazonaws.com", account=self._account,
-                source_arn=f"arn:aws:rds:{self._region}:{self._account}:db-proxy:*",
-            ),
+            # The trust policy as AWS documents it for a proxy's role: rds.amazonaws.com,
+            # sts:AssumeRole, no condition (the console's "RDS - Add Role to Database" use
+            # case). RDS's confused-deputy page asks for aws:SourceArn/aws:SourceAccount in
+            # resource policies and documents neither key for a proxy assuming its role; a
+            # condition on a key RDS does not send would leave the proxy unable to connect.
+            # Source: RDS user guide, rds-proxy-iam-setup.html;
+            # cross-service-confused-deputy-prevention.html.
+            assume_role_policy=documented_trust_policy("rds.amazonaws.com"),
             tags=self._tags("role"),
             opts=child_opts(self),
         )

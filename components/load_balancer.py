@@ -65,10 +65,15 @@ ENCODED_PATHS = ("*%*",)
 # Header CloudFront adds on every origin request; the ALB forwards only when it matches,
 # because CloudFront's origin-facing prefix list is shared by every AWS customer.
 ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
-# Blue/green: requests carrying this header and value take the test listener rule, which
-# ECS points at the green (new) tasks while a deployment waits before the switch.
+# Blue/green: requests carrying this header, with the stack's generated secret as its
+# value (``test_route_secret``), take the test listener rule, which ECS points at the green
+# (new) tasks while a deployment waits before the switch. A constant value would let anyone
+# reach green before the switch.
 TEST_ROUTE_HEADER = "X-Prodstack-Route"
-TEST_ROUTE_VALUE = "green"
+# A header condition compares at most 128 characters, case-insensitively, with `*` and `?`
+# as wildcards: the secret is shorter and alphanumeric. Source: botocore elbv2
+# HttpHeaderConditionConfig.Values.
+MAX_HEADER_VALUE_LENGTH = 128
 # Rule priorities (1-50000, lower first, unique per listener). Source: pulumi_aws
 # lb.ListenerRule `priority`. The 403 rules come before every forward; the CDN's
 # forwarding rule and blue/green's production rule never exist together.
@@ -151,9 +156,15 @@ class LoadBalancerArgs:
     blue_green: bool = False
     """Build what an ECS blue/green deployment moves traffic with: an alternate target
     group, a production listener rule and a test listener rule that matches
-    ``X-Prodstack-Route: green`` (both forward with weights that ECS rewrites, so
-    Pulumi leaves their actions alone after creation). Default: ``False`` (one target
-    group, rolling deployments). Example: ``True``."""
+    ``X-Prodstack-Route: <test_route_secret>`` (both forward with weights that ECS
+    rewrites, so Pulumi leaves their actions alone after creation). Default: ``False``
+    (one target group, rolling deployments). Example: ``True``."""
+
+    test_route_secret: pulumi.Input[str] | None = None
+    """Blue/green: the value the test rule requires in ``X-Prodstack-Route``, a generated
+    secret (alphanumeric, at most 128 characters), so only operators who read it from the
+    stack reach the green set before the switch. Required with ``blue_green``.
+    Default: ``None``. Example: ``random.RandomPassword("test-route", length=40).result``."""
 
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
@@ -169,6 +180,13 @@ class LoadBalancerArgs:
             problems.append("alias_names need hosted_zone_id")
         if not 0 <= self.deregistration_delay_seconds <= 3600:
             problems.append("deregistration_delay_seconds: 0-3600")
+        if self.blue_green and self.test_route_secret is None:
+            problems.append("blue_green needs test_route_secret (a generated secret)")
+        if isinstance(self.test_route_secret, str) and not (
+                self.test_route_secret.isalnum()
+                and len(self.test_route_secret) <= MAX_HEADER_VALUE_LENGTH):
+            problems.append(f"test_route_secret: alphanumeric, at most "
+                            f"{MAX_HEADER_VALUE_LENGTH} characters")
         if problems:
             raise ValueError("LoadBalancerArgs: " + "; ".join(problems))
 
@@ -562,7 +580,8 @@ class LoadBalancer(pulumi.ComponentResource):
             # Conditions are ANDed: behind a CDN the test route still needs the origin
             # secret, so it is reachable only through CloudFront and its WAF.
             conditions=[*origin_check, {"http_header": {
-                "http_header_name": TEST_ROUTE_HEADER, "values": [TEST_ROUTE_VALUE],
+                "http_header_name": TEST_ROUTE_HEADER,
+                "values": [self._args.test_route_secret],
             }}],
             tags=self._tags("test"),
             opts=child_opts(self, ignore_changes=["actions"]),

@@ -31,6 +31,15 @@ ALERT_RULES_FILE = REPO_ROOT / "pyinfra" / "files" / "prodstack-alerts.yml"
 # PostgreSQL, Redis and backup exporters, which exist on the VPS profile only (RDS,
 # ElastiCache and the tasks alarm through CloudWatch, components/observability.py).
 CLOUD_RULE_GROUPS = ("prodstack-api",)
+# Rules of those groups that can never fire on AMP, so the workspace does not get them. On
+# the VPS profile one Prometheus scrapes every replica and writes `up 0` for one that does
+# not answer; here each task's collector scrapes only its own task (localhost), so a task
+# that is gone sends nothing at all rather than `up 0`, and no Prometheus server exists
+# whose service discovery could report an empty target list
+# (prometheus_sd_discovered_targets). ApiNoTaskReporting (absent_over_time, in
+# DEPENDENCY_RULES_FILE) and the healthy-hosts and running-tasks CloudWatch alarms
+# (components/observability.py) cover tasks that are gone.
+VPS_ONLY_RULES = ("ApiReplicaDown", "ApiAllReplicasDown")
 # The cloud profile's own data-tier rules, on the API's readiness gauges (db_connected,
 # redis_connected): RDS and ElastiCache have no exporter for the VPS data rules to read.
 DEPENDENCY_RULES_FILE = COLLECTOR_TEMPLATE.parent / "api-dependency-alerts.yml"
@@ -143,14 +152,19 @@ def collector_config_problems(config: Mapping[str, Any]) -> list[str]:
 
 
 def cloud_alert_rules() -> dict[str, Any]:
-    """The VPS alert rules file, reduced to :data:`CLOUD_RULE_GROUPS` (the same rules,
-    read from the same file, never copied), then the cloud's data-tier rules
-    (:data:`DEPENDENCY_RULES_FILE`)."""
+    """The VPS alert rules file, reduced to :data:`CLOUD_RULE_GROUPS` less
+    :data:`VPS_ONLY_RULES` (the same rules, read from the same file, never copied), then
+    the cloud's own rules (:data:`DEPENDENCY_RULES_FILE`)."""
     rules = yaml.safe_load(ALERT_RULES_FILE.read_text())
-    groups = [g for g in rules["groups"] if g["name"] in CLOUD_RULE_GROUPS]
+    groups = [g | {"rules": [r for r in g["rules"] if r.get("alert") not in VPS_ONLY_RULES]}
+              for g in rules["groups"] if g["name"] in CLOUD_RULE_GROUPS]
     missing = set(CLOUD_RULE_GROUPS) - {g["name"] for g in groups}
     if missing:
         raise ValueError(f"{ALERT_RULES_FILE.name}: no group {sorted(missing)}")
+    present = {r.get("alert") for g in rules["groups"] for r in g["rules"]}
+    if set(VPS_ONLY_RULES) - present:
+        raise ValueError(
+            f"{ALERT_RULES_FILE.name}: no rule {sorted(set(VPS_ONLY_RULES) - present)}")
     groups += yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"]
     return {"groups": groups}
 

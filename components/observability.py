@@ -11,12 +11,21 @@ import pulumi
 import pulumi_aws as aws
 import yaml
 
-from components._common import child_opts, merge_tags, source_conditions
+from components._common import (
+    DEPLOYMENT_ALARM_TAG,
+    DEPLOYMENT_ALARM_USE,
+    child_opts,
+    merge_tags,
+    source_conditions,
+)
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 GIB = 1024**3
-# The alarms an ECS deployment watches; one in ALARM rolls the deployment back.
-DEPLOYMENT_ALARM_ROLES = ("high-error-rate", "healthy-hosts")
+# The alarms an ECS deployment watches; one in ALARM rolls the deployment back. Not
+# `healthy-hosts` itself: it treats missing data as breaching (silence means nothing runs),
+# so during an outage it is already in ALARM and would roll back the fix-forward deployment
+# too. Deployments watch `deploy-healthy-hosts`, its copy with missing data not breaching.
+DEPLOYMENT_ALARM_ROLES = ("high-error-rate", "deploy-healthy-hosts")
 # RDS db-instance event categories sent to the topic: the instance failed, failed over,
 # runs out of storage, was unavailable, or maintenance is due or applied. Source: RDS user
 # guide, USER_Events.Messages.html (DB instance events: availability, failover, failure,
@@ -185,7 +194,9 @@ class Observability(pulumi.ComponentResource):
     Creates:
         ``{name}-key`` (KMS key CloudWatch may use), ``{name}-alarms`` (SNS topic),
         ``{name}-email`` (optional subscription), alarms ``{name}-high-error-rate``,
-        ``-p99-latency``, ``-healthy-hosts``, ``-unhealthy-hosts``, ``-running-tasks``,
+        ``-p99-latency``, ``-healthy-hosts``, ``-deploy-healthy-hosts`` (what deployments
+        roll back on; missing data not breaching, notifies nobody), ``-unhealthy-hosts``,
+        ``-running-tasks``,
         ``-ecs-cpu``, ``-ecs-memory``, ``-rds-cpu``, ``-rds-free-storage``,
         ``-rds-connections``, ``-cache-memory-<i>``, ``-cache-evictions-<i>``, and
         ``{name}-dashboard``; ``{name}-alarms-policy`` (CloudWatch alarms, EventBridge
@@ -193,9 +204,9 @@ class Observability(pulumi.ComponentResource):
         ``{name}-rds-events`` (RDS event subscription: availability, failover, failure,
         low storage, maintenance) and ``{name}-cache-events`` + ``-target`` (ElastiCache
         events through EventBridge). With a Prometheus workspace: the policy admits it
-        too, and ``{name}-alertmanager`` sends the workspace's alerts (the API rules and
-        the data-tier rules on the API's readiness gauges) to the topic, grouped and
-        inhibited as on the VPS profile.
+        too, and ``{name}-alertmanager`` sends the workspace's alerts (the API rules,
+        the data-tier rules on the API's readiness gauges, tasks gone silent) to the
+        topic, grouped as on the VPS profile.
 
     Silence is an alarm:
         When every task crash-loops, the ALB's request metrics go missing, so the
@@ -462,13 +473,9 @@ class Observability(pulumi.ComponentResource):
                           "repeat_interval": "12h",
                           "routes": [{"matchers": ['severity="critical"'],
                                       "repeat_interval": "1h"}]},
-                # Everything down: the per-replica alerts would only repeat it (the VPS
-                # profile's first inhibit rule; its rules are the ones the workspace runs).
-                "inhibit_rules": [{
-                    "source_matchers": ['alertname="ApiAllReplicasDown"'],
-                    "target_matchers": ['alertname=~"ApiReplicaDown|HighErrorRate|HighLatency"'],
-                    "equal": ["host"],
-                }],
+                # No inhibit rules: the VPS profile's inhibits on ApiAllReplicasDown,
+                # which the workspace does not run (components/metrics.py VPS_ONLY_RULES);
+                # with every task gone no API series reaches it to alert on anyway.
                 "receivers": [{"name": "alarm-topic", "sns_configs": [{
                     "topic_arn": topic_arn, "sigv4": {"region": region},
                     "send_resolved": True}]}],
@@ -485,7 +492,7 @@ class Observability(pulumi.ComponentResource):
             opts=child_opts(self, depends_on=[policy]),
         )
 
-    def _alarm(self, role: str, description: str, **kwargs) -> None:
+    def _alarm(self, role: str, description: str, *, notify: bool = True, **kwargs) -> None:
         # period must be 10, 20, 30 or a multiple of 60; statistic and extended_statistic
         # are exclusive. Source: botocore cloudwatch PutMetricAlarmInput. A metric-math
         # alarm sets its period per query and may not set period, metric_name, namespace
@@ -495,12 +502,14 @@ class Observability(pulumi.ComponentResource):
         kwargs.setdefault("treat_missing_data", "notBreaching")
         if self._args.alarm_name_prefix:
             kwargs["name"] = alarm_name(self._args.alarm_name_prefix, role)
+        actions = [self.topic_arn] if notify else None
+        tags = self._tags(role) | ({} if notify else {DEPLOYMENT_ALARM_TAG: DEPLOYMENT_ALARM_USE})
         self._alarms[role] = aws.cloudwatch.MetricAlarm(
             f"{self._name}-{role}",
             alarm_description=description,
-            alarm_actions=[self.topic_arn],
-            ok_actions=[self.topic_arn],
-            tags=self._tags(role),
+            alarm_actions=actions,
+            ok_actions=actions,
+            tags=tags,
             opts=child_opts(self),
             **kwargs,
         )
@@ -576,6 +585,28 @@ class Observability(pulumi.ComponentResource):
             # No data at all means no target group reporting: as bad as zero.
             treat_missing_data="breaching",
             metric_queries=over_target_groups("HealthyHostCount", "healthy targets"),
+        )
+        # What deployments roll back on: the same count, but missing data (no target group
+        # reporting: every task gone before the deployment, or the new group not yet
+        # reporting) is not a breach, so a fix-forward deployment during an outage is not
+        # rolled back for the outage it fixes. Zero healthy targets still breaches. No
+        # FILL: a filled gap would be a 0, a breach whatever the missing-data setting.
+        # It notifies nobody; `healthy-hosts` does. Source: ECS developer guide,
+        # deployment-failure-detection.html (a deployment watches its alarms' state);
+        # botocore cloudwatch PutMetricAlarmInput.TreatMissingData.
+        deploy_queries = [q for q in over_target_groups("HealthyHostCount", "healthy targets")
+                          if "metric" in q]
+        ids = [q["id"] for q in deploy_queries]
+        self._alarm(
+            "deploy-healthy-hosts",
+            "Deployment rollback: no healthy target in a target group that reports "
+            "(missing data is not a breach)",
+            notify=False,
+            comparison_operator="LessThanThreshold", threshold=1, evaluation_periods=2,
+            treat_missing_data="notBreaching",
+            metric_queries=[*deploy_queries, {
+                "id": "total", "label": "healthy targets", "return_data": True,
+                "expression": ids[0] if len(ids) == 1 else f"SUM([{', '.join(ids)}])"}],
         )
         self._alarm(
             "unhealthy-hosts",

@@ -14,6 +14,7 @@ from components._common import (
     SECRET_NAME_RE,
     assume_role_policy,
     child_opts,
+    documented_trust_policy,
     merge_tags,
 )
 from components.metrics import COLLECTOR_CONFIG_ENV, COLLECTOR_HEALTH_COMMAND, MetricsCollector
@@ -44,6 +45,7 @@ MAX_BAKE_TIME_MINUTES = 1440
 ECS_LOAD_BALANCER_POLICY_ARN = (
     "arn:aws:iam::aws:policy/AmazonECSInfrastructureRolePolicyForLoadBalancers"
 )
+ECS_INFRASTRUCTURE_PRINCIPAL = "ecs.amazonaws.com"
 
 # What ECS Exec needs of the task role (ecs_exec: true). Source: ECS developer guide,
 # ecs-exec.html, "IAM permissions required for ECS Exec".
@@ -605,13 +607,13 @@ class Service(pulumi.ComponentResource):
             return None
         role = aws.iam.Role(
             f"{self._name}-ecs-lb-role",
-            # ECS acts for this account's services in this Region only (confused deputy;
-            # IAM user guide, confused-deputy.html).
-            assume_role_policy=assume_role_policy(
-                "ecs.amazonaws.com",
-                account=self._account,
-                source_arn=f"arn:aws:ecs:{self._region}:{self._account}:*",
-            ),
+            # The trust policy exactly as AWS documents it for this role: ecs.amazonaws.com,
+            # sts:AssumeRole, no condition. AWS documents no aws:SourceArn/aws:SourceAccount
+            # for this assumption (unlike the task roles'); a condition on a key ECS does
+            # not send would fail every blue/green deployment. Source: ECS developer guide,
+            # AmazonECSInfrastructureRolePolicyForLoadBalancers.html
+            # (ecs-infrastructure-trust-policy.json).
+            assume_role_policy=documented_trust_policy(ECS_INFRASTRUCTURE_PRINCIPAL),
             tags=self._tags("ecs-lb-role"),
             opts=child_opts(self),
         )

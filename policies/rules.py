@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import yaml
 from pulumi_policy import (
     EnforcementLevel,
     ReportViolation,
@@ -24,6 +25,8 @@ from pulumi_policy import (
 )
 
 from components._common import (
+    DEPLOYMENT_ALARM_TAG,
+    DEPLOYMENT_ALARM_USE,
     ECS_EXEC_TAG,
     ENVIRONMENT_TAG,
     LOG_RETENTION_DAYS,
@@ -988,8 +991,14 @@ def _alarm_problem(alarm: Any, comparison: tuple[str, ...], ceiling: float | Non
     return ""
 
 
+def _deployment_only(alarm: Any) -> bool:
+    """An alarm only ECS deployments watch (tagged so; it notifies nobody)."""
+    return _tags(alarm.props).get(DEPLOYMENT_ALARM_TAG) == DEPLOYMENT_ALARM_USE
+
+
 def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
-    alarms = _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
+    alarms = [a for a in _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
+              if not _deployment_only(a)]
     present = {suffix for *_, suffix in SEED_ALARMS if _of_type(args, suffix)}
     for what, metrics, comparison, ceiling, needs in SEED_ALARMS:
         if needs not in present:
@@ -1083,6 +1092,40 @@ def _alb_gate(args: StackValidationArgs, report: ReportViolation) -> None:
                    for h in headers):
             report("Behind a CDN, a forwarding listener rule must match the X-Origin-Verify "
                    "header.", rule.urn)
+
+
+# How a prodstack plan writes a secret input (prodstack.planfile: "[secret]" or
+# "[secret:KEY@VERSION]"); the engine hands rules the value itself.
+PLAN_SECRET_PREFIX = "[secret"
+# A header a forwarding rule trusts is a generated secret: the origin secret and blue/green's
+# test route are 40 random characters (stacks/program.py).
+MIN_HEADER_SECRET_LENGTH = 32
+
+
+def _guessable(value: Any) -> bool:
+    if not isinstance(value, str) or _unknown(value) or value.startswith(PLAN_SECRET_PREFIX):
+        return False  # a secret or a value known only after apply
+    return len(value) < MIN_HEADER_SECRET_LENGTH or bool(set(value) & set("*?"))
+
+
+def _header_secrets(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    if not any(_map(a).get("type") == "forward" for a in _list(props.get("actions"))):
+        return
+    for condition in map(_map, _list(props.get("conditions"))):
+        header = _map(condition.get("httpHeader"))
+        guessable = [v for v in _list(header.get("values")) if _guessable(v)]
+        if guessable:
+            yield (f"A forwarding rule matching {header.get('httpHeaderName')} must require a "
+                   f"generated secret (>= {MIN_HEADER_SECRET_LENGTH} characters, no "
+                   f"wildcards), not {guessable}: anyone can send a constant header.")
+
+
+alb_header_routes_secret = _resource_policy(
+    "alb-header-routes-need-secrets",
+    "A listener rule that forwards on a header (CloudFront's origin check, blue/green's "
+    "test route) matches a generated secret, never a guessable constant.",
+    "aws:lb/listenerRule:ListenerRule", _header_secrets,
+)
 
 
 alb_gated_behind_cdn = StackValidationPolicy(
@@ -1231,6 +1274,35 @@ def _blue_green(args: StackValidationArgs, report: ReportViolation) -> None:
                        service.urn)
 
 
+def _deployment_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
+    alarms = {a.props.get("name"): a for a in _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")}
+    for service in _of_type(args, "ecs/service:Service"):
+        for name in _strings(_map(service.props.get("alarms")).get("alarmNames")):
+            alarm = alarms.get(name)
+            if alarm is None:
+                continue  # blue-green-rolls-back reports an alarm the stack lacks
+            treat = alarm.props.get("treatMissingData")
+            if treat != "notBreaching":
+                report(f"Deployments roll back on {name}, which treats missing data as "
+                       f"{treat!r}: during an outage it is already in ALARM and rolls back the "
+                       "fix. A deployment alarm treats missing data as notBreaching.",
+                       alarm.urn)
+            fills = [q for q in map(_map, _list(alarm.props.get("metricQueries")))
+                     if "FILL(" in str(q.get("expression", "")).upper()]
+            if fills:
+                report(f"Deployment alarm {name} fills gaps (FILL): a filled gap is a value, "
+                       "so missing data breaches whatever treatMissingData says.", alarm.urn)
+
+
+deployment_alarms_quiet = StackValidationPolicy(
+    name="deployment-alarms-quiet-on-missing-data",
+    description="The alarms an ECS deployment rolls back on treat missing data as not "
+                "breaching (and fill no gaps), so an outage does not roll back its fix.",
+    validate=_deployment_alarms,
+    enforcement_level=MANDATORY,
+)
+
+
 blue_green_guarded = StackValidationPolicy(
     name="blue-green-rolls-back",
     description="A BLUE_GREEN service rolls back on existing alarms for healthy targets and "
@@ -1326,6 +1398,49 @@ def _cloudfront_cache(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
             yield f"CloudFront must never cache {path} (CachingDisabled policy)."
 
 
+# Managed cache policies whose key holds Host, so the viewer's Host reaches the origin:
+# UseOriginCacheControlHeaders (ID from third-party sources, as in
+# ../shared/notes/aws-valid-values.md; the program no longer uses it) and Amplify (AWS's
+# using-managed-cache-policies.html lists Host in its key).
+MANAGED_HOST_KEYED = {
+    "83da9c7e-98b4-4e11-a168-04f0df8e2c65": "Managed-UseOriginCacheControlHeaders",
+    "2e54312d-136d-493c-8eb9-b001f22f67d2": "Managed-Amplify",
+}
+
+
+def _keys_on_host(policy: Mapping[str, Any]) -> bool:
+    headers = _map(_map(policy.get("parametersInCacheKeyAndForwardedToOrigin")).get(
+        "headersConfig"))
+    items = _strings(_map(headers.get("headers")).get("items"))
+    return headers.get("headerBehavior") != "none" and "host" in {i.lower() for i in items}
+
+
+def _cloudfront_host(args: StackValidationArgs, report: ReportViolation) -> None:
+    for policy in _of_type(args, "cloudfront/cachePolicy:CachePolicy"):
+        if _keys_on_host(policy.props):
+            report("A cache policy must not put Host in the cache key: CloudFront sends "
+                   "whatever the key holds to the origin, past AllViewerExceptHostHeader.",
+                   policy.urn)
+    for distribution in _of_type(args, "cloudfront/distribution:Distribution"):
+        behaviours = [_map(distribution.props.get("defaultCacheBehavior")),
+                      *map(_map, _list(distribution.props.get("orderedCacheBehaviors")))]
+        for behaviour in behaviours:
+            managed = MANAGED_HOST_KEYED.get(str(behaviour.get("cachePolicyId")))
+            if managed:
+                report(f"{behaviour.get('pathPattern', 'The default behaviour')} uses "
+                       f"{managed}, whose cache key holds Host: the viewer's Host reaches "
+                       "the ALB. Use a cache policy without Host.", distribution.urn)
+
+
+cloudfront_origin_host = StackValidationPolicy(
+    name="cloudfront-host-not-forwarded",
+    description="No CloudFront behaviour's cache key holds Host (a stack cache policy with "
+                "Host, or a managed one known to have it), so the origin sees its own name.",
+    validate=_cloudfront_host,
+    enforcement_level=MANDATORY,
+)
+
+
 cloudfront_api_uncached = _resource_policy(
     "cloudfront-api-never-cached",
     "CloudFront serves /api/* and /health/* with the CachingDisabled policy.",
@@ -1342,8 +1457,12 @@ def _service_statements(document: Any) -> Iterable[Mapping[str, Any]]:
             yield statement
 
 
+def _condition_keys(statement: Mapping[str, Any]) -> set[str]:
+    return {k for block in _map(statement.get("Condition")).values() for k in _map(block)}
+
+
 def _deputy_problem(statement: Mapping[str, Any]) -> str:
-    keys = {k for block in _map(statement.get("Condition")).values() for k in _map(block)}
+    keys = _condition_keys(statement)
     missing = {"aws:SourceAccount", "aws:SourceArn"} - keys
     if missing:
         service = _map(statement.get("Principal")).get("Service")
@@ -1351,11 +1470,51 @@ def _deputy_problem(statement: Mapping[str, Any]) -> str:
     return ""
 
 
+# Service principals whose role assumption AWS documents with a trust policy that has no
+# condition, and names neither aws:SourceArn nor aws:SourceAccount for: a condition on a key
+# the service does not send fails every assumption. Their roles must keep exactly that
+# documented policy (`iam-trust-as-documented`) instead of the confused-deputy keys.
+# Sources: ECS developer guide, AmazonECSInfrastructureRolePolicyForLoadBalancers.html
+# (ecs-infrastructure-trust-policy.json); RDS user guide, rds-proxy-iam-setup.html (the
+# "RDS - Add Role to Database" use case).
+DOCUMENTED_TRUST = ("ecs.amazonaws.com", "rds.amazonaws.com")
+
+
+def _documented_principal(statement: Mapping[str, Any]) -> bool:
+    services = _strings(_map(statement.get("Principal")).get("Service"))
+    return bool(services) and set(services) <= set(DOCUMENTED_TRUST)
+
+
 def _trust(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     for statement in _service_statements(props.get("assumeRolePolicy")):
+        if _documented_principal(statement):
+            continue  # iam-trust-as-documented holds these to AWS's own policy
         problem = _deputy_problem(statement)
         if problem:
             yield f"Trust policy: {problem}."
+
+
+def _documented_trust(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    statements = [_map(s) for s in _list(_map(_json(props.get("assumeRolePolicy"))).get(
+        "Statement"))]
+    documented = [s for s in statements if _documented_principal(s)]
+    if not documented:
+        return
+    for statement in statements:
+        principal = _map(statement.get("Principal"))
+        service = _strings(principal.get("Service"))
+        if statement.get("Effect") != "Allow":
+            continue
+        if statement not in documented or set(principal) != {"Service"} or len(service) != 1:
+            yield (f"A role {'/'.join(DOCUMENTED_TRUST)} assumes trusts only that one service "
+                   f"principal, as AWS documents it, not {dict(principal)}.")
+        elif _strings(statement.get("Action")) != ["sts:AssumeRole"]:
+            yield (f"{service[0]} may only sts:AssumeRole this role, not "
+                   f"{_strings(statement.get('Action'))}.")
+        elif statement.get("Condition"):
+            yield (f"{service[0]}'s trust must stay as AWS documents it, without conditions: "
+                   f"AWS does not document that it sends {sorted(_condition_keys(statement))} "
+                   "when it assumes this role, and an assumption without them fails.")
 
 
 def _resource_grant(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
@@ -1371,8 +1530,15 @@ def _resource_grant(resource_type: str, props: Mapping[str, Any]) -> Iterable[st
 # service principal acts for any account unless aws:SourceAccount / aws:SourceArn pin it.
 iam_trust_confused_deputy = _resource_policy(
     "iam-trust-confused-deputy",
-    "Roles a service principal assumes name aws:SourceAccount and aws:SourceArn.",
+    "Roles a service principal assumes name aws:SourceAccount and aws:SourceArn (except "
+    "the roles iam-trust-as-documented holds to AWS's documented trust policy).",
     "aws:iam/role:Role", _trust,
+)
+iam_trust_as_documented = _resource_policy(
+    "iam-trust-as-documented",
+    "Roles ECS (load balancers) and RDS (RDS Proxy) assume keep AWS's documented trust "
+    "policy: that one service principal, sts:AssumeRole, no condition.",
+    "aws:iam/role:Role", _documented_trust,
 )
 sns_confused_deputy = _resource_policy(
     "sns-service-grant-confused-deputy",
@@ -1725,6 +1891,49 @@ def _data_tier_events(args: StackValidationArgs, report: ReportViolation) -> Non
                        f"or Redis unreachable from the API).", namespace.urn)
 
 
+# Series a workspace never receives from per-task collectors: a task that is gone sends no
+# sample (so `up{job="api"} == 0` is not written for it), and no Prometheus server runs
+# whose service discovery could be read. components/metrics.py VPS_ONLY_RULES says why.
+ABSENT_FUNCTIONS = ("absent_over_time(", "absent(")
+SERVER_ONLY_SERIES = ("prometheus_sd_discovered_targets",)
+
+
+def _rule_expressions(data: str) -> list[tuple[str, str]]:
+    try:
+        document = yaml.safe_load(data)
+    except yaml.YAMLError:
+        return []
+    return [(str(_map(r).get("alert")), str(_map(r).get("expr", "")))
+            for g in _list(_map(document).get("groups")) for r in _list(_map(g).get("rules"))]
+
+
+def _metrics_alerts(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    data = props.get("data")
+    if not isinstance(data, str) or _unknown(data):
+        return
+    rules = _rule_expressions(data)
+    for alert, expr in rules:
+        if any(series in expr for series in SERVER_ONLY_SERIES):
+            yield (f"{alert} reads a Prometheus server's own series, which a workspace fed "
+                   "by per-task collectors never receives: it cannot fire.")
+        elif 'up{job="api"}' in expr and not any(f in expr for f in ABSENT_FUNCTIONS):
+            yield (f"{alert} waits for up{{job=\"api\"}} to report a task down, but a task "
+                   "that is gone sends nothing: it cannot fire (use absent_over_time).")
+    if not any('job="api"' in expr and any(f in expr for f in ABSENT_FUNCTIONS)
+               for _, expr in rules):
+        yield ("The workspace needs an alert on the API's series going absent "
+               "(absent_over_time over job=\"api\"): tasks gone silent alert nobody.")
+
+
+metrics_alerts_can_fire = _resource_policy(
+    "metrics-alerts-can-fire",
+    "The Prometheus workspace runs only alert rules that can fire on per-task collectors' "
+    "data (no `up == 0` or service-discovery rules), and alerts when the API's series go "
+    "absent.",
+    "aws:amp/ruleGroupNamespace:RuleGroupNamespace", _metrics_alerts,
+)
+
+
 data_tier_events = StackValidationPolicy(
     name="data-tier-events-alarmed",
     description="RDS (failure, failover, low storage, maintenance), ElastiCache and failed "
@@ -1759,6 +1968,7 @@ ALL_POLICIES = [
     alarms_for_seed_rules,
     alb_hardened,
     alb_gated_behind_cdn,
+    alb_header_routes_secret,
     ecs_task_hardened,
     ecs_service_safe,
     ecr_hardened,
@@ -1766,10 +1976,13 @@ ALL_POLICIES = [
     kms_rotation,
     secrets_recoverable,
     cloudfront_api_uncached,
+    cloudfront_origin_host,
     data_subnets_isolated,
     target_group_liveness,
     blue_green_guarded,
+    deployment_alarms_quiet,
     iam_trust_confused_deputy,
+    iam_trust_as_documented,
     kms_confused_deputy,
     rds_enhanced_monitoring,
     rds_iam_auth,
@@ -1782,4 +1995,5 @@ ALL_POLICIES = [
     backup_tiers,
     restore_drills,
     data_tier_events,
+    metrics_alerts_can_fire,
 ]

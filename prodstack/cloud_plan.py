@@ -44,8 +44,6 @@ from prodstack.errors import UsageError
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "prodstack"
 ACCOUNT = "123456789012"
-# Real ID of Managed-UseOriginCacheControlHeaders (the program looks it up by name).
-ORIGIN_CACHE_CONTROL_ID = "83da9c7e-98b4-4e11-a168-04f0df8e2c65"
 # Mock-made strings shorter than this are not traced as "known after apply" (too likely
 # to occur by chance in unrelated inputs).
 MIN_TRACED_LENGTH = 8
@@ -346,8 +344,6 @@ def record(
                         "userId": "AIDATEST", "id": ACCOUNT}
             if token == "aws:ec2/getManagedPrefixList:getManagedPrefixList":
                 return {"id": "pl-4fa04526", "name": args.args.get("name"), "entries": []}
-            if token == "aws:cloudfront/getCachePolicy:getCachePolicy":
-                return {"id": ORIGIN_CACHE_CONTROL_ID, "name": args.args.get("name")}
             if token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
                 return {"userName": "AWS", "password": "test-ecr-password",
                         "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{region}.amazonaws.com",

@@ -99,6 +99,16 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         if cfg.cdn else None
     )
 
+    # Blue/green's test route: only a request carrying this secret reaches the green set
+    # before the switch (behind the CDN, the origin secret as well).
+    blue_green = cfg.deploy_strategy == "blue_green"
+    test_route_secret = (
+        pulumi.Output.secret(
+            random.RandomPassword(f"{name}-test-route", length=40, special=False).result
+        )
+        if blue_green else None
+    )
+
     lb = LoadBalancer(f"{name}-lb", LoadBalancerArgs(
         vpc_id=network.vpc_id,
         subnet_ids=network.public_subnet_ids,
@@ -115,7 +125,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         app_port=APP_PORT,
         deletion_protection=cfg.protected,
         access_logs=cfg.alb_access_logs,
-        blue_green=cfg.deploy_strategy == "blue_green",
+        blue_green=blue_green,
+        test_route_secret=test_route_secret,
         tags=tags,
     ))
 
@@ -384,6 +395,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     }
     if metrics is not None:
         outputs["metrics_query_url"] = metrics.query_url  # PromQL over the API's metrics
+    if test_route_secret is not None:
+        # The X-Prodstack-Route value that reaches green before the switch (secret).
+        outputs["test_route_value"] = test_route_secret
     return outputs
 
 

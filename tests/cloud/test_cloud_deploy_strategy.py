@@ -76,7 +76,14 @@ def test_test_rule_is_header_matched_and_behind_the_origin_check(prod: Manifest)
     production = prod.one(RULE, "prodstack-lb-production")
     headers = {c["httpHeader"]["httpHeaderName"]: c["httpHeader"]["values"]
                for c in test["conditions"]}
-    assert headers["X-Prodstack-Route"] == ["green"]
+    # The test route's value is a generated secret, not a constant: nobody reaches green
+    # before the switch without reading it from the stack (`test_route_value`, secret).
+    assert headers["X-Prodstack-Route"] == ["[secret]"]
+    secret = "random:index/randomPassword:RandomPassword::prodstack-test-route"
+    assert secret in prod.named("prodstack-lb-test")["property_dependencies"]["conditions"]
+    assert prod.one("randomPassword:RandomPassword", "prodstack-test-route") == {
+        "length": 40, "special": False}
+    assert prod.outputs["test_route_value"] == "[secret]"
     # Reachable only through CloudFront (and its WAF), like production.
     assert "X-Origin-Verify" in headers
     assert [c["httpHeader"]["httpHeaderName"] for c in production["conditions"]] == [
@@ -113,9 +120,38 @@ def test_deployments_roll_back_on_the_5xx_and_healthy_host_alarms(
     m = Manifest(manifests[stack])
     alarms = m.one(SERVICE)["alarms"]
     assert alarms["enable"] is True and alarms["rollback"] is True
-    wired = [alarm(m, role)["name"] for role in ("high-error-rate", "healthy-hosts")]
+    wired = [alarm(m, role)["name"] for role in ("high-error-rate", "deploy-healthy-hosts")]
     assert alarms["alarmNames"] == wired == [
         f"prodstack-{stack}-{role}" for role in DEPLOYMENT_ALARM_ROLES]
+
+
+def _read_metrics(a: dict) -> list[tuple[str, str, str]]:
+    return sorted((q["id"], q["metric"]["metricName"], q["metric"]["dimensions"]["TargetGroup"])
+                  for q in a["metricQueries"] if "metric" in q)
+
+
+@pytest.mark.parametrize("stack", ["prod", "dev"])
+def test_deployments_watch_their_own_healthy_hosts_alarm_quiet_on_missing_data(
+    manifests: dict, stack: str
+) -> None:
+    # During an outage `healthy-hosts` (missing data breaching) is already in ALARM: a
+    # deployment watching it would roll back the very fix. Its copy reads the same count
+    # in every target group, breaches on zero, and treats no data as no breach.
+    m = Manifest(manifests[stack])
+    page, deploy = alarm(m, "healthy-hosts"), alarm(m, "deploy-healthy-hosts")
+    assert deploy["name"] in m.one(SERVICE)["alarms"]["alarmNames"]
+    assert page["name"] not in m.one(SERVICE)["alarms"]["alarmNames"]
+    assert deploy["treatMissingData"] == "notBreaching"
+    assert (deploy["comparisonOperator"], deploy["threshold"]) == ("LessThanThreshold", 1)
+    assert _read_metrics(deploy) == _read_metrics(page)
+    (total,) = [q for q in deploy["metricQueries"] if q.get("returnData")]
+    # No FILL: a filled gap is a 0, which breaches whatever treatMissingData says.
+    assert "FILL" not in total["expression"]
+    ids = [q["id"] for q in deploy["metricQueries"] if "metric" in q]
+    assert total["expression"] == (ids[0] if len(ids) == 1 else f"SUM([{', '.join(ids)}])")
+    # It only gates deployments; the paging alarm notifies.
+    assert not deploy.get("alarmActions") and page["alarmActions"]
+    assert deploy["tags"]["prodstack:alarm-use"] == "deployment"
 
 
 # ---- dev: rolling -----------------------------------------------------------------
@@ -133,6 +169,9 @@ def test_dev_rolls_with_the_circuit_breaker_and_one_target_group(dev: Manifest) 
     assert sorted(r["name"] for r in dev.all(RULE)) == [
         "prodstack-lb-encoded-paths", "prodstack-lb-internal-paths"]
     assert not [r for r in dev.all("iam/role:Role") if r["name"].endswith("ecs-lb-role")]
+    assert not [r for r in dev.all("randomPassword:RandomPassword")
+                if r["name"] == "prodstack-test-route"]  # fmt: skip
+    assert "test_route_value" not in dev.outputs
 
 
 # ---- finding 7: alarms that fire when every task is down --------------------------

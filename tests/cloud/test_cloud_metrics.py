@@ -26,6 +26,7 @@ from components.metrics import (
     CLOUD_RULE_GROUPS,
     COLLECTOR_IMAGE,
     DEPENDENCY_RULES_FILE,
+    VPS_ONLY_RULES,
     MetricsArgs,
     MetricsCollector,
     collector_config_problems,
@@ -176,7 +177,8 @@ def test_template_and_values_cannot_drift() -> None:
 
 def test_workspace_evaluates_the_vps_api_rules_from_the_same_file(both: list[Manifest]) -> None:
     vps = yaml.safe_load(ALERT_RULES_FILE.read_text())
-    api_groups = [g for g in vps["groups"] if g["name"] in CLOUD_RULE_GROUPS]
+    api_groups = [g | {"rules": [r for r in g["rules"] if r["alert"] not in VPS_ONLY_RULES]}
+                  for g in vps["groups"] if g["name"] in CLOUD_RULE_GROUPS]
     assert api_groups, CLOUD_RULE_GROUPS
     for m in both:
         namespace = m.one("amp/ruleGroupNamespace:RuleGroupNamespace")
@@ -184,11 +186,32 @@ def test_workspace_evaluates_the_vps_api_rules_from_the_same_file(both: list[Man
         dependencies = yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"]
         assert yaml.safe_load(namespace["data"]) == {"groups": api_groups + dependencies}
     # Every provisioned rule reads only the series the collector sends (job="api"), and
-    # every rule of the file that reads job="api" is provisioned.
+    # every rule of the file that reads job="api" is provisioned, but the two that need a
+    # Prometheus server scraping every replica.
     for group in vps["groups"]:
         for rule in group["rules"]:
             reads_api = 'job="api"' in rule["expr"]
             assert reads_api == (group["name"] in CLOUD_RULE_GROUPS), rule["alert"]
+
+
+def test_workspace_runs_no_alert_that_cannot_fire_and_notices_silent_tasks(
+    both: list[Manifest],
+) -> None:
+    # Each task's collector scrapes only localhost: a task that is gone sends no `up 0`,
+    # and no Prometheus server exists whose service discovery could be read. So the
+    # workspace runs neither ApiReplicaDown nor ApiAllReplicasDown, and alerts on the
+    # API's series going absent instead.
+    for m in both:
+        data = yaml.safe_load(m.one("amp/ruleGroupNamespace:RuleGroupNamespace")["data"])
+        by_name = {r["alert"]: r["expr"] for g in data["groups"] for r in g["rules"]}
+        assert not set(VPS_ONLY_RULES) & set(by_name)
+        assert not [a for a, e in by_name.items()
+                    if "prometheus_sd_discovered_targets" in e
+                    or ('up{job="api"}' in e and "absent" not in e)]  # fmt: skip
+        assert by_name["ApiNoTaskReporting"] == 'absent_over_time(up{job="api"}[2m])'
+        # Nothing inhibits on an alert the workspace does not run.
+        definition = m.one("amp/alertManagerDefinition:AlertManagerDefinition")["definition"]
+        assert "ApiAllReplicasDown" not in definition
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -295,7 +318,8 @@ DEPENDENCY_RULE_TESTS = Path(__file__).resolve().parent / "rules" / "api-depende
 def test_data_tier_rules_fire_when_no_task_reaches_postgres_or_redis_and_not_on_a_blip() -> None:
     # promtool evaluates the rules on series shaped as the collector ships them: both
     # tasks losing PostgreSQL pages, one task still reaching Redis keeps RedisUnreachable
-    # quiet, a 15 s database blip stays under the 30 s `for`.
+    # quiet, a 15 s database blip stays under the 30 s `for`; ApiNoTaskReporting fires
+    # once no task has sent a series for 2 minutes, and not while one still does.
     check = subprocess.run(["promtool", "check", "rules", str(DEPENDENCY_RULES_FILE)],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
@@ -308,6 +332,8 @@ def test_data_tier_rules_read_the_gauges_the_api_exports() -> None:
     from app import metrics as app_metrics
 
     exported = {app_metrics.db_connected._name, app_metrics.redis_connected._name}
-    rules = yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"][0]["rules"]
+    (group,) = [g for g in yaml.safe_load(DEPENDENCY_RULES_FILE.read_text())["groups"]
+                if g["name"] == "prodstack-api-dependencies"]
+    rules = group["rules"]
     read = {name for rule in rules for name in exported if f"{name}{{job=\"api\"}}" in rule["expr"]}
     assert read == exported

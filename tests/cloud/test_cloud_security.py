@@ -49,14 +49,38 @@ def _assert_confused_deputy_guard(statement: dict, where: str) -> None:
 # ---- confused deputy -----------------------------------------------------------------
 
 
+# Roles whose trust AWS documents with no condition and no word of aws:SourceArn or
+# aws:SourceAccount (policies/rules.py DOCUMENTED_TRUST cites the pages): ECS's role for
+# blue/green load balancing, and RDS Proxy's role.
+DOCUMENTED_TRUST = {"prodstack-api-ecs-lb-role": "ecs.amazonaws.com",
+                    "prodstack-db-proxy-role": "rds.amazonaws.com"}
+
+
 def test_service_role_trust_policies_name_source_account_and_arn(both: list[Manifest]) -> None:
     for m in both:
-        roles = m.all("iam/role:Role")
+        roles = [r for r in m.all("iam/role:Role") if r["name"] not in DOCUMENTED_TRUST]
         assert roles
         for role in roles:
             for statement in _statements(role["inputs"]["assumeRolePolicy"]):
                 if _service_principal(statement):
                     _assert_confused_deputy_guard(statement, role["name"])
+
+
+def test_documented_roles_keep_aws_trust_policy_without_conditions(
+    prod: Manifest, prod_proxy: Manifest
+) -> None:
+    # A condition on a key the service does not send fails every assumption: every
+    # blue/green deployment (ECS), every proxied connection (RDS Proxy).
+    seen = set()
+    for m in (prod, prod_proxy):
+        for role in m.all("iam/role:Role"):
+            if role["name"] not in DOCUMENTED_TRUST:
+                continue
+            seen.add(role["name"])
+            assert _statements(role["inputs"]["assumeRolePolicy"]) == [{
+                "Effect": "Allow", "Principal": {"Service": DOCUMENTED_TRUST[role["name"]]},
+                "Action": "sts:AssumeRole"}], role["name"]
+    assert seen == set(DOCUMENTED_TRUST)
 
 
 def test_kms_key_service_grants_name_source_account_and_arn(both: list[Manifest]) -> None:

@@ -44,7 +44,7 @@ def prodstack_url(m: Manifest) -> str:
 def test_every_invoke_is_mocked_with_known_tokens(both: list[Manifest]) -> None:
     known = {
         "getAvailabilityZones", "getRegion", "getCallerIdentity", "getManagedPrefixList",
-        "getCachePolicy", "getAuthorizationToken",
+        "getAuthorizationToken",
     }
     for m in both:
         assert {i["token"].rsplit(":", 1)[-1] for i in m.invokes} <= known
@@ -650,11 +650,31 @@ def test_cdn_never_caches_api_and_honours_origin_elsewhere(prod: Manifest) -> No
     d = prod.one("cloudfront/distribution:Distribution")
     ordered = {b["pathPattern"]: b for b in d["orderedCacheBehaviors"]}
     assert ordered["/api/*"]["cachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
-    assert d["defaultCacheBehavior"]["cachePolicyId"] == "83da9c7e-98b4-4e11-a168-04f0df8e2c65"
-    assert prod.invoke_args("getCachePolicy") == [
-        {"name": "Managed-UseOriginCacheControlHeaders"}]
     for b in [d["defaultCacheBehavior"], *ordered.values()]:
         assert b["originRequestPolicyId"] == "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+    # Elsewhere the stack's own policy: the origin's Cache-Control decides (nothing is
+    # cached without it; no-store and private are honoured).
+    policy = prod.named("prodstack-cdn-origin-cache-control")
+    assert d["defaultCacheBehavior"]["cachePolicyId"] == "prodstack-cdn-origin-cache-control-id"
+    assert policy["urn"] in prod.named("prodstack-cdn-distribution")["property_dependencies"][
+        "defaultCacheBehavior"]
+    inputs = policy["inputs"]
+    assert (inputs["minTtl"], inputs["defaultTtl"], inputs["maxTtl"]) == (0, 0, 31_536_000)
+
+
+def test_cdn_keeps_the_viewers_host_out_of_the_cache_key_and_the_origin(prod: Manifest) -> None:
+    # A cache key's headers go to the origin whatever the origin request policy says, so a
+    # key with Host would send the viewer's Host to the ALB past AllViewerExceptHostHeader.
+    for m_policy in prod.inputs("cloudfront/cachePolicy:CachePolicy"):
+        key = m_policy["parametersInCacheKeyAndForwardedToOrigin"]
+        assert key["headersConfig"] == {"headerBehavior": "none"}
+        assert key["cookiesConfig"] == {"cookieBehavior": "none"}
+        assert key["queryStringsConfig"] == {"queryStringBehavior": "all"}
+    d = prod.one("cloudfront/distribution:Distribution")
+    managed = {"4135ea2d-6df8-44a3-9df3-4b5a84be39ad"}  # CachingDisabled: no headers
+    own = {"prodstack-cdn-origin-cache-control-id"}
+    for b in [d["defaultCacheBehavior"], *d["orderedCacheBehaviors"]]:
+        assert b["cachePolicyId"] in managed | own
 
 
 def test_cdn_talks_https_to_origin_with_us_east_1_alias_cert(prod: Manifest) -> None:

@@ -101,7 +101,7 @@ def test_blue_green_without_a_cdn_routes_every_path(variants: dict[str, Manifest
     assert rules["prodstack-lb-production"]["conditions"] == [
         {"pathPattern": {"values": ["/*"]}}]
     assert rules["prodstack-lb-test"]["conditions"] == [
-        {"httpHeader": {"httpHeaderName": "X-Prodstack-Route", "values": ["green"]}}]
+        {"httpHeader": {"httpHeaderName": "X-Prodstack-Route", "values": ["[secret]"]}}]
     assert rules["prodstack-lb-production"]["listenerArn"].endswith(":prodstack-lb-http")
 
 
