@@ -18,6 +18,13 @@ TEARDOWN_TAG = "prodstack:teardown"
 #: Tag the original database carries after a point-in-time restore replaced it (kept until
 #: released): the data-tier rules no longer ask backups, drills and events of it.
 RESTORE_SOURCE_TAG = "prodstack:restore-source"
+# On every log group that holds security logs (WAF requests, VPC flow logs, RDS IAM
+# authentication failures, CloudFront access logs): kept `security_log_retention_days`,
+# apart from the application logs, since an intrusion is often found months later. Prod
+# keeps them at least a year (stacks/config.py refuses less; policy `security-logs-kept`).
+SECURITY_LOG_TAG = "prodstack:log-class"
+SECURITY_LOG_CLASS = "security"
+PROD_SECURITY_LOG_DAYS = 365
 # On an alarm only ECS deployments watch (it notifies nobody): the seed-rule checks, which
 # want a notifying alarm treating missing data as breaching, leave it to
 # `deployment-alarms-quiet-on-missing-data`.

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import LOG_RETENTION_DAYS, alias_record, child_opts, merge_tags
+from components._common import (
+    LOG_RETENTION_DAYS,
+    SECURITY_LOG_CLASS,
+    SECURITY_LOG_TAG,
+    alias_record,
+    child_opts,
+    merge_tags,
+)
 from components.load_balancer import ORIGIN_VERIFY_HEADER, dns_validated_certificate
 
 # Viewer TLS floors we accept (TLSv1.2_2021 or newer).
@@ -126,9 +133,10 @@ class CdnArgs:
     """Edge locations used: ``PriceClass_100`` (NA/EU), ``PriceClass_200``,
     ``PriceClass_All``. Default: ``"PriceClass_100"``. Example: ``"PriceClass_All"``."""
 
-    access_log_retention_days: int = 30
+    access_log_retention_days: int = 365
     """Retention of the access-log group in us-east-1 (standard logging v2, FSBP
-    CloudFront.5), a CloudWatch value. Default: ``30``. Example: ``90``."""
+    CloudFront.5; security logs), a CloudWatch value. Default: ``365``.
+    Example: ``731``."""
 
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to the distribution. Default: ``{}``.
@@ -305,7 +313,7 @@ class Cdn(pulumi.ComponentResource):
             f"{n}-access-logs",
             name_prefix=ACCESS_LOG_GROUP_PREFIX,
             retention_in_days=args.access_log_retention_days,
-            tags=merge_tags(args.tags, "access-logs"),
+            tags=merge_tags(args.tags, "access-logs") | {SECURITY_LOG_TAG: SECURITY_LOG_CLASS},
             opts=child_opts(self),
             **region,
         )

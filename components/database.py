@@ -13,6 +13,8 @@ import pulumi_random as random
 from components._common import (
     LOG_RETENTION_DAYS,
     RESTORE_SOURCE_TAG,
+    SECURITY_LOG_CLASS,
+    SECURITY_LOG_TAG,
     assume_role_policy,
     child_opts,
     merge_tags,
@@ -39,6 +41,9 @@ PI_RETENTION_DAYS = (7, 731, *(31 * n for n in range(1, 24)))
 # Log types RDS for PostgreSQL can export. Source: botocore rds
 # CreateDBInstanceMessage.EnableCloudwatchLogsExports; RDS user guide USER_LogAccess.
 LOG_EXPORTS = ("postgresql", "upgrade", "iam-db-auth-error")
+# The exports that are security logs (failed IAM database logins), kept
+# security_log_retention_days.
+SECURITY_LOG_EXPORTS = ("iam-db-auth-error",)
 # The CA that signs the instance's certificate: RSA 2048, valid to 2061; the API verifies
 # it against the matching region's root in the bundle its image ships (stacks/rds_ca.py).
 # Source: RDS user guide UsingWithRDS.SSL (certificate authorities table).
@@ -178,8 +183,13 @@ class DatabaseArgs:
     Example: ``250``."""
 
     log_retention_days: int = 30
-    """Retention of the exported PostgreSQL log groups (a CloudWatch value).
+    """Retention of the exported PostgreSQL and upgrade log groups (a CloudWatch value).
     Default: ``30``. Example: ``90``."""
+
+    security_log_retention_days: int = 365
+    """Retention of the ``iam-db-auth-error`` log group (failed IAM logins: security logs,
+    kept apart from the application's), a CloudWatch value. Default: ``365``.
+    Example: ``731``."""
 
     database_name: str = "app"
     """Database created at launch. Replaces the instance. Default: ``"app"``.
@@ -245,6 +255,9 @@ class DatabaseArgs:
             )
         if self.log_retention_days not in LOG_RETENTION_DAYS:
             problems.append(f"log_retention_days={self.log_retention_days}: CloudWatch value")
+        if self.security_log_retention_days not in LOG_RETENTION_DAYS:
+            problems.append(f"security_log_retention_days={self.security_log_retention_days}: "
+                            "CloudWatch value")
         if not re.fullmatch(r"[a-z](?!.*--)[a-z0-9-]{0,48}[a-z0-9]", self.identifier):
             problems.append(f"identifier={self.identifier!r}: lowercase, letter first, <=50")
         if self.monitoring_interval_seconds not in MONITORING_INTERVALS:
@@ -402,8 +415,12 @@ class Database(pulumi.ComponentResource):
             aws.cloudwatch.LogGroup(
                 f"{self._name}-{prefix}log-{log_type}",
                 name=f"/aws/rds/instance/{identifier}/{log_type}",
-                retention_in_days=self._args.log_retention_days,
-                tags=self._tags(f"log-{log_type}"),
+                retention_in_days=(self._args.security_log_retention_days
+                                   if log_type in SECURITY_LOG_EXPORTS
+                                   else self._args.log_retention_days),
+                tags=self._tags(f"log-{log_type}") | (
+                    {SECURITY_LOG_TAG: SECURITY_LOG_CLASS}
+                    if log_type in SECURITY_LOG_EXPORTS else {}),
                 opts=child_opts(self),
             )
             for log_type in LOG_EXPORTS

@@ -153,6 +153,11 @@ class LoadBalancerArgs:
     access_log_retention_days: int = 90
     """Days before access-log objects expire. Default: ``90``. Example: ``365``."""
 
+    access_log_noncurrent_days: int = 30
+    """Days a deleted or expired access-log object stays recoverable as a noncurrent
+    version (the bucket is versioned) before it is removed for good, >= 1.
+    Default: ``30``. Example: ``90``."""
+
     blue_green: bool = False
     """Build what an ECS blue/green deployment moves traffic with: an alternate target
     group, a production listener rule and a test listener rule that matches
@@ -180,6 +185,8 @@ class LoadBalancerArgs:
             problems.append("alias_names need hosted_zone_id")
         if not 0 <= self.deregistration_delay_seconds <= 3600:
             problems.append("deregistration_delay_seconds: 0-3600")
+        if self.access_log_noncurrent_days < 1:
+            problems.append("access_log_noncurrent_days: at least 1")
         if self.blue_green and self.test_route_secret is None:
             problems.append("blue_green needs test_route_secret (a generated secret)")
         if isinstance(self.test_route_secret, str) and not (
@@ -200,7 +207,8 @@ class LoadBalancer(pulumi.ComponentResource):
         ``{name}-http`` forwarding when there is no domain; ``{name}-cert`` +
         validation records when the certificate is DNS-validated; ``{name}-alias-<i>``
         records; ``{name}-logs`` bucket with encryption, public-access block, owner
-        enforcement, lifecycle and a TLS-only policy when access logs are on. With
+        enforcement, versioning, lifecycle (current and noncurrent versions) and a
+        TLS-only policy when access logs are on. With
         ``blue_green``: ``{name}-tg-alt`` (the alternate target group),
         ``{name}-production`` and ``{name}-test`` listener rules (instead of
         ``{name}-from-cdn``).
@@ -335,6 +343,21 @@ class LoadBalancer(pulumi.ComponentResource):
             rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
             opts=child_opts(self),
         )
+        # Versioned, so a delete (by anyone in the account with delete rights, or an
+        # intruder covering tracks) leaves the log behind as a noncurrent version.
+        # Values: Enabled | Suspended. Source: botocore s3 BucketVersioningStatus.
+        versioning = aws.s3.BucketVersioning(
+            f"{n}-logs-versioning",
+            bucket=bucket.id,
+            versioning_configuration={"status": "Enabled"},
+            opts=child_opts(self),
+        )
+        # Current logs expire after access_log_retention_days (expiry leaves a noncurrent
+        # version on a versioned bucket); noncurrent versions go access_log_noncurrent_days
+        # later. NoncurrentDays: a positive integer. Source: botocore s3
+        # NoncurrentVersionExpiration.NoncurrentDays, LifecycleRule. The lifecycle waits
+        # for versioning, as pulumi_aws s3.BucketLifecycleConfiguration's example
+        # "Creating a Lifecycle Configuration for a bucket with versioning" does.
         aws.s3.BucketLifecycleConfiguration(
             f"{n}-logs-lifecycle",
             bucket=bucket.id,
@@ -344,9 +367,11 @@ class LoadBalancer(pulumi.ComponentResource):
                     "status": "Enabled",
                     "filter": {"prefix": ""},
                     "expiration": {"days": args.access_log_retention_days},
+                    "noncurrent_version_expiration": {
+                        "noncurrent_days": args.access_log_noncurrent_days},
                 }
             ],
-            opts=child_opts(self),
+            opts=child_opts(self, depends_on=[versioning]),
         )
         region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
         account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id

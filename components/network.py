@@ -10,7 +10,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import assume_role_policy, child_opts, merge_tags
+from components._common import (
+    SECURITY_LOG_CLASS,
+    SECURITY_LOG_TAG,
+    assume_role_policy,
+    child_opts,
+    merge_tags,
+)
 
 NAT_STRATEGIES = ("none", "single", "per_az")
 ALB_INGRESS_SOURCES = ("world", "cloudfront")
@@ -50,9 +56,10 @@ class NetworkArgs:
     """Send VPC flow logs (all traffic) to CloudWatch Logs. Default: ``True``.
     Example: ``False`` (dev opt-out, saves ingestion cost)."""
 
-    log_retention_days: int = 30
-    """Retention of the flow-log group, a CloudWatch-accepted value (1, 3, 5, 7, 14, 30,
-    60, 90, ...). Default: ``30``. Example: ``90``."""
+    log_retention_days: int = 365
+    """Retention of the flow-log group (security logs: an intrusion is often found late),
+    a CloudWatch-accepted value (1, 3, 5, 7, 14, 30, 60, 90, ...). Default: ``365``.
+    Example: ``731``."""
 
     app_port: int = 8000
     """Port the API containers listen on; the ALB -> service rule opens only this port.
@@ -455,7 +462,7 @@ class Network(pulumi.ComponentResource):
         group = aws.cloudwatch.LogGroup(
             f"{n}-flow-logs-group",
             retention_in_days=args.log_retention_days,
-            tags=self._tags("flow-logs-group"),
+            tags=self._tags("flow-logs-group") | {SECURITY_LOG_TAG: SECURITY_LOG_CLASS},
             opts=child_opts(self),
         )
         region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region

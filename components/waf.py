@@ -8,7 +8,13 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import LOG_RETENTION_DAYS, child_opts, merge_tags
+from components._common import (
+    LOG_RETENTION_DAYS,
+    SECURITY_LOG_CLASS,
+    SECURITY_LOG_TAG,
+    child_opts,
+    merge_tags,
+)
 
 SCOPES = ("REGIONAL", "CLOUDFRONT")
 # Rate-based rule windows accepted by WAFv2. Source: botocore wafv2 RateBasedStatement
@@ -62,9 +68,9 @@ class WebAclArgs:
     ``CLOUDFRONT`` ACL is attached through the distribution's ``web_acl_id``).
     Default: ``None``. Example: ``lb.arn``."""
 
-    log_retention_days: int = 30
-    """Retention of the WAF log group (a CloudWatch value); logs redact the
-    ``authorization`` header. Default: ``30``. Example: ``90``."""
+    log_retention_days: int = 365
+    """Retention of the WAF log group (security logs, a CloudWatch value); logs redact
+    the ``authorization`` header. Default: ``365``. Example: ``731``."""
 
     max_body_bytes: int = COMMON_RULE_SET_BODY_LIMIT
     """Largest request body the app accepts (its ``MAX_BODY_BYTES``): the ACL blocks
@@ -231,7 +237,7 @@ class WebAcl(pulumi.ComponentResource):
             f"{name}-logs",
             name_prefix="aws-waf-logs-prodstack-",
             retention_in_days=args.log_retention_days,
-            tags=merge_tags(args.tags, "waf-logs"),
+            tags=merge_tags(args.tags, "waf-logs") | {SECURITY_LOG_TAG: SECURITY_LOG_CLASS},
             opts=child_opts(self),
             **region_kw,
         )

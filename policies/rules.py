@@ -30,8 +30,11 @@ from components._common import (
     ECS_EXEC_TAG,
     ENVIRONMENT_TAG,
     LOG_RETENTION_DAYS,
+    PROD_SECURITY_LOG_DAYS,
     RESTORE_SOURCE_TAG,
     SECRET_NAME_RE,
+    SECURITY_LOG_CLASS,
+    SECURITY_LOG_TAG,
     TEARDOWN_TAG,
 )
 
@@ -309,6 +312,47 @@ def _log_retention(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
 log_retention = _resource_policy(
     "log-retention-set", "Every CloudWatch log group has a retention period.",
     "aws:cloudwatch/logGroup:LogGroup", _log_retention,
+)
+
+
+# Where the security logs go, besides the tag the components put on their groups: WAF logs
+# only to groups named aws-waf-logs-* (WAF developer guide, logging-cw-logs.html), RDS's
+# IAM authentication failures to /aws/rds/instance/<id>/iam-db-auth-error, CloudFront's
+# standard logs (v2) to the vended-logs prefix components/cdn.py uses, and VPC flow logs to
+# whatever group a FlowLog names.
+SECURITY_LOG_NAMES = (re.compile(r"^aws-waf-logs-"), re.compile(r"/iam-db-auth-error$"),
+                      re.compile(r"^/aws/vendedlogs/cloudfront/"))
+
+
+def _security_log_groups(args: StackValidationArgs) -> list[Any]:
+    flow_destinations = {urn for flow in _of_type(args, "ec2/flowLog:FlowLog")
+                         for urn in _linked(flow, "logDestination")}
+    found = []
+    for group in _of_type(args, "cloudwatch/logGroup:LogGroup"):
+        name = str(group.props.get("name") or group.props.get("namePrefix") or "")
+        if (_tags(group.props).get(SECURITY_LOG_TAG) == SECURITY_LOG_CLASS
+                or group.urn in flow_destinations
+                or any(pattern.search(name) for pattern in SECURITY_LOG_NAMES)):
+            found.append(group)
+    return found
+
+
+def _security_logs(args: StackValidationArgs, report: ReportViolation) -> None:
+    for group in _security_log_groups(args):
+        days = group.props.get("retentionInDays")
+        if is_prod(group.props) and not (
+                isinstance(days, (int, float)) and days >= PROD_SECURITY_LOG_DAYS):
+            report(f"Prod security logs (WAF, VPC flow, IAM authentication failures, "
+                   f"CloudFront) must be kept at least {PROD_SECURITY_LOG_DAYS} days, not "
+                   f"{days!r}: an intrusion is often found months later.", group.urn)
+
+
+security_logs_kept = StackValidationPolicy(
+    name="security-logs-kept",
+    description=f"In prod the security logs (WAF, VPC flow, iam-db-auth-error, CloudFront) "
+                f"are kept at least {PROD_SECURITY_LOG_DAYS} days.",
+    validate=_security_logs,
+    enforcement_level=MANDATORY,
 )
 
 
@@ -844,6 +888,36 @@ log_buckets = StackValidationPolicy(
     description="Every bucket (all hold logs): BucketOwnerEnforced, public access blocked, "
                 "objects expire, TLS-only policy, no ACLs (encryption: s3-buckets-encrypted).",
     validate=_log_buckets,
+    enforcement_level=MANDATORY,
+)
+
+
+def _buckets_versioned(args: StackValidationArgs, report: ReportViolation) -> None:
+    versioned, trimmed = set(), set()
+    for r in _of_type(args, "s3/bucketVersioning:BucketVersioning"):
+        if _map(r.props.get("versioningConfiguration")).get("status") == "Enabled":
+            versioned |= _linked(r, "bucket")
+    for r in _of_type(args, "s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration"):
+        if any(_map(rule).get("status") == "Enabled"
+               and (_map(_map(rule).get("noncurrentVersionExpiration")).get(
+                   "noncurrentDays") or 0) > 0
+               for rule in _list(r.props.get("rules"))):
+            trimmed |= _linked(r, "bucket")
+    for bucket in _of_type(args, "s3/bucket:Bucket"):
+        if bucket.urn not in versioned:
+            report("Log bucket must be versioned (status Enabled): without versions, anyone "
+                   "in the account with delete rights can erase the logs.", bucket.urn)
+        if bucket.urn not in trimmed:
+            report("A versioned log bucket needs a lifecycle rule expiring noncurrent "
+                   "versions (noncurrentVersionExpiration), or deleted logs are kept and "
+                   "billed forever.", bucket.urn)
+
+
+log_buckets_versioned = StackValidationPolicy(
+    name="log-buckets-versioned",
+    description="Every bucket (all hold logs) is versioned, so a delete leaves the previous "
+                "version behind, with a lifecycle rule expiring noncurrent versions.",
+    validate=_buckets_versioned,
     enforcement_level=MANDATORY,
 )
 
@@ -1953,6 +2027,7 @@ ALL_POLICIES = [
     db_client_verifies_server,
     prod_protection,
     log_retention,
+    security_logs_kept,
     no_secrets_in_environment,
     no_world_open_security_groups,
     waf_enforces,
@@ -1963,6 +2038,7 @@ ALL_POLICIES = [
     subnets_private,
     vpc_flow_logs,
     log_buckets,
+    log_buckets_versioned,
     rds_hardened,
     cache_hardened,
     alarms_for_seed_rules,

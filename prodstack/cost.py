@@ -653,28 +653,36 @@ def _price_observability(plan, e: _Estimate, prices, p, g) -> None:
     groups = _of(plan, "aws:cloudwatch/logGroup:LogGroup")
     if not groups:
         return
-    streams = [("app_log_gb", "CloudWatch Logs ingested (API, database, cache)", p)]
+    # (usage key, line, rates, security log?) The security logs (WAF, VPC flow) are kept
+    # `security_log_retention_days`, apart from the application's; the components tag them.
+    from components._common import SECURITY_LOG_CLASS, SECURITY_LOG_TAG
+
+    streams = [("app_log_gb", "CloudWatch Logs ingested (API, database, cache)", p, False)]
     if any(f.get("inputs", {}).get("logDestinationType") == "cloud-watch-logs"
            for f in _of(plan, "aws:ec2/flowLog:FlowLog")):
-        streams.append(("flow_log_gb", "CloudWatch Logs ingested (VPC flow logs)", p))
+        streams.append(("flow_log_gb", "CloudWatch Logs ingested (VPC flow logs)", p, True))
     waf_logging = _of(plan, "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration")
     if waf_logging:
         # A CloudFront-scoped ACL logs into us-east-1, whatever the stack's Region.
         where = waf_logging[0].get("inputs", {}).get("region")
         rates = prices["regions"].get(where, p) if where else p
-        streams.append(("waf_log_gb", "CloudWatch Logs ingested (WAF)", rates))
-    ingested = Decimal(0)
-    for key, item, rates in streams:
+        streams.append(("waf_log_gb", "CloudWatch Logs ingested (WAF)", rates, True))
+    ingested = {False: Decimal(0), True: Decimal(0)}
+    for key, item, rates, security in streams:
         gb = e.usage_of(key, item)
         if gb is not None:
-            ingested += gb
+            ingested[security] += gb
             e.add("observability", item, gb, "GB", rates["logs_ingest_gb"], kind="usage")
-    retention = max((_num(gr.get("inputs", {}).get("retentionInDays", 30)) or Decimal(30))
-                    for gr in groups)
-    if ingested:
-        stored = (ingested * retention / 30).quantize(CENT)
-        e.add("observability", f"CloudWatch Logs stored ({retention} days kept)", stored,
-              "GB-month", p["logs_storage_gb_month"], kind="usage",
+    for security, what in ((False, "API, database, cache"), (True, "WAF, VPC flow logs")):
+        if not ingested[security]:
+            continue
+        kept = [gr for gr in groups if ((gr.get("inputs", {}).get("tags") or {}).get(
+            SECURITY_LOG_TAG) == SECURITY_LOG_CLASS) == security] or groups
+        retention = max((_num(gr.get("inputs", {}).get("retentionInDays", 30)) or Decimal(30))
+                        for gr in kept)
+        stored = (ingested[security] * retention / 30).quantize(CENT)
+        e.add("observability", f"CloudWatch Logs stored ({what}; {retention} days kept)",
+              stored, "GB-month", p["logs_storage_gb_month"], kind="usage",
               note="ingested GB x retention / 30, uncompressed: an upper bound")
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
-from components._common import LOG_RETENTION_DAYS
+from components._common import LOG_RETENTION_DAYS, PROD_SECURITY_LOG_DAYS
 from components.backup import VAULT_LOCK_MODES
 from components.database import (
     RESERVED_CONNECTIONS,
@@ -159,6 +159,10 @@ KEYS: dict[str, Key] = {
     "flow_logs": Key("boolean", True, "VPC flow logs to CloudWatch (required in prod)."),
     "alb_access_logs": Key("boolean", True, "ALB access logs to S3 (required in prod)."),
     "log_retention_days": Key("integer", 30, "CloudWatch log retention, a CloudWatch value."),
+    "security_log_retention_days": Key("integer", 365,
+                                       "CloudWatch retention of the security logs (WAF, VPC "
+                                       "flow, iam-db-auth-error, CloudFront), a CloudWatch "
+                                       "value (prod >= 365)."),
     "metrics_scrape": Key("boolean", True,
                           "Scrape the API's /metrics inside each task into Amazon Managed "
                           "Prometheus, with the VPS profile's API alert rules (needs NAT)."),
@@ -253,6 +257,7 @@ class StackConfig:
     flow_logs: bool
     alb_access_logs: bool
     log_retention_days: int
+    security_log_retention_days: int
     metrics_scrape: bool
     metrics_retention_days: int
     alarm_email: str
@@ -454,9 +459,9 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("restore_source", v["restore_source"], " | ".join(RESTORE_SOURCES))
     elif v["restore_source"] == "release" and not v["restore_to_time"]:
         r.bad("restore_source", "release", "keep, unless restore_to_time is set")
-    if v["log_retention_days"] not in LOG_RETENTION_DAYS:
-        r.bad("log_retention_days", v["log_retention_days"],
-              ", ".join(map(str, LOG_RETENTION_DAYS)))
+    for key in ("log_retention_days", "security_log_retention_days"):
+        if v[key] not in LOG_RETENTION_DAYS:
+            r.bad(key, v[key], ", ".join(map(str, LOG_RETENTION_DAYS)))
     if v["metrics_scrape"] and r.valid("nat") and nat == "none":
         # The collector image comes from ECR Public, which has no VPC endpoint, and its
         # writes go to the AMP endpoint: both need a way out of the private subnets.
@@ -519,6 +524,11 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
                     if key == "deletion_protection" else ""))
         if v["backup_retention_days"] < 7:
             r.bad("backup_retention_days", v["backup_retention_days"], ">= 7 in prod")
+        # An intrusion is often found months later: its traces must still be there.
+        if (r.valid("security_log_retention_days")
+                and v["security_log_retention_days"] < PROD_SECURITY_LOG_DAYS):
+            r.bad("security_log_retention_days", v["security_log_retention_days"],
+                  f">= {PROD_SECURITY_LOG_DAYS} in prod")
         # The seeds' tiers: daily kept 30 days, weekly 3 months, monthly 1 year.
         for key, floor in zip(tiers, PROD_BACKUP_TIER_DAYS, strict=True):
             if r.valid(key) and v[key] < floor:
@@ -558,7 +568,9 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         deletion_protection=v["deletion_protection"], teardown=v["teardown"],
         final_snapshot=v["final_snapshot"],
         flow_logs=v["flow_logs"], alb_access_logs=v["alb_access_logs"],
-        log_retention_days=v["log_retention_days"], metrics_scrape=v["metrics_scrape"],
+        log_retention_days=v["log_retention_days"],
+        security_log_retention_days=v["security_log_retention_days"],
+        metrics_scrape=v["metrics_scrape"],
         metrics_retention_days=v["metrics_retention_days"],
         alarm_email=v["alarm_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],

@@ -82,7 +82,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         az_count=cfg.az_count,
         nat=cfg.nat,
         flow_logs=cfg.flow_logs,
-        log_retention_days=cfg.log_retention_days,
+        log_retention_days=cfg.security_log_retention_days,  # flow logs only
         app_port=APP_PORT,
         alb_ingress_source="cloudfront" if cfg.cdn else "world",
         alb_ports=alb_ports,
@@ -138,7 +138,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             max_body_bytes=max_body_bytes,
             evaluation_window_seconds=60,
             associate_arn=None if cfg.cdn else lb.arn,
-            log_retention_days=cfg.log_retention_days,
+            log_retention_days=cfg.security_log_retention_days,
             tags=tags,
         ))
 
@@ -154,6 +154,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         deletion_protection=cfg.protected,
         final_snapshot=cfg.final_snapshot,
         log_retention_days=cfg.log_retention_days,
+        security_log_retention_days=cfg.security_log_retention_days,
         restore_to_time=cfg.restore_to_time,
         restore_source=cfg.restore_source,
         tags=tags,
@@ -324,7 +325,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             validation_records=lb.validation_records,
             origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
-            access_log_retention_days=cfg.log_retention_days,
+            access_log_retention_days=cfg.security_log_retention_days,
             tags=tags,
         ))
 

@@ -76,6 +76,8 @@ def test_prod_stack_file_is_large_multi_az_protected() -> None:
     assert cfg.deletion_protection and cfg.final_snapshot
     assert cfg.backup_retention_days == 30
     assert cfg.domain and cfg.cdn and cfg.waf
+    # Security logs a year, apart from the application logs' month.
+    assert (cfg.security_log_retention_days, cfg.log_retention_days) == (365, 30)
 
 
 def test_dev_stack_file_is_small_cheap_and_easy_to_destroy() -> None:
@@ -155,6 +157,7 @@ NEGATIVE = [
     ({"backup_retention_days": "0"}, "eu-west-1", "dev", "prodstack:backup_retention_days: 0"),
     ({"backup_retention_days": "36"}, "eu-west-1", "dev", "allowed: 1-35"),
     ({"log_retention_days": "10"}, "eu-west-1", "dev", "prodstack:log_retention_days: 10"),
+    ({"security_log_retention_days": "366"}, "eu-west-1", "dev", "prodstack:security_log_retention_days: 366 is invalid; allowed: 1, 3, 5, 7"),
     ({"alarm_email": "ops-at-example"}, "eu-west-1", "dev", "prodstack:alarm_email: 'ops-at-example'"),
     ({"log_level": "LOUD"}, "eu-west-1", "dev", "prodstack:log_level: 'LOUD'"),
     ({"image_platform": "linux/s390x"}, "eu-west-1", "dev", "prodstack:image_platform"),
@@ -205,6 +208,7 @@ NEGATIVE = [
     ({"environment": "prod", "final_snapshot": "false"}, "eu-west-1", "prod", "prodstack:final_snapshot"),
     ({"environment": "prod", "flow_logs": "false"}, "eu-west-1", "prod", "prodstack:flow_logs"),
     ({"environment": "prod", "alb_access_logs": "false"}, "eu-west-1", "prod", "prodstack:alb_access_logs"),
+    ({"environment": "prod", "security_log_retention_days": "180"}, "eu-west-1", "prod", "prodstack:security_log_retention_days: 180 is invalid; allowed: >= 365 in prod"),
     ({"environment": "prod", "multi_az": "false"}, "eu-west-1", "prod", "prodstack:multi_az: 'false' is invalid; allowed: true in prod"),
     ({"environment": "prod", "size": "small"}, "eu-west-1", "prod", "prodstack:min_replicas: 1 is invalid; allowed: >= 2 in prod"),
 ]

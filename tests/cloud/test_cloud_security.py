@@ -336,3 +336,44 @@ def test_task_role_may_connect_as_exactly_the_app_user(both: list[Manifest]) -> 
             "prodstack-api-task-role-metrics"]
         assert not [r for r in m.all("iam/rolePolicyAttachment:RolePolicyAttachment")
                     if "task-role" in r["name"]]  # fmt: skip
+
+
+# ---- security logs and the access-log bucket (Checkov's findings) ---------------------
+
+SECURITY_LOG_GROUPS = ("prodstack-waf-logs", "prodstack-net-flow-logs-group",
+                       "prodstack-db-log-iam-db-auth-error", "prodstack-cdn-access-logs")
+
+
+def test_security_logs_are_kept_apart_from_the_application_logs(
+    prod: Manifest, dev: Manifest
+) -> None:
+    # An intrusion found months later still has its WAF, VPC flow, IAM login failure and
+    # CloudFront traces: prod keeps them a year, the application logs a month.
+    for m, security, application in ((prod, 365, 30), (dev, 30, 7)):
+        kept = {g["name"]: g["inputs"] for g in m.all("cloudwatch/logGroup:LogGroup")}
+        tagged = {n for n, g in kept.items()
+                  if g.get("tags", {}).get("prodstack:log-class") == "security"}
+        assert tagged == set(SECURITY_LOG_GROUPS) & set(kept), m.data["stack"]
+        assert tagged >= {"prodstack-waf-logs", "prodstack-db-log-iam-db-auth-error"}
+        for name, group in kept.items():
+            want = security if name in tagged else application
+            assert group["retentionInDays"] == want, (m.data["stack"], name)
+    # prod has every one of them: flow logs and the CDN are on.
+    assert {g["name"] for g in prod.all("cloudwatch/logGroup:LogGroup")} >= set(
+        SECURITY_LOG_GROUPS)
+
+
+def test_alb_access_log_bucket_is_versioned_and_expires_noncurrent_versions(
+    prod: Manifest,
+) -> None:
+    bucket = prod.named("prodstack-lb-logs")
+    versioning = prod.named("prodstack-lb-logs-versioning")
+    assert versioning["inputs"]["versioningConfiguration"] == {"status": "Enabled"}
+    assert versioning["property_dependencies"]["bucket"] == [bucket["urn"]]
+    lifecycle = prod.named("prodstack-lb-logs-lifecycle")
+    (rule,) = lifecycle["inputs"]["rules"]
+    assert rule["status"] == "Enabled" and rule["filter"] == {"prefix": ""}
+    assert rule["expiration"] == {"days": 90}
+    # A deleted or expired log stays recoverable 30 days, then goes for good.
+    assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
+    assert versioning["urn"] in prod.data["resource_options"][lifecycle["urn"]]["dependencies"]

@@ -74,7 +74,10 @@ def test_prod_matches_hand_computed_figures(plans):
         "CloudWatch Logs ingested (WAF)": 300 * 0.50,      # the CloudFront ACL logs in us-east-1
         "CloudWatch Logs ingested (VPC": 60 * 0.57,
         "CloudWatch Logs ingested (API": 80 * 0.57,
-        "CloudWatch Logs stored": (80 + 60 + 300) * 30 / 30 * 0.03,
+        # Application logs kept log_retention_days (30), security logs (WAF, VPC flow)
+        # security_log_retention_days (365).
+        "CloudWatch Logs stored (API, database, cache; 30 days": 80 * 30 / 30 * 0.03,
+        "CloudWatch Logs stored (WAF, VPC flow logs; 365 days": (60 + 300) * 365 / 30 * 0.03,
         "ECR image storage": 5 * 0.10,
         "ALB access logs": 40 * 0.023,
         # AWS Backup tiers, 100 GB database changing 5 GB a day (usage/large.toml): the
