@@ -1361,17 +1361,21 @@ def _deployment_alarms(args: StackValidationArgs, report: ReportViolation) -> No
                        f"{treat!r}: during an outage it is already in ALARM and rolls back the "
                        "fix. A deployment alarm treats missing data as notBreaching.",
                        alarm.urn)
+            # A below-threshold alarm whose gaps are filled (FILL(m, 0) on a count) sees
+            # missing data as a low value: a breach, whatever treatMissingData says.
             fills = [q for q in map(_map, _list(alarm.props.get("metricQueries")))
                      if "FILL(" in str(q.get("expression", "")).upper()]
-            if fills:
-                report(f"Deployment alarm {name} fills gaps (FILL): a filled gap is a value, "
-                       "so missing data breaches whatever treatMissingData says.", alarm.urn)
+            if fills and alarm.props.get("comparisonOperator") in LESS:
+                report(f"Deployment alarm {name} fills gaps (FILL) and alarms below its "
+                       "threshold: a filled gap is a low value, so missing data breaches "
+                       "whatever treatMissingData says.", alarm.urn)
 
 
 deployment_alarms_quiet = StackValidationPolicy(
     name="deployment-alarms-quiet-on-missing-data",
     description="The alarms an ECS deployment rolls back on treat missing data as not "
-                "breaching (and fill no gaps), so an outage does not roll back its fix.",
+                "breaching (and a below-threshold one fills no gaps), so an outage does not "
+                "roll back its fix.",
     validate=_deployment_alarms,
     enforcement_level=MANDATORY,
 )

@@ -307,6 +307,15 @@ WEAKENINGS = [
       reported_on="", why="failed-backup-jobs-go-nowhere"),
     W("data-tier-events-alarmed", "prodstack-metrics-rules",
       {"data": "groups: []\n"}, why="no-alert-when-the-api-loses-postgres"),
+    W("metrics-alerts-can-fire", "prodstack-metrics-rules",
+      {"data": "groups:\n- name: prodstack-api\n  rules:\n  - alert: ApiReplicaDown\n"
+               "    expr: up{job=\"api\"} == 0\n  - alert: ApiNoTaskReporting\n"
+               "    expr: absent_over_time(up{job=\"api\"}[2m])\n"},
+      why="workspace-waits-for-an-up-zero-that-never-comes"),
+    W("metrics-alerts-can-fire", "prodstack-metrics-rules",
+      {"data": "groups:\n- name: prodstack-api\n  rules:\n  - alert: HighErrorRate\n"
+               "    expr: rate(http_requests_total{job=\"api\"}[5m]) > 1\n"},
+      why="silent-tasks-alert-nobody"),
     W("iam-trust-confused-deputy", "prodstack-backup-role",
       {"assumeRolePolicy$.Statement.0.Condition": DELETE}, why="backup-role-any-account"),
     W("sns-service-grant-confused-deputy", "prodstack-prod-obs-alarms-policy",

@@ -743,7 +743,9 @@ def test_alarm_values_are_ones_cloudwatch_accepts(both: list[Manifest]) -> None:
             assert period * alarm["evaluationPeriods"] <= 604_800
             assert not ("statistic" in alarm and "extendedStatistic" in alarm)
             assert alarm["treatMissingData"] in ("breaching", "notBreaching", "ignore", "missing")
-            assert alarm["alarmActions"] and alarm["okActions"]
+            # Every alarm notifies, but the deployment-only copy (its paging twin does).
+            deployment_only = alarm.get("tags", {}).get("prodstack:alarm-use") == "deployment"
+            assert bool(alarm.get("alarmActions") and alarm.get("okActions")) != deployment_only
 
 
 def test_small_database_connection_alarm_respects_max_connections(dev: Manifest) -> None:
@@ -769,4 +771,5 @@ def test_alarm_topic_encrypted_email_and_dashboard(prod: Manifest, dev: Manifest
 def test_log_groups_all_have_retention(both: list[Manifest]) -> None:
     for m in both:
         for group in m.inputs("logGroup:LogGroup"):
-            assert group["retentionInDays"] in (7, 30)
+            # The stack files' log_retention_days, or security_log_retention_days.
+            assert group["retentionInDays"] in (7, 30, 365)
