@@ -9,6 +9,7 @@ import json
 import pytest
 from prodstack_cloud_harness import Manifest
 
+from components.load_balancer import LoadBalancerArgs
 from components.observability import DEPLOYMENT_ALARM_ROLES
 from components.service import ServiceArgs
 
@@ -247,3 +248,21 @@ def test_service_args_refuse_an_incomplete_blue_green(overrides: dict, expected:
     with pytest.raises(ValueError, match="ServiceArgs") as err:
         service_args(**overrides)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("secret, expected", [
+    (None, "blue_green needs test_route_secret"),
+    # A header condition compares at most 128 characters, `*` and `?` are wildcards.
+    ("*", "test_route_secret: alphanumeric, at most 128"),
+    ("a" * 129, "test_route_secret: alphanumeric, at most 128"),
+    ("green\nX-Injected: 1", "test_route_secret: alphanumeric"),
+])
+def test_load_balancer_args_refuse_a_test_route_without_a_usable_secret(
+    secret: str | None, expected: str
+) -> None:
+    with pytest.raises(ValueError, match="LoadBalancerArgs") as err:
+        LoadBalancerArgs(vpc_id="v", subnet_ids=["a", "b"], security_group_id="sg",
+                         blue_green=True, test_route_secret=secret)
+    assert expected in str(err.value)
+    LoadBalancerArgs(vpc_id="v", subnet_ids=["a", "b"], security_group_id="sg",
+                     blue_green=True, test_route_secret="A" * 40)  # accepted
