@@ -78,6 +78,8 @@ FREE_TYPES = frozenset({
     # CloudFront's response headers policy is free; its standard logging (v2) objects
     # cost nothing themselves, the delivered logs are CloudWatch vended-log ingestion.
     "aws:cloudfront/responseHeadersPolicy:ResponseHeadersPolicy",
+    # Cache policies cost nothing themselves (CloudFront bills requests and transfer).
+    "aws:cloudfront/cachePolicy:CachePolicy",
     "aws:cloudwatch/logDeliverySource:LogDeliverySource",
     "aws:cloudwatch/logDeliveryDestination:LogDeliveryDestination",
     "aws:cloudwatch/logDelivery:LogDelivery",
@@ -91,6 +93,10 @@ FREE_TYPES = frozenset({
     "aws:s3/bucketPolicy:BucketPolicy",
     "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
     "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
+    # Versioning itself is free; the noncurrent versions it keeps are S3 storage (the
+    # access-log line prices current objects only: an under-estimate by up to the
+    # lifecycle's noncurrent days).
+    "aws:s3/bucketVersioning:BucketVersioning",
     "aws:secretsmanager/secretVersion:SecretVersion",
     # Email notifications: the first 1,000 a month are free (SNS pricing page).
     "aws:sns/topic:Topic", "aws:sns/topicSubscription:TopicSubscription",
@@ -657,25 +663,29 @@ def _price_observability(plan, e: _Estimate, prices, p, g) -> None:
     # `security_log_retention_days`, apart from the application's; the components tag them.
     from components._common import SECURITY_LOG_CLASS, SECURITY_LOG_TAG
 
-    streams = [("app_log_gb", "CloudWatch Logs ingested (API, database, cache)", p, False)]
+    streams = [("app_log_gb", "API, database, cache", p, False)]
     if any(f.get("inputs", {}).get("logDestinationType") == "cloud-watch-logs"
            for f in _of(plan, "aws:ec2/flowLog:FlowLog")):
-        streams.append(("flow_log_gb", "CloudWatch Logs ingested (VPC flow logs)", p, True))
+        streams.append(("flow_log_gb", "VPC flow logs", p, True))
     waf_logging = _of(plan, "aws:wafv2/webAclLoggingConfiguration:WebAclLoggingConfiguration")
     if waf_logging:
         # A CloudFront-scoped ACL logs into us-east-1, whatever the stack's Region.
         where = waf_logging[0].get("inputs", {}).get("region")
         rates = prices["regions"].get(where, p) if where else p
-        streams.append(("waf_log_gb", "CloudWatch Logs ingested (WAF)", rates, True))
+        streams.append(("waf_log_gb", "WAF", rates, True))
     ingested = {False: Decimal(0), True: Decimal(0)}
-    for key, item, rates, security in streams:
+    names: dict[bool, list[str]] = {False: [], True: []}
+    for key, what, rates, security in streams:
+        item = f"CloudWatch Logs ingested ({what})"
         gb = e.usage_of(key, item)
         if gb is not None:
             ingested[security] += gb
+            names[security].append(what)
             e.add("observability", item, gb, "GB", rates["logs_ingest_gb"], kind="usage")
-    for security, what in ((False, "API, database, cache"), (True, "WAF, VPC flow logs")):
+    for security in (False, True):
         if not ingested[security]:
             continue
+        what = ", ".join(names[security])
         kept = [gr for gr in groups if ((gr.get("inputs", {}).get("tags") or {}).get(
             SECURITY_LOG_TAG) == SECURITY_LOG_CLASS) == security] or groups
         retention = max((_num(gr.get("inputs", {}).get("retentionInDays", 30)) or Decimal(30))

@@ -48,10 +48,11 @@ def test_prod_matches_hand_computed_figures(plans):
         "Fargate memory": 3 * 2 * 730 * 0.004445,          # 19.47
         "WAF web ACL": 5.00,
         "WAF rules": 5 * 1.00,                             # rate, body size + 3 managed groups
-        # 16 alarms (14 + the drill's failed and missing); metric math bills each metric
-        # it reads: the error rate 3, healthy and unhealthy hosts 2 each (both blue/green
-        # target groups), the others 1.
-        "CloudWatch alarms": 20 * 0.10,
+        # 17 alarms (14, the deployment's own healthy-hosts copy, the drill's failed and
+        # missing); metric math bills each metric it reads: the error rate 3, healthy and
+        # unhealthy hosts and the deployment copy 2 each (both blue/green target groups),
+        # the others 1.
+        "CloudWatch alarms": 22 * 0.10,
         "CloudWatch dashboards": 3.00,
         "KMS": 2 * 1.00,                                   # the alarm topic's, the vault's
         # The daily restore drill: about an hour a day of a Single-AZ db.m7g.xlarge.
@@ -64,7 +65,7 @@ def test_prod_matches_hand_computed_figures(plans):
         assert item["kind"] == "fixed"
         assert item["monthly"] == pytest.approx(expected, abs=0.005), prefix
     assert est["fixed_monthly"] == pytest.approx(
-        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1051.67
+        sum(round(v + 1e-9, 2) for v in hand_fixed.values()), abs=0.001)  # 1051.87
     hand_usage = {
         "NAT gateway data processed": 100 * 0.048,
         "WAF requests inspected": 260 * 0.60,              # 260 M requests
@@ -77,7 +78,7 @@ def test_prod_matches_hand_computed_figures(plans):
         # Application logs kept log_retention_days (30), security logs (WAF, VPC flow)
         # security_log_retention_days (365).
         "CloudWatch Logs stored (API, database, cache; 30 days": 80 * 30 / 30 * 0.03,
-        "CloudWatch Logs stored (WAF, VPC flow logs; 365 days": (60 + 300) * 365 / 30 * 0.03,
+        "CloudWatch Logs stored (VPC flow logs, WAF; 365 days": (60 + 300) * 365 / 30 * 0.03,
         "ECR image storage": 5 * 0.10,
         "ALB access logs": 40 * 0.023,
         # AWS Backup tiers, 100 GB database changing 5 GB a day (usage/large.toml): the
@@ -107,6 +108,10 @@ def test_dev_matches_hand_computed_figures(plans):
         "Application Load Balancer": 730 * 0.0252,
         "data transfer out to the internet": 5 * 0.09,     # no CDN in dev: ALB egress
         "WAF requests inspected": 2.6 * 0.60,
+        # dev keeps application logs log_retention_days (7), its WAF logs
+        # security_log_retention_days (30); no flow logs.
+        "CloudWatch Logs stored (API, database, cache; 7 days": round(2 * 7 / 30, 2) * 0.03,
+        "CloudWatch Logs stored (WAF; 30 days": 3 * 30 / 30 * 0.03,
     }
     for prefix, expected in hand.items():
         assert line(est, prefix)["monthly"] == pytest.approx(expected, abs=0.005), prefix
