@@ -54,19 +54,7 @@ def assume_role_policy(service: str, *, account: str, source_arn: str) -> str:
     "The confused deputy problem" (confused-deputy.html): ``aws:SourceArn`` and
     ``aws:SourceAccount`` in the trust policy of a service role.
     """
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": service},
-                    "Action": "sts:AssumeRole",
-                    "Condition": source_conditions(account=account, source_arn=source_arn),
-                }
-            ],
-        }
-    )
+    return _trust_policy(service, source_conditions(account=account, source_arn=source_arn))
 
 
 def documented_trust_policy(service: str) -> str:
@@ -77,18 +65,15 @@ def documented_trust_policy(service: str) -> str:
 
     Each caller cites the AWS page showing this exact policy for its role.
     """
-    return json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Service": service},
-                    "Action": "sts:AssumeRole",
-                }
-            ],
-        }
-    )
+    return _trust_policy(service, None)
+
+
+def _trust_policy(service: str, condition: dict | None) -> str:
+    statement: dict[str, Any] = {"Effect": "Allow", "Principal": {"Service": service},
+                                 "Action": "sts:AssumeRole"}
+    if condition is not None:
+        statement["Condition"] = condition
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def source_conditions(*, account: str, source_arn: str) -> dict:
