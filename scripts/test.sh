@@ -5,9 +5,9 @@
 #   scripts/test.sh --fast          the inner loop: no Docker, no e2e host
 #   scripts/test.sh tests/app -x    any pytest arguments, after the defaults below
 #
-# pytest runs on PRODSTACK_TEST_WORKERS pytest-xdist workers (default 6 on a 2-core
-# machine: five of them mostly wait on the e2e hosts' apt and SSH, the four shared hosts
-# and the multi-host set, while the sixth keeps the CPU busy with the rest).
+# pytest runs on PRODSTACK_TEST_WORKERS pytest-xdist workers (default 5 on a 2-core
+# machine: four of them mostly wait on the e2e hosts' apt and SSH, the three shared hosts
+# and the multi-host set, while the fifth keeps the CPU busy with the rest).
 # `--dist loadgroup` keeps each file, and the e2e files that share a host, on one worker
 # in file order; groups are handed out in the order tests/conftest.py gives them (the e2e
 # hosts first), not biggest first. `-n 0` among the arguments runs in this
@@ -28,7 +28,7 @@ UV_COMPILE_BYTECODE=1 scripts/setup.sh
 export PATH="$PWD/.prodstack/tools/bin:$PATH"
 
 set +e
-uv run --frozen --no-sync pytest -n "${PRODSTACK_TEST_WORKERS:-6}" --dist loadgroup \
+uv run --frozen --no-sync pytest -n "${PRODSTACK_TEST_WORKERS:-5}" --dist loadgroup \
   --no-loadscope-reorder ${fast[@]+"${fast[@]}"} "$@"
 status=$?
 set -e

@@ -14,19 +14,18 @@ from tests.support import recordings
 # Fixtures that reach the Docker engine: a test using any of them needs Docker, so it is
 # marked `docker` whatever its file says (`scripts/test.sh --fast` deselects those).
 DOCKER_FIXTURES = {"docker_engine", "app_image", "images", "stack"}
-# The fixture of the host that tests/vps/test_e2e*.py files share, in file order. Four
-# such hosts boot in parallel on four workers (each xdist worker has its own session
-# fixture): host 1 takes every file not listed here. With one host for every file, that
-# host was the suite's critical path (24 of 25 minutes); with three, PITR and host-lost
-# together still were (20 of 21), so host-lost, which boots a second host of its own,
-# gets one.
+# The fixture of the host that tests/vps/test_e2e*.py files share, in file order. Three
+# such hosts boot in parallel on three workers (each xdist worker has its own session
+# fixture): host 1 takes every file not listed here. The groups take about as long (12-15
+# minutes each on a loaded 2-core machine), where one host for every file was the suite's
+# critical path at 24 minutes.
 SHARED_HOST = "stack"
 SHARED_HOST_GROUP = "vps-shared-host"
 OTHER_HOST_FILES = {
     "tests/vps/test_e2e_hardening.py": 2,
     "tests/vps/test_e2e_monitoring.py": 2,
     "tests/vps/test_e2e_pitr.py": 3,
-    "tests/vps/test_e2e_host_lost.py": 4,
+    "tests/vps/test_e2e_host_lost.py": 3,
 }
 
 

@@ -1,4 +1,4 @@
-"""The split of the e2e files over four shared hosts (tests/conftest.py) names files that
+"""The split of the e2e files over three shared hosts (tests/conftest.py) names files that
 exist and use the shared host, so a renamed file cannot fall silently into the other
 group and make it the suite's critical path again."""
 
