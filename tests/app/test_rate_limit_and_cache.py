@@ -29,18 +29,28 @@ def _start_of_a_window(margin_s: float = 15) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(limited):
-    _start_of_a_window()
-    with limited.client(headers={"X-Forwarded-For": "203.0.113.7"}) as c:
-        statuses = [c.get("/api/v1/alerts").status_code for _ in range(5)]
+    # A burst that still straddles a window (a machine so loaded that six requests outlast
+    # the margin) gets a fresh budget half way: it is run again, as a new client.
+    for attempt in range(3):
+        _start_of_a_window()
+        window = time.time() // RATE_WINDOW_SECONDS
+        with limited.client(headers={"X-Forwarded-For": f"203.0.113.{7 + attempt}"}) as c:
+            statuses = [c.get("/api/v1/alerts").status_code for _ in range(5)]
+            resp = c.get("/api/v1/alerts")
+            write = c.post("/api/v1/alerts", json=make_alert(), headers=AUTH)
+            health = c.get("/health/ready")
+        if time.time() // RATE_WINDOW_SECONDS != window:
+            continue
         assert statuses == [200] * 5
-        resp = c.get("/api/v1/alerts")
         assert resp.status_code == 429
         assert 1 <= int(resp.headers["retry-after"]) <= 60
         assert resp.json()["error"]["code"] == "rate_limited"
         # Writes and reads share the budget.
-        assert c.post("/api/v1/alerts", json=make_alert(), headers=AUTH).status_code == 429
+        assert write.status_code == 429
         # Health is for load balancers, never rate limited.
-        assert c.get("/health/ready").status_code == 200
+        assert health.status_code == 200
+        return
+    pytest.fail("three bursts in a row straddled a rate-limit window")
 
 
 def test_rate_limit_is_per_client(limited):
