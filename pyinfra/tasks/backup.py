@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from pyinfra import host, logger
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, python, server, systemd
@@ -20,7 +20,7 @@ from tasks.config import Settings, SettingsError
 from tasks.database import postgres_version
 from tasks.facts import DiskSizeMb, OffsiteBucket, PgbackrestCipherDigest, PgbackrestRepos
 from tasks.monitoring import TEXTFILE_DIR
-from tasks.templates import put, template, timers
+from tasks.templates import banner, put, template, timers
 
 STANZA = "prodstack"
 STATE = "/var/lib/prodstack/backup-state.json"
@@ -65,10 +65,6 @@ def stanza_work(cfg: Settings) -> tuple[bool, bool]:
 def archive_queue_max_mb(disk_mb: int) -> int:
     """pgBackRest's archive-push-queue-max: 10% of the database's disk, at least 1 GiB."""
     return max(1024, disk_mb // 10)
-
-
-def banner(text: str) -> None:
-    logger.warning("\n" + "!" * 78 + f"\n{text}\n" + "!" * 78)
 
 
 def offsite_warning(cfg: Settings) -> str | None:

@@ -9,7 +9,7 @@ files/prodstack-alerts.yml, unit-tested with promtool in tests/vps/test_alert_ru
 
 from __future__ import annotations
 
-from pyinfra import host, logger
+from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Hostname
@@ -19,7 +19,7 @@ from tasks.config import MONITORING_PORTS, Settings
 from tasks.facts import DiskSizeMb, PostgresRoleMember
 from tasks.grafana import grafana
 from tasks.pki import ca_certificate, internal_expiries
-from tasks.templates import put, restart_on_change, template
+from tasks.templates import banner, put, restart_on_change, template
 
 RULES = "/etc/prometheus/rules/prodstack-alerts.yml"
 API_TARGETS = "/etc/prometheus/targets/api.json"
@@ -89,7 +89,7 @@ def receiver_warning(cfg: Settings) -> str | None:
 def monitoring(cfg: Settings) -> None:
     warning = receiver_warning(cfg)
     if warning:
-        logger.warning("\n" + "!" * 78 + f"\n{warning}\n" + "!" * 78)
+        banner(warning)
     host_name = host.get_fact(Hostname) or "localhost"
     ctx = {"cfg": cfg, "ports": MONITORING_PORTS, "host_name": host_name}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pyinfra import logger
 from pyinfra.operations import files, systemd
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -27,6 +28,11 @@ def template(*, src: str, dest: str, mode: str = "644", user="root", group="root
         **extra,
         **data,
     )
+
+
+def banner(text: str) -> None:
+    """A warning the operator cannot miss among pyinfra's operation lines."""
+    logger.warning("\n" + "!" * 78 + f"\n{text}\n" + "!" * 78)
 
 
 def unit_file(*, label: str, **kwargs):
