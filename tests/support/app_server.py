@@ -20,7 +20,8 @@ TEST_TOKEN = "test-token-0123456789abcdef"
 
 def app_env(database_url: str, redis_url: str, **overrides: str) -> dict[str, str]:
     env = {
-        k: v for k, v in os.environ.items()
+        k: v
+        for k, v in os.environ.items()
         if not k.startswith(("DATABASE_", "REDIS_", "DB_", "API_", "RATE_", "PROMETHEUS_"))
     }
     env.update(
@@ -36,8 +37,12 @@ def app_env(database_url: str, redis_url: str, **overrides: str) -> dict[str, st
 
 def run_app(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app", command], env=env, cwd=REPO,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "app", command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -58,8 +63,12 @@ class AppServer:
     def start(self, wait: str = "/health/live") -> AppServer:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve"], env=self.env, cwd=REPO,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "app", "serve"],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.wait_for(wait)
         return self

@@ -45,7 +45,7 @@ def docker_available() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
-def ensure_dockerd(timeout_s: float = 60.0) -> None:
+def ensure_dockerd(timeout_s: float = 120.0) -> None:
     """Start dockerd in the background unless an engine already answers."""
     if docker_available():
         return
@@ -54,18 +54,58 @@ def ensure_dockerd(timeout_s: float = 60.0) -> None:
             _start_dockerd(timeout_s)
 
 
+DOCKERD_PIDFILE = Path("/var/run/docker.pid")
+DOCKERD_LOG = Path("/var/log/prodstack-dockerd.log")
+
+
+def clear_stale_pidfile(pidfile: Path = DOCKERD_PIDFILE) -> bool:
+    """Remove a pid file that names no running dockerd; True if one was removed.
+
+    A machine imaged after dockerd was killed keeps /var/run/docker.pid, and dockerd then
+    refuses to start ("pid file found"). A pid file of a live dockerd is left alone.
+    """
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return False
+    try:
+        comm = Path(f"/proc/{int(text)}/comm").read_text().strip()
+    except (ValueError, OSError):
+        comm = ""
+    if comm == "dockerd":
+        return False
+    pidfile.unlink(missing_ok=True)
+    return True
+
+
 def _start_dockerd(timeout_s: float) -> None:
     dockerd = shutil.which("dockerd")
     if dockerd is None:
         raise RuntimeError("dockerd not found: install docker.io (scripts/setup.sh does)")
-    with open("/var/log/prodstack-dockerd.log", "ab") as log:
-        subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
+    clear_stale_pidfile()
+    with open(DOCKERD_LOG, "ab") as log:
+        start = log.tell()
+        proc = subprocess.Popen([dockerd], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if docker_available():
             return
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"dockerd exited with {proc.returncode}; its log ({DOCKERD_LOG}) says:\n"
+                + _log_tail(start)
+            )
         time.sleep(0.5)
-    raise RuntimeError(f"dockerd did not answer `docker info` within {timeout_s:.0f}s")
+    raise RuntimeError(
+        f"dockerd did not answer `docker info` within {timeout_s:.0f}s; its log "
+        f"({DOCKERD_LOG}) says:\n" + _log_tail(start)
+    )
+
+
+def _log_tail(start: int, lines: int = 20) -> str:
+    with open(DOCKERD_LOG, "rb") as log:
+        log.seek(start)
+        return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
 
 
 def image_exists(tag: str) -> bool:
