@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pyinfra import host, inventory  # noqa: E402
+from pyinfra import host, inventory, logger  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
 from tasks.audit import audit_log, record_config_push, refuse_if_locked  # noqa: E402
@@ -39,6 +39,8 @@ cfg = settings_for(
     db_data=db_hosts[0].data.dict() if db_hosts and db_hosts[0] is not host else None,
     web_data=[web.data.dict() for web in inventory.get_group("web", None) or []] or None,
 )
+for warning in cfg.warnings:
+    logger.warning(f"prodstack: {warning}")
 
 packages_op = packages(cfg)
 hardening(cfg)

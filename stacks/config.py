@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
-from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from components._common import LOG_RETENTION_DAYS, PROD_SECURITY_LOG_DAYS
 from components.backup import VAULT_LOCK_MODES
 from components.database import (
@@ -29,8 +28,7 @@ from components.database import (
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE, parse_image_ref
-from components.service import DEPLOY_STRATEGIES
-from components.waf import MAX_RATE_LIMIT, MIN_RATE_LIMIT
+from prodstack import profile
 from stacks.sizes import SIZES
 
 NAMESPACE = "prodstack"
@@ -46,16 +44,8 @@ REGIONS = (
     "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
     "ap-southeast-7",
 )
-# What the app accepts (app/core/config.py) is what the stack may set: a value the app
-# refused would exit every task at start-up, and ECS would replace them in a loop.
-LOG_LEVELS = APP_LOG_LEVELS
-RATE_LIMIT_RANGE = APP_INT_SETTINGS["RATE_LIMIT_PER_MINUTE"][1:]
-HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-)
 ACM_ARN_RE = re.compile(r"^arn:aws:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
 ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,32}$")
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 # The seeds' backup tiers (daily kept 30 days, weekly 3 months, monthly 1 year): the
 # floor of each AWS Backup tier in prod.
@@ -74,29 +64,41 @@ class Key:
     """One sentence: meaning and allowed values."""
     secret: bool = False
     """Whether the value must be set with ``pulumi config set --secret``."""
+    renamed_to: str = ""
+    """The key's new name, for an old name that still works for one release."""
+
+
+def _shared(key: str, note: str = "") -> str:
+    """A shared key's description: the one in prodstack/profile.py, plus the cloud's note."""
+    text = profile.CloudProfile.model_fields[key].description or ""
+    return f"{text} {note}".strip()
+
+
+def _renamed(old: str) -> Key:
+    new = profile.RENAMED["cloud"][old].new
+    return Key(KEYS[new].type, None, f"Renamed {new}; this name works until the next release.",
+               renamed_to=new)
 
 
 KEYS: dict[str, Key] = {
-    "size": Key("string", "small",
-                "Capacity profile: small | medium | large (seed startup/production/enterprise)."),
+    "size": Key("string", profile.DEFAULT_SIZE, _shared("size")),
     "environment": Key("string", "",
                        "Environment label; 'prod' turns on the prod checks. Empty: stack name."),
-    "replicas": Key("string", "auto", "Initial API task count, >= 1, or auto (the size's)."),
+    "replicas": Key("string", "auto", _shared("replicas")),
     "min_replicas": Key("string", "auto", "Autoscaling floor, >= 1, or auto (the size's)."),
     "max_replicas": Key("string", "auto",
                         "Autoscaling ceiling, >= min_replicas, or auto (the size's)."),
     "cpu_target_percent": Key("integer", 70, "Average task CPU autoscaling holds, 10-90."),
     "requests_per_target": Key("integer", 1000,
                                "ALB requests per task per minute autoscaling holds, >= 1."),
-    "deploy_strategy": Key("string", "rolling",
-                           "How a release goes live: rolling | blue_green (ECS native)."),
+    "deploy_strategy": Key("string", "rolling", _shared("deploy_strategy", "ECS native.")),
     "vpc_cidr": Key("string", "10.0.0.0/16", "Private IPv4 VPC range, /16 to /20."),
     "az_count": Key("string", "auto", "Availability zones, 2 or 3, or auto (the size's)."),
     "nat": Key("string", "auto", "NAT strategy: none | single | per_az | auto (the size's)."),
     "multi_az": Key("string", "auto",
                     "RDS Multi-AZ + cache replica with failover: true | false | auto (size)."),
-    "domain": Key("string", "",
-                  "Public hostname (HTTPS). Empty: plain HTTP, allowed outside prod only."),
+    "domain": Key("string", "", _shared("domain", "Served over HTTPS; empty is plain HTTP, "
+                                        "allowed outside prod only.")),
     "certificate_arn": Key("string", "",
                            "ACM certificate in the stack's Region for domain and origin.domain."),
     "hosted_zone_id": Key("string", "",
@@ -105,22 +107,21 @@ KEYS: dict[str, Key] = {
     "cdn_certificate_arn": Key("string", "",
                                "ACM certificate in us-east-1 for the CDN (else DNS-validated)."),
     "waf": Key("boolean", True, "Attach a WAFv2 web ACL (to the CDN, else the ALB)."),
-    "waf_rate_limit_per_minute": Key("integer", 600,
-                                     "Requests per client IP per minute before WAF blocks, "
-                                     ">= 100 (seed nginx: 10 r/s per IP)."),
+    "edge_rate_limit_per_minute": Key("integer", 600,
+                                      _shared("edge_rate_limit_per_minute", "WAF: >= 100.")),
     "web_concurrency": Key("integer", 1, "App WEB_CONCURRENCY: uvicorn workers per task, 1-64."),
     "db_pool_max": Key("integer", 10,
                        "App DB_POOL_MAX: PostgreSQL connections per worker, 1-200."),
-    "rate_limit_per_minute": Key("integer", 100,
-                                 "App rate limit per client per minute (seed: 100), "
-                                 f"{RATE_LIMIT_RANGE[0]}-{RATE_LIMIT_RANGE[1]}."),
+    "rate_limit_per_minute": Key("integer", profile.RATE_LIMIT_DEFAULT,
+                                 _shared("rate_limit_per_minute")),
     "storage_gb": Key("string", "auto",
                       "Initial database storage, 20-65536 GiB, or auto (the size's)."),
     "max_storage_gb": Key("string", "auto",
                           "Storage autoscaling ceiling, >= 1.1 x storage_gb, or auto (5x)."),
     "rds_proxy": Key("boolean", False,
                      "RDS Proxy between the tasks and the database (TLS, IAM auth only)."),
-    "backup_retention_days": Key("integer", 7, "Database backup retention, 1-35 (prod >= 7)."),
+    "backup_retention_days": Key("integer", 7, _shared("backup_retention_days",
+                                                       "RDS: 1-35 (prod >= 7).")),
     "backup_daily_retention_days": Key("integer", 30,
                                        "AWS Backup daily tier: days each daily copy is kept, "
                                        ">= 1 (prod >= 30)."),
@@ -166,11 +167,10 @@ KEYS: dict[str, Key] = {
     "metrics_scrape": Key("boolean", True,
                           "Scrape the API's /metrics inside each task into Amazon Managed "
                           "Prometheus, with the VPS profile's API alert rules (needs NAT)."),
-    "metrics_retention_days": Key("integer", 30,
-                                  "Days the API's Prometheus metrics are kept (AMP workspace), "
-                                  "1-3650, as on the VPS profile."),
-    "alarm_email": Key("string", "", "Email subscribed to the alarm topic. Empty: none."),
-    "log_level": Key("string", "INFO", "App LOG_LEVEL: " + " | ".join(LOG_LEVELS) + "."),
+    "metrics_retention_days": Key("integer", 30, _shared("metrics_retention_days",
+                                                         "(AMP workspace), 1-3650.")),
+    "alert_email": Key("string", "", _shared("alert_email", "(subscribed to the alarm topic)")),
+    "log_level": Key("string", "INFO", _shared("log_level")),
     "image_platform": Key("string", "linux/amd64",
                           "Image/task platform: linux/amd64 | linux/arm64."),
     "image_tag": Key("string", "",
@@ -188,6 +188,7 @@ KEYS: dict[str, Key] = {
                      "API bearer token; set with --secret. Empty: generated into Secrets Manager.",
                      secret=True),
 }
+KEYS.update({old: _renamed(old) for old in profile.RENAMED["cloud"]})
 
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,7 +234,7 @@ class StackConfig:
     cdn: bool
     cdn_certificate_arn: str
     waf: bool
-    waf_rate_limit_per_minute: int
+    edge_rate_limit_per_minute: int
     rate_limit_per_minute: int
     web_concurrency: int
     db_pool_max: int
@@ -260,7 +261,7 @@ class StackConfig:
     security_log_retention_days: int
     metrics_scrape: bool
     metrics_retention_days: int
-    alarm_email: str
+    alert_email: str
     log_level: str
     image_platform: str
     image_tag: str
@@ -272,6 +273,8 @@ class StackConfig:
     task_memory: str
     db_instance_class: str
     cache_node_type: str
+    warnings: tuple[str, ...] = ()
+    """Old key names that were used (each still works for one release)."""
 
     @property
     def is_prod(self) -> bool:
@@ -330,7 +333,14 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
 
     Raises :class:`ConfigError` with every problem found.
     """
+    # The keys both targets share are checked by one model (prodstack/profile.py), after
+    # old names are moved to the shared ones.
+    shared = profile.check(raw, "cloud")
+    raw = shared.values
     r = _Reader(raw)
+    for problem in shared.problems:
+        r.bad(problem.key, problem.value, problem.allowed)
+        r.invalid.add(shared.renamed.get(problem.key, problem.key))
     for key in sorted(set(raw) - set(KEYS)):
         # Worded as the VPS profile's refusal (pyinfra/tasks/config.py check_known_keys).
         close = difflib.get_close_matches(key, KEYS, n=1)
@@ -342,11 +352,10 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     elif region not in REGIONS:
         r.problems.append(f"aws:region: {region!r} is invalid; allowed: {', '.join(REGIONS)}")
 
-    v = {key: r.get(key) for key in KEYS}
-    size = SIZES.get(v["size"])
-    if size is None:
-        r.bad("size", v["size"], " | ".join(SIZES))
-        size = SIZES["small"]
+    v = {key: r.get(key) for key in KEYS if not KEYS[key].renamed_to}
+    for key, value in shared.profile.model_dump(exclude={"replicas"}).items():
+        v[key] = "" if value is None else value
+    size = SIZES[v["size"]]
 
     environment = v["environment"] or stack
     if not ENVIRONMENT_RE.match(environment):
@@ -355,7 +364,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     def sized(key: str, fallback: Any) -> Any:
         """The size's value for ``auto``; integer keys given as strings are parsed."""
         value = str(v[key]).strip()
-        if value == "auto":
+        if value == "auto" or not r.valid(key):
             return fallback
         if isinstance(fallback, int):
             try:
@@ -383,8 +392,6 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("cpu_target_percent", v["cpu_target_percent"], "10-90")
     if v["requests_per_target"] < 1:
         r.bad("requests_per_target", v["requests_per_target"], "an integer >= 1")
-    if v["deploy_strategy"] not in DEPLOY_STRATEGIES:
-        r.bad("deploy_strategy", v["deploy_strategy"], " | ".join(DEPLOY_STRATEGIES))
 
     az_count = sized("az_count", size.az_count)
     if az_count not in (2, 3):
@@ -402,8 +409,6 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     multi_az = size.multi_az if multi_az_raw == "auto" else multi_az_raw == "true"
 
     domain = v["domain"]
-    if domain and not HOSTNAME_RE.match(domain):
-        r.bad("domain", domain, "a lowercase DNS name such as api.example.com")
     if domain and not (v["certificate_arn"] or v["hosted_zone_id"]):
         r.bad("domain", domain, "a certificate source: set certificate_arn or hosted_zone_id")
     if domain and v["cdn"] and not (v["cdn_certificate_arn"] or v["hosted_zone_id"]):
@@ -419,12 +424,6 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     if v["hosted_zone_id"] and not ZONE_ID_RE.match(v["hosted_zone_id"]):
         r.bad("hosted_zone_id", v["hosted_zone_id"], "a Route 53 zone ID like Z0123456789ABC")
 
-    if not MIN_RATE_LIMIT <= v["waf_rate_limit_per_minute"] <= MAX_RATE_LIMIT:
-        r.bad("waf_rate_limit_per_minute", v["waf_rate_limit_per_minute"], "100-2000000000")
-    low, high = RATE_LIMIT_RANGE
-    if r.valid("rate_limit_per_minute") and not low <= v["rate_limit_per_minute"] <= high:
-        r.bad("rate_limit_per_minute", v["rate_limit_per_minute"],
-              f"{low}-{high} (what the app accepts)")
 
     storage_gb = sized("storage_gb", size.storage_gb)
     if r.valid("storage_gb") and not 20 <= storage_gb <= 65_536:
@@ -437,8 +436,6 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
     # USER_PIOPS.Autoscaling); checked only against a valid storage_gb.
     if r.valid("storage_gb", "max_storage_gb") and max_storage_gb < storage_gb * 1.1:
         r.bad("max_storage_gb", max_storage_gb, f">= 1.1 x storage_gb ({storage_gb}), <= 65536")
-    if not 1 <= v["backup_retention_days"] <= 35:
-        r.bad("backup_retention_days", v["backup_retention_days"], "1-35")
     tiers = ("backup_daily_retention_days", "backup_weekly_retention_days",
              "backup_monthly_retention_days")
     if r.valid(tiers[0]) and v[tiers[0]] < 1:
@@ -468,15 +465,6 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         r.bad("metrics_scrape", True,
               "false with nat: none (the collector image is on public.ecr.aws and has no "
               "VPC endpoint); or choose nat: single | per_az")
-    # The VPS profile's range for the same key (pyinfra/tasks/config.py); AMP sets no
-    # maximum in its API model (botocore amp UpdateWorkspaceConfiguration
-    # retentionPeriodInDays: min 1).
-    if r.valid("metrics_retention_days") and not 1 <= v["metrics_retention_days"] <= 3650:
-        r.bad("metrics_retention_days", v["metrics_retention_days"], "1-3650")
-    if v["alarm_email"] and not EMAIL_RE.match(v["alarm_email"]):
-        r.bad("alarm_email", v["alarm_email"], "an email address")
-    if v["log_level"] not in LOG_LEVELS:
-        r.bad("log_level", v["log_level"], " | ".join(LOG_LEVELS))
     if v["image_platform"] not in PLATFORMS:
         r.bad("image_platform", v["image_platform"], " | ".join(PLATFORMS))
     if not v["base_image"] or any(c.isspace() for c in v["base_image"]):
@@ -522,7 +510,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
                 r.bad(key, v[key], "true in prod" + (
                     " (to tear the stack down, set teardown: true instead)"
                     if key == "deletion_protection" else ""))
-        if v["backup_retention_days"] < 7:
+        if r.valid("backup_retention_days") and v["backup_retention_days"] < 7:
             r.bad("backup_retention_days", v["backup_retention_days"], ">= 7 in prod")
         # An intrusion is often found months later: its traces must still be there.
         if (r.valid("security_log_retention_days")
@@ -553,7 +541,7 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         az_count=az_count, nat=nat, multi_az=multi_az, domain=domain,
         certificate_arn=v["certificate_arn"], hosted_zone_id=v["hosted_zone_id"],
         cdn=v["cdn"], cdn_certificate_arn=v["cdn_certificate_arn"], waf=v["waf"],
-        waf_rate_limit_per_minute=v["waf_rate_limit_per_minute"],
+        edge_rate_limit_per_minute=v["edge_rate_limit_per_minute"],
         rate_limit_per_minute=v["rate_limit_per_minute"],
         web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
         storage_gb=storage_gb, rds_proxy=v["rds_proxy"],
@@ -572,13 +560,14 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         security_log_retention_days=v["security_log_retention_days"],
         metrics_scrape=v["metrics_scrape"],
         metrics_retention_days=v["metrics_retention_days"],
-        alarm_email=v["alarm_email"],
+        alert_email=v["alert_email"],
         log_level=v["log_level"], image_platform=v["image_platform"],
         image_tag=v["image_tag"], image=v["image"], app_context=v["app_context"],
         base_image=v["base_image"],
         api_token=v["api_token"],
         task_cpu=size.task_cpu, task_memory=size.task_memory,
         db_instance_class=size.db_instance_class, cache_node_type=size.cache_node_type,
+        warnings=tuple(shared.warnings),
     )
 
 
@@ -640,4 +629,7 @@ def from_pulumi() -> StackConfig:
     everything = {**get_config_env(), **CONFIG.get()}
     prefix = f"{NAMESPACE}:"
     raw = {k[len(prefix):]: v for k, v in everything.items() if k.startswith(prefix)}
-    return load(raw, region=everything.get("aws:region"), stack=pulumi.get_stack())
+    cfg = load(raw, region=everything.get("aws:region"), stack=pulumi.get_stack())
+    for warning in cfg.warnings:
+        pulumi.log.warn(f"prodstack: {warning}")
+    return cfg

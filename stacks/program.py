@@ -134,7 +134,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     if cfg.waf:
         waf = WebAcl(f"{name}-waf", WebAclArgs(
             scope=waf_scope,
-            rate_limit=cfg.waf_rate_limit_per_minute,
+            rate_limit=cfg.edge_rate_limit_per_minute,
             max_body_bytes=max_body_bytes,
             evaluation_window_seconds=60,
             associate_arn=None if cfg.cdn else lb.arn,
@@ -342,7 +342,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         db_max_storage_gb=db.max_storage_gb,
         db_max_connections=db.max_connections,
         cache_member_ids=cache.member_cluster_ids,
-        alarm_email=cfg.alarm_email,
+        alarm_email=cfg.alert_email,
         prometheus_workspace_arn=metrics.workspace_arn if metrics is not None else None,
         prometheus_workspace_id=metrics.workspace_id if metrics is not None else None,
         cpu_percent=cfg.cpu_target_percent,

@@ -43,8 +43,11 @@ app_port_base = 8001
 app_spare_port_base = 8101
 container_memory_mb = None  # default: from `size`
 container_cpus = None  # default: from `size`
-app_log_level = "info"
-app_rate_limit_per_minute = 100
+# The app's LOG_LEVEL (DEBUG | INFO | WARNING | ERROR) and its own rate limit per client
+# per minute: the cloud profile's keys (prodstack/profile.py; formerly app_log_level and
+# app_rate_limit_per_minute).
+log_level = "INFO"
+rate_limit_per_minute = 100
 # A new replica must answer /health/ready within this time, or the deploy aborts.
 ready_timeout_seconds = 60
 # `python -m app migrate` must finish within this time (a migration stuck on a lock is
@@ -79,7 +82,9 @@ deploy_user_public_keys = None
 ssh_permit_root_login = "auto"
 
 # --- nginx ----------------------------------------------------------------------------------
-rate_limit_rps = 10
+# Requests per client IP per minute nginx lets through (formerly rate_limit_rps, per second:
+# 600 is 10 r/s), the cloud's WAF limit of the same name; rate_limit_burst more may queue.
+edge_rate_limit_per_minute = 600
 rate_limit_burst = 20
 # Clients never rate limited: the host itself (health checks, smoke tests on loopback).
 rate_limit_exempt_cidrs = ["127.0.0.0/8", "::1/128"]

@@ -7,8 +7,9 @@ command changes the host. Each error names the data key, the bad value and the f
 Data precedence is pyinfra's own: `--data` on the CLI, then host data in the inventory,
 then `group_data/<group>.py`, then `group_data/all.py` (the defaults).
 
-The profile keys share their names with the cloud profile (`size`, `replicas`, `domain`,
-`backup_retention_days`), so one profile can drive either target.
+The keys both targets share (`size`, `replicas`, `domain`, `log_level`, ...) are checked
+by one model, prodstack/profile.py, with the cloud's names, units and messages; their old
+names here (`app_log_level`, `rate_limit_rps`, ...) work for one release, with a warning.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from prodstack import profile
 from prodstack.image_contract import release_settings
 from pyinfra.api.exceptions import DeployError
 
@@ -54,10 +56,6 @@ S3_SECRETS = ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")
 DB_SECRETS = ("BACKUP_CIPHER_PASSPHRASE",)
 SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 
-# RFC 1123 host names with at least two labels; no trailing dot, no wildcard.
-DOMAIN_PATTERN = re.compile(
-    r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$"
-)
 # Suffixes that never resolve publicly, so Let's Encrypt can't validate them.
 PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -67,8 +65,10 @@ REDIS_USER = "prodstack"
 REDIS_HEALTH_USER = "healthcheck"
 REDIS_MONITOR_USER = "prodstack-monitor"
 RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connects on
-# Data keys read outside group_data/all.py's names: restore.py's and backup.py's arguments.
-EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type", "rollback_to"})
+# Data keys read outside group_data/all.py's names: restore.py's and backup.py's arguments,
+# and the old names of keys renamed to the shared vocabulary (prodstack/profile.py).
+EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type", "rollback_to",
+                        *profile.RENAMED["vps"]})
 # systemd.time(7) calendar events: weekdays, dates, times, ranges and lists; one line.
 CALENDAR_PATTERN = re.compile(r"^[A-Za-z0-9 *.,:/~-]{1,80}$")
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -94,8 +94,7 @@ SECRET_NAMES = (*REQUIRED_SECRETS, *S3_SECRETS, *DB_SECRETS, *ALERT_SECRETS)
 # into a double-quoted YAML string.
 URL_PATTERN = re.compile(r"https?://[^\s/@\"'\\]+(:\d+)?(/[^\s\"'\\]*)?")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# The cloud profile's `deploy_strategy` values (components/service.py), same meaning.
-DEPLOY_STRATEGIES = ("rolling", "blue_green")
+DEPLOY_STRATEGIES = profile.DEPLOY_STRATEGIES
 # TLS 1.2 suites of Mozilla's intermediate profile (forward secret, AEAD), for nginx and
 # for PostgreSQL between hosts; TLS 1.3's suites are OpenSSL's own, all AEAD.
 # Source: https://ssl-config.mozilla.org/#config=intermediate (the TLS 1.2 cipher list)
@@ -129,8 +128,8 @@ class Settings:
     image_pull: bool
     app_port_base: int
     app_spare_port_base: int
-    app_log_level: str
-    app_rate_limit_per_minute: int
+    log_level: str
+    rate_limit_per_minute: int
     ready_timeout_seconds: int
     migrate_timeout_seconds: int
     drain_seconds: int
@@ -161,7 +160,7 @@ class Settings:
     pki_dir: Path
     redis_port: int
     redis_memory_percent: int
-    rate_limit_rps: int
+    edge_rate_limit_per_minute: int
     rate_limit_burst: int
     rate_limit_exempt_cidrs: tuple[str, ...]
     client_max_body_size: str
@@ -189,6 +188,15 @@ class Settings:
     backup_s3_uri_style: str
     backup_s3_ca_file: str | None
     secrets: Mapping[str, str] = field(repr=False)
+    warnings: tuple[str, ...] = ()
+    """Old key names that were used (each still works for one release)."""
+
+    @property
+    def nginx_limit_rate(self) -> str:
+        """`edge_rate_limit_per_minute` as nginx's limit_req_zone rate: per second when it
+        divides evenly (nginx keeps the same per-millisecond rate either way)."""
+        per_minute = self.edge_rate_limit_per_minute
+        return f"{per_minute // 60}r/s" if per_minute % 60 == 0 else f"{per_minute}r/m"
 
     @property
     def tls12_ciphers(self) -> str:
@@ -496,18 +504,6 @@ def pg_version(value: Any) -> str | None:
     return str(value)
 
 
-def validate_domain(value: Any) -> str | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not DOMAIN_PATTERN.match(value):
-        raise fail(
-            "domain",
-            value,
-            "must be a DNS name such as api.example.com (lower case, no scheme, port or path)",
-        )
-    return value
-
-
 def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
     """The deploy user's keys: given explicitly, else the public half of `ssh_key`."""
     keys = data.get("deploy_user_public_keys")
@@ -557,14 +553,19 @@ def public_key(value: Any) -> str:
     return key
 
 
+def data_defaults() -> dict[str, Any]:
+    """group_data/all.py's values: what pyinfra merges under every host's own data."""
+    defaults = runpy.run_path(str(PYINFRA_DIR / "group_data" / "all.py"))
+    return {k: v for k, v in defaults.items() if not k.startswith("__")}
+
+
 def known_keys() -> frozenset[str]:
     """group_data/all.py's names, EXTRA_KEYS, and the keys pyinfra itself reads from host
     data: every connector's (ssh_port, ssh_key, ...) and the global arguments (_sudo, ...)."""
     from pyinfra.api.arguments import all_global_arguments
     from pyinfra.api.connectors import get_all_connectors
 
-    defaults = runpy.run_path(str(PYINFRA_DIR / "group_data" / "all.py"))
-    names = {k for k in defaults if not k.startswith("__")} | EXTRA_KEYS
+    names = set(data_defaults()) | EXTRA_KEYS
     for connector in get_all_connectors().values():
         names.update(getattr(connector, "data_meta", {}))
     names.update(k for k, _ in all_global_arguments() if k.startswith("_"))
@@ -791,6 +792,11 @@ def settings_for(
     by default this host's own)."""
     check_no_credentials(data)
     check_known_keys(data)
+    # The shared keys, every problem at once, in the cloud's words.
+    shared = profile.check(data, "vps", defaults=data_defaults())
+    if shared.problems:
+        raise SettingsError("\n".join(map(str, shared.problems)))
+    data = shared.values
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
@@ -804,7 +810,7 @@ def settings_for(
     except (TypeError, ValueError):
         raise fail("container_cpus", sized["container_cpus"], "must be > 0") from None
 
-    domain = validate_domain(data.get("domain"))
+    domain = shared.profile.domain
     email = data.get("letsencrypt_email") or None
     if email is not None and not EMAIL_PATTERN.match(str(email)):
         raise fail("letsencrypt_email", email, "must be an e-mail address")
@@ -879,9 +885,6 @@ def settings_for(
     alerts = alerting(data, domain, environ)
     secrets.update(alerts["secrets"])
 
-    log_level = str(data.get("app_log_level", "info")).lower()
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise fail("app_log_level", log_level, "must be debug | info | warning | error")
     root_login = data.get("ssh_permit_root_login")
     if root_login not in ("auto", "no", "prohibit-password"):
         raise fail("ssh_permit_root_login", root_login, "must be auto | no | prohibit-password")
@@ -894,9 +897,7 @@ def settings_for(
     # Starts with a letter or digit: an image is an argument to docker, never an option.
     if image is not None and not re.match(r"^[a-z0-9][a-z0-9./_:@-]{0,254}$", image):
         raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
-    strategy = data.get("deploy_strategy", "rolling")
-    if strategy not in DEPLOY_STRATEGIES:
-        raise fail("deploy_strategy", strategy, f"must be {' | '.join(DEPLOY_STRATEGIES)}")
+    strategy = shared.profile.deploy_strategy
     max_connections = _int(data, "postgres_max_connections", minimum=20)
     if "db" in roles:
         web_replicas = (
@@ -929,8 +930,8 @@ def settings_for(
         image_pull=bool(data.get("image_pull", False)),
         app_port_base=port_base,
         app_spare_port_base=spare_base,
-        app_log_level=log_level,
-        app_rate_limit_per_minute=_int(data, "app_rate_limit_per_minute", minimum=1),
+        log_level=shared.profile.log_level,
+        rate_limit_per_minute=shared.profile.rate_limit_per_minute,
         ready_timeout_seconds=_int(data, "ready_timeout_seconds", minimum=5, maximum=3600),
         migrate_timeout_seconds=_int(data, "migrate_timeout_seconds", minimum=10, maximum=86400),
         drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
@@ -959,7 +960,7 @@ def settings_for(
         pki_dir=pki_path(data),
         redis_port=redis_port,
         redis_memory_percent=_int(data, "redis_memory_percent", minimum=1, maximum=80),
-        rate_limit_rps=_int(data, "rate_limit_rps", minimum=1),
+        edge_rate_limit_per_minute=shared.profile.edge_rate_limit_per_minute,
         rate_limit_burst=_int(data, "rate_limit_burst", minimum=0),
         rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
         client_max_body_size=body,
@@ -975,4 +976,5 @@ def settings_for(
         **s3,
         **alerts["settings"],
         secrets=secrets,
+        warnings=tuple(shared.warnings),
     )

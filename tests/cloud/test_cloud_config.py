@@ -45,13 +45,17 @@ def test_project_file_runs_the_stacks_entrypoint() -> None:
 
 
 def test_schema_declares_every_key_typed_described_with_default() -> None:
+    # Pulumi.yaml is generated from KEYS (prodstack/keydocs.py, kept current by
+    # tests/test_keydocs.py); this reads it as Pulumi does.
     schema = PROJECT["config"]
     assert set(schema) == set(KEYS)
     for key, spec in KEYS.items():
         entry = schema[key]
         assert entry["type"] == spec.type in ("string", "integer", "boolean"), key
         assert entry["description"] == spec.description, key
-        assert entry["default"] == spec.default, key
+        # A renamed key has no default of its own: its value moves to the new name.
+        assert entry.get("default") == spec.default, key
+        assert (spec.default is None) == bool(spec.renamed_to), key
         # Pulumi refuses a plaintext value for a `secret: true` key; prodstack plan too.
         assert entry.get("secret", False) == spec.secret, key
 
@@ -101,7 +105,8 @@ def test_sizes_map_to_capacity() -> None:
 
 def test_defaults_alone_make_a_valid_dev_stack() -> None:
     cfg = load({}, region="us-east-1", stack="dev")
-    assert cfg.size == "small" and cfg.deletion_protection and cfg.cdn and cfg.waf
+    # One default size for both targets (prodstack/profile.py DEFAULT_SIZE).
+    assert cfg.size == "medium" and cfg.deletion_protection and cfg.cdn and cfg.waf
 
 
 # ---- a negative test per validation ------------------------------------------------------
@@ -110,7 +115,7 @@ NEGATIVE = [
     # (raw overrides, region, stack, expected fragment naming key and allowed values)
     ({"replicas": "0"}, "eu-west-1", "dev", "prodstack:replicas: 0 is invalid; allowed: an integer >= 1"),
     ({"replicas": "-2"}, "eu-west-1", "dev", "prodstack:replicas: -2"),
-    ({"replicas": "three"}, "eu-west-1", "dev", "prodstack:replicas: 'three' is invalid; allowed: an integer or auto"),
+    ({"replicas": "three"}, "eu-west-1", "dev", "prodstack:replicas: 'three' is invalid; allowed: an integer >= 1, or auto"),
     ({"min_replicas": "0"}, "eu-west-1", "dev", "prodstack:min_replicas: 0"),
     ({"min_replicas": "4", "max_replicas": "2", "replicas": "3"}, "eu-west-1", "dev",
      "prodstack:max_replicas: 2 is invalid; allowed: >= min_replicas (4)"),
@@ -149,7 +154,7 @@ NEGATIVE = [
     ({"multi_az": "maybe"}, "eu-west-1", "dev", "prodstack:multi_az: 'maybe'"),
     ({"cpu_target_percent": "95"}, "eu-west-1", "dev", "prodstack:cpu_target_percent: 95"),
     ({"requests_per_target": "0"}, "eu-west-1", "dev", "prodstack:requests_per_target: 0"),
-    ({"waf_rate_limit_per_minute": "50"}, "eu-west-1", "dev", "allowed: 100-2000000000"),
+    ({"edge_rate_limit_per_minute": "50"}, "eu-west-1", "dev", "allowed: 100-2000000000"),
     ({"rate_limit_per_minute": "0"}, "eu-west-1", "dev", "prodstack:rate_limit_per_minute: 0"),
     ({"storage_gb": "10"}, "eu-west-1", "dev", "prodstack:storage_gb: 10 is invalid; allowed: 20-65536"),
     ({"storage_gb": "100", "max_storage_gb": "105"}, "eu-west-1", "dev",
@@ -158,7 +163,7 @@ NEGATIVE = [
     ({"backup_retention_days": "36"}, "eu-west-1", "dev", "allowed: 1-35"),
     ({"log_retention_days": "10"}, "eu-west-1", "dev", "prodstack:log_retention_days: 10"),
     ({"security_log_retention_days": "366"}, "eu-west-1", "dev", "prodstack:security_log_retention_days: 366 is invalid; allowed: 1, 3, 5, 7"),
-    ({"alarm_email": "ops-at-example"}, "eu-west-1", "dev", "prodstack:alarm_email: 'ops-at-example'"),
+    ({"alert_email": "ops-at-example"}, "eu-west-1", "dev", "prodstack:alert_email: 'ops-at-example'"),
     ({"log_level": "LOUD"}, "eu-west-1", "dev", "prodstack:log_level: 'LOUD'"),
     ({"image_platform": "linux/s390x"}, "eu-west-1", "dev", "prodstack:image_platform"),
     ({"image_tag": "-bad tag"}, "eu-west-1", "dev", "prodstack:image_tag: '-bad tag'"),
@@ -280,7 +285,7 @@ def test_entrypoint_refuses_bad_config_before_registering_anything(tmp_path: Pat
 def test_connection_budget_counts_the_deploy_surge_and_the_migrate_task() -> None:
     """db.t4g.micro: max_connections 80, 75 for the app. 10 x 1 x 3 replicas x 2 + 1 = 61
     fits; a fourth replica makes 81, which a deployment at the ceiling could exhaust."""
-    ok = {"max_replicas": "3", "replicas": "1", "min_replicas": "1"}
+    ok = {"size": "small", "max_replicas": "3", "replicas": "1", "min_replicas": "1"}
     load(ok, region="eu-west-1", stack="dev")
     found = problems(ok | {"max_replicas": "4"})
     (line,) = [p for p in found if p.startswith("prodstack:db_pool_max:")]
@@ -295,7 +300,8 @@ def test_connection_budget_counts_the_deploy_surge_and_the_migrate_task() -> Non
     {"db_pool_max": "38", "max_replicas": "1", "replicas": "1", "min_replicas": "1"},  # 77
 ])
 def test_connection_budget_multiplies_pool_workers_and_replicas(raw: dict) -> None:
-    assert any(p.startswith("prodstack:db_pool_max:") for p in problems(raw))
+    found = problems(raw | {"size": "small"})  # db.t4g.micro
+    assert any(p.startswith("prodstack:db_pool_max:") for p in found)
 
 
 @pytest.mark.parametrize("size", list(SIZES))

@@ -155,7 +155,7 @@ def test_proxied_stack_passes_the_policy_pack(prod_proxy: Manifest) -> None:
 
 # ---- the connection budget behind the proxy -------------------------------------------
 
-BUSY = {"max_replicas": "4", "replicas": "1", "min_replicas": "1"}
+BUSY = {"size": "small", "max_replicas": "4", "replicas": "1", "min_replicas": "1"}
 
 
 def test_behind_the_proxy_the_budget_is_the_proxys_share() -> None:

@@ -19,9 +19,8 @@ def checkout(dest: Path) -> Path:
     for part in PARTS:
         source = recordings.REPO / part
         if source.is_dir():
-            shutil.copytree(
-                source, dest / part, ignore=shutil.ignore_patterns("__pycache__", "wheelhouse")
-            )
+            shutil.copytree(source, dest / part,
+                            ignore=shutil.ignore_patterns("__pycache__", "wheelhouse"))
         else:
             (dest / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / part)
@@ -38,8 +37,7 @@ def test_the_key_follows_contents_not_the_checkout_path(tmp_path):
     a, b = checkout(tmp_path / "a"), checkout(tmp_path / "b")
     assert digest(a) == digest(b) == digest(recordings.REPO)
     (b / "components" / "network.py").write_text(
-        (b / "components" / "network.py").read_text() + "\n# changed\n"
-    )
+        (b / "components" / "network.py").read_text() + "\n# changed\n")
     assert digest(b) != digest(a)
     (a / "Pulumi.dev.yaml").write_text((a / "Pulumi.dev.yaml").read_text() + "\n")
     assert digest(a) != digest(b) != digest(recordings.REPO)

@@ -253,7 +253,7 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
         "backup_s3_uri_style": "path",
         "backup_s3_ca_file": str(moto.ca_file),
         # The app's own per-client limit would otherwise throttle the load loops.
-        "app_rate_limit_per_minute": 1_000_000,
+        "rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,
     }
     s = Stack(host, workdir, data, secrets)

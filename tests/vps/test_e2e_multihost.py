@@ -55,7 +55,7 @@ def cluster(images, tmp_path_factory):
         "image": images["v1"],
         "secrets_file": str(secrets_file),
         "replicas": 2,
-        "app_rate_limit_per_minute": 1_000_000,
+        "rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,
         # Three hosts' replicas start on a shared 2-core machine: allow a slow first start.
         "ready_timeout_seconds": 180,

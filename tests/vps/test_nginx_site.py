@@ -42,7 +42,7 @@ def site(tmp_path_factory, request):
     replica = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replica)
     threading.Thread(target=replica.serve_forever, daemon=True).start()
     data = {**defaults(), "domain": "api.example.com", "rate_limit_exempt_cidrs": [],
-            "rate_limit_rps": 1, "rate_limit_burst": 5, "grafana": True,
+            "edge_rate_limit_per_minute": 60, "rate_limit_burst": 5, "grafana": True,
             "grafana_allowed_cidrs": ["203.0.113.0/24"]}  # fmt: skip
     environ = {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
     environ["PRODSTACK_GRAFANA_ADMIN_PASSWORD"] = "grafana-admin-0123456789"
