@@ -478,6 +478,9 @@ class _Planner:
             try:
                 load_deploy_file(state, deploy_file)
             except config.SettingsError as error:
+                if error.problems:  # the shared keys: every problem, one line, as the cloud's
+                    raise UsageError("invalid configuration: " + "; ".join(
+                        map(str, error.problems))) from None  # fmt: skip
                 raise UsageError(str(error)) from None
             self._watch_conditions(state, host)
             state.set_stage(StateStage.Execute)

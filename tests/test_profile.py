@@ -166,3 +166,12 @@ def test_both_the_old_and_the_new_name_set_is_refused():
 def test_a_boolean_is_not_a_count():
     assert any(line.startswith("replicas:") for line in vps_lines({"replicas": True}))
     assert any(line.startswith("prodstack:replicas:") for line in cloud_lines({"replicas": True}))
+
+
+def test_the_vps_defaults_file_holds_the_models_defaults():
+    # pyinfra reads group_data/all.py, not the model: the two must say the same.
+    from prodstack.profile import SHARED_KEYS, VpsProfile
+
+    data = defaults()
+    for key in SHARED_KEYS:
+        assert data[key] == VpsProfile.model_fields[key].default, key

@@ -106,7 +106,12 @@ TLS12_CIPHERS = (
 
 
 class SettingsError(DeployError):
-    """Invalid inventory data: raised before any operation runs."""
+    """Invalid inventory data: raised before any operation runs. `problems` holds every
+    problem of the shared keys (prodstack/profile.py), each a line of the message."""
+
+    def __init__(self, message: str, problems: Sequence[profile.Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 @dataclass(frozen=True)
@@ -795,7 +800,7 @@ def settings_for(
     # The shared keys, every problem at once, in the cloud's words.
     shared = profile.check(data, "vps", defaults=data_defaults())
     if shared.problems:
-        raise SettingsError("\n".join(map(str, shared.problems)))
+        raise SettingsError("\n".join(map(str, shared.problems)), shared.problems)
     data = shared.values
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support.docker import clear_stale_pidfile
@@ -39,6 +40,11 @@ def test_a_pid_file_of_a_live_dockerd_is_kept(tmp_path):
     fake.write_bytes(Path("/bin/sleep").read_bytes())
     fake.chmod(0o755)
     proc = subprocess.Popen([str(fake), "30"])
+    comm = Path(f"/proc/{proc.pid}/comm")
+    for _ in range(100):  # until the child has exec'd: before that it is still python
+        if comm.read_text().strip() == "dockerd":
+            break
+        time.sleep(0.05)
     try:
         pidfile = tmp_path / "docker.pid"
         pidfile.write_text(str(proc.pid))
