@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prodstack import cost, recovery
+from prodstack import cost, recovery, sizes
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,8 +121,8 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
 
 @cache
 def _vps_config() -> dict[str, Any]:
-    """The deploy's own validation module (pyinfra/tasks/config.py): its sizes table and
-    its connection budget.
+    """The deploy's own validation module (pyinfra/tasks/config.py), for its connection
+    budget.
 
     That module imports its siblings as `tasks.*`, as it does when pyinfra runs deploy.py
     from pyinfra/, so the directory is on sys.path while it runs."""
@@ -135,10 +135,6 @@ def _vps_config() -> dict[str, Any]:
     finally:
         if added:
             sys.path.remove(pyinfra_dir)
-
-
-def _vps_sizes() -> dict[str, dict[str, Any]]:
-    return _vps_config()["SIZES"]
 
 
 def _vps_defaults() -> dict[str, Any]:
@@ -272,14 +268,13 @@ def _cloud_budget(plan: Mapping[str, Any], instance_class: str, max_replicas: in
 def vps_facts(plan: Mapping[str, Any], bench: Mapping[str, Any]) -> dict[str, Any]:
     settings = plan.get("settings") or {}
     size = settings.get("size") or "medium"
-    sizes = _vps_sizes()
     replicas_res = _resource(plan, "vps:api_replicas")
     if replicas_res:
         replicas = int(replicas_res[0]["inputs"]["replicas"])
         cpus = float(replicas_res[0]["inputs"]["cpus"])
     else:
-        replicas = int(settings.get("replicas") or sizes[size]["replicas"])
-        cpus = float(settings.get("container_cpus") or sizes[size]["container_cpus"])
+        replicas = int(settings.get("replicas") or sizes.VPS[size].replicas)
+        cpus = float(settings.get("container_cpus") or sizes.VPS[size].container_cpus)
     max_connections = int(settings.get("postgres_max_connections")
                           or _vps_defaults()["postgres_max_connections"])
     offsite = bool(settings.get("backup_s3_bucket"))
@@ -334,15 +329,12 @@ def compare(plan_for: Callable[[str, str], dict[str, Any]],
 
 def _static_capacity(bench: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """Capacity per size from the size tables alone (no plan needed)."""
-    from stacks.sizes import SIZES as CLOUD_SIZES
-
-    vps = _vps_sizes()
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for size in SIZES:
-        c = CLOUD_SIZES[size]
+        c, v = sizes.CLOUD[size], sizes.VPS[size]
         out[size] = {
             "cloud": capacity(bench, int(c.task_cpu) / 1024, c.replicas, c.max_replicas),
-            "vps": capacity(bench, vps[size]["container_cpus"], vps[size]["replicas"]),
+            "vps": capacity(bench, v.container_cpus, v.replicas),
         }
     return out
 

@@ -21,13 +21,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from prodstack import planfile, recovery
+from prodstack import planfile, recovery, sizes
 from prodstack.errors import UsageError
 
 DATA = Path(__file__).resolve().parent / "data"
 PRICES_FILE = DATA / "prices.toml"
 USAGE_DIR = DATA / "usage"
-SIZES = ("small", "medium", "large")
+SIZES = sizes.NAMES
 CENT = Decimal("0.01")
 # The collector configuration's global scrape interval (components/templates/
 # metrics-collector.yaml), in whole seconds.

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
+from prodstack import sizes
 
-SIZES = ("small", "medium", "large")
+SIZES = sizes.NAMES
 DEFAULT_SIZE = "medium"
 DEPLOY_STRATEGIES = ("rolling", "blue_green")
 # What the app accepts (app/core/config.py) is what either target may set: a value the app

@@ -38,15 +38,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prodstack import planfile
+from prodstack import planfile, sizes
 from prodstack.errors import UsageError
 
 # Hardware of the host each size is meant for (the size comments in
 # pyinfra/tasks/config.py and the README's VPS column), on Debian 12.
 REFERENCE_HOSTS: dict[str, dict[str, Any]] = {
-    "small": {"host_cpus": 2, "host_memory_mb": 4096},
-    "medium": {"host_cpus": 4, "host_memory_mb": 8192},
-    "large": {"host_cpus": 8, "host_memory_mb": 16384},
+    name: {"host_cpus": size.host_cpus, "host_memory_mb": size.host_memory_mb}
+    for name, size in sizes.VPS.items()
 }
 REFERENCE_DEFAULTS: dict[str, Any] = {"host_distribution": "debian-12", "host_ipv6": True}
 HOST_KEYS = ("host_cpus", "host_memory_mb", "host_distribution", "host_ipv6")

@@ -29,7 +29,7 @@ from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE, parse_image_ref
 from prodstack import profile
-from stacks.sizes import SIZES
+from prodstack.sizes import CLOUD as SIZES
 
 NAMESPACE = "prodstack"
 

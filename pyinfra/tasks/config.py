@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prodstack import profile
+from prodstack import profile, sizes
 from prodstack.image_contract import release_settings
 from pyinfra.api.exceptions import DeployError
 
@@ -37,16 +37,13 @@ from tasks.pki import CA_ON_HOST
 PYINFRA_DIR = Path(__file__).resolve().parents[1]
 REPO_DIR = PYINFRA_DIR.parent
 
-# Per-replica container limits and default replica counts, by profile size. The cloud
-# profile uses the same three names for its task sizes.
+# Per-replica container limits and default replica counts, by size (the one size table,
+# prodstack/sizes.py), as the keys that override them are named.
 SIZES: dict[str, dict[str, Any]] = {
-    # 2 vCPU / 4 GB VPS (the seeds' $35 "startup" setup).
-    "small": {"replicas": 2, "container_memory_mb": 256, "container_cpus": 0.5},
-    # 4 vCPU / 8 GB VPS (the seeds' $85 "production" setup): three replicas, as the seeds.
-    "medium": {"replicas": 3, "container_memory_mb": 384, "container_cpus": 1.0},
-    # 8 vCPU / 16 GB and up.
-    "large": {"replicas": 4, "container_memory_mb": 512, "container_cpus": 1.5},
-}
+    name: {"replicas": size.replicas, "container_memory_mb": size.container_memory_mb,
+           "container_cpus": size.container_cpus}
+    for name, size in sizes.VPS.items()
+}  # fmt: skip
 
 # Secrets the stack needs, by name. Each is read from PRODSTACK_<NAME> in the environment
 # or from the secrets file (KEY=value lines, kept outside git).

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from prodstack_cloud_harness import REPO, run_harness
 
+from prodstack.sizes import CLOUD as SIZES
 from stacks.config import KEYS, ConfigError, load
-from stacks.sizes import SIZES
 
 PROJECT = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
 ZONE = "Z0123456789EXAMPLE0"

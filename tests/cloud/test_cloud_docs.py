@@ -11,7 +11,7 @@ import pytest
 
 from components._common import LOG_RETENTION_DAYS
 from components.registry import context_hash, lifecycle_policy
-from stacks.sizes import Size
+from prodstack.sizes import CloudSize as Size
 
 MODULES = ("network", "load_balancer", "waf", "database", "cache", "registry", "service",
            "cdn", "observability")

@@ -34,8 +34,8 @@ from components.metrics import (
 )
 from components.service import FARGATE_CPU_MEMORY, ServiceArgs
 from policies import rules
+from prodstack.sizes import CLOUD as SIZES
 from stacks.config import ConfigError, load
-from stacks.sizes import SIZES
 
 COLLECTOR = "metrics-collector"
 
