@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import runpy
-import sys
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from decimal import ROUND_HALF_UP, Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from prodstack import cost, recovery, sizes
+from prodstack import budget, cost, recovery, sizes
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,24 +117,6 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
     }
 
 
-@cache
-def _vps_config() -> dict[str, Any]:
-    """The deploy's own validation module (pyinfra/tasks/config.py), for its connection
-    budget.
-
-    That module imports its siblings as `tasks.*`, as it does when pyinfra runs deploy.py
-    from pyinfra/, so the directory is on sys.path while it runs."""
-    pyinfra_dir = str(REPO / "pyinfra")
-    added = pyinfra_dir not in sys.path
-    if added:
-        sys.path.insert(0, pyinfra_dir)
-    try:
-        return runpy.run_path(str(REPO / "pyinfra" / "tasks" / "config.py"))
-    finally:
-        if added:
-            sys.path.remove(pyinfra_dir)
-
-
 def _vps_defaults() -> dict[str, Any]:
     return runpy.run_path(str(REPO / "pyinfra" / "group_data" / "all.py"))
 
@@ -170,17 +150,15 @@ def capacity(bench: Mapping[str, Any], vcpu: float, replicas: int,
 
 
 def _vps_budget(replicas: int, strategy: str, max_connections: int) -> dict[str, Any]:
-    """The connection budget the VPS deploy enforces (pyinfra/tasks/config.py), one host."""
-    config = _vps_config()
-    budget = config["connection_budget"]([(replicas, strategy)], max_connections)
-    alive = replicas * 2 if strategy == "blue_green" else replicas + 1
+    """The connection budget the VPS deploy enforces (prodstack/budget.py), one host."""
+    found = budget.vps_budget([(replicas, strategy)], max_connections)
     out = {
-        "max_connections": max_connections, "available": budget["available"],
-        "pool_per_worker": config["APP_DB_POOL_MAX"], "workers": config["APP_WEB_CONCURRENCY"],
-        "peak_replicas": alive, "peak": budget["peak"], "ok": budget["ok"],
+        "max_connections": max_connections, "available": found["available"],
+        "pool_per_worker": budget.APP_DB_POOL_MAX, "workers": budget.APP_WEB_CONCURRENCY,
+        "peak_replicas": found["alive_replicas"], "peak": found["peak"], "ok": found["ok"],
     }  # fmt: skip
-    if not budget["ok"]:
-        out["warning"] = f"the deploy refuses this: it needs {budget['fix']}"
+    if not found["ok"]:
+        out["warning"] = f"the deploy refuses this: it needs {found['fix']}"
     return out
 
 

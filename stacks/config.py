@@ -28,7 +28,7 @@ from components.database import (
 from components.db_proxy import MAX_CONNECTIONS_PERCENT as PROXY_MAX_CONNECTIONS_PERCENT
 from components.network import NAT_STRATEGIES, subnet_cidrs
 from components.registry import PLATFORMS, TAG_RE, parse_image_ref
-from prodstack import profile
+from prodstack import budget, profile
 from prodstack.sizes import CLOUD as SIZES
 
 NAMESPACE = "prodstack"
@@ -491,13 +491,13 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
             r.bad(key, v[key], f"{low}-{high} (what the app accepts)")
     if (r.valid("web_concurrency", "db_pool_max", "max_replicas", "size", "rds_proxy")
             and v["size"] in SIZES and max_replicas >= 1):
-        budget = connection_budget(
+        found = connection_budget(
             size.db_instance_class, max_replicas=max_replicas,
             web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
             proxy_percent=PROXY_MAX_CONNECTIONS_PERCENT if v["rds_proxy"] else None)
-        if budget["peak"] > budget["available"]:
+        if found["peak"] > found["available"]:
             r.bad("rds_proxy" if v["rds_proxy"] else "db_pool_max",
-                  v["rds_proxy"] if v["rds_proxy"] else v["db_pool_max"], budget["fix"])
+                  v["rds_proxy"] if v["rds_proxy"] else v["db_pool_max"], found["fix"])
 
     if v["ecs_exec_in_prod"] and not v["ecs_exec"]:
         r.bad("ecs_exec_in_prod", True, "only with ecs_exec: true (it allows ECS Exec in prod)")
@@ -581,7 +581,8 @@ MIGRATE_CONNECTIONS = 1
 
 def connection_budget(instance_class: str, *, max_replicas: int, web_concurrency: int,
                       db_pool_max: int, proxy_percent: int | None = None) -> dict[str, Any]:
-    """The most PostgreSQL connections the stack can open, against what the class allows.
+    """The most PostgreSQL connections the stack can open, against what the class allows
+    (the formula of prodstack/budget.py).
 
     ``available`` = ``max_connections`` of the class minus the slots reserved for
     superusers. Without a proxy, ``peak`` = ``db_pool_max`` x ``web_concurrency`` x
@@ -608,7 +609,8 @@ def connection_budget(instance_class: str, *, max_replicas: int, web_concurrency
         )
         return {"max_connections": limit, "available": available, "peak": peak,
                 "clients": clients, "proxy_share": proxy_share, "fix": fix}
-    peak = clients + MIGRATE_CONNECTIONS
+    peak = budget.peak(alive_replicas=max_replicas * DEPLOY_SURGE, per_replica=per_task,
+                       direct=MIGRATE_CONNECTIONS)  # fmt: skip
     fix = (
         f"a connection budget within {instance_class}'s {available} connections "
         f"(max_connections {limit} - {RESERVED_CONNECTIONS} reserved); the stack can open "

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prodstack import profile, sizes
+from prodstack import budget, profile, sizes
 from prodstack.image_contract import release_settings
 from pyinfra.api.exceptions import DeployError
 
@@ -737,14 +737,11 @@ def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, 
     return {"settings": out, "secrets": secrets}
 
 
-# What each replica may open: the app's defaults, which the VPS deploy does not override
-# (app/core/config.py INT_SETTINGS: DB_POOL_MAX connections per worker, WEB_CONCURRENCY).
-APP_DB_POOL_MAX = 10
-APP_WEB_CONCURRENCY = 1
-# PostgreSQL keeps superuser_reserved_connections (its default, 3) for superusers.
-RESERVED_CONNECTIONS = 3
-# The db host's own clients at once: the postgres exporter, the health check, a backup.
-HOST_DB_CLIENTS = 3
+# What each replica may open, and the budget formula: prodstack/budget.py (one for both
+# targets and `prodstack choose`).
+APP_DB_POOL_MAX = budget.APP_DB_POOL_MAX
+APP_WEB_CONCURRENCY = budget.APP_WEB_CONCURRENCY
+connection_budget = budget.vps_budget
 
 
 def _sized(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -757,28 +754,6 @@ def _sized(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _replicas(sized: Mapping[str, Any]) -> int:
     return _int(sized, "replicas", minimum=1, maximum=32)
-
-
-def connection_budget(web_hosts: Sequence[tuple[int, str]], max_connections: int) -> dict:
-    """PostgreSQL connections at the worst moment of a deploy, against `max_connections`.
-
-    Per web host, (replicas, deploy_strategy): a rolling deploy runs one replica more than
-    `replicas`, a blue/green deploy a whole second set; each replica opens up to
-    APP_DB_POOL_MAX x APP_WEB_CONCURRENCY. Each web host's migrate run holds one, and the
-    db host's own clients HOST_DB_CLIENTS. Every web host may deploy at the same moment.
-    """
-    alive = sum(r * 2 if strategy == "blue_green" else r + 1 for r, strategy in web_hosts)
-    per_replica = APP_DB_POOL_MAX * APP_WEB_CONCURRENCY
-    peak = alive * per_replica + len(web_hosts) + HOST_DB_CLIENTS
-    available = max_connections - RESERVED_CONNECTIONS
-    return {"peak": peak, "available": available, "ok": peak <= available, "fix": (
-        f"room for {peak} connections = {alive} replicas alive during a deploy "
-        f"({', '.join(f'{r} {s}' for r, s in web_hosts)}) x {per_replica} (DB_POOL_MAX "
-        f"{APP_DB_POOL_MAX} x WEB_CONCURRENCY {APP_WEB_CONCURRENCY}) + {len(web_hosts)} "
-        f"migrate + {HOST_DB_CLIENTS} host clients, but max_connections {max_connections} - "
-        f"{RESERVED_CONNECTIONS} reserved leaves {available}: raise postgres_max_connections, "
-        "lower replicas, or deploy rolling"
-    )}  # fmt: skip
 
 
 def settings_for(
