@@ -13,10 +13,11 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # shellcheck: actionlint's checks of the workflows' shell steps.
 # prometheus, prometheus-alertmanager: promtool and amtool for the alert-rule unit tests.
 # ssh-audit, sslscan: the VPS hardening baselines, audited from outside the test host.
+# haproxy: the PROXY-protocol load balancer in front of the e2e host.
 PACKAGES=(
   python3 python3-venv ca-certificates curl git iproute2 openssh-client openssl
   postgresql redis-server nginx debootstrap wrk shellcheck
-  prometheus prometheus-alertmanager ssh-audit sslscan
+  prometheus prometheus-alertmanager ssh-audit sslscan haproxy
 )
 # A host that already has a Docker engine (GitHub's runners ship docker-ce) keeps it.
 command -v dockerd >/dev/null 2>&1 || PACKAGES+=(docker.io)

@@ -88,6 +88,13 @@ edge_rate_limit_per_minute = 600
 rate_limit_burst = 20
 # Clients never rate limited: the host itself (health checks, smoke tests on loopback).
 rate_limit_exempt_cidrs = ["127.0.0.0/8", "::1/128"]
+# A TCP load balancer in front of several web hosts (docs/vps.md, "In front of several web
+# hosts"): its addresses here, and the balancer set to send the PROXY protocol to
+# proxy_protocol_port. nginx serves TLS there too and takes the client's address from the
+# PROXY header, so the rate limit and the logs see clients, not the balancer; ufw opens the
+# port to these addresses only. Default: none (the port stays closed).
+proxy_protocol_from = []
+proxy_protocol_port = 8443
 client_max_body_size = "1m"
 
 # --- PostgreSQL and Redis -----------------------------------------------------------------

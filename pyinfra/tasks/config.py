@@ -165,6 +165,10 @@ class Settings:
     edge_rate_limit_per_minute: int
     rate_limit_burst: int
     rate_limit_exempt_cidrs: tuple[str, ...]
+    # Load balancers that speak the PROXY protocol to proxy_protocol_port (a TCP balancer in
+    # front of several web hosts): nginx takes the client's address from their header.
+    proxy_protocol_from: tuple[str, ...]
+    proxy_protocol_port: int
     client_max_body_size: str
     backup_retention_days: int
     backup_weekly_retention_days: int
@@ -815,8 +819,15 @@ def settings_for(
                     maximum=65535)  # fmt: skip
     if ssh_port in RESERVED_PORTS:
         raise fail("ssh_port", ssh_port, f"port {ssh_port} is nginx's; pick another SSH port")
+    proxy_from = _cidrs(data, "proxy_protocol_from")
+    if any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in proxy_from):
+        raise fail("proxy_protocol_from", data.get("proxy_protocol_from"),
+                   "list the load balancers' addresses, not everyone: a PROXY header sets the "
+                   "client's address, so whoever may send one may pose as any client")  # fmt: skip
+    proxy_port = _int(data, "proxy_protocol_port", minimum=1024, maximum=65535)
     check_ports(
         {
+            **({"proxy_protocol_port": [proxy_port]} if proxy_from else {}),
             "app_port_base": [port_base + i for i in range(replicas)],
             "app_spare_port_base": [spare_base + i for i in range(replicas)],
             "postgres_port": [postgres_port],
@@ -940,6 +951,8 @@ def settings_for(
         edge_rate_limit_per_minute=shared.profile.edge_rate_limit_per_minute,
         rate_limit_burst=_int(data, "rate_limit_burst", minimum=0),
         rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
+        proxy_protocol_from=proxy_from,
+        proxy_protocol_port=proxy_port,
         client_max_body_size=body,
         **backup_tiers(data),
         backup_archive_timeout_seconds=_int(

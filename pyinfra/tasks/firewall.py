@@ -32,18 +32,19 @@ def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
             ("allow 80/tcp", "80/tcp ALLOW IN Anywhere"),
             ("allow 443/tcp", "443/tcp ALLOW IN Anywhere"),
         ]
+        # The PROXY-protocol port, for the load balancers only: from anyone else a PROXY
+        # header would let a client choose its own address.
+        rules += [_from(cidr, cfg.proxy_protocol_port) for cidr in cfg.proxy_protocol_from]
     if cfg.is_db:
         for cidr in cfg.db_client_cidrs:
-            # ufw prints a single address without its /32 (or /128).
-            shown = cidr.removesuffix("/32").removesuffix("/128")
-            for port in (cfg.postgres_port, cfg.redis_port):
-                rules.append(
-                    (
-                        f"allow proto tcp from {cidr} to any port {port}",
-                        f"{port}/tcp ALLOW IN {shown}",
-                    )
-                )
+            rules += [_from(cidr, port) for port in (cfg.postgres_port, cfg.redis_port)]
     return rules
+
+
+def _from(cidr: str, port: int) -> tuple[str, str]:
+    # ufw prints a single address without its /32 (or /128).
+    shown = cidr.removesuffix("/32").removesuffix("/128")
+    return f"allow proto tcp from {cidr} to any port {port}", f"{port}/tcp ALLOW IN {shown}"
 
 
 def stale_ports(cfg: Settings, added: list[str]) -> list[int]:

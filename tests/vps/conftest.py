@@ -255,6 +255,8 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
         # The app's own per-client limit would otherwise throttle the load loops.
         "rate_limit_per_minute": 1_000_000,
         "drain_seconds": 2,
+        # This machine is the PROXY-protocol balancer of test_e2e.py's test of it.
+        "proxy_protocol_from": f"{docker_gateway()}/32",
     }
     s = Stack(host, workdir, data, secrets)
     s.first = s.pyinfra()

@@ -131,6 +131,11 @@ class Stack:
         self.ssh_user = "root"
         self.ssh_port = 22
 
+    @property
+    def proxy_protocol_port(self) -> int:
+        """Where the host takes PROXY-protocol connections (group_data/all.py's default)."""
+        return int(self.data.get("proxy_protocol_port", 8443))
+
     def pyinfra(self, deploy: str = "deploy.py", **data) -> subprocess.CompletedProcess:
         args = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy]
         for key, value in {**self.data, **data}.items():

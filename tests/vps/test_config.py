@@ -326,6 +326,29 @@ def test_ssh_port_is_reserved_in_the_port_checks(data, environ, override, key):
     assert key in str(error.value)
 
 
+def test_ufw_opens_the_proxy_protocol_port_to_the_balancers_only(data, environ):
+    from tasks.firewall import stale_sources, wanted_rules
+
+    cfg = settings_for({**data, "proxy_protocol_from": ["10.0.0.5/32", "10.0.1.0/24"]},
+                       SINGLE, environ=environ)  # fmt: skip
+    rules = [line for _, line in wanted_rules(cfg)]
+    assert "8443/tcp ALLOW IN 10.0.0.5" in rules and "8443/tcp ALLOW IN 10.0.1.0/24" in rules
+    assert not any(line.startswith("8443/tcp ALLOW IN Anywhere") for line in rules)
+    # A balancer taken out of the list loses the port.
+    added = ["ufw allow from 10.0.0.9 to any port 8443 proto tcp"]
+    assert stale_sources(cfg, added) == [("10.0.0.9", 8443)]
+    # Without balancers the port stays closed.
+    closed = settings_for(data, SINGLE, environ=environ)
+    assert not any(line.startswith("8443/") for _, line in wanted_rules(closed))
+
+
+def test_the_proxy_protocol_port_must_not_collide(data, environ):
+    with pytest.raises(SettingsError, match="`proxy_protocol_port`"):
+        settings_for({**data, "proxy_protocol_from": ["10.0.0.5/32"],
+                      "proxy_protocol_port": data["app_port_base"]}, SINGLE,
+                     environ=environ)  # fmt: skip
+
+
 def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
     from tasks.firewall import stale_ports, wanted_rules
 

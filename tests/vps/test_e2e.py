@@ -17,6 +17,7 @@ import concurrent.futures
 import json
 import socket
 import ssl
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.vps.e2e import Load, grand_total
+from tests.vps.e2e import Load, free_port, grand_total
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
@@ -58,7 +59,8 @@ def test_only_ssh_http_https_are_reachable(stack):
         reachable = pool.map(lambda p: _reachable(stack.host.address, p), ports)
         open_ports = {port for port, ok in zip(ports, reachable, strict=True) if ok}
     assert {5432, 6379, 8001} <= listening  # they do run, on private addresses only
-    assert open_ports == {22, 80, 443}
+    # This machine plays the PROXY-protocol balancer (proxy_protocol_from): its port too.
+    assert open_ports == {22, 80, 443, stack.proxy_protocol_port}
 
 
 def test_http_redirects_to_https(stack):
@@ -111,6 +113,38 @@ def test_create_then_list_an_alert_through_nginx(stack):
             401,
             403,
         )
+
+
+def test_behind_a_proxy_protocol_balancer_the_app_logs_the_clients_address(stack, tmp_path):
+    """HAProxy on this machine plays a provider's TCP balancer, sending the PROXY protocol
+    (v2) to proxy_protocol_port: TLS is served through it, and the app's log line for the
+    request names the client HAProxy saw (loopback), not the balancer (docker0's address)."""
+    port = free_port("127.0.0.1")
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n"
+        "  timeout server 30s\nfrontend balancer\n  bind 127.0.0.1:" + str(port) + "\n"
+        "  default_backend web\nbackend web\n"
+        f"  server web1 {stack.host.address}:{stack.proxy_protocol_port} send-proxy-v2\n"
+    )
+    haproxy = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    request_id = uuid.uuid4().hex
+    try:
+        deadline = time.monotonic() + 10
+        while not _reachable("127.0.0.1", port) and time.monotonic() < deadline:
+            assert haproxy.poll() is None, haproxy.stderr.read()
+            time.sleep(0.2)
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False, timeout=10,
+                          headers={"X-Request-ID": request_id}) as c:  # fmt: skip
+            response = c.get("/api/v1/alerts", params={"limit": 1})
+    finally:
+        haproxy.terminate()
+        haproxy.wait(timeout=10)
+    assert response.status_code == 200, response.text
+    logs = stack.host.run("for c in $(docker ps -q); do docker logs --since 10m $c 2>&1; done")
+    (line,) = [line for line in logs.stdout.splitlines() if request_id in line]
+    assert json.loads(line)["client"] == "127.0.0.1", line
 
 
 def test_rate_limit_answers_429_from_outside(stack):

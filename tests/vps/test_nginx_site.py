@@ -6,8 +6,11 @@ any address."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import shutil
+import socket
+import ssl
 import subprocess
 import threading
 
@@ -22,28 +25,28 @@ pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is 
 
 
 class Replica(http.server.BaseHTTPRequestHandler):
+    """Answers with the client address nginx passed on (the last X-Forwarded-For entry)."""
+
     def do_GET(self):  # noqa: N802 - http.server's name
+        body = (self.headers.get("X-Forwarded-For") or "").split(",")[-1].strip().encode()
         self.send_response(200)
-        self.send_header("Content-Length", "2")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, request):
-    """(https port, openssl s_client target) of nginx serving the rendered site; the site's
-    80 and 443 become free loopback ports, and loopback is not exempt from the limit."""
+@contextlib.contextmanager
+def serve_site(tmp, **overrides):
+    """nginx serving the site rendered from defaults + `overrides`, in front of a Replica.
+    Yields (https port, echo port); the site's 80 and 443 become free loopback ports."""
     from tests.vps.conftest import SECRETS, defaults
 
-    tmp = tmp_path_factory.mktemp("nginx-site")
     replica = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Replica)
     threading.Thread(target=replica.serve_forever, daemon=True).start()
-    data = {**defaults(), "domain": "api.example.com", "rate_limit_exempt_cidrs": [],
-            "edge_rate_limit_per_minute": 60, "rate_limit_burst": 5, "grafana": True,
-            "grafana_allowed_cidrs": ["203.0.113.0/24"]}  # fmt: skip
+    data = {**defaults(), "domain": "api.example.com", **overrides}
     environ = {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
     environ["PRODSTACK_GRAFANA_ADMIN_PASSWORD"] = "grafana-admin-0123456789"
     cfg = settings_for(data, {"web", "db"}, environ=environ)
@@ -81,6 +84,17 @@ def site(tmp_path_factory, request):
         nginx.terminate()
         nginx.wait(timeout=10)
         replica.shutdown()
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site with loopback not exempt from the limit, a limit of 60 a minute (burst 5),
+    and Grafana for one documentation network. The test's nginx takes the client's
+    address from X-Client."""
+    with serve_site(tmp_path_factory.mktemp("nginx-site"), rate_limit_exempt_cidrs=[],
+                    edge_rate_limit_per_minute=60, rate_limit_burst=5, grafana=True,
+                    grafana_allowed_cidrs=["203.0.113.0/24"]) as ports:  # fmt: skip
+        yield ports
 
 
 def handshake(site, curves: str) -> bool:
@@ -158,3 +172,70 @@ def test_grafana_answers_only_its_allowed_addresses(site):
     assert statuses(site, "/grafana/login", ("203.0.113.9",), n=1) == [200]
     for outsider in ("198.51.100.7", "2001:db8:cc::1"):
         assert statuses(site, "/grafana/login", (outsider,), n=1) == [403]
+
+
+# --- Behind a TCP load balancer: the PROXY protocol ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    """The site with proxy_protocol_from = loopback (the balancer) on its own port; no
+    client is exempt from the limit of 60 a minute (burst 5)."""
+    port = free_port()
+    with serve_site(tmp_path_factory.mktemp("nginx-proxied"), rate_limit_exempt_cidrs=[],
+                    edge_rate_limit_per_minute=60, rate_limit_burst=5,
+                    proxy_protocol_from=["127.0.0.1/32"],
+                    proxy_protocol_port=port) as (https_port, _):  # fmt: skip
+        wait_for_port(port, timeout=10)
+        yield https_port, port
+
+
+def through_balancer(port: int, client: str, path: str = "/") -> tuple[int, str]:
+    """One request as a balancer sends it: a PROXY v1 header naming `client`, then TLS."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(f"PROXY TCP4 {client} 127.0.0.1 40000 443\r\n".encode())
+        with context.wrap_socket(raw, server_hostname="api.example.com") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: api.example.com\r\n"
+                        "Connection: close\r\n\r\n".encode())  # fmt: skip
+            response = b""
+            while chunk := tls.recv(65536):
+                response += chunk
+    head, _, body = response.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_the_balancers_proxy_header_gives_the_app_the_clients_address(proxied):
+    assert through_balancer(proxied[1], "198.51.100.7") == (200, "198.51.100.7")
+
+
+def test_behind_the_balancer_each_client_has_its_own_rate_limit(proxied):
+    codes = [through_balancer(proxied[1], "198.51.100.20")[0] for _ in range(12)]
+    assert 429 in codes and codes[0] == 200
+    assert through_balancer(proxied[1], "198.51.100.21")[0] == 200
+
+
+def test_a_direct_connection_keeps_its_own_address(proxied):
+    with httpx.Client(base_url=f"https://127.0.0.1:{proxied[0]}", verify=False) as c:
+        r = c.get("/", headers={"Host": "api.example.com"})
+    assert (r.status_code, r.text) == (200, "127.0.0.1")
+
+
+def test_a_proxy_header_from_outside_proxy_protocol_from_is_not_believed(tmp_path):
+    # The balancer is 10.9.9.9; this connection comes from loopback with a forged header.
+    port = free_port()
+    with serve_site(tmp_path, proxy_protocol_from=["10.9.9.9/32"], proxy_protocol_port=port):
+        wait_for_port(port, timeout=10)
+        assert through_balancer(port, "198.51.100.7") == (200, "127.0.0.1")
+
+
+def test_everyone_as_a_balancer_is_refused():
+    from tasks.config import SettingsError
+
+    from tests.vps.conftest import SECRETS, defaults
+
+    environ = {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
+    with pytest.raises(SettingsError, match="`proxy_protocol_from`.*pose as any client"):
+        settings_for({**defaults(), "proxy_protocol_from": ["0.0.0.0/0"]}, {"web", "db"},
+                     environ=environ)  # fmt: skip
