@@ -95,6 +95,10 @@ rate_limit_exempt_cidrs = ["127.0.0.0/8", "::1/128"]
 # port to these addresses only. Default: none (the port stays closed).
 proxy_protocol_from = []
 proxy_protocol_port = 8443
+# An HTTP proxy or CDN in front instead (Cloudflare, a provider's HTTP balancer): its
+# addresses here, and nginx takes the client's address from the X-Forwarded-For they set
+# (theirs only; the nearest untrusted address wins). Not together with proxy_protocol_from.
+forwarded_for_from = []
 client_max_body_size = "1m"
 
 # --- PostgreSQL and Redis -----------------------------------------------------------------

@@ -169,6 +169,8 @@ class Settings:
     # front of several web hosts): nginx takes the client's address from their header.
     proxy_protocol_from: tuple[str, ...]
     proxy_protocol_port: int
+    # An HTTP proxy or CDN in front: nginx believes their X-Forwarded-For.
+    forwarded_for_from: tuple[str, ...]
     client_max_body_size: str
     backup_retention_days: int
     backup_weekly_retention_days: int
@@ -422,6 +424,15 @@ def _cidrs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
         return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
     except ValueError as error:
         raise fail(key, value, f"must be a list of CIDRs ({error})") from None
+
+
+def _trusted_proxies(data: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+    """The addresses whose word on the client's address nginx takes: never everyone."""
+    cidrs = _cidrs(data, key)
+    if any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in cidrs):
+        raise fail(key, data.get(key), f"list the proxies' addresses, not everyone: {what} "
+                   "sets the client's address, so whoever may send one may pose as any client")
+    return cidrs
 
 
 def _calendar(data: Mapping[str, Any], key: str) -> str:
@@ -819,11 +830,12 @@ def settings_for(
                     maximum=65535)  # fmt: skip
     if ssh_port in RESERVED_PORTS:
         raise fail("ssh_port", ssh_port, f"port {ssh_port} is nginx's; pick another SSH port")
-    proxy_from = _cidrs(data, "proxy_protocol_from")
-    if any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in proxy_from):
-        raise fail("proxy_protocol_from", data.get("proxy_protocol_from"),
-                   "list the load balancers' addresses, not everyone: a PROXY header sets the "
-                   "client's address, so whoever may send one may pose as any client")  # fmt: skip
+    proxy_from = _trusted_proxies(data, "proxy_protocol_from", "a PROXY header")
+    forwarded_from = _trusted_proxies(data, "forwarded_for_from", "X-Forwarded-For")
+    if proxy_from and forwarded_from:
+        raise fail("forwarded_for_from", data.get("forwarded_for_from"),
+                   "empty while proxy_protocol_from is set: nginx takes the client's address "
+                   "from one of them")  # fmt: skip
     proxy_port = _int(data, "proxy_protocol_port", minimum=1024, maximum=65535)
     check_ports(
         {
@@ -953,6 +965,7 @@ def settings_for(
         rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
         proxy_protocol_from=proxy_from,
         proxy_protocol_port=proxy_port,
+        forwarded_for_from=forwarded_from,
         client_max_body_size=body,
         **backup_tiers(data),
         backup_archive_timeout_seconds=_int(

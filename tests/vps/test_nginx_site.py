@@ -239,3 +239,37 @@ def test_everyone_as_a_balancer_is_refused():
     with pytest.raises(SettingsError, match="`proxy_protocol_from`.*pose as any client"):
         settings_for({**defaults(), "proxy_protocol_from": ["0.0.0.0/0"]}, {"web", "db"},
                      environ=environ)  # fmt: skip
+
+
+# --- Behind an HTTP proxy or CDN: X-Forwarded-For from trusted addresses only -----------------
+
+
+def via_http_proxy(port: int, forwarded_for: str) -> tuple[int, str]:
+    with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False) as c:
+        r = c.get("/", headers={"Host": "api.example.com", "X-Forwarded-For": forwarded_for})
+    return r.status_code, r.text
+
+
+def test_behind_a_trusted_http_proxy_the_client_is_the_nearest_untrusted_address(tmp_path):
+    # The proxy is loopback; a client behind it claims to be 10.0.0.1 (a hop it added itself
+    # before the proxy's entry): the proxy's own entry, the last untrusted one, wins.
+    with serve_site(tmp_path, forwarded_for_from=["127.0.0.1/32"]) as (port, _):
+        assert via_http_proxy(port, "198.51.100.7") == (200, "198.51.100.7")
+        assert via_http_proxy(port, "10.0.0.1, 198.51.100.7") == (200, "198.51.100.7")
+
+
+def test_x_forwarded_for_from_an_untrusted_address_is_ignored(tmp_path):
+    with serve_site(tmp_path, forwarded_for_from=["10.9.9.9/32"]) as (port, _):
+        assert via_http_proxy(port, "198.51.100.7") == (200, "127.0.0.1")
+
+
+def test_one_source_of_the_client_address_at_a_time():
+    from tasks.config import SettingsError
+
+    from tests.vps.conftest import SECRETS, defaults
+
+    environ = {f"PRODSTACK_{k}": v for k, v in SECRETS.items()}
+    for data in ({"forwarded_for_from": ["::/0"]},
+                 {"forwarded_for_from": ["10.0.0.0/8"], "proxy_protocol_from": ["10.0.0.5"]}):
+        with pytest.raises(SettingsError, match="`forwarded_for_from`"):
+            settings_for({**defaults(), **data}, {"web", "db"}, environ=environ)
