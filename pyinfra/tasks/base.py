@@ -30,6 +30,7 @@ BASE_PACKAGES = [
     "logrotate",
     "unattended-upgrades",
     "apt-listchanges",
+    "needrestart",  # restarts what an update replaced (templates/needrestart.j2.conf)
     "systemd-timesyncd",
     "fail2ban",
     "python3-systemd",  # fail2ban's journal backend: Debian 12 has no /var/log/auth.log
@@ -74,6 +75,11 @@ def hardening(cfg: Settings) -> None:
         name="Enable unattended security upgrades",
         src="20auto-upgrades.j2.conf",
         dest="/etc/apt/apt.conf.d/20auto-upgrades",
+    )
+    template(
+        name="needrestart: restart updated services unasked, except the stack's own",
+        src="needrestart.j2.conf",
+        dest="/etc/needrestart/conf.d/prodstack.conf",
     )
     systemd.service(
         name="Time sync (systemd-timesyncd) enabled",

@@ -35,5 +35,14 @@ if [ -d {{ textfile_dir }} ]; then
     fi
 fi
 {% endif %}
+# A pending reboot (a kernel, or a library in a service needrestart holds back), for the
+# RebootRequired alert: Debian's kernel hooks create /run/reboot-required.
+if [ -d {{ textfile_dir }} ]; then
+    pending=0
+    [ -e /run/reboot-required ] && pending=1
+    tmp="$(mktemp {{ textfile_dir }}/.prodstack_reboot.XXXXXX)"
+    printf '# HELP prodstack_reboot_required 1 while an installed update waits for a reboot.\n# TYPE prodstack_reboot_required gauge\nprodstack_reboot_required %s\n' "$pending" >"$tmp"
+    chmod 644 "$tmp" && mv "$tmp" {{ textfile_dir }}/prodstack_reboot.prom
+fi
 check "disk below 90%" sh -c '[ "$(df --output=pcent / | tail -n 1 | tr -dc 0-9)" -lt 90 ]'
 exit "$failed"

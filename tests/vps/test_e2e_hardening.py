@@ -515,3 +515,31 @@ def test_logrotate_runs_hourly(stack):
     shown = stack.host.run("systemctl show -p TimersCalendar logrotate.timer").stdout
     # Hourly in place of the package's daily calendar, not beside it.
     assert "OnCalendar=*-*-* *:00:00" in shown and shown.count("OnCalendar=") == 1
+
+
+def test_needrestart_restarts_updated_services_unasked_but_holds_the_stacks_own(stack):
+    # needrestart's own reading of its configuration (it evaluates conf.d after its file).
+    show = ("perl -e 'our %nrconf; our $LOGPREF = q(); do q(/etc/needrestart/needrestart.conf);"
+            " print qq($nrconf{restart} $nrconf{kernelhints}\\n);"
+            " print qq($_=$nrconf{override_rc}{$_}\\n) for grep { /docker|containerd|postgresql"
+            "|redis/ } keys %{$nrconf{override_rc}}'")  # fmt: skip
+    lines = stack.host.run(show).stdout.splitlines()
+    assert lines[0] == "a 0", lines
+    held = {line.split("=", 1)[0]: line.split("=", 1)[1] for line in lines[1:]}
+    assert {"(?^:^docker)", "(?^:^containerd)", "(?^:^postgresql)", "(?^:^redis)"} <= set(held)
+    assert set(held.values()) == {"0"}
+    # And needrestart runs with it: batch mode parses every file without an error.
+    assert "NEEDRESTART-VER" in stack.host.run("needrestart -b").stdout
+
+
+def test_a_pending_reboot_is_a_metric_until_the_reboot(stack):
+    textfile = "/var/lib/prometheus/node-exporter/prodstack_reboot.prom"
+    health = "systemctl start prodstack-healthcheck.service"
+    try:
+        stack.host.run(f"touch /run/reboot-required; {health}", check=False)
+        assert "prodstack_reboot_required 1" in stack.host.run(f"cat {textfile}").stdout
+        assert "prodstack_reboot_required 1" in stack.host.run(
+            "curl -fsS http://127.0.0.1:9100/metrics").stdout
+    finally:
+        stack.host.run(f"rm -f /run/reboot-required; {health}", check=False)
+    assert "prodstack_reboot_required 0" in stack.host.run(f"cat {textfile}").stdout
