@@ -622,7 +622,7 @@ def test_service_waits_for_the_forwarding_listener_or_rule(prod: Manifest, dev: 
     deps = prod.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
     # prod deploys blue/green: the production rule is what forwards.
     assert "aws:lb/listenerRule:ListenerRule::prodstack-lb-production" in deps
-    deps = dev.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
+    deps = dev.named("prodstack-api-service-rolling")["property_dependencies"]["loadBalancers"]
     assert "aws:lb/listener:Listener::prodstack-lb-http" in deps
 
 
