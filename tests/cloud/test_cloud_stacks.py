@@ -785,6 +785,20 @@ def test_alarm_topic_encrypted_email_and_dashboard(prod: Manifest, dev: Manifest
     assert prod.outputs["dashboard_url"].endswith("#dashboards:name=prodstack-prod-obs")
 
 
+@pytest.mark.parametrize("stack, groups", [("prod", ["prodstack-lb-tg", "prodstack-lb-tg-alt"]),
+                                           ("dev", ["prodstack-lb-tg"])])
+def test_p99_widget_plots_every_target_group(manifests: dict, stack: str,
+                                             groups: list[str]) -> None:
+    # Blue/green serves production from either group in turn: one line per group.
+    body = json.loads(Manifest(manifests[stack]).one("cloudwatch/dashboard:Dashboard")[
+        "dashboardBody"])
+    (widget,) = [w for w in body["widgets"] if w["properties"]["title"] == "Target latency p99"]
+    lines = widget["properties"]["metrics"]
+    assert [line[line.index("TargetGroup") + 1].split("/")[1] for line in lines] == groups
+    assert all(line[:2] == ["AWS/ApplicationELB", "TargetResponseTime"]
+               and line[-1]["stat"] == "p99" for line in lines)
+
+
 def test_log_groups_all_have_retention(both: list[Manifest]) -> None:
     for m in both:
         for group in m.inputs("logGroup:LogGroup"):
