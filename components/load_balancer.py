@@ -74,11 +74,16 @@ TEST_ROUTE_HEADER = "X-Prodstack-Route"
 # as wildcards: the secret is shorter and alphanumeric. Source: botocore elbv2
 # HttpHeaderConditionConfig.Values.
 MAX_HEADER_VALUE_LENGTH = 128
-# Rule priorities (1-50000, lower first, unique per listener). Source: pulumi_aws
-# lb.ListenerRule `priority`. The 403 rules come before every forward; the CDN's
-# forwarding rule and blue/green's production rule never exist together.
+# Rule priorities (1-50000, lower first, "A listener can't have multiple rules with the
+# same priority"). Source: pulumi_aws lb.ListenerRule `priority`. The 403 rules come before
+# every forward. The CDN's forwarding rule (rolling) and blue/green's production rule are
+# never wanted together, but a `deploy_strategy` switch creates the new one before it
+# deletes the old (Pulumi's default), so they must not share a priority. Production's comes
+# first: while both exist, traffic stays on whichever the outgoing blue/green set serves
+# (to rolling), or moves at once to the group the rolling tasks are already in (to
+# blue/green, whose first deployment starts in that same group).
 INTERNAL_PATHS_PRIORITY, ENCODED_PATHS_PRIORITY = 1, 2
-TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY, FROM_CDN_PRIORITY = 5, 10, 10
+TEST_RULE_PRIORITY, PRODUCTION_RULE_PRIORITY, FROM_CDN_PRIORITY = 5, 10, 20
 
 
 @dataclass(frozen=True)

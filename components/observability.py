@@ -698,7 +698,11 @@ class Observability(pulumi.ComponentResource):
                                "view": "timeSeries", "stat": "Average", "period": 60},
             }
 
-        lb, tg = a.load_balancer_arn_suffix, a.target_group_arn_suffix
+        lb = a.load_balancer_arn_suffix
+        # One line per target group: blue/green serves production from either in turn.
+        target_groups = [a.target_group_arn_suffix] + (
+            [a.alternate_target_group_arn_suffix]
+            if a.alternate_target_group_arn_suffix is not None else [])
         body = {
             "widgets": [
                 widget("Requests and 5xx", [
@@ -708,7 +712,8 @@ class Observability(pulumi.ComponentResource):
                 ], 0, 0),
                 widget("Target latency p99", [
                     ["AWS/ApplicationELB", "TargetResponseTime", "LoadBalancer", lb,
-                     "TargetGroup", tg, {"stat": "p99"}],
+                     "TargetGroup", tg, {"stat": "p99", "label": f"p99, target group {i + 1}"}]
+                    for i, tg in enumerate(target_groups)
                 ], 12, 0),
                 widget("ECS CPU / memory", [
                     ["AWS/ECS", "CPUUtilization", "ClusterName", a.cluster_name,

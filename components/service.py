@@ -36,6 +36,28 @@ CPU_ARCHITECTURES = ("X86_64", "ARM64")
 # one means. Source: pulumi_aws ecs.ServiceDeploymentConfigurationArgs `strategy`
 # (ROLLING | BLUE_GREEN | LINEAR | CANARY; default ROLLING).
 DEPLOY_STRATEGIES = {"rolling": "ROLLING", "blue_green": "BLUE_GREEN"}
+# The ECS service's resource name under each strategy. Changing `deploy_strategy` changes
+# the name, so Pulumi creates a new service (and, through its new ``service/<cluster>/
+# <name>`` resource id, a new scaling target and policies), then deletes the old one: an
+# in-place update cannot make the switch. Blue/green ignores changes to `loadBalancers`,
+# and Pulumi resets an ignored property to its value in the state, for an update and for a
+# replacement alike, so a rolling service switched in place (or replaced through
+# `replaceOnChanges`) would never be sent the alternate target group, the rules or the
+# role; only a resource with no previous state gets the program's values. Sources: Pulumi
+# docs, concepts/options/ignorechanges ("Ignored properties will still be used from the
+# program when there is no previous value in the state"); pulumi/pulumi
+# pkg/resource/deploy/step_generator.go (generateSteps: `if hasOld { processIgnoreChanges
+# ... }` before the new state a replacement creates is built). Blue/green keeps the name
+# it has always had; rolling's is new (a rolling stack's service is replaced once, on its
+# first `pulumi up` with this name).
+SERVICE_RESOURCE = {"blue_green": "service", "rolling": "service-rolling"}
+# Request-count scaling reads each target group's RequestCountPerTarget ("The only valid
+# statistic is Sum", dimensions TargetGroup and LoadBalancer). Sources: ELB user guide,
+# load-balancer-cloudwatch-metrics.html (RequestCountPerTarget); botocore
+# application-autoscaling CustomizedMetricSpecification.Metrics /
+# TargetTrackingMetricDataQuery (Id: a lowercase letter first; ReturnData true only on the
+# final expression) / TargetTrackingMetricStat (Metric, Stat).
+REQUESTS_PER_TARGET_METRIC = ("AWS/ApplicationELB", "RequestCountPerTarget", "Sum")
 # Bake time range. Source: pulumi_aws ecs.ServiceDeploymentConfigurationArgs
 # `bake_time_in_minutes` ("Valid range: 0-1440 minutes").
 MAX_BAKE_TIME_MINUTES = 1440
@@ -89,9 +111,15 @@ class ServiceArgs:
     it (ECS rejects a target group not yet attached to a load balancer). Required.
     Example: ``lb.forwarder_arn``."""
 
-    request_count_resource_label: pulumi.Input[str]
-    """``app/<lb>/<id>/targetgroup/<tg>/<id>`` for request-count scaling.
-    Required. Example: ``Output.concat(lb.arn_suffix, "/", lb.target_group_arn_suffix)``."""
+    load_balancer_arn_suffix: pulumi.Input[str]
+    """``app/<lb>/<id>``, the ALB's CloudWatch ``LoadBalancer`` dimension, for
+    request-count scaling. Required. Example: ``lb.arn_suffix``."""
+
+    target_group_arn_suffixes: Sequence[pulumi.Input[str]]
+    """``targetgroup/<tg>/<id>`` of every target group the service's tasks register in:
+    request-count scaling watches all of them (blue/green moves production traffic to the
+    other group on every deployment). One for ``rolling``, both for ``blue_green``.
+    Required. Example: ``[lb.target_group_arn_suffix, lb.alternate_target_group_arn_suffix]``."""
 
     image_repository_arn: str | None = None
     """ECR repository ARN the execution role may pull ``image`` from, for an image that
@@ -255,6 +283,10 @@ class ServiceArgs:
                 self.alternate_target_group_arn, self.production_listener_rule_arn):
             problems.append("blue_green needs alternate_target_group_arn and "
                             "production_listener_rule_arn")
+        groups = 2 if self.deploy_strategy == "blue_green" else 1
+        if len([g for g in self.target_group_arn_suffixes if g is not None]) != groups:
+            problems.append(f"target_group_arn_suffixes: {groups} with {self.deploy_strategy} "
+                            "(every target group the tasks register in)")
         collector = self.metrics_collector
         # Container-level cpu and memory are carved out of the task's; the API keeps at
         # least three quarters of both. Source: ECS developer guide,
@@ -282,8 +314,10 @@ class Service(pulumi.ComponentResource):
         ``{name}-task`` (containers ``migrate`` then ``api``, plus ``metrics-collector``
         with ``metrics_collector``; its grants ``{name}-task-role-metrics`` and
         ``{name}-execution-role-collector-config``), ``{name}-migrate-task``
-        (one-off migrations), ``{name}-service``, ``{name}-scaling-target``,
-        ``{name}-scale-cpu`` and ``{name}-scale-requests``.
+        (one-off migrations), the service (``{name}-service`` with ``blue_green``,
+        ``{name}-service-rolling`` with ``rolling``: switching strategy replaces it, see
+        :data:`SERVICE_RESOURCE`), ``{name}-scaling-target``, ``{name}-scale-cpu`` and
+        ``{name}-scale-requests`` (requests per task over every target group).
 
     Migrations:
         Each task first runs the non-essential ``migrate`` container (the image's
@@ -665,7 +699,7 @@ class Service(pulumi.ComponentResource):
             alarms = {"alarm_names": list(args.deployment_alarm_names), "enable": True,
                       "rollback": True}
         self.service = aws.ecs.Service(
-            f"{n}-service",
+            f"{n}-{SERVICE_RESOURCE[args.deploy_strategy]}",
             cluster=self.cluster.arn,
             task_definition=self.task_definition.arn,
             desired_count=args.replicas,
@@ -709,14 +743,11 @@ class Service(pulumi.ComponentResource):
             max_capacity=args.max_replicas,
             opts=child_opts(self),
         )
-        for role, metric, value, label in (
-            ("cpu", "ECSServiceAverageCPUUtilization", args.cpu_target_percent, None),
-            ("requests", "ALBRequestCountPerTarget", args.requests_per_target,
-             args.request_count_resource_label),
-        ):
-            spec = {"predefined_metric_type": metric}
-            if label is not None:
-                spec["resource_label"] = label  # only valid with ALBRequestCountPerTarget
+        cpu = {"predefined_metric_specification": {
+            "predefined_metric_type": "ECSServiceAverageCPUUtilization"}}
+        for role, value, metric in (("cpu", args.cpu_target_percent, cpu),
+                                    ("requests", args.requests_per_target,
+                                     {"customized_metric_specification": self._requests()})):
             aws.appautoscaling.Policy(
                 f"{n}-scale-{role}",
                 policy_type="TargetTrackingScaling",
@@ -724,10 +755,41 @@ class Service(pulumi.ComponentResource):
                 scalable_dimension=target.scalable_dimension,
                 resource_id=target.resource_id,
                 target_tracking_scaling_policy_configuration={
-                    "predefined_metric_specification": spec,
+                    **metric,
                     "target_value": value,
                     "scale_in_cooldown": 300,
                     "scale_out_cooldown": 60,
                 },
                 opts=child_opts(self),
             )
+
+    def _requests(self) -> dict:
+        """Requests per task over every target group the tasks register in, added up.
+
+        The predefined ``ALBRequestCountPerTarget`` reads one target group (its
+        ``resource_label``); under blue/green production traffic moves to the other group
+        on every deployment, and request-based scale-out would stop every other release.
+        Production traffic goes to one group at a time (ECS shifts it all at once), so the
+        sum of the groups' per-target counts is the live group's; a group with no data
+        counts 0. Metric math with any CloudWatch function is allowed in a target tracking
+        policy as long as it returns one time series. Sources: botocore
+        application-autoscaling CustomizedMetricSpecification.Metrics and
+        TargetTrackingMetricDataQuery; Application Auto Scaling user guide,
+        application-auto-scaling-target-tracking-metric-math.html; pulumi_aws
+        appautoscaling PolicyTargetTrackingScalingPolicyConfigurationCustomizedMetric
+        SpecificationMetricArgs (id, expression, label, metric_stat, return_data).
+        """
+        args = self._args
+        namespace, metric_name, stat = REQUESTS_PER_TARGET_METRIC
+        ids = [f"tg{i}" for i in range(len(args.target_group_arn_suffixes))]
+        metrics: list[dict] = [
+            {"id": i, "return_data": False, "metric_stat": {"stat": stat, "metric": {
+                "namespace": namespace, "metric_name": metric_name,
+                "dimensions": [{"name": "LoadBalancer", "value": args.load_balancer_arn_suffix},
+                               {"name": "TargetGroup", "value": tg}]}}}
+            for i, tg in zip(ids, args.target_group_arn_suffixes, strict=True)
+        ]
+        metrics.append({"id": "requests_per_target", "return_data": True,
+                        "label": "requests per task, every target group",
+                        "expression": " + ".join(f"FILL({i}, 0)" for i in ids)})
+        return {"metrics": metrics}

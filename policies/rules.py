@@ -1348,6 +1348,88 @@ def _blue_green(args: StackValidationArgs, report: ReportViolation) -> None:
                        service.urn)
 
 
+TARGET_GROUP = "aws:lb/targetGroup:TargetGroup"
+REQUESTS_PER_TARGET = (ELB, "RequestCountPerTarget")
+_QUERY_ID = re.compile(r"\b[a-z][A-Za-z0-9_]*\b")
+
+
+def _request_target_groups(config: Mapping[str, Any]) -> set[str] | None:
+    """The TargetGroup dimensions whose RequestCountPerTarget feeds a target tracking
+    configuration's metric (through its metric math), or None when it does not scale on
+    requests. The predefined ALBRequestCountPerTarget reads one group, its resource label."""
+    predefined = _map(config.get("predefinedMetricSpecification"))
+    if predefined.get("predefinedMetricType") == "ALBRequestCountPerTarget":
+        return {str(predefined.get("resourceLabel"))}
+    custom = _map(config.get("customizedMetricSpecification"))
+    if not custom:
+        return None
+    if (str(custom.get("namespace")), str(custom.get("metricName"))) == REQUESTS_PER_TARGET:
+        return {str(d.get("value")) for d in map(_map, _list(custom.get("dimensions")))
+                if d.get("name") == "TargetGroup"}
+    queries = {str(q.get("id")): q for q in map(_map, _list(custom.get("metrics")))}
+    returned = [i for i, q in queries.items() if q.get("returnData") is not False]
+    seen: set[str] = set()
+    groups: set[str] = set()
+    reads = False
+    while returned:
+        qid = returned.pop()
+        if qid in seen or qid not in queries:
+            continue
+        seen.add(qid)
+        query = queries[qid]
+        returned += _QUERY_ID.findall(str(query.get("expression") or ""))
+        metric = _map(_map(query.get("metricStat")).get("metric"))
+        if (str(metric.get("namespace")), str(metric.get("metricName"))) == REQUESTS_PER_TARGET:
+            reads = True
+            groups |= {str(d.get("value")) for d in map(_map, _list(metric.get("dimensions")))
+                       if d.get("name") == "TargetGroup"}
+    return groups if reads else None
+
+
+def _scaling_policies_of(args: StackValidationArgs, service: Any) -> list[Any]:
+    """The scaling policies of ``service``: their resourceId comes from a scaling target
+    whose resourceId comes from the service."""
+    targets = {t.urn for t in _of_type(args, "appautoscaling/target:Target")
+               if service.urn in _linked(t, "resourceId")}
+    return [p for p in _of_type(args, "appautoscaling/policy:Policy")
+            if _linked(p, "resourceId") & targets]
+
+
+def _request_scaling(args: StackValidationArgs, report: ReportViolation) -> None:
+    for service in _of_type(args, "ecs/service:Service"):
+        if _map(service.props.get("deploymentConfiguration")).get("strategy") != "BLUE_GREEN":
+            continue
+        groups = {dep.urn for dep in (service.property_dependencies or {}).get(
+            "loadBalancers", []) if dep.resource_type == TARGET_GROUP}
+        wanted = max(len(groups), 2)  # blue and green
+        scaling = [(p, _request_target_groups(_map(p.props.get(
+            "targetTrackingScalingPolicyConfiguration"))))
+            for p in _scaling_policies_of(args, service)]
+        scaling = [(p, read) for p, read in scaling if read is not None]
+        if not scaling:
+            report("A blue/green service must scale on requests per task over both of its "
+                   "target groups.", service.urn)
+        for policy, read in scaling:
+            linked = {dep.urn for dep in (policy.property_dependencies or {}).get(
+                "targetTrackingScalingPolicyConfiguration", [])
+                if dep.resource_type == TARGET_GROUP}
+            if len(read) < wanted or (linked and groups - linked):
+                report("Request-count scaling watches one target group, but blue/green "
+                       "moves production traffic to the other one on every deployment: "
+                       "scale on RequestCountPerTarget of every group the service "
+                       "registers in (metric math over both).", policy.urn)
+
+
+request_scaling_every_group = StackValidationPolicy(
+    name="request-scaling-watches-every-target-group",
+    description="A blue/green service scales on requests per task read from both of its "
+                "target groups, so request-based scale-out keeps working after production "
+                "moves to the other group.",
+    validate=_request_scaling,
+    enforcement_level=MANDATORY,
+)
+
+
 def _deployment_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
     alarms = {a.props.get("name"): a for a in _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")}
     for service in _of_type(args, "ecs/service:Service"):
@@ -2061,6 +2143,7 @@ ALL_POLICIES = [
     target_group_liveness,
     blue_green_guarded,
     deployment_alarms_quiet,
+    request_scaling_every_group,
     iam_trust_confused_deputy,
     iam_trust_as_documented,
     kms_confused_deputy,

@@ -246,9 +246,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         security_group_id=network.service_security_group_id,
         target_group_arn=lb.target_group_arn,
         listener_arn=lb.forwarder_arn,
-        request_count_resource_label=pulumi.Output.concat(
-            lb.arn_suffix, "/", lb.target_group_arn_suffix
-        ),
+        load_balancer_arn_suffix=lb.arn_suffix,
+        target_group_arn_suffixes=[lb.target_group_arn_suffix] + (
+            [lb.alternate_target_group_arn_suffix]
+            if lb.alternate_target_group_arn_suffix is not None else []),
         deploy_strategy=cfg.deploy_strategy,
         alternate_target_group_arn=lb.alternate_target_group_arn,
         production_listener_rule_arn=lb.production_rule_arn,

@@ -232,7 +232,8 @@ def test_host_alarms_never_watch_one_blue_green_group_alone(prod: Manifest) -> N
 
 def service_args(**overrides) -> ServiceArgs:
     base = dict(family="f", image="i", subnet_ids=["s"], security_group_id="sg",
-                target_group_arn="tg", listener_arn="l", request_count_resource_label="x")
+                target_group_arn="tg", listener_arn="l", load_balancer_arn_suffix="a",
+                target_group_arn_suffixes=["x"])
     return ServiceArgs(**(base | overrides))
 
 

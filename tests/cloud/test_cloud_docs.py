@@ -101,14 +101,16 @@ def test_args_reject_invalid_values_aws_would_reject() -> None:
         (WebAclArgs, dict(evaluation_window_seconds=90)),
         (ServiceArgs, dict(family="f", image="i", subnet_ids=[], security_group_id="s",
                            target_group_arn="t", listener_arn="l",
-                           request_count_resource_label="r", cpu="256", memory="4096")),
+                           load_balancer_arn_suffix="a", target_group_arn_suffixes=["r"],
+                           cpu="256", memory="4096")),
         (ServiceArgs, dict(family="f", image="i", subnet_ids=[], security_group_id="s",
                            target_group_arn="t", listener_arn="l",
-                           request_count_resource_label="r",
+                           load_balancer_arn_suffix="a", target_group_arn_suffixes=["r"],
                            environment={"DB_PASSWORD": "x"})),
         (ServiceArgs, dict(family="f", image="i", subnet_ids=[], security_group_id="s",
                            target_group_arn="t", listener_arn="l",
-                           request_count_resource_label="r", user="0")),
+                           load_balancer_arn_suffix="a", target_group_arn_suffixes=["r"],
+                           user="0")),
     ]
     for cls, kwargs in cases:
         with pytest.raises(ValueError, match=cls.__name__):

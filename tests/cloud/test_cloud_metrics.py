@@ -228,7 +228,8 @@ def test_service_refuses_a_collector_that_starves_the_api() -> None:
     big = MetricsCollector(workspace_arn="arn", config_parameter_arn="arn", memory_mib=256)
     with pytest.raises(ValueError, match="metrics_collector: 64 CPU / 256 MiB"):
         ServiceArgs(family="f", image="i@sha256:0", subnet_ids=["s"], security_group_id="g",
-                    target_group_arn="t", listener_arn="l", request_count_resource_label="r",
+                    target_group_arn="t", listener_arn="l", load_balancer_arn_suffix="a",
+                    target_group_arn_suffixes=["r"],
                     cpu="256", memory="512", metrics_collector=big)
 
 

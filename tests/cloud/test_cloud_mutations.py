@@ -36,6 +36,8 @@ ADMIN = "arn:aws:iam::aws:policy/AdministratorAccess"
 API = "containerDefinitions$.name=api"
 MIGRATE = "containerDefinitions$.name=migrate"
 COLLECTOR = "containerDefinitions$.name=metrics-collector"
+TRACKING = "targetTrackingScalingPolicyConfiguration"
+REQUEST_MATH = f"{TRACKING}.customizedMetricSpecification.metrics"
 
 
 @dataclass(frozen=True)
@@ -424,6 +426,23 @@ WEAKENINGS = [
     W("deployment-alarms-quiet-on-missing-data", "prodstack-prod-obs-deploy-healthy-hosts",
       {"metricQueries.id=total.expression": "FILL(tg0, 0) + FILL(tg1, 0)"},
       why="deployment-alarm-fills-gaps-with-zero"),
+    # ---- request scaling under blue/green
+    W("request-scaling-watches-every-target-group", "prodstack-api-scale-requests",
+      {f"{TRACKING}.customizedMetricSpecification": DELETE,
+       f"{TRACKING}.predefinedMetricSpecification": {
+           "predefinedMetricType": "ALBRequestCountPerTarget",
+           "resourceLabel": "app/prodstack-lb-alb/50dc6c495c0c9188/targetgroup/"
+                            "prodstack-lb-tg/73e2d6bc24d8a067"}},
+      why="request-scaling-on-the-first-group-only"),
+    W("request-scaling-watches-every-target-group", "prodstack-api-scale-requests",
+      {f"{REQUEST_MATH}.id=tg1": DELETE,
+       f"{REQUEST_MATH}.id=requests_per_target.expression": "FILL(tg0, 0)"},
+      why="request-math-reads-one-group"),
+    W("request-scaling-watches-every-target-group", "prodstack-api-scale-requests",
+      {f"{REQUEST_MATH}.id=requests_per_target.expression": "FILL(tg1, 0)"},
+      why="request-math-returns-the-alternate-group-only"),
+    W("request-scaling-watches-every-target-group", "prodstack-api-scale-requests", op=DROP,
+      reported_on="prodstack-api-service", why="no-request-scaling-under-blue-green"),
     W("alarms-for-seed-rules", "prodstack-prod-obs-running-tasks", op=DROP, reported_on="",
       why="running-tasks-alarm-removed"),
     W("ecs-safe-deploys", "prodstack-api-service", {"enableExecuteCommand": True},

@@ -566,21 +566,38 @@ def test_prod_service_runs_3_private_tasks_with_rollback(prod: Manifest, dev: Ma
     assert dev.one("ecs/service:Service")["desiredCount"] == 1
 
 
-def test_autoscaling_on_cpu_70_and_requests(prod: Manifest, dev: Manifest) -> None:
-    for m, (low, high) in ((prod, (3, 12)), (dev, (1, 2))):
+def test_autoscaling_on_cpu_70_and_requests_in_every_target_group(
+    prod: Manifest, dev: Manifest
+) -> None:
+    tracking = "targetTrackingScalingPolicyConfiguration"
+    for m, (low, high), groups in ((prod, (3, 12), ["prodstack-lb-tg", "prodstack-lb-tg-alt"]),
+                                   (dev, (1, 2), ["prodstack-lb-tg"])):
         target = m.one("appautoscaling/target:Target")
         assert (target["minCapacity"], target["maxCapacity"]) == (low, high)
         assert target["scalableDimension"] == "ecs:service:DesiredCount"
-        policies = {p["targetTrackingScalingPolicyConfiguration"][
-            "predefinedMetricSpecification"]["predefinedMetricType"]: p
-            for p in m.inputs("appautoscaling/policy:Policy")}
-        tracking = "targetTrackingScalingPolicyConfiguration"
-        cpu = policies["ECSServiceAverageCPUUtilization"][tracking]
+        cpu = m.one("appautoscaling/policy:Policy", "prodstack-api-scale-cpu")[tracking]
         assert cpu["targetValue"] == 70
-        assert "resourceLabel" not in cpu["predefinedMetricSpecification"]
-        req = policies["ALBRequestCountPerTarget"]["targetTrackingScalingPolicyConfiguration"]
-        label = req["predefinedMetricSpecification"]["resourceLabel"]
-        assert label.startswith("app/") and "/targetgroup/" in label
+        assert cpu["predefinedMetricSpecification"] == {
+            "predefinedMetricType": "ECSServiceAverageCPUUtilization"}
+        requests = m.one("appautoscaling/policy:Policy", "prodstack-api-scale-requests")[tracking]
+        assert requests["targetValue"] == 1000
+        queries = requests["customizedMetricSpecification"]["metrics"]
+        reads = [q for q in queries if "metricStat" in q]
+        # Blue/green serves production from either group in turn: both are read, each as
+        # RequestCountPerTarget with its only valid statistic, and added up (no data: 0).
+        assert [q["id"] for q in reads] == [f"tg{i}" for i in range(len(groups))]
+        for q, group in zip(reads, groups, strict=True):
+            assert q["returnData"] is False
+            assert q["metricStat"]["stat"] == "Sum"
+            metric = q["metricStat"]["metric"]
+            assert (metric["namespace"], metric["metricName"]) == (
+                "AWS/ApplicationELB", "RequestCountPerTarget")
+            dims = {d["name"]: d["value"] for d in metric["dimensions"]}
+            assert dims["TargetGroup"].split("/")[1] == group
+            assert dims["LoadBalancer"].startswith("app/prodstack-lb-alb/")
+        (total,) = [q for q in queries if "expression" in q]
+        assert total["returnData"] is True
+        assert total["expression"] == " + ".join(f"FILL({q['id']}, 0)" for q in reads)
 
 
 def test_migrations_run_before_the_api_takes_traffic(both: list[Manifest]) -> None:
@@ -605,7 +622,7 @@ def test_service_waits_for_the_forwarding_listener_or_rule(prod: Manifest, dev: 
     deps = prod.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
     # prod deploys blue/green: the production rule is what forwards.
     assert "aws:lb/listenerRule:ListenerRule::prodstack-lb-production" in deps
-    deps = dev.named("prodstack-api-service")["property_dependencies"]["loadBalancers"]
+    deps = dev.named("prodstack-api-service-rolling")["property_dependencies"]["loadBalancers"]
     assert "aws:lb/listener:Listener::prodstack-lb-http" in deps
 
 
@@ -766,6 +783,20 @@ def test_alarm_topic_encrypted_email_and_dashboard(prod: Manifest, dev: Manifest
     body = json.loads(prod.one("cloudwatch/dashboard:Dashboard")["dashboardBody"])
     assert len(body["widgets"]) >= 5
     assert prod.outputs["dashboard_url"].endswith("#dashboards:name=prodstack-prod-obs")
+
+
+@pytest.mark.parametrize("stack, groups", [("prod", ["prodstack-lb-tg", "prodstack-lb-tg-alt"]),
+                                           ("dev", ["prodstack-lb-tg"])])
+def test_p99_widget_plots_every_target_group(manifests: dict, stack: str,
+                                             groups: list[str]) -> None:
+    # Blue/green serves production from either group in turn: one line per group.
+    body = json.loads(Manifest(manifests[stack]).one("cloudwatch/dashboard:Dashboard")[
+        "dashboardBody"])
+    (widget,) = [w for w in body["widgets"] if w["properties"]["title"] == "Target latency p99"]
+    lines = widget["properties"]["metrics"]
+    assert [line[line.index("TargetGroup") + 1].split("/")[1] for line in lines] == groups
+    assert all(line[:2] == ["AWS/ApplicationELB", "TargetResponseTime"]
+               and line[-1]["stat"] == "p99" for line in lines)
 
 
 def test_log_groups_all_have_retention(both: list[Manifest]) -> None:
