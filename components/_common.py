@@ -25,7 +25,7 @@ RESTORE_SOURCE_TAG = "prodstack:restore-source"
 SECURITY_LOG_TAG = "prodstack:log-class"
 SECURITY_LOG_CLASS = "security"
 PROD_SECURITY_LOG_DAYS = 365
-# On an alarm only ECS deployments watch (it notifies nobody): the seed-rule checks, which
+# On an alarm only ECS deployments watch (it notifies nobody): the target checks, which
 # want a notifying alarm treating missing data as breaching, leave it to
 # `deployment-alarms-quiet-on-missing-data`.
 DEPLOYMENT_ALARM_TAG = "prodstack:alarm-use"

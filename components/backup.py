@@ -18,7 +18,7 @@ import pulumi_aws as aws
 
 from components._common import child_opts, merge_tags
 
-# The three tiers (the seeds: daily kept 30 days, weekly 3 months, monthly 1 year), each a
+# The three tiers (docs/targets.md: daily kept 30 days, weekly 3 months, monthly 1 year), each a
 # rule of the plan. Schedules are AWS Backup cron expressions in UTC, kept clear of the
 # database's backup window (03:00-04:00) and its Sunday maintenance window (04:30-05:30,
 # components/database.py): AWS Backup jobs started during or up to an hour before an RDS
@@ -101,16 +101,16 @@ class BackupArgs:
     Required. Example: ``obs.topic_arn``."""
 
     daily_retention_days: int = 30
-    """Days each daily recovery point is kept, 1 or more. Default: ``30`` (the seeds).
+    """Days each daily recovery point is kept, 1 or more. Default: ``30`` (docs/targets.md).
     Example: ``7``."""
 
     weekly_retention_days: int = 90
     """Days each weekly recovery point is kept, at least ``daily_retention_days``.
-    Default: ``90`` (the seeds' 3 months). Example: ``35``."""
+    Default: ``90`` (3 months, docs/targets.md). Example: ``35``."""
 
     monthly_retention_days: int = 365
     """Days each monthly recovery point is kept, at least ``weekly_retention_days``.
-    Default: ``365`` (the seeds' 1 year). Example: ``90``."""
+    Default: ``365`` (1 year, docs/targets.md). Example: ``90``."""
 
     vault_lock: str = "governance"
     """``none``, ``governance`` or ``compliance`` (:data:`VAULT_LOCK_MODES`): a lock

@@ -1,4 +1,4 @@
-"""Database: RDS PostgreSQL 16 with forced TLS, managed master secret and seed-derived tuning."""
+"""Database: RDS PostgreSQL 16 with forced TLS, a managed master secret and scaled tuning."""
 
 from __future__ import annotations
 
@@ -76,17 +76,17 @@ def restored_identifier(identifier: str, restore_to_time: str) -> str:
 # gp3 storage for PostgreSQL: 20-65,536 GiB. Source: RDS user guide CHAP_Storage#gp3-storage.
 MIN_STORAGE_GB, MAX_STORAGE_GB = 20, 65_536
 
-# Seed tuning for a 4-core / 8 GB PostgreSQL host (seeds/001: max_connections=200,
+# The tuning reference for a 4-core / 8 GB PostgreSQL host (docs/targets.md: max_connections=200,
 # shared_buffers=2GB, effective_cache_size=6GB, maintenance_work_mem=512MB,
 # wal_buffers=16MB, checkpoint_completion_target=0.9, default_statistics_target=100).
-SEED_MEMORY_GIB = 8
-SEED_MAX_CONNECTIONS = 200
+REFERENCE_MEMORY_GIB = 8
+REFERENCE_MAX_CONNECTIONS = 200
 
 
 def tuned_parameters(memory_gib: int, log_min_duration_ms: int) -> dict[str, str]:
-    """The seed's PostgreSQL tuning scaled to ``memory_gib``, plus forced TLS and slow logs.
+    """The reference PostgreSQL tuning scaled to ``memory_gib``, plus forced TLS and slow logs.
 
-    Ratios from the seed's 8 GB host: shared_buffers 25 %, effective_cache_size 75 %,
+    Ratios from the reference 8 GB host: shared_buffers 25 %, effective_cache_size 75 %,
     maintenance_work_mem 1/16 (capped at 2 GB), max_connections 25 per GiB (at least 80,
     at most 5000). Units are RDS's: 8 kB pages for the buffers, kB for work memory.
     """
@@ -97,7 +97,7 @@ def tuned_parameters(memory_gib: int, log_min_duration_ms: int) -> dict[str, str
         "effective_cache_size": str(kib * 3 // 4 // 8),
         "maintenance_work_mem": str(min(kib // 16, 2 * 1024 * 1024)),
         "max_connections": str(
-            max(80, min(5000, SEED_MAX_CONNECTIONS * memory_gib // SEED_MEMORY_GIB))
+            max(80, min(5000, REFERENCE_MAX_CONNECTIONS * memory_gib // REFERENCE_MEMORY_GIB))
         ),
         "wal_buffers": str(16 * 1024 // 8),
         "checkpoint_completion_target": "0.9",
@@ -111,7 +111,7 @@ def max_connections(instance_class: str) -> int:
 
     Lower than RDS's own default for PostgreSQL, ``LEAST({DBInstanceClassMemory/9531392},
     5000)`` (AWS Prescriptive Guidance, tuning-postgresql-parameters/max-connections.html),
-    because the seed's ratio is kept.
+    because the reference ratio is kept.
     """
     return int(tuned_parameters(INSTANCE_MEMORY_GIB[instance_class], 0)["max_connections"])
 
@@ -179,7 +179,7 @@ class DatabaseArgs:
     Default: ``7``. Example: ``93``."""
 
     log_min_duration_ms: int = 500
-    """Log statements slower than this (the seed's p99 target). Default: ``500``.
+    """Log statements slower than this (the p99 target, docs/targets.md). Default: ``500``.
     Example: ``250``."""
 
     log_retention_days: int = 30
@@ -287,7 +287,7 @@ class Database(pulumi.ComponentResource):
 
     Creates:
         ``{name}-subnets`` (subnet group), ``{name}-params`` (``postgres16`` parameter
-        group: ``rds.force_ssl=1``, seed tuning scaled to the class, slow-statement log),
+        group: ``rds.force_ssl=1``, reference tuning scaled to the class, slow-statement log),
         ``{name}-log-<type>`` log groups with retention (created before RDS would create
         them without one), ``{name}-monitoring-role`` (+ ``-managed``: Enhanced
         Monitoring), ``{name}-snapshot-suffix`` and ``{name}-instance``.
@@ -395,6 +395,8 @@ class Database(pulumi.ComponentResource):
         return aws.rds.ParameterGroup(
             f"{self._name}-params",
             family=PARAMETER_GROUP_FAMILY,
+            # As deployed: a new description would replace the parameter group (ForceNew),
+            # and with it the instance's, for a wording change.
             description="prodstack PostgreSQL 16: forced TLS, seed tuning",
             # pending-reboot is valid for static and dynamic parameters alike; new
             # instances start with these values. Source: botocore rds Parameter.ApplyMethod.

@@ -1,4 +1,4 @@
-"""Observability: CloudWatch alarms from the seeds' rules, an encrypted SNS topic, a dashboard."""
+"""Observability: CloudWatch alarms for the targets, an encrypted SNS topic, a dashboard."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def alarm_name(prefix: str, role: str) -> str:
 
 @dataclass(frozen=True)
 class ObservabilityArgs:
-    """Inputs of :class:`Observability`. Thresholds default to the seeds' alert rules."""
+    """Inputs of :class:`Observability`. Thresholds default to docs/targets.md's."""
 
     load_balancer_arn_suffix: pulumi.Input[str]
     """``app/<name>/<id>`` (CloudWatch ``LoadBalancer``). Required. Example: ``lb.arn_suffix``."""
@@ -110,21 +110,21 @@ class ObservabilityArgs:
     subscription. Default: ``""``. Example: ``"ops@example.com"``."""
 
     error_rate_percent: float = 1.0
-    """HighErrorRate: 5xx share of requests above this, 2 minutes running (seed: < 1 %).
+    """HighErrorRate: 5xx share of requests above this, 2 minutes running (target: < 1 %).
     Default: ``1.0``. Example: ``0.5``."""
 
     p99_latency_ms: int = 500
-    """Target p99 response time ceiling (seed: p99 < 500 ms). Default: ``500``.
+    """Target p99 response time ceiling (target: p99 < 500 ms). Default: ``500``.
     Example: ``300``."""
 
     cpu_percent: int = 70
-    """ECS and RDS average CPU ceiling (seed: CPU < 70 %). Default: ``70``. Example: ``80``."""
+    """ECS and RDS average CPU ceiling (target: CPU < 70 %). Default: ``70``. Example: ``80``."""
 
     memory_percent: int = 80
-    """ECS average memory ceiling (seed: memory < 80 %). Default: ``80``. Example: ``85``."""
+    """ECS average memory ceiling (target: memory < 80 %). Default: ``80``. Example: ``85``."""
 
     db_connections: int = 150
-    """RDS connection ceiling (seed: DB connections < 150). Default: ``150``. Example: ``300``."""
+    """RDS connection ceiling (target: DB connections < 150). Default: ``150``. Example: ``300``."""
 
     db_free_storage_percent: float | None = None
     """Alarm when free storage falls under this percentage of the storage ceiling
@@ -138,7 +138,7 @@ class ObservabilityArgs:
     Example: ``0.5``."""
 
     cache_memory_percent: int = 90
-    """Redis memory ceiling (seed: Redis memory < 90 %). Default: ``90``. Example: ``80``."""
+    """Redis memory ceiling (target: Redis memory < 90 %). Default: ``90``. Example: ``80``."""
 
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
@@ -184,12 +184,12 @@ class ObservabilityArgs:
 
     @property
     def effective_db_connections(self) -> int:
-        """Connection threshold actually used: the seed's 150, or 80 % of max_connections."""
+        """Connection threshold actually used: the target's 150, or 80 % of max_connections."""
         return min(self.db_connections, int(self.db_max_connections * 0.8))
 
 
 class Observability(pulumi.ComponentResource):
-    """CloudWatch alarms for the seeds' rules, wired to an SNS topic, plus one dashboard.
+    """CloudWatch alarms for the targets, wired to an SNS topic, plus one dashboard.
 
     Creates:
         ``{name}-key`` (KMS key CloudWatch may use), ``{name}-alarms`` (SNS topic),

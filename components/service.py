@@ -217,7 +217,7 @@ class ServiceArgs:
     """Autoscaling ceiling, at least ``min_replicas``. Default: ``2``. Example: ``12``."""
 
     cpu_target_percent: int = 70
-    """Average CPU the service scales to hold (the seed's 70 %), 10-90.
+    """Average CPU the service scales to hold (the 70 % target, docs/targets.md), 10-90.
     Default: ``70``. Example: ``60``."""
 
     requests_per_target: int = 1000

@@ -56,7 +56,7 @@ class WebAclArgs:
 
     rate_limit: int = 600
     """Requests one client IP may send per ``evaluation_window_seconds`` before it is
-    blocked, 100-2,000,000,000. Default: ``600`` (the seed's nginx ``limit_req`` of 10 r/s
+    blocked, 100-2,000,000,000. Default: ``600`` (docs/targets.md: 10 r/s
     per IP, over 60 s). Example: ``1200``."""
 
     evaluation_window_seconds: int = 60

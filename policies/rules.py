@@ -999,11 +999,11 @@ cache_hardened = _resource_policy(
 )
 
 
-# ---- alarms for the seeds' rules ------------------------------------------------------
+# ---- alarms for the targets (docs/targets.md) -----------------------------------------
 
-# The seed's (seeds/001) performance table: target and ceiling. Each alarm may sit at most
-# at the ceiling: p99 < 1000 ms, error rate < 1 %, DB connections < 150, Redis memory
-# < 90 %; CPU < 70 % is the seed's scaling signal, and the stack lets cpu_target_percent
+# docs/targets.md's service levels: target and ceiling. Each alarm may sit at most at the
+# ceiling: p99 < 1000 ms, error rate < 1 %, DB connections < 150, Redis memory
+# < 90 %; CPU < 70 % is the scaling signal, and the stack lets cpu_target_percent
 # (10-90) move the CPU alarms with it, so 90 is their ceiling; ECS memory < 80 %.
 GREATER = ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
 LESS = ("LessThanThreshold", "LessThanOrEqualToThreshold")
@@ -1022,8 +1022,8 @@ def _metrics(alarm: Mapping[str, Any]) -> set[tuple[str, str]]:
 
 
 ELB, ECS, RDS, CACHE = "AWS/ApplicationELB", "AWS/ECS", "AWS/RDS", "AWS/ElastiCache"
-# (seed rule, metrics the alarm must read together, comparison, ceiling, resource it needs)
-SEED_ALARMS = (
+# (target, metrics the alarm must read together, comparison, ceiling, resource it needs)
+TARGET_ALARMS = (
     ("5xx error rate (ELB and target 5xx over requests)",
      {(ELB, "HTTPCode_ELB_5XX_Count"), (ELB, "HTTPCode_Target_5XX_Count"),
       (ELB, "RequestCount")}, GREATER, 1.0, "lb/loadBalancer:LoadBalancer"),
@@ -1044,8 +1044,8 @@ SEED_ALARMS = (
 )
 # Alarms whose silence means "nothing is running": missing data is a breach.
 BREACH_WHEN_MISSING = {"no healthy target", "ECS running tasks"}
-# Per cache member: (seed rule, metric, ceiling).
-SEED_CACHE_ALARMS = (
+# Per cache member: (target, metric, ceiling).
+TARGET_CACHE_ALARMS = (
     ("Redis memory", (CACHE, "DatabaseMemoryUsagePercentage"), 90),
     ("Redis evictions", (CACHE, "Evictions"), 0),
 )
@@ -1057,7 +1057,7 @@ def _alarm_problem(alarm: Any, comparison: tuple[str, ...], ceiling: float | Non
         return f"compares {props.get('comparisonOperator')!r}, not {' or '.join(comparison)}"
     threshold = props.get("threshold")
     if ceiling is not None and isinstance(threshold, (int, float)) and threshold > ceiling:
-        return f"threshold {threshold} is above the seed's ceiling {ceiling}"
+        return f"threshold {threshold} is above the target's ceiling {ceiling}"
     if not _list(props.get("alarmActions")):
         return "notifies nobody (no alarmActions)"
     if props.get("actionsEnabled") is False:
@@ -1070,16 +1070,16 @@ def _deployment_only(alarm: Any) -> bool:
     return _tags(alarm.props).get(DEPLOYMENT_ALARM_TAG) == DEPLOYMENT_ALARM_USE
 
 
-def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
+def _target_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
     alarms = [a for a in _of_type(args, "cloudwatch/metricAlarm:MetricAlarm")
               if not _deployment_only(a)]
-    present = {suffix for *_, suffix in SEED_ALARMS if _of_type(args, suffix)}
-    for what, metrics, comparison, ceiling, needs in SEED_ALARMS:
+    present = {suffix for *_, suffix in TARGET_ALARMS if _of_type(args, suffix)}
+    for what, metrics, comparison, ceiling, needs in TARGET_ALARMS:
         if needs not in present:
             continue
         matching = [a for a in alarms if metrics <= _metrics(a.props)]
         if not matching:
-            report(f"No alarm for the seed's rule: {what}.", None)
+            report(f"No alarm for the target: {what} (docs/targets.md).", None)
         for alarm in matching:
             problem = _alarm_problem(alarm, comparison, ceiling)
             if not problem and what in BREACH_WHEN_MISSING and alarm.props.get(
@@ -1089,7 +1089,7 @@ def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
                 report(f"Alarm for {what} {problem}.", alarm.urn)
     for group in _of_type(args, "elasticache/replicationGroup:ReplicationGroup"):
         members = group.props.get("numCacheClusters") or 1
-        for what, metric, ceiling in SEED_CACHE_ALARMS:
+        for what, metric, ceiling in TARGET_CACHE_ALARMS:
             matching = [a for a in alarms if metric in _metrics(a.props)]
             if len(matching) < members:
                 report(f"{what}: {len(matching)} alarm(s) for {members} cache member(s).",
@@ -1100,13 +1100,14 @@ def _seed_alarms(args: StackValidationArgs, report: ReportViolation) -> None:
                     report(f"Alarm for {what} {problem}.", alarm.urn)
 
 
-alarms_for_seed_rules = StackValidationPolicy(
-    name="alarms-for-seed-rules",
-    description="Each of the seeds' rules has an alarm (5xx rate, p99, unhealthy and no "
+alarms_for_the_targets = StackValidationPolicy(
+    name="alarms-for-the-targets",
+    description="Each service-level target (docs/targets.md) has an alarm (5xx rate, p99, "
+                "unhealthy and no "
                 "healthy targets, running tasks, CPU, memory, DB connections and storage, "
-                "Redis memory and evictions) at or under the seed's ceiling, notifying "
+                "Redis memory and evictions) at or under the target's ceiling, notifying "
                 "someone.",
-    validate=_seed_alarms,
+    validate=_target_alarms,
     enforcement_level=MANDATORY,
 )
 
@@ -1896,7 +1897,8 @@ cloudfront_headers_and_logging = StackValidationPolicy(
 
 # ---- disaster recovery: AWS Backup tiers, locked vaults, restore drills, data-tier events -
 
-# The seeds' tiers in prod: a rule named after each, keeping its points at least this long.
+# The backup tiers in prod (docs/targets.md, "Recovery"): a rule named after each, keeping
+# its points at least this long.
 PROD_BACKUP_TIERS = {"daily": 30, "weekly": 90, "monthly": 365}
 # RDS event categories that must reach the alarm topic (components.observability cites
 # the RDS user guide's list).
@@ -1963,13 +1965,14 @@ def _backup_tiers(args: StackValidationArgs, report: ReportViolation) -> None:
             days = kept.get(tier)
             if not isinstance(days, (int, float)) or days < floor:
                 report(f"Prod backup tier {tier!r} must keep its points >= {floor} days "
-                       f"(the seeds), not {days!r}.", db.urn)
+                       f"(docs/targets.md), not {days!r}.", db.urn)
 
 
 backup_tiers = StackValidationPolicy(
     name="backup-tiers-cover-the-database",
     description="Every RDS instance is selected by an AWS Backup plan; in prod the plan has "
-                "the seeds' tiers: daily kept >= 30 days, weekly >= 90, monthly >= 365.",
+                "the backup targets (docs/targets.md): daily kept >= 30 days, weekly >= 90, "
+                "monthly >= 365.",
     validate=_backup_tiers,
     enforcement_level=MANDATORY,
 )
@@ -2127,7 +2130,7 @@ ALL_POLICIES = [
     log_buckets_versioned,
     rds_hardened,
     cache_hardened,
-    alarms_for_seed_rules,
+    alarms_for_the_targets,
     alb_hardened,
     alb_gated_behind_cdn,
     alb_header_routes_secret,

@@ -3,8 +3,8 @@
 Per size it shows the monthly cost (from `prodstack.cost`), the capacity (the `bench/`
 figures scaled to each replica's CPU, times the replicas, with headroom), the database
 connection budget, availability, backup RPO and restore RTO, and what the team must run
-itself. `recommend` turns traffic figures into a profile and size, using the seeds'
-thresholds for leaving a VPS (seeds/001 "Horizontal Scaling": CPU above 70 % for long,
+itself. `recommend` turns traffic figures into a profile and size, using the
+thresholds for leaving a VPS (docs/targets.md, "Capacity": CPU above 70 % for long,
 response time above 500 ms, more than 1,000 req/s).
 """
 
@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench" / "results"
 SIZES = cost.SIZES
 
-# The seeds' move-to-cloud thresholds.
+# When to leave a VPS (docs/targets.md, "Capacity").
 CPU_PERCENT_MAX = 70.0
 P95_MS_MAX = 500.0
 RPS_MAX = 1000.0
-# Capacity is planned at the CPU the seeds call the limit, leaving 30 % headroom.
+# Capacity is planned at the CPU target, leaving 30 % headroom.
 HEADROOM = Decimal("0.70")
 # Routes whose bench figures stand for reads and writes.
 READ_ROUTE = "GET /api/v1/alerts (cached)"
@@ -110,7 +110,7 @@ def latest_bench(directory: Path = BENCH_DIR) -> dict[str, Any]:
             "req/s per core = the route's req/s / the VM's cores (the load generator's share "
             "is counted against the app, so this is a floor)",
             "a replica runs one worker, so it uses at most one core",
-            f"capacity is planned at {int(HEADROOM * 100)} % CPU (the seeds' limit), leaving "
+            f"capacity is planned at {int(HEADROOM * 100)} % CPU (the CPU target), leaving "
             f"{100 - int(HEADROOM * 100)} % headroom",
             "the database and cache are assumed not to be the bottleneck at these rates",
         ],
@@ -300,7 +300,7 @@ def compare(plan_for: Callable[[str, str], dict[str, Any]],
     return {
         "bench": bench,
         "thresholds": {"cpu_percent": CPU_PERCENT_MAX, "p95_ms": P95_MS_MAX, "rps": RPS_MAX,
-                       "source": "seeds/001, Horizontal Scaling"},
+                       "source": "docs/targets.md, Capacity"},
         "sizes": rows,
     }
 
@@ -321,7 +321,7 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
               bench_dir: Path = BENCH_DIR) -> dict[str, Any]:
     """A profile and size for the traffic given, and why.
 
-    Any seed threshold crossed (CPU > 70 % sustained, p95 > 500 ms, > 1,000 req/s) means
+    Any threshold crossed (CPU > 70 % sustained, p95 > 500 ms, > 1,000 req/s) means
     the cloud profile. The size is the smallest whose usable write capacity (every request
     a create, the slowest route, at 70 % CPU) covers `rps`: on the cloud with autoscaling
     at its ceiling, on a VPS with its replicas.
@@ -333,11 +333,11 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
     reasons: list[str] = []
     crossed = []
     if cpu_percent is not None and cpu_percent > CPU_PERCENT_MAX:
-        crossed.append(f"CPU {cpu_percent:g} % is above the seeds' {CPU_PERCENT_MAX:g} %")
+        crossed.append(f"CPU {cpu_percent:g} % is above the {CPU_PERCENT_MAX:g} % target")
     if p95_ms is not None and p95_ms > P95_MS_MAX:
-        crossed.append(f"p95 {p95_ms:g} ms is above the seeds' {P95_MS_MAX:g} ms")
+        crossed.append(f"p95 {p95_ms:g} ms is above the {P95_MS_MAX:g} ms target")
     if rps is not None and rps > RPS_MAX:
-        crossed.append(f"{rps:g} req/s is above the seeds' {RPS_MAX:,.0f} req/s")
+        crossed.append(f"{rps:g} req/s is above the {RPS_MAX:,.0f} req/s target")
     profile = "cloud" if crossed else "vps"
     if crossed:
         reasons += [f"{c}: move to the cloud profile (autoscaling, Multi-AZ)." for c in crossed]
@@ -347,7 +347,7 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
                    f"CPU {cpu_percent:g} % <= {CPU_PERCENT_MAX:g} %"
                    if cpu_percent is not None else None]
         shown = "; ".join(c for c in checked if c) or "no traffic figures given"
-        reasons.append(f"No seed threshold is crossed ({shown}): a VPS serves this for a "
+        reasons.append(f"No threshold is crossed ({shown}): a VPS serves this for a "
                        "fraction of the cloud's cost.")
         if rps is not None and rps >= 0.8 * RPS_MAX:
             reasons.append(f"{rps:g} req/s is {rps / RPS_MAX:.0%} of the 1,000 req/s threshold:"
@@ -416,7 +416,7 @@ def render_markdown(result: Mapping[str, Any]) -> str:
             "- cloud: " + "; ".join(result["sizes"][0]["cloud"]["operate"]) + ".",
             "- vps: " + "; ".join(result["sizes"][0]["vps"]["operate"]) + ".", ""]
     t = result["thresholds"]
-    out += ["**When to move from a VPS to the cloud** (the seeds' thresholds): CPU above "
+    out += ["**When to move from a VPS to the cloud** (docs/targets.md): CPU above "
             f"{t['cpu_percent']:g} % sustained, p95 above {t['p95_ms']:g} ms, or more than "
             f"{t['rps']:,.0f} req/s.", ""]
     out += [f"**Capacity figures** come from `{bench['file']}` ({bench['when']}): "

@@ -52,9 +52,10 @@ USAGE_KEYS: dict[str, str] = {
 }
 VPS_PROVIDERS = ("digitalocean", "hetzner")
 
-# The seeds' monthly figures, shown beside every estimate (seeds/000: "Cost Analysis").
-SEED_CLOUD = "AWS $50-200 a month (seeds: EC2 t3.medium $30, RDS $25, ElastiCache $15, ALB $20, CloudFront $10, S3 $5)"  # noqa: E501
-SEED_VPS = {
+# The reference monthly figures, shown beside every estimate (docs/targets.md, "Sizes and
+# reference costs").
+REFERENCE_CLOUD = "AWS $50-200 a month (EC2 t3.medium $30, RDS $25, ElastiCache $15, ALB $20, CloudFront $10, S3 $5)"  # noqa: E501
+REFERENCE_VPS = {
     "small": "$35 startup (4 GB / 2 CPU VPS $20 + managed PostgreSQL 2 GB $15)",
     "medium": "$85 production (8 GB / 4 CPU VPS $40 + managed PostgreSQL $25 + Redis $15 + SMS $5 + Cloudflare Pro $20)",  # noqa: E501
     "large": "$200 enterprise (several VPS $80 + HA PostgreSQL $60 + Redis cluster $30 + SMS/email $20 + monitoring $10)",  # noqa: E501
@@ -815,7 +816,7 @@ def _estimate_vps(plan: Mapping[str, Any], usage: Mapping[str, Any],
         + f"RPO {figures['rpo']}; RTO {figures['rto']} (docs/vps.md)."
     )
     e.callouts.append(
-        "The seeds' VPS figures include a managed PostgreSQL (and Redis, CDN, SMS); this "
+        "The reference VPS figures include a managed PostgreSQL (and Redis, CDN, SMS); this "
         "profile runs PostgreSQL and Redis on the host, so the host is the whole bill."
     )
     return e.result(plan, provider)
@@ -848,14 +849,14 @@ def _qty(value: float) -> str:
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
-def seeds_line(estimate_: Mapping[str, Any]) -> str:
+def reference_line(estimate_: Mapping[str, Any]) -> str:
     if estimate_.get("profile") == "vps":
-        return SEED_VPS.get(str(estimate_.get("size") or "medium"), SEED_VPS["medium"])
-    return SEED_CLOUD
+        return REFERENCE_VPS.get(str(estimate_.get("size") or "medium"), REFERENCE_VPS["medium"])
+    return REFERENCE_CLOUD
 
 
 def render_markdown(estimate_: Mapping[str, Any]) -> str:
-    """An itemised table, fixed then usage, the callouts and the seeds' figures."""
+    """An itemised table, fixed then usage, the callouts and the reference figures."""
     where = estimate_["region"]
     title = (f"cloud stack `{estimate_['stack']}` in {where}" if estimate_["profile"] == "cloud"
              else f"VPS profile, size `{estimate_.get('size')}`, on {where}")
@@ -881,10 +882,10 @@ def render_markdown(estimate_: Mapping[str, Any]) -> str:
         out += ["#### Watch out", ""] + [f"- {c}" for c in estimate_["callouts"]] + [""]
     if estimate_["unpriced"]:
         out += ["#### Not priced", ""] + [f"- {u}" for u in estimate_["unpriced"]] + [""]
-    out += ["#### Beside the seeds", "",
+    out += ["#### Beside the reference figures", "",
             f"- This estimate: {usd(estimate_['total_monthly'])} a month.",
-            f"- The seeds: {seeds_line(estimate_)}.",
-            "- Why they differ: docs/cost.md (\"Results beside the seeds\").", ""]
+            f"- The reference (docs/targets.md): {reference_line(estimate_)}.",
+            "- Why they differ: docs/cost.md (\"Results beside the reference figures\").", ""]
     sources = sorted({li["source"] for li in estimate_["lines"]})
     out += ["<details><summary>Price sources</summary>", ""]
     out += [f"- {s}" for s in sources] + ["", "</details>", ""]

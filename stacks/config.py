@@ -47,7 +47,7 @@ REGIONS = (
 ACM_ARN_RE = re.compile(r"^arn:aws:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}$")
 ZONE_ID_RE = re.compile(r"^Z[A-Z0-9]{1,32}$")
 ENVIRONMENT_RE = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
-# The seeds' backup tiers (daily kept 30 days, weekly 3 months, monthly 1 year): the
+# The backup targets (docs/targets.md: daily kept 30 days, weekly 3 months, monthly 1 year): the
 # floor of each AWS Backup tier in prod.
 PROD_BACKUP_TIER_DAYS = (30, 90, 365)
 
@@ -517,10 +517,10 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
                 and v["security_log_retention_days"] < PROD_SECURITY_LOG_DAYS):
             r.bad("security_log_retention_days", v["security_log_retention_days"],
                   f">= {PROD_SECURITY_LOG_DAYS} in prod")
-        # The seeds' tiers: daily kept 30 days, weekly 3 months, monthly 1 year.
+        # The backup targets (docs/targets.md): daily 30 days, weekly 3 months, monthly 1 year.
         for key, floor in zip(tiers, PROD_BACKUP_TIER_DAYS, strict=True):
             if r.valid(key) and v[key] < floor:
-                r.bad(key, v[key], f">= {floor} in prod (the seeds' tiers)")
+                r.bad(key, v[key], f">= {floor} in prod (docs/targets.md)")
         if v["backup_vault_lock"] == "none":
             r.bad("backup_vault_lock", "none", "governance or compliance in prod")
         if not v["backup_restore_drill"]:

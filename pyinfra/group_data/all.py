@@ -7,7 +7,7 @@ everything before the deploy changes anything.
 
 # --- Profile: the same key names as the cloud profile --------------------------------
 # small | medium | large: per-replica memory/CPU limits and the default replica count
-# (2, 3, 4). medium matches the seeds' three-replica topology.
+# (2, 3, 4). medium runs three replicas (docs/targets.md).
 size = "medium"
 # API containers per web host. Default: from `size`. Must be >= 1.
 replicas = None
@@ -15,9 +15,9 @@ replicas = None
 # a self-signed certificate).
 domain = None
 # Days of point-in-time recovery kept in the local pgBackRest repository: full backups
-# (and the WAL after them) expire once a newer full is this many days old (the seeds: 30).
+# (and the WAL after them) expire once a newer full is this many days old (docs/targets.md: 30).
 backup_retention_days = 30
-# The longer tiers in the local repository (the seeds: weekly copies kept 3 months, monthly
+# The longer tiers in the local repository (docs/targets.md: weekly copies kept 3 months, monthly
 # copies 1 year): every full backup younger than backup_weekly_retention_days, and the first
 # full of each month younger than backup_monthly_retention_days, without their WAL.
 backup_weekly_retention_days = 90

@@ -81,7 +81,8 @@ def role_password(stored: str | None, password: str) -> str | None:
 
 
 def tuning(memory_mb: int, cpus: int, memory_percent: int, max_connections: int) -> dict:
-    """Settings after the seeds' (8 GB, 4 cores: 2GB/6GB/512MB), scaled to this host.
+    """Settings after docs/targets.md's reference (8 GB, 4 cores: 2GB/6GB/512MB), scaled to
+    this host.
 
     PostgreSQL plans for `memory_percent` of RAM (all of it on a dedicated db host, half on
     a single host shared with the API and Redis): a quarter for shared_buffers, three

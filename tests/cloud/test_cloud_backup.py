@@ -41,7 +41,7 @@ def _deps(resource: dict, key: str) -> list[str]:
     return resource["property_dependencies"].get(key, [])
 
 
-def test_prod_keeps_the_seeds_tiers_in_a_locked_encrypted_vault(prod: Manifest) -> None:
+def test_prod_keeps_the_backup_targets_in_a_locked_encrypted_vault(prod: Manifest) -> None:
     vault = prod.named("prodstack-backup-vault")
     assert vault["inputs"]["name"] == "prodstack-prod" and vault["inputs"]["forceDestroy"] is False
     assert _deps(vault, "kmsKeyArn") == ["aws:kms/key:Key::prodstack-backup-key"]

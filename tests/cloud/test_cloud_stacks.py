@@ -266,7 +266,7 @@ def _waf_rules(acl: dict) -> dict[str, dict]:
     return {r["name"]: r for r in acl["rules"]}
 
 
-def test_waf_managed_groups_and_seed_rate_limit(both: list[Manifest]) -> None:
+def test_waf_managed_groups_and_the_target_rate_limit(both: list[Manifest]) -> None:
     for m in both:
         acl = m.one("wafv2/webAcl:WebAcl")
         rules = _waf_rules(acl)
@@ -376,18 +376,18 @@ def test_master_password_managed_by_rds(both: list[Manifest]) -> None:
         assert "password" not in db and "passwordWo" not in db
 
 
-def test_parameter_group_forces_tls_and_scales_seed_tuning(prod: Manifest) -> None:
+def test_parameter_group_forces_tls_and_scales_the_reference_tuning(prod: Manifest) -> None:
     params = {p["name"]: p for p in prod.one("rds/parameterGroup:ParameterGroup")["parameters"]}
     assert params["rds.force_ssl"]["value"] == "1"
     assert all(p["applyMethod"] == "pending-reboot" for p in params.values())
-    # prod is db.m7g.xlarge, 16 GiB: twice the seed's 8 GB host.
+    # prod is db.m7g.xlarge, 16 GiB: twice the reference 8 GB host (docs/targets.md).
     assert params["shared_buffers"]["value"] == str(4 * 1024 * 1024 // 8)  # 4 GB in 8k pages
     assert params["effective_cache_size"]["value"] == str(12 * 1024 * 1024 // 8)
     assert params["max_connections"]["value"] == "400"
     assert params["log_min_duration_statement"]["value"] == "500"
 
 
-def test_seed_tuning_is_reproduced_exactly_at_8_gib() -> None:
+def test_the_reference_tuning_is_reproduced_exactly_at_8_gib() -> None:
     params = tuned_parameters(8, 500)
     assert params["max_connections"] == "200"
     assert int(params["shared_buffers"]) * 8 == 2 * 1024 * 1024  # 2GB
@@ -722,11 +722,11 @@ def _alarms(m: Manifest) -> dict[str, dict]:
             if "-obs-" in r["name"]}
 
 
-def test_alarms_match_the_seed_rules(prod: Manifest) -> None:
+def test_alarms_match_the_targets(prod: Manifest) -> None:
     alarms = _alarms(prod)
     error = alarms["high-error-rate"]
     assert error["threshold"] == 1 and error["comparisonOperator"] == "GreaterThanThreshold"
-    assert error["evaluationPeriods"] * 60 == 120  # seed: for 2m
+    assert error["evaluationPeriods"] * 60 == 120  # target: for 2m
     expression = next(q for q in error["metricQueries"] if q.get("returnData"))
     assert "elb5xx" in expression["expression"] and "/ (FILL(requests" in expression["expression"]
     p99 = alarms["p99-latency"]
@@ -766,7 +766,7 @@ def test_alarm_values_are_ones_cloudwatch_accepts(both: list[Manifest]) -> None:
 
 
 def test_small_database_connection_alarm_respects_max_connections(dev: Manifest) -> None:
-    # db.t4g.micro gets max_connections 80, so the seed's 150 could never fire.
+    # db.t4g.micro gets max_connections 80, so the 150 target could never fire.
     assert _alarms(dev)["rds-connections"]["threshold"] == 64
 
 

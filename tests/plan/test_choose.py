@@ -126,12 +126,12 @@ def test_recommend_800_rps_at_300_ms_is_a_vps_and_says_why():
     rec = choose.recommend(rps=800, p95_ms=300, cpu_percent=None)
     assert (rec["profile"], rec["size"]) == ("vps", "small")
     text = " ".join(rec["reasons"])
-    assert "No seed threshold is crossed" in text and "80%" in text
+    assert "No threshold is crossed" in text and "80%" in text
     assert "req/s of creates" in text
 
 
 @pytest.mark.parametrize(("kwargs", "reason"), [
-    ({"rps": 1500, "p95_ms": None, "cpu_percent": None}, "above the seeds' 1,000 req/s"),
+    ({"rps": 1500, "p95_ms": None, "cpu_percent": None}, "above the 1,000 req/s target"),
     ({"rps": 200, "p95_ms": 650, "cpu_percent": None}, "p95 650 ms is above"),
     ({"rps": 200, "p95_ms": None, "cpu_percent": 85}, "CPU 85 % is above"),
 ])
@@ -149,7 +149,7 @@ def test_recommend_sizes_the_cloud_by_capacity():
     assert limits == sorted(limits)
     for smaller, size in zip(choose.SIZES, choose.SIZES[1:], strict=False):
         just_over = table[smaller]["cloud"]["usable_write_rps_at_max"] + 1
-        if just_over > choose.RPS_MAX:  # above the seeds' threshold: the cloud profile
+        if just_over > choose.RPS_MAX:  # above the threshold: the cloud profile
             assert choose.recommend(just_over, None, None)["size"] == size
     expected = next(s for s, limit in zip(choose.SIZES, limits, strict=True) if limit >= 1500)
     assert choose.recommend(1500, None, None)["size"] == expected

@@ -42,7 +42,7 @@ STACK_FILE = """\
 # Production. Comments, order and quoting must survive an edit.
 config:
   aws:region: eu-west-1
-  prodstack:size: large   # the seed's enterprise profile
+  prodstack:size: large   # docs/targets.md's large
   prodstack:replicas: "3"
   # the image, when pinned:
   prodstack:image: old-value  # pinned by a rollback

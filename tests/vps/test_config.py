@@ -16,7 +16,7 @@ SINGLE = {"web", "db"}
 
 def test_defaults_work_from_an_address_and_a_key(data, environ):
     cfg = settings_for(data, SINGLE, environ=environ)
-    assert cfg.size == "medium" and cfg.replicas == 3  # the seeds' topology
+    assert cfg.size == "medium" and cfg.replicas == 3  # three replicas (docs/targets.md)
     assert cfg.tls == "selfsigned" and cfg.server_name == "_"
     assert cfg.app_ports == [8001, 8002, 8003]
     assert cfg.app_spare_ports == [8101, 8102, 8103]
@@ -156,7 +156,7 @@ def test_split_layout_uses_private_addresses(data, environ):
 
 
 def test_postgres_tuning_matches_the_seed_on_its_host():
-    # The seed's database host: 8 GB, 4 cores -> 2GB / 6GB / 512MB.
+    # The reference database host (docs/targets.md): 8 GB, 4 cores -> 2GB / 6GB / 512MB.
     seed = tuning(8192, 4, 100, 200)
     assert seed["shared_buffers"] == "2048MB"
     assert seed["effective_cache_size"] == "6144MB"
