@@ -20,13 +20,13 @@ from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.operations import docker, files, server
+from pyinfra.operations import docker, files, server, systemd
 
 from tasks.audit import operator  # who deploys: the release history, the lock, the audit log
 from tasks.config import REPO_DIR, Settings, SettingsError
 from tasks.facts import DockerImageId, ReleaseCurrent, ReleaseStatus
 from tasks.pki import CA_ON_HOST, upload_ca
-from tasks.templates import put, template
+from tasks.templates import put, template, unit_file
 
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
 # Per pyinfra run (its State), the deploy operations of the web hosts prepared so far:
@@ -149,6 +149,15 @@ def service(cfg: Settings) -> None:
         src="prodstack-release",
         dest="/usr/local/sbin/prodstack-release",
     )
+    unit_file(
+        name="Unit prodstack-release-resume.service (a bake's end survives a reboot)",
+        src="prodstack-release-resume.j2.service",
+        dest="/etc/systemd/system/prodstack-release-resume.service",
+        label="bake resume",
+    )
+    # Enabled for the next boot; running it now would only repeat what the deploy does.
+    systemd.service(name="Bake resume enabled at boot", service="prodstack-release-resume",
+                    enabled=True)  # fmt: skip
 
     if cfg.image_pull:
         docker.image(name=f"Pull {image}", image=image, present=True)
