@@ -1,4 +1,5 @@
-"""The API's own database role (issue 8 finding 4), against a real PostgreSQL.
+"""The API signs in as its own database role, which reads and writes the data but cannot
+change the schema or create roles or databases; checked against a real PostgreSQL.
 
 The migrate step runs as an emulated RDS master user: not a superuser, only CREATEROLE
 and CREATEDB, owner of the database, and holding ``rds_iam`` with ADMIN OPTION, which

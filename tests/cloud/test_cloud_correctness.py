@@ -1,4 +1,4 @@
-"""Issue 8, "Fix: correctness": each test names the invariant a finding broke.
+"""Correctness invariants of the cloud stacks, one named test each.
 
 They run on the session's recorded prod and dev manifests (``conftest.py``), on the
 config loader, and on the app's own code where the invariant is about the app.

@@ -1,5 +1,5 @@
-"""The API and migrate tasks verify RDS's certificate (issue 8: ``sslmode=verify-full``
-with the RDS CA bundle shipped in the image).
+"""The API and migrate tasks verify RDS's certificate (``sslmode=verify-full`` with the
+RDS CA bundle shipped in the image).
 
 The bundle checks run on the committed file and on bundles broken on purpose; the
 connection checks run the app's own settings, built from the environment the real

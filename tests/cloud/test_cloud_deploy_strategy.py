@@ -175,7 +175,7 @@ def test_dev_rolls_with_the_circuit_breaker_and_one_target_group(dev: Manifest) 
     assert "test_route_value" not in dev.outputs
 
 
-# ---- finding 7: alarms that fire when every task is down --------------------------
+# ---- alarms that fire when every task is down ------------------------------------
 
 
 @pytest.mark.parametrize("stack", ["prod", "dev"])

@@ -1,4 +1,4 @@
-"""The in-VPC scrape of the API's /metrics (issue 8, Security: "scrape from inside the VPC").
+"""The API's /metrics is scraped from inside the VPC: a collector beside the API in its task.
 
 The real program runs under mocks (the session's ``prod``/``dev`` manifests). What the
 collector does is read from the configuration the program renders into its SSM parameter,

@@ -1,4 +1,4 @@
-"""Security defaults from issue 8 ("Security: FSBP and defaults"), one named test each.
+"""Security defaults (AWS Foundational Security Best Practices and beyond), one named test each.
 
 Each test reads what the real program registers under mocks, so weakening the default in
 a component or a stack file turns the test of that name red (not only a snapshot).
@@ -292,7 +292,7 @@ def test_fsbp_table_names_existing_tests() -> None:
         assert f"| {control}" in table or f", {control}" in table, control
 
 
-# ---- finding 4: the API's own least-privilege role, IAM authentication -----------------
+# ---- the API's own least-privilege role, IAM authentication --------------------------
 
 
 def test_api_signs_in_as_its_own_role_and_only_migrate_holds_the_master_secret(

@@ -534,7 +534,7 @@ def test_every_secret_enters_through_ecs_secrets(both: list[Manifest]) -> None:
             if name == "migrate":  # the database owner: the RDS-managed master secret
                 assert secrets["DB_USER"] == f"{db_secret}:username::"
                 assert secrets["DB_PASSWORD"] == f"{db_secret}:password::"
-            else:  # the API: its own role, IAM tokens, no password (issue 8 finding 4)
+            else:  # the API: its own role, IAM tokens, no password
                 assert "DB_PASSWORD" not in secrets and "DB_USER" not in secrets
                 assert env["DB_USER"] == "prodstack_app" and env["DB_IAM"] == "true"
             assert secrets["REDIS_PASSWORD"].endswith("prodstack-cache-auth-secret")

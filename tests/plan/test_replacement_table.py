@@ -25,7 +25,7 @@ PACKAGES = {"aws": "pulumi_aws", "random": "pulumi_random", "docker": "pulumi_do
 TYPE_KEYS = {"label", "stateful", "force_new", "source", "disruptive", "not_force_new_reason",
              "update_outputs"}
 
-# Issue 7 "Risk first": replacing or deleting these loses data or must migrate it.
+# Replacing or deleting these loses data or must migrate it, so the table marks them stateful.
 MUST_BE_STATEFUL = [
     "aws:rds/instance:Instance",
     "aws:rds/subnetGroup:SubnetGroup",

@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "pyinfra" / "files" / "prodstack-alerts.yml"
 RULE_TESTS = sorted((REPO / "tests" / "vps").glob("prodstack-alerts*.test.yml"))
 DOCS = REPO / "docs" / "vps.md"
-# Every alert issue 9 asks for, by name.
+# The alerts every VPS deploy must carry, by name: each figure of docs/targets.md, each part
+# down, backups, the restore drill, certificates and a Watchdog.
 REQUIRED_ALERTS = {
     "HighErrorRate", "HighLatency", "ApiReplicaDown", "ApiAllReplicasDown", "PostgresDown",
     "PostgresConnectionsNearLimit", "RedisDown", "RedisMemoryNearLimit", "HostCpuHigh",
@@ -282,7 +283,7 @@ def test_a_hostile_url_secret_is_refused_by_name_without_its_value(data, environ
 
 
 def test_public_nginx_keeps_metrics_and_openapi_to_loopback(data, environ):
-    """Issue 10, item 7: /metrics and /openapi.json are not served to the internet."""
+    """/metrics and /openapi.json are not served to the internet."""
     cfg = settings_for({**data, "metrics_allowed_cidrs": ["10.0.0.5/32"]}, {"web", "db"},
                        environ=environ)  # fmt: skip
     site = render("nginx-site.j2.conf", cfg)

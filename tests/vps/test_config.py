@@ -186,7 +186,7 @@ def test_role_password_is_compared_with_the_scram_verifier():
     assert not scram_matches("md5abcdef", "s3cret-password")
 
 
-# --- Finding 14: unknown data keys -------------------------------------------------------
+# --- Unknown data keys -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -305,7 +305,7 @@ def test_webhook_and_heartbeat_come_from_the_secrets_file(data, environ, tmp_pat
     assert TOKEN not in repr(cfg)
 
 
-# --- Finding 1: the SSH port pyinfra connects on ------------------------------------------
+# --- The SSH port pyinfra connects on -----------------------------------------------------
 
 
 def test_ssh_port_defaults_to_22_and_follows_the_connection(data, environ):
@@ -399,7 +399,7 @@ def test_ufw_closes_a_database_port_to_a_web_host_no_longer_listed(data, environ
     ]
 
 
-# --- Finding 8: root login ends up `no` ---------------------------------------------------
+# --- Root login ends up `no` --------------------------------------------------------------
 
 
 def test_root_login_follows_the_two_step_first_deploy(data, environ):
@@ -414,7 +414,7 @@ def test_root_login_follows_the_two_step_first_deploy(data, environ):
     )
 
 
-# --- Finding 4: the role password never on a command line --------------------------------
+# --- The role password never on a command line -------------------------------------------
 
 
 def test_role_password_is_sent_as_a_fresh_scram_verifier_never_the_password():

@@ -1,5 +1,5 @@
 """Split layout: PostgreSQL and Redis between hosts speak TLS only, verified against the
-deploy's private CA (tasks/pki.py), and the app's URLs insist on it (issue 10, finding 3).
+deploy's private CA (tasks/pki.py), and the app's URLs insist on it.
 
 The servers here are real (Debian's postgresql and redis-server on loopback) and run the
 rendered templates' TLS settings with certificates from tasks/pki.py; the clients are the

@@ -1,4 +1,4 @@
-"""End to end, the hardening of issue 10 on the shared test host (after test_e2e.py).
+"""End to end, the host hardening on the shared test host (after test_e2e.py).
 
 Checked on the real host: the role password never reached a command line or the journal,
 sshd runs the staged-and-checked configuration with modern algorithms only, and a broken
@@ -59,7 +59,7 @@ def _deployed_cleanly(result) -> tuple[str, str]:
 
 
 def test_role_password_never_on_a_command_line_or_in_the_journal(stack):
-    """Finding 4: postgres.role gets a SCRAM verifier; sudo journals every command line."""
+    """postgres.role gets a SCRAM verifier; sudo journals every command line."""
     password = stack.secrets["POSTGRES_PASSWORD"]
     journal = stack.host.run("journalctl --no-pager -o cat").stdout
     assert "COMMAND=" in journal  # sudo's entries are there to search
@@ -74,7 +74,8 @@ def test_role_password_never_on_a_command_line_or_in_the_journal(stack):
 
 
 def test_sshd_runs_modern_algorithms_verbose_logging_and_allow_groups(stack):
-    """Finding 8, as sshd itself resolves its configuration."""
+    """Modern algorithms only, verbose logging, AllowGroups and no root password login, as
+    sshd itself resolves its configuration."""
     effective: dict[str, str] = {}
     for line in stack.host.run("sshd -T").stdout.splitlines():
         key, _, value = line.partition(" ")
@@ -96,7 +97,7 @@ def test_sshd_runs_modern_algorithms_verbose_logging_and_allow_groups(stack):
 
 
 def test_a_broken_sshd_candidate_never_replaces_the_live_file(stack):
-    """Finding 8: the move into sshd_config.d happens only after `sshd -t` accepts it."""
+    """The move into sshd_config.d happens only after `sshd -t` accepts it."""
     from tasks.base import sshd_install_commands
 
     # A broken MACs line first (for sshd the first value of a keyword wins).
@@ -120,7 +121,7 @@ def test_a_broken_sshd_candidate_never_replaces_the_live_file(stack):
     stack.host.run("rm -rf /tmp/sshd-check")
 
 
-# --- Issue 10, second landing: neighbours, Redis users, containers, sandboxing, OS -------
+# --- Neighbours, Redis users, containers, sandboxing, OS -----------------------------------
 
 
 def _dnat_packets(stack, port: int) -> int:
@@ -131,7 +132,7 @@ def _dnat_packets(stack, port: int) -> int:
 
 
 def test_a_neighbour_cannot_reach_a_replica_port(stack):
-    """Finding 5 (moby#45610): a container beside the host on the same bridge routes
+    """moby#45610: a container beside the host on the same bridge routes
     127.0.0.1 through the host's bridge address and sends to a replica's published port.
     Docker 20.10 forwards such packets to the replica (its nat rule counts them); with the
     loopback guard they are dropped before Docker's rules see them."""
@@ -221,8 +222,8 @@ def test_containers_cannot_reach_the_link_local_metadata_address(stack):
         stack.host.run(f"ip addr del {address}/32 dev lo", check=False)
 
 def test_redis_users_on_the_host(stack):
-    """Finding 6: no default user, the app's without admin commands, a ping-only health user,
-    the exporter's limited to statistics; redis.conf holds no password."""
+    """No default user, the app's without admin commands, a ping-only health user, the
+    exporter's limited to statistics; redis.conf holds no password."""
     for address in ("127.0.0.1", "172.30.232.1"):
         assert "NOAUTH" in stack.host.run(f"redis-cli -h {address} ping", check=False).stdout
     app = (f"REDISCLI_AUTH={stack.secrets['REDIS_PASSWORD']} redis-cli -h 172.30.232.1 "
@@ -242,7 +243,9 @@ def test_redis_users_on_the_host(stack):
 
 
 def test_replicas_run_read_only_and_migrate_is_confined_and_bounded(stack, images):
-    """Finding 11."""
+    """Replicas run with a read-only root, no capabilities and a memory limit; a migration
+    stuck on a lock runs confined the same way, is stopped after migrate_timeout_seconds
+    and leaves no container behind."""
     names = stack.host.run(
         "docker ps --filter label=prodstack.role=api --format '{{.Names}}'"
     ).stdout.split()
@@ -295,9 +298,9 @@ def _ran_cleanly(stack, unit: str) -> None:
 
 
 def test_health_check_and_backup_units_are_sandboxed(stack):
-    """Finding 10: systemd's own exposure score (0 best, 10 worst), and the units still run
-    sandboxed: the health check as its own user (its metric written as that user), a
-    differential backup under the backup units' drop-in."""
+    """Each unit's systemd exposure score (0 best, 10 worst) stays at or below the recorded
+    one, and the units still run sandboxed: the health check as its own user (its metric
+    written as that user), a differential backup under the backup units' drop-in."""
     scores = {unit: _exposure(stack, unit) for unit in EXPOSURE}
     print(f"systemd-analyze security: {scores}")
     for unit, recorded in EXPOSURE.items():
@@ -315,8 +318,8 @@ def test_health_check_and_backup_units_are_sandboxed(stack):
 
 
 def test_os_hardening_applies_where_a_container_allows(stack):
-    """Finding 9, on the container host: what applies is checked; what belongs to the machine
-    outside (sysctl writes, kernel modules, the audit subsystem) is checked as written."""
+    """OS hardening on the container host: what applies is checked; what belongs to the
+    machine outside (sysctl writes, kernel modules, the audit subsystem) is checked as written."""
     mounts = stack.host.run(
         'awk \'$2 == "/proc" || $2 == "/dev/shm" {print $2, $4}\' /proc/mounts'
     ).stdout
@@ -347,8 +350,8 @@ LYNIS_HARDENING_INDEX = 75
 # ssh-audit 2.5.0's one recommendation: it does not know sntrup761x25519 (OpenSSH's default
 # post-quantum hybrid since 9.0), kept on purpose; ssh-audit 3 recommends it.
 SSH_AUDIT_ACCEPTED = {"sntrup761x25519-sha512@openssh.com"}
-# ssh-audit 2.5.0 asks to add diffie-hellman-group14-sha256 (for old clients); issue 10 and the
-# dev-sec baseline say no group14: 2048-bit is below the 3072-bit floor kept elsewhere.
+# ssh-audit 2.5.0 asks to add diffie-hellman-group14-sha256 (for old clients); refused, as the
+# dev-sec baseline does: 2048-bit is below the 3072-bit floor kept elsewhere.
 SSH_AUDIT_NOT_ADDED = {"diffie-hellman-group14-sha256"}
 # Mozilla's intermediate configuration (TLS 1.2 ciphers; every TLS 1.3 suite is in it).
 MOZILLA_INTERMEDIATE_TLS12 = {
@@ -460,7 +463,7 @@ def test_lynis_hardening_index_holds(stack):
 
 
 def test_deploy_user_on_port_2222_locks_nobody_out(stack):
-    """Findings 1 and 8: a firewall enabled on a fresh host opens the port pyinfra uses, and
+    """A firewall enabled on a fresh host opens the port pyinfra uses, and
     the first run as the deploy user turns root login off."""
     # The provider's image: sshd on 22 and 2222, and ufw not yet enabled.
     stack.host.run(

@@ -21,7 +21,7 @@ from tests.vps.test_templates import render
 
 REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "pyinfra" / "files" / "grafana-dashboard.json"
-# The panels issue 9 asks for, by a word each title must contain.
+# The panels the dashboard must have, by a word each title must contain.
 REQUIRED_PANELS = (
     "route and status", "p50, p95, p99", "Error rate", "Replicas up", "Pool and queue",
     "PostgreSQL connections", "Redis memory", "Host CPU", "Host memory", "Host disk",

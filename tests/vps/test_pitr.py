@@ -65,8 +65,8 @@ def test_wal_is_pushed_asynchronously_with_a_queue_limit_from_the_disk(data, env
 
     cfg = settings_for({**data, **S3}, SINGLE, environ=environ)
     settings = conf(render("pgbackrest.j2.conf", cfg, archive_queue_max_mb=2560))
-    # An S3 outage must not hold PostgreSQL's archiver (issue 18 item 5): async, spooled,
-    # and dropped past the limit rather than filling the disk.
+    # An S3 outage must not hold PostgreSQL's archiver: async, spooled, and dropped past the
+    # limit rather than filling the disk.
     assert settings["archive-async"] == "y"
     assert settings["spool-path"] == "/var/spool/pgbackrest"
     assert settings["archive-push-queue-max"] == "2560MiB"
@@ -115,8 +115,9 @@ def test_timers_follow_the_calendar_keys(data, environ):
 
 
 def test_the_plaintext_offsite_path_is_gone():
-    """Issue 10, finding 2: dumps uploaded in plaintext with a key that could delete.
-    Off-site copies now go only through pgBackRest's encrypted repository 2."""
+    """Dumps are never uploaded in plaintext: off-site copies go only through pgBackRest's
+    encrypted repository 2, and only its configuration holds the S3 key (a key that cannot
+    delete, docs/vps.md "Off-site copies: a key that cannot delete")."""
     for path in [*FILES.iterdir(), *TEMPLATES.iterdir()]:
         text = path.read_text()
         assert "boto3" not in text, path.name

@@ -209,7 +209,8 @@ def _sshd_options(text: str) -> dict[str, str]:
 
 
 def test_sshd_offers_only_modern_algorithms(data, environ):
-    """Finding 8: Mozilla modern + dev-sec ssh-baseline."""
+    """Mozilla's modern OpenSSH guideline and dev-sec's ssh-baseline: no weak MAC, key
+    exchange, cipher or host key algorithm; verbose logging; no password login."""
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     sshd = _sshd_options(render("sshd.j2.conf", cfg))
     macs = sshd["macs"].split(",")
@@ -235,14 +236,14 @@ def test_sshd_lets_root_out_once_root_login_is_no(data, environ):
 
 
 def test_fail2ban_watches_the_ssh_port(data, environ):
-    """Finding 1."""
+    """fail2ban's sshd jail watches the configured SSH port, not a fixed 22."""
     cfg = settings_for({**data, "ssh_port": 2222}, {"web", "db"}, environ=environ)
     jail = render("fail2ban.j2.local", cfg).split("[sshd]", 1)[1]
     assert "port = 2222" in jail.splitlines()
 
 
 def test_db_only_host_opens_neither_80_nor_443(data, environ):
-    """Finding 13: a db host serves SSH, and PostgreSQL/Redis to the web hosts only."""
+    """A db host serves SSH, and PostgreSQL/Redis to the web hosts only."""
     from tasks.firewall import wanted_rules
 
     override, groups = PROFILES["db-host"]
@@ -262,7 +263,7 @@ def test_release_settings_carry_the_strategy_and_bake(data, environ, strategy):
     assert release["ca_file"] is None  # one host: no private CA to mount
 
 
-# --- Finding 6: Redis ACL users, checked against a real redis-server ------------------------
+# --- Redis ACL users, checked against a real redis-server -----------------------------------
 
 
 def _redis_server(tmp_path: Path, conf_text: str):
@@ -347,7 +348,7 @@ def test_redis_acl_users_do_only_what_they_must(tmp_path: Path, data, environ):
 
 
 def test_the_move_from_requirepass_keeps_old_clients_working_until_the_end(data, environ):
-    """Finding 13 (seamless): a host still on `requirepass` (and the exporter's plain
+    """Moving off `requirepass` is seamless: a host still on it (and the exporter's plain
     `>password`) is read back as hashes; the first redis.conf accepts the old password as
     the default user's, the last one has `default` off again."""
     from tasks.cache import transition_users
@@ -385,7 +386,7 @@ def test_app_and_health_check_use_their_redis_users(data, environ):
     assert "vm.overcommit_memory = 1" in sysctl.splitlines()
 
 
-# --- Issue 10, findings 5 and 13 ------------------------------------------------------------
+# --- The loopback guard: Docker's published ports are not reachable from a neighbour --------
 
 
 def test_loopback_guard_drops_loopback_traffic_from_other_interfaces(data, environ):
@@ -413,7 +414,7 @@ def test_guard_lets_the_hosts_own_traffic_reach_the_container_subnet(data, envir
     assert f"-i {cfg.docker_bridge} -d 169.254.0.0/16 -j DROP" in chain
 
 
-# --- Finding 9: kernel settings --------------------------------------------------------------
+# --- Kernel settings -------------------------------------------------------------------------
 
 
 def _sysctl(cfg) -> dict[str, str]:
@@ -443,7 +444,7 @@ def test_core_dumps_off_and_legacy_protocols_never_load(data, environ):
         assert f"install {module} /bin/false" in blacklist
 
 
-# --- Finding 10: systemd sandboxing ----------------------------------------------------------
+# --- systemd sandboxing ----------------------------------------------------------------------
 
 
 def _unit_options(text: str) -> dict[str, str]:
@@ -508,7 +509,7 @@ def test_backup_units_get_the_sandbox_drop_in(data, environ):
         assert any(line.startswith("TimeoutStartSec=") for line in text.splitlines()), unit
 
 
-# --- Findings 13 and 15 -------------------------------------------------------------------
+# --- Hostile values quoted, secrets uploaded privately, logs bounded, start order ---------
 
 
 def test_letsencrypt_email_is_quoted(data, environ):
@@ -577,7 +578,7 @@ def test_db_only_host_starts_its_services_after_the_network_is_online(data, envi
     assert _sysctl(cfg)["net.ipv4.ip_forward"] == "0"
 
 
-# --- Finding 11: containers ----------------------------------------------------------------
+# --- Containers ----------------------------------------------------------------------------
 
 
 def test_replicas_and_migrate_run_confined():
