@@ -356,6 +356,14 @@ def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
         assert len(status["baking"]["containers"]) == 2
         running = {r["image"] for r in status["replicas"] if r["running"]}
         assert running == {images["v1"], images["v2"]}
+    # A reboot loses the bake's transient timer: at boot the resume unit schedules it again.
+    web1 = cluster.hosts["web1"]
+    web1.run("systemctl stop prodstack-release-retire.timer")
+    assert web1.run("systemctl is-enabled prodstack-release-resume.service").stdout.strip() \
+        == "enabled"  # fmt: skip
+    web1.run("systemctl start prodstack-release-resume.service")
+    assert web1.run("systemctl is-active prodstack-release-retire.timer").stdout.strip() \
+        == "active"  # fmt: skip
     time.sleep(2)
     started = time.monotonic()
     rolled = cluster.pyinfra(layout("web1", "web2"), deploy="rollback.py", **data)
