@@ -14,10 +14,12 @@ from pyinfra import host, inventory, logger  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
 from tasks.audit import audit_log, record_config_push, refuse_if_locked  # noqa: E402
+from tasks.templates import no_diff_of_secrets  # noqa: E402
 
 # First, before the other tasks load, any validation or change: someone else's deploy lock
 # stops the run at once.
 refuse_if_locked()
+no_diff_of_secrets()
 
 from tasks.backup import backup, backup_finish  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402

@@ -30,6 +30,20 @@ def template(*, src: str, dest: str, mode: str = "644", user="root", group="root
     )
 
 
+def no_diff_of_secrets() -> None:
+    """pyinfra's `--diff` prints every file it changes, whole, before and after: the app's
+    environment, the exporters' settings and the keys hold secrets. It is turned off for
+    the run, loudly; `prodstack plan --profile vps` and `prodstack diff` show the same
+    changes with every secret redacted."""
+    from pyinfra import state
+
+    if state.config.DIFF:
+        banner("--diff is off for this run: the files it would print hold secrets. See the "
+               "changes with `prodstack plan --profile vps` or `prodstack diff`, secrets "
+               "redacted.")  # fmt: skip
+        state.config.DIFF = False
+
+
 def banner(text: str) -> None:
     """A warning the operator cannot miss among pyinfra's operation lines."""
     logger.warning("\n" + "!" * 78 + f"\n{text}\n" + "!" * 78)

@@ -136,8 +136,9 @@ class Stack:
         """Where the host takes PROXY-protocol connections (group_data/all.py's default)."""
         return int(self.data.get("proxy_protocol_port", 8443))
 
-    def pyinfra(self, deploy: str = "deploy.py", **data) -> subprocess.CompletedProcess:
-        args = [sys.executable, "-m", "pyinfra", "-y", "inventory.py", deploy]
+    def pyinfra(self, deploy: str = "deploy.py", *, options: tuple[str, ...] = (),
+                **data) -> subprocess.CompletedProcess:  # fmt: skip
+        args = [sys.executable, "-m", "pyinfra", "-y", *options, "inventory.py", deploy]
         for key, value in {**self.data, **data}.items():
             args += ["--data", f"{key}={value}"]
         env = {

@@ -179,6 +179,18 @@ def test_databases_private_and_redis_needs_auth(stack):
     assert stack.host.run("stat -c %a /etc/prodstack/app.env").stdout.strip() == "600"
 
 
+def test_diff_never_prints_a_secret(stack):
+    """`pyinfra --diff` would print the app's environment file whole when it changes; the
+    deploy turns it off, says so, and puts the file back."""
+    stack.host.run("echo '# drift' >> /etc/prodstack/app.env")
+    result = stack.pyinfra(options=("--diff",))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "--diff is off for this run" in result.stdout
+    for name, value in stack.secrets.items():
+        assert value not in result.stdout, f"{name} printed"
+    assert "# drift" not in stack.host.run("cat /etc/prodstack/app.env").stdout
+
+
 def test_second_run_changes_nothing(stack):
     result = stack.pyinfra()
     assert result.returncode == 0, result.stdout[-3000:]
