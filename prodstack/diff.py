@@ -48,6 +48,17 @@ HOLDS_DATA = {
     "aws:kms/key:Key": "data encrypted with the old key needs it until re-encrypted",
     "aws:secretsmanager/secret:Secret": "the value is set again from config",
 }
+# What lives in one VPC's subnets and security groups: an in-place update cannot move it
+# to another VPC's. Source: botocore rds ModifyDBSubnetGroup error InvalidSubnet ("multiple
+# subnets were requested that are not all in a common VPC"), ModifyDBInstance and
+# elasticache ModifyReplicationGroup error InvalidVPCNetworkStateFault, elasticache
+# ModifyCacheSubnetGroup errors SubnetInUse and InvalidSubnet.
+VPC_BOUND = {
+    "aws:rds/instance:Instance", "aws:rds/subnetGroup:SubnetGroup",
+    "aws:elasticache/replicationGroup:ReplicationGroup", "aws:elasticache/subnetGroup:SubnetGroup",
+}
+VPC = "aws:ec2/vpc:Vpc"
+RECORD = "aws:route53/record:Record"
 FAIL_ON = ("replace", "delete", "risk", "downtime", "policy")
 # `(known after apply: aws:ec2/vpc:Vpc::prodstack-net-vpc.id)` -> the resource's id.
 _UNKNOWN_SOURCE_RE = re.compile(r"\(known after apply: ([^)\s]+?::[^.)\[\s]+)[.\[]")
@@ -157,6 +168,13 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
         forcing = set(entry.get("force_new", ())) | set(
             new.get("options", {}).get("replace_on_changes", ())
         )
+        # A security-group rule's source of another kind (prefixListId -> cidrIpv4) is a
+        # new rule; a new value of the same kind is modified in place.
+        kinds = entry.get("replace_on_kind_change", ())
+        kind_before = {k for k in kinds if old.get("inputs", {}).get(k) is not None}
+        kind_after = {k for k in kinds if new.get("inputs", {}).get(k) is not None}
+        if kind_before != kind_after:
+            forcing |= kind_before | kind_after
         # Pulumi leaves these as deployed (e.g. desiredCount, which autoscaling owns).
         ignored = set(new.get("options", {}).get("ignore_changes", ()))
         effective = [k for k in keys if k not in ignored]
@@ -255,7 +273,124 @@ def _vps_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
     return {"changes": changes, "replaced": set()}
 
 
-def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, Any]]:
+def _replaced_path_to(rid: str, targets: set[str], changes: dict[str, dict[str, Any]],
+                      by_id: dict[str, dict[str, Any]]) -> str | None:  # fmt: skip
+    """The first of ``targets`` that ``rid`` reads through replaced resources only."""
+    seen, todo = {rid}, [rid]
+    while todo:
+        for ref in sorted(_references(by_id.get(todo.pop(), {}).get("inputs", {}))):
+            if ref in targets:
+                return ref
+            if ref not in seen and changes.get(ref, {}).get("action") == "replace":
+                seen.add(ref)
+                todo.append(ref)
+    return None
+
+
+def _vpc_moves(changes: dict[str, dict[str, Any]], head: dict[str, Any]) -> dict[str, str]:
+    """Databases and caches (and their subnet groups) that an in-place update would move
+    into a replaced VPC's new subnets or security groups, with that VPC's id."""
+    vpcs = {rid for rid, c in changes.items()
+            if c["action"] == "replace" and c["resource"]["type"] == VPC}  # fmt: skip
+    if not vpcs:
+        return {}
+    by_id = _index(head)
+    moves = {}
+    for rid, change in changes.items():
+        if change["action"] == "update" and change["resource"]["type"] in VPC_BOUND:
+            vpc = _replaced_path_to(rid, vpcs, changes, by_id)
+            if vpc:
+                moves[rid] = vpc
+    return moves
+
+
+def _cannot_apply(changes: dict[str, dict[str, Any]], moves: dict[str, str]) -> list[dict]:
+    """Why `pulumi up` of this change fails half-way, and what to do instead."""
+    found = []
+    for vpc in sorted(set(moves.values())):
+        stranded = sorted(rid for rid, v in moves.items() if v == vpc)
+        names = ", ".join(f"{_label(changes[rid]['resource'])} "
+                          f"`{changes[rid]['resource']['name']}`" for rid in stranded)  # fmt: skip
+        found.append({
+            "reason": "vpc_move", "vpc": vpc, "resources": stranded,
+            "text": (
+                f"VPC `{vpc.rsplit('::', 1)[-1]}` is replaced, and {names} would be moved into "
+                "it in place. AWS moves neither a database nor a cache to another VPC's "
+                "subnets or security groups that way (RDS ModifyDBSubnetGroup: InvalidSubnet, "
+                "subnets not all in a common VPC; ModifyDBInstance and ElastiCache "
+                "ModifyReplicationGroup: InvalidVPCNetworkStateFault), and the old subnets "
+                "cannot be deleted while they hold the databases' network interfaces: the "
+                "apply fails half-way, with both VPCs standing."
+            ),
+            "instead": (
+                "keep this stack's VPC as it is, and build the new network as a new stack: "
+                "create it, move the data (a snapshot of the database restored into the new "
+                "stack, or a migration with a short write freeze), switch the DNS name over, "
+                "then `pulumi destroy` the old stack"
+            ),
+        })  # fmt: skip
+    return found
+
+
+def _record_key(resource: dict[str, Any]) -> tuple[str, str, str]:
+    inputs = resource.get("inputs", {})
+    return (str(inputs.get("zoneId")), str(inputs.get("name", "")).rstrip(".").lower(),
+            str(inputs.get("type")))  # fmt: skip
+
+
+def _record_collisions(base: dict[str, Any], head: dict[str, Any],
+                       changes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Route 53 records created under a name and type that another record of the stack
+    holds until later in the same apply: Pulumi creates (and replaces, by default) before
+    it deletes, and a record created without `allow_overwrite` is a Route 53 CREATE, which
+    fails while a record set of that name and type exists (botocore route53 ChangeAction:
+    CREATE creates, UPSERT updates an existing one; pulumi_aws RecordArgs.allow_overwrite,
+    false by default)."""
+    holders = {}
+    for resource in base["resources"]:
+        if resource["type"] == RECORD:
+            holders.setdefault(_record_key(resource), []).append(resource)
+    head_index = _index(head)
+    found = []
+    for resource in head["resources"]:
+        change = changes.get(resource["id"])
+        if resource["type"] != RECORD or change is None or \
+                change["action"] not in ("add", "replace"):
+            continue
+        if resource.get("inputs", {}).get("allowOverwrite"):
+            continue
+        key = _record_key(resource)
+        for holder in holders.get(key, ()):
+            if holder["id"] == resource["id"]:
+                # Its own old self: gone first only with delete_before_replace.
+                if change["action"] != "replace" or \
+                        resource.get("options", {}).get("delete_before_replace"):
+                    continue
+                why = "its own old record of that name, deleted only after the new one is made"
+            else:
+                after = head_index.get(holder["id"])
+                gone = "deleted" if after is None else "renamed"
+                if after is not None and _record_key(after) == key:
+                    gone = "kept"
+                why = (f"`{holder['name']}` holds that name and type until it is {gone} "
+                       "later in the same apply" if gone != "kept" else
+                       f"`{holder['name']}` keeps that name and type: two resources, one record")
+            found.append({
+                "resource": resource["id"], "type": RECORD, "name": resource["name"],
+                "label": _label(resource), "component": resource.get("component"),
+                "action": "collide", "forced_by": change.get("forced_by", []),
+                "holder": holder["id"], "record": f"{key[1]} {key[2]}",
+                "delete_first": False,
+                "order": (f"created as `{key[1]}` {key[2]} while {why}: Pulumi creates before "
+                          "it deletes, so Route 53 refuses the create (a CREATE of an existing "
+                          "record set) and the apply stops there"),
+            })  # fmt: skip
+    return found
+
+
+def _risks(changes: dict[str, dict[str, Any]], profile: str,
+           moves: dict[str, str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    moves = moves or {}
     risks = []
     for rid, change in changes.items():
         resource = change["resource"]
@@ -278,8 +413,13 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
             risk["forced_by"] = moving
             risk["because_of"] = change.get("because_of", [])
             risk["delete_first"] = False
-            risk["order"] = ("updated in place to use what is replaced; AWS must accept that "
-                             "in place (a database cannot move to another VPC's subnets)")
+            if rid in moves:
+                risk["order"] = ("moved in place into the new VPC, which AWS refuses (a "
+                                 "database cannot move to another VPC's subnets): this apply "
+                                 "cannot succeed as written")
+            else:
+                risk["order"] = ("updated in place to use what is replaced; AWS must accept "
+                                 "that in place")
         elif change["action"] == "replace":
             risk["forced_by"] = change.get("forced_by", [])
             if change.get("because_of"):
@@ -310,7 +450,7 @@ def _risks(changes: dict[str, dict[str, Any]], profile: str) -> list[dict[str, A
                 risk["order"] = "deleted"
         risks.append(risk)
     # What holds data first, then deletions, replacements and in-place moves.
-    rank = {"delete": 0, "replace": 1, "update": 2}
+    rank = {"delete": 0, "replace": 1, "collide": 1, "update": 2}
     risks.sort(key=lambda r: (r["type"] not in HOLDS_DATA, rank[r["action"]], r["resource"]))
     return risks
 
@@ -338,6 +478,7 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
             continue
         changed = {p["property"] for p in change["properties"]
                    if not p.get("ignored") and not p.get("after_apply")} if change else set()
+        calm = set(table.get(resource["type"], {}).get("no_outage", ()))
         for key, reason in sorted(disruptive.items()):
             reason = _disruption_reason(reason, resource.get("inputs", {}))
             value = resource.get("inputs", {}).get(key)
@@ -350,6 +491,8 @@ def _cloud_disruptions(changes: dict[str, dict[str, Any]], head: dict[str, Any],
                     "label": _label(resource),
                     "property": key,
                     "reason": reason,
+                    # A change to note (storage grows online), not an outage or a restart.
+                    "downtime": key not in calm,
                     **({"because_of": via} if via else {}),
                 })
     return found
@@ -551,6 +694,10 @@ def compare(
     profile = head["profile"]
     found = _cloud_changes(base, head) if profile == "cloud" else _vps_changes(base, head)
     changes = found["changes"]
+    gone = head.get("stack_file_removed")
+    if gone and base.get("resources"):
+        return _stack_file_removed(base, head, gone, base_cost)
+    moves = _vpc_moves(changes, head) if profile == "cloud" else {}
     if profile == "cloud":
         disruptions = (_cloud_restores(changes)
                        + _cloud_disruptions(changes, head, found["moving"]))
@@ -588,13 +735,16 @@ def compare(
         "profile": profile,
         "stack": head.get("stack"),
         "summary": {**counts, "unchanged": unchanged},
-        "risks": _risks(changes, profile),
+        "cannot_apply": _cannot_apply(changes, moves),
+        "risks": _risks(changes, profile, moves) + (
+            _record_collisions(base, head, changes) if profile == "cloud" else []),
         "release": _release(base, head),
         "disruptions": disruptions,
         # Why a change happens at apply: the resources whose outputs are new then.
         "moved": {rid: "replaced" if changes[rid]["action"] == "replace" else "updated"
                   for rid, outputs in sorted(found.get("moving", {}).items()) if outputs},
         "changes": listed,
+        "outputs": _output_changes(base, head, found.get("moving", {})),
         "policy": head.get("policy") or {"pack": None, "violations": []},
         "warnings": {
             "new": sorted(set(head.get("warnings", ())) - set(base.get("warnings", ()))),
@@ -611,6 +761,64 @@ def compare(
             "fixed_before": base_cost.get("fixed_monthly"),
             "fixed_after": head_cost.get("fixed_monthly"),
         }
+    return result
+
+
+def _output_changes(base: dict[str, Any], head: dict[str, Any],
+                    moving: dict[str, set[str]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Stack outputs that are added, removed or changed, and those whose value is new
+    only at apply (it reads an output of a replaced or recomputed resource)."""
+    before, after = base.get("outputs") or {}, head.get("outputs") or {}
+    found = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if key not in after:
+            found.append({"output": key, "action": "remove", "old": old})
+        elif key not in before:
+            found.append({"output": key, "action": "add", "new": new})
+        elif old != new:
+            change = _property_change(key, old, new, set())
+            found.append({"output": key, "action": "update",
+                          **{k: v for k, v in change.items() if k != "property"
+                             and k != "forces_replacement"}})  # fmt: skip
+        elif sources := _moving_sources(new, moving):
+            found.append({"output": key, "action": "update", "after_apply": True,
+                          "because_of": sources})
+    for entry in found:
+        for side in ("old", "new"):
+            if side in entry and planfile.has_secret(entry[side]):
+                entry.pop(side)
+                entry["secret_changed"] = True
+    return found
+
+
+def _stack_file_removed(base: dict[str, Any], head: dict[str, Any], stack_file: str,
+                        base_cost: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
+    """The head has no stack file: nothing is applied, nothing is destroyed. The stack's
+    resources keep running, and billing, until `pulumi destroy` removes them."""
+    stack = base.get("stack")
+    result: dict[str, Any] = {
+        "format": FORMAT, "version": 1, "profile": base["profile"], "stack": stack,
+        "stack_file_removed": stack_file,
+        "summary": {"add": 0, "remove": 0, "replace": 0, "update": 0, "ignored": 0,
+                    "unchanged": len(base["resources"])},
+        "still_deployed": len(base["resources"]),
+        "text": (f"`{stack_file}` is deleted at the head. That destroys nothing: the stack "
+                 f"`{stack}` and its {len(base['resources'])} resources keep running, and "
+                 f"billing, as they are; only its configuration is gone from the repository. "
+                 f"`pulumi destroy --stack {stack}` (with the stack file still present) is what "
+                 f"removes the resources, then `pulumi stack rm {stack}` forgets the stack."),
+        "cannot_apply": [], "risks": [], "release": None, "disruptions": [], "moved": {},
+        "changes": [], "outputs": [],
+        "policy": {"pack": None, "violations": []}, "warnings": {"new": [], "gone": []},
+    }  # fmt: skip
+    if base_cost is not None:
+        total = base_cost["total_monthly"]
+        # Not a saving: the bill stays until the resources are destroyed.
+        result["cost"] = {"currency": base_cost.get("currency", "USD"), "before": total,
+                          "after": total, "delta": 0.0, "still_billing": True,
+                          "fixed_before": base_cost.get("fixed_monthly"),
+                          "fixed_after": base_cost.get("fixed_monthly")}  # fmt: skip
     return result
 
 
@@ -633,8 +841,14 @@ def blocking(diff: dict[str, Any], fail_on: set[str]) -> list[str]:
         reasons.append(f"{len(replaces)} stateful resource(s) replaced")
     if fail_on & {"delete", "risk"} and deletes:
         reasons.append(f"{len(deletes)} stateful resource(s) deleted")
-    if "downtime" in fail_on and diff["disruptions"]:
-        reasons.append(f"{len(diff['disruptions'])} change(s) cause downtime or a restart")
+    collisions = [r for r in diff["risks"] if r["action"] == "collide"]
+    if fail_on & {"risk"} and diff.get("cannot_apply"):
+        reasons.append("the apply cannot succeed as written")
+    if fail_on & {"risk"} and collisions:
+        reasons.append(f"{len(collisions)} Route 53 record(s) created over a name still held")
+    outages = [d for d in diff["disruptions"] if d.get("downtime", True)]
+    if "downtime" in fail_on and outages:
+        reasons.append(f"{len(outages)} change(s) cause downtime or a restart")
     if "policy" in fail_on and diff["policy"]["violations"]:
         reasons.append(f"{len(diff['policy']['violations'])} policy violation(s)")
     return reasons
@@ -738,6 +952,12 @@ def _summary(diff: dict[str, Any]) -> str:
     s = diff["summary"]
     what = "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
     lines = [f"### prodstack diff: {what}", ""]
+    if diff.get("stack_file_removed"):
+        lines.append(f"**The stack file is gone; nothing is destroyed.** {diff['text']}")
+        if "cost" in diff:
+            lines += ["", f"cost: {usd(diff['cost']['before'])} a month keeps billing until "
+                      "the stack is destroyed (not a saving)"]
+        return "\n".join(lines) + "\n\n"
     ignored = (f", {s['ignored']} changed only in `ignore_changes` properties"
                if s.get("ignored") else "")  # fmt: skip
     if not any(s[k] for k in ("add", "remove", "replace", "update")):
@@ -755,9 +975,20 @@ def _summary(diff: dict[str, Any]) -> str:
     violations = diff["policy"]["violations"]
     if diff["policy"].get("pack"):
         facts.append(f"policy: {len(violations)} violation(s)")
-    facts.append(f"{len(diff['risks'])} stateful resource(s) at risk")
-    facts.append(f"{len(diff['disruptions'])} restart(s) or rollout(s)")
+    collisions = sum(r["action"] == "collide" for r in diff["risks"])
+    facts.append(f"{len(diff['risks']) - collisions} stateful resource(s) at risk")
+    if collisions:
+        facts.append(f"{collisions} DNS record collision(s)")
+    outages = [d for d in diff["disruptions"] if d.get("downtime", True)]
+    facts.append(f"{len(outages)} restart(s) or rollout(s)")
+    if len(outages) < len(diff["disruptions"]):
+        facts.append(f"{len(diff['disruptions']) - len(outages)} in-place change(s) to note")
+    if diff.get("outputs"):
+        facts.append(f"{len(diff['outputs'])} stack output(s) change")
     lines += ["", " · ".join(facts), ""]
+    for blocker in diff.get("cannot_apply", ()):
+        lines += [f"**⛔ This apply cannot succeed as written.** {blocker['text']} "
+                  f"Instead: {blocker['instead']}.", ""]
     release = diff.get("release")
     if release:
         was = f", replacing {release['from']}" if release.get("from") else ""
@@ -779,7 +1010,10 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
         rows.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
                     f"{r['order']} |")  # fmt: skip
     for d in diff["disruptions"]:
-        if "restore" in d:
+        if not d.get("downtime", True):
+            rows.append(f"* {d['label']} `{d['name']}` (`{d['property']}` changes): "
+                        f"{d['reason']}")
+        elif "restore" in d:
             rows.append(f"- {d['reason']}")
         elif "operation" in d:
             rows.append(f"- {d['operation']}: {d['reason']} (changed: "
@@ -798,6 +1032,7 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
 def _risk_text(diff: dict[str, Any], rows: list[str], left_out: int) -> str:
     risks = [r for r in rows if r.startswith("|")]
     disruptions = [r for r in rows if r.startswith("-")]
+    notes = ["-" + r[1:] for r in rows if r.startswith("*")]
     lines = []
     if risks:
         lines += ["#### ⚠️ Stateful resources replaced or deleted", "",
@@ -805,6 +1040,12 @@ def _risk_text(diff: dict[str, Any], rows: list[str], left_out: int) -> str:
                   *risks, ""]  # fmt: skip
     if disruptions:
         lines += ["#### Downtime and restarts", "", *disruptions, ""]
+    if notes:
+        lines += ["#### In-place changes without an outage", "", *notes, ""]
+    outputs = diff.get("outputs") or []
+    if outputs:
+        lines += ["#### Stack outputs", "", *(_output_line(o, diff.get("moved", {}))
+                                            for o in outputs), ""]  # fmt: skip
     if left_out:
         lines += [f"_{left_out} more risk and restart row(s) left out to fit; "
                   "`prodstack diff --full FILE` has them all._", ""]
@@ -812,6 +1053,18 @@ def _risk_text(diff: dict[str, Any], rows: list[str], left_out: int) -> str:
     if warnings:
         lines += ["#### New warnings", "", *(f"- {w}" for w in warnings), ""]
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _output_line(entry: dict[str, Any], moved: dict[str, str]) -> str:
+    key = entry["output"]
+    if entry.get("after_apply"):
+        return f"- `{key}`: changes at apply, because {_causes(entry['because_of'], moved)}"
+    if entry.get("secret_changed"):
+        verb = {"update": "changed", "add": "added", "remove": "removed"}[entry["action"]]
+        return f"- `{key}`: secret {verb}"
+    old = "(none)" if entry["action"] == "add" else _code(entry.get("old"))
+    new = "(none)" if entry["action"] == "remove" else _code(entry.get("new"))
+    return f"- `{key}`: {old} → {new}"
 
 
 def _tail_sections(diff: dict[str, Any]) -> str:

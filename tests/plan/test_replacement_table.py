@@ -23,7 +23,7 @@ from tests.cloud.prodstack_cloud_harness import run_harness
 TABLE_PATH = REPO / "prodstack" / "data" / "replacement.toml"
 PACKAGES = {"aws": "pulumi_aws", "random": "pulumi_random", "docker": "pulumi_docker"}
 TYPE_KEYS = {"label", "stateful", "force_new", "source", "disruptive", "not_force_new_reason",
-             "update_outputs"}
+             "update_outputs", "no_outage", "replace_on_kind_change"}
 
 # Replacing or deleting these loses data or must migrate it, so the table marks them stateful.
 MUST_BE_STATEFUL = [
@@ -149,7 +149,7 @@ def test_table_has_the_documented_shape():
 def test_every_named_property_is_a_real_input(token):
     inputs = wire_inputs(token)
     entry = table()[token]
-    for key in ("force_new", "disruptive", "not_force_new_reason"):
+    for key in ("force_new", "disruptive", "not_force_new_reason", "replace_on_kind_change"):
         unknown = sorted(set(entry.get(key, [])) - set(inputs))
         cls = resource_class(token).__name__
         assert not unknown, f"{token}: {key} names no input of {cls}: {unknown}"
