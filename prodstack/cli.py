@@ -275,7 +275,11 @@ def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str,
     if not marker.exists():
         print(f"prodstack: {flag} {ref} has no {marker.relative_to(root)}: comparing with "
               "an empty plan", file=sys.stderr)  # fmt: skip
-        return planfile.new_plan(profile, args.stack if profile == "cloud" else "vps")
+        empty = planfile.new_plan(profile, args.stack if profile == "cloud" else "vps")
+        if flag == "--head" and profile == "cloud":
+            # A deleted stack file destroys nothing: the diff says so rather than "remove".
+            empty["stack_file_removed"] = str(marker.relative_to(root))
+        return empty
     try:
         return _plan_in_subprocess(args, root, out)
     except UsageError as error:

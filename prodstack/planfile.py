@@ -12,6 +12,7 @@ A plan is a dict:
       "operations": [Operation, ...],# vps: pyinfra operations in execution order; cloud: []
       "outputs": {name: value},      # cloud stack outputs
       "warnings": [str, ...],
+      "stack_file_removed": "Pulumi.dev.yaml",  # only on the empty head of a diff of refs
     }
 
     Resource = {
