@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pulumi
@@ -99,7 +99,7 @@ SECRET_NAME_RE = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|CREDENTIAL|API_KEY|A
 
 
 def alias_record(
-    parent: pulumi.Resource,
+    parent: pulumi.Resource | None,
     name: str,
     *,
     zone_id: str,
@@ -107,8 +107,10 @@ def alias_record(
     target_dns_name: pulumi.Input[str],
     target_zone_id: pulumi.Input[str],
     evaluate_target_health: bool,
+    aliases: Sequence[pulumi.Alias] = (),
 ) -> aws.route53.Record:
-    """A Route 53 alias A record pointing ``hostname`` at an AWS endpoint."""
+    """A Route 53 alias A record pointing ``hostname`` at an AWS endpoint (``parent``
+    None: the stack's own; ``aliases``: the names it was deployed under before)."""
     return aws.route53.Record(
         name,
         zone_id=zone_id,
@@ -121,7 +123,7 @@ def alias_record(
                 "evaluate_target_health": evaluate_target_health,
             }
         ],
-        opts=child_opts(parent),
+        opts=pulumi.ResourceOptions(parent=parent, aliases=list(aliases) or None),
     )
 
 

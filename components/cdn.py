@@ -112,6 +112,11 @@ class CdnArgs:
     """Route 53 zone for certificate validation and alias records. Default: ``""``.
     Example: ``"Z0123456789ABCDEFGHIJ"``."""
 
+    alias_records: bool = True
+    """Create the ``aliases``' Route 53 records here. ``False`` when the caller owns the
+    record of the public name (so that it outlives the CDN). Default: ``True``.
+    Example: ``False``."""
+
     origin_verify_secret: pulumi.Input[str] | None = None
     """Secret sent to the origin in ``X-Origin-Verify`` (the ALB forwards only with it).
     Default: ``None``. Example: ``origin_secret.result``."""
@@ -280,7 +285,7 @@ class Cdn(pulumi.ComponentResource):
         )
         self._create_access_logs(args)
         for i, alias in enumerate(args.aliases):
-            if not args.hosted_zone_id:
+            if not args.hosted_zone_id or not args.alias_records:
                 break
             alias_record(
                 self, f"{name}-alias-{i}", zone_id=args.hosted_zone_id, hostname=alias,

@@ -12,7 +12,13 @@ import pulumi
 import pulumi_random as random
 
 from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
-from components._common import ECS_EXEC_TAG, ENVIRONMENT_TAG, TEARDOWN_TAG, stored_secret
+from components._common import (
+    ECS_EXEC_TAG,
+    ENVIRONMENT_TAG,
+    TEARDOWN_TAG,
+    alias_record,
+    stored_secret,
+)
 from components.backup import Backup, BackupArgs
 from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
@@ -118,10 +124,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         hosted_zone_id=cfg.hosted_zone_id,
         origin_domain=cfg.origin_domain,
         origin_verify_secret=origin_secret,
-        alias_names=(
-            (cfg.origin_domain if cfg.cdn else cfg.domain,)
-            if cfg.domain and cfg.hosted_zone_id else ()
-        ),
+        # The public name's record is the stack's own (below); the ALB's is the origin's.
+        alias_names=(cfg.origin_domain,) if cfg.cdn and cfg.domain and cfg.hosted_zone_id else (),
         app_port=APP_PORT,
         deletion_protection=cfg.protected,
         access_logs=cfg.alb_access_logs,
@@ -322,6 +326,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             aliases=(cfg.domain,) if cfg.domain else (),
             certificate_arn=cfg.cdn_certificate_arn,
             hosted_zone_id=cfg.hosted_zone_id,
+            alias_records=False,  # the public name's record is the stack's own (below)
             # The ALB's certificate covers the domain too: one record per validation name.
             validation_records=lb.validation_records,
             origin_verify_secret=origin_secret,
@@ -329,6 +334,25 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             access_log_retention_days=cfg.security_log_retention_days,
             tags=tags,
         ))
+
+    if cfg.domain and cfg.hosted_zone_id:
+        # One record holds the public name, whatever serves it: adding or removing the CDN
+        # changes its alias target in place. A record per server (the CDN's, the ALB's)
+        # would collide: Pulumi creates before it deletes, so the ALB's record of the name
+        # is created while the removed CDN's still holds it, and Route 53 refuses the
+        # create. delete_before_replace would not help: it orders a resource's own
+        # replacement, not another resource's deletion. Source: Pulumi docs, resource
+        # option deleteBeforeReplace ("By default ... Pulumi creates new instances of
+        # resources before deleting old ones"); resource option aliases (the deployed
+        # record, under its old name and parent, is kept and updated in place).
+        alias_record(
+            None, f"{name}-domain-alias", zone_id=cfg.hosted_zone_id, hostname=cfg.domain,
+            target_dns_name=cdn.distribution.domain_name if cdn else lb.alb.dns_name,
+            target_zone_id=cdn.distribution.hosted_zone_id if cdn else lb.alb.zone_id,
+            evaluate_target_health=cdn is None,
+            aliases=[pulumi.Alias(name=f"{name}-cdn-alias-0", parent=cdn) if cdn is not None
+                     else pulumi.Alias(name=f"{name}-lb-alias-0", parent=lb)],
+        )
 
     observability = Observability(f"{name}-{cfg.stack}-obs", ObservabilityArgs(
         load_balancer_arn_suffix=lb.arn_suffix,

@@ -705,8 +705,10 @@ def test_cdn_talks_https_to_origin_with_us_east_1_alias_cert(prod: Manifest) -> 
     assert cert["region"] == "us-east-1" and cert["domainName"] == "api.example.com"
     assert prod.one("acm/certificateValidation:CertificateValidation",
                     "prodstack-cdn-cert-validated")["region"] == "us-east-1"
-    alias = prod.one("route53/record:Record", "prodstack-cdn-alias-0")
+    alias = prod.one("route53/record:Record", "prodstack-domain-alias")
     assert alias["name"] == "api.example.com"
+    # The stack's own record, pointed at CloudFront (which reports no target health).
+    assert alias["aliases"][0]["evaluateTargetHealth"] is False
 
 
 def test_dev_has_no_cdn(dev: Manifest) -> None:

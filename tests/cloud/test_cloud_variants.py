@@ -71,7 +71,10 @@ def test_https_without_cdn(variants: dict[str, Manifest]) -> None:
     ports = sorted(r["inputs"]["fromPort"] for r in m.all("SecurityGroupIngressRule")
                    if r["name"].startswith("prodstack-net-alb-in-"))
     assert ports == [80, 443]
-    assert m.one("route53/record:Record", "prodstack-lb-alias-0")["name"] == "api.example.com"
+    assert m.one("route53/record:Record", "prodstack-domain-alias")["name"] == "api.example.com"
+    assert [r["name"] for r in m.all("route53/record:Record")
+            if r["inputs"]["name"] == "api.example.com" and r["inputs"]["type"] == "A"] == [
+        "prodstack-domain-alias"]  # one record of the public name, pointed at the ALB
     cert = m.one("acm/certificate:Certificate")
     assert cert["domainName"] == "api.example.com" and "subjectAlternativeNames" not in cert
     assert m.one("wafv2/webAcl:WebAcl")["scope"] == "REGIONAL"

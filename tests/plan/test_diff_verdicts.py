@@ -2,7 +2,7 @@
 reads as one, and a change that destroys nothing does not read as a deletion.
 
 Each change is a commit in a clone of this checkout, and each diff is the CLI's
-`--base HEAD~1 --head HEAD` of that commit (two runs of the real program under mocks).
+`--base COMMIT~1 --head COMMIT` (two runs of the real program under mocks).
 """
 
 from __future__ import annotations
@@ -51,17 +51,13 @@ def verdicts(tmp_path_factory) -> dict[str, dict]:
     repo = tmp_path_factory.mktemp("verdicts") / "repo"
     subprocess.run(["git", "clone", "--quiet", str(REPO), str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "branch", "main-copy"], check=True)
-    worktrees = {}
     for name in EDITS:
         _commit(repo, name)
-        worktrees[name] = repo.parent / name
-        subprocess.run(["git", "-C", str(repo), "worktree", "add", "--quiet",
-                        str(worktrees[name]), name], check=True)  # fmt: skip
 
     def run(name: str) -> dict:
-        proc = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack",
+        proc = prodstack("diff", "--base", f"{name}~1", "--head", name, "--stack",
                          EDITS[name][0], "--format", "json", "--fail-on", "risk,downtime",
-                         cwd=worktrees[name])  # fmt: skip
+                         cwd=repo)  # fmt: skip
         assert proc.stdout, proc.stderr
         return {"result": json.loads(proc.stdout), "code": proc.returncode,
                 "stderr": proc.stderr}  # fmt: skip
