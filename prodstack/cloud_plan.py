@@ -241,6 +241,15 @@ def record(
                     "ignore_changes": sorted(request.ignoreChanges),
                     "replace_on_changes": sorted(request.replaceOnChanges),
                 }
+                # Ids this resource was deployed under before (the `aliases` option): the
+                # same resource to Pulumi, not a deletion and a creation.
+                former = sorted(
+                    f"{alias.spec.type or request.type}::{alias.spec.name or request.name}"
+                    if alias.HasField("spec") else short(alias.urn)
+                    for alias in request.aliases
+                )  # fmt: skip
+                if former:
+                    options[f"{request.type}::{request.name}"]["aliases"] = former
             return response
 
     def trace(value: Any, source: str, inputs_seen: set[str]) -> None:

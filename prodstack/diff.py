@@ -136,7 +136,7 @@ def _option_changes(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, 
         {"property": f"option {key}", "forces_replacement": False,
          "old": before.get(key), "new": after.get(key)}
         for key in sorted(set(before) | set(after))
-        if key != "custom" and before.get(key) != after.get(key)
+        if key not in ("custom", "aliases") and before.get(key) != after.get(key)
     ]  # fmt: skip
 
 
@@ -144,8 +144,22 @@ def _in_both(base: dict[str, Any], head: dict[str, Any],
              changes: dict[str, dict[str, Any]]) -> Iterator[tuple[str, dict, dict]]:  # fmt: skip
     """Record the added and removed resources in ``changes``; yield those in both plans."""
     old_index, new_index = _index(base), _index(head)
+    # A resource under a new name or parent with an `aliases` option naming its old one
+    # is that resource to Pulumi: kept and updated, not deleted and created.
+    renamed = {}
+    for rid, resource in new_index.items():
+        if rid in old_index:
+            continue
+        for former in resource.get("options", {}).get("aliases", ()):
+            if former in old_index and former not in new_index and former not in renamed:
+                renamed[former] = rid
+                break
     for rid in sorted(set(old_index) | set(new_index)):
+        if rid in renamed:
+            continue
         old, new = old_index.get(rid), new_index.get(rid)
+        if old is None and rid in renamed.values():
+            old = old_index[next(k for k, v in renamed.items() if v == rid)]
         if old is None:
             changes[rid] = {"action": "add", "resource": new, "properties": []}
         elif new is None:
@@ -161,7 +175,8 @@ def _cloud_changes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]
     for rid, old, new in _in_both(base, head, changes):
         keys = _changed_properties(old.get("inputs", {}), new.get("inputs", {}))
         options = _option_changes(old, new)
-        moved = old.get("parent") != new.get("parent")
+        # A new parent is a new resource, unless an alias names the old one.
+        moved = old.get("parent") != new.get("parent") and old["id"] == new["id"]
         if not keys and not options and not moved:
             continue
         entry = table.get(new["type"], {})
@@ -706,7 +721,8 @@ def compare(
     counts = {"add": 0, "remove": 0, "replace": 0, "update": 0, "ignored": 0}
     for change in changes.values():
         counts[change["action"]] += 1
-    unchanged = (len(set(_index(base)) & set(_index(head)))
+    # In both plans: what the head has and does not add (a renamed, aliased one included).
+    unchanged = (len(_index(head)) - counts["add"]
                  - counts["replace"] - counts["update"] - counts["ignored"])  # fmt: skip
 
     listed = []

@@ -26,6 +26,7 @@ CLOUD_VARIANTS: dict[str, tuple[str, dict[str, str], str | None]] = {
     "prod-log-level": ("prod", {"log_level": "DEBUG"}, None),
     "prod-backup-days": ("prod", {"backup_retention_days": "14"}, None),
     "prod-vpc-cidr": ("prod", {"vpc_cidr": "10.1.0.0/16"}, None),
+    "prod-no-cdn": ("prod", {"cdn": "false"}, None),
     "prod-token-a": ("prod", {}, "token-a"),
     "prod-token-b": ("prod", {}, "token-b"),
     "dev": ("dev", {}, None),

@@ -7,6 +7,7 @@ Each change is a commit in a clone of this checkout, and each diff is the CLI's
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -19,6 +20,7 @@ from prodstack import diff
 from prodstack.cloud_plan import REPO
 from tests.plan.test_release import prodstack
 
+RECORD = "aws:route53/record:Record"
 # name -> (stack, what the commit does to the checkout)
 EDITS = {
     "vpc-cidr": ("prod", [("Pulumi.prod.yaml", "  prodstack:az_count:",
@@ -97,14 +99,65 @@ def test_an_update_that_moves_no_database_carries_no_vpc_parenthesis(verdicts):
     assert "another VPC" not in diff.render_markdown(result, max_chars=10**9)
 
 
-def test_removing_the_cdn_reports_the_record_created_over_a_name_still_held(verdicts):
+def test_removing_the_cdn_moves_the_public_name_in_place(verdicts):
+    """One record holds the public name, whatever serves it: without the CDN its alias
+    target changes in place, and no second record of the name is created."""
     result = verdicts["no-cdn"]["result"]
+    assert [r for r in result["risks"] if r["action"] == "collide"] == []
+    changes = {c["name"]: c for c in result["changes"]}
+    record = changes["prodstack-domain-alias"]
+    assert record["action"] == "update"
+    assert [p["property"] for p in record["properties"]] == ["aliases"]
+    assert changes["prodstack-lb-alias-0"]["action"] == "remove"  # origin.api.example.com
+
+
+def test_a_record_created_over_a_name_another_still_holds_is_a_risk(cloud_plans):
+    """The old program's CDN removal, rebuilt from real plans: the ALB's record is
+    replaced to take `api.example.com` while the CDN's record of that name is deleted only
+    after it (Pulumi creates before it deletes)."""
+    base = copy.deepcopy(cloud_plans["prod"])
+    head = copy.deepcopy(cloud_plans["prod-no-cdn"])
+    # The old program: the CDN's record held the public name, and without the CDN the
+    # ALB's (which held the origin's name beside the CDN).
+    for plan, owner in ((base, "cdn"), (head, "lb")):
+        record = next(r for r in plan["resources"] if r["name"] == "prodstack-domain-alias")
+        record.update(name=f"prodstack-{owner}-alias-0",
+                      id=f"{RECORD}::prodstack-{owner}-alias-0")
+        record["options"].pop("aliases")
+    result = diff.compare(base, head)
     (collision,) = [r for r in result["risks"] if r["action"] == "collide"]
+    assert collision["name"] == "prodstack-lb-alias-0"
     assert collision["record"] == "api.example.com A"
-    assert collision["holder"] == "aws:route53/record:Record::prodstack-cdn-alias-0"
+    assert collision["holder"] == f"{RECORD}::prodstack-cdn-alias-0"
     assert "Route 53 refuses the create" in collision["order"]
-    assert verdicts["no-cdn"]["code"] == 1
-    assert "created over a name still held" in verdicts["no-cdn"]["stderr"]
+    assert diff.blocking(result, {"risk"})
+    text = diff.render_markdown(result)
+    assert "1 DNS record collision(s)" in text
+    assert "| Route 53 record `prodstack-lb-alias-0` | **collide** |" in text
+    # With allow_overwrite the create is an UPSERT: no collision.
+    lb_record = next(r for r in head["resources"] if r["name"] == "prodstack-lb-alias-0")
+    lb_record["inputs"]["allowOverwrite"] = True
+    assert not [r for r in diff.compare(base, head)["risks"] if r["action"] == "collide"]
+
+
+def test_an_aliased_rename_is_the_same_resource(cloud_plans):
+    """From the program before the public name's record was the stack's own, to now: the
+    `aliases` option makes it the same record, neither deleted nor created."""
+    base = copy.deepcopy(cloud_plans["prod"])
+    record = next(r for r in base["resources"] if r["name"] == "prodstack-domain-alias")
+    record.update(name="prodstack-cdn-alias-0", id=f"{RECORD}::prodstack-cdn-alias-0",
+                  parent="prodstack:cdn:Cdn::prodstack-cdn")
+    record["options"].pop("aliases")
+    result = diff.compare(base, cloud_plans["prod"])
+    assert result["changes"] == [] and result["risks"] == []
+    assert result["summary"]["unchanged"] == len(cloud_plans["prod"]["resources"])
+    # Without the alias it is a deletion and a creation of the same name: a collision.
+    head = copy.deepcopy(cloud_plans["prod"])
+    next(r for r in head["resources"] if r["name"] == "prodstack-domain-alias")[
+        "options"].pop("aliases")
+    result = diff.compare(base, head)
+    assert {c["action"] for c in result["changes"]} == {"add", "remove"}
+    assert [r["action"] for r in result["risks"]] == ["collide"]
 
 
 def test_a_security_group_rule_of_another_source_kind_is_replaced(verdicts):
