@@ -157,7 +157,7 @@ def service(cfg: Settings) -> None:
     )
     # Enabled for the next boot; running it now would only repeat what the deploy does.
     systemd.service(name="Bake resume enabled at boot", service="prodstack-release-resume",
-                    enabled=True)  # fmt: skip
+                    running=None, enabled=True)  # fmt: skip
 
     if cfg.image_pull:
         docker.image(name=f"Pull {image}", image=image, present=True)
