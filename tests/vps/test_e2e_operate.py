@@ -159,13 +159,6 @@ def test_logs_follow_shows_a_new_request_within_two_seconds(stack):
         proc.wait(timeout=10)
 
 
-def _pyinfra_start_up() -> float:
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "pyinfra", "--version"], capture_output=True,
-                   check=True)  # fmt: skip
-    return time.monotonic() - started
-
-
 def _exec_containers(stack) -> str:
     return stack.host.run("docker ps -aq --filter label=prodstack.role=exec").stdout.strip()
 
@@ -204,21 +197,19 @@ def test_a_deploy_refuses_at_once_while_someone_else_holds_the_lock(stack):
         other = prodstack(stack, "lock", "acquire", "-m", "mine now")
         assert other.returncode == 1 and ALICE in other.stderr and "db work" in other.stderr
 
-        started = time.monotonic()
         deploy = stack.pyinfra()
-        took = time.monotonic() - started
         assert deploy.returncode != 0
         assert f"deploy lock held by {ALICE}" in deploy.stdout and "db work" in deploy.stdout
-        # Within 5 s of pyinfra's own start-up, measured now: on a shared, loaded machine
-        # `pyinfra --version` alone has taken 12 s.
-        assert took - _pyinfra_start_up() < 5, f"the pyinfra deploy took {took:.1f}s to refuse"
+        # At once: while pyinfra loads the deploy, before its operation run begins. (A bound
+        # in seconds measured the machine's load, not the deploy: 16 s under a CI run.)
+        assert "Beginning operation run" not in deploy.stdout, deploy.stdout[-3000:]
 
         current = _serving(stack)
-        started = time.monotonic()
+        replicas = stack.host.run("docker ps -q | sort").stdout
         on_host = stack.host.run(f"/usr/local/sbin/prodstack-release deploy {current}",
                                  check=False)  # fmt: skip
-        assert time.monotonic() - started < 5
         assert on_host.returncode == 1
+        assert stack.host.run("docker ps -q | sort").stdout == replicas  # nothing replaced
         assert f'refused to deploy: deploy lock held by {ALICE}' in on_host.stdout
         assert '"db work"' in on_host.stdout
         # Its holder deploys through it (here: already in sync, nothing to do).
