@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.vps.e2e import Load, free_port, grand_total
+from tests.vps.e2e import Load, free_port, grand_total, prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
@@ -286,6 +286,18 @@ def test_killing_a_replica_fails_no_requests(stack):
     assert state.strip() == "true"
 
 
+def _wait_scraped_up(stack, metric: str, timeout: float = 90) -> None:
+    """Until Prometheus's last scrape says `metric` is 1 again: the host is shared, and the
+    files after this one read status from Prometheus, not from the service."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = prometheus(stack, "/api/v1/query", query=metric)["result"]
+        if result and float(result[0]["value"][1]) == 1:
+            return
+        assert time.monotonic() < deadline, f"{metric} not back to 1 after {timeout:.0f} s: {result}"
+        time.sleep(3)
+
+
 def test_health_check_timer_reports_to_the_journal(stack):
     assert "prodstack-healthcheck.timer" in stack.host.run("systemctl list-timers --all").stdout
     stack.host.run("systemctl start prodstack-healthcheck.service")
@@ -295,6 +307,7 @@ def test_health_check_timer_reports_to_the_journal(stack):
         assert failed.returncode != 0
     finally:
         stack.host.run("systemctl start redis-server")
+        _wait_scraped_up(stack, "redis_up")
     journal = stack.host.run("journalctl -u prodstack-healthcheck --no-pager -o cat").stdout
     assert "ok: api /health through nginx" in journal
     assert "ok: postgresql" in journal

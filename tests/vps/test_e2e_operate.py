@@ -77,7 +77,9 @@ def _status(stack) -> dict:
     deadline = time.monotonic() + 180
     while True:
         (host,) = json.loads(_ok(prodstack(stack, "status", "--format", "json")))["hosts"]
-        scraped = None not in (host["postgres_up"], host["redis_up"]) and host["backups"]
+        # Up, not merely scraped: an earlier file on this shared host stops Redis and starts
+        # it again, and status reports the last scrape, up to one interval (15 s) old.
+        scraped = host["postgres_up"] is True and host["redis_up"] is True and host["backups"]
         if scraped or time.monotonic() > deadline:
             return host
         time.sleep(5)
