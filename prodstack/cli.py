@@ -2,8 +2,9 @@
 account and no host; and the operator verbs (status, logs, exec, lock, audit: prodstack/ops/).
 
 Exit codes: 0 ok; 1 the diff found a blocking risk (only with --fail-on); 2 bad usage or
-bad input; 3 an internal error. Results go to stdout and nothing else does; errors are one
-line on stderr.
+bad input; 3 an internal error. Results go to stdout and nothing else does. stderr says what
+a command is doing (`prodstack: planning ...`) and ends, on failure, with the error as one
+line; input is checked before anything is planned.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, ops, planfile, release, restore
+from prodstack import check_image, ops, plancache, planfile, release, restore
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,6 +81,18 @@ def _add_target(parser: argparse.ArgumentParser, *, root: bool = True) -> None:
         parser.add_argument("--root", type=Path, default=REPO,
                             help="the checkout to plan (default: this repository)")
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+    _add_no_cache(parser)
+
+
+def _add_no_cache(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cache", action="store_true",
+                        help="plan the cloud stack again even when its inputs are unchanged "
+                        "(PRODSTACK_PLAN_CACHE=off does the same; see docs/plan.md)")
+
+
+def progress(message: str) -> None:
+    """What a command is doing, on stderr at once: stdout carries only the result."""
+    print(f"prodstack: {message}", file=sys.stderr, flush=True)
 
 
 def _profile(args: argparse.Namespace) -> str:
@@ -98,14 +111,46 @@ def _profile(args: argparse.Namespace) -> str:
 
 
 def make_plan(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Run the real program (cloud) or deploy (vps) of ``root`` and return its plan."""
+    """Run the real program (cloud) or deploy (vps) of ``root`` and return its plan; a
+    cloud plan whose inputs are unchanged comes from the plan cache (`prodstack.plancache`)."""
     if _profile(args) == "cloud":
         from prodstack import cloud_plan
 
-        return cloud_plan.plan_cloud(args.stack, parse_pairs(args.config, "--config"), root=root)
+        overrides = parse_pairs(args.config, "--config")
+        # Refusals of the stack file and of the shared keys come before anything else.
+        config, _ = cloud_plan.stack_config(root, args.stack, overrides)
+        cloud_plan.check_shared_keys(args.stack, config, overrides)
+        key = _cache_key(args, root)
+        cached = _cached_plan(args, key)
+        if cached is not None:
+            return cached
+        progress(f"planning cloud stack {args.stack}: the Pulumi program under Pulumi's mocks")
+        text = planfile.dumps(cloud_plan.plan_cloud(args.stack, overrides, root=root))
+        plancache.store(key, text)
+        return json.loads(text)
     from prodstack import vps_plan
 
+    progress("planning the VPS profile: the pyinfra deploy against a reference host")
     return vps_plan.plan_vps(vps_plan.parse_data(args.data), root=root)
+
+
+def _cache_key(args: argparse.Namespace, root: Path) -> str | None:
+    if _profile(args) != "cloud" or getattr(args, "no_cache", False):
+        return None
+    return plancache.cloud_key(root, args.stack, parse_pairs(args.config, "--config"))
+
+
+def _cached_plan(args: argparse.Namespace, key: str | None) -> dict[str, Any] | None:
+    text = plancache.load(key)
+    try:
+        plan = json.loads(text) if text is not None else None
+    except ValueError:
+        plan = None  # a damaged entry is a miss; planning writes it again
+    if not isinstance(plan, dict) or plan.get("format") != planfile.FORMAT:
+        return None
+    progress(f"stack {args.stack}: inputs unchanged, plan from the cache "
+             "(--no-cache plans again)")  # fmt: skip
+    return plan
 
 
 def _target_flags(args: argparse.Namespace) -> list[str]:
@@ -116,20 +161,31 @@ def _target_flags(args: argparse.Namespace) -> list[str]:
         flags += ["--config", item]
     for item in args.data:
         flags += ["--data", item]
+    if getattr(args, "no_cache", False):
+        flags.append("--no-cache")
     return flags
 
 
-def _plan_in_subprocess(args: argparse.Namespace, root: Path, out: Path) -> dict[str, Any]:
-    """A plan made by a fresh interpreter (Pulumi's mocks are process-wide)."""
+def _plan_in_subprocess(
+    args: argparse.Namespace, root: Path, out: Path, started: list[subprocess.Popen] | None = None
+) -> dict[str, Any]:
+    """A plan made by a fresh interpreter (Pulumi's mocks are process-wide), or the cached
+    plan of the same inputs without starting one."""
+    cached = _cached_plan(args, _cache_key(args, root))
+    if cached is not None:
+        return cached
     command = [sys.executable, "-m", "prodstack", "plan", *_target_flags(args),
                "--root", str(root), "-o", str(out), "--format", "json"]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    if started is not None:
+        started.append(proc)  # so a diff can stop it once the other side has failed
+    _, stderr = proc.communicate()
     if proc.returncode == 2:
-        message = (proc.stderr.strip().splitlines() or ["plan failed"])[-1]
+        message = (stderr.strip().splitlines() or ["plan failed"])[-1]
         raise UsageError(message.removeprefix("prodstack: "))
     if proc.returncode != 0:
-        lines = proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
+        lines = stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
         raise UsageError(f"planning failed: {lines[-1].removeprefix('prodstack: ')}")
     return planfile.load(out)
 
@@ -182,6 +238,8 @@ def plan_summary(plan: dict[str, Any]) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    if args.output:
+        planfile.check_writable(args.output)
     plan = make_plan(args, args.root.resolve())
     if args.output:
         planfile.write(plan, args.output)
@@ -204,6 +262,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
             fail_on.add(word)
     if args.max_chars < 2000:
         raise UsageError(f"--max-chars {args.max_chars}: must be at least 2000")
+    _check_usage(args.usage)
     if args.plans:
         if len(args.plans) != 2 or args.base or args.head:
             raise UsageError("give BASE.json HEAD.json, or --base REF --head REF, not both")
@@ -253,6 +312,7 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                              f"{args.head} has Pulumi.{args.stack}.yaml")  # fmt: skip
     print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
           f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
+    started: list[subprocess.Popen] = []
     with (
         tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp,
         gitrefs.checkout(repo, commits[0]) as base_root,
@@ -260,14 +320,24 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
         futures = [pool.submit(_plan_of_side, args, root, Path(tmp) / f"{flag[2:]}.json",
-                               flag, ref)
+                               flag, ref, started)
                    for flag, ref, root in (("--base", args.base, base_root),
                                            ("--head", args.head, head_root))]  # fmt: skip
+        try:
+            # The first side to fail is the answer: the other is not waited for.
+            for done in as_completed(futures):
+                done.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            for proc in started:
+                proc.terminate()
+            raise
         return futures[0].result(), futures[1].result()
 
 
-def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str,
-                  ref: str) -> dict[str, Any]:  # fmt: skip
+def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str, ref: str,
+                  started: list[subprocess.Popen] | None = None) -> dict[str, Any]:  # fmt: skip
     """One side of a diff of refs. A stack (or the VPS profile) that the ref doesn't have
     yet, or no longer has, is an empty plan: everything shows as added or removed."""
     profile = _profile(args)
@@ -281,14 +351,21 @@ def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str,
             empty["stack_file_removed"] = str(marker.relative_to(root))
         return empty
     try:
-        return _plan_in_subprocess(args, root, out)
+        return _plan_in_subprocess(args, root, out, started)
     except UsageError as error:
         raise UsageError(f"{flag} {ref}: {error}") from None
+
+
+def _check_usage(path: Path | None) -> None:
+    from prodstack import cost
+
+    cost.check_usage_file(path)
 
 
 def cmd_cost(args: argparse.Namespace) -> int:
     from prodstack import cost
 
+    _check_usage(args.usage)
     if args.plan:
         if args.stack or args.profile or args.config or args.data:
             raise UsageError("--plan FILE prices a saved plan; drop --stack/--profile")

@@ -137,6 +137,38 @@ def stack_config(
     return config, labels
 
 
+def _overrides_text(overrides: dict[str, str | None]) -> list[str]:
+    """`--config` overrides as an error names them: on one line, whatever they hold."""
+
+    def shown(text: str) -> str:
+        return text.encode("unicode_escape").decode("ascii")
+
+    return sorted(f"{shown(k)}={shown(v)}" if v is not None else f"-{shown(k)}"
+                  for k, v in overrides.items())  # fmt: skip
+
+
+def _config_error(stack: str, overrides: list[str], problems: list[str]) -> UsageError:
+    where = f"Pulumi.{stack}.yaml"
+    if overrides:
+        where += " with --config " + ", ".join(overrides)
+    # The program may report one key twice (type, then range): say each once.
+    return UsageError(f"{where}: invalid configuration: " + "; ".join(dict.fromkeys(problems)))
+
+
+def check_shared_keys(stack: str, config: dict[str, str], overrides: dict[str, str | None]) -> None:
+    """The keys both profiles share, checked by their one model (``prodstack.profile``)
+    before the program runs: the same refusal the program would print, in a fraction of
+    a second instead of after the provider SDKs are imported."""
+    from prodstack import profile
+
+    raw = {key.split(":", 1)[1]: value for key, value in config.items()
+           if key.startswith(f"{PROJECT}:")}  # fmt: skip
+    problems = profile.check(raw, "cloud").problems
+    if problems:
+        raise _config_error(stack, _overrides_text(overrides),
+                            [f"{PROJECT}:{problem}" for problem in problems])
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -164,13 +196,15 @@ def record(
     image_tag: str | None = None,
 ) -> dict[str, Any]:
     """Run the program of checkout ``root`` for ``stack`` under mocks; return the manifest."""
+    root = root.resolve()
+    # The stack file and the overrides first: a refusal comes before seconds of SDK imports.
+    config, labels = stack_config(root, stack, overrides or {}, secrets=secrets,
+                                  image_tag=image_tag)  # fmt: skip
+    check_shared_keys(stack, config, overrides or {})
     import pulumi
     from pulumi.runtime import mocks as pmocks
     from pulumi.runtime import rpc
 
-    root = root.resolve()
-    config, labels = stack_config(root, stack, overrides or {}, secrets=secrets,
-                                  image_tag=image_tag)  # fmt: skip
     region = config.get("aws:region", "us-east-1")
     resources: list[dict[str, Any]] = []
     options: dict[str, dict[str, Any]] = {}  # resource options and dependencies, by urn
@@ -409,8 +443,7 @@ def record(
         "invokes": invokes,
         "resources": resources,
         "resource_options": options,
-        "overrides": sorted(f"{k}={v}" if v is not None else f"-{k}"
-                            for k, v in (overrides or {}).items()),  # fmt: skip
+        "overrides": _overrides_text(overrides or {}),
         "settings": settings,
         "computed": dict(sorted(computed.items())),
         "release": release,
@@ -474,12 +507,7 @@ def to_plan(manifest: dict[str, Any]) -> dict[str, Any]:
             line.strip() for line in manifest["stderr"].splitlines()
             if line.strip() and not line.startswith("prodstack: invalid configuration")
         ]
-        where = f"Pulumi.{manifest['stack']}.yaml"
-        if manifest.get("overrides"):
-            where += " with --config " + ", ".join(manifest["overrides"])
-        # The program may report one key twice (type, then range): say each once.
-        unique = list(dict.fromkeys(problems))
-        raise UsageError(f"{where}: invalid configuration: " + "; ".join(unique))
+        raise _config_error(manifest["stack"], manifest.get("overrides") or [], problems)
     # Longest first, so a value that contains another is replaced whole.
     computed = sorted(manifest["computed"].items(), key=lambda item: (-len(item[0]), item[0]))
 

@@ -156,6 +156,12 @@ def load_usage(path: Path | None, size: str) -> dict[str, Any]:
     return usage
 
 
+def check_usage_file(path: Path | None) -> None:
+    """Refuse a bad usage file (naming it and the key) before anything is planned."""
+    if path is not None:
+        _read_usage(Path(path))
+
+
 def _read_usage(path: Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(planfile.read_text(path, "usage file"))

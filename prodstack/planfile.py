@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +173,18 @@ def write_text(path: str | Path, text: str) -> None:
         if partial.parent.is_dir():
             partial.unlink(missing_ok=True)
         raise PlanFileError(f"{path}: cannot write ({error.strerror})") from None
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse an output file that cannot be written, before the work that would fill it."""
+    path = Path(path)
+    if path.is_dir():
+        raise PlanFileError(f"{path}: is a directory, expected a file to write")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise PlanFileError(f"{path}: cannot write (No such file or directory)")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PlanFileError(f"{path}: cannot write (Permission denied)")
 
 
 def read_text(path: str | Path, what: str) -> str:

@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Install what prodstack's commands need on Debian 12 (or Ubuntu 24.04), idempotently:
 # the Debian packages, uv, and the Python dependencies pinned in uv.lock.
+#
+#   scripts/setup.sh           everything: deploys, tests, benchmarks
+#   scripts/setup.sh --plan    only what `prodstack plan | diff | cost | choose` need
+#                              (the plan job in CI): Python, git and the cloud and vps
+#                              dependency groups; no services, Docker or test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+MODE="all"
+case "${1:-}" in
+  "") ;;
+  --plan) MODE="plan" ;;
+  *) echo "setup: unknown option ${1}; expected --plan or nothing" >&2; exit 2 ;;
+esac
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -10,7 +22,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # postgresql, redis-server, nginx: the real services the tests and benchmark run against.
 # docker.io, debootstrap: the image build and the systemd test host (no registry needed).
 # wrk: the benchmark's load generator. openssh-client: pyinfra's transport.
-# shellcheck: actionlint's checks of the workflows' shell steps.
+# The shellcheck package: actionlint's checks of the workflows' shell steps.
 # prometheus, prometheus-alertmanager: promtool and amtool for the alert-rule unit tests.
 # ssh-audit, sslscan: the VPS hardening baselines, audited from outside the test host.
 # haproxy: the PROXY-protocol load balancer in front of the e2e host.
@@ -21,6 +33,9 @@ PACKAGES=(
 )
 # A host that already has a Docker engine (GitHub's runners ship docker-ce) keeps it.
 command -v dockerd >/dev/null 2>&1 || PACKAGES+=(docker.io)
+if [ "$MODE" = "plan" ]; then
+  PACKAGES=(python3 python3-venv ca-certificates git)
+fi
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -49,5 +64,10 @@ if ! PATH="${PATH#"$PWD/.prodstack/tools/bin:"}" command -v uv >/dev/null 2>&1; 
   echo "setup: linked uv into $bin_dir"
 fi
 
-echo "setup: Python dependencies from uv.lock"
-UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet
+if [ "$MODE" = "plan" ]; then
+  echo "setup: Python dependencies for planning from uv.lock (groups cloud and vps)"
+  UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet --no-default-groups --group cloud --group vps
+else
+  echo "setup: Python dependencies from uv.lock"
+  UV_PYTHON_DOWNLOADS=never uv sync --frozen --quiet
+fi

@@ -76,8 +76,17 @@ def _recordings_memo(tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     recordings.use_session_directory(shared / "pulumi-recordings")
+    # The product's own plan cache, for every `prodstack` the tests run: one per session
+    # (never the user's ~/.cache), shared by the workers, so a stack planned by one test is
+    # planned once. tests/plan/test_plancache.py gives each of its tests a cache of its own.
+    saved = os.environ.get("PRODSTACK_PLAN_CACHE")
+    os.environ["PRODSTACK_PLAN_CACHE"] = str(shared / "plan-cache")
     yield
     recordings.use_session_directory(None)
+    if saved is None:
+        os.environ.pop("PRODSTACK_PLAN_CACHE", None)
+    else:
+        os.environ["PRODSTACK_PLAN_CACHE"] = saved
 
 
 @pytest.fixture(scope="session")

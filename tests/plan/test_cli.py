@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,11 +29,15 @@ def one_line_error(proc, *fragments: str) -> str:
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
+    # Progress may come first (what the command was doing); the error is one line, last.
+    *doing, error = proc.stderr.strip().splitlines()
+    assert all(PROGRESS.match(line) for line in doing), proc.stderr
     for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
+        assert fragment in error, error
+    return error
+
+
+PROGRESS = re.compile(r"prodstack: (planning |stack \S+: inputs unchanged)")
 
 
 @pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback"])

@@ -4,11 +4,12 @@ A recording runs ``stacks/__main__.py`` under Pulumi's mocks in a fresh interpre
 (`prodstack.cloud_plan.record_isolated`): seconds of CPU each. Fixtures in tests/cloud
 and tests/plan ask for the same recordings (prod and dev, as manifests and as plans), and
 under pytest-xdist every worker runs its own session fixtures. `record_isolated` here has
-the product's signature and keys each recording by a digest of what it reads: the
-contents of the checkout parts the program loads (not the checkout's path, which the
-recorder writes as ``<repo>``), the recorder's own code, the stack, overrides, secrets,
-image tag and output kind. The first caller records; every later caller in the session,
-on any worker, gets a copy of that file. A changed input is a new key, never a stale hit.
+the product's signature and keys each recording as the product's plan cache keys a plan
+(`prodstack.plancache`: the contents of the checkout parts the program loads, not the
+checkout's path, which the recorder writes as ``<repo>``; the recorder's own code; the
+stack and overrides), with the secrets, image tag and output kind that only tests pass.
+The first caller records; every later caller in the session, on any worker, gets a copy
+of that file. A changed input is a new key, never a stale hit.
 
 The memo lives in the session's temporary directory (`use_session_directory`, called by
 tests/conftest.py), so each session still runs the real program at least once per
@@ -17,7 +18,6 @@ distinct input; outside a pytest session the product's function runs uncached.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,15 +25,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from prodstack import cloud_plan
+from prodstack import cloud_plan, plancache
 
 REPO = cloud_plan.REPO
-# What the program reads from its checkout (stacks/__main__.py and what it imports and
-# opens), and the recorder that runs it (always this checkout's, on PYTHONPATH).
-PROGRAM_PARTS = ("Pulumi.yaml", "stacks", "components", "policies", "app",
-                 "pyinfra/files/prodstack-alerts.yml")  # fmt: skip
-RECORDER_PARTS = ("prodstack",)
-SKIPPED = {"__pycache__", "wheelhouse"}
 
 _directory: Path | None = None
 
@@ -46,19 +40,6 @@ def use_session_directory(directory: Path | None) -> None:
         directory.mkdir(parents=True, exist_ok=True)
 
 
-def _digest_files(digest: Any, root: Path, parts: tuple[str, ...]) -> None:
-    for part in parts:
-        path = root / part
-        files = [path] if path.is_file() else sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and not SKIPPED & set(p.relative_to(root).parts)
-            and p.suffix != ".pyc"
-        )  # fmt: skip
-        for file in files:
-            digest.update(str(file.relative_to(root)).encode() + b"\0")
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
-
-
 def input_digest(
     stack: str,
     overrides: dict[str, str | None] | None,
@@ -68,15 +49,12 @@ def input_digest(
     secrets: dict[str, str] | None,
     image_tag: str | None,
 ) -> str:
-    """The key of one recording: every input that can change what it records."""
-    digest = hashlib.sha256()
-    root = root.resolve()
-    _digest_files(digest, root, (*PROGRAM_PARTS, f"Pulumi.{stack}.yaml"))
-    _digest_files(digest, REPO, RECORDER_PARTS)
-    call = {"stack": stack, "overrides": overrides or {}, "plan": plan,
-            "secrets": secrets or {}, "image_tag": image_tag}  # fmt: skip
-    digest.update(json.dumps(call, sort_keys=True).encode())
-    return digest.hexdigest()[:32]
+    """The key of one recording: the product's plan-cache key (`prodstack.plancache`), with
+    what only tests pass (a manifest rather than a plan, secrets, an image tag)."""
+    key = plancache.cloud_key(root, stack, overrides, recording="plan" if plan else "manifest",
+                              secrets=secrets or {}, image_tag=image_tag)  # fmt: skip
+    assert key is not None, f"no Pulumi.{stack}.yaml in {root}"
+    return key
 
 
 def record_isolated(

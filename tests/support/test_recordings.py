@@ -19,8 +19,7 @@ def checkout(dest: Path) -> Path:
     for part in PARTS:
         source = recordings.REPO / part
         if source.is_dir():
-            shutil.copytree(source, dest / part,
-                            ignore=shutil.ignore_patterns("__pycache__", "wheelhouse"))
+            shutil.copytree(source, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             (dest / part).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / part)

@@ -294,7 +294,7 @@ def _wait_scraped_up(stack, metric: str, timeout: float = 90) -> None:
         result = prometheus(stack, "/api/v1/query", query=metric)["result"]
         if result and float(result[0]["value"][1]) == 1:
             return
-        assert time.monotonic() < deadline, f"{metric} not back to 1 after {timeout:.0f} s: {result}"
+        assert time.monotonic() < deadline, f"{metric} not 1 after {timeout:.0f} s: {result}"
         time.sleep(3)
 
 
