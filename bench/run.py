@@ -25,11 +25,10 @@ from pathlib import Path
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from prodstack.local_services import PostgresServer, RedisServer, free_port
+from tests.support.app_server import TEST_TOKEN, AppServer, app_env, run_app
 
-from prodstack.local_services import PostgresServer, RedisServer, free_port  # noqa: E402
-from tests.support.app_server import TEST_TOKEN, AppServer, app_env, run_app  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
