@@ -389,13 +389,13 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
         crossed.append(f"p95 {p95_ms:g} ms is above the {P95_MS_MAX:g} ms target")
     if rps is not None and rps > RPS_MAX and not (now and now[0] == "cloud"):
         # A threshold for leaving a VPS; on the cloud, the size covers the rate.
-        crossed.append(f"{rps:g} req/s is above the {RPS_MAX:,.0f} req/s target")
+        crossed.append(f"{rps:,g} req/s is above the {RPS_MAX:,.0f} req/s target")
 
     # The load to serve, in req/s of creates at 70 % CPU.
     need: int | None = None
     if rps is not None:
         need = math.ceil(rps)
-        basis = f"{rps:g} req/s, sized as creates (the slowest route)"
+        basis = f"{rps:,g} req/s, sized as creates (the slowest route)"
     elif now is not None and cpu_percent is not None:
         full = table[now[1]][now[0]]["write_rps"]
         need = math.ceil(full * cpu_percent / 100)
@@ -416,7 +416,7 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
         reasons += [f"{c}: {verb}." for c in crossed]
         profile_ = "cloud"
     else:
-        checked = [f"{rps:g} req/s <= {RPS_MAX:,.0f}" if rps is not None else None,
+        checked = [f"{rps:,g} req/s <= {RPS_MAX:,.0f}" if rps is not None else None,
                    f"p95 {p95_ms:g} ms <= {P95_MS_MAX:g} ms" if p95_ms is not None else None,
                    f"CPU {cpu_percent:g} % <= {CPU_PERCENT_MAX:g} %"
                    if cpu_percent is not None else None]
@@ -429,7 +429,7 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
             reasons.append(f"No threshold is crossed ({shown}): the cloud stack keeps its "
                            "autoscaling and Multi-AZ.")
         if rps is not None and rps >= 0.8 * RPS_MAX:
-            reasons.append(f"{rps:g} req/s is {rps / RPS_MAX:.0%} of the 1,000 req/s threshold:"
+            reasons.append(f"{rps:,g} req/s is {rps / RPS_MAX:.0%} of the 1,000 req/s threshold:"
                            " plan the move to the cloud before traffic grows further.")
 
     def smallest(name: str) -> str | None:
@@ -611,6 +611,20 @@ def render_recommendation(rec: Mapping[str, Any]) -> list[str]:
 # --- The command ---------------------------------------------------------------------------
 
 
+def answer(plan_for: Callable[[str, str], dict[str, Any]], rps: float | None = None,
+           p95_ms: float | None = None, cpu_percent: float | None = None,
+           current: tuple[str, str] | None = None) -> dict[str, Any]:
+    """What `prodstack choose` prints: the comparison, and the recommendation when any
+    figure or `current` is given."""
+    result = compare(plan_for=plan_for)
+    if current or any(v is not None for v in (rps, p95_ms, cpu_percent)):
+        monthly = {(name, row["size"]): row[name]["monthly_usd"]
+                   for row in result["sizes"] for name in PROFILES}  # fmt: skip
+        result["recommendation"] = recommend(rps, p95_ms, cpu_percent, current,
+                                             monthly=monthly)
+    return result
+
+
 def run(args: argparse.Namespace, plan_for: Callable[[str, str], dict[str, Any]]) -> int:
     """`prodstack choose`: every input checked before the plans are made."""
     check_figures(args.rps, args.p95_ms, args.cpu_percent)
@@ -618,12 +632,7 @@ def run(args: argparse.Namespace, plan_for: Callable[[str, str], dict[str, Any]]
     latest_bench()
     print(f"prodstack: planning both profiles at every size ({len(SIZES) * 2} plans, two at "
           "a time)", file=sys.stderr)
-    result = compare(plan_for=plan_for)
-    if current or any(v is not None for v in (args.rps, args.p95_ms, args.cpu_percent)):
-        monthly = {(name, row["size"]): row[name]["monthly_usd"]
-                   for row in result["sizes"] for name in PROFILES}  # fmt: skip
-        result["recommendation"] = recommend(args.rps, args.p95_ms, args.cpu_percent, current,
-                                             monthly=monthly)
+    result = answer(plan_for, args.rps, args.p95_ms, args.cpu_percent, current)
     if args.format == "json":
         sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
     else:
