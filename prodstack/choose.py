@@ -3,9 +3,10 @@
 Per size it shows the monthly cost (from `prodstack.cost`), the capacity (the `bench/`
 figures scaled to each replica's CPU, times the replicas, with headroom), the database
 connection budget, availability, backup RPO and restore RTO, and what the team must run
-itself. `recommend` turns traffic figures into a profile and size, using the
-thresholds for leaving a VPS (docs/targets.md, "Capacity": CPU above 70 % for long,
-response time above 500 ms, more than 1,000 req/s).
+itself. `recommend` turns traffic figures, and what runs now (`--current`), into a profile
+and size, using the thresholds for leaving a VPS (docs/targets.md, "Capacity": CPU above
+70 % for long, response time above 500 ms, more than 1,000 req/s) and sizing by the
+capacity at the steady task count with 30 % headroom.
 """
 
 from __future__ import annotations
