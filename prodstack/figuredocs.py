@@ -26,8 +26,13 @@ REPO = keydocs.REPO
 GENERATOR = "prodstack.figuredocs"
 COMMAND = f"python -m {GENERATOR}"
 SIZES = sizes.NAMES
-# The stack files `prodstack cost --stack` prices, beside `choose`'s plans.
-STACKS = ("prod", "dev")
+# The stack files `prodstack cost --stack` prices, beside `choose`'s plans, as
+# name -> (stack, --config overrides).
+STACKS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "prod": ("prod", ()),
+    "dev": ("dev", ()),
+    "prod+rds_proxy": ("prod", ("rds_proxy=true",)),
+}
 # `prodstack choose` examples the docs show, as (flags, recommend's arguments).
 CHOOSE_EXAMPLE = ("--rps 800 --p95-ms 300", (800, 300, None, None))
 RECOMMEND_EXAMPLES = (
@@ -44,11 +49,12 @@ Plans = Mapping[str, dict[str, Any]]
 # --- Plans ------------------------------------------------------------------------------
 
 
-def _stack_plan(stack: str) -> dict[str, Any]:
-    """The plan `prodstack cost --stack STACK` prices, made by `prodstack plan`."""
+def _stack_plan(stack: str, config: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The plan `prodstack cost --stack STACK [--config ...]` prices, made by
+    `prodstack plan`."""
     from prodstack import cli
 
-    args = argparse.Namespace(profile="cloud", stack=stack, config=[], data=[])
+    args = argparse.Namespace(profile="cloud", stack=stack, config=list(config), data=[])
     with tempfile.TemporaryDirectory(prefix="prodstack-figures-") as tmp:
         return cli._plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
 
@@ -59,7 +65,8 @@ def make_plans() -> dict[str, dict[str, Any]]:
     from prodstack import cli
 
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
-        **{stack: (lambda s=stack: _stack_plan(s)) for stack in STACKS},
+        **{name: (lambda s=stack, c=config: _stack_plan(s, c))
+           for name, (stack, config) in STACKS.items()},
         **{f"{p}:{s}": (lambda p=p, s=s: cli.plan_for_size(p, s))
            for p in choose.PROFILES for s in SIZES},
     }  # fmt: skip
@@ -219,6 +226,14 @@ def recovery_summary(_: Plans) -> str:
     ])
 
 
+def cost_rds_proxy(plans: Plans) -> str:
+    """docs/cloud.md: the line RDS Proxy adds to the prod stack."""
+    lines = [li for li in _estimate(plans["prod+rds_proxy"])["lines"]
+             if li["item"].startswith("RDS Proxy")]  # fmt: skip
+    return "\n".join(f"- `prodstack cost --stack prod --config rds_proxy=true` adds the line "
+                     f"`{li['item']}`: {cost.usd(li['monthly'])} a month." for li in lines)
+
+
 def recovery_table(_: Plans) -> str:
     return recovery.markdown_table()
 
@@ -234,6 +249,7 @@ BLOCKS: dict[tuple[str, str], Callable[[Plans], str]] = {
     ("docs/cost.md", "choose-capacity"): choose_capacity,
     ("docs/cost.md", "choose-recommendations"): choose_recommendations,
     ("docs/cloud.md", "cost-by-size"): cost_by_component,
+    ("docs/cloud.md", "cost-rds-proxy"): cost_rds_proxy,
     ("docs/cloud.md", "recovery-table"): recovery_table,
 }
 
