@@ -488,8 +488,8 @@ def recommend(rps: float | None, p95_ms: float | None, cpu_percent: float | None
         cost_line = f"Cost: ${monthly[where]:,.2f} a month"
         if tasks is not None:
             floor = sizes.CLOUD[size].min_replicas
-            cost_line += (f" for `{size}` as planned, {floor} tasks (the {tasks - floor} more "
-                          "add their Fargate hours)")
+            cost_line += (f" for `{size}` as planned with {floor} tasks; each task beyond "
+                          "them adds its Fargate hours")
         if now is not None and now != where:
             cost_line += f", now ${monthly[now]:,.2f}"
         reasons.append(cost_line + " (the table above).")
