@@ -461,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     choose.add_argument("--p95-ms", type=float, help="current p95 latency (ms)")
     choose.add_argument("--cpu-percent", type=float, help="sustained host CPU (%%)")
     choose.add_argument("--current", metavar="PROFILE:SIZE",
-                        help="what runs now, e.g. vps:medium: the answer is stay, grow, "
-                        "shrink or move (figures taken as its)")
+                        help="what runs now, e.g. vps:medium (the figures given are "
+                        "its): the answer is stay, grow, shrink or move")
     choose.add_argument("--format", choices=("markdown", "json"), default="markdown")
     choose.set_defaults(func=cmd_choose)
     check_image.register(sub, _subcommand)
