@@ -46,6 +46,8 @@ COST_EXAMPLES = """examples:
 CHOOSE_EXAMPLES = """examples:
   prodstack choose                                  # both profiles side by side, per size
   prodstack choose --rps 800 --p95-ms 300           # recommend a profile and size
+  prodstack choose --current vps:medium --cpu-percent 85   # stay, grow or move, from now
+  prodstack choose --current vps:small --p95-ms 900
   prodstack choose --rps 1500 --cpu-percent 80 --format json
 """
 
@@ -383,22 +385,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def cmd_choose(args: argparse.Namespace) -> int:
     from prodstack import choose
 
-    for flag, value in (("--rps", args.rps), ("--p95-ms", args.p95_ms),
-                        ("--cpu-percent", args.cpu_percent)):  # fmt: skip
-        if value is not None and value < 0:
-            raise UsageError(f"{flag} {value}: must be zero or more")
-    if args.cpu_percent is not None and args.cpu_percent > 100:
-        raise UsageError(f"--cpu-percent {args.cpu_percent}: must be at most 100")
-    print("prodstack: planning both profiles at every size (6 plans, two at a time)",
-          file=sys.stderr)
-    result = choose.compare(plan_for=plan_for_size)
-    if any(v is not None for v in (args.rps, args.p95_ms, args.cpu_percent)):
-        result["recommendation"] = choose.recommend(args.rps, args.p95_ms, args.cpu_percent)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    else:
-        sys.stdout.write(choose.render_markdown(result))
-    return 0
+    return choose.run(args, plan_for=plan_for_size)
 
 
 def plan_for_size(profile: str, size: str) -> dict[str, Any]:
@@ -473,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     choose.add_argument("--rps", type=float, help="peak requests per second")
     choose.add_argument("--p95-ms", type=float, help="current p95 latency (ms)")
     choose.add_argument("--cpu-percent", type=float, help="sustained host CPU (%%)")
+    choose.add_argument("--current", metavar="PROFILE:SIZE",
+                        help="what runs now, e.g. vps:medium (the figures given are "
+                        "its): the answer is stay, grow, shrink or move")
     choose.add_argument("--format", choices=("markdown", "json"), default="markdown")
     choose.set_defaults(func=cmd_choose)
     check_image.register(sub, _subcommand)

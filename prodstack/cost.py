@@ -791,6 +791,15 @@ def _estimate_vps(plan: Mapping[str, Any], usage: Mapping[str, Any],
     if "eur_month" in chosen:
         e.lines[-1]["note"] += f"; EUR {chosen['eur_month']} at {prices['global']['eur_usd']['usd']} USD/EUR"  # noqa: E501
         e.source(prices["global"]["eur_usd"])
+    reference = sizes.VPS[size]
+    given = {key: settings.get(key) for key in ("host_cpus", "host_memory_mb")}
+    if given == {"host_cpus": reference.host_cpus, "host_memory_mb": reference.host_memory_mb}:
+        e.callouts.append(
+            f"Priced on `{size}`'s reference host ({reference.host_cpus} vCPU, "
+            f"{reference.host_memory_mb // 1024} GB): `size` sets the containers, and "
+            "prodstack never resizes the server. For the host you run, give `--data "
+            "host_cpus=N --data host_memory_mb=N`."
+        )
     for other in VPS_PROVIDERS:
         if other != provider:
             alt, alt_monthly = host_line(other)

@@ -141,24 +141,129 @@ def test_recommend_moves_to_the_cloud_past_a_threshold(kwargs, reason):
     assert any(reason in r for r in rec["reasons"])
 
 
-def test_recommend_sizes_the_cloud_by_capacity():
-    """The smallest cloud size whose write capacity at max_replicas covers the load, from
-    whichever benchmark run is newest (the figures move; the rule must not)."""
+def test_recommend_sizes_by_steady_capacity_with_headroom_not_the_ceiling():
+    """The smallest size whose capacity at 70 % CPU at its autoscaling floor covers the
+    load, from whichever benchmark run is newest (the figures move; the rule must not)."""
     table = choose._static_capacity(choose.latest_bench())
-    limits = [table[s]["cloud"]["usable_write_rps_at_max"] for s in choose.SIZES]
-    assert limits == sorted(limits)
-    for smaller, size in zip(choose.SIZES, choose.SIZES[1:], strict=False):
-        just_over = table[smaller]["cloud"]["usable_write_rps_at_max"] + 1
-        if just_over > choose.RPS_MAX:  # above the threshold: the cloud profile
-            assert choose.recommend(just_over, None, None)["size"] == size
-    expected = next(s for s, limit in zip(choose.SIZES, limits, strict=True) if limit >= 1500)
-    assert choose.recommend(1500, None, None)["size"] == expected
-    assert choose.recommend(limits[-1] * 2, None, None)["size"] == "large"
-    assert choose.recommend(200, 600, None)["size"] == "small"
+    for profile in ("cloud", "vps"):
+        steady = [table[s][profile]["usable_write_rps"] for s in choose.SIZES]
+        assert steady == sorted(steady)
+    floor = [table[s]["cloud"]["usable_write_rps"] for s in choose.SIZES]
+    for rps in (1, 400, 999, 1001, 1500, floor[1], floor[1] + 1, floor[2]):
+        rec = choose.recommend(rps, None, None)
+        profile = "cloud" if rps > choose.RPS_MAX else "vps"
+        assert rec["profile"] == profile
+        expected = next(s for s in choose.SIZES if table[s][profile]["usable_write_rps"] >= rps)
+        assert rec["size"] == expected, rps
+        assert rec["capacity"]["usable_write_rps"] >= rps
+        if profile == "cloud":
+            assert rec["capacity"]["replicas"] == choose.sizes.CLOUD[expected].min_replicas
+    # Past the ceiling of the size below, not sized at it: medium's ceiling covers this
+    # rate, its floor does not.
+    between = floor[1] + 1
+    assert table["medium"]["cloud"]["usable_write_rps_at_max"] >= between
+    assert choose.recommend(between, None, None)["size"] == "large"
+
+
+def test_past_every_size_the_cloud_says_how_many_tasks():
+    table = choose._static_capacity(choose.latest_bench())
+    rps = table["large"]["cloud"]["usable_write_rps"] * 2
+    rec = choose.recommend(rps, None, None)
+    assert rec["size"] == "large" and rec["capacity"]["usable_write_rps"] >= rps
+    assert rec["capacity"]["replicas"] == rec["tasks"] > choose.sizes.CLOUD["large"].min_replicas
+    # One task fewer would not do.
+    fewer = choose.capacity(choose.latest_bench(), 1.0, rec["tasks"] - 1)
+    assert fewer["usable_write_rps"] < rps
+    assert any(f"`min_replicas` to {rec['tasks']}" in r for r in rec["reasons"])
+
+
+@pytest.mark.parametrize("current", [None, *[("vps", s) for s in choose.SIZES]])
+def test_leaving_a_vps_on_p95_never_recommends_less_capacity_than_it_has(current):
+    rec = choose.recommend(None, 900, None, current)
+    now = rec["now_capacity"]
+    assert rec["profile"] == "cloud"
+    # Like with like: the cloud's steady tasks, not its autoscaling ceiling.
+    assert rec["capacity"]["usable_write_rps"] > now["usable_write_rps"]
+    assert rec["load_write_rps"] == now["usable_write_rps"] + 1
+    if current is None:
+        assert rec["now"] == f"vps:{choose.VPS_DEFAULT_SIZE}"
+        assert any("No `--current`" in r for r in rec["reasons"])
+    else:
+        assert rec["verdict"] == "move"
+
+
+@pytest.mark.parametrize(("kwargs", "verdict", "where"), [
+    ({"current": ("vps", "medium")}, "stay", ("vps", "medium")),
+    ({"current": ("vps", "small"), "rps": 800}, "stay", ("vps", "small")),
+    ({"current": ("vps", "medium"), "cpu_percent": 20}, "shrink", ("vps", "small")),
+    ({"current": ("vps", "medium"), "cpu_percent": 85}, "move", ("cloud", "large")),
+    ({"current": ("cloud", "small"), "rps": 1500}, "grow", ("cloud", "medium")),
+    ({"current": ("cloud", "large")}, "stay", ("cloud", "large")),
+])
+def test_current_gets_stay_grow_shrink_or_move(kwargs, verdict, where):
+    args = {"rps": None, "p95_ms": None, "cpu_percent": None, **kwargs}
+    rec = choose.recommend(**args)
+    assert (rec["verdict"], (rec["profile"], rec["size"])) == (verdict, where)
+    text = "\n".join(choose.render_recommendation(rec))
+    if verdict == "stay":
+        assert f"### Recommendation: stay on `{where[0]}:{where[1]}`" in text
+    else:
+        assert f"`{args['current'][0]}:{args['current'][1]}` → `{where[0]}:{where[1]}`" in text
+        assert f"| now `{args['current'][0]}:{args['current'][1]}` |" in text
+
+
+def test_cpu_on_the_current_size_is_the_load():
+    rec = choose.recommend(None, None, 50, ("vps", "medium"))
+    full = rec["now_capacity"]["write_rps"]
+    assert rec["load_write_rps"] == -(-full * 50 // 100)
+    assert rec["capacity"]["usable_write_rps"] >= rec["load_write_rps"]
+    assert "CPU 50 %" in rec["load_basis"]
+
+
+def test_a_vps_size_change_says_the_server_is_not_resized():
+    # (Under the thresholds every VPS size serves more than the 1,000 req/s that moves it
+    # to the cloud, so a VPS size change from figures is a shrink.)
+    shrink = choose.recommend(None, None, 20, ("vps", "medium"))
+    assert (shrink["profile"], shrink["verdict"]) == ("vps", "shrink")
+    note = next(r for r in shrink["reasons"] if "never resizes the server" in r)
+    host = choose.sizes.VPS[shrink["size"]]
+    assert f"{host.host_cpus} vCPU, {host.host_memory_mb // 1024} GB" in note
+    assert "Resize the server at your provider" in note and "host_cpus=N" in note
+    vps = cost.estimate(plan_vps({"size": "small"}, root=REPO), cost.load_usage(None, "small"))
+    assert any("never resizes the server" in c for c in vps["callouts"])
+    # Given host facts are priced instead, with no reference-host note.
+    big = cost.estimate(plan_vps({"size": "small", "host_cpus": 8, "host_memory_mb": 16384},
+                                 root=REPO), cost.load_usage(None, "small"))
+    assert "8 vCPU, 16 GB" in big["lines"][0]["item"]
+    assert not any("never resizes the server" in c for c in big["callouts"])
+
+
+def test_recommendation_shows_costs_when_given():
+    monthly = {(p, s): float(i) for i, (p, s) in enumerate(
+        (p, s) for p in ("cloud", "vps") for s in choose.SIZES)}
+    rec = choose.recommend(None, None, 85, ("vps", "medium"), monthly=monthly)
+    assert rec["monthly_usd"] == monthly[("cloud", "large")]
+    assert rec["now_monthly_usd"] == monthly[("vps", "medium")]
+    rows = [r for r in choose.render_recommendation(rec) if r.startswith("| now `vps:medium`")
+            or r.startswith("| recommended `cloud:large`")]
+    assert rows[0].endswith(f"| {cost.usd(monthly[('vps', 'medium')])} |")
+    assert rows[1].endswith(f"| {cost.usd(monthly[('cloud', 'large')])} |")
+
+
+@pytest.mark.parametrize("bad", ["vps", "vps:huge", "aws:small", "VPS:medium", ":", "vps:medium:x"])
+def test_current_refuses_a_bad_value_naming_the_flag(bad):
+    with pytest.raises(UsageError, match=r"--current .*cloud \| vps.*small \| medium \| large"):
+        choose.parse_current(bad)
+
+
+def test_vps_facts_need_the_plans_max_connections():
+    with pytest.raises(UsageError, match="postgres_max_connections"):
+        choose.vps_facts({"profile": "vps", "settings": {"size": "small"}, "resources": []},
+                         choose.latest_bench())
 
 
 def test_recommend_refuses_negative_figures():
-    with pytest.raises(UsageError, match="rps: -1"):
+    with pytest.raises(UsageError, match="--rps -1: must be"):
         choose.recommend(-1, None, None)
 
 

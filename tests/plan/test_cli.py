@@ -222,3 +222,16 @@ def test_diff_of_git_refs_plans_both_worktrees_and_cleans_up(tmp_path):
     assert summary["add"] > 50 and summary["remove"] == summary["update"] == 0
     worktrees = subprocess.run([*git, "worktree", "list"], capture_output=True, text=True)
     assert len(worktrees.stdout.strip().splitlines()) == 1, worktrees.stdout
+
+
+@pytest.mark.parametrize("value", ["vps", "vps:huge", "gcp:small"])
+def test_choose_refuses_a_bad_current_before_planning(value):
+    proc = prodstack("choose", "--current", value)
+    one_line_error(proc, f"--current '{value}'", "cloud | vps", "small | medium | large")
+    assert "planning" not in proc.stderr
+
+
+def test_choose_help_shows_current():
+    proc = prodstack("choose", "--help")
+    assert "--current PROFILE:SIZE" in proc.stdout
+    assert "prodstack choose --current vps:medium" in proc.stdout
