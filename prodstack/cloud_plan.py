@@ -198,9 +198,10 @@ def record(
     """Run the program of checkout ``root`` for ``stack`` under mocks; return the manifest."""
     root = root.resolve()
     # The stack file and the overrides first: a refusal comes before seconds of SDK imports.
+    # (The shared keys are left to the program here, which reports every problem at once;
+    # the CLI checks them first, `check_shared_keys`.)
     config, labels = stack_config(root, stack, overrides or {}, secrets=secrets,
                                   image_tag=image_tag)  # fmt: skip
-    check_shared_keys(stack, config, overrides or {})
     import pulumi
     from pulumi.runtime import mocks as pmocks
     from pulumi.runtime import rpc
@@ -574,7 +575,7 @@ def record_isolated(
     plan: bool = False,
     secrets: dict[str, str] | None = None,
     image_tag: str | None = None,
-    timeout: float = 240,
+    timeout: float = 600,
 ) -> dict[str, Any]:
     """``record`` (or the plan, with ``plan=True``) in a fresh interpreter; the JSON result.
 

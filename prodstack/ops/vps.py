@@ -334,15 +334,18 @@ def logs(remotes: list[Remote], *, service: str | None, since: str | None, follo
     return 0
 
 
-def _sort_key(stamp: str) -> float:
+def _sort_key(stamp: str) -> tuple[int, int]:
+    """(whole seconds since the epoch, nanoseconds): exact, where a float of the two would
+    round nanoseconds away (at today's epoch a double resolves about 0.2 microseconds)."""
     if not stamp:
-        return 0.0
+        return (0, 0)
     match = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", stamp)
     if not match:
-        return 0.0
+        return (0, 0)
     base, frac, zone = match.groups()
     zone = "+00:00" if zone in ("Z", "") else (zone if ":" in zone else f"{zone[:3]}:{zone[3:]}")
-    return datetime.fromisoformat(base + zone).timestamp() + float(frac or 0)
+    nanoseconds = int((frac or ".0")[1:10].ljust(9, "0"))
+    return (int(datetime.fromisoformat(base + zone).timestamp()), nanoseconds)
 
 
 # --- exec --------------------------------------------------------------------------------
