@@ -150,8 +150,9 @@ def _cached_plan(args: argparse.Namespace, key: str | None) -> dict[str, Any] | 
         plan = None  # a damaged entry is a miss; planning writes it again
     if not isinstance(plan, dict) or plan.get("format") != planfile.FORMAT:
         return None
-    progress(f"stack {args.stack}: inputs unchanged, plan from the cache "
-             "(--no-cache plans again)")  # fmt: skip
+    size = next((item.split("=", 1)[1] for item in args.config if item.startswith("size=")), "")
+    progress(f"stack {args.stack}{f' at size {size}' if size else ''}: inputs unchanged, plan "
+             "from the cache (--no-cache plans again)")  # fmt: skip
     return plan
 
 

@@ -37,7 +37,7 @@ def one_line_error(proc, *fragments: str) -> str:
     return error
 
 
-PROGRESS = re.compile(r"prodstack: (planning |stack \S+: inputs unchanged)")
+PROGRESS = re.compile(r"prodstack: (planning |stack \S+( at size \w+)?: inputs unchanged)")
 
 
 @pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback"])
