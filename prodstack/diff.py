@@ -1110,23 +1110,24 @@ def _fold(summary: str, body: str) -> str:
     return f"<details><summary>{summary}</summary>\n\n{body.rstrip()}\n\n</details>\n\n"
 
 
-def _notes_text(rows: list[tuple[str, str]], left_out: int) -> str:
-    if not rows and not left_out:
+def _notes_text(rows: list[tuple[str, str]], kept: int) -> str:
+    """The first ``kept`` of ``rows`` under their headings, folded under all their counts."""
+    if not rows:
         return ""
     lines, current = [], None
-    for section, row in rows:
+    for section, row in rows[:kept]:
         if section != current:
             lines += ([""] if current else []) + [section, ""]
             current = section
         lines.append(row)
-    if left_out:
-        lines += ["", f"_{left_out} more restart, output or warning row(s) left out to fit; "
-                  "`prodstack diff --full FILE` has them all._"]
+    if kept < len(rows):
+        lines += ["", f"_{len(rows) - kept} more restart, output or warning row(s) left out "
+                  "to fit; `prodstack diff --full FILE` has them all._"]
     counts: dict[str, int] = {}
     for section, _ in rows:
         counts[section] = counts.get(section, 0) + 1
-    what = " · ".join(f"{name[5:]}: {n}" for name, n in counts.items()) or "left out"
-    return _fold(what, "\n".join(lines))
+    return _fold(" · ".join(f"{name[5:]}: {n}" for name, n in counts.items()),
+                 "\n".join(lines).strip("\n"))
 
 
 def _changes_text(blocks: list[tuple[str, str]], left_out: list[tuple[str, str]]) -> str:
@@ -1180,7 +1181,7 @@ def render_markdown(diff: dict[str, Any], *, max_chars: int = DEFAULT_MAX_CHARS,
               for c in diff["changes"]]  # fmt: skip
 
     def text(n_rows: int, n_blocks: int) -> str:
-        return (lead + _notes_text(rows[:n_rows], len(rows) - n_rows)
+        return (lead + _notes_text(rows, n_rows)
                 + _changes_text(blocks[:n_blocks], blocks[n_blocks:]) + policy)
 
     def fits(value: str) -> bool:
