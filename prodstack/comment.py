@@ -72,7 +72,8 @@ def load_section(folder: Path, section_id: str) -> dict[str, Any]:
                              f"{section_id}.diff.err")  # fmt: skip
         code = folder / f"{section_id}.diff.exit"
         section["error"] = err.read_text(encoding="utf-8", errors="replace")
-        section["exit"] = code.read_text().strip() if code.is_file() else "?"
+        exit_code = code.read_text().strip() if code.is_file() else ""
+        section["exit"] = exit_code if exit_code.isdigit() else "?"
     cost = folder / f"{section_id}.cost.md"
     if cost.is_file():
         section["cost"] = cost.read_text(encoding="utf-8", errors="replace")
@@ -85,7 +86,9 @@ def _failed_row(section: dict[str, Any]) -> str:
 
 
 def _failed_text(section: dict[str, Any]) -> str:
-    tail = "\n".join(section["error"].rstrip().splitlines()[-20:]).replace("```", "'''")
+    # The pull request's own text may be in it: it neither ends the block nor forges a marker.
+    tail = "\n".join(section["error"].rstrip().splitlines()[-20:])
+    tail = tail.replace("```", "'''").replace("<!--", "<! --")
     return (f"### prodstack diff: {section['title']}\n\n**prodstack diff failed** "
             f"(exit {section['exit']}):\n\n```\n{tail}\n```\n\n")
 

@@ -40,7 +40,8 @@ def one_line_error(proc, *fragments: str) -> str:
 PROGRESS = re.compile(r"prodstack: (planning |stack \S+( at size \w+)?: inputs unchanged)")
 
 
-@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback"])
+@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback",
+                                     "comment"])
 def test_every_subcommand_has_help_with_examples(command):
     proc = prodstack(command, "--help")
     assert proc.returncode == 0

@@ -373,6 +373,10 @@ def test_the_merge_gate_is_on_for_prod_and_fails_its_own_job() -> None:
 def test_the_plan_job_installs_only_what_planning_needs() -> None:
     setup = next(s for s in load("plan")["jobs"]["plan"]["steps"] if "setup.sh" in s.get("run", ""))
     assert setup["run"].splitlines()[0] == "bash scripts/setup.sh --plan"
+    # `uv run` would otherwise sync the default groups (the test tools) that --plan leaves out.
+    script = "\n".join(s.get("run", "") for s in load("plan")["jobs"]["plan"]["steps"])
+    runs = re.findall(r"uv run [^\n]*", script)
+    assert runs and all(r.startswith("uv run --frozen --no-sync ") for r in runs), runs
 
 
 def test_preview_runs_the_policy_checked_preview_only_when_credentials_exist() -> None:
