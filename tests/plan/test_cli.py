@@ -213,7 +213,7 @@ def test_diff_of_git_refs_plans_both_worktrees_and_cleans_up(tmp_path):
     proc = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "prod", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert "`backupRetentionPeriod`: `30` → `14`" in proc.stdout
-    assert "1 to update" in proc.stdout
+    assert "| cloud stack `prod` | 0 | 1 | 0 | 0 | 0 | 0 |" in proc.stdout  # one change
     # A stack the base doesn't have yet is all additions.
     new = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "staging",
                     "--format", "json", cwd=repo)
