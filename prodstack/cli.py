@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, ops, plancache, planfile, release, restore
+from prodstack import check_image, comment, ops, plancache, planfile, release, restore
 from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,6 +284,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
               file=sys.stderr)
     result = diff.compare(base, head, base_cost=_cost(base, args.usage),
                           head_cost=_cost(head, args.usage))  # fmt: skip
+    reasons = diff.blocking(result, fail_on)
+    if fail_on:  # the verdict travels with the diff: the comment shows the gate
+        result["blocking"] = {"fail_on": sorted(fail_on, key=diff.FAIL_ON.index),
+                              "reasons": reasons}  # fmt: skip
     if args.full:
         full = (json.dumps(result, indent=1, sort_keys=True) + "\n" if args.format == "json"
                 else diff.render_markdown(result, max_chars=10**12))  # fmt: skip
@@ -292,7 +296,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(result, indent=1, sort_keys=True) + "\n")
     else:
         sys.stdout.write(diff.render_markdown(result, max_chars=args.max_chars))
-    reasons = diff.blocking(result, fail_on)
     if reasons:
         print("prodstack: blocking: " + "; ".join(reasons), file=sys.stderr)
         return 1
@@ -436,9 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_target(diff, root=False)
     diff.add_argument("--full", type=Path, metavar="FILE",
                       help="also write the whole diff, uncut, to FILE")
-    diff.add_argument("--max-chars", type=int, default=65_000, metavar="N",
-                      help="cut the markdown to N characters at a resource boundary "
-                      "(default 65000: one GitHub comment)")
+    diff.add_argument("--max-chars", type=int, default=12_000, metavar="N",
+                      help="cut the folded detail to fit N characters, at a row or resource "
+                      "boundary; the summary and every risk row are always kept (default "
+                      "12000: a comment a reviewer reads; --full has the rest)")
     diff.add_argument("--fail-on", action="append", metavar="WHAT",
                       help="exit 1 when the diff has any of: replace, delete, risk "
                       "(either), downtime, policy; comma-separated or repeated")
@@ -469,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     check_image.register(sub, _subcommand)
     release.register(sub, _subcommand)  # build, rollback (cloud, and vps via vps_release)
     restore.register(sub, _subcommand)  # restore (cloud: restore_to_time)
+    comment.register(sub, _subcommand)  # comment (plan.yml's pull-request comment)
     ops.register(sub, _subcommand)  # status, logs, exec, lock, audit (prodstack/ops/)
     return parser
 

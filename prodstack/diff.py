@@ -30,6 +30,9 @@ from prodstack.cost import usd
 DATA = Path(__file__).resolve().parent / "data"
 FORMAT = "prodstack.diff"
 GITHUB_COMMENT_LIMIT = 65_000
+# A comment a reviewer reads: one diff under 12,000 characters, so that a pull-request
+# comment of a few of them, with its table and links, stays under 15,000.
+DEFAULT_MAX_CHARS = 12_000
 # Values longer than this (or multi-line, or structured) are shown as a unified diff.
 INLINE_LIMIT = 80
 CLOUD_COMPONENT_ORDER = ("network", "load_balancer", "waf", "database", "cache", "registry",
@@ -964,10 +967,64 @@ def _names(items: list[str]) -> str:
     return f"{shown} {'is' if len(items) == 1 else 'are'}"
 
 
-def _summary(diff: dict[str, Any]) -> str:
+def title(diff: dict[str, Any]) -> str:
+    """What a diff is of, as a comment names it: `cloud stack `prod``, `VPS profile`."""
+    return "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
+
+
+def totals(diff: dict[str, Any]) -> dict[str, int]:
+    """The summary table's counts: resources by action, stateful risks, rollouts."""
     s = diff["summary"]
-    what = "VPS profile" if diff["profile"] == "vps" else f"cloud stack `{diff['stack']}`"
-    lines = [f"### prodstack diff: {what}", ""]
+    return {"add": s["add"], "change": s["update"], "replace": s["replace"],
+            "remove": s["remove"], "risks": len(diff["risks"]),
+            "rollouts": sum(bool(d.get("downtime", True))
+                            for d in diff["disruptions"])}  # fmt: skip
+
+
+def cost_cell(diff: dict[str, Any]) -> str:
+    """`$2,101.73 → $2,136.63 (+$34.90)`: the monthly cost before and after."""
+    c = diff.get("cost")
+    if c is None:
+        return "—"
+    if c.get("still_billing"):
+        return f"{usd(c['before'])}, still billing until destroyed"
+    delta = ("+" if c["delta"] > 0 else "") + usd(c["delta"])
+    return f"{usd(c['before'])} → {usd(c['after'])} ({delta})"
+
+
+TABLE_HEADER = ("| | add | change | replace | remove | risks | rollouts | monthly cost |\n"
+                "|---|---:|---:|---:|---:|---:|---:|---|\n")  # fmt: skip
+
+
+def table_row(diff: dict[str, Any]) -> str:
+    """One row of the summary table, for this diff."""
+    t = totals(diff)
+    name = title(diff) + (" (stack file removed)" if diff.get("stack_file_removed") else "")
+    risks = f"**{t['risks']}** ⚠️" if t["risks"] or diff.get("cannot_apply") else "0"
+    cells = [name, *(str(t[k]) for k in ("add", "change", "replace", "remove")), risks,
+             str(t["rollouts"]), cost_cell(diff)]  # fmt: skip
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def gate_line(diff: dict[str, Any]) -> str:
+    """The `--fail-on` verdict, when the diff was made with one."""
+    gate = diff.get("blocking")
+    if not gate:
+        return ""
+    words = ",".join(gate["fail_on"])
+    if gate["reasons"]:
+        return (f"**⛔ Blocked by the merge gate (`--fail-on {words}`):** "
+                + "; ".join(gate["reasons"]) + ".")
+    return f"Merge gate (`--fail-on {words}`): passes."
+
+
+def _lead(diff: dict[str, Any], *, table: bool) -> str:
+    """What is never folded or cut: the heading, the summary table, the verdicts (cannot
+    apply, the gate, the release) and every stateful risk row."""
+    s = diff["summary"]
+    lines = [f"### prodstack diff: {title(diff)}", ""]
+    if table:
+        lines += [TABLE_HEADER + table_row(diff).rstrip("\n"), ""]
     if diff.get("stack_file_removed"):
         lines.append(f"**The stack file is gone; nothing is destroyed.** {diff['text']}")
         if "cost" in diff:
@@ -976,18 +1033,11 @@ def _summary(diff: dict[str, Any]) -> str:
         return "\n".join(lines) + "\n\n"
     ignored = (f", {s['ignored']} changed only in `ignore_changes` properties"
                if s.get("ignored") else "")  # fmt: skip
-    if not any(s[k] for k in ("add", "remove", "replace", "update")):
-        lines.append(f"**No changes** ({s['unchanged']} resources unchanged{ignored}).")
-    else:
-        lines.append(
-            f"**{s['add']} to add, {s['replace']} to replace, {s['update']} to update, "
-            f"{s['remove']} to remove** ({s['unchanged']} unchanged{ignored})."
-        )
     facts = []
-    if "cost" in diff:
-        c = diff["cost"]
-        delta = ("+" if c["delta"] > 0 else "") + usd(c["delta"])
-        facts.append(f"cost {usd(c['before'])} → {usd(c['after'])} a month ({delta})")
+    if not any(s[k] for k in ("add", "remove", "replace", "update")):
+        lines += [f"**No changes** ({s['unchanged']} resources unchanged{ignored}).", ""]
+    else:
+        facts.append(f"{s['unchanged']} unchanged{ignored}")
     violations = diff["policy"]["violations"]
     if diff["policy"].get("pack"):
         facts.append(f"policy: {len(violations)} violation(s)")
@@ -995,13 +1045,15 @@ def _summary(diff: dict[str, Any]) -> str:
     facts.append(f"{len(diff['risks']) - collisions} stateful resource(s) at risk")
     if collisions:
         facts.append(f"{collisions} DNS record collision(s)")
-    outages = [d for d in diff["disruptions"] if d.get("downtime", True)]
-    facts.append(f"{len(outages)} restart(s) or rollout(s)")
-    if len(outages) < len(diff["disruptions"]):
-        facts.append(f"{len(diff['disruptions']) - len(outages)} in-place change(s) to note")
+    outages = totals(diff)["rollouts"]
+    facts.append(f"{outages} restart(s) or rollout(s)")
+    if outages < len(diff["disruptions"]):
+        facts.append(f"{len(diff['disruptions']) - outages} in-place change(s) to note")
     if diff.get("outputs"):
         facts.append(f"{len(diff['outputs'])} stack output(s) change")
-    lines += ["", " · ".join(facts), ""]
+    lines += [" · ".join(facts), ""]
+    if gate_line(diff):
+        lines += [gate_line(diff), ""]
     for blocker in diff.get("cannot_apply", ()):
         lines += [f"**⛔ This apply cannot succeed as written.** {blocker['text']} "
                   f"Instead: {blocker['instead']}.", ""]
@@ -1013,11 +1065,6 @@ def _summary(diff: dict[str, Any]) -> str:
         built = (f"; this checkout's app/ builds {release['checkout_version']}"
                  if release.get("checkout_version") else "")
         lines += [f"**Release: {release['text']}**{was}{built}.", ""]
-    return "\n".join(lines) + "\n"
-
-
-def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
-    """The risks, then the disruptions; rows are dropped from the end to fit ``budget``."""
     rows = []
     for r in diff["risks"]:
         forced = ", ".join(f"`{k}`" for k in r.get("forced_by", ())) or "—"
@@ -1025,50 +1072,132 @@ def _risk_section(diff: dict[str, Any], budget: int | None = None) -> str:
             forced += f" ({_causes(r['because_of'], diff.get('moved', {}))})"
         rows.append(f"| {r['label']} `{r['name']}` | **{r['action']}** | {forced} | "
                     f"{r['order']} |")  # fmt: skip
+    if rows:
+        lines += ["#### ⚠️ Stateful resources replaced or deleted", "",
+                  "| resource | change | forced by | what happens |", "|---|---|---|---|",
+                  *rows, ""]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _note_rows(diff: dict[str, Any]) -> list[tuple[str, str]]:
+    """(section, row): the downtime, the in-place notes, the outputs and new warnings."""
+    rows = []
     for d in diff["disruptions"]:
         if not d.get("downtime", True):
-            rows.append(f"* {d['label']} `{d['name']}` (`{d['property']}` changes): "
-                        f"{d['reason']}")
-        elif "restore" in d:
-            rows.append(f"- {d['reason']}")
+            rows.append(("#### In-place changes without an outage",
+                         f"- {d['label']} `{d['name']}` (`{d['property']}` changes): "
+                         f"{d['reason']}"))  # fmt: skip
+            continue
+        if "restore" in d:
+            row = f"- {d['reason']}"
         elif "operation" in d:
-            rows.append(f"- {d['operation']}: {d['reason']} (changed: "
-                        + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
+            row = (f"- {d['operation']}: {d['reason']} (changed: "
+                   + ", ".join(f"`{c}`" for c in d["because_of"]) + ")")
         else:
             cause = (f" because {_causes(d['because_of'], diff.get('moved', {}))}"
                      if d.get("because_of") else f" (`{d['property']}` changes)")
-            rows.append(f"- {d['label']} `{d['name']}`{cause}: {d['reason']}")
-    keep = len(rows)
-    if budget is not None:
-        while keep and len(_risk_text(diff, rows[:keep], len(rows) - keep)) > budget:
-            keep -= 1
-    return _risk_text(diff, rows[:keep], len(rows) - keep)
+            row = f"- {d['label']} `{d['name']}`{cause}: {d['reason']}"
+        rows.append(("#### Downtime and restarts", row))
+    rows += [("#### Stack outputs", _output_line(o, diff.get("moved", {})))
+             for o in diff.get("outputs") or []]  # fmt: skip
+    rows += [("#### New warnings", f"- {w}") for w in diff["warnings"]["new"]]
+    order = ["#### Downtime and restarts", "#### In-place changes without an outage",
+             "#### Stack outputs", "#### New warnings"]  # fmt: skip
+    return sorted(rows, key=lambda r: order.index(r[0]))
 
 
-def _risk_text(diff: dict[str, Any], rows: list[str], left_out: int) -> str:
-    risks = [r for r in rows if r.startswith("|")]
-    disruptions = [r for r in rows if r.startswith("-")]
-    notes = ["-" + r[1:] for r in rows if r.startswith("*")]
-    lines = []
-    if risks:
-        lines += ["#### ⚠️ Stateful resources replaced or deleted", "",
-                  "| resource | change | forced by | what happens |", "|---|---|---|---|",
-                  *risks, ""]  # fmt: skip
-    if disruptions:
-        lines += ["#### Downtime and restarts", "", *disruptions, ""]
-    if notes:
-        lines += ["#### In-place changes without an outage", "", *notes, ""]
-    outputs = diff.get("outputs") or []
-    if outputs:
-        lines += ["#### Stack outputs", "", *(_output_line(o, diff.get("moved", {}))
-                                            for o in outputs), ""]  # fmt: skip
+def _fold(summary: str, body: str) -> str:
+    return f"<details><summary>{summary}</summary>\n\n{body.rstrip()}\n\n</details>\n\n"
+
+
+def _notes_text(rows: list[tuple[str, str]], kept: int) -> str:
+    """The first ``kept`` of ``rows`` under their headings, folded under all their counts."""
+    if not rows:
+        return ""
+    lines, current = [], None
+    for section, row in rows[:kept]:
+        if section != current:
+            lines += ([""] if current else []) + [section, ""]
+            current = section
+        lines.append(row)
+    if kept < len(rows):
+        lines += ["", f"_{len(rows) - kept} more restart, output or warning row(s) left out "
+                  "to fit; `prodstack diff --full FILE` has them all._"]
+    counts: dict[str, int] = {}
+    for section, _ in rows:
+        counts[section] = counts.get(section, 0) + 1
+    return _fold(" · ".join(f"{name[5:]}: {n}" for name, n in counts.items()),
+                 "\n".join(lines).strip("\n"))
+
+
+def _changes_text(blocks: list[tuple[str, str]], left_out: list[tuple[str, str]]) -> str:
+    if not blocks and not left_out:
+        return ""
+    body, current = [], None
+    for component, block in blocks:
+        if component != current:
+            body.append(("\n" if current else "") + f"##### {component}\n\n")
+            current = component
+        body.append(block)
     if left_out:
-        lines += [f"_{left_out} more risk and restart row(s) left out to fit; "
-                  "`prodstack diff --full FILE` has them all._", ""]
-    warnings = diff["warnings"]["new"]
-    if warnings:
-        lines += ["#### New warnings", "", *(f"- {w}" for w in warnings), ""]
-    return "\n".join(lines) + ("\n" if lines else "")
+        chars = sum(len(b) for _, b in left_out)
+        body.append(f"\n_{len(left_out)} more changed resource(s) ({chars:,} characters) left "
+                    "out to fit one comment; `prodstack diff --full FILE` writes the whole "
+                    "diff._\n")
+    total = len(blocks) + len(left_out)
+    return _fold(f"Changes by component: {total} resource(s)", "".join(body))
+
+
+def _policy_text(diff: dict[str, Any]) -> str:
+    policy = diff["policy"]
+    if not policy.get("pack") or not policy["violations"]:
+        return ""
+    return _fold(f"Policy pack (`{policy['pack']}`) on the head plan: "
+                 f"{len(policy['violations'])} violation(s)",
+                 "\n".join(f"- {v}" for v in policy["violations"]))  # fmt: skip
+
+
+def _largest(fits: Any, n: int) -> int | None:
+    """The largest k in 0..n with ``fits(k)`` (longer for a larger k), or None."""
+    if not fits(0):
+        return None
+    lo, hi = 0, n
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    return lo
+
+
+def render_markdown(diff: dict[str, Any], *, max_chars: int = DEFAULT_MAX_CHARS,
+                    table: bool = True) -> str:  # fmt: skip
+    """The diff as markdown: the summary table and every stateful risk, never cut; then,
+    folded, the restarts and outputs (cut by whole rows) and the changes (cut at a
+    resource boundary, never inside one) to fit ``max_chars``. When the summary and the
+    risks alone are longer, they are all kept and the rest is left out, said in one line.
+    ``table=False`` leaves the one-row table out (a comment has one table for all)."""
+    lead, policy = _lead(diff, table=table), _policy_text(diff)
+    rows = _note_rows(diff)
+    blocks = [(c["component"], _resource_block(c, diff.get("moved", {})))
+              for c in diff["changes"]]  # fmt: skip
+
+    def text(n_rows: int, n_blocks: int) -> str:
+        return (lead + _notes_text(rows, n_rows)
+                + _changes_text(blocks[:n_blocks], blocks[n_blocks:]) + policy)
+
+    def fits(value: str) -> bool:
+        return len(value) <= max_chars
+
+    n_blocks = _largest(lambda k: fits(text(len(rows), k)), len(blocks))
+    if n_blocks is not None:
+        return text(len(rows), n_blocks)
+    n_rows = _largest(lambda k: fits(text(k, 0)), len(rows))
+    if n_rows is not None:
+        return text(n_rows, 0)
+    left = len(text(len(rows), len(blocks))) - len(lead)
+    return lead + (f"_The summary and the risks alone are over {max_chars:,} characters: "
+                   f"they are all kept, and the rest ({left:,} characters: the restarts, "
+                   "outputs, changes and policy) is left out; `prodstack diff --full FILE` "
+                   "has it._\n" if left else "")
 
 
 def _output_line(entry: dict[str, Any], moved: dict[str, str]) -> str:
@@ -1081,58 +1210,3 @@ def _output_line(entry: dict[str, Any], moved: dict[str, str]) -> str:
     old = "(none)" if entry["action"] == "add" else _code(entry.get("old"))
     new = "(none)" if entry["action"] == "remove" else _code(entry.get("new"))
     return f"- `{key}`: {old} → {new}"
-
-
-def _tail_sections(diff: dict[str, Any]) -> str:
-    lines = []
-    policy = diff["policy"]
-    if policy.get("pack"):
-        lines += [f"#### Policy pack (`{policy['pack']}`) on the head plan", ""]
-        if policy["violations"]:
-            lines += [f"- {v}" for v in policy["violations"]]
-        else:
-            lines.append("No violations.")
-        lines.append("")
-    if "cost" in diff:
-        c = diff["cost"]
-        delta = ("+" if c["delta"] > 0 else "") + usd(c["delta"])
-        lines += ["#### Monthly cost (USD, estimate)", "", "| before | after | delta |",
-                  "|---:|---:|---:|", f"| {usd(c['before'])} | {usd(c['after'])} | "
-                  f"{delta} |", ""]  # fmt: skip
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def render_markdown(diff: dict[str, Any], *, max_chars: int = GITHUB_COMMENT_LIMIT) -> str:
-    """One comment: the summary always; risks, then changes, cut at a row or a resource
-    boundary, never inside one."""
-    summary, tail = _summary(diff), _tail_sections(diff)
-    head = summary + _risk_section(diff, budget=max_chars - len(summary) - len(tail) - 200)
-    blocks: list[tuple[str, str]] = []
-    for change in diff["changes"]:
-        blocks.append((change["component"], _resource_block(change, diff.get("moved", {}))))
-    body, shown, current = [], 0, None
-    if blocks:
-        body.append("#### Changes by component\n\n")
-    note_room = 200
-    used = len(head) + len(tail) + sum(map(len, body)) + note_room
-    for component, block in blocks:
-        title = ("\n" if current else "") + f"##### {component}\n\n" if component != current else ""
-        cost = len(title) + len(block) + 1
-        if used + cost > max_chars:
-            break
-        body.append(title + block)
-        if title:
-            current = component
-        used += cost
-        shown += 1
-    if shown < len(blocks):
-        left = blocks[shown:]
-        chars = sum(len(b) for _, b in left)
-        body.append(
-            f"\n_{len(left)} more changed resource(s) ({chars:,} characters) left out to fit "
-            "one comment; `prodstack diff --full FILE` writes the whole diff._\n"
-        )
-    text = head + "".join(body) + ("\n" if body else "") + tail
-    if len(text) > max_chars:  # the summary and tail alone are over: keep the summary
-        text = summary + tail if len(summary + tail) <= max_chars else summary
-    return text

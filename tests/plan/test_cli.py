@@ -40,7 +40,8 @@ def one_line_error(proc, *fragments: str) -> str:
 PROGRESS = re.compile(r"prodstack: (planning |stack \S+( at size \w+)?: inputs unchanged)")
 
 
-@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback"])
+@pytest.mark.parametrize("command", ["plan", "diff", "cost", "choose", "check-image", "rollback",
+                                     "comment"])
 def test_every_subcommand_has_help_with_examples(command):
     proc = prodstack(command, "--help")
     assert proc.returncode == 0
@@ -212,7 +213,7 @@ def test_diff_of_git_refs_plans_both_worktrees_and_cleans_up(tmp_path):
     proc = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "prod", cwd=repo)
     assert proc.returncode == 0, proc.stderr
     assert "`backupRetentionPeriod`: `30` → `14`" in proc.stdout
-    assert "1 to update" in proc.stdout
+    assert "| cloud stack `prod` | 0 | 1 | 0 | 0 | 0 | 0 |" in proc.stdout  # one change
     # A stack the base doesn't have yet is all additions.
     new = prodstack("diff", "--base", "HEAD~1", "--head", "HEAD", "--stack", "staging",
                     "--format", "json", cwd=repo)

@@ -47,7 +47,8 @@ def test_update_shows_old_and_new_values(cloud_plans):
         {"property": "backupRetentionPeriod", "forces_replacement": False, "old": 30, "new": 14}
     ]
     text = diff.render_markdown(diff.compare(cloud_plans["prod"], cloud_plans["prod-backup-days"]))
-    assert "`backupRetentionPeriod`: `30` → `14`" in text and "1 to update" in text
+    assert "`backupRetentionPeriod`: `30` → `14`" in text
+    assert "| cloud stack `prod` | 0 | 1 | 0 | 0 | 0 | 0 |" in text  # add, change, ...
 
 
 def test_ignored_properties_are_shown_but_change_nothing(cloud_plans):
@@ -112,6 +113,8 @@ def test_vpc_cidr_change_replaces_the_vpc_and_its_subnets_first_in_the_report(cl
     text = diff.render_markdown(result)
     # Risks come before the per-component changes.
     assert text.index("Stateful resources replaced") < text.index("Changes by component")
+    # The summary table opens the diff, before any verdict.
+    assert text.index("| cloud stack `prod` |") < text.index("This apply cannot succeed")
     assert "VPC `prodstack-net-vpc` | **replace** | `cidrBlock`" in text
 
 
@@ -165,24 +168,119 @@ def test_markdown_of_two_very_different_stacks_fits_one_comment(cloud_plans, bas
     assert len(full) > limit, "pair too similar to exercise the cap"
     assert len(cut) <= limit
     # Summary and risks are always kept; the cut is at a resource boundary and says so.
-    assert cut.startswith(full[: full.index("#### Changes by component")])
+    changes = "<details><summary>Changes by component"
+    assert cut.startswith(full[: full.index(changes)])
     assert "more changed resource(s)" in cut and "--full FILE" in cut
-    kept = cut[cut.index("#### Changes by component"):cut.index("\n_")]
-    assert kept.rstrip() in full
+    kept = cut[cut.index(changes):cut.index("\n_")]
+    assert kept.split("</summary>", 1)[1].rstrip() in full
     fences = [line for line in kept.splitlines() if line.strip().startswith("```")]
     assert len(fences) % 2 == 0, "a code block was cut in the middle"
+    assert cut.count("<details>") == cut.count("</details>")
+
+
+def risk_rows(result: dict) -> list[str]:
+    """The start of each risk's row, as the markdown table shows it."""
+    return [f"| {r['label']} `{r['name']}` | **{r['action']}** |" for r in result["risks"]]
+
+
+def composed_head(cloud_plans: dict, variants: tuple[str, ...]) -> dict:
+    """prod with every resource and output that any of ``variants`` changes, as one pull
+    request that changes all of their config values at once would plan it."""
+    base = cloud_plans["prod"]
+    head = json.loads(json.dumps(base))
+    by_id = {r["id"]: r for r in head["resources"]}
+    base_index = {r["id"]: r for r in base["resources"]}
+    for name in variants:
+        variant = cloud_plans[name]
+        index = {r["id"]: r for r in variant["resources"]}
+        for rid, resource in index.items():
+            if base_index.get(rid) != resource:
+                by_id[rid] = resource
+        for rid in base_index.keys() - index.keys():
+            by_id.pop(rid, None)
+        for key, value in (variant.get("outputs") or {}).items():
+            if value != (base.get("outputs") or {}).get(key):
+                head["outputs"][key] = value
+    head["resources"] = sorted(by_id.values(), key=lambda r: r["id"])
+    return head
+
+
+# Seven config changes in one pull request (the recorded one-change plans of prod).
+MANY = ("prod-replicas", "prod-min-replicas", "prod-log-level", "prod-backup-days",
+        "prod-vpc-cidr", "prod-no-cdn", "prod-token-b")
+
+
+def test_a_many_change_diff_stays_a_comment_a_reviewer_reads(cloud_plans):
+    from prodstack import comment
+
+    result = diff.compare(cloud_plans["prod"], composed_head(cloud_plans, MANY))
+    assert result["summary"]["replace"] > 20 and result["summary"]["remove"] > 5
+    full = diff.render_markdown(result, max_chars=10**9)
+    text = diff.render_markdown(result)
+    assert len(full) > 15_000 and len(text) <= diff.DEFAULT_MAX_CHARS < 15_000
+    # As plan.yml posts it, beside dev and the VPS with no changes: one table, then the
+    # sections; every risk row is there, the rest is folded.
+    same = {s: diff.compare(cloud_plans[p], cloud_plans[p]) for s, p in
+            (("stack-dev", "dev"), ("stack-prod", "prod"))}  # fmt: skip
+    sections = [{"id": "stack-dev", "title": "dev", "diff": same["stack-dev"]},
+                {"id": "stack-prod", "title": "prod", "diff": result}]
+    posted = comment.render(sections, link="https://github.com/o/r/actions/runs/1")
+    assert len(posted) < 15_000 < len(comment.render_full(sections))
+    assert posted.count("| | add | change | replace | remove |") == 1
+    assert posted.index("| cloud stack `prod` |") < posted.index("<!-- prodstack-plan:")
+    for row in risk_rows(result):
+        assert row in posted, row
+    assert "[job summary](https://github.com/o/r/actions/runs/1)" in posted
+    assert posted.count("<details>") == posted.count("</details>") > 0
+
+
+# From the minimum --max-chars up, in steps that land inside rows and resources.
+BUDGETS = (2000, 2500, 3000, 4000, 5000, 6000, 8000, 10_000, 12_000, 15_000, 20_000)
+
+
+@pytest.mark.parametrize("limit", BUDGETS)
+def test_every_risk_row_is_kept_at_every_budget(cloud_plans, limit):
+    """A VPC change (14 risk rows, a cannot-apply verdict) and seven changes at once: at
+    every budget every risk row is there, whole; when they alone are over the budget the
+    output says so, and otherwise it fits."""
+    from prodstack import comment
+
+    for head in (cloud_plans["prod-vpc-cidr"], composed_head(cloud_plans, MANY)):
+        result = diff.compare(cloud_plans["prod"], head)
+        full = diff.render_markdown(result, max_chars=10**9)
+        text = diff.render_markdown(result, max_chars=limit)
+        assert result["risks"] and result["cannot_apply"]
+        for row in risk_rows(result):
+            assert row in text, (limit, row)
+        assert "This apply cannot succeed as written" in text
+        for line in text.splitlines():
+            assert line in full.splitlines() or "left out" in line, line  # never a cut line
+        if len(text) > limit:
+            assert "they are all kept" in text
+        assert text.count("<details>") == text.count("</details>")
+        posted = comment.render([{"id": "stack-prod", "title": "prod", "diff": result}],
+                                max_chars=limit)  # fmt: skip
+        for row in risk_rows(result):
+            assert row in posted, (limit, row)
 
 
 @pytest.mark.parametrize("limit", [2000, 3000, 5000, 8000])
-def test_small_caps_keep_the_summary_and_cut_risks_by_whole_rows(cloud_plans, limit):
-    result = diff.compare(cloud_plans["prod"], cloud_plans["prod-vpc-cidr"])
+def test_small_caps_keep_the_summary_and_cut_the_rest_by_whole_rows(cloud_plans, limit):
+    result = diff.compare(cloud_plans["prod"], cloud_plans["prod-log-level"])
     full = diff.render_markdown(result, max_chars=10**9)
     text = diff.render_markdown(result, max_chars=limit)
-    assert len(text) <= limit
-    assert text.startswith(full[: full.index("#### ⚠️")])  # the whole summary
+    assert len(full) > 2000 and len(text) <= limit
+    assert text.startswith(full[: full.index("<details>")])  # the whole summary
     for line in text.splitlines():
         assert line in full.splitlines() or "left out" in line, line  # never a cut line
-    assert "left out" in text
+    assert ("left out" in text) == (len(full) > limit)
+
+
+def test_the_default_max_chars_is_the_diffs(cloud_plans):
+    from prodstack.cli import build_parser
+
+    args = build_parser().parse_args(["diff", "a.json", "b.json"])
+    assert args.max_chars == diff.DEFAULT_MAX_CHARS
 
 
 def test_fail_on_names_what_blocks(cloud_plans):

@@ -19,7 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"
-NAMES = ("ci", "plan", "preview", "deploy")
+NAMES = ("ci", "plan", "plan-comment", "preview", "deploy")
 MARKER = "<!-- prodstack-plan -->"
 # GitHub refuses an issue comment longer than this many characters.
 GITHUB_COMMENT_LIMIT = 65536
@@ -27,7 +27,9 @@ GITHUB_COMMENT_LIMIT = 65536
 # Every job's permissions, exactly. Widening one (or adding a job without them) fails here.
 PERMISSIONS = {
     "ci": {"test": {"contents": "read"}},
-    "plan": {"plan": {"contents": "read"}, "comment": {"pull-requests": "write"}},
+    "plan": {"plan": {"contents": "read"}, "comment": {"pull-requests": "write"}, "gate": {}},
+    # Posts on fork pull requests: reads the plan run's artifact, comments, nothing else.
+    "plan-comment": {"comment": {"pull-requests": "write", "actions": "read"}},
     "preview": {
         "configured": {"contents": "read"},
         "preview": {"contents": "read", "id-token": "write", "pull-requests": "write"},
@@ -35,7 +37,8 @@ PERMISSIONS = {
     "deploy": {"deploy": {"contents": "read", "id-token": "write"}},
 }
 # Only least-privilege workflow defaults: nothing, or read-only contents.
-WORKFLOW_PERMISSIONS = {"ci": {"contents": "read"}, "plan": {}, "preview": {}, "deploy": {}}
+WORKFLOW_PERMISSIONS = {"ci": {"contents": "read"}, "plan": {}, "plan-comment": {},
+                        "preview": {}, "deploy": {}}  # fmt: skip
 
 USES_PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
 VERSION_COMMENT = re.compile(r"uses:\s*\S+@[0-9a-f]{40} # v\d+\.\d+\.\d+$")
@@ -92,7 +95,7 @@ def test_shellcheck_is_installed_for_actionlint() -> None:
 
 def test_actionlint_finds_nothing_in_the_shipped_workflows() -> None:
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
-    assert [Path(f).stem for f in files] == sorted(NAMES)
+    assert sorted(Path(f).stem for f in files) == sorted(NAMES)
     result = actionlint(*files)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
@@ -148,7 +151,7 @@ def test_no_expression_is_expanded_inside_a_shell_script(name: str) -> None:
         assert "${{" not in step.get("run", ""), step.get("name", step["run"][:60])
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n != "plan-comment"])
 def test_checkouts_leave_no_token_in_the_clone(name: str) -> None:
     checkouts = [s for s in steps(load(name)) if action(s) == "actions/checkout"]
     assert checkouts
@@ -192,18 +195,188 @@ def test_plan_runs_repository_code_only_without_write_permissions() -> None:
         assert not (writes and runs_code), f"plan.yml job {job_name} runs code with {writes}"
 
 
+def posting_script(workflow: str) -> dict[str, Any]:
+    job = load(workflow)["jobs"]["comment"]
+    return next(s for s in job["steps"] if action(s) == "actions/github-script")
+
+
+SHARED_FROM = "// The same from here on in"
+
+
 def test_plan_comment_is_found_by_its_marker() -> None:
+    from prodstack import comment
+
     jobs = load("plan")["jobs"]
-    plan_script = "\n".join(s.get("run", "") for s in jobs["plan"]["steps"])
-    assert f"marker='{MARKER}'" in plan_script
-    post = next(s for s in jobs["comment"]["steps"] if action(s) == "actions/github-script")
-    assert post["env"]["MARKER"] == MARKER
-    assert "updateComment" in post["with"]["script"]
-    assert "createComment" in post["with"]["script"]
+    assert comment.MARKER == MARKER
+    for workflow in ("plan", "plan-comment"):
+        post = posting_script(workflow)
+        assert post["env"]["MARKER"] == MARKER
+        assert "updateComment" in post["with"]["script"]
+        assert "createComment" in post["with"]["script"]
     # Fork pull requests get a read-only token: the comment job is skipped, not failed.
     assert "github.event.pull_request.head.repo.full_name == github.repository" in (
         jobs["comment"]["if"]
     )
+
+
+def test_both_workflows_post_the_comment_with_the_same_code() -> None:
+    """plan.yml (this repository's pull requests) and plan-comment.yml (forks') differ
+    only in where the pull request's number comes from."""
+    tails = [posting_script(w)["with"]["script"].split(SHARED_FROM, 1) for w in
+             ("plan", "plan-comment")]  # fmt: skip
+    assert all(len(t) == 2 for t in tails)
+    shared = [t[1].split("\n", 1)[1] for t in tails]
+    assert shared[0] == shared[1]
+
+
+def test_fork_comments_never_check_out_or_run_pull_request_code() -> None:
+    workflow = load("plan-comment")
+    assert triggers(workflow) == {"workflow_run": {"workflows": ["plan"], "types": ["completed"]}}
+    text = (WORKFLOWS / "plan-comment.yml").read_text()
+    assert "pull_request_target" not in text
+    (job,) = workflow["jobs"].values()
+    # Forks only, and only runs of plan.yml on a pull request.
+    for condition in ("github.event.workflow_run.event == 'pull_request'",
+                      "github.event.workflow_run.head_repository.full_name != "
+                      "github.repository"):  # fmt: skip
+        assert condition in job["if"]
+    # Nothing but the artifact's download and the posting script: no checkout of any ref,
+    # no shell step, no other action that could run what the artifact holds.
+    assert [action(s) for s in job["steps"]] == ["actions/download-artifact",
+                                                "actions/github-script"]  # fmt: skip
+    assert not any("run" in s for s in job["steps"])
+    download = job["steps"][0]["with"]
+    assert download["run-id"] == "${{ github.event.workflow_run.id }}"
+    assert download["name"] == "prodstack-plan"
+    script = posting_script("plan-comment")
+    # No expression is pasted into the script; values reach it through env:.
+    assert "${{" not in script["with"]["script"]
+    assert "head_branch" not in text and "ref:" not in text
+
+
+# node runs the github-script steps with stand-ins for GitHub's API: `github`, `context`
+# and `core` as actions/github-script passes them to the script's async body.
+NODE_HARNESS = r"""
+const calls = [];
+let failed = null;
+const core = { setFailed: (m) => { failed = m; }, info: () => {}, warning: () => {} };
+const stub = JSON.parse(process.env.STUB);
+const github = {
+  paginate: async (fn, args) => { calls.push(['list', args.issue_number]); return stub.comments; },
+  rest: {
+    issues: {
+      listComments: 'listComments',
+      updateComment: async (a) => { calls.push(['update', a.comment_id]); },
+      createComment: async (a) => { calls.push(['create', a.issue_number]); return { data: {} }; },
+    },
+    pulls: {
+      get: async (a) => {
+        calls.push(['get', a.pull_number]);
+        const pull = stub.pulls[String(a.pull_number)];
+        if (!pull) { throw new Error('Not Found'); }
+        return { data: pull };
+      },
+    },
+  },
+};
+const context = { repo: { owner: 'example', repo: 'prodstack' }, payload: stub.payload };
+(async () => {
+SCRIPT
+})().then(
+  () => console.log(JSON.stringify({ failed, calls })),
+  (e) => console.log(JSON.stringify({ failed, calls, error: String(e) })));
+"""
+FORK = "fork-owner/prodstack"
+HEAD_SHA = "a" * 40
+
+
+def run_posting_script(tmp_path: Path, workflow: str, *, number: str, pulls: dict,
+                       comments: list | None = None) -> dict:  # fmt: skip
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (GitHub's runners have it)")
+    step = posting_script(workflow)
+    folder = tmp_path / "prodstack-plan"
+    folder.mkdir(exist_ok=True)
+    (folder / "comment.md").write_text(MARKER + "\n## prodstack plan\n")
+    (folder / "pr-number").write_text(number)
+    script = tmp_path / "post.js"
+    script.write_text(NODE_HARNESS.replace("SCRIPT", step["with"]["script"]))
+    env = {"PATH": os.environ["PATH"], "COMMENT_FILE": str(folder / "comment.md"),
+           "NUMBER_FILE": str(folder / "pr-number"), "HEAD_SHA": HEAD_SHA,
+           "HEAD_REPOSITORY": FORK, "MARKER": step["env"]["MARKER"],
+           "STUB": json.dumps({"pulls": pulls, "comments": comments or [],
+                               "payload": {"pull_request": {"number": 7}}})}  # fmt: skip
+    result = subprocess.run([node, str(script)], env=env, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def open_pull(sha: str = HEAD_SHA, repo: str = FORK, state: str = "open") -> dict:
+    return {"state": state, "head": {"sha": sha, "repo": {"full_name": repo}}}
+
+
+def test_fork_comment_posts_on_the_pull_request_that_was_planned(tmp_path: Path) -> None:
+    done = run_posting_script(tmp_path, "plan-comment", number="7\n", pulls={"7": open_pull()})
+    assert done["failed"] is None and done["calls"] == [["get", 7], ["list", 7], ["create", 7]]
+    mine = {"id": 99, "user": {"login": "github-actions[bot]"}, "body": MARKER + "\nold"}
+    quoted = {"id": 98, "user": {"login": "someone"}, "body": MARKER + "\nquoted"}
+    done = run_posting_script(tmp_path, "plan-comment", number="7\n", pulls={"7": open_pull()},
+                              comments=[quoted, mine])  # fmt: skip
+    assert done["calls"][-1] == ["update", 99]
+
+
+@pytest.mark.parametrize("number", [
+    "", "0", "07", "-7", "7.0", "1e3", "7 8", "7\n8", "7\n\n", " 7", "0x7", "７",
+    "7; curl https://example.invalid", "$(id)", "99999999999", "7" * 200,
+])  # fmt: skip
+def test_fork_comment_takes_the_pull_request_number_only_as_a_decimal_integer(
+        tmp_path: Path, number: str) -> None:  # fmt: skip
+    """The number comes from the fork's own run: anything but a plain positive decimal is
+    refused before any call to GitHub."""
+    done = run_posting_script(tmp_path, "plan-comment", number=number,
+                              pulls={n: open_pull() for n in ("7", "8", "0", "1000")})
+    assert done["failed"] and "not a pull request number" in done["failed"]
+    assert done["calls"] == []
+
+
+@pytest.mark.parametrize("pull", [
+    open_pull(sha="b" * 40),                       # another commit than the one planned
+    open_pull(repo="someone-else/prodstack"),      # another fork's pull request
+    open_pull(state="closed"),
+])  # fmt: skip
+def test_fork_comment_refuses_a_number_that_names_another_pull_request(
+        tmp_path: Path, pull: dict) -> None:  # fmt: skip
+    done = run_posting_script(tmp_path, "plan-comment", number="8", pulls={"8": pull})
+    assert done["failed"] and "is not the one planned" in done["failed"]
+    assert done["calls"] == [["get", 8]]
+
+
+def test_same_repository_comment_posts_on_the_event_pull_request(tmp_path: Path) -> None:
+    # plan.yml's own job reads the number from GitHub's event, never from the artifact.
+    done = run_posting_script(tmp_path, "plan", number="8", pulls={})
+    assert done["failed"] is None and done["calls"] == [["list", 7], ["create", 7]]
+
+
+def test_the_merge_gate_is_on_for_prod_and_fails_its_own_job() -> None:
+    workflow = load("plan")
+    assert workflow["env"]["GATE_STACKS"].split() == ["prod"]
+    assert set(workflow["env"]["GATE_FAIL_ON"].split(",")) <= {"replace", "delete", "risk"}
+    plan_script = "\n".join(s.get("run", "") for s in workflow["jobs"]["plan"]["steps"])
+    assert '--fail-on "$GATE_FAIL_ON"' in plan_script
+    gate = workflow["jobs"]["gate"]
+    assert gate["needs"] == "plan" and gate["permissions"] == {}
+    assert gate["if"] == "${{ !cancelled() }}"  # it runs, and fails, when plan fails too
+
+
+def test_the_plan_job_installs_only_what_planning_needs() -> None:
+    setup = next(s for s in load("plan")["jobs"]["plan"]["steps"] if "setup.sh" in s.get("run", ""))
+    assert setup["run"].splitlines()[0] == "bash scripts/setup.sh --plan"
+    # `uv run` would otherwise sync the default groups (the test tools) that --plan leaves out.
+    script = "\n".join(s.get("run", "") for s in load("plan")["jobs"]["plan"]["steps"])
+    runs = re.findall(r"uv run [^\n]*", script)
+    assert runs and all(r.startswith("uv run --frozen --no-sync ") for r in runs), runs
 
 
 def test_preview_runs_the_policy_checked_preview_only_when_credentials_exist() -> None:
@@ -422,6 +595,8 @@ def pull_request_env(repo: Path, temp: Path, base: str, merge: str) -> dict[str,
         RUNNER_TEMP=str(runner_temp),
         RUNNER_OS="Linux",
     )
+    # The workflow's own env: (the merge gate's settings).
+    env.update({k: str(v) for k, v in load("plan").get("env", {}).items()})
     return env
 
 
@@ -436,9 +611,29 @@ def plan_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "repo": repo,
         "env": env,
         "out": out,
+        "temp": temp,
+        "outputs": outputs["plan"],
         "comment": (out / "comment.md").read_text(),
         "summary": Path(env["GITHUB_STEP_SUMMARY"]).read_text(),
     }
+
+
+def run_gate(workdir: Path, env: dict[str, str], temp: Path, *, blocked: str,
+             plan_result: str) -> bool:  # fmt: skip
+    """The gate job's step, with what GitHub would put in its env:; whether it passed."""
+    job = json.loads(json.dumps(load("plan")["jobs"]["gate"]))
+    (step,) = job["steps"]
+    assert set(step["env"]) == {"PLAN_RESULT", "BLOCKED"}
+    step["env"] = {"PLAN_RESULT": plan_result, "BLOCKED": blocked}
+    gate_temp = temp / f"gate-{plan_result}-{len(blocked)}"
+    gate_temp.mkdir()
+    try:
+        run_job(job, workdir, env, gate_temp, failing="gate")
+    except AssertionError as error:
+        if "step 'gate' passed" in str(error):
+            return True
+        raise
+    return False
 
 
 def sections(comment: str) -> dict[str, str]:
@@ -462,18 +657,43 @@ def cloud_resources(repo: Path, env: dict[str, str], stack: str) -> list[dict[st
     return json.loads(result.stdout)["resources"]
 
 
-def test_plan_comment_starts_with_the_marker_and_fits_one_github_comment(plan_run) -> None:
+# A comment a reviewer reads: the detail is in the job summary and the artifact.
+REVIEWER_LIMIT = 15_000
+TABLE_HEADER = "| | add | change | replace | remove | risks | rollouts | monthly cost |"
+
+
+def test_plan_comment_starts_with_the_marker_and_is_short(plan_run) -> None:
     comment = plan_run["comment"]
     assert comment.startswith(MARKER + "\n")
     assert comment.count(MARKER) == 1
-    assert len(comment) < GITHUB_COMMENT_LIMIT
+    assert len(comment) < REVIEWER_LIMIT
     assert "prodstack diff failed" not in comment
     assert "prodstack cost failed" not in comment
+    # It links to the whole diffs.
+    assert "[job summary](https://github.com/example/prodstack/actions/runs/1)" in comment
 
 
 def test_plan_comment_has_a_section_per_stack_and_the_vps(plan_run) -> None:
     ids = list(sections(plan_run["comment"]))
     assert ids == [*(f"stack-{s}" for s in stacks()), "profile-vps"]
+
+
+def test_plan_comment_opens_with_one_table_of_every_stack_and_the_vps(plan_run) -> None:
+    comment = plan_run["comment"]
+    assert comment.count(TABLE_HEADER) == 1
+    before = comment[: comment.index("<!-- prodstack-plan:")]
+    table = before[before.index(TABLE_HEADER):].split("\n\n", 1)[0].splitlines()[2:]
+    titles = [*(f"cloud stack `{s}`" for s in stacks()), "VPS profile"]
+    assert [row.split(" | ", 1)[0] for row in table] == [f"| {t}" for t in titles]
+    # The rest is folded; risks (none here) would be the only table shown.
+    assert comment.count("<details>") == comment.count("</details>") >= 2
+    for row in table:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(c.isdigit() for c in cells[1:7]), row
+        assert re.fullmatch(r"\$[\d,.]+ → \$[\d,.]+ \([+-]?\$[\d,.]+\)", cells[7]), row
+    # `replicas` is in the service's ignore_changes: nothing that `pulumi up` changes.
+    prod = next(r for r in table if "`prod`" in r)
+    assert prod.split(" | ")[1:7] == ["0"] * 6
 
 
 def test_plan_comment_names_the_ecs_service_that_replicas_changes(plan_run) -> None:
@@ -496,40 +716,67 @@ def test_plan_comment_shows_the_vps_size_change(plan_run) -> None:
     assert "Restart PostgreSQL" in vps
 
 
-def test_plan_comment_has_the_cost_of_every_section(plan_run) -> None:
-    for section_id, body in sections(plan_run["comment"]).items():
-        summary = "<summary>Itemised monthly cost with this pull request"
-        assert summary in body, section_id
-        assert re.search(r"\$\d", body.split(summary, 1)[1]), section_id
+def test_plan_job_summary_and_artifact_hold_the_whole_diffs_and_costs(plan_run) -> None:
+    from prodstack import diff
 
-
-def test_plan_job_summary_and_artifact_hold_the_full_diffs(plan_run) -> None:
     out, summary = plan_run["out"], plan_run["summary"]
-    full = sorted((out / "full").glob("*.md"))
-    assert [p.stem for p in full] == sorted([*(f"stack-{s}" for s in stacks()), "profile-vps"])
-    for path in full:
-        text = path.read_text()
-        assert text.strip(), path.name
-        assert text in summary, f"{path.name} is not in the job summary"
-    assert summary.startswith(MARKER)
+    ids = [*(f"stack-{s}" for s in stacks()), "profile-vps"]
+    assert summary == (out / "full.md").read_text()
+    assert summary.startswith(MARKER) and summary.count(TABLE_HEADER) == 1
+    for section_id in ids:
+        result = json.loads((out / "sections" / f"{section_id}.diff.json").read_text())
+        whole = diff.render_markdown(result, max_chars=10**12, table=False)
+        assert whole in section(summary, section_id), section_id
+        body = section(summary, section_id)
+        itemised = "<summary>Itemised monthly cost with this pull request"
+        assert itemised in body, section_id
+        assert re.search(r"\$\d", body.split(itemised, 1)[1]), section_id
     assert (out / "comment.md").read_text() == plan_run["comment"]
+    # What plan-comment.yml reads on a fork: the number, as data.
+    assert (out / "pr-number").read_text() == "7\n"
+
+
+def test_the_gate_passes_a_pull_request_without_a_stateful_risk(plan_run) -> None:
+    assert plan_run["outputs"]["blocked"] == ""
+    assert run_gate(plan_run["repo"], plan_run["env"], plan_run["temp"], blocked="",
+                    plan_result="success")  # fmt: skip
+    assert "Merge gate (`--fail-on risk` on cloud stack `prod`): passes." in plan_run["comment"]
 
 
 def test_plan_reports_a_stack_it_cannot_plan_and_still_posts_the_others(tmp_path: Path) -> None:
-    """A pull request that breaks dev's config: dev's section carries the one-line error,
-    prod and the VPS are still diffed, the comment is still made, and the job fails."""
-    broken = (("Pulumi.dev.yaml", r'^(  prodstack:replicas: )"\d+"$', r'\g<1>"0"'),)
+    """A pull request that breaks dev's config and moves prod to another VPC: dev's
+    section carries the one-line error; prod is diffed, with every stateful risk in the
+    comment, and the merge gate blocks on it; the VPS is still diffed; the comment is
+    still made, and the plan job fails."""
+    from prodstack import diff
+
+    broken = (("Pulumi.dev.yaml", r'^(  prodstack:replicas: )"\d+"$', r'\g<1>"0"'),
+              ("Pulumi.prod.yaml", r'^  prodstack:replicas: "\d+"$',
+               r'\g<0>\n  prodstack:vpc_cidr: 10.1.0.0/16'))  # fmt: skip
     repo, base, merge = throwaway_repository(tmp_path, broken)
     env = pull_request_env(repo, tmp_path, base, merge)
     outputs = run_job(load("plan")["jobs"]["plan"], repo, env, tmp_path, failing="plan")
-    comment = (Path(outputs["plan"]["dir"]) / "comment.md").read_text()
+    out = Path(outputs["plan"]["dir"])
+    comment = (out / "comment.md").read_text()
     assert comment.startswith(MARKER) and len(comment) < GITHUB_COMMENT_LIMIT
     dev = section(comment, "stack-dev")
     assert "**prodstack diff failed** (exit 2)" in dev
     assert "prodstack:replicas" in dev
+    assert "| cloud stack `dev` | | | | | | | ⛔ prodstack diff failed (exit 2) |" in comment
     assert "Traceback" not in comment
-    assert "no changes" in section(comment, "stack-prod").lower()
+    prod = json.loads((out / "sections" / "stack-prod.diff.json").read_text())
+    assert prod["cannot_apply"] and len(prod["risks"]) > 10
+    for risk in prod["risks"]:
+        assert f"| {risk['label']} `{risk['name']}` | **{risk['action']}** |" in section(
+            comment, "stack-prod")
+    assert prod["blocking"]["reasons"] == diff.blocking(prod, {"risk"})
+    assert "The merge gate (`--fail-on risk`) blocks this pull request:** cloud stack " \
+           "`prod`: " in comment
     assert "no changes" in section(comment, "profile-vps").lower()
+    # The gate job fails, on the block and on a plan job that did not finish.
+    assert outputs["plan"]["blocked"] == "stack-prod"
+    assert not run_gate(repo, env, tmp_path, blocked="stack-prod", plan_result="failure")
+    assert not run_gate(repo, env, tmp_path, blocked="", plan_result="failure")
 
 
 def test_plan_comment_never_shows_a_credential_committed_as_data(tmp_path: Path) -> None:
