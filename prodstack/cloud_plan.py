@@ -220,7 +220,9 @@ def record(
             return planfile.secret_marker(label)
         for secret, secret_label in labels.items():
             value = value.replace(secret, planfile.secret_marker(secret_label))
-        for secret in generated:
+        # A snapshot: the mock monitor registers resources on several threads, and one may
+        # add a password while another masks ("Set changed size during iteration").
+        for secret in tuple(generated):
             value = value.replace(secret, planfile.SECRET)
         return value
 
