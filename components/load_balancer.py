@@ -124,6 +124,12 @@ class LoadBalancerArgs:
     share the prefix list) cannot bypass the CDN and its WAF. Default: ``None``
     (no CDN). Example: ``random.RandomPassword("origin", length=40).result``."""
 
+    origin_verify_previous_secret: pulumi.Input[str] | None = None
+    """During a rotation of the origin secret, the value CloudFront sent before: the
+    listener accepts either until the next deploy drops it, so CloudFront's edges, which
+    take the new value over several minutes, are never refused. Default: ``None``.
+    Example: the previous version's ``random.RandomPassword(...).result``."""
+
     alias_names: tuple[str, ...] = ()
     """Names to point at the ALB with Route 53 alias A records (needs ``hosted_zone_id``).
     Default: ``()``. Example: ``("api.example.com",)``."""
@@ -556,9 +562,15 @@ class LoadBalancer(pulumi.ComponentResource):
         self._create_internal_path_rules()
         self.production_rule_arn = None
         self.test_rule_arn = None
+        # Values of one condition are alternatives ("matches if one of them matches"): the
+        # previous secret is the second during a rotation. Source: botocore elbv2
+        # HttpHeaderConditionConfig.Values ("If you specify multiple strings, the condition
+        # is satisfied if one of the strings matches").
+        accepted = [args.origin_verify_secret] + (
+            [args.origin_verify_previous_secret]
+            if args.origin_verify_previous_secret is not None else [])
         origin_check = (
-            [{"http_header": {"http_header_name": ORIGIN_VERIFY_HEADER,
-                              "values": [args.origin_verify_secret]}}]
+            [{"http_header": {"http_header_name": ORIGIN_VERIFY_HEADER, "values": accepted}}]
             if gated else []
         )
         if args.blue_green:
