@@ -268,6 +268,8 @@ class LoadBalancer(pulumi.ComponentResource):
     """Listener rule ECS switches production traffic with (``None`` without ``blue_green``)."""
     test_rule_arn: pulumi.Output[str] | None
     """Header-matched listener rule ECS points at green before the switch, or ``None``."""
+    origin_check_rules: list[aws.lb.ListenerRule]
+    """The forwarding rules that match ``X-Origin-Verify`` (empty without a CDN)."""
     validation_records: dict[str, pulumi.Output[str]]
     """FQDN of the Route 53 validation record created for each name on a DNS-validated
     certificate (``{}`` with ``certificate_arn`` or no domain). Pass it to another
@@ -562,6 +564,7 @@ class LoadBalancer(pulumi.ComponentResource):
         self._create_internal_path_rules()
         self.production_rule_arn = None
         self.test_rule_arn = None
+        self.origin_check_rules: list[aws.lb.ListenerRule] = []
         # Values of one condition are alternatives ("matches if one of them matches"): the
         # previous secret is the second during a rotation. Source: botocore elbv2
         # HttpHeaderConditionConfig.Values ("If you specify multiple strings, the condition
@@ -586,6 +589,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=child_opts(self),
             )
             self.forwarder_arn = rule.arn
+            self.origin_check_rules = [rule]
 
     def _create_blue_green_rules(self, origin_check: list[dict]) -> None:
         """The production and test rules ECS moves between the two target groups.
@@ -631,6 +635,8 @@ class LoadBalancer(pulumi.ComponentResource):
         self.forwarder_arn = production.arn
         self.production_rule_arn = production.arn
         self.test_rule_arn = test.arn
+        if origin_check:
+            self.origin_check_rules = [production, test]
 
     def _create_internal_path_rules(self) -> None:
         """403 for the internal paths and for percent-escaped paths, ahead of any forward.

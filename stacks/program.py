@@ -367,9 +367,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
             access_log_retention_days=cfg.security_log_retention_days,
+            # CloudFront starts sending a new origin secret only once the ALB accepts it.
+            origin_checks=lb.origin_check_rules,
             tags=tags,
-        # CloudFront starts sending a new origin secret only once the ALB accepts it.
-        ), opts=pulumi.ResourceOptions(depends_on=[lb]))
+        ))
 
     if cfg.domain and cfg.hosted_zone_id:
         # One record holds the public name, whatever serves it: adding or removing the CDN
