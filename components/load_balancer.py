@@ -315,6 +315,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "alternate_target_group_arn": self.alternate_target_group_arn,
                 "alternate_target_group_arn_suffix": self.alternate_target_group_arn_suffix,
                 "production_rule_arn": self.production_rule_arn,
+                "origin_check_rules": [rule.arn for rule in self.origin_check_rules],
                 "test_rule_arn": self.test_rule_arn,
                 "validation_records": self.validation_records,
                 "https": self.https,

@@ -388,6 +388,7 @@ class Service(pulumi.ComponentResource):
                 "task_definition_arn": self.task_definition_arn,
                 "migrate_task_definition_arn": self.migrate_task_definition_arn,
                 "log_group_name": self.log_group_name,
+                "execution_role_arn": self.execution_role_arn,
             }
         )
 
