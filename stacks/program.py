@@ -100,8 +100,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     # CloudFront proves itself to the ALB with a shared secret header (the CloudFront
     # prefix list admits every AWS customer's distributions). One generated value per
     # `origin_secret_version`: CloudFront sends the current one, and the ALB accepts the
-    # previous one too until `origin_secret_retired` reaches it (docs/cloud.md, "Rotating
-    # the origin secret").
+    # previous one too until `origin_secret_retired` reaches it (docs/cloud.md, "The origin
+    # secret: rotation").
     origin_secret = previous_origin_secret = None
     if cfg.cdn:
         origin_secret = _origin_secret(name, cfg.origin_secret_version)
@@ -227,7 +227,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         security_group_id=network.cache_security_group_id,
         # A group's key is chosen at its creation only: switching kms_keys replaces the
         # group. Under another ID, the new group is created beside the old one and the
-        # service moves to it before the old one is deleted (docs/cloud.md).
+        # service is pointed at it before the old one is deleted (docs/cloud.md).
         replication_group_id=f"{physical[:36].rstrip('-')}-cmk" if keys else physical,
         kms_key_arn=keys.data_key_arn if keys else None,
         secret_kms_key_arn=keys.secrets_key_arn if keys else None,
