@@ -209,3 +209,22 @@ def test_rotation_passes_every_policy(rotating: Manifest, rotated: Manifest) -> 
     assert run_all(rotating) == []
     assert run_all(rotated) == []
 
+
+
+def test_without_a_cdn_the_waf_logs_use_the_regional_logs_key(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A REGIONAL web ACL logs in the stack's Region: its group joins the logs key there,
+    # and no key is made in us-east-1.
+    out = tmp_path_factory.mktemp("dev-keys") / "dev-keys.json"
+    m = Manifest(run_harness("dev", out, "--set", "kms_keys=true"))
+    assert m.data["exit_code"] == 0, m.data["stderr"]
+    assert "prodstack-keys-edge-logs" not in {k["name"] for k in m.all("kms/key:Key")}
+    assert _key_of(m, "prodstack-waf-logs") == [f"{KEY}logs"]
+    assert "region" not in m.one("cloudwatch/logGroup:LogGroup", "prodstack-waf-logs")
+    (logs,) = [s for s in _policy(m, "prodstack-keys-logs") if s["Sid"] == "CloudWatchLogs"]
+    assert (f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:aws-waf-logs-prodstack-*"
+            in logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"])
+    assert m.one("elasticache/replicationGroup:ReplicationGroup")[
+        "replicationGroupId"] == "prodstack-dev-cmk"
+    assert run_all(m) == []
