@@ -135,16 +135,20 @@ def stored_secret(
     recovery_window_days: int,
     tags: Mapping[str, str],
     parent: pulumi.Resource | None = None,
+    kms_key_arn: pulumi.Input[str] | None = None,
 ) -> aws.secretsmanager.Secret:
     """A Secrets Manager secret ``{name}`` holding ``value`` (version ``{name}-value``).
 
-    ``recovery_window_days`` is 0 (delete at once) or 7-30.
+    ``recovery_window_days`` is 0 (delete at once) or 7-30. ``kms_key_arn``: a customer
+    managed key instead of ``aws/secretsmanager``; changing it re-encrypts the current
+    versions in place (botocore secretsmanager UpdateSecretRequest.KmsKeyId).
     """
     opts = child_opts(parent) if parent is not None else None
     secret = aws.secretsmanager.Secret(
         name,
         description=description,
         recovery_window_in_days=recovery_window_days,
+        **({"kms_key_id": kms_key_arn} if kms_key_arn is not None else {}),
         tags=dict(tags),
         opts=opts,
     )

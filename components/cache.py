@@ -73,6 +73,16 @@ class CacheArgs:
     """Days Secrets Manager keeps the deleted AUTH secret: 0 (delete at once) or 7-30.
     Default: ``7``. Example: ``0`` (dev, so the stack can be recreated at once)."""
 
+    kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key for the data at rest (the group's disks and snapshots).
+    Changing it replaces the group (kms_key_id is force-new; ElastiCache user guide,
+    at-rest-encryption.html: encryption at rest is chosen only at creation). Default:
+    ``None`` (service managed encryption). Example: ``keys.data_key_arn``."""
+
+    secret_kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key of the AUTH secret (updated in place). Default: ``None``.
+    Example: ``keys.secrets_key_arn``."""
+
     tags: Mapping[str, str] = field(default_factory=dict)
     """Tags applied to every taggable child. Default: ``{}``.
     Example: ``{"prodstack:environment": "prod"}``."""
@@ -188,6 +198,7 @@ class Cache(pulumi.ComponentResource):
             recovery_window_days=self._args.secret_recovery_window_days,
             tags=self._tags("auth-secret"),
             parent=self,
+            kms_key_arn=self._args.secret_kms_key_arn,
         )
         self.auth_secret_arn = secret.arn
         return token
@@ -230,6 +241,9 @@ class Cache(pulumi.ComponentResource):
             subnet_group_name=subnet_group.name,
             security_group_ids=[args.security_group_id],
             at_rest_encryption_enabled=True,
+            # Source: pulumi_aws elasticache.ReplicationGroup `kms_key_id` ("Can be specified
+            # only if at_rest_encryption_enabled = true"; unset: service managed encryption).
+            **({"kms_key_id": args.kms_key_arn} if args.kms_key_arn is not None else {}),
             transit_encryption_enabled=True,
             transit_encryption_mode="required",
             auth_token=token.result,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -120,6 +120,12 @@ class CdnArgs:
     origin_verify_secret: pulumi.Input[str] | None = None
     """Secret sent to the origin in ``X-Origin-Verify`` (the ALB forwards only with it).
     Default: ``None``. Example: ``origin_secret.result``."""
+
+    origin_checks: Sequence[pulumi.Resource] = ()
+    """What at the origin accepts ``origin_verify_secret`` (the ALB's listener rules): the
+    distribution is created or updated only after them, so it never sends a value the
+    origin does not accept yet (a rotation). Default: ``()``.
+    Example: ``lb.origin_check_rules``."""
 
     web_acl_arn: pulumi.Input[str] | None = None
     """WAFv2 web ACL ARN (scope CLOUDFRONT). Default: ``None``. Example: ``waf.arn``."""
@@ -281,7 +287,7 @@ class Cdn(pulumi.ComponentResource):
             viewer_certificate=viewer_certificate,
             web_acl_id=args.web_acl_arn,
             tags=merge_tags(args.tags, "distribution"),
-            opts=child_opts(self),
+            opts=child_opts(self, depends_on=list(args.origin_checks)),
         )
         self._create_access_logs(args)
         for i, alias in enumerate(args.aliases):

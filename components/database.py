@@ -218,6 +218,18 @@ class DatabaseArgs:
     ``keep`` first, so the retain flag is recorded), to be snapshotted and deleted by
     hand. Default: ``"keep"``. Example: ``"release"``."""
 
+    log_kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key of the exported log groups (updated in place). Default:
+    ``None`` (CloudWatch Logs' own encryption). Example: ``keys.logs_key_arn``."""
+
+    performance_insights_kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key of Performance Insights, used only by an instance created with
+    it: AWS refuses to change the key of an existing instance ("Once KMS key is set, it can
+    never be changed": pulumi_aws rds.Instance `performance_insights_kms_key_id`; RDS refuses
+    ModifyDBInstance with "You can't change your Performance Insights KMS key"), so the
+    program ignores changes to it and an existing instance keeps ``aws/rds``. Default:
+    ``None``. Example: ``keys.data_key_arn``."""
+
     monitoring_interval_seconds: int = 60
     """Enhanced Monitoring (OS metrics) interval: 1, 5, 10, 15, 30 or 60; 0 turns it off
     (FSBP RDS.6). Default: ``60``. Example: ``15``."""
@@ -420,6 +432,8 @@ class Database(pulumi.ComponentResource):
                 retention_in_days=(self._args.security_log_retention_days
                                    if log_type in SECURITY_LOG_EXPORTS
                                    else self._args.log_retention_days),
+                **({"kms_key_id": self._args.log_kms_key_arn}
+                   if self._args.log_kms_key_arn is not None else {}),
                 tags=self._tags(f"log-{log_type}") | (
                     {SECURITY_LOG_TAG: SECURITY_LOG_CLASS}
                     if log_type in SECURITY_LOG_EXPORTS else {}),
@@ -550,6 +564,8 @@ class Database(pulumi.ComponentResource):
             # USER_DatabaseInsights.Engines, list MariaDB and MySQL, not PostgreSQL.
             performance_insights_enabled=True,
             performance_insights_retention_period=args.performance_insights_retention_days,
+            **({"performance_insights_kms_key_id": args.performance_insights_kms_key_arn}
+               if args.performance_insights_kms_key_arn is not None else {}),
             enabled_cloudwatch_logs_exports=list(LOG_EXPORTS),
             # Logins by IAM token (FSBP RDS.10): the API's role has no password at all.
             # Source: pulumi_aws rds.Instance `iam_database_authentication_enabled`;
@@ -564,8 +580,11 @@ class Database(pulumi.ComponentResource):
                   # Replaced by a restore: no longer the one backed up, drilled, alarmed.
                   **({RESTORE_SOURCE_TAG: "kept"} if retain_on_delete else {})},
             # The role must be able to publish before the instance first reports.
+            # The Performance Insights key is the one the instance was created with (AWS
+            # refuses a change; see DatabaseArgs.performance_insights_kms_key_arn).
             opts=child_opts(self, depends_on=[*depends_on, *(after or [])],
-                            retain_on_delete=retain_on_delete),
+                            retain_on_delete=retain_on_delete,
+                            ignore_changes=["performanceInsightsKmsKeyId"]),
         )
 
     def _expose(self, instance: aws.rds.Instance) -> None:

@@ -124,6 +124,12 @@ class LoadBalancerArgs:
     share the prefix list) cannot bypass the CDN and its WAF. Default: ``None``
     (no CDN). Example: ``random.RandomPassword("origin", length=40).result``."""
 
+    origin_verify_previous_secret: pulumi.Input[str] | None = None
+    """During a rotation of the origin secret, the value CloudFront sent before: the
+    listener accepts either until the next deploy drops it, so CloudFront's edges, which
+    take the new value over several minutes, are never refused. Default: ``None``.
+    Example: the previous version's ``random.RandomPassword(...).result``."""
+
     alias_names: tuple[str, ...] = ()
     """Names to point at the ALB with Route 53 alias A records (needs ``hosted_zone_id``).
     Default: ``()``. Example: ``("api.example.com",)``."""
@@ -262,6 +268,8 @@ class LoadBalancer(pulumi.ComponentResource):
     """Listener rule ECS switches production traffic with (``None`` without ``blue_green``)."""
     test_rule_arn: pulumi.Output[str] | None
     """Header-matched listener rule ECS points at green before the switch, or ``None``."""
+    origin_check_rules: list[aws.lb.ListenerRule]
+    """The forwarding rules that match ``X-Origin-Verify`` (empty without a CDN)."""
     validation_records: dict[str, pulumi.Output[str]]
     """FQDN of the Route 53 validation record created for each name on a DNS-validated
     certificate (``{}`` with ``certificate_arn`` or no domain). Pass it to another
@@ -307,6 +315,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 "alternate_target_group_arn": self.alternate_target_group_arn,
                 "alternate_target_group_arn_suffix": self.alternate_target_group_arn_suffix,
                 "production_rule_arn": self.production_rule_arn,
+                "origin_check_rules": [rule.arn for rule in self.origin_check_rules],
                 "test_rule_arn": self.test_rule_arn,
                 "validation_records": self.validation_records,
                 "https": self.https,
@@ -556,9 +565,16 @@ class LoadBalancer(pulumi.ComponentResource):
         self._create_internal_path_rules()
         self.production_rule_arn = None
         self.test_rule_arn = None
+        self.origin_check_rules: list[aws.lb.ListenerRule] = []
+        # Values of one condition are alternatives ("matches if one of them matches"): the
+        # previous secret is the second during a rotation. Source: botocore elbv2
+        # HttpHeaderConditionConfig.Values ("If you specify multiple strings, the condition
+        # is satisfied if one of the strings matches").
+        accepted = [args.origin_verify_secret] + (
+            [args.origin_verify_previous_secret]
+            if args.origin_verify_previous_secret is not None else [])
         origin_check = (
-            [{"http_header": {"http_header_name": ORIGIN_VERIFY_HEADER,
-                              "values": [args.origin_verify_secret]}}]
+            [{"http_header": {"http_header_name": ORIGIN_VERIFY_HEADER, "values": accepted}}]
             if gated else []
         )
         if args.blue_green:
@@ -574,6 +590,7 @@ class LoadBalancer(pulumi.ComponentResource):
                 opts=child_opts(self),
             )
             self.forwarder_arn = rule.arn
+            self.origin_check_rules = [rule]
 
     def _create_blue_green_rules(self, origin_check: list[dict]) -> None:
         """The production and test rules ECS moves between the two target groups.
@@ -619,6 +636,8 @@ class LoadBalancer(pulumi.ComponentResource):
         self.forwarder_arn = production.arn
         self.production_rule_arn = production.arn
         self.test_rule_arn = test.arn
+        if origin_check:
+            self.origin_check_rules = [production, test]
 
     def _create_internal_path_rules(self) -> None:
         """403 for the internal paths and for percent-escaped paths, ahead of any forward.

@@ -235,6 +235,10 @@ class ServiceArgs:
     """Retention of the task log group (a CloudWatch value). Default: ``30``.
     Example: ``90``."""
 
+    log_kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key of the task log group (updated in place). Default: ``None``
+    (CloudWatch Logs' own encryption). Example: ``keys.logs_key_arn``."""
+
     user: str = "10001"
     """Numeric user the containers run as (the image's non-root uid).
     Default: ``"10001"``. Example: ``"10001:10001"``."""
@@ -357,6 +361,8 @@ class Service(pulumi.ComponentResource):
     """ARN of the one-off migration task definition."""
     log_group_name: pulumi.Output[str]
     """CloudWatch log group of both task definitions."""
+    execution_role_arn: pulumi.Output[str]
+    """ARN of the role ECS starts tasks as (it reads the secrets)."""
 
     def __init__(
         self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -382,6 +388,7 @@ class Service(pulumi.ComponentResource):
                 "task_definition_arn": self.task_definition_arn,
                 "migrate_task_definition_arn": self.migrate_task_definition_arn,
                 "log_group_name": self.log_group_name,
+                "execution_role_arn": self.execution_role_arn,
             }
         )
 
@@ -402,6 +409,8 @@ class Service(pulumi.ComponentResource):
             f"{n}-logs",
             name=f"/ecs/{self._args.family}",
             retention_in_days=self._args.log_retention_days,
+            **({"kms_key_id": self._args.log_kms_key_arn}
+               if self._args.log_kms_key_arn is not None else {}),
             tags=self._tags("logs"),
             opts=child_opts(self),
         )
@@ -425,6 +434,7 @@ class Service(pulumi.ComponentResource):
             tags=self._tags("execution-role"),
             opts=child_opts(self),
         )
+        self.execution_role_arn = execution_role.arn
         # What the execution role may do arrives in separate resources; until they exist
         # ECS cannot pull the image, write logs or read the secrets, and a task started
         # in that window fails. The task definitions and the service wait for them.

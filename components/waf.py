@@ -72,6 +72,11 @@ class WebAclArgs:
     """Retention of the WAF log group (security logs, a CloudWatch value); logs redact
     the ``authorization`` header. Default: ``365``. Example: ``731``."""
 
+    log_kms_key_arn: pulumi.Input[str] | None = None
+    """Customer-managed key of the log group, in the ACL's Region (us-east-1 for
+    ``CLOUDFRONT``); updated in place. Default: ``None`` (CloudWatch Logs' own encryption).
+    Example: ``keys.edge_logs_key_arn``."""
+
     max_body_bytes: int = COMMON_RULE_SET_BODY_LIMIT
     """Largest request body the app accepts (its ``MAX_BODY_BYTES``): the ACL blocks
     bigger bodies and no smaller one, so WAF and app agree. 1,024 up to the scope's body
@@ -237,6 +242,7 @@ class WebAcl(pulumi.ComponentResource):
             f"{name}-logs",
             name_prefix="aws-waf-logs-prodstack-",
             retention_in_days=args.log_retention_days,
+            **({"kms_key_id": args.log_kms_key_arn} if args.log_kms_key_arn is not None else {}),
             tags=merge_tags(args.tags, "waf-logs") | {SECURITY_LOG_TAG: SECURITY_LOG_CLASS},
             opts=child_opts(self),
             **region_kw,

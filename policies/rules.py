@@ -1678,11 +1678,41 @@ def _documented_trust(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
                    "when it assumes this role, and an assumption without them fails.")
 
 
+# CloudWatch Logs uses a key for a log group, and says which one in the encryption context
+# (kms:EncryptionContext:aws:logs:arn, the log group's ARN); AWS documents the key policy
+# for its Regional principal with that condition, not with aws:SourceArn/SourceAccount.
+# Pinned to log groups of one account, the grant serves no other account's log group.
+# Source: CloudWatch Logs user guide, encrypt-log-data-kms.html.
+LOGS_PRINCIPAL = re.compile(r"^logs\.[a-z0-9-]+\.amazonaws\.com$")
+LOGS_CONTEXT_KEY = "kms:EncryptionContext:aws:logs:arn"
+
+
+def _names_log_group(arn: str) -> bool:
+    """A log group ARN of one Region and account (a plan may hold the account unknown):
+    no wildcard before the group's name, nor as its first character."""
+    prefix, found, name = arn.partition(":log-group:")
+    return (bool(found) and prefix.startswith("arn:aws:logs:") and "*" not in prefix
+            and bool(name) and not name.startswith("*"))
+
+
+def _logs_grant_problem(statement: Mapping[str, Any]) -> str:
+    arns = [arn for block in _map(statement.get("Condition")).values()
+            for arn in _strings(_map(block).get(LOGS_CONTEXT_KEY))]
+    if not arns or not all(_names_log_group(arn) for arn in arns):
+        return (f"the CloudWatch Logs grant must name this account's log groups in "
+                f"{LOGS_CONTEXT_KEY}, not {arns or 'nothing'} (confused deputy)")
+    return ""
+
+
 def _resource_grant(resource_type: str, props: Mapping[str, Any]) -> Iterable[str]:
     """A key or topic policy: every grant to a service principal is pinned."""
     what = "Topic policy" if resource_type == "aws:sns/topicPolicy:TopicPolicy" else "Key policy"
     for statement in _service_statements(props.get("policy")):
-        problem = _deputy_problem(statement)
+        services = _strings(_map(statement.get("Principal")).get("Service"))
+        if what == "Key policy" and services and all(LOGS_PRINCIPAL.match(s) for s in services):
+            problem = _logs_grant_problem(statement)
+        else:
+            problem = _deputy_problem(statement)
         if problem:
             yield f"{what}: {problem}."
 
@@ -1709,8 +1739,66 @@ sns_confused_deputy = _resource_policy(
 )
 kms_confused_deputy = _resource_policy(
     "kms-service-grant-confused-deputy",
-    "KMS key grants to service principals name aws:SourceAccount and aws:SourceArn.",
+    "KMS key grants to service principals name aws:SourceAccount and aws:SourceArn "
+    "(CloudWatch Logs: this account's log groups in kms:EncryptionContext:aws:logs:arn).",
     "aws:kms/key:Key", _resource_grant,
+)
+
+
+# ---- customer-managed keys in prod ------------------------------------------------------
+
+# The log groups that hold request and query data (WAF requests, the API's logs, PostgreSQL's
+# exports) by the names their services write to (components/waf.py, service.py,
+# database.py).
+SENSITIVE_LOG_NAMES = (re.compile(r"^aws-waf-logs-"), re.compile(r"^/ecs/"),
+                       re.compile(r"^/aws/rds/instance/"))
+# The account itself (a plan may hold its number unknown): the key's administrator.
+ACCOUNT_ROOT = re.compile(r"^arn:aws:iam::(\d{12}|\(known after apply: .*\)):root$")
+
+
+def _customer_keys(args: StackValidationArgs, report: ReportViolation) -> None:
+    def missing(resource: Any, key: str, what: str) -> None:
+        if is_prod(resource.props) and not resource.props.get(key):
+            report(f"In prod, {what} must be encrypted with a customer-managed KMS key "
+                   f"({key}; config kms_keys: true).", resource.urn)
+
+    for group in _of_type(args, "cloudwatch/logGroup:LogGroup"):
+        name = str(group.props.get("name") or group.props.get("namePrefix") or "")
+        if any(p.search(name) for p in SENSITIVE_LOG_NAMES):
+            missing(group, "kmsKeyId", f"the log group {name}")
+    for secret in _of_type(args, "secretsmanager/secret:Secret"):
+        missing(secret, "kmsKeyId", "a secret")
+    for group in _of_type(args, "elasticache/replicationGroup:ReplicationGroup"):
+        missing(group, "kmsKeyId", "the cache at rest")
+    for db in _live_databases(args):
+        missing(db, "performanceInsightsKmsKeyId", "Performance Insights")
+
+
+customer_keys_in_prod = StackValidationPolicy(
+    name="customer-keys-in-prod",
+    description="In prod the WAF, API and PostgreSQL log groups, the secrets, the cache and "
+                "Performance Insights use customer-managed KMS keys.",
+    validate=_customer_keys,
+    enforcement_level=MANDATORY,
+)
+
+
+def _key_users(_type: str, props: Mapping[str, Any]) -> Iterable[str]:
+    for statement in map(_map, _list(_map(_json(props.get("policy"))).get("Statement"))):
+        if statement.get("Effect") != "Allow":
+            continue
+        users = [p for p in _strings(_map(statement.get("Principal")).get("AWS"))
+                 if not ACCOUNT_ROOT.match(p)]
+        if users and "kms:ViaService" not in _condition_keys(statement):
+            yield (f"Key policy: {users} may use the key only through a named service "
+                   "(kms:ViaService), never call KMS directly with it.")
+
+
+kms_key_users_via_service = _resource_policy(
+    "kms-key-users-via-service",
+    "A KMS key policy names its users besides the account (e.g. the task execution role "
+    "for the secrets) only with kms:ViaService: they decrypt through that service alone.",
+    "aws:kms/key:Key", _key_users,
 )
 
 
@@ -2150,6 +2238,8 @@ ALL_POLICIES = [
     iam_trust_confused_deputy,
     iam_trust_as_documented,
     kms_confused_deputy,
+    customer_keys_in_prod,
+    kms_key_users_via_service,
     rds_enhanced_monitoring,
     rds_iam_auth,
     rds_proxy_hardened,

@@ -107,6 +107,14 @@ KEYS: dict[str, Key] = {
     "cdn_certificate_arn": Key("string", "",
                                "ACM certificate in us-east-1 for the CDN (else DNS-validated)."),
     "waf": Key("boolean", True, "Attach a WAFv2 web ACL (to the CDN, else the ALB)."),
+    "origin_secret_version": Key("integer", 1,
+                                 "Version of the header secret CloudFront sends the ALB, >= 1; "
+                                 "raise it by one to rotate (the ALB accepts the previous one "
+                                 "too until origin_secret_retired reaches it)."),
+    "origin_secret_retired": Key("integer", 0,
+                                 "Highest origin secret version the ALB no longer accepts, "
+                                 "0 to origin_secret_version - 1; set it to the previous "
+                                 "version once CloudFront sends the new one."),
     "edge_rate_limit_per_minute": Key("integer", 600,
                                       _shared("edge_rate_limit_per_minute", "WAF: >= 100.")),
     "web_concurrency": Key("integer", 1, "App WEB_CONCURRENCY: uvicorn workers per task, 1-64."),
@@ -118,6 +126,10 @@ KEYS: dict[str, Key] = {
                       "Initial database storage, 20-65536 GiB, or auto (the size's)."),
     "max_storage_gb": Key("string", "auto",
                           "Storage autoscaling ceiling, >= 1.1 x storage_gb, or auto (5x)."),
+    "kms_keys": Key("boolean", False,
+                    "Customer-managed KMS keys for the WAF, API and PostgreSQL logs, the two "
+                    "secrets, the cache and Performance Insights (required in prod; turning "
+                    "it on replaces the cache: docs/cloud.md)."),
     "rds_proxy": Key("boolean", False,
                      "RDS Proxy between the tasks and the database (TLS, IAM auth only)."),
     "backup_retention_days": Key("integer", 7, _shared("backup_retention_days",
@@ -234,12 +246,15 @@ class StackConfig:
     cdn: bool
     cdn_certificate_arn: str
     waf: bool
+    origin_secret_version: int
+    origin_secret_retired: int
     edge_rate_limit_per_minute: int
     rate_limit_per_minute: int
     web_concurrency: int
     db_pool_max: int
     storage_gb: int
     max_storage_gb: int
+    kms_keys: bool
     rds_proxy: bool
     ecs_exec: bool
     ecs_exec_in_prod: bool
@@ -421,6 +436,12 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
             r.bad(key, arn, f"an ACM certificate ARN in {want_region}")
         if arn and not domain:
             r.bad(key, arn, "only together with domain")
+    if r.valid("origin_secret_version") and v["origin_secret_version"] < 1:
+        r.bad("origin_secret_version", v["origin_secret_version"], "an integer >= 1")
+    elif (r.valid("origin_secret_version", "origin_secret_retired")
+          and not 0 <= v["origin_secret_retired"] < v["origin_secret_version"]):
+        r.bad("origin_secret_retired", v["origin_secret_retired"],
+              f"0 to {v['origin_secret_version'] - 1} (below origin_secret_version)")
     if v["hosted_zone_id"] and not ZONE_ID_RE.match(v["hosted_zone_id"]):
         r.bad("hosted_zone_id", v["hosted_zone_id"], "a Route 53 zone ID like Z0123456789ABC")
 
@@ -505,7 +526,8 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         # Prod profile: the dev-only opt-outs are refused.
         if not domain:
             r.bad("domain", domain, "a domain in prod (plain HTTP is dev-only)")
-        for key in ("deletion_protection", "final_snapshot", "flow_logs", "alb_access_logs"):
+        for key in ("deletion_protection", "final_snapshot", "flow_logs", "alb_access_logs",
+                    "kms_keys"):
             if not v[key]:
                 r.bad(key, v[key], "true in prod" + (
                     " (to tear the stack down, set teardown: true instead)"
@@ -541,10 +563,12 @@ def load(raw: Mapping[str, str], *, region: str | None, stack: str) -> StackConf
         az_count=az_count, nat=nat, multi_az=multi_az, domain=domain,
         certificate_arn=v["certificate_arn"], hosted_zone_id=v["hosted_zone_id"],
         cdn=v["cdn"], cdn_certificate_arn=v["cdn_certificate_arn"], waf=v["waf"],
+        origin_secret_version=v["origin_secret_version"],
+        origin_secret_retired=v["origin_secret_retired"],
         edge_rate_limit_per_minute=v["edge_rate_limit_per_minute"],
         rate_limit_per_minute=v["rate_limit_per_minute"],
         web_concurrency=v["web_concurrency"], db_pool_max=v["db_pool_max"],
-        storage_gb=storage_gb, rds_proxy=v["rds_proxy"],
+        storage_gb=storage_gb, kms_keys=v["kms_keys"], rds_proxy=v["rds_proxy"],
         ecs_exec=v["ecs_exec"], ecs_exec_in_prod=v["ecs_exec_in_prod"],
         max_storage_gb=max_storage_gb, backup_retention_days=v["backup_retention_days"],
         backup_daily_retention_days=v["backup_daily_retention_days"],

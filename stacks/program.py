@@ -24,6 +24,7 @@ from components.cache import Cache, CacheArgs
 from components.cdn import Cdn, CdnArgs
 from components.database import Database, DatabaseArgs
 from components.db_proxy import DatabaseProxy, DatabaseProxyArgs
+from components.keys import Keys, KeysArgs
 from components.load_balancer import LoadBalancer, LoadBalancerArgs
 from components.metrics import Metrics, MetricsArgs
 from components.network import Network, NetworkArgs
@@ -97,13 +98,33 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     ))
 
     # CloudFront proves itself to the ALB with a shared secret header (the CloudFront
-    # prefix list admits every AWS customer's distributions).
-    origin_secret = (
-        pulumi.Output.secret(
-            random.RandomPassword(f"{name}-origin-verify", length=40, special=False).result
-        )
-        if cfg.cdn else None
-    )
+    # prefix list admits every AWS customer's distributions). One generated value per
+    # `origin_secret_version`: CloudFront sends the current one, and the ALB accepts the
+    # previous one too until `origin_secret_retired` reaches it (docs/cloud.md, "The origin
+    # secret: rotation").
+    origin_secret = previous_origin_secret = None
+    if cfg.cdn:
+        origin_secret = _origin_secret(name, cfg.origin_secret_version)
+        previous = cfg.origin_secret_version - 1
+        if previous > cfg.origin_secret_retired:
+            previous_origin_secret = _origin_secret(name, previous)
+
+    # Customer-managed keys (kms_keys): the secrets key names the role that reads the
+    # secrets, which the service creates further down.
+    keys = None
+    secret_readers, resolve_secret_readers = pulumi.deferred_output()
+    if cfg.kms_keys:
+        waf_logs = ("aws-waf-logs-prodstack-*",) if cfg.waf else ()
+        keys = Keys(f"{name}-keys", KeysArgs(
+            log_groups=(
+                f"/ecs/{physical}",
+                # The instance's exports, and a point-in-time restore's (<identifier>-r<time>).
+                f"/aws/rds/instance/{physical}/*", f"/aws/rds/instance/{physical}-r*/*",
+                *(() if cfg.cdn else waf_logs)),
+            edge_log_groups=waf_logs if cfg.cdn else (),
+            secret_readers=secret_readers,
+            tags=tags,
+        ))
 
     # Blue/green's test route: only a request carrying this secret reaches the green set
     # before the switch (behind the CDN, the origin secret as well).
@@ -124,6 +145,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         hosted_zone_id=cfg.hosted_zone_id,
         origin_domain=cfg.origin_domain,
         origin_verify_secret=origin_secret,
+        origin_verify_previous_secret=previous_origin_secret,
         # The public name's record is the stack's own (below); the ALB's is the origin's.
         alias_names=(cfg.origin_domain,) if cfg.cdn and cfg.domain and cfg.hosted_zone_id else (),
         app_port=APP_PORT,
@@ -143,6 +165,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             evaluation_window_seconds=60,
             associate_arn=None if cfg.cdn else lb.arn,
             log_retention_days=cfg.security_log_retention_days,
+            log_kms_key_arn=(None if keys is None
+                             else keys.edge_logs_key_arn if cfg.cdn else keys.logs_key_arn),
             tags=tags,
         ))
 
@@ -161,6 +185,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         security_log_retention_days=cfg.security_log_retention_days,
         restore_to_time=cfg.restore_to_time,
         restore_source=cfg.restore_source,
+        log_kms_key_arn=keys.logs_key_arn if keys else None,
+        performance_insights_kms_key_arn=keys.data_key_arn if keys else None,
         tags=tags,
     ))
 
@@ -199,7 +225,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
     cache = Cache(f"{name}-cache", CacheArgs(
         subnet_ids=network.isolated_subnet_ids,
         security_group_id=network.cache_security_group_id,
-        replication_group_id=physical,
+        # A group's key is chosen at its creation only: switching kms_keys replaces the
+        # group. Under another ID, the new group is created beside the old one and the
+        # service is pointed at it before the old one is deleted (docs/cloud.md).
+        replication_group_id=f"{physical[:36].rstrip('-')}-cmk" if keys else physical,
+        kms_key_arn=keys.data_key_arn if keys else None,
+        secret_kms_key_arn=keys.secrets_key_arn if keys else None,
         node_type=cfg.cache_node_type,
         replicas=1 if cfg.multi_az else 0,
         log_retention_days=cfg.log_retention_days,
@@ -228,6 +259,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         description="prodstack API bearer token (API_TOKEN)",
         recovery_window_days=0 if dev_teardown else 7,
         tags=tags,
+        kms_key_arn=keys.secrets_key_arn if keys else None,
     )
 
     # The API's Prometheus metrics, scraped inside each task (the ALB refuses /metrics).
@@ -314,9 +346,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         requests_per_target=cfg.requests_per_target,
         app_port=APP_PORT,
         log_retention_days=cfg.log_retention_days,
+        log_kms_key_arn=keys.logs_key_arn if keys else None,
         # ECS Exec in prod is the named exception the policy pack accepts, visible as a tag.
         tags={**tags, ECS_EXEC_TAG: "allowed-in-prod"} if cfg.ecs_exec_in_prod else tags,
     ))
+
+    resolve_secret_readers(service.execution_role_arn.apply(lambda arn: [arn]))
 
     cdn = None
     if cfg.cdn:
@@ -332,6 +367,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
             origin_verify_secret=origin_secret,
             web_acl_arn=waf.arn if waf else None,
             access_log_retention_days=cfg.security_log_retention_days,
+            # CloudFront starts sending a new origin secret only once the ALB accepts it.
+            origin_checks=lb.origin_check_rules,
             tags=tags,
         ))
 
@@ -425,6 +462,13 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input]:
         # The X-Prodstack-Route value that reaches green before the switch (secret).
         outputs["test_route_value"] = test_route_secret
     return outputs
+
+
+def _origin_secret(name: str, version: int) -> pulumi.Output[str]:
+    """The origin secret of ``version`` (version 1 keeps the name it was deployed under)."""
+    suffix = "" if version == 1 else f"-v{version}"
+    return pulumi.Output.secret(random.RandomPassword(
+        f"{name}-origin-verify{suffix}", length=40, special=False).result)
 
 
 def main() -> None:

@@ -214,6 +214,12 @@ NEGATIVE = [
     ({"environment": "prod", "flow_logs": "false"}, "eu-west-1", "prod", "prodstack:flow_logs"),
     ({"environment": "prod", "alb_access_logs": "false"}, "eu-west-1", "prod", "prodstack:alb_access_logs"),
     ({"environment": "prod", "security_log_retention_days": "180"}, "eu-west-1", "prod", "prodstack:security_log_retention_days: 180 is invalid; allowed: >= 365 in prod"),
+    ({"environment": "prod", "kms_keys": "false"}, "eu-west-1", "prod", "prodstack:kms_keys: False is invalid; allowed: true in prod"),
+    ({"kms_keys": "on"}, "eu-west-1", "dev", "prodstack:kms_keys: 'on' is invalid; allowed: true or false"),
+    ({"origin_secret_version": "0"}, "eu-west-1", "dev", "prodstack:origin_secret_version: 0 is invalid; allowed: an integer >= 1"),
+    ({"origin_secret_version": "2", "origin_secret_retired": "2"}, "eu-west-1", "dev", "prodstack:origin_secret_retired: 2 is invalid; allowed: 0 to 1 (below origin_secret_version)"),
+    ({"origin_secret_retired": "-1"}, "eu-west-1", "dev", "prodstack:origin_secret_retired: -1 is invalid; allowed: 0 to 0"),
+    ({"origin_secret_version": "2'; rm -rf /"}, "eu-west-1", "dev", "prodstack:origin_secret_version: \"2'; rm -rf /\" is invalid; allowed: an integer"),
     ({"environment": "prod", "multi_az": "false"}, "eu-west-1", "prod", "prodstack:multi_az: 'false' is invalid; allowed: true in prod"),
     ({"environment": "prod", "size": "small"}, "eu-west-1", "prod", "prodstack:min_replicas: 1 is invalid; allowed: >= 2 in prod"),
 ]

@@ -14,7 +14,7 @@ from components.registry import context_hash, lifecycle_policy
 from prodstack.sizes import CloudSize as Size
 
 MODULES = ("network", "load_balancer", "waf", "database", "cache", "registry", "service",
-           "cdn", "observability")
+           "cdn", "observability", "keys")
 SECTIONS = ("Creates:", "Example:", "Cost:", "Secure defaults:", "Opt-outs:")
 
 

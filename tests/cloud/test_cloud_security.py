@@ -86,10 +86,20 @@ def test_documented_roles_keep_aws_trust_policy_without_conditions(
 def test_kms_key_service_grants_name_source_account_and_arn(both: list[Manifest]) -> None:
     for m in both:
         keys = m.all("kms/key:Key")
-        # The alarm topic's key grants services; the backup vault's grants none.
-        assert [k["name"] for k in keys if any(
-            _service_principal(s) for s in _statements(k["inputs"]["policy"]))] == [
-            f"prodstack-{m.data['stack']}-obs-key"]
+        # The alarm topic's key grants services; the backup vault's grants none. The logs
+        # keys (kms_keys: prod) grant CloudWatch Logs, pinned the way AWS documents for it:
+        # this account's log groups in the encryption context (test_cloud_keys.py).
+        granting = [k["name"] for k in keys if any(
+            _service_principal(s) for s in _statements(k["inputs"]["policy"]))]
+        logs_keys = {"prod": ["prodstack-keys-logs", "prodstack-keys-edge-logs"], "dev": []}
+        assert sorted(granting) == sorted(
+            [f"prodstack-{m.data['stack']}-obs-key", *logs_keys[m.data["stack"]]])
+        for name in logs_keys[m.data["stack"]]:
+            (grant,) = [s for s in _statements(m.one("kms/key:Key", name)["policy"])
+                        if _service_principal(s)]
+            arns = grant["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+            assert arns and all(re.fullmatch(
+                rf"arn:aws:logs:[a-z0-9-]+:{ACCOUNT}:log-group:[^*].*", a) for a in arns), name
         key = next(k for k in keys if k["name"].endswith("-obs-key"))
         service_grants = [s for s in _statements(key["inputs"]["policy"])
                           if _service_principal(s)]  # fmt: skip

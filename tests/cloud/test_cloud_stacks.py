@@ -69,7 +69,7 @@ def test_component_type_tokens(prod: Manifest) -> None:
         "prodstack:waf:WebAcl", "prodstack:database:Database", "prodstack:cache:Cache",
         "prodstack:registry:Registry", "prodstack:service:Service", "prodstack:cdn:Cdn",
         "prodstack:observability:Observability", "prodstack:metrics:Metrics",
-        "prodstack:backup:Backup",
+        "prodstack:backup:Backup", "prodstack:keys:Keys",
     }
 
 
@@ -750,7 +750,8 @@ def test_alarms_match_the_targets(prod: Manifest) -> None:
     for i in (0, 1):
         memory = alarms[f"cache-memory-{i}"]
         assert memory["threshold"] == 90
-        assert memory["dimensions"] == {"CacheClusterId": f"prodstack-prod-00{i + 1}"}
+        # The group's ID under kms_keys (test_cloud_keys.py), members -001 and -002.
+        assert memory["dimensions"] == {"CacheClusterId": f"prodstack-prod-cmk-00{i + 1}"}
         assert alarms[f"cache-evictions-{i}"]["metricName"] == "Evictions"
 
 
