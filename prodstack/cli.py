@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -169,8 +170,32 @@ def _target_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
+class _Workers:
+    """The plan workers of one diff: once a side has failed, the other is stopped, or never
+    started (it may be between the cache and its start when the first fails)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen] = []
+        self._stopped = False
+
+    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
+        with self._lock:
+            if self._stopped:
+                raise UsageError("not planned: the other side failed first")
+            proc = subprocess.Popen(command, **kwargs)
+            self._procs.append(proc)
+            return proc
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for proc in self._procs:
+                proc.terminate()
+
+
 def _plan_in_subprocess(
-    args: argparse.Namespace, root: Path, out: Path, started: list[subprocess.Popen] | None = None
+    args: argparse.Namespace, root: Path, out: Path, workers: _Workers | None = None
 ) -> dict[str, Any]:
     """A plan made by a fresh interpreter (Pulumi's mocks are process-wide), or the cached
     plan of the same inputs without starting one."""
@@ -179,10 +204,9 @@ def _plan_in_subprocess(
         return cached
     command = [sys.executable, "-m", "prodstack", "plan", *_target_flags(args),
                "--root", str(root), "-o", str(out), "--format", "json"]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    if started is not None:
-        started.append(proc)  # so a diff can stop it once the other side has failed
+    start = workers.start if workers is not None else subprocess.Popen
+    proc = start(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     _, stderr = proc.communicate()
     if proc.returncode == 2:
         message = (stderr.strip().splitlines() or ["plan failed"])[-1]
@@ -266,6 +290,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if args.max_chars < 2000:
         raise UsageError(f"--max-chars {args.max_chars}: must be at least 2000")
     _check_usage(args.usage)
+    if args.full:
+        planfile.check_writable(args.full)
     if args.plans:
         if len(args.plans) != 2 or args.base or args.head:
             raise UsageError("give BASE.json HEAD.json, or --base REF --head REF, not both")
@@ -318,7 +344,7 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                              f"{args.head} has Pulumi.{args.stack}.yaml")  # fmt: skip
     print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
           f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
-    started: list[subprocess.Popen] = []
+    workers = _Workers()
     with (
         tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp,
         gitrefs.checkout(repo, commits[0]) as base_root,
@@ -326,7 +352,7 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
         futures = [pool.submit(_plan_of_side, args, root, Path(tmp) / f"{flag[2:]}.json",
-                               flag, ref, started)
+                               flag, ref, workers)
                    for flag, ref, root in (("--base", args.base, base_root),
                                            ("--head", args.head, head_root))]  # fmt: skip
         try:
@@ -336,14 +362,13 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
         except BaseException:
             for future in futures:
                 future.cancel()
-            for proc in started:
-                proc.terminate()
+            workers.stop()
             raise
         return futures[0].result(), futures[1].result()
 
 
 def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str, ref: str,
-                  started: list[subprocess.Popen] | None = None) -> dict[str, Any]:  # fmt: skip
+                  workers: _Workers | None = None) -> dict[str, Any]:  # fmt: skip
     """One side of a diff of refs. A stack (or the VPS profile) that the ref doesn't have
     yet, or no longer has, is an empty plan: everything shows as added or removed."""
     profile = _profile(args)
@@ -357,7 +382,7 @@ def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str, re
             empty["stack_file_removed"] = str(marker.relative_to(root))
         return empty
     try:
-        return _plan_in_subprocess(args, root, out, started)
+        return _plan_in_subprocess(args, root, out, workers)
     except UsageError as error:
         raise UsageError(f"{flag} {ref}: {error}") from None
 

@@ -92,7 +92,7 @@ class Profile(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    size: Literal["small", "medium", "large"] = Field(
+    size: Literal[SIZES] = Field(  # type: ignore[valid-type]
         DEFAULT_SIZE,
         description="Capacity profile: small | medium | large. It sets replicas, the "
         "containers' or tasks' CPU and memory, and on the cloud the database and cache classes.",
@@ -106,7 +106,7 @@ class Profile(BaseModel):
         None,
         description="Public DNS name of the API, e.g. api.example.com. Empty: none.",
     )  # fmt: skip
-    deploy_strategy: Literal["rolling", "blue_green"] = Field(
+    deploy_strategy: Literal[DEPLOY_STRATEGIES] = Field(  # type: ignore[valid-type]
         "rolling", description="How a release goes live: rolling | blue_green."
     )
     log_level: str = Field(

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from prodstack import plancache
+from prodstack import cli, plancache
+from prodstack.errors import UsageError
 from tests.plan.conftest import checkout_copy
 from tests.plan.test_cli import PROGRESS, one_line_error, prodstack
 
@@ -216,6 +218,22 @@ def test_an_unwritable_output_is_refused_before_planning(cache):
     proc = prodstack("plan", "--stack", "prod", "-o", "/nonexistent/dir/plan.json", env=cache)
     one_line_error(proc, "/nonexistent/dir/plan.json", "cannot write")
     assert "planning" not in proc.stderr
+
+
+def test_an_unwritable_full_report_is_refused_before_planning(cache):
+    proc = prodstack("diff", "--base", "HEAD", "--head", "HEAD", "--stack", "prod",
+                     "--full", "/nonexistent/dir/diff.md", env=cache)  # fmt: skip
+    one_line_error(proc, "/nonexistent/dir/diff.md", "cannot write")
+    assert "planning" not in proc.stderr
+
+
+def test_once_a_side_has_failed_the_other_is_stopped_or_never_started():
+    workers = cli._Workers()
+    running = workers.start(["sleep", "60"])
+    workers.stop()
+    assert running.wait(timeout=10) == -signal.SIGTERM
+    with pytest.raises(UsageError, match="the other side failed first"):
+        workers.start(["sleep", "60"])
 
 
 @pytest.fixture(scope="module")
