@@ -14,13 +14,13 @@ names here (`app_log_level`, `rate_limit_rps`, ...) work for one release, with a
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import hmac
 import ipaddress
 import os
 import re
-import runpy
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -571,9 +571,24 @@ def public_key(value: Any) -> str:
 
 
 def data_defaults() -> dict[str, Any]:
-    """group_data/all.py's values: what pyinfra merges under every host's own data."""
-    defaults = runpy.run_path(str(PYINFRA_DIR / "group_data" / "all.py"))
-    return {k: v for k, v in defaults.items() if not k.startswith("__")}
+    """group_data/all.py's values: what pyinfra merges under every host's own data.
+
+    The file is data, so it is read as data: each top-level `name = literal`, without
+    running it. Anything else there (an import, a computed value) is refused by name."""
+    path = PYINFRA_DIR / "group_data" / "all.py"
+    defaults: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue  # the docstring
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if len(targets) != 1 or not isinstance(targets[0], ast.Name):
+            raise DeployError(f"{path}:{node.lineno}: only `name = value` lines belong here")
+        try:
+            defaults[targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise DeployError(f"{path}:{node.lineno}: `{targets[0].id}` must be a literal "
+                              "value (a string, number, list, dict, True/False/None)") from None
+    return defaults
 
 
 def known_keys() -> frozenset[str]:

@@ -217,6 +217,27 @@ def test_pyinfra_connector_and_argument_keys_are_allowed(data, environ):
     settings_for({**data, **connector}, SINGLE, environ=environ)
 
 
+def test_group_data_defaults_are_read_as_data_without_running_the_file(tmp_path, monkeypatch):
+    import tasks.config as config
+    from pyinfra.api.exceptions import DeployError
+
+    (tmp_path / "group_data").mkdir()
+    all_py = tmp_path / "group_data" / "all.py"
+    monkeypatch.setattr(config, "PYINFRA_DIR", tmp_path)
+    all_py.write_text('"""doc"""\nsize = "small"\nports = [1, 2]\nname = "a\'b\\nc"\n')
+    assert config.data_defaults() == {"size": "small", "ports": [1, 2], "name": "a'b\nc"}
+    for line, words in (
+        ("import os\n", "only `name = value`"),
+        (f"size = __import__('os').system('touch {tmp_path}/pwned')\n", "`size` must be a literal"),
+        ("a = b = 1\n", "only `name = value`"),
+    ):
+        all_py.write_text(line)
+        with pytest.raises(DeployError, match=words) as error:
+            config.data_defaults()
+        assert "all.py:1" in str(error.value)
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_known_keys_are_group_data_names(data):
     from tasks.config import known_keys
 
