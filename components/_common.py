@@ -156,3 +156,10 @@ def stored_secret(
         f"{name}-value", secret_id=secret.id, secret_string=value, opts=opts
     )
     return secret
+
+
+def region_and_account(parent: pulumi.Resource) -> tuple[str, str]:
+    """The region and the account a component deploys into, looked up (two invokes)
+    with the component as their parent, for ARNs and key policies it writes."""
+    invoke = pulumi.InvokeOptions(parent=parent)
+    return aws.get_region(opts=invoke).region, aws.get_caller_identity(opts=invoke).account_id

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import child_opts, merge_tags, region_and_account
 
 # The three tiers (docs/targets.md: daily kept 30 days, weekly 3 months, monthly 1 year), each a
 # rule of the plan. Schedules are AWS Backup cron expressions in UTC, kept clear of the
@@ -231,10 +231,7 @@ class Backup(pulumi.ComponentResource):
         super().__init__("prodstack:backup:Backup", name, None, opts)
         self._name = name
         self._args = args
-        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        self._account = aws.get_caller_identity(
-            opts=pulumi.InvokeOptions(parent=self)
-        ).account_id
+        self._region, self._account = region_and_account(self)
 
         vault = self._create_vault("", region=None)
         self.vault_name = vault.name

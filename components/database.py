@@ -18,6 +18,7 @@ from components._common import (
     assume_role_policy,
     child_opts,
     merge_tags,
+    region_and_account,
 )
 
 # Memory (GiB) of the instance classes we allow; the tuning below scales with it.
@@ -367,10 +368,7 @@ class Database(pulumi.ComponentResource):
         self.max_storage_gb = args.max_storage_gb
         self.database_name = args.database_name
         self.app_username = args.app_username
-        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        self._account = aws.get_caller_identity(
-            opts=pulumi.InvokeOptions(parent=self)
-        ).account_id
+        self._region, self._account = region_and_account(self)
 
         subnet_group = aws.rds.SubnetGroup(
             f"{name}-subnets",

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, documented_trust_policy, merge_tags
+from components._common import child_opts, documented_trust_policy, merge_tags, region_and_account
 
 # Source: pulumi_aws rds.Proxy `engine_family` (MYSQL | POSTGRESQL | SQLSERVER) and
 # `default_auth_scheme` ("Default authentication scheme that the proxy uses for client
@@ -129,9 +129,7 @@ class DatabaseProxy(pulumi.ComponentResource):
         super().__init__("prodstack:db_proxy:DatabaseProxy", name, None, opts)
         self._name = name
         self._args = args
-        invoke = pulumi.InvokeOptions(parent=self)
-        self._region = aws.get_region(opts=invoke).region
-        self._account = aws.get_caller_identity(opts=invoke).account_id
+        self._region, self._account = region_and_account(self)
 
         role = self._create_role()
         self._create_proxy(role)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import child_opts, merge_tags
+from components._common import child_opts, merge_tags, region_and_account
 
 # Days a scheduled key deletion waits (7-30); the longest, for a key whose loss makes
 # every log, secret and cache snapshot it encrypted unreadable. Source: pulumi_aws kms.Key
@@ -108,10 +108,7 @@ class Keys(pulumi.ComponentResource):
         super().__init__("prodstack:keys:Keys", name, None, opts)
         self._name = name
         self._args = args
-        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        self._account = aws.get_caller_identity(
-            opts=pulumi.InvokeOptions(parent=self)
-        ).account_id
+        self._region, self._account = region_and_account(self)
 
         self.logs_key_arn = self._key(
             "logs", "prodstack logs (WAF, API, PostgreSQL)",

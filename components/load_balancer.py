@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from components._common import alias_record, child_opts, merge_tags
+from components._common import alias_record, child_opts, merge_tags, region_and_account
 
 # ALB TLS 1.3 security policies whose lowest protocol is TLS 1.2 or 1.3: the allow-list the
 # component validates against and the policy pack's `alb-listener-tls` enforces. In AWS's
@@ -387,8 +387,7 @@ class LoadBalancer(pulumi.ComponentResource):
             ],
             opts=child_opts(self, depends_on=[versioning]),
         )
-        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        region, account = region_and_account(self)
         elb_account = ELB_LOG_ACCOUNTS.get(region)
         principal = (
             {"AWS": f"arn:aws:iam::{elb_account}:root"}

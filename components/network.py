@@ -16,6 +16,7 @@ from components._common import (
     assume_role_policy,
     child_opts,
     merge_tags,
+    region_and_account,
 )
 
 NAT_STRATEGIES = ("none", "single", "per_az")
@@ -465,8 +466,7 @@ class Network(pulumi.ComponentResource):
             tags=self._tags("flow-logs-group") | {SECURITY_LOG_TAG: SECURITY_LOG_CLASS},
             opts=child_opts(self),
         )
-        region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        account = aws.get_caller_identity(opts=pulumi.InvokeOptions(parent=self)).account_id
+        region, account = region_and_account(self)
         role = aws.iam.Role(
             f"{n}-flow-logs-role",
             # Only flow logs of this account and Region may use the role. Source: Amazon

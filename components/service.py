@@ -16,6 +16,7 @@ from components._common import (
     child_opts,
     documented_trust_policy,
     merge_tags,
+    region_and_account,
 )
 from components.metrics import COLLECTOR_CONFIG_ENV, COLLECTOR_HEALTH_COMMAND, MetricsCollector
 
@@ -370,10 +371,7 @@ class Service(pulumi.ComponentResource):
         super().__init__("prodstack:service:Service", name, None, opts)
         self._name = name
         self._args = args
-        self._region = aws.get_region(opts=pulumi.InvokeOptions(parent=self)).region
-        self._account = aws.get_caller_identity(
-            opts=pulumi.InvokeOptions(parent=self)
-        ).account_id
+        self._region, self._account = region_and_account(self)
 
         self._create_cluster_and_logs()
         execution_role, task_role = self._create_roles()
