@@ -10,9 +10,10 @@ provider answers with values of the right shape. Two products come out of one ru
 - a *plan* (``plan_cloud``): the manifest in the plan-file format (``prodstack.planfile``),
   with secrets redacted and mock-made outputs marked as known only after apply.
 
-``set_mocks`` is process-wide, so one process records one stack. ``record_isolated``
-runs a fresh interpreter (``python -m prodstack.cloud_plan``), which is how tests and
-``prodstack diff`` record several stacks or several checkouts.
+``set_mocks`` is process-wide, so one process records one stack. The CLI's one plan
+worker is a fresh ``python -m prodstack plan`` (``prodstack.cli``), which is how
+``prodstack diff`` plans several stacks or checkouts; the tests' recorder
+(tests/support/recorder.py) calls ``record`` the same way.
 
 Config is what the Pulumi CLI would pass: ``Pulumi.yaml`` defaults overlaid with
 ``Pulumi.<stack>.yaml`` and then with overrides. A ``secure:`` value cannot be decrypted
@@ -28,9 +29,7 @@ import hashlib
 import io
 import json
 import logging
-import os
 import runpy
-import subprocess
 import sys
 from contextlib import redirect_stderr
 from pathlib import Path
@@ -566,87 +565,3 @@ def plan_cloud(
 ) -> dict[str, Any]:
     """The plan of ``stack`` in checkout ``root`` (in this process; see module docstring)."""
     return with_policy(to_plan(record(stack, overrides, root=root)))
-
-
-def record_isolated(
-    stack: str,
-    out: Path,
-    overrides: dict[str, str | None] | None = None,
-    *,
-    root: Path = REPO,
-    plan: bool = False,
-    secrets: dict[str, str] | None = None,
-    image_tag: str | None = None,
-    timeout: float = 600,
-) -> dict[str, Any]:
-    """``record`` (or the plan, with ``plan=True``) in a fresh interpreter; the JSON result.
-
-    Secrets travel in a 0600 file, never on a command line.
-    """
-    args = [sys.executable, "-m", "prodstack.cloud_plan", "--stack", stack, "--root",
-            str(root), "-o", str(out)]  # fmt: skip
-    if plan:
-        args.append("--plan")
-    if image_tag:
-        args += ["--image-tag", image_tag]
-    for key, value in (overrides or {}).items():
-        args += ["--unset", key] if value is None else ["--config", f"{key}={value}"]
-    secrets_file = None
-    if secrets:
-        secrets_file = out.with_name(out.name + ".secrets.json")
-        secrets_file.touch(mode=0o600)
-        secrets_file.write_text(json.dumps(secrets))
-        args += ["--secrets-file", str(secrets_file)]
-    try:
-        proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    finally:
-        if secrets_file:
-            secrets_file.unlink(missing_ok=True)
-    if proc.returncode == 2:
-        raise UsageError(proc.stderr.strip().splitlines()[-1].removeprefix("prodstack: "))
-    if proc.returncode != 0 or not out.exists():
-        raise RuntimeError(f"recording {stack} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(out.read_text())
-
-
-def main(argv: list[str]) -> int:
-    """The worker behind ``record_isolated``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m prodstack.cloud_plan")
-    parser.add_argument("--stack", required=True)
-    parser.add_argument("--root", type=Path, default=REPO)
-    parser.add_argument("-o", "--output", required=True)
-    parser.add_argument("--plan", action="store_true")
-    parser.add_argument("--config", action="append", default=[])
-    parser.add_argument("--unset", action="append", default=[])
-    parser.add_argument("--image-tag")
-    parser.add_argument("--secrets-file", type=Path)
-    args = parser.parse_args(argv)
-    from prodstack.cli import parse_pairs
-
-    overrides: dict[str, str | None] = dict(parse_pairs(args.config, "--config"))
-    for key in args.unset:
-        overrides[key] = None
-    secrets = json.loads(args.secrets_file.read_text()) if args.secrets_file else None
-    try:
-        manifest = record(args.stack, overrides, root=args.root, secrets=secrets,
-                          image_tag=args.image_tag)  # fmt: skip
-        result = with_policy(to_plan(manifest)) if args.plan else manifest
-    except UsageError as error:
-        print(f"prodstack: {error}", file=sys.stderr)
-        return 2
-    if args.plan:
-        text = planfile.dumps(result)
-    else:
-        text = json.dumps(result, indent=1, sort_keys=True, default=str)
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

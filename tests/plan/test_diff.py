@@ -292,7 +292,7 @@ def test_fail_on_names_what_blocks(cloud_plans):
 
 
 def test_a_point_in_time_restore_reads_as_one(cloud_plans, tmp_path):
-    from prodstack.cloud_plan import record_isolated
+    from tests.support.recordings import record_isolated
 
     when = "2026-12-07T05:00:00Z"
     head = record_isolated("prod", tmp_path / "restore.json", {"restore_to_time": when},

@@ -12,9 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from prodstack import diff, planfile
-from prodstack.cloud_plan import REPO, record_isolated
+from prodstack.cloud_plan import REPO
 from tests.plan.conftest import checkout_copy
 from tests.plan.test_release import NO_AWS, prodstack
+from tests.support.recordings import record_isolated
 
 IMAGE = "docker:index/image:Image::app-image"
 TASK = "aws:ecs/taskDefinition:TaskDefinition::app-task"

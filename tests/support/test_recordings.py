@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prodstack import cloud_plan
+from tests.support import recorder as recorder_module
 from tests.support import recordings
 
 PARTS = ("Pulumi.yaml", "Pulumi.dev.yaml", "stacks", "components", "policies", "app",
@@ -58,7 +58,7 @@ def test_one_recording_per_digest_and_each_caller_gets_its_own_copy(tmp_path, mo
         out.write_text(json.dumps({"stack": stack, "n": len(calls)}))
         return json.loads(out.read_text())
 
-    monkeypatch.setattr(cloud_plan, "record_isolated", recorder)
+    monkeypatch.setattr(recorder_module, "record_isolated", recorder)
     monkeypatch.setattr(recordings, "_directory", None)
     recordings.use_session_directory(tmp_path / "memo")
     first = recordings.record_isolated("dev", tmp_path / "1.json")
@@ -78,7 +78,7 @@ def test_outside_a_session_every_call_records(tmp_path, monkeypatch):
         out.write_text("{}")
         return {}
 
-    monkeypatch.setattr(cloud_plan, "record_isolated", recorder)
+    monkeypatch.setattr(recorder_module, "record_isolated", recorder)
     monkeypatch.setattr(recordings, "_directory", None)
     recordings.record_isolated("dev", tmp_path / "1.json")
     recordings.record_isolated("dev", tmp_path / "2.json")
