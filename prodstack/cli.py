@@ -12,17 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, comment, ops, plancache, planfile, release, restore
+from prodstack import check_image, comment, ops, planfile, release, restore
 from prodstack.errors import UsageError
+from prodstack.planning import (
+    Workers,
+    make_plan,
+    plan_for_size,
+    plan_in_subprocess,
+    profile_of,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,17 +65,6 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see `{self.prog} --help`)")
 
 
-def parse_pairs(items: list[str], flag: str) -> dict[str, str]:
-    """`KEY=VALUE` arguments of a repeatable flag, or a `UsageError` naming the flag."""
-    values = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
-        values[key.strip()] = value
-    return values
-
-
 def _add_target(parser: argparse.ArgumentParser, *, root: bool = True) -> None:
     parser.add_argument("--stack", help="cloud stack: the STACK of Pulumi.STACK.yaml")
     parser.add_argument("--profile", choices=("cloud", "vps"),
@@ -91,130 +85,6 @@ def _add_no_cache(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="plan the cloud stack again even when its inputs are unchanged "
                         "(PRODSTACK_PLAN_CACHE=off does the same; see docs/plan.md)")
-
-
-def progress(message: str) -> None:
-    """What a command is doing, on stderr at once: stdout carries only the result."""
-    print(f"prodstack: {message}", file=sys.stderr, flush=True)
-
-
-def _profile(args: argparse.Namespace) -> str:
-    profile = args.profile or ("cloud" if args.stack else None)
-    if profile is None:
-        raise UsageError("give --stack STACK (cloud) or --profile vps")
-    if profile == "vps" and args.stack:
-        raise UsageError("--stack is for the cloud profile; the VPS profile takes --data")
-    if profile == "cloud" and not args.stack:
-        raise UsageError("--profile cloud needs --stack STACK")
-    if profile == "cloud" and args.data:
-        raise UsageError("--data is for --profile vps; the cloud profile takes --config")
-    if profile == "vps" and args.config:
-        raise UsageError("--config is for the cloud profile; the VPS profile takes --data")
-    return profile
-
-
-def make_plan(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    """Run the real program (cloud) or deploy (vps) of ``root`` and return its plan; a
-    cloud plan whose inputs are unchanged comes from the plan cache (`prodstack.plancache`)."""
-    if _profile(args) == "cloud":
-        from prodstack import cloud_plan
-
-        overrides = parse_pairs(args.config, "--config")
-        # Refusals of the stack file and of the shared keys come before anything else.
-        config, _ = cloud_plan.stack_config(root, args.stack, overrides)
-        cloud_plan.check_shared_keys(args.stack, config, overrides)
-        key = _cache_key(args, root)
-        cached = _cached_plan(args, key)
-        if cached is not None:
-            return cached
-        progress(f"planning cloud stack {args.stack}: the Pulumi program under Pulumi's mocks")
-        text = planfile.dumps(cloud_plan.plan_cloud(args.stack, overrides, root=root))
-        plancache.store(key, text)
-        return json.loads(text)
-    from prodstack import vps_plan
-
-    progress("planning the VPS profile: the pyinfra deploy against a reference host")
-    return vps_plan.plan_vps(vps_plan.parse_data(args.data), root=root)
-
-
-def _cache_key(args: argparse.Namespace, root: Path) -> str | None:
-    if _profile(args) != "cloud" or getattr(args, "no_cache", False):
-        return None
-    return plancache.cloud_key(root, args.stack, parse_pairs(args.config, "--config"))
-
-
-def _cached_plan(args: argparse.Namespace, key: str | None) -> dict[str, Any] | None:
-    text = plancache.load(key)
-    try:
-        plan = json.loads(text) if text is not None else None
-    except ValueError:
-        plan = None  # a damaged entry is a miss; planning writes it again
-    if not isinstance(plan, dict) or plan.get("format") != planfile.FORMAT:
-        return None
-    size = next((item.split("=", 1)[1] for item in args.config if item.startswith("size=")), "")
-    progress(f"stack {args.stack}{f' at size {size}' if size else ''}: inputs unchanged, plan "
-             "from the cache (--no-cache plans again)")  # fmt: skip
-    return plan
-
-
-def _target_flags(args: argparse.Namespace) -> list[str]:
-    flags = ["--profile", _profile(args)]
-    if args.stack:
-        flags += ["--stack", args.stack]
-    for item in args.config:
-        flags += ["--config", item]
-    for item in args.data:
-        flags += ["--data", item]
-    if getattr(args, "no_cache", False):
-        flags.append("--no-cache")
-    return flags
-
-
-class _Workers:
-    """The plan workers of one diff: once a side has failed, the other is stopped, or never
-    started (it may be between the cache and its start when the first fails)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._procs: list[subprocess.Popen] = []
-        self._stopped = False
-
-    def start(self, command: list[str], **kwargs: Any) -> subprocess.Popen:
-        with self._lock:
-            if self._stopped:
-                raise UsageError("not planned: the other side failed first")
-            proc = subprocess.Popen(command, **kwargs)
-            self._procs.append(proc)
-            return proc
-
-    def stop(self) -> None:
-        with self._lock:
-            self._stopped = True
-            for proc in self._procs:
-                proc.terminate()
-
-
-def _plan_in_subprocess(
-    args: argparse.Namespace, root: Path, out: Path, workers: _Workers | None = None
-) -> dict[str, Any]:
-    """A plan made by a fresh interpreter (Pulumi's mocks are process-wide), or the cached
-    plan of the same inputs without starting one."""
-    cached = _cached_plan(args, _cache_key(args, root))
-    if cached is not None:
-        return cached
-    command = [sys.executable, "-m", "prodstack", "plan", *_target_flags(args),
-               "--root", str(root), "-o", str(out), "--format", "json"]  # fmt: skip
-    start = workers.start if workers is not None else subprocess.Popen
-    proc = start(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                 text=True, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
-    _, stderr = proc.communicate()
-    if proc.returncode == 2:
-        message = (stderr.strip().splitlines() or ["plan failed"])[-1]
-        raise UsageError(message.removeprefix("prodstack: "))
-    if proc.returncode != 0:
-        lines = stderr.strip().splitlines() or [f"exit code {proc.returncode}"]
-        raise UsageError(f"planning failed: {lines[-1].removeprefix('prodstack: ')}")
-    return planfile.load(out)
 
 
 def _size(plan: dict[str, Any]) -> str:
@@ -331,11 +201,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     from prodstack import gitrefs
 
-    _profile(args)
+    profile_of(args)
     repo = gitrefs.repository_root(Path.cwd())
     commits = (gitrefs.resolve(repo, args.base, "--base"),
                gitrefs.resolve(repo, args.head, "--head"))  # fmt: skip
-    profile = _profile(args)
+    profile = profile_of(args)
     if profile == "cloud":
         known = [ref for ref, commit in zip((args.base, args.head), commits, strict=True)
                  if gitrefs.has_file(repo, commit, f"Pulumi.{args.stack}.yaml")]  # fmt: skip
@@ -344,7 +214,7 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
                              f"{args.head} has Pulumi.{args.stack}.yaml")  # fmt: skip
     print(f"prodstack: planning {args.base} ({commits[0][:12]}) and {args.head} "
           f"({commits[1][:12]})", file=sys.stderr)  # fmt: skip
-    workers = _Workers()
+    workers = Workers()
     with (
         tempfile.TemporaryDirectory(prefix="prodstack-plans-") as tmp,
         gitrefs.checkout(repo, commits[0]) as base_root,
@@ -368,10 +238,10 @@ def _plans_of_refs(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str, ref: str,
-                  workers: _Workers | None = None) -> dict[str, Any]:  # fmt: skip
+                  workers: Workers | None = None) -> dict[str, Any]:  # fmt: skip
     """One side of a diff of refs. A stack (or the VPS profile) that the ref doesn't have
     yet, or no longer has, is an empty plan: everything shows as added or removed."""
-    profile = _profile(args)
+    profile = profile_of(args)
     marker = root / (f"Pulumi.{args.stack}.yaml" if profile == "cloud" else "pyinfra/deploy.py")
     if not marker.exists():
         print(f"prodstack: {flag} {ref} has no {marker.relative_to(root)}: comparing with "
@@ -382,7 +252,7 @@ def _plan_of_side(args: argparse.Namespace, root: Path, out: Path, flag: str, re
             empty["stack_file_removed"] = str(marker.relative_to(root))
         return empty
     try:
-        return _plan_in_subprocess(args, root, out, workers)
+        return plan_in_subprocess(args, root, out, workers)
     except UsageError as error:
         raise UsageError(f"{flag} {ref}: {error}") from None
 
@@ -415,20 +285,6 @@ def cmd_choose(args: argparse.Namespace) -> int:
     from prodstack import choose
 
     return choose.run(args, plan_for=plan_for_size)
-
-
-def plan_for_size(profile: str, size: str) -> dict[str, Any]:
-    """The plan of a profile at a size, from the real program or deploy (for `choose`)."""
-    with tempfile.TemporaryDirectory(prefix="prodstack-choose-") as tmp:
-        args = argparse.Namespace(
-            profile=profile, stack="prod" if profile == "cloud" else None,
-            # A prod-like stack at each size, without the prod-only minimums.
-            config=[f"size={size}", "environment=choose", "replicas=auto", "min_replicas=auto",
-                    "max_replicas=auto", "az_count=auto", "nat=auto", "multi_az=auto",
-                    "storage_gb=auto", "max_storage_gb=auto"] if profile == "cloud" else [],
-            data=[f"size={size}"] if profile == "vps" else [],
-        )  # fmt: skip
-        return _plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
 
 
 def _subcommand(sub: Any, name: str, summary: str, description: str,

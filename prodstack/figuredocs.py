@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from prodstack import choose, cost, keydocs, recovery, sizes
+from prodstack import choose, cost, keydocs, planning, recovery, sizes
 
 REPO = keydocs.REPO
 GENERATOR = "prodstack.figuredocs"
@@ -52,22 +52,18 @@ Plans = Mapping[str, dict[str, Any]]
 def _stack_plan(stack: str, config: tuple[str, ...] = ()) -> dict[str, Any]:
     """The plan `prodstack cost --stack STACK [--config ...]` prices, made by
     `prodstack plan`."""
-    from prodstack import cli
-
     args = argparse.Namespace(profile="cloud", stack=stack, config=list(config), data=[])
     with tempfile.TemporaryDirectory(prefix="prodstack-figures-") as tmp:
-        return cli._plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
+        return planning.plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
 
 
 def make_plans() -> dict[str, dict[str, Any]]:
     """Every plan the blocks need, keyed `prod`, `dev` (stack files) and `cloud:SIZE`,
     `vps:SIZE` (what `prodstack choose` plans), two at a time as `choose` makes them."""
-    from prodstack import cli
-
     jobs: dict[str, Callable[[], dict[str, Any]]] = {
         **{name: (lambda s=stack, c=config: _stack_plan(s, c))
            for name, (stack, config) in STACKS.items()},
-        **{f"{p}:{s}": (lambda p=p, s=s: cli.plan_for_size(p, s))
+        **{f"{p}:{s}": (lambda p=p, s=s: planning.plan_for_size(p, s))
            for p in choose.PROFILES for s in SIZES},
     }  # fmt: skip
     print(f"figuredocs: planning {len(jobs)} stacks and profiles, two at a time",

@@ -65,13 +65,13 @@ def _outputs_from_plan(stack: str) -> dict[str, Any]:
     cluster and service names only those set explicitly (Pulumi auto-names them)."""
     import argparse
 
-    from prodstack.cli import _plan_in_subprocess
+    from prodstack.planning import plan_in_subprocess
 
     print(f"prodstack: no Pulumi CLI and no --outputs: reading names from the plan of {stack}",
           file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="prodstack-ops-") as tmp:
         args = argparse.Namespace(profile="cloud", stack=stack, config=[], data=[])
-        plan = _plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
+        plan = plan_in_subprocess(args, REPO, Path(tmp) / "plan.json")
     named = {r["type"]: bool((r.get("inputs") or {}).get("name")) for r in plan["resources"]
              if r["type"] in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service")}  # fmt: skip
     outputs = {}

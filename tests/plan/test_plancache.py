@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from prodstack import cli, plancache
+from prodstack import plancache, planning
 from prodstack.errors import UsageError
 from tests.plan.conftest import checkout_copy
 from tests.plan.test_cli import PROGRESS, one_line_error, prodstack
@@ -228,7 +228,7 @@ def test_an_unwritable_full_report_is_refused_before_planning(cache):
 
 
 def test_once_a_side_has_failed_the_other_is_stopped_or_never_started():
-    workers = cli._Workers()
+    workers = planning.Workers()
     running = workers.start(["sleep", "60"])
     workers.stop()
     assert running.wait(timeout=10) == -signal.SIGTERM

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from prodstack import planfile
-from prodstack.cli import parse_pairs
 from prodstack.cloud_plan import REPO, record, to_plan, with_policy
 from prodstack.errors import UsageError
+from prodstack.planning import parse_pairs
 
 
 def record_isolated(
