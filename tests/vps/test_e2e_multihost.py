@@ -30,8 +30,11 @@ from tests.vps.host import boot, host_image, ssh_keypair
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-SUBNET = "10.77.0.0/24"
-WEB1, WEB2, DB = "10.77.0.10", "10.77.0.11", "10.77.0.20"
+# PRODSTACK_E2E_SUBNET: another /24 when someone else's run holds this one (a shared
+# Docker engine refuses overlapping networks).
+SUBNET = os.environ.get("PRODSTACK_E2E_SUBNET", "10.77.0.0/24")
+_PREFIX = SUBNET.rsplit(".", 1)[0]
+WEB1, WEB2, DB = f"{_PREFIX}.10", f"{_PREFIX}.11", f"{_PREFIX}.20"
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +67,10 @@ def cluster(images, tmp_path_factory):
     roles = {"web1": WEB1, "web2": WEB2, "db": DB}
 
     def start(role: str):
-        # One .deb cache per role: the hosts install at the same time.
-        return boot(f"{tag}-{role}", key, apt_cache=f"vps-apt-archives-{role}")
+        # One .deb cache per role: the hosts install at the same time (and apt's lock is in
+        # the cache: another run on the machine names its own, PRODSTACK_APT_CACHE).
+        cache = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
+        return boot(f"{tag}-{role}", key, apt_cache=f"{cache}-{role}")
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         booted = dict(zip(roles, pool.map(start, roles), strict=True))
