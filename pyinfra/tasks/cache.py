@@ -6,7 +6,10 @@ statistics. redis.conf holds only SHA-256 hashes.
 
 A password change is seamless: Redis first accepts the old and the new password
 (`cache`), the replicas (service.py) and the exporter (monitoring.py) are switched to the
-new one, and only then does Redis drop the old one (`cache_finish`, last in deploy.py).
+new one, and only then does Redis drop the old one (`cache_finish`, last in deploy.py),
+and only once every web host of the inventory confirmed in this run that its replicas use
+the new one (tasks/rotation.py): a run with `--limit`, or one where a web host failed,
+leaves both accepted and says which hosts are behind.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pyinfra.operations import systemd
 from tasks.config import Settings, redis_password_hash
 from tasks.facts import MemTotalMb, RedisAuth
 from tasks.pki import REDIS_TLS_DIR, upload_ca, upload_server_certificate
+from tasks.rotation import clients_on
 from tasks.templates import restart_on_change, template, unit_file
 
 # Debian's /etc/redis (redis:redis, setgid): a subdirectory would inherit the setgid bit
@@ -46,7 +50,7 @@ def transition_users(cfg: Settings, current: dict[str, list[str]]) -> dict[str, 
     return {user: wanted[user] + old[user] for user in wanted}
 
 
-def _redis_conf(cfg: Settings, users: dict[str, list[str]], *, name: str):
+def _redis_conf(cfg: Settings, users: dict[str, list[str]], *, name: str, **kwargs):
     maxmemory_mb = max(64, (host.get_fact(MemTotalMb) or 1024) * cfg.redis_memory_percent // 100)
     return template(
         name=name,
@@ -60,6 +64,7 @@ def _redis_conf(cfg: Settings, users: dict[str, list[str]], *, name: str):
         users=users,
         maxmemory_mb=maxmemory_mb,
         tls_dir=TLS_DIR,
+        **kwargs,
     )
 
 
@@ -97,10 +102,16 @@ def cache(cfg: Settings) -> None:
 
 @deploy("Redis: old passwords dropped")
 def cache_finish(cfg: Settings) -> None:
-    """After the replicas use the new password: Redis stops accepting the old one."""
+    """After every web host's replicas use the new password: Redis stops accepting the
+    old one. Decided when it runs: until then the old and the new are both accepted."""
     if transition_users(cfg, host.get_fact(RedisAuth) or {}) is None:
         return
-    conf = _redis_conf(cfg, wanted_users(cfg), name="redis.conf: only the new passwords")
+    conf = _redis_conf(
+        cfg,
+        wanted_users(cfg),
+        name="redis.conf: only the new passwords (once every web host uses them)",
+        _if=clients_on(cfg, "redis", cfg.redis_password_fingerprint, label="Redis"),
+    )
     systemd.service(
         name="Restart Redis without the old passwords",
         service="redis-server.service",

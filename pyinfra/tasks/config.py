@@ -302,6 +302,17 @@ class Settings:
         """The redis exporter's password (in its 0600 environment file)."""
         return self._derived_redis_password(b"prodstack-monitor")
 
+    @property
+    def redis_password_fingerprint(self) -> str:
+        """Which REDIS_PASSWORD generation this host's settings carry (tasks/rotation.py)."""
+        return password_fingerprint(self.secrets["REDIS_PASSWORD"])
+
+
+def password_fingerprint(password: str) -> str:
+    """A short one-way name for a password's generation: hosts compare it to tell whether
+    they run on the same password, and it can be written down in the open."""
+    return hmac.new(password.encode(), b"prodstack password generation", "sha256").hexdigest()[:16]
+
 
 def redis_password_hash(password: str) -> str:
     """How a Redis ACL stores a password (`#<sha256 hex>`, without the `#`), so redis.conf

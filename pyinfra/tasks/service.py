@@ -26,6 +26,7 @@ from tasks.audit import operator  # who deploys: the release history, the lock, 
 from tasks.config import REPO_DIR, Settings, SettingsError
 from tasks.facts import DockerImageId, ReleaseCurrent, ReleaseStatus
 from tasks.pki import CA_ON_HOST, upload_ca
+from tasks.rotation import confirm
 from tasks.templates import put, template, unit_file
 
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
@@ -214,3 +215,6 @@ def service(cfg: Settings) -> None:
             ),
         )
     rollouts.append(op)
+    # Only reached when the rollout succeeded (pyinfra stops a host at its first error):
+    # the replicas run this env file's passwords, and the db host may drop the old ones.
+    confirm(cfg, after=no_host_failed)

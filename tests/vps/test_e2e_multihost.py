@@ -30,8 +30,11 @@ from tests.vps.host import boot, host_image, ssh_keypair
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
-SUBNET = "10.77.0.0/24"
-WEB1, WEB2, DB = "10.77.0.10", "10.77.0.11", "10.77.0.20"
+# PRODSTACK_E2E_SUBNET: another /24 when someone else's run holds this one (a shared
+# Docker engine refuses overlapping networks).
+SUBNET = os.environ.get("PRODSTACK_E2E_SUBNET", "10.77.0.0/24")
+_PREFIX = SUBNET.rsplit(".", 1)[0]
+WEB1, WEB2, DB = f"{_PREFIX}.10", f"{_PREFIX}.11", f"{_PREFIX}.20"
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +67,10 @@ def cluster(images, tmp_path_factory):
     roles = {"web1": WEB1, "web2": WEB2, "db": DB}
 
     def start(role: str):
-        # One .deb cache per role: the hosts install at the same time.
-        return boot(f"{tag}-{role}", key, apt_cache=f"vps-apt-archives-{role}")
+        # One .deb cache per role: the hosts install at the same time (and apt's lock is in
+        # the cache: another run on the machine names its own, PRODSTACK_APT_CACHE).
+        cache = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
+        return boot(f"{tag}-{role}", key, apt_cache=f"{cache}-{role}")
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         booted = dict(zip(roles, pool.map(start, roles), strict=True))
@@ -387,3 +392,95 @@ def test_blue_green_switch_then_rollback_within_the_bake(cluster, images):
         back[role] = record["seconds"]
     print(f"blue/green: nginx switch (nginx -t + reload) {switch}, rollback switch {back} "
           f"(seconds, per web host); rollback.py over SSH for both hosts {rollback_wall:.1f}s")
+
+
+# From inside an API container: a fresh Redis connection as the app's user, with the
+# password of its env file (or PASSWORD, when set), writes and reads a key.
+REDIS_RW = r"""
+import json, os, socket, ssl
+from urllib.parse import unquote, urlsplit
+r = urlsplit(os.environ["REDIS_URL"])
+password = PASSWORD or unquote(r.password)
+s = socket.create_connection((r.hostname, r.port), timeout=5)
+if r.scheme == "rediss":
+    ca = r.query.split("ssl_ca_certs=")[1]
+    s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=r.hostname)
+def command(*words):
+    s.sendall(f"*{len(words)}\r\n".encode()
+              + b"".join(f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words))
+    return s.recv(1000).decode(errors="replace").strip()
+out = {"auth": command("AUTH", r.username, password)}
+if out["auth"] == "+OK":
+    out["set"] = command("SET", "rotation-probe", "x")
+    out["get"] = command("GET", "rotation-probe")
+print(json.dumps(out))
+"""
+
+
+def _redis_as_app(c, role: str, password: str = "") -> dict:
+    return _in_api_container(c, role, f"PASSWORD = {password!r}\n" + REDIS_RW)
+
+
+def _alert_round_trip(c, role: str) -> None:
+    """The API on `role` writes to and reads from PostgreSQL, and answers ready (Redis)."""
+    with _client(c, role) as client:
+        assert client.get("/health/ready").status_code == 200
+        created = client.post("/api/v1/alerts", json={"message": f"rotation {role}",
+                                                      "type": "test", "priority": "low",
+                                                      "region": "eu"})  # fmt: skip
+        assert created.status_code == 201, created.text
+        listed = client.get("/api/v1/alerts", params={"limit": 50}).json()
+    assert created.json()["id"] in json.dumps(listed)
+
+
+def test_redis_password_rotation_waits_for_every_web_host(cluster, images):
+    """A new REDIS_PASSWORD deployed with web2 left out (--limit): web2 keeps working on the
+    old one, which Redis still accepts, and the deploy names web2; the next run over every
+    web host switches web2 and only then drops the old password."""
+    try:
+        with _client(cluster, "web2") as c:
+            version = c.get("/health").json()["version"]
+    except httpx.HTTPError:
+        version = None  # run alone (-k): the three-host layout is not deployed yet
+    image = images["v2"] if version == "e2e-2" else images["v1"]
+    data = {**cluster.data, "image": image}
+    if version is None:
+        first = cluster.pyinfra(layout("web1", "web2"), **data)
+        assert first.returncode == 0, _why(first)
+    old = cluster.secrets["REDIS_PASSWORD"]
+    # A long value with every character a secret may hold besides letters and digits.
+    new = "mh-redis-rotated-._~+/=" + uuid.uuid4().hex * 8
+    rotated = cluster.workdir / "secrets-rotated.env"
+    rotated.write_text("".join(f"{k}={new if k == 'REDIS_PASSWORD' else v}\n"
+                               for k, v in cluster.secrets.items()))  # fmt: skip
+    rotated.chmod(0o600)
+    data["secrets_file"] = str(rotated)
+    web2 = cluster.hosts["web2"].address
+
+    limited = cluster.pyinfra(layout("web1", "web2"), **data,
+                              args=("--limit", cluster.hosts["db"].address,
+                                    "--limit", cluster.hosts["web1"].address))  # fmt: skip
+    assert limited.returncode == 0, _why(limited)
+    assert re.search(rf"Redis still accepts the old password: web host\(s\) {re.escape(web2)} "
+                     "did not confirm", limited.stdout), limited.stdout[-3000:]  # fmt: skip
+    assert new not in limited.stdout and old not in limited.stdout
+    # web2 was left out: its replicas still use the old password, and keep working.
+    assert _redis_as_app(cluster, "web2") == {"auth": "+OK", "set": "+OK", "get": "$1\r\nx"}
+    _alert_round_trip(cluster, "web2")
+    assert _redis_as_app(cluster, "web1")["auth"] == "+OK"  # switched: the new password
+    assert _redis_as_app(cluster, "web1", old)["auth"] == "+OK"  # the old one still works
+    marker = json.loads(cluster.hosts["web1"].run("cat /var/lib/prodstack/credentials.json").stdout)
+    assert new not in json.dumps(marker) and len(marker["fingerprints"]["redis"]) == 16
+
+    full = cluster.pyinfra(layout("web1", "web2"), **data)
+    assert full.returncode == 0, _why(full)
+    assert "still accepts the old password" not in full.stdout
+    cluster.secrets["REDIS_PASSWORD"] = new
+    cluster.data["secrets_file"] = str(rotated)
+    for role in ("web1", "web2"):
+        assert _redis_as_app(cluster, role) == {"auth": "+OK", "set": "+OK", "get": "$1\r\nx"}
+        assert "WRONGPASS" in _redis_as_app(cluster, role, old)["auth"]
+        _alert_round_trip(cluster, role)
+    same = {json.loads(cluster.hosts[r].run("cat /var/lib/prodstack/credentials.json").stdout)
+            ["fingerprints"]["redis"] for r in ("web1", "web2")}  # fmt: skip
+    assert same == {marker["fingerprints"]["redis"]}

@@ -77,6 +77,10 @@ def render(name: str, cfg, **extra) -> str:
     }
     if name == "redis.j2.conf":
         context.setdefault("users", wanted_users(cfg))
+    if name == "credentials.j2.json":
+        from tasks.rotation import fingerprints
+
+        context.setdefault("prints", fingerprints(cfg))
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
 
 
