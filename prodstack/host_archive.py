@@ -66,7 +66,8 @@ def built() -> Path:
     """This checkout's archive, built once per process into a directory named by its
     digest (what pyinfra uploads; the file name is what the plan shows)."""
     content = archive()
-    folder = Path(tempfile.gettempdir()) / f"prodstack-host-{hashlib.sha256(content).hexdigest()[:16]}"
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / f"prodstack-host-{digest}"
     path = folder / NAME
     if not path.is_file() or path.read_bytes() != content:
         write(path)
