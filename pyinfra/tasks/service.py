@@ -3,8 +3,8 @@
 The rolling replacement itself runs on the host, in `prodstack-release`
 (prodstack/host/release.py): it starts each new replica on its spare port, waits for
 /health/ready, switches the nginx upstream, drains and stops the old one, and aborts with
-the old version serving if a check fails. It lives on the host so an operator can roll back or re-run it without
-pyinfra, and because a health-gated loop isn't a declarative operation.
+the old version serving if a check fails. It lives on the host so an operator can roll
+back or re-run it without pyinfra, and because a health-gated loop isn't a declarative operation.
 """
 
 from __future__ import annotations
