@@ -636,18 +636,9 @@ def write_state(cfg, states):
 
 def export(cfg, path):
     """A logical dump for moving data elsewhere; never the backup of record."""
-    tmp = path + ".partial"
-    try:
-        with open(tmp, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            as_postgres("pg_dump", "-Fc", "-p", str(cfg["port"]), "-d", cfg["database"],
-                        stdout=out, check=True)  # fmt: skip
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with common.replacing(path, 0o600, binary=True) as out:
+        as_postgres("pg_dump", "-Fc", "-p", str(cfg["port"]), "-d", cfg["database"],
+                    stdout=out, check=True)  # fmt: skip
     log(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 

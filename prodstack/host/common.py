@@ -5,11 +5,13 @@ Stdlib only: the host runs these with Debian 12's /usr/bin/python3 and nothing e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 # Every command name is a link to the one archive (prodstack.host.zipapp builds it).
 SBIN = "/usr/local/sbin"
@@ -41,18 +43,27 @@ def as_postgres(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
     return subprocess.run(["runuser", "-u", "postgres", "--", *args], **kwargs)
 
 
-def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
-    """Write a whole file or nothing: a reader never sees half of it, a crash leaves no part."""
+@contextlib.contextmanager
+def replacing(path: str, mode: int = 0o644, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A new file that takes `path`'s place whole, synced, when the block ends without an
+    error; otherwise nothing of it remains. A reader never sees half of it."""
     directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "w") as f:
+        with open(tmp, "wb" if binary else "w") as f:
             os.fchmod(f.fileno(), mode)
-            f.write(text)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_atomically(path: str, text: str, mode: int = 0o644) -> None:
+    """Write a whole file or nothing: a reader never sees half of it, a crash leaves no part."""
+    with replacing(path, mode) as f:
+        f.write(text)

@@ -268,6 +268,14 @@ def replica_run(cfg: dict[str, Any], image: str, digest: str | None, replica: in
     ]  # fmt: skip
 
 
+def one_off_run(cfg: dict[str, Any], image: str, command: str,
+                env: Sequence[str] = ()) -> list[str]:  # fmt: skip
+    """`docker run` of the image's `command` (migrate, migrate-stop, schema-version) once,
+    named after it, confined like a replica, its output read by the caller."""
+    return ["docker", "run", "--rm", "--name", f"{NAME}-{command}", *confined(cfg), *env,
+            "--log-driver", "none", image, command]  # fmt: skip
+
+
 def upstream_text(ports: Iterable[int]) -> str:
     """The nginx upstream file for exactly these ports."""
     lines = [f"server 127.0.0.1:{p} max_fails=3 fail_timeout=30s;\n" for p in sorted(ports)]
@@ -630,6 +638,15 @@ class Release:
             self.host.sleep(0.5)
         return False
 
+    def gate(self, cfg, replica, name, port):
+        """A new replica's readiness gate; on failure its last log lines are said."""
+        if self.wait_ready(cfg, name, port):
+            return True
+        logs = self.run("docker", "logs", "--tail", "20", name, check=False)
+        log(f"replica {replica}: not ready within {cfg['ready_timeout_seconds']}s:\n"
+            f"{logs.stdout}{logs.stderr}")  # fmt: skip
+        return False
+
     def stop(self, cfg, name):
         self.run("docker", "stop", "--time", str(cfg.get("stop_timeout_seconds", 30)), name,
                  check=False)  # fmt: skip
@@ -640,16 +657,10 @@ class Release:
         on a lock gives up after its lock_timeout, any statement after migrate_timeout_seconds
         (on the server), and a run past migrate_timeout_seconds is stopped, its database
         session terminated (`migrate-stop`), and the deploy aborts."""
-        name = f"{NAME}-migrate"
         timeout = cfg["migrate_timeout_seconds"]
         log(f"migrate with {image} (at most {timeout}s)")
-        self.run("docker", "rm", "-f", name, check=False)
-        args = ["docker", "run", "--rm", "--name", name, *confined(cfg), *migrate_env(timeout),
-                "--log-driver", "none", image, "migrate"]  # fmt: skip
-        try:
-            result = self.host.run(args, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.run("docker", "rm", "-f", name, check=False)
+        result = self.one_off(cfg, image, "migrate", timeout, migrate_env(timeout))
+        if result is None:
             self.stop_migrate_session(cfg, image)
             log(f"migrate did not finish within {timeout}s (migrate_timeout_seconds); stopped it")
             return False
@@ -658,18 +669,24 @@ class Release:
             return False
         return True
 
+    def one_off(self, cfg, image, command, timeout, env=()):
+        """Run the image's `command` once in a container confined like a replica; None when
+        it did not finish within `timeout` seconds (its container is removed then)."""
+        name = f"{NAME}-{command}"
+        self.run("docker", "rm", "-f", name, check=False)
+        try:
+            return self.host.run(one_off_run(cfg, image, command, env), check=False,
+                                 timeout=timeout)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            self.run("docker", "rm", "-f", name, check=False)
+            return None
+
     def stop_migrate_session(self, cfg, image):
         """Killing the container leaves its PostgreSQL session queued on its lock until the
         server notices: terminate it. An image without `migrate-stop` (bring your own app) is
         said, not fatal: the statement_timeout still ends it."""
-        name = f"{NAME}-migrate-stop"
-        self.run("docker", "rm", "-f", name, check=False)
-        args = ["docker", "run", "--rm", "--name", name, *confined(cfg), "--log-driver", "none",
-                image, "migrate-stop"]  # fmt: skip
-        try:
-            result = self.host.run(args, check=False, timeout=MIGRATE_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.run("docker", "rm", "-f", name, check=False)
+        result = self.one_off(cfg, image, "migrate-stop", MIGRATE_STOP_TIMEOUT)
+        if result is None:
             log("migrate-stop did not answer: the migrate session ends at its statement_timeout")
             return
         detail = (result.stderr or result.stdout).strip()[-500:]
@@ -682,14 +699,8 @@ class Release:
     def schema_version(self, cfg, image):
         """The database's schema version now, from the image's `schema-version` command (one
         line on stdout), confined like a replica; None when the image has no such command."""
-        name = f"{NAME}-schema-version"
-        self.run("docker", "rm", "-f", name, check=False)
-        args = ["docker", "run", "--rm", "--name", name, *confined(cfg), "--log-driver", "none",
-                image, "schema-version"]  # fmt: skip
-        try:
-            result = self.host.run(args, check=False, timeout=SCHEMA_VERSION_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.run("docker", "rm", "-f", name, check=False)
+        result = self.one_off(cfg, image, "schema-version", SCHEMA_VERSION_TIMEOUT)
+        if result is None:
             return None
         lines = result.stdout.strip().splitlines()
         if result.returncode != 0 or not lines:
@@ -774,10 +785,7 @@ class Release:
             port = replica_port(cfg, replica, old)
             log(f"replica {replica}: starting {image} on 127.0.0.1:{port}")
             name = self.start(cfg, image, replica, port)
-            if not self.wait_ready(cfg, name, port):
-                logs = self.run("docker", "logs", "--tail", "20", name, check=False)
-                log(f"replica {replica}: not ready within {cfg['ready_timeout_seconds']}s:\n"
-                    f"{logs.stdout}{logs.stderr}")  # fmt: skip
+            if not self.gate(cfg, replica, name, port):
                 self.stop(cfg, name)
                 raise ReplicaFailed(replaced)
             upstream[replica] = port
@@ -877,10 +885,7 @@ class Release:
             log(f"replica {replica}: starting {image} on 127.0.0.1:{port}")
             new.append((replica, self.start(cfg, image, replica, port), port))
         for replica, name, port in new:
-            if not self.wait_ready(cfg, name, port):
-                logs = self.run("docker", "logs", "--tail", "20", name, check=False)
-                log(f"replica {replica}: not ready within {cfg['ready_timeout_seconds']}s:\n"
-                    f"{logs.stdout}{logs.stderr}")  # fmt: skip
+            if not self.gate(cfg, replica, name, port):
                 for _, other, _ in new:
                     self.stop(cfg, other)
                 return None
