@@ -24,21 +24,24 @@ Credentials given as data are refused before anything runs (`tasks/config.py`,
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
+import io
 import json
 import os
 import re
 import sys
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from prodstack import planfile, sizes
+from prodstack import host_archive, planfile, sizes
 from prodstack.errors import UsageError
 
 # Hardware of the host each size is meant for (the size comments in
@@ -630,6 +633,8 @@ class _Planner:
 
     def _path_text(self, text: str) -> str:
         text = text.replace(str(self.scratch) + "/", "").replace(str(self.scratch), "")
+        # The host tools' archive is built into a temporary folder named by its digest.
+        text = text.replace(str(host_archive.built().parent) + "/", "")
         return text.replace(str(self.root) + "/", "").replace(str(self.root), ".")
 
     def _resources(self, ops: list[dict], cfg, reference: dict, postgres: str | None) -> list:
@@ -837,8 +842,20 @@ def _read_local(source: Any) -> str | None:
         try:
             content = content.decode("utf-8")
         except UnicodeDecodeError:
-            return None
+            return _describe_binary(content)
     return content
+
+
+def _describe_binary(content: bytes) -> str:
+    """A binary upload as the plan shows it: for an archive (the host tools' zipapp) each
+    member's name, size and digest, so a diff names the tool that changed."""
+    lines = [f"binary: {len(content)} bytes, sha256 {hashlib.sha256(content).hexdigest()}"]
+    if zipfile.is_zipfile(io.BytesIO(content)):
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            for info in archive.infolist():
+                digest = hashlib.sha256(archive.read(info)).hexdigest()[:16]
+                lines.append(f"{info.filename}  {info.file_size} bytes  sha256 {digest}")
+    return "\n".join(lines) + "\n"
 
 
 def _command_text(kind: str, value: Any) -> str:

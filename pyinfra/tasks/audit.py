@@ -1,6 +1,6 @@
 """Every host's audit log and the deploy lock's check, read before the deploy changes anything.
 
-prodstack-audit (files/) appends one JSON line per operator action to
+prodstack-audit (prodstack/host/audit.py) appends one JSON line per operator action to
 /var/log/prodstack/audit.log; prodstack-release records deploys, rollbacks, lock events and
 execs through it, and this deploy records a config push when it changed something. The
 deploy lock itself lives with prodstack-release on the web hosts (`lock acquire`).
@@ -21,7 +21,8 @@ from pyinfra.operations import files, server
 
 # Light imports only: deploy.py checks the lock before it imports the other tasks.
 from tasks.facts import DeployLock
-from tasks.templates import put, template
+from tasks.host_tools import host_tools
+from tasks.templates import template
 
 AUDIT = "/usr/local/sbin/prodstack-audit"
 
@@ -48,7 +49,7 @@ def refuse_if_locked() -> None:
 def audit_log(cfg) -> None:
     files.directory(name="Audit log directory (root, group adm reads)", path="/var/log/prodstack",
                     user="root", group="adm", mode="750")  # fmt: skip
-    put(name="prodstack-audit (the operators' audit log)", src="prodstack-audit", dest=AUDIT)
+    host_tools(cfg)
     template(name="logrotate for the audit log", src="logrotate-audit.j2.conf",
              dest="/etc/logrotate.d/prodstack-audit", cfg=cfg)  # fmt: skip
 

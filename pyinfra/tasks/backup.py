@@ -2,8 +2,9 @@
 tasks/database.py), a weekly full and daily differentials into an encrypted local
 repository and, with `backup_s3_bucket`, an encrypted off-site one; a daily restore drill.
 
-The scripts live on the host (files/prodstack-backup, prodstack-restore,
-prodstack-restore-drill) so the timers and an operator run the same code.
+The scripts live on the host (prodstack-backup, prodstack-restore and
+prodstack-restore-drill, from prodstack/host/; tasks/host_tools.py installs them) so the
+timers and an operator run the same code.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from tasks.config import Settings, SettingsError
 from tasks.database import postgres_version
 from tasks.facts import DiskSizeMb, OffsiteBucket, PgbackrestCipherDigest, PgbackrestRepos
 from tasks.monitoring import TEXTFILE_DIR
-from tasks.templates import banner, put, template, timers
+from tasks.templates import banner, template, timers
 
 STANZA = "prodstack"
 STATE = "/var/lib/prodstack/backup-state.json"
@@ -153,8 +154,6 @@ def backup(cfg: Settings) -> None:
         cfg=cfg,
         version=version,
     )
-    for script in ("prodstack-backup", "prodstack-restore", "prodstack-restore-drill"):
-        put(name=script, src=script, dest=f"/usr/local/sbin/{script}")
     files.directory(
         name="Backup points (row counts the drill checks against)",
         path="/var/lib/prodstack/backup-points",

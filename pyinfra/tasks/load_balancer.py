@@ -17,7 +17,7 @@ TLS_DIR = "/etc/prodstack/tls"
 CERT = f"{TLS_DIR}/fullchain.pem"
 KEY = f"{TLS_DIR}/privkey.pem"
 WEBROOT = "/var/www/letsencrypt"
-# Written by prodstack-release (files/): the replicas currently in service.
+# Written by prodstack-release (prodstack/host/release.py): the replicas currently in service.
 UPSTREAM_SERVERS = "/etc/nginx/prodstack/upstream-servers.conf"
 
 

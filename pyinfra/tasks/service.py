@@ -1,10 +1,10 @@
 """The API: image delivery without a registry, env file, and the health-gated rolling deploy.
 
-The rolling replacement itself runs on the host, in `prodstack-release` (files/): it
-starts each new replica on its spare port, waits for /health/ready, switches the nginx
-upstream, drains and stops the old one, and aborts with the old version serving if a
-check fails. It lives on the host so an operator can roll back or re-run it without
-pyinfra, and because a health-gated loop isn't a declarative operation.
+The rolling replacement itself runs on the host, in `prodstack-release`
+(prodstack/host/release.py): it starts each new replica on its spare port, waits for
+/health/ready, switches the nginx upstream, drains and stops the old one, and aborts with
+the old version serving if a check fails. It lives on the host so an operator can roll
+back or re-run it without pyinfra, and because a health-gated loop isn't a declarative operation.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from tasks.config import REPO_DIR, Settings, SettingsError
 from tasks.facts import DockerImageId, ReleaseCurrent, ReleaseStatus
 from tasks.pki import CA_ON_HOST, upload_ca
 from tasks.rotation import confirm
-from tasks.templates import put, template, unit_file
+from tasks.templates import template, unit_file
 
 IMAGE_CACHE = REPO_DIR / ".prodstack" / "images"
 # Per pyinfra run (its State), the deploy operations of the web hosts prepared so far:
@@ -144,11 +144,6 @@ def service(cfg: Settings) -> None:
         mode="644",
         cfg=cfg,
         ca_file=CA_ON_HOST,
-    )
-    put(
-        name="prodstack-release (rolling deploy and rollback)",
-        src="prodstack-release",
-        dest="/usr/local/sbin/prodstack-release",
     )
     unit_file(
         name="Unit prodstack-release-resume.service (a bake's end survives a reboot)",

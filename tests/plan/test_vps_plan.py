@@ -3,6 +3,7 @@ reference host. Every plan here comes from real pyinfra; nothing of ours is mock
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import runpy
@@ -120,9 +121,13 @@ def test_postgres_redis_and_nginx_files_are_the_templates_rendered_for_the_refer
             grafana_port=load_balancer.MONITORING_PORTS["grafana"],
         )
     )
-    assert rendered["/usr/local/sbin/prodstack-release"] == (
-        PYINFRA_DIR / "files" / "prodstack-release"
-    ).read_text()
+    # The host tools' archive: each member named with its digest, so a diff names the tool.
+    archive = rendered["/usr/local/lib/prodstack/prodstack-host.pyz"]
+    release_py = (REPO / "prodstack" / "host" / "release.py").read_bytes()
+    assert (f"prodstack/host/release.py  {len(release_py)} bytes  "
+            f"sha256 {hashlib.sha256(release_py).hexdigest()[:16]}") in archive  # fmt: skip
+    link = resource(medium, "link:/usr/local/sbin/prodstack-release")["inputs"]
+    assert link["target"] == "/usr/local/lib/prodstack/prodstack-host.pyz"
 
 
 def test_reference_host_is_a_fresh_debian_12_of_the_size(medium):

@@ -12,9 +12,9 @@ import boto3
 import pytest
 from tasks.config import settings_for
 
+from prodstack.host import backup as backup_module
 from tests.support.moto import moto_server
 from tests.vps.e2e import free_port
-from tests.vps.test_pitr import host_script
 from tests.vps.test_templates import render
 
 # moto lets this many requests through unsigned, then checks every signature against
@@ -79,7 +79,7 @@ def settings(url, name, key, secret):
 
 @pytest.fixture(scope="module")
 def script():
-    return host_script("prodstack-backup")
+    return backup_module
 
 
 @pytest.mark.parametrize(

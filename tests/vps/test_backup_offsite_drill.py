@@ -10,13 +10,14 @@ import json
 import pytest
 from tasks.config import settings_for
 
-from tests.vps.test_pitr import S3, SINGLE, host_script
+from prodstack.host import drill as drill_module
+from tests.vps.test_pitr import S3, SINGLE
 from tests.vps.test_templates import render
 
 
 @pytest.fixture(scope="module")
 def drill():
-    return host_script("prodstack-restore-drill")
+    return drill_module
 
 
 @pytest.mark.parametrize(

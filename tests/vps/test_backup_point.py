@@ -1,4 +1,4 @@
-"""The nightly backup point (pyinfra/files/prodstack-backup) against a real PostgreSQL:
+"""The nightly backup point (prodstack/host/backup.py) against a real PostgreSQL:
 the tables are locked and counted as the app's owner role, with every name built on the
 server, so a table the app names to close a string literal runs nothing.
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from prodstack.host import backup as backup_module
 from prodstack.local_services import PostgresServer
-from tests.vps.test_pitr import host_script
 
 OWNER = "app_owner"
 DATABASE = "pointdb"
@@ -75,7 +75,7 @@ def server():
 
 @pytest.fixture
 def script():
-    return host_script("prodstack-backup")
+    return backup_module
 
 
 def as_owner(server: Server, sql: str) -> str:

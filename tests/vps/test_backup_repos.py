@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.vps.test_pitr import host_script
+from prodstack.host import backup as backup_module
 
 THIS, OTHER = 7716442161036742958, 7716442132457631766
 OK = {"code": 0, "message": "ok"}
@@ -43,7 +43,7 @@ def answer(*repos: tuple[int, dict, int | None]) -> str:
 
 @pytest.fixture
 def script(monkeypatch):
-    module = host_script("prodstack-backup")
+    module = backup_module
     monkeypatch.setattr(module, "system_id", lambda cfg: THIS)
     return module
 
@@ -108,7 +108,7 @@ def test_a_repository_it_cannot_use_fails_init_naming_why(script, monkeypatch, t
 def test_a_pgbackrest_lock_held_by_another_process_is_waited_out(monkeypatch):
     """The asynchronous archive-push holds the stanza's archive lock for a while after a
     restore's promotion; a stanza-create meeting it (exit 50) waits instead of failing."""
-    script = host_script("prodstack-backup")
+    script = backup_module
     codes = iter([50, 50, 0])
     calls = []
 
@@ -123,7 +123,7 @@ def test_a_pgbackrest_lock_held_by_another_process_is_waited_out(monkeypatch):
 
 
 def test_another_failure_is_not_retried(monkeypatch):
-    script = host_script("prodstack-backup")
+    script = backup_module
     calls = []
 
     def run(*args, **kwargs):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tasks.config import SettingsError, settings_for
 
-from tests.vps.test_pitr import host_script
+from prodstack.host import backup as backup_module
 from tests.vps.test_templates import render
 
 RECORDED = json.loads((Path(__file__).parent / "pgbackrest-info-tiers.json").read_text())[0]
@@ -48,7 +48,7 @@ def history(days: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def script():
-    return host_script("prodstack-backup")
+    return backup_module
 
 
 @pytest.fixture(scope="module")

@@ -259,10 +259,12 @@ def test_replicas_run_read_only_and_migrate_is_confined_and_bounded(stack, image
     dockerfile = (f"FROM {images['v1']}\n"
                   'ENTRYPOINT ["sh", "-c", "sleep 120", "--"]\n')  # fmt: skip
     stack.host.run("docker build -q -t prodstack-api:stuck -", input=dockerfile, timeout=120)
+    # The installed archive, imported as the host's python3 runs it.
     script = (
-        "import runpy, json; m = runpy.run_path('/usr/local/sbin/prodstack-release'); "
-        "cfg = m['load_config'](); cfg['migrate_timeout_seconds'] = 8; "
-        "print(json.dumps(m['migrate'](cfg, 'prodstack-api:stuck')))"
+        "import json, sys; sys.path.insert(0, '/usr/local/lib/prodstack/prodstack-host.pyz'); "
+        "from prodstack.host import release as m; "
+        "cfg = m.load_config(); cfg['migrate_timeout_seconds'] = 8; "
+        "print(json.dumps(m.Release(m.Host()).migrate(cfg, 'prodstack-api:stuck')))"
     )
     started = time.monotonic()
     proc = subprocess.Popen(["docker", "exec", stack.host.name, "python3", "-c", script],

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(2400)]
 RELEASES = ("rel-a", "rel-b", "rel-c", "rel-d")
 FIRST_LEVEL = "0001_create_alerts"
 PROBE_LEVEL = "0002_release_probe"
+ARCHIVE = "/usr/local/lib/prodstack/prodstack-host.pyz"
 
 
 def image(version: str) -> str:
@@ -58,12 +59,18 @@ def test_three_deploys_are_recorded_with_digest_revision_and_migration_level(sta
                    "rm /var/lib/prodstack/releases.tar", timeout=300)  # fmt: skip
     stack.host.run("docker rmi prodstack-api:broken", check=False)
     before = len(history(stack))
+    # A host of an earlier version had each tool as its own file at the command's path: the
+    # next deploy replaces it with the link to the one archive.
+    stack.host.run(f"cp --remove-destination {ARCHIVE} /usr/local/sbin/prodstack-release")
     revision = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                               capture_output=True, text=True).stdout.strip()  # fmt: skip
     for version in RELEASES[:3]:
         result = stack.pyinfra(image=image(version))
         assert result.returncode == 0, failed(result)
         assert stack.version() == version
+    for name in ("prodstack-release", "prodstack-audit", "prodstack-backup"):
+        assert stack.host.run(f"readlink /usr/local/sbin/{name}").stdout.strip() == ARCHIVE
+    assert stack.host.run(f"stat -c %a {ARCHIVE}").stdout.strip() == "755"
     # The operation name says which release each deploy replaces.
     assert f"Deploy {image('rel-c')}, replacing rel-b (" in result.stdout
     releases = history(stack)[before:]

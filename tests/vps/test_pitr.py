@@ -1,19 +1,19 @@
 """Backups of record (pgBackRest), without a host: the settings they are built from, the
-rendered configuration and units, and the restore targets the host script accepts.
+rendered configuration and units. The host tools' own rules are in tests/host/.
 The real thing runs in test_e2e_pitr.py."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import re
-import shutil
+from pathlib import Path
 
 import pytest
 from tasks.config import SettingsError, settings_for
 from tasks.templates import FILES, TEMPLATES
 
 from tests.vps.test_templates import render
+
+HOST_TOOLS = Path(__file__).resolve().parents[2] / "prodstack" / "host"
 
 SINGLE = {"web", "db"}
 S3 = {
@@ -118,7 +118,7 @@ def test_the_plaintext_offsite_path_is_gone():
     """Dumps are never uploaded in plaintext: off-site copies go only through pgBackRest's
     encrypted repository 2, and only its configuration holds the S3 key (a key that cannot
     delete, docs/vps.md "Off-site copies: a key that cannot delete")."""
-    for path in [*FILES.iterdir(), *TEMPLATES.iterdir()]:
+    for path in [*FILES.iterdir(), *TEMPLATES.iterdir(), *HOST_TOOLS.glob("*.py")]:
         text = path.read_text()
         assert "boto3" not in text, path.name
         assert "AWS_SECRET_ACCESS_KEY" not in text, path.name
@@ -160,79 +160,8 @@ def test_invalid_backup_data_fails_naming_the_key(data, environ, override, key):
     assert key in str(error.value)
 
 
-def host_script(name: str):
-    loader = importlib.machinery.SourceFileLoader(name.replace("-", "_"), str(FILES / name))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-@pytest.mark.parametrize(
-    ("target", "options"),
-    [
-        ("latest", ["--type=default"]),
-        ("20261201-020003F", ["--set=20261201-020003F", "--type=immediate",
-                              "--target-action=promote"]),
-        ("20261201-020003F_20261202-020004D",
-         ["--set=20261201-020003F_20261202-020004D", "--type=immediate",
-          "--target-action=promote"]),
-        ("2026-12-01T10:15:00Z", ["--type=time", "--target=2026-12-01 10:15:00.000000+00",
-                                  "--target-action=promote"]),
-        ("2026-12-01T12:15:00.5+02:00",
-         ["--type=time", "--target=2026-12-01 10:15:00.500000+00", "--target-action=promote"]),
-    ],
-)  # fmt: skip
-def test_restore_targets_map_to_pgbackrest_options(target, options):
-    assert host_script("prodstack-restore").parse_target(target) == options
-
-
-@pytest.mark.parametrize("target", ["yesterday", "2026-12-01T10:15:00", "20261201", ""])
-def test_a_bad_restore_target_is_refused_before_anything_stops(target):
-    with pytest.raises(SystemExit, match="not `latest`, a backup label"):
-        host_script("prodstack-restore").parse_target(target)
-
-
-def test_the_drill_refuses_a_restore_that_would_eat_the_live_databases_reserve():
-    drill = host_script("prodstack-restore-drill")
-    gib = 1024**3
-    usage = shutil._ntuple_diskusage(total=100 * gib, used=80 * gib, free=20 * gib)
-    assert drill.space_problem(5 * gib, usage) is None
-    # 20 GiB free, a 15 GiB backup: 5 GiB would be left, under the 10 GiB reserve.
-    problem = drill.space_problem(15 * gib, usage)
-    assert "15360 MiB" in problem and "20480 MiB are free" in problem
-    assert drill.space_problem(25 * gib, usage)
-
-
 def test_a_host_without_a_bucket_is_warned_that_its_backups_share_its_disk(data, environ):
     from tasks.backup import offsite_warning
 
     assert "NO OFF-SITE BACKUPS" in offsite_warning(settings_for(data, SINGLE, environ=environ))
     assert offsite_warning(settings_for({**data, **S3}, SINGLE, environ=environ)) is None
-
-
-VERIFY_CORRUPT = """\
-2026-12-07 06:28:51.479 P00   INFO: verify command begin 2.45: --repo=2 --stanza=prodstack
-2026-12-07 06:28:51.820 P01   INFO: invalid checksum '20261207-061644F/pg_data/base/5/2838.gz'
-2026-12-07 06:28:51.828 P00   INFO: stanza: prodstack
-                                    status: error
-                                      backup: 20261207-061644F, status: invalid, \
-total files checked: 964, total valid files: 963
-                                        checksum invalid: 1
-2026-12-07 06:28:51.828 P00   INFO: verify command end: completed successfully (351ms)
-"""
-VERIFY_SOUND = """\
-2026-12-07 06:28:54.422 P00   INFO: verify command begin 2.45: --repo=2 --stanza=prodstack
-2026-12-07 06:28:54.914 P00   INFO: verify command end: completed successfully (494ms)
-"""
-
-
-def test_verify_fails_on_invalid_files_although_pgbackrest_exits_0():
-    """pgBackRest 2.45's own answers (recorded against a repository with one corrupted
-    file, and a sound one): it exits 0 in both, and only its summary tells them apart."""
-    backup = host_script("prodstack-backup")
-    assert backup.verify_problem(0, VERIFY_SOUND) is None
-    problem = backup.verify_problem(0, VERIFY_CORRUPT)
-    assert "invalid checksum '20261207-061644F/pg_data/base/5/2838.gz'" in problem
-    assert "checksum invalid: 1" in problem
-    assert backup.verify_problem(56, "ERROR: [056]: unable to open") is not None

@@ -15,7 +15,7 @@ from tasks.config import MONITORING_PORTS, settings_for
 from tasks.database import tuning
 from tasks.monitoring import HEALTH_USER, scrape_jobs
 from tasks.os_hardening import BLACKLISTED_MODULES, PROC_GROUP
-from tasks.templates import FILES, TEMPLATES
+from tasks.templates import TEMPLATES
 
 TEMPLATE_NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2.*"))
 PROFILES = {
@@ -133,17 +133,6 @@ def test_redis_and_postgres_settings(data, environ):
     hba = render("pg_hba.j2.conf", cfg)
     assert "host    prodstack  prodstack  172.30.232.0/24  scram-sha-256" in hba
     assert "trust" not in hba and " md5" not in hba
-
-
-@pytest.mark.parametrize(
-    "script",
-    sorted(p.name for p in FILES.iterdir() if p.read_text().startswith("#!/usr/bin/python")),
-)
-def test_host_scripts_compile(script):
-    subprocess.run(
-        ["python3", "-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())", FILES / script],
-        check=True,
-    )
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
@@ -584,31 +573,6 @@ def test_db_only_host_starts_its_services_after_the_network_is_online(data, envi
 
 
 # --- Containers ----------------------------------------------------------------------------
-
-
-def test_replicas_and_migrate_run_confined():
-    import runpy
-
-    release = runpy.run_path(str(FILES / "prodstack-release"))
-    cfg = {"memory_mb": 384, "cpus": 1.0, "env_file": "/etc/prodstack/app.env",
-           "network": "prodstack"}  # fmt: skip
-    args = release["confined"](cfg)
-    assert "--read-only" in args
-    assert args[args.index("--tmpfs") + 1].startswith("/tmp:")
-    assert args[args.index("--cap-drop") + 1] == "ALL"
-    assert "--memory" in args and "--pids-limit" in args
-
-
-
-def test_migrate_is_bounded_on_the_server_too():
-    import runpy
-
-    release = runpy.run_path(str(FILES / "prodstack-release"))
-    env = release["migrate_env"](300)
-    assert env == ["--env", "MIGRATE_LOCK_TIMEOUT_SECONDS=10",
-                   "--env", "MIGRATE_STATEMENT_TIMEOUT_SECONDS=300"]  # fmt: skip
-    # A lock wait never outlasts the run itself.
-    assert "MIGRATE_LOCK_TIMEOUT_SECONDS=5" in release["migrate_env"](5)
 
 
 def test_audit_rules_end_locked_until_reboot(data, environ):

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """prodstack-restore-drill: prove the latest backup restores, every day.
 
     prodstack-restore-drill run            # the daily timer: repository 1 (on this host)
@@ -7,9 +6,10 @@
 
 Restores the newest backup of the repository that has a backup point (prodstack-backup)
 into a scratch cluster in drill_directory (first checking that the disk it shares with the
-live database has room for the backup's size from `pgbackrest info`, and keeps 10% free), recovering WAL up to that point. The scratch
-cluster listens on a Unix socket in its own directory only (drill_port names the
-socket), does not archive, and never touches the live cluster or the API replicas.
+live database has room for the backup's size from `pgbackrest info`, and keeps 10% free),
+recovering WAL up to that point. The scratch cluster listens on a Unix socket in its own
+directory only (drill_port names the socket), does not archive, and never touches the
+live cluster or the API replicas.
 Checks: it starts and leaves recovery, its migration is the one recorded at the point,
 and every application table has the row count recorded there. Then it writes
 prodstack_restore_drill.prom into the node exporter's textfile directory and removes
@@ -17,6 +17,8 @@ the scratch cluster. Exit 1 on any failure. The off-site drill writes its own
 prodstack_restore_drill_offsite.prom (metrics prodstack_restore_drill_offsite_*); the two
 drills share the scratch directory and wait for each other. Managed by prodstack.
 """
+
+from __future__ import annotations
 
 import fcntl
 import json
@@ -27,11 +29,13 @@ import subprocess
 import sys
 import time
 
-CONFIG = "/etc/prodstack/backup.json"
+from prodstack.host import common
+
+CONFIG = common.BACKUP_CONFIG
 
 
 def log(message):
-    print(f"prodstack-restore-drill: {message}", flush=True)
+    common.say("prodstack-restore-drill", message)
 
 
 class DrillFailed(Exception):
@@ -39,25 +43,14 @@ class DrillFailed(Exception):
 
 
 def as_postgres(*args, check=True):
-    result = subprocess.run(["runuser", "-u", "postgres", "--", *args],
-                            capture_output=True, text=True)  # fmt: skip
+    result = common.as_postgres(*args, capture_output=True, text=True)
     if check and result.returncode != 0:
         detail = (result.stderr or result.stdout)[-1500:]
         raise DrillFailed(f"{args[0]} {args[-1]} failed: {detail}")
     return result
 
 
-def write_atomically(path, text):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            os.fchmod(f.fileno(), 0o644)
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+write_atomically = common.write_atomically
 
 
 def bindir(cfg):
@@ -191,7 +184,7 @@ def drill(cfg, repo=1):
             raise DrillFailed(f"the scratch cluster did not finish recovery:\n{tail}")
         time.sleep(0.5)
     # The same query the backup point ran (as the owner role, names built on the server).
-    result = run_script(["/usr/local/sbin/prodstack-backup", "counts", drill_dir,
+    result = run_script([common.command("prodstack-backup"), "counts", drill_dir,
                                str(cfg["drill_port"])])  # fmt: skip
     got = json.loads(result.stdout)
     problems = []
@@ -238,17 +231,21 @@ def previous_success(path, prefix="prodstack_restore_drill"):
 
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("prodstack-restore-drill: terminated"))
-    with open(CONFIG) as f:
-        cfg = json.load(f)
+    cfg = common.load_json(CONFIG)
     parsed = parse(sys.argv[1:])
     if parsed is None:
         sys.exit(__doc__)
     command, repo = parsed
     # The daily and the off-site drill share the scratch directory and its port: one at a
     # time (the lock is released when the process ends, however it ends).
-    lock = open(os.path.join(os.path.dirname(cfg["drill_directory"]),
-                             ".prodstack-restore-drill.lock"), "w")  # fmt: skip
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    lock_path = os.path.join(os.path.dirname(cfg["drill_directory"]),
+                             ".prodstack-restore-drill.lock")  # fmt: skip
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return locked_run(cfg, command, repo)
+
+
+def locked_run(cfg, command, repo):
     if command == "cleanup":
         cleanup(cfg)
         return 0

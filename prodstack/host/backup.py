@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """prodstack-backup: pgBackRest backups of record, their metrics, and an optional logical export.
 
     prodstack-backup full|diff|incr   # the timers: a weekly full, daily differentials
@@ -23,6 +22,8 @@ and compares. Settings: /etc/prodstack/backup.json; pgBackRest's: /etc/pgbackres
 Managed by prodstack.
 """
 
+from __future__ import annotations
+
 import configparser
 import datetime
 import json
@@ -30,25 +31,25 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
-CONFIG = "/etc/prodstack/backup.json"
+from prodstack.host import common
+
+CONFIG = common.BACKUP_CONFIG
 TYPES = ("full", "diff", "incr")
 
 
 def log(message):
-    print(f"prodstack-backup: {message}", flush=True)
+    common.say("prodstack-backup", message)
 
 
 def load():
-    with open(CONFIG) as f:
-        return json.load(f)
+    return common.load_json(CONFIG)
 
 
-def as_postgres(*args, **kwargs):
-    return subprocess.run(["runuser", "-u", "postgres", "--", *args], **kwargs)
+as_postgres = common.as_postgres
+write_atomically = common.write_atomically
 
 
 # pgBackRest's exit code when another of its processes holds the lock it needs (the
@@ -86,23 +87,6 @@ def psql(cfg, sql, database=None):
     if result.returncode != 0:
         raise SystemExit(f"prodstack-backup: psql failed: {result.stderr.strip()}")
     return result.stdout.strip()
-
-
-def write_atomically(path, text, mode=0o644):
-    """Write a whole file or nothing: a reader never sees half of it, a crash leaves no part."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "w") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def info(cfg):
@@ -239,10 +223,10 @@ def take_point(cfg, name, attempts=3):
 
 def record_point(cfg, labels):
     """Row counts and migration at a named restore point, taken while writes wait."""
-    name = "prodstack-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = "prodstack-" + datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     point = take_point(cfg, name)
     point.update(restore_point=name, labels=labels,
-                 recorded_at=datetime.datetime.now(datetime.timezone.utc).isoformat())  # fmt: skip
+                 recorded_at=datetime.datetime.now(datetime.UTC).isoformat())  # fmt: skip
     # Switches WAL and waits until the segment holding the restore point is archived.
     pgbackrest(cfg, "check")
     write_atomically(
@@ -274,7 +258,7 @@ def prune_points(cfg, current):
 def metrics(cfg, current):
     """Per type, the newest backup's stop time and duration, taken over the repository
     that is furthest behind: an off-site copy that stopped working makes the figure age."""
-    newest = {}
+    newest: dict[tuple[str, int], dict] = {}
     for b in current["backup"]:
         if b.get("error"):
             continue
@@ -292,8 +276,8 @@ def metrics(cfg, current):
         "# TYPE prodstack_backup_last_duration_seconds gauge",
     ]
     for kind in TYPES:
-        per_repo = [newest.get((kind, r)) for r in repos]
-        if any(b is None for b in per_repo):
+        per_repo = [newest[(kind, r)] for r in repos if (kind, r) in newest]
+        if len(per_repo) < len(repos):
             continue
         oldest = min(per_repo, key=lambda b: b["timestamp"]["stop"])
         stamps = oldest["timestamp"]
@@ -652,18 +636,9 @@ def write_state(cfg, states):
 
 def export(cfg, path):
     """A logical dump for moving data elsewhere; never the backup of record."""
-    tmp = path + ".partial"
-    try:
-        with open(tmp, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)
-            as_postgres("pg_dump", "-Fc", "-p", str(cfg["port"]), "-d", cfg["database"],
-                        stdout=out, check=True)  # fmt: skip
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with common.replacing(path, 0o600, binary=True) as out:
+        as_postgres("pg_dump", "-Fc", "-p", str(cfg["port"]), "-d", cfg["database"],
+                    stdout=out, check=True)  # fmt: skip
     log(f"wrote {path} ({os.path.getsize(path)} bytes)")
 
 

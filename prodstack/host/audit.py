@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """prodstack-audit: this host's append-only record of what operators did (managed by prodstack).
 
     prodstack-audit record [--by WHO] EVENT [KEY=VALUE ...]
@@ -14,6 +13,8 @@ monthly and keeps two years (/etc/logrotate.d/prodstack-audit). `show` reads the
 files too, oldest first.
 """
 
+from __future__ import annotations
+
 import argparse
 import fcntl
 import getpass
@@ -24,7 +25,8 @@ import json
 import os
 import socket
 import sys
-import time
+
+from prodstack.host import common
 
 LOG = "/var/log/prodstack/audit.log"
 EVENTS = ("deploy", "rollback", "start", "stop", "restore", "lock-acquire", "lock-release",
@@ -42,7 +44,7 @@ def record(event, by=None, **fields):
     """Append one record. Values are JSON-encoded: quotes and newlines stay inside it."""
     if event not in EVENTS:
         raise SystemExit(f"prodstack-audit: unknown event {event!r}; one of {', '.join(EVENTS)}")
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "event": event,
+    entry = {"time": common.utc_stamp(), "event": event,
              "by": who(by)[:200], "host": socket.gethostname()}  # fmt: skip
     for key, value in fields.items():
         entry[key] = str(value)[:MAX_VALUE]

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """prodstack-restore: point-in-time restore of the live cluster with pgBackRest.
 
     prodstack-restore latest [--repo N]                     # replay all archived WAL
@@ -16,6 +15,8 @@ the next PITR have a base. It does not touch the API replicas:
 `pyinfra restore.py` stops them before and brings them back after. Managed by prodstack.
 """
 
+from __future__ import annotations
+
 import datetime
 import json
 import os
@@ -24,13 +25,15 @@ import subprocess
 import sys
 import time
 
-CONFIG = "/etc/prodstack/backup.json"
-BACKUP = "/usr/local/sbin/prodstack-backup"
+from prodstack.host import common
+
+CONFIG = common.BACKUP_CONFIG
+BACKUP = common.command("prodstack-backup")
 LABEL = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
 
 
 def log(message):
-    print(f"prodstack-restore: {message}", flush=True)
+    common.say("prodstack-restore", message)
 
 
 def parse_target(target):
@@ -48,7 +51,7 @@ def parse_target(target):
             f"prodstack-restore: {target!r} is not `latest`, a backup label such as "
             "20261201-020003F, or an ISO 8601 time with a zone such as 2026-12-01T10:15:00Z"
         )
-    stamp = when.astimezone(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+    stamp = when.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00")
     return ["--type=time", f"--target={stamp}", "--target-action=promote"]
 
 
@@ -89,8 +92,7 @@ def main():
     if len(args) != 1:
         sys.exit(__doc__)
     options = parse_target(args[0])
-    with open(CONFIG) as f:
-        cfg = json.load(f)
+    cfg = common.load_json(CONFIG)
     started = time.monotonic()
     if writable(cfg):
         # The WAL since the last segment switch is only in pg_wal, which the restore
@@ -123,7 +125,7 @@ def main():
 
 
 def set_aside(cfg):
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     for kind in ("archive", "backup"):
         path = os.path.join(cfg["repo1_path"], kind, cfg["stanza"])
         if os.path.exists(path):
