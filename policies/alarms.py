@@ -135,6 +135,10 @@ def alarms_for_the_targets(args: StackValidationArgs, report: ReportViolation) -
                 problem = alarm_problem(alarm, GREATER, ceiling)
                 if problem:
                     report(f"Alarm for {what} {problem}.", alarm.urn)
+
+
+# ---- data-tier events and Prometheus alert rules ----------------------------------------
+
 # RDS event categories that must reach the alarm topic (components.observability cites
 # the RDS user guide's list).
 REQUIRED_RDS_EVENTS = ("failure", "failover", "low storage", "maintenance")

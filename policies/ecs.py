@@ -63,6 +63,8 @@ def no_secrets_in_environment(_type: str, props: Mapping[str, Any]) -> Iterable[
                        "like a credential; inject it through `secrets`.")
 
 
+# ---- ECS: hardened tasks, safe deploys, Container Insights ------------------------------
+
 @resource_policy(
     "ecs-task-hardened",
     "Task definitions: awsvpc; containers read-only, non-root, unprivileged, ALL "
@@ -319,7 +321,7 @@ def deployment_alarms_quiet(args: StackValidationArgs, report: ReportViolation) 
                        "whatever treatMissingData says.", alarm.urn)
 
 
-# ---- ECR, KMS, Secrets Manager, CloudFront caching -----------------------------------
+# ---- ECR and Secrets Manager ---------------------------------------------------------
 
 @resource_policy(
     "ecr-repository-hardened",

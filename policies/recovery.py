@@ -17,7 +17,7 @@ from policies._shared import (
 )
 from policies.alarms import GREATER, LESS, alarm_problem, metrics_read
 
-# ---- disaster recovery: AWS Backup tiers, locked vaults, restore drills, data-tier events -
+# ---- disaster recovery: AWS Backup tiers, locked vaults, restore drills ----------------
 
 # The backup tiers in prod (docs/targets.md, "Recovery"): a rule named after each, keeping
 # its points at least this long.

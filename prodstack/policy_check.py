@@ -56,14 +56,16 @@ def _validate(policy: Any, args: Any, report: Any, advisories: list[str] | None)
 
 
 def check_resource(policy: Any, type_: str, props: dict,
-                   advisories: list[str] | None = None) -> list[str]:
-    """Violations a resource policy reports for one resource."""
+                   advisories: list[str] | None = None, *, translated: bool = False) -> list[str]:
+    """Violations a resource policy reports for one resource (``translated``: its
+    properties already went through `engine_values`)."""
     from pulumi_policy import ResourceValidationArgs
     from pulumi_policy.proxy import unknown_checking_proxy
 
     violations: list[str] = []
-    args = ResourceValidationArgs(type_, unknown_checking_proxy(engine_values(props)),
-                                  f"urn:{type_}::x", "x", None, None)  # fmt: skip
+    props = props if translated else engine_values(props)
+    args = ResourceValidationArgs(type_, unknown_checking_proxy(props), f"urn:{type_}::x", "x",
+                                  None, None)  # fmt: skip
     _validate(policy, args, lambda message, urn=None: violations.append(_readable(message)),
               advisories)
     return violations
@@ -74,15 +76,20 @@ def _urn(resource: dict[str, Any]) -> str:
     return resource.get("urn") or resource["id"]
 
 
-def policy_resources(items: list[dict[str, Any]]) -> list[Any]:
+def _translated(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**r, "inputs": engine_values(r["inputs"])} for r in items]
+
+
+def policy_resources(items: list[dict[str, Any]], *, translated: bool = False) -> list[Any]:
     """Manifest or plan resources (``urn`` or ``id``, ``type``, ``name``, ``inputs``,
     ``property_dependencies``) -> PolicyResources with their property dependencies linked."""
     from pulumi_policy import PolicyResource
     from pulumi_policy.proxy import unknown_checking_proxy
 
+    items = items if translated else _translated(items)
     made = {
-        _urn(r): PolicyResource(r["type"], unknown_checking_proxy(engine_values(r["inputs"])),
-                                _urn(r), r["name"], None, None, None, [], {})
+        _urn(r): PolicyResource(r["type"], unknown_checking_proxy(r["inputs"]), _urn(r),
+                                r["name"], None, None, None, [], {})
         for r in items
     }
     for r in items:
@@ -94,12 +101,12 @@ def policy_resources(items: list[dict[str, Any]]) -> list[Any]:
 
 
 def check_stack(policy: Any, items: list[dict[str, Any]],
-                advisories: list[str] | None = None) -> list[str]:
+                advisories: list[str] | None = None, *, translated: bool = False) -> list[str]:
     """Violations a stack policy reports over manifest-shaped resources."""
     from pulumi_policy import StackValidationArgs
 
     violations: list[str] = []
-    args = StackValidationArgs(policy_resources(items))
+    args = StackValidationArgs(policy_resources(items, translated=translated))
     _validate(policy, args,
               lambda message, urn=None: violations.append(f"{urn}: {_readable(message)}"),
               advisories)
@@ -107,18 +114,21 @@ def check_stack(policy: Any, items: list[dict[str, Any]],
 
 
 def run_policy(policy: Any, items: list[dict[str, Any]],
-               advisories: list[str] | None = None) -> list[str]:
+               advisories: list[str] | None = None, *, translated: bool = False) -> list[str]:
     """One policy over manifest-shaped resources, each violation prefixed by its name;
     ``advisories`` (when given) collects the policies an unknown value stopped."""
     from pulumi_policy import StackValidationPolicy
 
+    items = items if translated else _translated(items)
     if isinstance(policy, StackValidationPolicy):
-        return [f"{policy.name}: {v}" for v in check_stack(policy, items, advisories)]
+        return [f"{policy.name}: {v}"
+                for v in check_stack(policy, items, advisories, translated=True)]
     found = []
     for r in items:
         stopped: list[str] = []
         found += [f"{policy.name} {r['name']}: {v}"
-                  for v in check_resource(policy, r["type"], r["inputs"], stopped)]
+                  for v in check_resource(policy, r["type"], r["inputs"], stopped,
+                                          translated=True)]
         if advisories is not None:
             advisories += [f"{r['name']}: {a}" for a in stopped]
     return found
@@ -134,4 +144,6 @@ def run_all(manifest: Any, policies: list[Any] | None = None,
 
         policies = all_policies()
     items = manifest.resources if hasattr(manifest, "resources") else manifest["resources"]
-    return [v for policy in policies for v in run_policy(policy, items, advisories)]
+    items = _translated(items)
+    return [v for policy in policies
+            for v in run_policy(policy, items, advisories, translated=True)]
