@@ -274,8 +274,14 @@ def _struct(values: dict) -> Any:
 
 
 def _analyze(analyzer: Any, items: list[dict]) -> list[tuple[str, str]]:
-    """(policy name, urn) of every diagnostic the served pack returns for ``items``."""
+    """(policy name, urn) of every diagnostic the served pack returns for ``items``. The
+    recording's secret markers reach the engine as its unknowns (`engine_values`): the
+    engine never sees a marker, only the value or, at preview, not even that."""
     from pulumi.runtime.proto import analyzer_pb2
+
+    from prodstack.policy_check import engine_values
+
+    items = [{**r, "inputs": engine_values(r["inputs"])} for r in items]
 
     found = []
     for r in items:
@@ -335,7 +341,7 @@ def test_served_pack_reports_an_unknown_value_as_policy_check_does(analyzer: Any
         ("rds-force-ssl", analyzer_pb2.ADVISORY)]
     advisories: list[str] = []
     assert check_resource(rds_force_ssl, type_, props, advisories) == []
-    assert advisories == [served[0][2].replace(" from policy pack 'prodstack@v'", "")]
+    assert advisories == [re.sub(r" from policy pack '[^']*'", "", served[0][2])]
 
 
 def test_docs_name_every_rule_and_only_rules_that_exist() -> None:
