@@ -12,7 +12,7 @@ import pulumi_aws as aws
 from components._common import alias_record, child_opts, merge_tags, region_and_account
 
 # ALB TLS 1.3 security policies whose lowest protocol is TLS 1.2 or 1.3: the allow-list the
-# component validates against and the policy pack's `alb-listener-tls` enforces. In AWS's
+# component validates against (the policy pack's `alb-listener-tls` keeps its own). In AWS's
 # naming `TLS13-1-X` means "TLS 1.3 down to TLS 1.X", so ELBSecurityPolicy-TLS13-1-0-2021-06
 # and -TLS13-1-1-2021-06 (TLS 1.0 / 1.1 still on) are left out on purpose. The recommended
 # one is also the console default; the API default (ELBSecurityPolicy-2016-08) has no

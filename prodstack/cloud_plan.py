@@ -556,7 +556,11 @@ def with_policy(plan: dict[str, Any]) -> dict[str, Any]:
     """
     from prodstack.policy_check import run_all
 
-    plan["policy"] = {"pack": "policies", "violations": sorted(run_all(plan))}
+    advisories: list[str] = []
+    plan["policy"] = {"pack": "policies",
+                      "violations": sorted(run_all(plan, advisories=advisories))}
+    if advisories:  # policies an unknown value stopped, as at `pulumi preview`
+        plan["policy"]["advisories"] = sorted(advisories)
     return plan
 
 

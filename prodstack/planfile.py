@@ -46,7 +46,7 @@ PROFILES = ("cloud", "vps")
 
 SECRET = "[secret]"
 SECRET_RE = re.compile(r"\[secret(?::[^\]]*)?\]")
-_UNKNOWN_RE = re.compile(r"\(known after apply: [^)]*\)")
+UNKNOWN_RE = re.compile(r"\(known after apply: [^)]*\)")
 
 
 class PlanFileError(Exception):
@@ -116,7 +116,7 @@ def has_secret(value: Any) -> bool:
 
 def has_unknown(value: Any) -> bool:
     """Whether a value (or anything inside it) is known only after apply."""
-    return any(_UNKNOWN_RE.search(s) for s in strings(value))
+    return any(UNKNOWN_RE.search(s) for s in strings(value))
 
 
 def new_plan(profile: str, stack: str) -> dict[str, Any]:

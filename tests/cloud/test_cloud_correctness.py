@@ -156,7 +156,7 @@ def test_prod_teardown_opt_in_lets_destroy_finish_and_keeps_the_final_snapshot(p
 
 
 def test_policy_refuses_lifted_prod_protection_without_the_teardown_tag(prod_teardown):
-    from policies.rules import prod_protection
+    from policies.data import prod_protection
 
     for type_ in ("aws:rds/instance:Instance", "aws:lb/loadBalancer:LoadBalancer"):
         props = prod_teardown.one(type_.split(":", 1)[1])
@@ -334,7 +334,7 @@ def test_waf_policy_lets_the_body_rule_count_only_where_the_acl_blocks_large_bod
     body-size rule blocking instead; any other counted rule, or no own rule, is refused."""
     import copy
 
-    from policies.rules import waf_enforces
+    from policies.edge import waf_enforces
 
     acl = prod.one("wafv2/webAcl:WebAcl")
     waf = "aws:wafv2/webAcl:WebAcl"

@@ -225,7 +225,7 @@ def test_database_admits_the_proxy_group_only_while_a_proxy_sits_in_it(
     ordinary foreign source, and the ingress rule names it."""
     from prodstack_cloud_harness import run_policy
 
-    from policies.rules import security_group_ingress
+    from policies.network import security_group_ingress
 
     assert run_policy(security_group_ingress, prod_proxy.resources) == []
     orphan = _without(prod_proxy.resources, "prodstack-db-proxy-proxy")

@@ -33,7 +33,7 @@ from components.metrics import (
     render_collector_config,
 )
 from components.service import FARGATE_CPU_MEMORY, ServiceArgs
-from policies import rules
+from policies.ecs import ecs_sidecars_non_essential
 from prodstack.sizes import CLOUD as SIZES
 from stacks.config import ConfigError, load
 
@@ -250,7 +250,7 @@ def test_metrics_scrape_is_on_by_default_and_off_by_name() -> None:
 
 
 def test_sidecar_rule_compliant_and_violating(prod: Manifest) -> None:
-    policy = next(p for p in rules.ALL_POLICIES if p.name == "ecs-sidecars-non-essential")
+    policy = ecs_sidecars_non_essential
     task = prod.one("taskDefinition:TaskDefinition", "prodstack-api-task")
     type_ = "aws:ecs/taskDefinition:TaskDefinition"
     assert check_resource(policy, type_, task) == []

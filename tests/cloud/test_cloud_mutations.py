@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from prodstack_cloud_harness import Manifest, run_all, run_policy
 
-from policies import rules
+from policies import all_policies
 
 DELETE = object()  # the change removes the key / list item
 DROP = "<drop>"  # the weakening removes the whole resource
@@ -675,7 +675,7 @@ def weaken(resources: list[dict[str, Any]], w: Weakening) -> list[dict[str, Any]
 
 # ---- the tests ------------------------------------------------------------------------
 
-POLICIES = {p.name: p for p in rules.ALL_POLICIES}
+POLICIES = {p.name: p for p in all_policies()}
 
 
 def test_unweakened_prod_and_dev_pass_every_rule(prod: Manifest, dev: Manifest) -> None:
@@ -700,6 +700,37 @@ def test_weakening_turns_its_named_rule_red(request: pytest.FixtureRequest,
     assert run_policy(policy, manifest.resources) == [], f"{w.rule} red before the weakening"
     violations = run_policy(policy, weaken(manifest.resources, w))
     assert violations, f"{w.why}: {w.rule} stayed green"
+    where = w.resource if w.reported_on is None else w.reported_on
+    if where:
+        assert any(where in v for v in violations), (where, violations)
+
+
+def _as_plan(manifest: Manifest, resources: list[dict[str, Any]]) -> dict[str, Any]:
+    """The plan of ``manifest`` with ``resources`` in place of its own (an added one is a
+    top-level custom resource with no options)."""
+    from prodstack.cloud_plan import to_plan
+
+    data = {**manifest.data, "resources": resources,
+            "resource_options": dict(manifest.data["resource_options"])}
+    for r in resources:
+        r.setdefault("parent", "")
+        r.setdefault("custom", True)
+        data["resource_options"].setdefault(r["urn"], {"dependencies": []})
+    return to_plan(data)
+
+
+@pytest.mark.parametrize("w", WEAKENINGS, ids=[w.why for w in WEAKENINGS])
+def test_weakening_turns_its_named_rule_red_in_the_plan_too(request: pytest.FixtureRequest,
+                                                            w: Weakening) -> None:
+    """The same weakening, as `prodstack plan` shows it: ARNs, IDs and digests known only
+    after apply, secrets hidden. The rules see the engine's unknowns there and still judge
+    every weakened setting, and no rule is stopped by an unknown value."""
+    manifest: Manifest = request.getfixturevalue(w.manifest)
+    advisories: list[str] = []
+    violations = run_policy(POLICIES[w.rule], _as_plan(manifest, weaken(manifest.resources, w))[
+        "resources"], advisories)
+    assert violations, f"{w.why}: {w.rule} stayed green in the plan"
+    assert advisories == []
     where = w.resource if w.reported_on is None else w.reported_on
     if where:
         assert any(where in v for v in violations), (where, violations)

@@ -50,7 +50,7 @@ def _assert_confused_deputy_guard(statement: dict, where: str) -> None:
 
 
 # Roles whose trust AWS documents with no condition and no word of aws:SourceArn or
-# aws:SourceAccount (policies/rules.py DOCUMENTED_TRUST cites the pages): ECS's role for
+# aws:SourceAccount (policies/iam.py DOCUMENTED_TRUST cites the pages): ECS's role for
 # blue/green load balancing, and RDS Proxy's role.
 DOCUMENTED_TRUST = {"prodstack-api-ecs-lb-role": "ecs.amazonaws.com",
                     "prodstack-db-proxy-role": "rds.amazonaws.com"}

@@ -11,7 +11,7 @@ from prodstack_cloud_harness import REPO, Manifest, check_resource, run_all, run
 
 from components._common import ECS_EXEC_TAG, ENVIRONMENT_TAG
 from components.service import ECS_EXEC_ACTIONS
-from policies import rules
+from policies.ecs import ecs_service_safe
 
 ZONE = "Z0123456789EXAMPLE0"
 VARIANTS = {
@@ -151,6 +151,6 @@ def test_ecs_exec_turns_it_on_with_only_the_session_channels(variants) -> None:
 def test_ecs_exec_in_prod_passes_the_pack_only_when_allowed_by_name(variants) -> None:
     (service,) = variants["ecs-exec"].inputs("ecs/service:Service")
     prod = {**service, "tags": {**service["tags"], ENVIRONMENT_TAG: "prod"}}
-    assert check_resource(rules.ecs_service_safe, "aws:ecs/service:Service", prod)
+    assert check_resource(ecs_service_safe, "aws:ecs/service:Service", prod)
     allowed = {**prod, "tags": {**prod["tags"], ECS_EXEC_TAG: "allowed-in-prod"}}
-    assert check_resource(rules.ecs_service_safe, "aws:ecs/service:Service", allowed) == []
+    assert check_resource(ecs_service_safe, "aws:ecs/service:Service", allowed) == []

@@ -57,7 +57,7 @@ CHANGES = {
     "the project file": lambda root: _append(root / "Pulumi.yaml"),
     "a component": lambda root: _append(root / "components" / "network.py"),
     "the program": lambda root: _append(root / "stacks" / "program.py"),
-    "a policy": lambda root: _append(root / "policies" / "rules.py"),
+    "a policy": lambda root: _append(root / "policies" / "tls.py"),
     "an app file (the image tag)": lambda root: _append(root / "app" / "main.py"),
     "a new app file": lambda root: (root / "app" / "new.txt").write_text("x"),
     "an app file's executable bit": lambda root: (root / "app" / "main.py").chmod(0o755),
