@@ -1,7 +1,7 @@
 """Metrics: the API's Prometheus metrics, scraped inside each task, kept in AMP.
 
 The VPS profile scrapes the API with Prometheus and alerts on what it scrapes
-(pyinfra/tasks/monitoring.py). On the cloud profile the ALB answers 403 for /metrics, so
+(pyinfra/tasks/prometheus.py). On the cloud profile the ALB answers 403 for /metrics, so
 the scrape runs inside the VPC, in the task itself: an AWS Distro for OpenTelemetry
 collector beside the API reads ``localhost:<port>/metrics`` and remote-writes to an
 Amazon Managed Service for Prometheus (AMP) workspace. The workspace evaluates the VPS

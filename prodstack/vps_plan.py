@@ -442,7 +442,7 @@ class _Planner:
         return state, host
 
     def _run(self, state, host, config):
-        import tasks.service
+        import tasks.api
         from pyinfra.api import util as pyinfra_util
         from pyinfra.api.connect import connect_all
         from pyinfra.api.operations import run_ops
@@ -461,11 +461,11 @@ class _Planner:
             self.tarballs.add(path.name)
             return path
 
-        tasks.service.image_tarball = image_tarball
+        tasks.api.image_tarball = image_tarball
         # Who deploys and from which commit go into the host's release history, not the
         # plan: no git process, the same plan from any checkout of the same tree.
-        tasks.service.git_revision = lambda directory=None: None
-        tasks.service.operator = lambda: "planner"
+        tasks.api.git_revision = lambda directory=None: None
+        tasks.api.operator = lambda: "planner"
         deploy_file = str(self.pyinfra_dir / "deploy.py")
         # pyinfra caches compiled deploy files, templates and file digests by path for the
         # life of the process; a checkout's files may have changed since the last plan.
@@ -611,11 +611,11 @@ class _Planner:
     def _postgres_version(self, state, host, cfg) -> str | None:
         if not cfg.is_db:
             return None
-        import tasks.database
+        import tasks.postgres
         from pyinfra.context import ctx_host, ctx_state
 
         with ctx_state.use(state), ctx_host.use(host):
-            return tasks.database.postgres_version(cfg)
+            return tasks.postgres.postgres_version(cfg)
 
     def _json(self, value: Any) -> Any:
         """JSON-safe kwargs: callables, Settings objects and file handles are left out (what
@@ -783,7 +783,7 @@ class _Planner:
     # --- Secrets -----------------------------------------------------------------------------
 
     def _redact(self, plan: dict) -> dict:
-        from tasks.database import scram_matches
+        from tasks.postgres import scram_matches
 
         def verifier(match: re.Match) -> str:
             # The role's password travels as a SCRAM verifier with a fresh salt: shown as the

@@ -21,18 +21,18 @@ from tasks.templates import no_diff_of_secrets  # noqa: E402
 refuse_if_locked()
 no_diff_of_secrets()
 
-from tasks.backup import backup, backup_finish  # noqa: E402
+from tasks.api import service  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
-from tasks.cache import cache, cache_finish  # noqa: E402
 from tasks.config import settings_for  # noqa: E402
-from tasks.database import database  # noqa: E402
-from tasks.engine import engine  # noqa: E402
+from tasks.docker import engine  # noqa: E402
 from tasks.firewall import firewall  # noqa: E402
-from tasks.load_balancer import load_balancer  # noqa: E402
-from tasks.monitoring import monitoring  # noqa: E402
-from tasks.observability import observability  # noqa: E402
+from tasks.healthcheck import observability  # noqa: E402
+from tasks.nginx import load_balancer  # noqa: E402
 from tasks.os_hardening import os_hardening  # noqa: E402
-from tasks.service import service  # noqa: E402
+from tasks.pgbackrest import backup, backup_finish  # noqa: E402
+from tasks.postgres import database  # noqa: E402
+from tasks.prometheus import monitoring  # noqa: E402
+from tasks.redis import cache, cache_finish  # noqa: E402
 
 db_hosts = inventory.get_group("db", None) or []
 cfg = settings_for(
@@ -70,6 +70,6 @@ files.directory(name="Config directory (every client has the new Redis password)
                 path="/etc/prodstack", mode="750")  # fmt: skip
 if cfg.is_db:
     cache_finish(cfg)
-    # Last: a repository that cannot be used must not stop the API's deploy (tasks/backup.py).
+    # Last: a repository that cannot be used must not stop the API's deploy (tasks/pgbackrest.py).
     backup_finish(cfg, backup_ops)
 record_config_push()

@@ -19,9 +19,9 @@ import shlex
 from pyinfra import host
 from pyinfra.operations import server
 
+from tasks.api import operator
 from tasks.audit import refuse_if_locked
 from tasks.config import fail
-from tasks.service import operator
 
 RELEASE = "/usr/local/sbin/prodstack-release"
 # A version (image tag), an image reference or a digest; never anything a shell reads.

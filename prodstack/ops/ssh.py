@@ -19,7 +19,7 @@ from prodstack.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
-# The deploy's own scripts on the hosts (pyinfra/files/, installed by tasks/service.py and
+# The deploy's own scripts on the hosts (pyinfra/files/, installed by tasks/api.py and
 # tasks/audit.py).
 RELEASE = "/usr/local/sbin/prodstack-release"
 AUDIT = "/usr/local/sbin/prodstack-audit"

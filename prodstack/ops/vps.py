@@ -21,8 +21,8 @@ from typing import Any
 from prodstack.errors import UsageError
 from prodstack.ops.ssh import AUDIT, PYINFRA_DIR, RELEASE, HostError, Remote, merged, web_hosts
 
-# Debian's units for the services the deploy installs (tasks/load_balancer.py,
-# tasks/database.py, tasks/cache.py); prodstack's own backup units come from tasks/backup.py.
+# Debian's units for the services the deploy installs (tasks/nginx.py,
+# tasks/postgres.py, tasks/redis.py); prodstack's own backup units come from tasks/pgbackrest.py.
 PACKAGE_UNITS = {
     "nginx": ("web", ["nginx.service"]),
     "postgres": ("db", ["postgresql@*-main.service"]),
@@ -45,8 +45,8 @@ def _deploy() -> dict[str, Any]:
 
     with _tasks_from(PYINFRA_DIR):
         from tasks.audit import operator
-        from tasks.backup import UNITS
         from tasks.config import MONITORING_PORTS
+        from tasks.pgbackrest import UNITS
 
         return {
             "operator": operator(),

@@ -10,7 +10,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from tasks.config import Settings
 from tasks.facts import SmallSshModuli
-from tasks.monitoring import packages_for as monitoring_packages
+from tasks.prometheus import packages_for as monitoring_packages
 from tasks.templates import UPLOAD_DIR, restart_on_change, template
 
 # sshd lets only this group in (AllowGroups), plus root until the deploy user takes over.

@@ -31,9 +31,9 @@ if str(PYINFRA_DIR) not in sys.path:
     sys.path.append(str(PYINFRA_DIR))
 
 from tasks import config as task_config  # noqa: E402
-from tasks import load_balancer  # noqa: E402
-from tasks.cache import wanted_users  # noqa: E402
-from tasks.database import tuning  # noqa: E402
+from tasks import nginx  # noqa: E402
+from tasks.postgres import tuning  # noqa: E402
+from tasks.redis import wanted_users  # noqa: E402
 
 SECRET_NAMES = (*task_config.REQUIRED_SECRETS, *task_config.DB_SECRETS, *task_config.S3_SECRETS)
 PG_CONF = "/etc/postgresql/15/main/conf.d/prodstack.conf"
@@ -112,13 +112,13 @@ def test_postgres_redis_and_nginx_files_are_the_templates_rendered_for_the_refer
         render(
             "nginx-site.j2.conf",
             cfg=cfg,
-            cert=load_balancer.CERT,
-            key=load_balancer.KEY,
-            webroot=load_balancer.WEBROOT,
-            upstream_servers=load_balancer.UPSTREAM_SERVERS,
+            cert=nginx.CERT,
+            key=nginx.KEY,
+            webroot=nginx.WEBROOT,
+            upstream_servers=nginx.UPSTREAM_SERVERS,
             ipv6=True,
-            status_port=load_balancer.MONITORING_PORTS["nginx stub_status"],
-            grafana_port=load_balancer.MONITORING_PORTS["grafana"],
+            status_port=nginx.MONITORING_PORTS["nginx stub_status"],
+            grafana_port=nginx.MONITORING_PORTS["grafana"],
         )
     )
     # The host tools' archive: each member named with its digest, so a diff names the tool.
@@ -234,7 +234,7 @@ def test_postgres_restart_is_triggered_by_the_postgresql_conf_template(medium):
     assert conf["name"] in reload["triggers"] and len(reload["triggers"]) == 2
     # `any(...)` over the units: every unit is a trigger, not only the first that changed.
     (daemon_reload,) = [op for op in ops.values() if op["name"] == "Reload systemd units (backups)"]
-    assert len(daemon_reload["triggers"]) == 8  # tasks/backup.py UNITS
+    assert len(daemon_reload["triggers"]) == 8  # tasks/pgbackrest.py UNITS
 
 
 def test_an_app_change_is_a_new_image_and_a_rolling_deploy(tmp_path, medium):
@@ -254,7 +254,7 @@ def test_two_checkouts_in_one_process_do_not_mix(tmp_path, medium):
     root = copy_checkout(tmp_path)
     template = root / "pyinfra" / "templates" / "redis.j2.conf"
     template.write_text(template.read_text() + "# only in the other checkout\n")
-    task = root / "pyinfra" / "tasks" / "cache.py"
+    task = root / "pyinfra" / "tasks" / "redis.py"
     task.write_text(task.read_text().replace('label="Redis"', 'label="Redis (other)"'))
     other = plan_vps({}, root=root)
     assert files(other)["/etc/redis/redis.conf"].endswith("# only in the other checkout\n")
@@ -411,8 +411,8 @@ def test_a_provided_private_key_is_never_in_the_plan(tmp_path):
         root=REPO,
     )
     assert "key-material-xyz" not in planfile.dumps(plan)
-    assert files(plan)[load_balancer.KEY] == planfile.secret_marker("tls_key_file")
-    assert "certificate-body" in files(plan)[load_balancer.CERT]
+    assert files(plan)[nginx.KEY] == planfile.secret_marker("tls_key_file")
+    assert "certificate-body" in files(plan)[nginx.CERT]
 
 
 def test_the_plan_leaves_the_process_unpatched():

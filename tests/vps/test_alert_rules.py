@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tasks.config import MONITORING_PORTS, SettingsError, redis_password_hash, settings_for
-from tasks.monitoring import receiver_warning, retention_size_mb, scrape_jobs
+from tasks.prometheus import receiver_warning, retention_size_mb, scrape_jobs
 
 from tests.vps.test_templates import render
 

@@ -70,7 +70,7 @@ def test_the_newest_point_is_looked_up_in_the_drilled_repository_only(drill, mon
 
 
 def test_the_offsite_drill_timer_is_installed_only_with_a_bucket(data, environ):
-    from tasks.backup import OFFSITE_UNITS
+    from tasks.pgbackrest import OFFSITE_UNITS
 
     cfg = settings_for({**data, **S3, "backup_offsite_drill_calendar": "Sat *-*-* 09:00:00"},
                        SINGLE, environ=environ)  # fmt: skip

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 from tasks.config import SIZES, SettingsError, settings_for
-from tasks.database import scram_matches, tuning
+from tasks.postgres import scram_matches, tuning
 
 SINGLE = {"web", "db"}
 
@@ -439,7 +439,7 @@ def test_root_login_follows_the_two_step_first_deploy(data, environ):
 
 
 def test_role_password_is_sent_as_a_fresh_scram_verifier_never_the_password():
-    from tasks.database import role_password
+    from tasks.postgres import role_password
 
     password = "s3cret-password-0123456789"
     sent = role_password(None, password)

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from tasks.config import MONITORING_PORTS, SettingsError, settings_for
 from tasks.grafana import KEY_FINGERPRINT, key_commands
-from tasks.monitoring import packages_for
+from tasks.prometheus import packages_for
 
 from tests.vps.test_templates import render
 

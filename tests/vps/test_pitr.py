@@ -61,7 +61,7 @@ def test_both_repositories_are_encrypted_and_repo2_never_expires(data, environ):
 
 
 def test_wal_is_pushed_asynchronously_with_a_queue_limit_from_the_disk(data, environ):
-    from tasks.backup import archive_queue_max_mb
+    from tasks.pgbackrest import archive_queue_max_mb
 
     cfg = settings_for({**data, **S3}, SINGLE, environ=environ)
     settings = conf(render("pgbackrest.j2.conf", cfg, archive_queue_max_mb=2560))
@@ -161,7 +161,7 @@ def test_invalid_backup_data_fails_naming_the_key(data, environ, override, key):
 
 
 def test_a_host_without_a_bucket_is_warned_that_its_backups_share_its_disk(data, environ):
-    from tasks.backup import offsite_warning
+    from tasks.pgbackrest import offsite_warning
 
     assert "NO OFF-SITE BACKUPS" in offsite_warning(settings_for(data, SINGLE, environ=environ))
     assert offsite_warning(settings_for({**data, **S3}, SINGLE, environ=environ)) is None

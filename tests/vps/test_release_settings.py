@@ -36,7 +36,7 @@ def test_app_context_builds_an_image_tagged_by_its_id(tmp_path):
     from tests.support.docker import ensure_dockerd
 
     ensure_dockerd()
-    from tasks.service import build_context
+    from tasks.api import build_context
 
     (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY hello /hello\n")
     (tmp_path / "hello").write_text(f"{tmp_path}\n")  # a context no other test builds

@@ -10,11 +10,11 @@ from pathlib import Path
 import jinja2
 import pytest
 from tasks.base import SSH_GROUP
-from tasks.cache import wanted_users
 from tasks.config import MONITORING_PORTS, settings_for
-from tasks.database import tuning
-from tasks.monitoring import HEALTH_USER, scrape_jobs
 from tasks.os_hardening import BLACKLISTED_MODULES, PROC_GROUP
+from tasks.postgres import tuning
+from tasks.prometheus import HEALTH_USER, scrape_jobs
+from tasks.redis import wanted_users
 from tasks.templates import TEMPLATES
 
 TEMPLATE_NAMES = sorted(p.name for p in TEMPLATES.glob("*.j2.*"))
@@ -293,8 +293,8 @@ def _redis_cli(port: int, *args: str, user: str | None = None, password: str | N
 def test_redis_acl_users_do_only_what_they_must(tmp_path: Path, data, environ):
     import time
 
-    from tasks.cache import transition_users
     from tasks.config import redis_password_hash
+    from tasks.redis import transition_users
 
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     conf = render("redis.j2.conf", cfg)
@@ -344,9 +344,9 @@ def test_the_move_from_requirepass_keeps_old_clients_working_until_the_end(data,
     """Moving off `requirepass` is seamless: a host still on it (and the exporter's plain
     `>password`) is read back as hashes; the first redis.conf accepts the old password as
     the default user's, the last one has `default` off again."""
-    from tasks.cache import transition_users
     from tasks.config import redis_password_hash
     from tasks.facts import RedisAuth
+    from tasks.redis import transition_users
 
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     before = ['requirepass "old-redis-password-0123456789"',
@@ -469,7 +469,7 @@ def test_health_check_unit_is_sandboxed(data, environ):
 
 
 def test_backup_units_get_the_sandbox_drop_in(data, environ):
-    from tasks.backup import OFFSITE_UNITS, SANDBOXED, UNITS
+    from tasks.pgbackrest import OFFSITE_UNITS, SANDBOXED, UNITS
 
     # Every backup and drill service is covered: by name, or by the prefix drop-in.
     services = [u for u in UNITS + OFFSITE_UNITS if u.endswith(".service")]
@@ -509,7 +509,7 @@ def test_backup_units_get_the_sandbox_drop_in(data, environ):
 def test_letsencrypt_email_is_quoted(data, environ):
     import shlex
 
-    from tasks.load_balancer import certbot_commands
+    from tasks.nginx import certbot_commands
 
     email = "ops+$(reboot)@example.com"
     cfg = settings_for({**data, "domain": "api.example.com", "letsencrypt_email": email},

@@ -1,5 +1,5 @@
 """Backups of record with pgBackRest: continuous WAL archiving (set in postgresql.conf by
-tasks/database.py), a weekly full and daily differentials into an encrypted local
+tasks/postgres.py), a weekly full and daily differentials into an encrypted local
 repository and, with `backup_s3_bucket`, an encrypted off-site one; a daily restore drill.
 
 The scripts live on the host (prodstack-backup, prodstack-restore and
@@ -18,9 +18,9 @@ from pyinfra.facts.files import File
 from pyinfra.operations import files, python, server, systemd
 
 from tasks.config import Settings, SettingsError
-from tasks.database import postgres_version
 from tasks.facts import DiskSizeMb, OffsiteBucket, PgbackrestCipherDigest, PgbackrestRepos
-from tasks.monitoring import TEXTFILE_DIR
+from tasks.postgres import postgres_version
+from tasks.prometheus import TEXTFILE_DIR
 from tasks.templates import banner, template, timers
 
 STANZA = "prodstack"
@@ -202,7 +202,7 @@ def backup_finish(cfg: Settings, backup_ops) -> None:
     (an S3 outage, another cluster's history in the bucket, a passphrase that does not
     decrypt it) fails or warns here, after the API, nginx and monitoring are in place."""
     conf, queue_mb = backup_ops
-    # Here, not with the settings: the textfile directory is made by tasks/monitoring.py.
+    # Here, not with the settings: the textfile directory is made by tasks/prometheus.py.
     template(
         name="The archive queue's limit, for WalArchiveQueueGrowing",
         src="prodstack-archive-queue.j2.prom",

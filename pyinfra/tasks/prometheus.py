@@ -26,7 +26,7 @@ API_TARGETS = "/etc/prometheus/targets/api.json"
 # node exporter's textfile collector (Debian's default): backups, drills and the health
 # check write their metrics here, atomically (temp file, then rename).
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-# The system user the sandboxed health check runs as (created by tasks/observability.py).
+# The system user the sandboxed health check runs as (created by tasks/healthcheck.py).
 HEALTH_USER = "prodstack-health"
 # The private CA (tasks/pki.py), readable by the exporters and the health check (split
 # layout only).
@@ -95,7 +95,7 @@ def monitoring(cfg: Settings) -> None:
 
     files.directory(name="Rules directory", path="/etc/prometheus/rules", mode="755")
     files.directory(name="Targets directory", path="/etc/prometheus/targets", mode="755")
-    # The sandboxed health check (its own user, tasks/observability.py) adds its metric
+    # The sandboxed health check (its own user, tasks/healthcheck.py) adds its metric
     # through the group; the sticky bit keeps it from removing or replacing anyone else's.
     files.directory(
         name="Textfile collector directory (the health check's group may add files)",

@@ -7,8 +7,8 @@ from pyinfra.api import deploy
 from pyinfra.operations import server
 
 from tasks.config import Settings
-from tasks.load_balancer import CERT
-from tasks.monitoring import EXPORTER_CA, HEALTH_USER, TEXTFILE_DIR
+from tasks.nginx import CERT
+from tasks.prometheus import EXPORTER_CA, HEALTH_USER, TEXTFILE_DIR
 from tasks.templates import template, timers
 
 
@@ -31,7 +31,7 @@ def observability(cfg: Settings) -> None:
         dest="/usr/local/sbin/prodstack-healthcheck",
         mode="755",
         cfg=cfg,
-        # The private CA's public copy (tasks/monitoring.py): the sandboxed user can read it.
+        # The private CA's public copy (tasks/prometheus.py): the sandboxed user can read it.
         ca_file=EXPORTER_CA,
         cert=CERT,
         textfile_dir=TEXTFILE_DIR,
