@@ -235,6 +235,18 @@ def test_fail2ban_watches_the_ssh_port(data, environ):
     assert "port = 2222" in jail.splitlines()
 
 
+def test_sshd_and_fail2ban_take_on_the_next_ssh_port_beside_the_current_one(data, environ):
+    moving = settings_for({**data, "ssh_next_port": 2222}, {"web", "db"}, environ=environ)
+    ports = [line for line in render("sshd.j2.conf", moving).splitlines()
+             if line.startswith("Port ")]  # fmt: skip
+    assert ports == ["Port 22", "Port 2222"]  # the port connected on first, always kept
+    jail = render("fail2ban.j2.local", moving).split("[sshd]", 1)[1]
+    assert "port = 22,2222" in jail.splitlines()
+    moved = settings_for({**data, "ssh_port": 2222}, {"web", "db"}, environ=environ)
+    assert [line for line in render("sshd.j2.conf", moved).splitlines()
+            if line.startswith("Port ")] == ["Port 2222"]  # fmt: skip
+
+
 def test_db_only_host_opens_neither_80_nor_443(data, environ):
     """A db host serves SSH, and PostgreSQL/Redis to the web hosts only."""
     from tasks.firewall import wanted_rules
