@@ -548,3 +548,71 @@ def test_a_pending_reboot_is_a_metric_until_the_reboot(stack):
     finally:
         stack.host.run(f"rm -f /run/reboot-required; {health}", check=False)
     assert "prodstack_reboot_required 0" in stack.host.run(f"cat {textfile}").stdout
+
+
+# --- Last: SSH moved to another port in two deploys, and back ------------------------------
+
+NEXT_SSH_PORT = 2022
+
+
+def _sshd_listens_on(stack) -> set[int]:
+    out = stack.host.run("ss -Htlnp | grep '\"sshd\"' || true").stdout
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in out.splitlines()}
+
+
+def _sshd_ports_configured(stack) -> set[int]:
+    return {int(line.split()[1]) for line in stack.host.run("sshd -T").stdout.splitlines()
+            if line.startswith("port ")}  # fmt: skip
+
+
+def _fail2ban_ports(stack) -> str:
+    actions = [line for line in stack.host.run("fail2ban-client -d").stdout.splitlines()
+               if line.startswith("['multi-set', 'sshd', 'action'")]  # fmt: skip
+    return re.search(r"\['port', '([^']*)'\]", actions[0]).group(1)
+
+
+def _moves(stack, old: int, new: int) -> None:
+    """Step one on `old` with ssh_next_port=new, then step two connected on `new`."""
+    address = stack.host.address
+    assert stack.ssh_port == old and _reachable(address, old)
+    assert not _reachable(address, new)
+    _, errors = _deployed_cleanly(stack.pyinfra(ssh_next_port=new))
+    assert errors == "-"
+    # Both open: sshd listens on both (its drop-in was checked and reloaded), ufw lets
+    # both in, fail2ban watches both; a login on the new port works before anything closes.
+    assert _sshd_ports_configured(stack) == {old, new}
+    assert {old, new} <= _sshd_listens_on(stack)
+    assert _reachable(address, old) and _reachable(address, new)
+    assert _ssh_login(stack, stack.ssh_user, new)
+    assert _fail2ban_ports(stack) == f"{old},{new}"
+
+    stack.ssh_port = new
+    # The key left at the new port: the same as removing it.
+    _, errors = _deployed_cleanly(stack.pyinfra(ssh_next_port=new))
+    assert errors == "-"
+    assert _sshd_ports_configured(stack) == {new}
+    deadline = time.monotonic() + 20  # sshd re-executes itself on reload
+    while old in _sshd_listens_on(stack) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert old not in _sshd_listens_on(stack)
+    assert not _reachable(address, old)
+    assert f"{old}/tcp" not in stack.host.run("ufw status").stdout
+    assert _ssh_login(stack, stack.ssh_user, new)
+    assert _fail2ban_ports(stack) == str(new)
+
+
+def test_ssh_moves_to_another_port_in_two_deploys_and_back(stack):
+    """docs/vps.md "SSH port": ssh_next_port opens the next port beside the one pyinfra
+    connects on; a deploy connecting on the new one closes the old. Then the same two
+    steps back to 22 (a privileged port works as well), for the files after this one."""
+    assert stack.ssh_port == 22 and stack.ssh_user == "root"
+    try:
+        _moves(stack, 22, NEXT_SSH_PORT)
+        _moves(stack, NEXT_SSH_PORT, 22)
+    finally:
+        # Whatever failed above, the next files find the host on 22.
+        stack.host.run(f"ufw allow 22/tcp && sed -i '/^Port {NEXT_SSH_PORT}$/d' "
+                       "/etc/ssh/sshd_config.d/10-prodstack.conf /etc/ssh/prodstack-sshd.conf "
+                       "&& systemctl reload ssh", check=False)  # fmt: skip
+        stack.ssh_port = 22
+    assert not _reachable(stack.host.address, NEXT_SSH_PORT)
