@@ -18,7 +18,8 @@ from tasks.config import Settings
 from tasks.templates import template, unit_file
 
 # Installed with the base packages, in their one apt transaction (tasks/base.py).
-PACKAGES = ["aide"]
+# aide-common: the configuration, aideinit and the daily timer (aide only recommends it).
+PACKAGES = ["aide", "aide-common"]
 DATABASE = "/var/lib/aide/aide.db"
 INIT_UNIT = "prodstack-aide-init.service"
 # One strong hash, where Debian's default computes every one aide knows: the build takes a
