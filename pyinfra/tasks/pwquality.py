@@ -10,7 +10,9 @@ from tasks.config import Settings
 from tasks.templates import template
 
 # Installed with the base packages, in their one apt transaction (tasks/base.py).
-PACKAGES = ["libpam-pwquality"]
+# cracklib-runtime: the dictionary pam_pwquality checks against (only recommended, so left
+# out by --no-install-recommends; without it every password fails "error loading dictionary").
+PACKAGES = ["libpam-pwquality", "cracklib-runtime"]
 # CIS Debian 12 5.3.3.2: at least 14 characters, from at least 4 character classes.
 PWQUALITY = {"minlen": 14, "minclass": 4, "maxrepeat": 3, "enforce_for_root": None}
 
