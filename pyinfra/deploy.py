@@ -21,6 +21,8 @@ from tasks.templates import no_diff_of_secrets  # noqa: E402
 refuse_if_locked()
 no_diff_of_secrets()
 
+from tasks.acct import acct  # noqa: E402
+from tasks.aide import aide  # noqa: E402
 from tasks.api import service  # noqa: E402
 from tasks.base import hardening, packages  # noqa: E402
 from tasks.config import settings_for  # noqa: E402
@@ -32,6 +34,7 @@ from tasks.os_hardening import os_hardening  # noqa: E402
 from tasks.pgbackrest import backup, backup_finish  # noqa: E402
 from tasks.postgres import database  # noqa: E402
 from tasks.prometheus import monitoring  # noqa: E402
+from tasks.pwquality import pwquality  # noqa: E402
 from tasks.redis import cache, cache_finish  # noqa: E402
 
 db_hosts = inventory.get_group("db", None) or []
@@ -48,6 +51,8 @@ packages_op = packages(cfg)
 hardening(cfg)
 audit_log(cfg)
 os_hardening(cfg, packages_op=packages_op)
+acct(cfg)
+pwquality(cfg)
 firewall(cfg)
 if cfg.is_web:
     engine(cfg)
@@ -72,4 +77,6 @@ if cfg.is_db:
     cache_finish(cfg)
     # Last: a repository that cannot be used must not stop the API's deploy (tasks/pgbackrest.py).
     backup_finish(cfg, backup_ops)
+# Last: AIDE's first database is of the host as this deploy leaves it.
+aide(cfg)
 record_config_push()

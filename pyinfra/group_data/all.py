@@ -80,6 +80,11 @@ deploy_user_public_keys = None
 # auto: keys-only root login while pyinfra connects as root (the first deploy), then "no"
 # from the first run as `deploy_user` (PRODSTACK_SSH_USER=deploy). Or no | prohibit-password.
 ssh_permit_root_login = "auto"
+# Moving SSH to another port, in two deploys: with ssh_next_port = 2222 while pyinfra still
+# connects on the current port, sshd listens on both and ufw and fail2ban take on 2222;
+# then a deploy connecting on 2222 (PRODSTACK_SSH_PORT=2222; the key unset or 2222) closes
+# the old port in ufw and drops it from sshd. docs/vps.md "SSH port".
+ssh_next_port = None
 
 # --- nginx ----------------------------------------------------------------------------------
 # Requests per client IP per minute nginx lets through (formerly rate_limit_rps, per second:

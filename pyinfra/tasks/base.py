@@ -8,6 +8,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import apt, files, server, systemd
 
+from tasks import acct, aide, pwquality
 from tasks.config import Settings
 from tasks.facts import SmallSshModuli
 from tasks.prometheus import packages_for as monitoring_packages
@@ -51,6 +52,7 @@ def packages_for(cfg: Settings) -> list[str]:
         if cfg.backup_s3_bucket:
             # prodstack-backup asks the S3 API whether the bucket keeps overwritten objects.
             wanted += ["python3-botocore"]
+    wanted += acct.PACKAGES + aide.PACKAGES + pwquality.PACKAGES
     return wanted + monitoring_packages(cfg)
 
 

@@ -143,6 +143,9 @@ class Settings:
     deploy_user_public_keys: tuple[str, ...]
     ssh_permit_root_login: str
     ssh_port: int
+    ssh_next_port: int | None
+    """The port sshd, ufw and fail2ban take on beside `ssh_port` (the first step of a move);
+    None once pyinfra connects on it."""
     ssh_user: str
     docker_subnet: str
     docker_gateway: str
@@ -209,6 +212,11 @@ class Settings:
     @property
     def tls12_ciphers(self) -> str:
         return ":".join(TLS12_CIPHERS)
+
+    @property
+    def ssh_ports(self) -> tuple[int, ...]:
+        """The ports sshd listens on and ufw opens: the one pyinfra connects on first."""
+        return (self.ssh_port,) + ((self.ssh_next_port,) if self.ssh_next_port else ())
 
     @property
     def is_web(self) -> bool:
@@ -686,11 +694,21 @@ def check_no_credentials(data: Mapping[str, Any]) -> None:
             )
 
 
-def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
-    """Every port the stack binds must be unique and apart from SSH, 80 and 443."""
+def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22,
+                ssh_next_port: int | None = None) -> None:  # fmt: skip
+    """Every port the stack binds must be unique and apart from SSH (both ports while it
+    moves), 80 and 443."""
     reserved = {ssh_port: "ssh", **RESERVED_PORTS}
     owner: dict[int, str] = {port: f"reserved ({name})" for port, name in reserved.items()}
     owner.update({port: f"reserved ({name})" for name, port in MONITORING_PORTS.items()})
+    if ssh_next_port is not None:
+        # Named by its own key: the port the operator is about to move to is the one to change.
+        served = {port: f"`{key}`" for key, values in ports.items() for port in values}
+        taken = owner.get(ssh_next_port) or served.get(ssh_next_port)
+        if taken:
+            raise fail("ssh_next_port", ssh_next_port,
+                       f"port {ssh_next_port} collides with {taken}; pick another SSH port")
+        owner[ssh_next_port] = "reserved (the next SSH port, `ssh_next_port`)"
     for key, values in ports.items():
         for port in values:
             if not 1024 <= port <= 65535:
@@ -698,6 +716,18 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22) -> None:
             if port in owner:
                 raise fail(key, port, f"port {port} collides with {owner[port]}; pick another")
             owner[port] = f"`{key}`"
+
+
+def ssh_next(data: Mapping[str, Any], ssh_port: int) -> int | None:
+    """`ssh_next_port`, the first step of moving SSH: sshd listens on it, ufw and fail2ban
+    take it on, beside the port pyinfra connects on. The second step is a deploy that
+    connects on it (PRODSTACK_SSH_PORT): there it equals `ssh_port`, and the old port, no
+    longer named, is closed. The port connected on is always kept, so no step can close
+    the door the deploy came in by."""
+    if data.get("ssh_next_port") is None:
+        return None
+    port = _int(data, "ssh_next_port", minimum=1, maximum=65535)
+    return None if port == ssh_port else port
 
 
 def optional_secret(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
@@ -856,6 +886,7 @@ def settings_for(
                     maximum=65535)  # fmt: skip
     if ssh_port in RESERVED_PORTS:
         raise fail("ssh_port", ssh_port, f"port {ssh_port} is nginx's; pick another SSH port")
+    ssh_next_port = ssh_next(data, ssh_port)
     proxy_from = _trusted_proxies(data, "proxy_protocol_from", "a PROXY header")
     forwarded_from = _trusted_proxies(data, "forwarded_for_from", "X-Forwarded-For")
     if proxy_from and forwarded_from:
@@ -872,6 +903,7 @@ def settings_for(
             "redis_port": [redis_port],
         },
         ssh_port,
+        ssh_next_port,
     )
 
     try:
@@ -969,6 +1001,7 @@ def settings_for(
         deploy_user_public_keys=public_keys_for(data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
+        ssh_next_port=ssh_next_port,
         ssh_user=login_name(data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,

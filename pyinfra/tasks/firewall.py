@@ -23,10 +23,9 @@ ADDED_FROM = re.compile(r"^ufw allow from (\S+) to any port (\d+) proto tcp$")
 
 def wanted_rules(cfg: Settings) -> list[tuple[str, str]]:
     """(ufw command args, the line `ufw status verbose` prints for it)."""
-    rules = [
-        # The port pyinfra connects on, so enabling ufw never cuts off the next run.
-        (f"allow {cfg.ssh_port}/tcp", f"{cfg.ssh_port}/tcp ALLOW IN Anywhere"),
-    ]
+    # The port pyinfra connects on, so enabling ufw never cuts off the next run, and while
+    # SSH moves, the next one (the old port goes once a deploy connects on the new one).
+    rules = [(f"allow {port}/tcp", f"{port}/tcp ALLOW IN Anywhere") for port in cfg.ssh_ports]
     if cfg.is_web:
         rules += [
             ("allow 80/tcp", "80/tcp ALLOW IN Anywhere"),
@@ -100,4 +99,5 @@ def firewall(cfg: Settings) -> None:
                                           "added": []}  # fmt: skip
     commands = ufw_commands(cfg, status)
     if commands:
-        server.shell(name=f"ufw: deny incoming except {cfg.ssh_port}/80/443", commands=commands)
+        ssh = "/".join(map(str, cfg.ssh_ports))
+        server.shell(name=f"ufw: deny incoming except {ssh}/80/443", commands=commands)

@@ -25,8 +25,13 @@ PROC_READERS = ("systemd-logind.service", "prometheus-node-exporter.service")
 PROC_OPTIONS = "hidepid=invisible"
 SHM_OPTIONS = ("nosuid", "nodev", "noexec")
 # Legacy or unused network protocols and filesystems (CIS 1.1.1.x, 3.2.x; dev-sec).
+# USB and FireWire storage: a server takes no removable disks (CIS 1.1.1.8 and 1.1.1.9).
 BLACKLISTED_MODULES = ("dccp", "sctp", "rds", "tipc", "cramfs", "freevxfs", "jffs2", "hfs",
-                       "hfsplus", "udf")  # fmt: skip
+                       "hfsplus", "udf",
+                       "usb-storage", "firewire-core", "firewire-ohci")  # fmt: skip
+# The pre-login warning at the console (/etc/issue) and, through sshd's Banner, over SSH
+# (/etc/issue.net), in place of Debian's, which names the system's version (CIS 1.7).
+BANNERS = ("/etc/issue", "/etc/issue.net")
 # /etc/login.defs: umask 027 for new files and homes, password ageing (the accounts log in
 # with keys and have no passwords; this holds for any that gets one).
 LOGIN_DEFS = {"UMASK": "027", "PASS_MAX_DAYS": "365", "PASS_MIN_DAYS": "1",
@@ -95,6 +100,9 @@ def os_hardening(cfg: Settings, packages_op=None) -> None:
             line=rf"^#?\s*{key}\s",
             replace=f"{key}\t{value}",
         )
+
+    for path in BANNERS:
+        template(name=f"Login warning {path}", src="issue.j2.txt", dest=path)
 
     template(
         name="Legacy protocols and filesystems never loaded",

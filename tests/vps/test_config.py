@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import subprocess
 
 import pytest
@@ -385,6 +386,59 @@ def test_ufw_opens_the_ssh_port_pyinfra_connects_on(data, environ):
         "ufw allow from 172.30.232.0/24 to any port 5432 proto tcp",
     ]
     assert stale_ports(cfg, added) == [22]
+
+
+# --- Moving SSH in two deploys (ssh_next_port) --------------------------------------------
+
+
+def test_ssh_next_port_adds_a_port_until_pyinfra_connects_on_it(data, environ):
+    assert settings_for(data, SINGLE, environ=environ).ssh_ports == (22,)
+    step_one = settings_for({**data, "ssh_next_port": "2222"}, SINGLE, environ=environ)
+    assert step_one.ssh_ports == (22, 2222)
+    # Step two: connected on the new port, the key left set is the same as unset.
+    for leftover in ({"ssh_next_port": 2222}, {}):
+        step_two = settings_for({**data, "ssh_port": 2222, **leftover}, SINGLE, environ=environ)
+        assert step_two.ssh_ports == (2222,) and step_two.ssh_next_port is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [80, 443, 8001, 8103, 5432, 6379, 9100, 0, -1, 65536, True, 22.5, "two", "",
+     "2222\nPort 23", "2222; rm -rf /", "2222 # '\"", "9" * 10_000],
+)  # fmt: skip
+def test_ssh_next_port_refuses_a_taken_or_malformed_port_by_name(data, environ, value):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, "ssh_next_port": value}, SINGLE, environ=environ)
+    assert str(error.value).startswith("invalid data `ssh_next_port` = ")
+
+
+def test_ssh_next_port_is_refused_over_the_proxy_protocol_port(data, environ):
+    with pytest.raises(SettingsError, match="`ssh_next_port` = 8443: .*`proxy_protocol_port`"):
+        settings_for({**data, "proxy_protocol_from": ["10.0.0.5/32"], "ssh_next_port": 8443},
+                     SINGLE, environ=environ)  # fmt: skip
+
+
+def test_moving_ssh_opens_the_next_port_first_and_closes_the_old_one_only_from_it(data, environ):
+    from tasks.firewall import ufw_commands as all_commands
+
+    def ufw_commands(cfg, status):  # the rules open to anyone (SSH, 80, 443)
+        return [c for c in all_commands(cfg, status) if re.fullmatch(r"ufw .*allow \d+/tcp", c)]
+
+    status = {"active": True, "defaults": "deny (incoming), allow (outgoing)",
+              "rules": ["22/tcp ALLOW IN Anywhere", "80/tcp ALLOW IN Anywhere",
+                        "443/tcp ALLOW IN Anywhere"],
+              "added": ["ufw allow 22/tcp", "ufw allow 80/tcp", "ufw allow 443/tcp"]}  # fmt: skip
+    step_one = settings_for({**data, "ssh_next_port": 2222}, SINGLE, environ=environ)
+    assert ufw_commands(step_one, status) == ["ufw allow 2222/tcp"]
+    # Step two, connected on 2222: 22 goes, after 2222 is known to be in.
+    status["rules"].append("2222/tcp ALLOW IN Anywhere")
+    status["added"].append("ufw allow 2222/tcp")
+    step_two = settings_for({**data, "ssh_port": 2222}, SINGLE, environ=environ)
+    assert ufw_commands(step_two, status) == ["ufw delete allow 22/tcp"]
+    # A deploy back on 22 without the key abandons the move: 2222 closes, 22 stays.
+    assert ufw_commands(settings_for(data, SINGLE, environ=environ), status) == [
+        "ufw delete allow 2222/tcp"
+    ]
 
 
 def test_ufw_allows_before_it_denies_so_an_active_permissive_firewall_keeps_ssh(data, environ):

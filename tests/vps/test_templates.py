@@ -9,11 +9,14 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from tasks.aide import DATABASE as AIDE_DATABASE
+from tasks.aide import EXCLUDED as AIDE_EXCLUDED
 from tasks.base import SSH_GROUP
 from tasks.config import MONITORING_PORTS, settings_for
 from tasks.os_hardening import BLACKLISTED_MODULES, PROC_GROUP
 from tasks.postgres import tuning
 from tasks.prometheus import HEALTH_USER, scrape_jobs
+from tasks.pwquality import PWQUALITY
 from tasks.redis import wanted_users
 from tasks.templates import TEMPLATES
 
@@ -73,6 +76,9 @@ def render(name: str, cfg, **extra) -> str:
         "drill": False,
         "modules": BLACKLISTED_MODULES,
         "proc_group": PROC_GROUP,
+        "excluded": AIDE_EXCLUDED,
+        "database": AIDE_DATABASE,
+        "rules": PWQUALITY,
         **extra,
     }
     if name == "redis.j2.conf":
@@ -233,6 +239,68 @@ def test_fail2ban_watches_the_ssh_port(data, environ):
     cfg = settings_for({**data, "ssh_port": 2222}, {"web", "db"}, environ=environ)
     jail = render("fail2ban.j2.local", cfg).split("[sshd]", 1)[1]
     assert "port = 2222" in jail.splitlines()
+
+
+def test_sshd_and_fail2ban_take_on_the_next_ssh_port_beside_the_current_one(data, environ):
+    moving = settings_for({**data, "ssh_next_port": 2222}, {"web", "db"}, environ=environ)
+    ports = [line for line in render("sshd.j2.conf", moving).splitlines()
+             if line.startswith("Port ")]  # fmt: skip
+    assert ports == ["Port 22", "Port 2222"]  # the port connected on first, always kept
+    jail = render("fail2ban.j2.local", moving).split("[sshd]", 1)[1]
+    assert "port = 22,2222" in jail.splitlines()
+    moved = settings_for({**data, "ssh_port": 2222}, {"web", "db"}, environ=environ)
+    assert [line for line in render("sshd.j2.conf", moved).splitlines()
+            if line.startswith("Port ")] == ["Port 2222"]  # fmt: skip
+
+
+def test_aide_leaves_the_services_data_out_and_nothing_else(data, environ):
+    """Each excluded path is a whole directory (the name and what is under it, not a
+    sibling that shares its prefix), and /etc, /usr and the stack's config stay in."""
+    import re
+
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    rules = [line[1:] for line in render("aide-prodstack.j2.conf", cfg).splitlines()
+             if line.startswith("!")]  # fmt: skip
+    assert len(rules) == len(AIDE_EXCLUDED)
+
+    def excluded(path: str) -> bool:
+        return any(re.match(rule, path) for rule in rules)
+
+    for path in ("/var/lib/docker", "/var/lib/docker/overlay2/x", "/var/lib/postgresql/15/main",
+                 "/var/lib/prodstack/releases.json"):  # fmt: skip
+        assert excluded(path), path
+    for path in ("/etc/passwd", "/usr/bin/sudo", "/etc/prodstack/app.env",
+                 "/var/lib/dockerfile", "/usr/local/sbin/prodstack-release"):  # fmt: skip
+        assert not excluded(path), path
+
+
+def test_the_first_aide_database_is_built_once_at_idle_priority(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    unit = render("prodstack-aide-init.j2.service", cfg).splitlines()
+    assert f"ConditionPathExists=!{AIDE_DATABASE}" in unit
+    assert {"Nice=19", "IOSchedulingClass=idle", "Type=oneshot"} <= set(unit)
+
+
+def test_passwords_need_14_characters_of_4_classes_root_included(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    lines = set(render("pwquality.j2.conf", cfg).splitlines())
+    assert {"minlen = 14", "minclass = 4", "enforce_for_root"} <= lines
+
+
+def test_sshd_warns_before_login_and_sends_no_spoofable_keepalives(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    sshd = _sshd_options(render("sshd.j2.conf", cfg))
+    assert sshd["banner"] == "/etc/issue.net" and sshd["tcpkeepalive"] == "no"
+    assert int(sshd["clientaliveinterval"]) > 0  # what finds a dead peer instead
+    banner = render("issue.j2.txt", cfg)
+    assert "Authorised access only" in banner and "Debian" not in banner
+
+
+def test_usb_and_firewire_storage_never_load(data, environ):
+    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    lines = render("modprobe-blacklist.j2.conf", cfg).splitlines()
+    for module in ("usb-storage", "firewire-core", "firewire-ohci"):
+        assert f"install {module} /bin/false" in lines and f"blacklist {module}" in lines
 
 
 def test_db_only_host_opens_neither_80_nor_443(data, environ):
