@@ -3,8 +3,9 @@ private network, deployed by one pyinfra run; then a second web host, and a roll
 deploy that goes one web host at a time.
 
 Three hosts boot in parallel at the start (tests/vps/host.py), each on the default Docker
-bridge (the public side) and on a private network this file creates (10.77.0.0/24). The
-two-host layout is deployed first; the second web host joins for the three-host case.
+bridge (the public side) and on a private network this file creates (10.77.0.0/24, or
+PRODSTACK_E2E_SUBNET). The two-host layout is deployed first; the second web host joins
+for the three-host case.
 Checks are made from outside the hosts: from this machine over the public side, from the
 web hosts over the private one, and from inside an API container with the app's own
 drivers. Load goes only to the test hosts: a bounded loop on the db host alternates
