@@ -36,13 +36,16 @@ targets = sys.argv[5].split(",")
 deadline = time.monotonic() + seconds
 ctx = ssl._create_unverified_context()
 lock = threading.Lock()
-out = {"ok": 0, "failed": 0, "errors": [], "versions": {}, "targets": {}}
+out = {"ok": 0, "failed": 0, "errors": [], "versions": {}, "targets": {}, "stopped": None}
 sent = 0
 def worker(n):
     global sent
     while True:
         with lock:
-            if sent >= budget or time.monotonic() > deadline or os.path.exists(stop_file):
+            reason = ("stop file" if os.path.exists(stop_file) else "request budget"
+                      if sent >= budget else "time limit" if time.monotonic() > deadline else None)
+            if reason:
+                out["stopped"] = out["stopped"] or reason
                 return
             sent += 1
             i = sent
@@ -77,9 +80,13 @@ print(json.dumps(out))
 
 
 class Load:
-    """A bounded load loop inside the host, stopped by a file or its own limits."""
+    """A bounded load loop inside the host, stopped by a file or its own limits.
 
-    def __init__(self, host: Host, token: str, seconds: int = 240, budget: int = 200_000,
+    `stop()` requires that the test stopped it: a loop that ran out of time or requests
+    first did not cover what the test measured (a deploy that took longer, say), and a
+    summary of it would pass or fail for the wrong reason."""
+
+    def __init__(self, host: Host, token: str, seconds: int = 900, budget: int = 200_000,
                  targets: tuple[str, ...] = ("127.0.0.1",)):  # fmt: skip
         self.host = host
         self.stop_file = f"/tmp/load-stop-{uuid.uuid4().hex}"
@@ -96,7 +103,11 @@ class Load:
         out = self.proc.stdout.read()
         self.proc.wait(timeout=60)
         assert self.proc.returncode == 0, self.proc.stderr.read()
-        return json.loads(out)
+        summary = json.loads(out)
+        assert summary["stopped"] == "stop file", (
+            f"the load loop ended on its {summary['stopped']} before the test stopped it: "
+            f"give Load more seconds or requests ({summary['ok']} ok, {summary['failed']} failed)")
+        return summary
 
 
 def build_image(version: str) -> str:
