@@ -19,7 +19,7 @@ from typing import Any
 from prodstack import plancache, planfile
 from prodstack.errors import UsageError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = plancache.REPO
 
 
 def progress(message: str) -> None:
