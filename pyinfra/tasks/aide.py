@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 
 from tasks.config import Settings
+from tasks.facts import FirstBuildState
 from tasks.templates import template, unit_file
 
 # Installed with the base packages, in their one apt transaction (tasks/base.py).
@@ -62,7 +62,9 @@ def aide(cfg: Settings) -> None:
         label="aide",
         database=DATABASE,
     )
-    if not host.get_fact(File, path=DATABASE):
+    # Not while an earlier deploy's build still runs: on a loaded host it outlasts a deploy,
+    # and a second deploy would report a change it did not make.
+    if host.get_fact(FirstBuildState, path=DATABASE, unit=INIT_UNIT) not in ("present", "building"):
         server.shell(
             name="Build AIDE's first database (in the background, idle priority)",
             commands=[f"systemctl start --no-block {INIT_UNIT}"],

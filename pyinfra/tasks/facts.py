@@ -121,6 +121,24 @@ class PostgresPasswordVerifier(FactBase):
         return value or None
 
 
+class FirstBuildState(FactBase):
+    """Where a file built once by a background oneshot unit stands: "present" when `path`
+    exists, "building" while `unit` is still starting, else the unit's ActiveState
+    ("inactive", "failed"). A deploy that comes while the build runs must not start it again."""
+
+    def command(self, path: str, unit: str) -> str:
+        return (
+            f"if [ -e {shlex.quote(path)} ]; then echo present; "
+            f"elif [ \"$(systemctl show -p ActiveState --value {shlex.quote(unit)} 2>/dev/null)\" "
+            "= activating ]; then echo building; "
+            f"else systemctl show -p ActiveState --value {shlex.quote(unit)} 2>/dev/null "
+            "|| echo inactive; fi"
+        )
+
+    def process(self, output):
+        return next(iter(output), "inactive").strip() or "inactive"
+
+
 class SmallSshModuli(FactBase):
     """How many group-exchange moduli in /etc/ssh/moduli are smaller than `bits`."""
 

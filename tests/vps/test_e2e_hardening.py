@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import time
 
 import paramiko
 import pytest
+from tasks.facts import FirstBuildState
 
 from tests.vps.e2e import grand_total
 
@@ -371,6 +373,25 @@ def test_aide_builds_its_database_once_and_finds_a_changed_file(stack):
     # aide's exit code: 1 = new files found, 2 = removed, 4 = changed.
     assert check.returncode & 1, check.stdout[-2000:]
     assert probe in check.stdout
+
+
+def test_a_background_build_reads_building_while_it_runs_so_no_deploy_restarts_it(stack):
+    """tasks/aide.py starts AIDE's first build only when FirstBuildState says neither
+    "present" nor "building". On a loaded host the build outlasts a deploy; the next
+    deploy must see it running (a transient oneshot stands in for it), not start it again."""
+    fact = FirstBuildState()
+    unit, path = "prodstack-build-probe.service", "/root/prodstack build probe's 'output'"
+    state = lambda: fact.process(  # noqa: E731
+        stack.host.run(fact.command(path=path, unit=unit)).stdout.splitlines())
+    assert state() == "inactive"
+    stack.host.run(f"systemd-run --unit={unit} -p Type=oneshot --no-block sleep 60")
+    try:
+        assert state() == "building"
+        stack.host.run(f"touch {shlex.quote(path)}")
+        assert state() == "present"
+    finally:
+        stack.host.run(f"systemctl stop {unit}; rm -f {shlex.quote(path)}", check=False)
+    assert state() == "inactive"
 
 
 def test_process_accounting_records_each_command(stack):
