@@ -389,8 +389,15 @@ def test_a_background_build_reads_building_while_it_runs_so_no_deploy_restarts_i
         assert state() == "building"
         stack.host.run(f"touch {shlex.quote(path)}")
         assert state() == "present"
+        stack.host.run(f"rm {shlex.quote(path)}; systemctl kill --signal=KILL {unit}")
+        # A build that died is no longer "building": the next deploy starts it again.
+        deadline = time.monotonic() + 30
+        while state() == "building" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert state() == "failed"
     finally:
-        stack.host.run(f"systemctl stop {unit}; rm -f {shlex.quote(path)}", check=False)
+        stack.host.run(f"systemctl stop {unit}; systemctl reset-failed {unit}; "
+                       f"rm -f {shlex.quote(path)}", check=False)  # fmt: skip
     assert state() == "inactive"
 
 
