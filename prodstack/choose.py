@@ -21,11 +21,10 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from prodstack import budget, cost, recovery, sizes
+from prodstack import REPO, budget, cost, recovery, sizes
 from prodstack.errors import UsageError
 from prodstack.profile import VpsProfile
 
-REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "bench" / "results"
 SIZES = cost.SIZES
 

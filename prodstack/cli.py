@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from prodstack import check_image, comment, ops, planfile, release, restore
+from prodstack import REPO, check_image, comment, ops, planfile, release, restore
 from prodstack.errors import UsageError
 from prodstack.planning import (
     Workers,
@@ -28,8 +28,6 @@ from prodstack.planning import (
     plan_in_subprocess,
     profile_of,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 PLAN_EXAMPLES = """examples:
   prodstack plan --stack prod                       # summary of what `pulumi up` would create

@@ -37,10 +37,9 @@ from typing import Any
 
 import yaml
 
-from prodstack import planfile
+from prodstack import REPO, planfile
 from prodstack.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT = "prodstack"
 ACCOUNT = "123456789012"
 # Mock-made strings shorter than this are not traced as "known after apply" (too likely

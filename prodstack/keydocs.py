@@ -13,9 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from prodstack import profile
-
-REPO = Path(__file__).resolve().parents[1]
+from prodstack import REPO, profile
 
 
 def markers(name: str, generator: str) -> tuple[str, str]:

@@ -39,7 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from prodstack import REPO
+
 # What the Pulumi program reads from its checkout: stacks/__main__.py and what it imports
 # and opens (components/metrics.py reads the VPS alert rules, so both profiles alert alike).
 PROGRAM_PARTS = ("Pulumi.yaml", "stacks", "components", "policies", "app",

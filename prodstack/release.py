@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
+from prodstack import REPO
 from prodstack.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[1]
 PROJECT = "prodstack"
 
 BUILD_EXAMPLES = """examples:

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from prodstack import REPO
 from prodstack.errors import UsageError
 from prodstack.ops.ssh import HostError
 
-REPO = Path(__file__).resolve().parents[2]
 # The containers of the API task definition (components/service.py): their log streams
 # are <container>/<container>/<task id> (awslogs-stream-prefix = the container's name).
 API_CONTAINER = "api"

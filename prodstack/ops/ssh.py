@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prodstack import REPO
 from prodstack.errors import UsageError
 
-REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
 # The deploy's own scripts on the hosts (pyinfra/files/, installed by tasks/api.py and
 # tasks/audit.py).
