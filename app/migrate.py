@@ -119,13 +119,18 @@ async def schema_version(dsn: str, *, wait_seconds: float = 10.0) -> str | None:
 async def stop_migrations(dsn: str, *, wait_seconds: float = 10.0) -> int:
     """Terminate every `prodstack-migrate` session on this database (a deploy's migrate that
     ran out of time): its transaction rolls back and its queued lock is gone. Returns how
-    many. The owner role may terminate its own sessions; nothing else is touched."""
+    many. A role may terminate the sessions it logged in with; nothing else is touched.
+
+    `SET ROLE NONE` first: a login role whose default role is the owner (the VPS's) would
+    otherwise ask as the owner, which may not signal the login role's sessions; and only
+    sessions this role may end are asked for, so another login role's is left alone."""
     conn = await _connect(dsn, wait_seconds)
     try:
+        await conn.execute("SET ROLE NONE")
         return await conn.fetchval(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = $1 AND datname = current_database()"
-            " AND pid <> pg_backend_pid()",
+            " AND pid <> pg_backend_pid() AND pg_has_role(usesysid, 'USAGE')",
             APPLICATION_NAME,
         )
     finally:

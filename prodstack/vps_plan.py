@@ -349,7 +349,7 @@ class _Planner:
             "UfwStatus": {"active": False, "defaults": "", "rules": []},
             "DockerImageId": None,
             "ReleaseStatus": "not installed",
-            "PostgresPasswordVerifier": None,
+            "PostgresAppRoles": {},
         }
         return reference
 

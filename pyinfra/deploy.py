@@ -32,7 +32,7 @@ from tasks.healthcheck import observability  # noqa: E402
 from tasks.nginx import load_balancer  # noqa: E402
 from tasks.os_hardening import os_hardening  # noqa: E402
 from tasks.pgbackrest import backup, backup_finish  # noqa: E402
-from tasks.postgres import database  # noqa: E402
+from tasks.postgres import database, database_finish, with_app_login  # noqa: E402
 from tasks.prometheus import monitoring  # noqa: E402
 from tasks.pwquality import pwquality  # noqa: E402
 from tasks.redis import cache, cache_finish  # noqa: E402
@@ -46,6 +46,9 @@ cfg = settings_for(
 )
 for warning in cfg.warnings:
     logger.warning(f"prodstack: {warning}")
+# Which PostgreSQL login role the replicas use: read from the db host's roles (every host
+# the same answer), before any change; an unfinished rotation stops the run here.
+cfg = with_app_login(cfg)
 
 packages_op = packages(cfg)
 hardening(cfg)
@@ -70,11 +73,13 @@ if cfg.is_web:
 observability(cfg)
 monitoring(cfg)
 # Every host runs this too (a second point where all hosts meet): each web host's replicas
-# and the exporter use a new Redis password before the db host drops the old one.
+# and the exporter use a new Redis password, and the replicas a new PostgreSQL login,
+# before the db host drops the old ones.
 files.directory(name="Config directory (every client has the new Redis password)",
                 path="/etc/prodstack", mode="750")  # fmt: skip
 if cfg.is_db:
     cache_finish(cfg)
+    database_finish(cfg)
     # Last: a repository that cannot be used must not stop the API's deploy (tasks/pgbackrest.py).
     backup_finish(cfg, backup_ops)
 # Last: AIDE's first database is of the host as this deploy leaves it.

@@ -201,6 +201,9 @@ class Settings:
     secrets: Mapping[str, str] = field(repr=False)
     warnings: tuple[str, ...] = ()
     """Old key names that were used (each still works for one release)."""
+    postgres_login: str | None = None
+    """The login role the replicas use (one of `postgres_login_roles`): decided from the db
+    host's roles in each run (tasks/postgres.py, `with_app_login`), None until then."""
 
     @property
     def nginx_limit_rate(self) -> str:
@@ -259,14 +262,33 @@ class Settings:
         )
 
     @property
+    def postgres_login_roles(self) -> tuple[str, str]:
+        """The two login roles, members of the owner `postgres_user` (which cannot log in),
+        used in turns so a password rotation never refuses a connection (tasks/postgres.py)."""
+        return (f"{self.postgres_user}_a", f"{self.postgres_user}_b")
+
+    @property
+    def postgres_generation(self) -> str:
+        """Which login role and POSTGRES_PASSWORD generation this host's replicas use (the
+        role, and the password's one-way fingerprint: tasks/rotation.py)."""
+        return f"{self._login()}:{password_fingerprint(self.secrets['POSTGRES_PASSWORD'])}"
+
+    def _login(self) -> str:
+        if self.postgres_login is None:
+            raise RuntimeError("postgres_login is decided from the db host's roles first "
+                               "(tasks/postgres.py, with_app_login)")  # fmt: skip
+        return self.postgres_login
+
+    @property
     def database_url(self) -> str:
+        login = self._login()
         password = quote(self.secrets["POSTGRES_PASSWORD"], safe="")
         # verify-full: the server's certificate must come from our CA and name db_address.
         # On one host the bridge never leaves the kernel: no TLS, said explicitly rather
         # than libpq's `prefer` against Debian's snakeoil certificate.
         tls = f"sslmode=verify-full&sslrootcert={CA_ON_HOST}" if self.db_tls else "sslmode=disable"
         return (
-            f"postgresql://{self.postgres_user}:{password}@{self.db_address}:"
+            f"postgresql://{login}:{password}@{self.db_address}:"
             f"{self.postgres_port}/{self.postgres_db}?{tls}"
         )
 
@@ -432,6 +454,14 @@ def _name(data: Mapping[str, Any], key: str) -> str:
     value = data.get(key)
     if not isinstance(value, str) or not NAME_PATTERN.match(value):
         raise fail(key, value, "use lower-case letters, digits and _ (a SQL/Unix name)")
+    return value
+
+
+def _postgres_user(data: Mapping[str, Any]) -> str:
+    """The owner role's name: its login roles add `_a` and `_b`, within PostgreSQL's 63."""
+    value = _name(data, "postgres_user")
+    if len(value) > 61:
+        raise fail("postgres_user", value, "at most 61 characters (its login roles add _a, _b)")
     return value
 
 
@@ -1007,7 +1037,7 @@ def settings_for(
         docker_gateway=gateway,
         docker_bridge=bridge_name(data.get("docker_bridge", "prodstack0")),
         postgres_db=_name(data, "postgres_db"),
-        postgres_user=_name(data, "postgres_user"),
+        postgres_user=_postgres_user(data),
         postgres_port=postgres_port,
         postgres_version=pg_version(data.get("postgres_version")),
         postgres_memory_percent=_int(data, "postgres_memory_percent", minimum=5, maximum=80),

@@ -106,19 +106,48 @@ class Ipv6Enabled(FactBase):
         return next(iter(output), "1").strip() == "0"
 
 
-class PostgresPasswordVerifier(FactBase):
-    """The stored SCRAM verifier of a role (pg_authid.rolpassword), or None."""
+# The app's three roles (tasks/postgres.py): the owner and its two login roles. Names reach
+# the server as psql variables (:'owner' quotes a literal), never as SQL text.
+APP_ROLES_QUERY = """SELECT coalesce(json_object_agg(a.rolname, json_build_object(
+  'login', a.rolcanlogin,
+  'verifier', a.rolpassword,
+  'member', coalesce(pg_has_role(a.oid, o.oid, 'MEMBER'), false),
+  'default_role', EXISTS (SELECT FROM pg_db_role_setting s WHERE s.setrole = a.oid
+                          AND s.setdatabase = 0 AND 'role=' || :'owner' = ANY (s.setconfig))
+)), '{}')
+FROM pg_authid a LEFT JOIN pg_authid o ON o.rolname = :'owner'
+WHERE a.rolname IN (:'owner', :'owner' || '_a', :'owner' || '_b');
+"""
 
-    def command(self, role: str) -> str:
-        query = shlex.quote(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'")
+
+def psql_stdin(script: str, variables: dict[str, str], *, options: str = "-XAtq") -> str:
+    """`psql` reading `script` from a quoted here-document, with `variables` as psql
+    variables: values reach the server quoted by psql (:'x' a literal, :"x" an identifier),
+    never as SQL text and never through the shell."""
+    assert "\nPRODSTACK_SQL\n" not in "\n" + script + "\n"
+    given = "".join(f" -v {shlex.quote(f'{k}={v}')}" for k, v in variables.items())
+    return (f"psql {options} -v ON_ERROR_STOP=1 -d postgres{given} -f - <<'PRODSTACK_SQL'\n"
+            f"{script}PRODSTACK_SQL\n")  # fmt: skip
+
+
+class PostgresAppRoles(FactBase):
+    """For the app's owner role and its login roles `<owner>_a`, `<owner>_b`, each that
+    exists: whether it can log in, its SCRAM verifier (pg_authid.rolpassword), whether it is
+    a member of the owner, and whether the owner is its default role. {} before PostgreSQL
+    is installed or when none exists."""
+
+    def default(self):
+        return {}
+
+    def command(self, owner: str) -> str:
         return (
-            "(command -v psql >/dev/null && id postgres >/dev/null 2>&1 && "
-            f"runuser -u postgres -- psql -XAtc {query}) 2>/dev/null || true"
+            "if command -v psql >/dev/null && id postgres >/dev/null 2>&1; then "
+            f"runuser -u postgres -- {psql_stdin(APP_ROLES_QUERY, {'owner': owner})}"
+            "fi 2>/dev/null || true"
         )
 
     def process(self, output):
-        value = "\n".join(output).strip()
-        return value or None
+        return json.loads("\n".join(output).strip() or "{}")
 
 
 class FirstBuildState(FactBase):

@@ -1,21 +1,45 @@
-"""PostgreSQL from the distribution: tuned from RAM and cores, scram-sha-256, app role and db."""
+"""PostgreSQL from the distribution: tuned from RAM and cores, scram-sha-256, app roles and db.
+
+The app's roles, so a POSTGRES_PASSWORD rotation never refuses a connection:
+- the owner, `postgres_user`, owns the database and every object in it, and cannot log in;
+- two login roles, `<owner>_a` and `<owner>_b`, are members of it, with the owner as their
+  default role (`ALTER ROLE ... SET role`), so what `migrate` creates is the owner's.
+
+The replicas use one login role at a time. A new password goes to the other one (the one
+that cannot log in), so the old role keeps working for the replicas not yet switched; the
+old role loses its login and its password only once every web host of the inventory
+confirmed, in this run, that its replicas use the new role and password: the same gate as
+Redis's (tasks/rotation.py). A host still on the owner's login (before these roles) moves
+the same way: the owner keeps its login until the gate opens.
+
+Which role the replicas use is decided from the db host's roles, read as a fact by every
+host in the same run (`with_app_login`): the role whose verifier matches the password, else
+the one that cannot log in. Web and db hosts compute it from the same fact, so it agrees
+in a `--limit web1` run too (which reads the db host without changing it). A function of
+the password alone could not do this: it cannot tell which role the previous password is
+on. With both roles logging in and neither on the new password, the previous rotation is
+unfinished and some web host may use either: the deploy refuses, before any change.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import os
+from collections.abc import Mapping
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import postgres, systemd
+from pyinfra.operations import postgres, server, systemd
 
 from tasks.config import Settings, SettingsError
-from tasks.facts import MemTotalMb, PostgresPasswordVerifier
+from tasks.facts import MemTotalMb, PostgresAppRoles, psql_stdin
 from tasks.pki import POSTGRES_TLS_DIR, upload_server_certificate
+from tasks.rotation import clients_on
 from tasks.templates import restart_on_change, template, unit_file
 
 # Outside the versioned tree, so the certificate survives a major upgrade.
@@ -163,18 +187,21 @@ def database(cfg: Settings) -> None:
             (hba.did_change() or any(op.did_change() for op in tls)) and not conf.did_change()
         ),
     )
-    # postgres.role puts its password into a psql command line (seen in /proc and in sudo's
-    # journal entries): it gets a SCRAM verifier instead, and only when the stored one
-    # doesn't match, so a converged host is unchanged and rotation works.
-    stored = host.get_fact(PostgresPasswordVerifier, role=cfg.postgres_user)
+    roles = app_roles(cfg)
+    owner = roles.get(cfg.postgres_user) or {}
+    # A new owner cannot log in; one that still can (a host from before the login roles)
+    # keeps its login until every web host left it (`database_finish`).
     postgres.role(
-        name=f"App role {cfg.postgres_user}",
+        name=f"App owner role {cfg.postgres_user} (no login of its own)",
         role=cfg.postgres_user,
-        password=role_password(stored, cfg.secrets["POSTGRES_PASSWORD"]),
-        login=True,
+        login=bool(owner.get("login")),
         _sudo=True,
         _sudo_user="postgres",
     )
+    script = login_script(cfg, roles)
+    if script:
+        postgres_script(f"App login role {cfg.postgres_login}: the password, a member of "
+                        f"{cfg.postgres_user}", *script)  # fmt: skip
     postgres.database(
         name=f"App database {cfg.postgres_db}",
         database=cfg.postgres_db,
@@ -182,4 +209,122 @@ def database(cfg: Settings) -> None:
         encoding="UTF8",
         _sudo=True,
         _sudo_user="postgres",
+    )
+
+
+# --- The login roles ---------------------------------------------------------------------
+
+LOGIN_SETUP = """SELECT format('CREATE ROLE %I NOLOGIN', r) FROM unnest(ARRAY[:'login', :'other']) r
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \\gexec
+SELECT format('GRANT %I TO %I', :'owner', r) FROM unnest(ARRAY[:'login', :'other']) r
+ WHERE NOT pg_has_role(r, :'owner', 'MEMBER') \\gexec
+SELECT format('ALTER ROLE %I SET role = %L', r, :'owner') FROM unnest(ARRAY[:'login', :'other']) r
+ \\gexec
+"""
+LOGIN_PASSWORD = (
+    "SELECT format('ALTER ROLE %I WITH LOGIN PASSWORD %L', :'login', :'verifier') \\gexec\n"
+)
+LOGIN_ONLY = "SELECT format('ALTER ROLE %I WITH LOGIN', :'login') \\gexec\n"
+RETIRE = "SELECT format('ALTER ROLE %I WITH NOLOGIN PASSWORD NULL', :'old') \\gexec\n"
+
+
+def db_host():
+    """The host whose PostgreSQL the app uses: the `db` group's, or this one (single host)."""
+    group = inventory.get_group("db", None)
+    return group[0] if group else host
+
+
+def app_roles(cfg: Settings) -> dict[str, dict]:
+    """The db host's app roles now (PostgresAppRoles): the same answer on every host."""
+    return db_host().get_fact(PostgresAppRoles, owner=cfg.postgres_user) or {}
+
+
+def with_app_login(cfg: Settings) -> Settings:
+    """`cfg` with the login role the replicas use from this run on (module docstring)."""
+    login = app_login(app_roles(cfg), cfg.postgres_login_roles, cfg.secrets["POSTGRES_PASSWORD"])
+    return dataclasses.replace(cfg, postgres_login=login)
+
+
+def _usable(role: Mapping | None) -> bool:
+    return bool(role and role.get("login") and role.get("verifier"))
+
+
+def app_login(roles: Mapping[str, Mapping], logins: tuple[str, str], password: str) -> str:
+    """The login role that has, or gets, `password`: the one whose verifier matches it, else
+    one that cannot log in (its password is no one's). Both logging in with other passwords:
+    some web host may still use either, and neither can be given the new one."""
+    for name in logins:
+        if scram_matches((roles.get(name) or {}).get("verifier"), password):
+            return name
+    for name in logins:
+        if not _usable(roles.get(name)):
+            return name
+    raise SettingsError(
+        f"PostgreSQL: the previous password rotation is unfinished: both login roles "
+        f"{logins[0]} and {logins[1]} still log in and neither has this POSTGRES_PASSWORD, "
+        "so a web host may still use either. Deploy every web host (no --limit) with the "
+        "previous POSTGRES_PASSWORD first; once it reports no old password, rotate "
+        "(docs/vps.md, Rotating a password)."
+    )
+
+
+def old_logins(cfg: Settings, roles: Mapping[str, Mapping]) -> list[str]:
+    """The app roles other than the replicas' that can still log in or keep a password."""
+    names = (cfg.postgres_user, *cfg.postgres_login_roles)
+    return [name for name in names if name != cfg.postgres_login
+            and any((roles.get(name) or {}).get(key) for key in ("login", "verifier"))]  # fmt: skip
+
+
+def login_script(cfg: Settings, roles: Mapping[str, Mapping]) -> tuple[str, dict] | None:
+    """The psql script and its variables that make `cfg.postgres_login` log in with the
+    password, both login roles members of the owner with it as their default role; None
+    when the db host is already so (a converged host stays unchanged)."""
+    login = cfg.postgres_login
+    (other,) = [name for name in cfg.postgres_login_roles if name != login]
+    current = roles.get(login) or {}
+    verifier = role_password(current.get("verifier"), cfg.secrets["POSTGRES_PASSWORD"])
+    ready = all(
+        (roles.get(name) or {}).get("member") and (roles.get(name) or {}).get("default_role")
+        for name in (login, other)
+    )
+    if ready and verifier is None and current.get("login"):
+        return None
+    variables = {"owner": cfg.postgres_user, "login": login, "other": other}
+    if verifier is None:
+        return LOGIN_SETUP + LOGIN_ONLY, variables
+    return LOGIN_SETUP + LOGIN_PASSWORD, {**variables, "verifier": verifier}
+
+
+def retire_script(old: list[str]) -> tuple[str, dict]:
+    """The psql script that takes each old role's login and password away."""
+    script = "".join(RETIRE.replace(":'old'", f":'old{i}'") for i in range(len(old)))
+    return script, {f"old{i}": name for i, name in enumerate(old)}
+
+
+def postgres_script(name: str, script: str, variables: dict[str, str], **kwargs):
+    """One transaction of `script` as postgres. The only secret it carries is a SCRAM
+    verifier (postgres.role would put the password on psql's command line, which /proc and
+    sudo's journal show)."""
+    return server.shell(
+        name=name,
+        commands=[psql_stdin(script, variables, options="-XAtq -1")],
+        _sudo=True,
+        _sudo_user="postgres",
+        **kwargs,
+    )
+
+
+@deploy("PostgreSQL: old login dropped")
+def database_finish(cfg: Settings) -> None:
+    """After every web host's replicas use the new login role and password: the old roles
+    lose their login and password. Decided when it runs (tasks/rotation.py): until then the
+    old role keeps working for the replicas not yet switched."""
+    old = old_logins(cfg, app_roles(cfg))
+    if not old:
+        return
+    postgres_script(
+        f"Old login role(s) {', '.join(old)}: no login, no password (once every web host "
+        f"uses {cfg.postgres_login})",
+        *retire_script(old),
+        _if=clients_on(cfg, "postgres", cfg.postgres_generation, label="PostgreSQL"),
     )

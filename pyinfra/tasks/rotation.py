@@ -1,13 +1,14 @@
-"""Password rotation across hosts: the db host drops an old password only once every web
-host of the inventory confirmed, in this run, that its replicas run on the new one.
+"""Password rotation across hosts: the db host drops an old password (Redis's, or
+PostgreSQL's old login role) only once every web host of the inventory confirmed, in this
+run, that its replicas run on the new one.
 
 A web host confirms after its rollout (`confirm`, from service.py): it writes the one-way
 fingerprint of each password its replicas use to CREDENTIALS_FILE, and the run remembers
-that it did. The db host's last step (`clients_on`, for cache.py's `cache_finish`) is
-decided when it executes, after every web host's rollout: a web host left out with
-`--limit`, one that failed before confirming, or one that confirmed another fingerprint
-(other secrets) may still use the old password, so the old one stays accepted and the
-deploy names those hosts in a warning. The next run over every web host finishes it.
+that it did. The db host's last steps (`clients_on`, for redis.py's `cache_finish` and
+postgres.py's `database_finish`) are decided when they execute, after every web host's
+rollout: a web host left out with `--limit`, one that failed before confirming, or one that
+confirmed another fingerprint (other secrets) may still use the old password, so the old
+one stays accepted and the deploy names those hosts in a warning. The next run over every web host finishes it.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ _CONFIRMATIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def fingerprints(cfg: Settings) -> dict[str, str]:
-    """What a web host's replicas use, by password: one-way fingerprints only."""
-    return {"redis": cfg.redis_password_fingerprint}
+    """What a web host's replicas use, by password: one-way fingerprints only (PostgreSQL's
+    with the login role, tasks/postgres.py)."""
+    return {"redis": cfg.redis_password_fingerprint, "postgres": cfg.postgres_generation}
 
 
 def confirm(cfg: Settings, *, after: Callable[[], bool]):
