@@ -8,7 +8,8 @@ that it did. The db host's last steps (`clients_on`, for redis.py's `cache_finis
 postgres.py's `database_finish`) are decided when they execute, after every web host's
 rollout: a web host left out with `--limit`, one that failed before confirming, or one that
 confirmed another fingerprint (other secrets) may still use the old password, so the old
-one stays accepted and the deploy names those hosts in a warning. The next run over every web host finishes it.
+one stays accepted and the deploy names those hosts in a warning. The next run over
+every web host finishes it.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import subprocess
+from dataclasses import replace
 
 import pytest
 from tasks.config import SIZES, SettingsError, settings_for
@@ -25,7 +26,9 @@ def test_defaults_work_from_an_address_and_a_key(data, environ):
     assert cfg.db_listen_addresses == ("127.0.0.1", "172.30.232.1")
     assert cfg.db_client_cidrs == ("172.30.232.0/24",)
     assert cfg.backup_retention_days == 30
-    assert cfg.database_url.startswith("postgresql://prodstack:pg-password-")
+    assert cfg.postgres_login_roles == ("prodstack_a", "prodstack_b")
+    login = replace(cfg, postgres_login="prodstack_b")
+    assert login.database_url.startswith("postgresql://prodstack_b:pg-password-")
     assert cfg.redis_url == "redis://prodstack:redis-password-0123456789@172.30.232.1:6379/0"
 
 

@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -40,8 +41,9 @@ def split(data, environ, tmp_path, address=DB_ADDRESS, **override):
         "pki_dir": str(tmp_path / "pki"), **override,
     }  # fmt: skip
     web = {**data, "private_address": WEB_ADDRESS, "pki_dir": str(tmp_path / "pki")}
+    web_cfg = settings_for(web, {"web"}, db_data=db, environ=environ)
     return (
-        settings_for(web, {"web"}, db_data=db, environ=environ),
+        replace(web_cfg, postgres_login=web_cfg.postgres_login_roles[0]),  # as deploy.py does
         settings_for(db, {"db"}, environ=environ),
     )
 
@@ -94,7 +96,8 @@ def test_split_layout_configs_allow_tls_only(data, environ, tmp_path):
     hba = [line.split() for line in render("pg_hba.j2.conf", db).splitlines()]
     rules = [line for line in hba if line and not line[0].startswith("#")]
     from_web = [r for r in rules if f"{WEB_ADDRESS}/32" in r]
-    assert from_web == [["hostssl", "prodstack", "prodstack", f"{WEB_ADDRESS}/32", "scram-sha-256"]]
+    assert from_web == [["hostssl", "prodstack", "prodstack,prodstack_a,prodstack_b",
+                         f"{WEB_ADDRESS}/32", "scram-sha-256"]]  # fmt: skip
     assert all(r[0] in ("local", "hostssl") or r[3] in ("127.0.0.1/32", "::1/128") for r in rules)
     conf = render("postgresql.j2.conf", db, tls_dir="/etc/postgresql/tls")
     assert "ssl = on" in conf and "ssl_min_protocol_version = 'TLSv1.2'" in conf
@@ -108,7 +111,7 @@ def test_split_layout_configs_allow_tls_only(data, environ, tmp_path):
 def test_single_host_bridge_stays_plaintext_by_name(data, environ):
     cfg = settings_for(data, {"web", "db"}, environ=environ)
     assert not cfg.db_tls
-    assert cfg.database_url.endswith("?sslmode=disable")
+    assert replace(cfg, postgres_login="prodstack_a").database_url.endswith("?sslmode=disable")
     assert cfg.redis_url.startswith("redis://")
     assert "hostssl" not in render("pg_hba.j2.conf", cfg)
     assert "tls-port" not in render("redis.j2.conf", cfg, tls_dir="/etc/redis")
@@ -135,6 +138,8 @@ def test_postgres_accepts_the_app_over_verified_tls_only(data, environ, tmp_path
     server = PostgresServer()
     tls = tls_files(cert, key, "postgres")
     try:
+        # The replicas' login role (tasks/postgres.py makes it; here by hand).
+        server.psql(f"CREATE ROLE {web.postgres_login} LOGIN PASSWORD '{server.password}'")
         server.stop()
         conf = render("postgresql.j2.conf", db, tls_dir=str(tls))
         tls_lines = conf.split("ssl = on", 1)[1].split("\n\n", 1)[0]

@@ -172,7 +172,7 @@ def test_databases_private_and_redis_needs_auth(stack):
     for line in ("appendonly yes", "appendfsync everysec", "maxmemory-policy allkeys-lru"):
         assert line in conf
     wrong = stack.host.run(
-        "PGPASSWORD=wrong psql -h 127.0.0.1 -U prodstack -d prodstack -c 'select 1'", check=False
+        "PGPASSWORD=wrong psql -h 127.0.0.1 -U prodstack_a -d prodstack -c 'select 1'", check=False
     )
     assert "password authentication failed" in wrong.stderr
     assert stack.psql("show password_encryption") == "scram-sha-256"

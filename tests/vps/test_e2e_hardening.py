@@ -69,9 +69,9 @@ def test_role_password_never_on_a_command_line_or_in_the_journal(stack):
     assert password not in journal  # ... as a verifier, never the password
     cmdlines = stack.host.run("cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '").stdout
     assert password not in cmdlines
-    # The role still logs in with the password.
+    # The replicas' login role logs in with the password (a fresh host's first is _a).
     stack.host.run(
-        f"PGPASSWORD={password} psql -h 127.0.0.1 -U prodstack -d prodstack -Atc 'select 1'"
+        f"PGPASSWORD={password} psql -h 127.0.0.1 -U prodstack_a -d prodstack -Atc 'select 1'"
     )
 
 

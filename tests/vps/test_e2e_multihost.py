@@ -434,10 +434,52 @@ def _alert_round_trip(c, role: str) -> None:
     assert created.json()["id"] in json.dumps(listed)
 
 
-def test_redis_password_rotation_waits_for_every_web_host(cluster, images):
-    """A new REDIS_PASSWORD deployed with web2 left out (--limit): web2 keeps working on the
-    old one, which Redis still accepts, and the deploy names web2; the next run over every
-    web host switches web2 and only then drops the old password."""
+# From inside an API container: a new PostgreSQL connection with the env file's URL (or as
+# USER with PASSWORD, when set): who it is, or why it was refused.
+PG_LOGIN = r"""
+import asyncio, json, os
+import asyncpg
+async def main():
+    kw = {"user": USER, "password": PASSWORD} if USER else {}
+    try:
+        conn = await asyncpg.connect(os.environ["DATABASE_URL"], timeout=5, **kw)
+    except Exception as e:
+        return {"refused": f"{type(e).__name__}: {e}"}
+    try:
+        row = await conn.fetchrow("SELECT session_user, current_user")
+        return {"session_user": row[0], "current_user": row[1]}
+    finally:
+        await conn.close()
+print(json.dumps(asyncio.run(main())))
+"""
+
+
+def _pg_as_app(c, role: str, user: str = "", password: str = "") -> dict:
+    return _in_api_container(c, role, f"USER = {user!r}\nPASSWORD = {password!r}\n" + PG_LOGIN)
+
+
+def _restart_replicas(c, role: str) -> None:
+    """New processes, so new connections, with the env they were created with (not a
+    rollout: the env file is read when a container is created)."""
+    c.hosts[role].run("docker restart $(docker ps -q --filter label=prodstack.role=api)",
+                      timeout=120)  # fmt: skip
+    deadline = time.monotonic() + 120
+    with _client(c, role) as client:
+        while True:
+            try:
+                if client.get("/health/ready").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"{role}'s replicas not ready after a restart"
+            time.sleep(1)
+
+
+def test_redis_and_postgres_password_rotation_waits_for_every_web_host(cluster, images):
+    """New REDIS_PASSWORD and POSTGRES_PASSWORD deployed with web2 left out (--limit): web2
+    keeps working on the old ones, through new connections too (PostgreSQL: its old login
+    role), and the deploy names web2; the next run over every web host switches web2 and
+    only then drops the old password and the old login."""
     try:
         with _client(cluster, "web2") as c:
             version = c.get("/health").json()["version"]
@@ -449,11 +491,13 @@ def test_redis_password_rotation_waits_for_every_web_host(cluster, images):
         first = cluster.pyinfra(layout("web1", "web2"), **data)
         assert first.returncode == 0, _why(first)
     old = cluster.secrets["REDIS_PASSWORD"]
-    # A long value with every character a secret may hold besides letters and digits.
+    old_pg = cluster.secrets["POSTGRES_PASSWORD"]
+    # Long values with every character a secret may hold besides letters and digits.
     new = "mh-redis-rotated-._~+/=" + uuid.uuid4().hex * 8
+    new_pg = "mh-pg-rotated-._~+/=" + uuid.uuid4().hex * 8
+    secrets = {**cluster.secrets, "REDIS_PASSWORD": new, "POSTGRES_PASSWORD": new_pg}
     rotated = cluster.workdir / "secrets-rotated.env"
-    rotated.write_text("".join(f"{k}={new if k == 'REDIS_PASSWORD' else v}\n"
-                               for k, v in cluster.secrets.items()))  # fmt: skip
+    rotated.write_text("".join(f"{k}={v}\n" for k, v in secrets.items()))
     rotated.chmod(0o600)
     data["secrets_file"] = str(rotated)
     web2 = cluster.hosts["web2"].address
@@ -464,24 +508,48 @@ def test_redis_password_rotation_waits_for_every_web_host(cluster, images):
     assert limited.returncode == 0, _why(limited)
     assert re.search(rf"Redis still accepts the old password: web host\(s\) {re.escape(web2)} "
                      "did not confirm", limited.stdout), limited.stdout[-3000:]  # fmt: skip
-    assert new not in limited.stdout and old not in limited.stdout
-    # web2 was left out: its replicas still use the old password, and keep working.
+    assert re.search(rf"PostgreSQL still accepts the old password: web host\(s\) "
+                     rf"{re.escape(web2)} did not confirm", limited.stdout), limited.stdout[-3000:]
+    for secret in (new, old, new_pg, old_pg):
+        assert secret not in limited.stdout
+    # web2 was left out: its replicas still use the old passwords, and keep working, with
+    # new connections too (restarted: PostgreSQL's old login role still logs in).
+    _restart_replicas(cluster, "web2")
     assert _redis_as_app(cluster, "web2") == {"auth": "+OK", "set": "+OK", "get": "$1\r\nx"}
+    assert _pg_as_app(cluster, "web2") == {"session_user": "prodstack_a",
+                                           "current_user": "prodstack"}  # fmt: skip
     _alert_round_trip(cluster, "web2")
+    # web1 switched to the other login role, the new password's; the owner owns what either
+    # creates (its default role).
+    assert _pg_as_app(cluster, "web1") == {"session_user": "prodstack_b",
+                                           "current_user": "prodstack"}  # fmt: skip
+    assert "refused" in _pg_as_app(cluster, "web1", "prodstack_b", old_pg)
     assert _redis_as_app(cluster, "web1")["auth"] == "+OK"  # switched: the new password
     assert _redis_as_app(cluster, "web1", old)["auth"] == "+OK"  # the old one still works
     marker = json.loads(cluster.hosts["web1"].run("cat /var/lib/prodstack/credentials.json").stdout)
     assert new not in json.dumps(marker) and len(marker["fingerprints"]["redis"]) == 16
+    assert new_pg not in json.dumps(marker)
+    assert re.fullmatch(r"prodstack_b:[0-9a-f]{16}", marker["fingerprints"]["postgres"])
 
     full = cluster.pyinfra(layout("web1", "web2"), **data)
     assert full.returncode == 0, _why(full)
     assert "still accepts the old password" not in full.stdout
-    cluster.secrets["REDIS_PASSWORD"] = new
+    cluster.secrets.update(REDIS_PASSWORD=new, POSTGRES_PASSWORD=new_pg)
     cluster.data["secrets_file"] = str(rotated)
     for role in ("web1", "web2"):
         assert _redis_as_app(cluster, role) == {"auth": "+OK", "set": "+OK", "get": "$1\r\nx"}
         assert "WRONGPASS" in _redis_as_app(cluster, role, old)["auth"]
+        assert _pg_as_app(cluster, role)["session_user"] == "prodstack_b"
         _alert_round_trip(cluster, role)
+    # The old login role is off, its password gone: the old password is refused.
+    refused = _pg_as_app(cluster, "web1", "prodstack_a", old_pg)
+    assert re.search("password authentication failed|not permitted to log in",
+                     refused.get("refused", "")), refused  # fmt: skip
+    logins = cluster.hosts["db"].run(
+        "runuser -u postgres -- psql -XAt -d postgres -c \"SELECT rolname, rolcanlogin, "
+        "rolpassword IS NULL FROM pg_authid WHERE rolname LIKE 'prodstack%' ORDER BY 1\""
+    ).stdout.split()
+    assert logins == ["prodstack|f|t", "prodstack_a|f|t", "prodstack_b|t|f"]
     same = {json.loads(cluster.hosts[r].run("cat /var/lib/prodstack/credentials.json").stdout)
             ["fingerprints"]["redis"] for r in ("web1", "web2")}  # fmt: skip
     assert same == {marker["fingerprints"]["redis"]}

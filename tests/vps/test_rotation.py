@@ -7,19 +7,23 @@ replaced, by one that records its condition so the test can play the execution.
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 
 import pytest
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
-from tasks import rotation
+from tasks import postgres, rotation
 from tasks.config import password_fingerprint, settings_for
 
 from tests.vps.test_templates import render
 
 NEW = "new-redis-password-0123456789"
 OLD = "old-redis-password-0123456789"
+PG_NEW = "new-postgres-password-0123456789"
+PG_OLD = "old-postgres-password-0123456789"
 
 
 @pytest.fixture
@@ -65,9 +69,10 @@ class _Contexts:
             use.__exit__(*exc)
 
 
-def _cfg(data, environ, password: str):
-    environ = {**environ, "PRODSTACK_REDIS_PASSWORD": password}
-    return settings_for(data, {"web", "db"}, environ=environ)
+def _cfg(data, environ, password: str, *, pg: str = PG_OLD, login: str = "prodstack_a"):
+    environ = {**environ, "PRODSTACK_REDIS_PASSWORD": password,
+               "PRODSTACK_POSTGRES_PASSWORD": pg}  # fmt: skip
+    return replace(settings_for(data, {"web", "db"}, environ=environ), postgres_login=login)
 
 
 def _gate(run, data, environ):
@@ -148,3 +153,87 @@ def test_the_recorded_fingerprint_reveals_no_password(data, environ):
     assert NEW not in text and cfg.redis_password_fingerprint in text
     assert password_fingerprint(NEW) != password_fingerprint(OLD)
     assert password_fingerprint(NEW) == cfg.redis_password_fingerprint
+
+
+# --- PostgreSQL: the old login role, behind the same gate ---------------------------------
+
+# The db host's roles mid-rotation: prodstack_a on the old password, prodstack_b just got
+# the new one (what the fact reads before database_finish).
+MID_ROTATION = {
+    "prodstack": {"login": False, "verifier": None, "member": False, "default_role": False},
+    "prodstack_a": {"login": True, "verifier": postgres.scram_verifier(PG_OLD), "member": True,
+                    "default_role": True},
+    "prodstack_b": {"login": True, "verifier": postgres.scram_verifier(PG_NEW), "member": True,
+                    "default_role": True},
+}  # fmt: skip
+
+
+@pytest.fixture
+def finish(run, monkeypatch, data, environ):
+    """database_finish on the db host, with the db host's roles mid-rotation; returns the
+    retiring operation's condition, or None when it plans no operation."""
+    sent = []
+    monkeypatch.setattr(postgres, "app_roles", lambda cfg: MID_ROTATION)
+    monkeypatch.setattr(postgres.server, "shell", lambda **kwargs: sent.append(kwargs))
+
+    def plan():
+        with run.on("db"):
+            postgres.database_finish(_cfg(data, environ, NEW, pg=PG_NEW, login="prodstack_b"))
+        return sent[-1] if sent else None
+
+    return plan
+
+
+def _new_pg(data, environ):
+    return _cfg(data, environ, NEW, pg=PG_NEW, login="prodstack_b")
+
+
+def test_every_web_host_on_the_new_login_retires_the_old_one(run, data, environ, finish, caplog):
+    ops = [_confirm(run, name, _new_pg(data, environ)) for name in ("web1", "web2")]
+    op = finish()
+    assert op["commands"][0].count("NOLOGIN PASSWORD NULL") == 1
+    assert "-v old0=prodstack_a " in op["commands"][0]
+    for confirmation in ops:
+        run.execute(confirmation)
+    with caplog.at_level(logging.WARNING):
+        assert op["_if"]() is True
+    assert "old password" not in caplog.text
+
+
+def test_a_web_host_left_out_keeps_the_old_login_working(run, data, environ, finish, caplog):
+    web1 = _confirm(run, "web1", _new_pg(data, environ))
+    op = finish()
+    run.execute(web1)
+    with caplog.at_level(logging.WARNING):
+        assert op["_if"]() is False
+    assert "PostgreSQL still accepts the old password: web host(s) web2 did not confirm" in (
+        caplog.text
+    )
+
+
+@pytest.mark.parametrize("on", ["the old login role", "the old password"])
+def test_a_web_host_on_the_old_login_keeps_it_working(run, data, environ, finish, caplog, on):
+    web1 = _confirm(run, "web1", _new_pg(data, environ))
+    old = (_cfg(data, environ, NEW, pg=PG_NEW, login="prodstack_a") if on == "the old login role"
+           else _cfg(data, environ, NEW, pg=PG_OLD, login="prodstack_b"))  # fmt: skip
+    web2 = _confirm(run, "web2", old)
+    op = finish()
+    run.execute(web1)
+    run.execute(web2)
+    with caplog.at_level(logging.WARNING):
+        assert op["_if"]() is False
+    assert "web2" in caplog.text
+
+
+def test_nothing_to_retire_plans_no_operation(run, data, environ, finish, monkeypatch):
+    converged = {**MID_ROTATION, "prodstack_a": {**MID_ROTATION["prodstack_a"], "login": False,
+                                                 "verifier": None}}  # fmt: skip
+    monkeypatch.setattr(postgres, "app_roles", lambda cfg: converged)
+    assert finish() is None
+
+
+def test_the_recorded_postgres_generation_names_the_login_and_no_password(data, environ):
+    cfg = _new_pg(data, environ)
+    prints = json.loads(render("credentials.j2.json", cfg))["fingerprints"]
+    assert prints["postgres"] == f"prodstack_b:{password_fingerprint(PG_NEW)}"
+    assert PG_NEW not in json.dumps(prints)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
@@ -90,10 +91,15 @@ def render(name: str, cfg, **extra) -> str:
     return env.from_string((TEMPLATES / name).read_text()).render(**context)
 
 
+def with_login(cfg):
+    """As deploy.py leaves it: the login role decided from the db host (tasks/postgres.py)."""
+    return replace(cfg, postgres_login=cfg.postgres_login_roles[0])
+
+
 @pytest.fixture(params=list(PROFILES))
 def cfg(request, data, environ):
     override, groups = PROFILES[request.param]
-    return settings_for({**data, **override}, groups, environ=environ)
+    return with_login(settings_for({**data, **override}, groups, environ=environ))
 
 
 @pytest.mark.parametrize("name", TEMPLATE_NAMES)
@@ -112,9 +118,10 @@ def test_every_template_renders(name, cfg):
 
 
 def test_app_env_holds_the_urls_and_no_app_version(data, environ):
-    cfg = settings_for(data, {"web", "db"}, environ=environ)
+    cfg = with_login(settings_for(data, {"web", "db"}, environ=environ))
     env = dict(line.split("=", 1) for line in render("app.j2.env", cfg).splitlines() if "=" in line)
     assert env["DATABASE_URL"] == cfg.database_url
+    assert env["DATABASE_URL"].startswith("postgresql://prodstack_a:")  # never the owner
     assert env["REDIS_URL"] == cfg.redis_url
     assert env["API_TOKEN"] == cfg.secrets["API_TOKEN"]
     assert "APP_VERSION" not in env  # the image's baked version must show in /health
@@ -137,7 +144,9 @@ def test_redis_and_postgres_settings(data, environ):
     assert "password_encryption = scram-sha-256" in pg
     assert "shared_buffers = 512MB" in pg
     hba = render("pg_hba.j2.conf", cfg)
-    assert "host    prodstack  prodstack  172.30.232.0/24  scram-sha-256" in hba
+    # The owner (no login of its own after the first deploy) and its two login roles.
+    assert ("host    prodstack  prodstack,prodstack_a,prodstack_b  172.30.232.0/24  "
+            "scram-sha-256") in hba  # fmt: skip
     assert "trust" not in hba and " md5" not in hba
 
 
@@ -594,14 +603,14 @@ def test_files_holding_secrets_are_uploaded_through_the_0700_directory(data, env
     optional = {"PRODSTACK_ALERT_SMTP_PASSWORD": "smtp-password-0123456789",
                 "PRODSTACK_ALERT_WEBHOOK_URL": "https://hooks.example.com/T0/B0/tok3n",
                 "PRODSTACK_GRAFANA_ADMIN_PASSWORD": "grafana-admin-0123456789"}  # fmt: skip
-    cfg = settings_for(
+    cfg = with_login(settings_for(
         {**data, "backup_s3_bucket": "prodstack-backups",
          "backup_s3_endpoint_url": "https://127.0.0.1:1", "grafana": True,
          "alert_email": "ops@example.com", "alert_smarthost": "smtp.example.com:587",
          "alert_smarthost_user": "ops"},
         {"web", "db"},
         environ={**environ, **optional},
-    )  # fmt: skip
+    ))  # fmt: skip
     assert set(optional.values()) <= set(cfg.secrets.values()) | {cfg.alert_webhook_url}
     marked = set()
     for path in (TEMPLATES.parent / "tasks").glob("*.py"):
