@@ -289,12 +289,15 @@ def test_no_secret_placeholder_survives_anywhere():
     pgbackrest = rendered["/etc/pgbackrest.conf"]
     assert "repo2-s3-key-secret=[secret:BACKUP_S3_SECRET_ACCESS_KEY]" in pgbackrest
     assert "repo1-cipher-pass=[secret:BACKUP_CIPHER_PASSPHRASE]" in pgbackrest
-    (role,) = [
+    (owner,) = [
         op for op in plan["operations"]
         if op["operation"] == "postgres.role" and op["kwargs"]["role"] != "prometheus"
     ]  # fmt: skip
-    assert "[secret:POSTGRES_PASSWORD]" in role["commands"][0]
-    assert role["kwargs"]["password"] == "[secret:POSTGRES_PASSWORD]"
+    # The owner never logs in; its login role gets the password, as a SCRAM verifier.
+    assert owner["kwargs"]["login"] is False and "password" not in owner["kwargs"]
+    (login,) = [op for op in plan["operations"] if op["name"].startswith("App login role")]
+    assert "-v 'verifier=[secret:POSTGRES_PASSWORD]'" in login["commands"][0]
+    assert "-v login=prodstack_a " in login["commands"][0]
 
 
 def test_set_secrets_are_read_only_for_a_version_and_never_reach_the_deploy(

@@ -510,6 +510,7 @@ def test_redis_and_postgres_password_rotation_waits_for_every_web_host(cluster, 
                      "did not confirm", limited.stdout), limited.stdout[-3000:]  # fmt: skip
     assert re.search(rf"PostgreSQL still accepts the old password: web host\(s\) "
                      rf"{re.escape(web2)} did not confirm", limited.stdout), limited.stdout[-3000:]
+    print("\n".join(line for line in limited.stdout.splitlines() if "old password" in line))
     for secret in (new, old, new_pg, old_pg):
         assert secret not in limited.stdout
     # web2 was left out: its replicas still use the old passwords, and keep working, with
