@@ -138,6 +138,9 @@ db = os.environ["DATABASE_URL"]
 async def pg(url):
     conn = await asyncpg.connect(url, timeout=5)
     try:
+        # As the login role itself: the owner (its default role) may not read the login
+        # role's session statistics.
+        await conn.execute("SET ROLE NONE")
         return await conn.fetchval("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
     finally:
         await conn.close()
