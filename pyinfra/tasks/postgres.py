@@ -240,8 +240,20 @@ def app_roles(cfg: Settings) -> dict[str, dict]:
 
 
 def with_app_login(cfg: Settings) -> Settings:
-    """`cfg` with the login role the replicas use from this run on (module docstring)."""
-    login = app_login(app_roles(cfg), cfg.postgres_login_roles, cfg.secrets["POSTGRES_PASSWORD"])
+    """`cfg` with the login role the replicas use from this run on (module docstring).
+
+    A password the db host does not have yet, in a run that leaves the db host out
+    (`--limit web1`), would reach the env file and then be refused: stop first."""
+    roles, password, db = app_roles(cfg), cfg.secrets["POSTGRES_PASSWORD"], db_host()
+    login = app_login(roles, cfg.postgres_login_roles, password)
+    if not host.state.is_host_in_limit(db) and not scram_matches(
+        (roles.get(login) or {}).get("verifier"), password
+    ):
+        raise SettingsError(
+            f"PostgreSQL: this POSTGRES_PASSWORD is new to the db host {db.name}, which this "
+            f"run leaves out: its login role {login} gets it there first. Include the db host "
+            f"(--limit {db.name} --limit ...), or run over every host."
+        )
     return dataclasses.replace(cfg, postgres_login=login)
 
 

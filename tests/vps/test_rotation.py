@@ -16,7 +16,7 @@ from pyinfra.api import Config, Inventory, State
 from pyinfra.api.operation import OperationMeta
 from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 from tasks import postgres, rotation
-from tasks.config import password_fingerprint, settings_for
+from tasks.config import SettingsError, password_fingerprint, settings_for
 
 from tests.vps.test_templates import render
 
@@ -237,3 +237,27 @@ def test_the_recorded_postgres_generation_names_the_login_and_no_password(data, 
     prints = json.loads(render("credentials.j2.json", cfg))["fingerprints"]
     assert prints["postgres"] == f"prodstack_b:{password_fingerprint(PG_NEW)}"
     assert PG_NEW not in json.dumps(prints)
+
+
+def test_a_run_without_the_db_host_refuses_a_password_the_db_host_lacks(monkeypatch, data,
+                                                                         environ):  # fmt: skip
+    """`--limit web1` with a new POSTGRES_PASSWORD: the db host would give it to the other
+    login role, but is not in the run; the env file must not get a refused password."""
+    inventory = Inventory((["web1", "db"], {}), web=(["web1"], {}), db=(["db"], {}))
+    state = State(inventory, Config())
+    state.limit_hosts = [inventory.get_host("web1")]
+    monkeypatch.setattr(postgres, "app_roles", lambda cfg: MID_ROTATION)
+    with _Contexts(state, inventory, inventory.get_host("web1")):
+        # On the password the db host has (mid-rotation: prodstack_b's): that login role.
+        assert postgres.with_app_login(_new_pg(data, environ)).postgres_login == "prodstack_b"
+        assert postgres.with_app_login(
+            _cfg(data, environ, NEW, pg=PG_OLD)).postgres_login == "prodstack_a"  # fmt: skip
+        converged = {**MID_ROTATION, "prodstack_a": {**MID_ROTATION["prodstack_a"],
+                                                     "login": False, "verifier": None}}
+        monkeypatch.setattr(postgres, "app_roles", lambda cfg: converged)
+        with pytest.raises(SettingsError, match="new to the db host db, which this run leaves"):
+            postgres.with_app_login(_cfg(data, environ, NEW, pg="third-password-0123456789"))
+        state.limit_hosts = None  # the db host in the run: it gives the password first
+        assert postgres.with_app_login(
+            _cfg(data, environ, NEW, pg="third-password-0123456789")
+        ).postgres_login == "prodstack_a"
