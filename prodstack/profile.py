@@ -41,6 +41,10 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 DAYS_MAX = 3650
 
 
+SHOWN_MAX = 100
+"""A value's repr is cut to this many characters in a problem: the line stays readable."""
+
+
 class Problem(NamedTuple):
     """One bad value: the key, the value as given, and what is allowed. Both targets print
     it in this one format."""
@@ -48,9 +52,26 @@ class Problem(NamedTuple):
     key: str
     value: Any
     allowed: str
+    shown: bool = True
+    """False for a value that may be a credential: the line says "(value not shown)"."""
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.value!r} is invalid; allowed: {self.allowed}"
+        value = repr(self.value) if self.shown else "(value not shown)"
+        if len(value) > SHOWN_MAX:
+            value = f"{value[:SHOWN_MAX]}... ({len(value)} characters)"
+        return f"{self.key}: {value} is invalid; allowed: {self.allowed}"
+
+
+class Problems(list[Problem]):
+    """The problems of several checks, collected so that one error lists them all."""
+
+    def add(self, key: str, value: Any, allowed: str, *, shown: bool = True) -> None:
+        self.append(Problem(key, value, allowed, shown))
+
+    def ok(self, *keys: str) -> bool:
+        """Whether none of `keys` has a problem yet: a check that reads them needs their
+        valid values, and would only repeat the problem in other words."""
+        return not any(problem.key in keys for problem in self)
 
 
 class ProfileError(ValueError):

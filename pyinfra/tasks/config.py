@@ -103,12 +103,13 @@ TLS12_CIPHERS = (
 
 
 class SettingsError(DeployError):
-    """Invalid inventory data: raised before any operation runs. `problems` holds every
-    problem of the shared keys (prodstack/profile.py), each a line of the message."""
+    """Invalid inventory data, raised before any operation runs with every problem found
+    (`problems`, prodstack/profile.py's one format), each a line of the message. A failure
+    that is no bad value (a local build) gives a message and no problems."""
 
-    def __init__(self, message: str, problems: Sequence[profile.Problem] = ()) -> None:
-        super().__init__(message)
-        self.problems = tuple(problems)
+    def __init__(self, message: str | Sequence[profile.Problem]) -> None:
+        self.problems = () if isinstance(message, str) else tuple(message)
+        super().__init__(message if isinstance(message, str) else "\n".join(map(str, message)))
 
 
 @dataclass(frozen=True)
@@ -350,8 +351,9 @@ def redis_password_hash(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def fail(key: str, value: Any, fix: str) -> SettingsError:
-    return SettingsError(f"invalid data `{key}` = {value!r}: {fix}")
+def fail(key: str, value: Any, allowed: str) -> SettingsError:
+    """One problem as the error, for a check of one key (a deploy file's own argument)."""
+    return SettingsError([profile.Problem(key, value, allowed)])
 
 
 def read_secrets_file(path: Path) -> dict[str, str]:
@@ -363,7 +365,8 @@ def read_secrets_file(path: Path) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if "=" not in line:
-            raise fail("secrets_file", str(path), f"line {number} is not KEY=value")
+            raise fail("secrets_file", str(path),
+                       f"a file of KEY=value lines (line {number} is not KEY=value)")
         key, value = line.split("=", 1)
         values[key.strip()] = value.strip().strip("'\"")
     return values
@@ -384,56 +387,59 @@ def pki_path(data: Mapping[str, Any]) -> Path:
 
 
 def load_secrets(
-    data: Mapping[str, Any], names: tuple[str, ...], environ: Mapping[str, str] = os.environ
+    p: profile.Problems,
+    data: Mapping[str, Any],
+    names: tuple[str, ...],
+    environ: Mapping[str, str] = os.environ,
 ) -> dict[str, str]:
-    """PRODSTACK_<NAME> from the environment wins over the secrets file."""
+    """PRODSTACK_<NAME> from the environment wins over the secrets file. A missing or weak
+    secret is a problem named by the secret, its value never shown."""
     secrets_file = secrets_path(data)
-    from_file = read_secrets_file(secrets_file)
+    try:
+        from_file = read_secrets_file(secrets_file)
+    except SettingsError as error:
+        p.extend(error.problems)
+        return {}
     secrets = {}
     for name in names:
         value = environ.get(f"PRODSTACK_{name}") or from_file.get(name)
         if not value:
-            raise SettingsError(
-                f"missing secret `{name}`: set PRODSTACK_{name} in the environment or add "
-                f"{name}=... to {secrets_file} (`python pyinfra/new_secrets.py` writes one)"
-            )
-        if not SECRET_PATTERN.match(value):
-            raise SettingsError(
-                f"weak or unsafe secret `{name}`: use 16+ characters from "
-                "A-Z a-z 0-9 . _ ~ + / = - (new_secrets.py generates such values)"
-            )
-        secrets[name] = value
+            p.add(name, None, f"a secret, from PRODSTACK_{name} in the environment or "
+                  f"{name}=... in {secrets_file} (`python pyinfra/new_secrets.py` writes one)")
+        elif not SECRET_PATTERN.match(value):
+            p.add(name, value, "16+ characters from A-Z a-z 0-9 . _ ~ + / = - "
+                  "(new_secrets.py generates such values)", shown=False)  # fmt: skip
+        else:
+            secrets[name] = value
     return secrets
 
 
-def _int(data: Mapping[str, Any], key: str, *, minimum: int, maximum: int = 10**9) -> int:
+def _int(p: profile.Problems, data: Mapping[str, Any], key: str, *, minimum: int,
+         maximum: int = 10**9, allowed: str = "") -> int:  # fmt: skip
+    """`data[key]` as a whole number in range; on a problem, `minimum` stands in (the checks
+    that read the key skip it: `p.ok`)."""
     value = data.get(key)
     try:
-        number = int(value)
+        number = int(value)  # type: ignore[arg-type]
         if isinstance(value, float) and value != number:
             raise ValueError
     except (TypeError, ValueError):
-        raise fail(key, value, "must be a whole number") from None
+        number = minimum - 1
     if isinstance(value, bool) or not minimum <= number <= maximum:
-        raise fail(key, value, f"must be between {minimum} and {maximum}")
+        p.add(key, value, allowed or f"a whole number from {minimum} to {maximum}")
+        return minimum
     return number
 
 
-def _keep_releases(data: Mapping[str, Any]) -> int:
+def _keep_releases(p: profile.Problems, data: Mapping[str, Any]) -> int:
     """At least the serving release and one to roll back to."""
-    value = data.get("keep_releases", 5)
-    try:
-        return _int({"keep_releases": value}, "keep_releases", minimum=2, maximum=100)
-    except SettingsError:
-        raise fail(
-            "keep_releases",
-            value,
-            "must be a whole number from 2 to 100: the release images "
-            "each web host keeps (the serving one and the ones `rollback` can go to)",
-        ) from None
+    return _int(p, {"keep_releases": data.get("keep_releases", 5)}, "keep_releases",
+                minimum=2, maximum=100,
+                allowed="a whole number from 2 to 100: the release images each web host "
+                "keeps (the serving one and the ones `rollback` can go to)")  # fmt: skip
 
 
-def _app_context(data: Mapping[str, Any]) -> Path | None:
+def _app_context(p: profile.Problems, data: Mapping[str, Any]) -> Path | None:
     """A build context other than app/: a local directory with a Dockerfile."""
     value = data.get("app_context")
     if value in (None, ""):
@@ -441,72 +447,79 @@ def _app_context(data: Mapping[str, Any]) -> Path | None:
     path = Path(os.path.expanduser(str(value)))
     path = path if path.is_absolute() else REPO_DIR / path
     if not (path / "Dockerfile").is_file():
-        raise fail(
-            "app_context",
-            value,
-            "must be a local directory with a Dockerfile (relative "
-            "paths are from the repository root); see docs/image-contract.md",
-        )
+        p.add("app_context", value, "a local directory with a Dockerfile (relative paths "
+              "are from the repository root); see docs/image-contract.md")  # fmt: skip
+        return None
     return path.resolve()
 
 
-def _name(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
-        raise fail(key, value, "use lower-case letters, digits and _ (a SQL/Unix name)")
-    return value
+def _pattern(p: profile.Problems, key: str, value: Any, pattern: str | re.Pattern[str],
+             allowed: str) -> str:  # fmt: skip
+    """`value` if it is a string `pattern` matches, else a problem (and "" stands in)."""
+    if isinstance(value, str) and re.match(pattern, value):
+        return value
+    p.add(key, value, allowed)
+    return ""
 
 
-def _postgres_user(data: Mapping[str, Any]) -> str:
+def _name(p: profile.Problems, data: Mapping[str, Any], key: str) -> str:
+    return _pattern(p, key, data.get(key), NAME_PATTERN,
+                    "lower-case letters, digits and _ (a SQL/Unix name)")  # fmt: skip
+
+
+def _postgres_user(p: profile.Problems, data: Mapping[str, Any]) -> str:
     """The owner role's name: its login roles add `_a` and `_b`, within PostgreSQL's 63."""
-    value = _name(data, "postgres_user")
+    value = _name(p, data, "postgres_user")
     if len(value) > 61:
-        raise fail("postgres_user", value, "at most 61 characters (its login roles add _a, _b)")
+        p.add("postgres_user", value, "at most 61 characters (its login roles add _a, _b)")
     return value
 
 
-def _cidrs(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+def _cidrs(p: profile.Problems, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = data.get(key) or ()
     if isinstance(value, str):
         value = [value]
     try:
         return tuple(str(ipaddress.ip_network(v, strict=False)) for v in value)
-    except ValueError as error:
-        raise fail(key, value, f"must be a list of CIDRs ({error})") from None
+    except (TypeError, ValueError) as error:
+        p.add(key, data.get(key), f"a list of CIDRs ({error})")
+        return ()
 
 
-def _trusted_proxies(data: Mapping[str, Any], key: str, what: str) -> tuple[str, ...]:
+def _trusted_proxies(p: profile.Problems, data: Mapping[str, Any], key: str,
+                     what: str) -> tuple[str, ...]:  # fmt: skip
     """The addresses whose word on the client's address nginx takes: never everyone."""
-    cidrs = _cidrs(data, key)
+    cidrs = _cidrs(p, data, key)
     if any(ipaddress.ip_network(cidr).prefixlen == 0 for cidr in cidrs):
-        raise fail(key, data.get(key), f"list the proxies' addresses, not everyone: {what} "
-                   "sets the client's address, so whoever may send one may pose as any client")
+        p.add(key, data.get(key), f"the proxies' addresses, not everyone: {what} sets the "
+              "client's address, so whoever may send one may pose as any client")  # fmt: skip
+        return ()
     return cidrs
 
 
-def _calendar(data: Mapping[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not CALENDAR_PATTERN.match(value):
-        raise fail(key, value, 'must be a systemd calendar expression such as "*-*-* 02:00:00"')
-    return value
+def _calendar(p: profile.Problems, data: Mapping[str, Any], key: str) -> str:
+    return _pattern(p, key, data.get(key), CALENDAR_PATTERN,
+                    'a systemd calendar expression such as "*-*-* 02:00:00"')  # fmt: skip
 
 
-def backup_tiers(data: Mapping[str, Any]) -> dict[str, int]:
-    """The daily, weekly and monthly tiers' retentions in days, each at least the one before."""
-    days = {"backup_retention_days": _int(data, "backup_retention_days", minimum=1, maximum=3650)}
+def backup_tiers(p: profile.Problems, data: Mapping[str, Any], daily: int) -> dict[str, int]:
+    """The daily (`backup_retention_days`, a shared key, checked), weekly and monthly tiers'
+    retentions in days, each at least the one before."""
+    days = {"backup_retention_days": daily}
     shorter = "backup_retention_days"
     for key in ("backup_weekly_retention_days", "backup_monthly_retention_days"):
-        days[key] = _int(data, key, minimum=1, maximum=3650)
-        if days[key] < days[shorter]:
-            raise fail(key, data.get(key), f"must be at least `{shorter}` ({days[shorter]})")
+        days[key] = _int(p, data, key, minimum=1, maximum=3650)
+        if p.ok(key, shorter) and days[key] < days[shorter]:
+            p.add(key, data.get(key), f"at least `{shorter}` ({days[shorter]})")
         shorter = key
     return days
 
 
-def validate_s3(data: Mapping[str, Any], bucket: str | None) -> dict[str, Any]:
+def validate_s3(p: profile.Problems, data: Mapping[str, Any], bucket: str | None
+                ) -> dict[str, Any]:  # fmt: skip
     """The off-site repository's settings; pgBackRest 2.45 reaches S3 over HTTPS only."""
     if bucket is not None and not BUCKET_PATTERN.match(str(bucket)):
-        raise fail("backup_s3_bucket", bucket, "must be an S3 bucket name (3-63 of a-z 0-9 . -)")
+        p.add("backup_s3_bucket", bucket, "an S3 bucket name (3-63 of a-z 0-9 . -)")
     endpoint = data.get("backup_s3_endpoint_url") or None
     if endpoint is not None:
         url = urlsplit(str(endpoint))
@@ -515,68 +528,68 @@ def validate_s3(data: Mapping[str, Any], bucket: str | None) -> dict[str, Any]:
         except ValueError:
             url = url._replace(netloc="")
         if url.scheme != "https" or not url.hostname or url.path not in ("", "/"):
-            raise fail(
-                "backup_s3_endpoint_url",
-                endpoint,
-                "must be https://HOST[:PORT] (pgBackRest 2.45 speaks S3 over HTTPS only)",
-            )
+            p.add("backup_s3_endpoint_url", endpoint,
+                  "https://HOST[:PORT] (pgBackRest 2.45 speaks S3 over HTTPS only)")
     style = data.get("backup_s3_uri_style", "host")
     if style not in ("host", "path"):
-        raise fail("backup_s3_uri_style", style, "must be host | path")
+        p.add("backup_s3_uri_style", style, "host | path")
     ca_file = data.get("backup_s3_ca_file") or None
     if ca_file is not None and not Path(ca_file).is_file():
-        raise fail("backup_s3_ca_file", ca_file, "must name a readable local PEM file")
+        p.add("backup_s3_ca_file", ca_file, "a readable local PEM file")
     prefix = str(data.get("backup_s3_prefix") or "prodstack").strip("/")
     if not re.match(r"^[A-Za-z0-9._/-]+$", prefix):
-        raise fail("backup_s3_prefix", prefix, "use letters, digits and . _ - /")
+        p.add("backup_s3_prefix", prefix, "letters, digits and . _ - /")
     return {
         "backup_s3_prefix": prefix,
         "backup_s3_endpoint_url": str(endpoint).rstrip("/") if endpoint else None,
-        "backup_s3_region": s3_region(data.get("backup_s3_region") or "us-east-1"),
+        "backup_s3_region": s3_region(p, data.get("backup_s3_region") or "us-east-1"),
         "backup_s3_uri_style": style,
         "backup_s3_ca_file": ca_file,
     }
 
 
-def s3_region(value: Any) -> str:
+def s3_region(p: profile.Problems, value: Any) -> str:
     """A region name as S3 and S3-compatible stores use them (us-east-1, auto, garage):
     it is written into pgbackrest.conf, so no space, newline or `=`."""
-    if not isinstance(value, str) or not re.match(r"^[a-z0-9][a-z0-9-]{0,31}$", value):
-        raise fail("backup_s3_region", value, "must be a region name such as eu-west-1")
-    return value
+    return _pattern(p, "backup_s3_region", value, r"^[a-z0-9][a-z0-9-]{0,31}$",
+                    "a region name such as eu-west-1")  # fmt: skip
 
 
-def login_name(value: Any) -> str:
+def login_name(p: profile.Problems, value: Any) -> str:
     """A POSIX login name (what useradd accepts by default): it reaches usermod."""
-    if not isinstance(value, str) or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
-        raise fail("ssh_user", value, "must be a login name such as admin (a-z 0-9 _ -)")
-    return value
+    return _pattern(p, "ssh_user", value, r"^[a-z_][a-z0-9_-]{0,31}$",
+                    "a login name such as admin (a-z 0-9 _ -)")  # fmt: skip
 
 
-def bridge_name(value: Any) -> str:
+def bridge_name(p: profile.Problems, value: Any) -> str:
     """A Linux interface name (at most 15 bytes): it reaches the firewall unit's commands."""
-    if not isinstance(value, str) or not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,14}$", value):
-        raise fail("docker_bridge", value, "must be an interface name of 1-15 letters, "
-                   "digits, _ or -, starting with a letter")  # fmt: skip
-    return value
+    return _pattern(p, "docker_bridge", value, r"^[A-Za-z][A-Za-z0-9_-]{0,14}$",
+                    "an interface name of 1-15 letters, digits, _ or -, starting with a letter")
 
 
-def pg_version(value: Any) -> str | None:
+def pg_version(p: profile.Problems, value: Any) -> str | None:
     """A PostgreSQL major version (13 or later): it names paths and packages on the host."""
     if value in (None, ""):
         return None
     if not re.match(r"^[1-9][0-9]$", str(value)) or int(value) < 13:
-        raise fail("postgres_version", value, "must be a PostgreSQL major version such as 15")
+        p.add("postgres_version", value, "a PostgreSQL major version such as 15 (13 or later)")
+        return None
     return str(value)
 
 
-def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
+def public_keys_for(p: profile.Problems, data: Mapping[str, Any]) -> tuple[str, ...]:
     """The deploy user's keys: given explicitly, else the public half of `ssh_key`."""
     keys = data.get("deploy_user_public_keys")
     if isinstance(keys, str):
         keys = [keys]
     if keys:
-        return tuple(public_key(k) for k in keys)
+        # One problem for the key, at the first line that is no public key.
+        found = []
+        for line in keys:
+            if not (key := public_key(p, line)):
+                return ()
+            found.append(key)
+        return tuple(found)
     ssh_key = data.get("ssh_key")
     if ssh_key:
         private = Path(os.path.expanduser(ssh_key))
@@ -589,11 +602,9 @@ def public_keys_for(data: Mapping[str, Any]) -> tuple[str, ...]:
             )
             if derived.returncode == 0:
                 return (derived.stdout.strip(),)
-    raise fail(
-        "deploy_user_public_keys",
-        keys,
-        "give the deploy user's public key(s), or set `ssh_key` to a key whose .pub exists",
-    )
+    p.add("deploy_user_public_keys", keys, "the deploy user's public key(s); or set `ssh_key` "
+          "to a key whose .pub exists")  # fmt: skip
+    return ()
 
 
 # One OpenSSH public key line without options (authorized_keys options such as
@@ -603,19 +614,21 @@ PUBLIC_KEY_PATTERN = re.compile(
 )
 
 
-def public_key(value: Any) -> str:
-    """One public key line, parsed as OpenSSH does (it goes into authorized_keys)."""
+def public_key(p: profile.Problems, value: Any) -> str:
+    """One public key line, parsed as OpenSSH does (it goes into authorized_keys); "" and a
+    problem if it is none."""
     key = str(value).strip()
     if not PUBLIC_KEY_PATTERN.match(key) or len(key) > 16384:
-        raise fail("deploy_user_public_keys", key[:80], "each must be one OpenSSH public key "
-                   "line (ssh-ed25519 AAAA... comment), no options or newlines")  # fmt: skip
+        p.add("deploy_user_public_keys", value, "OpenSSH public key lines (ssh-ed25519 "
+              "AAAA... comment), no options or newlines")  # fmt: skip
+        return ""
     from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
     try:
         load_ssh_public_key(key.encode())
     except (ValueError, TypeError) as error:
-        raise fail("deploy_user_public_keys", key[:80],
-                   f"not an OpenSSH public key ({error})") from None
+        p.add("deploy_user_public_keys", value, f"OpenSSH public keys ({error})")
+        return ""
     return key
 
 
@@ -653,19 +666,15 @@ def known_keys() -> frozenset[str]:
     return frozenset(names)
 
 
-def check_known_keys(data: Mapping[str, Any]) -> None:
+def check_known_keys(p: profile.Problems, data: Mapping[str, Any]) -> None:
     """Refuse a key nothing reads (a typo, or a key of a newer version), naming the closest
     known one. The cloud profile words its refusal the same way (stacks/config.py)."""
     known = known_keys()
     for key in sorted(set(data) - known):
         close = difflib.get_close_matches(key, known, n=1)
         hint = f"; did you mean `{close[0]}`?" if close else ""
-        raise fail(
-            key,
-            data[key],
-            f"allowed: a known key{hint} (the names in pyinfra/group_data/all.py, or a "
-            "pyinfra connector key such as ssh_port or _sudo)",
-        )
+        p.add(key, data[key], f"a known key{hint} (the names in pyinfra/group_data/all.py, "
+              "or a pyinfra connector key such as ssh_port or _sudo)")  # fmt: skip
 
 
 # A credential in data ends up in plans, pull-request comments, shell history and git.
@@ -701,30 +710,31 @@ def _credential_shape(value: Any) -> str | None:
 
 
 def check_no_credentials(data: Mapping[str, Any]) -> None:
-    """Refuse a credential given as data (--data, the inventory, group_data), naming the key
-    and the secret it belongs in, never echoing the value."""
+    """Refuse every credential given as data (--data, the inventory, group_data), naming
+    the key and the secret it belongs in, never echoing the value. Raised before any other
+    check, which would show the value."""
     elsewhere = (f"prodstack reads its secrets ({', '.join(SECRET_NAMES)}) only from the "
                  "secrets file or PRODSTACK_<NAME>")  # fmt: skip
+    p = profile.Problems()
     for key in sorted(data, key=str):
         name, why = str(key).upper(), None
         if name in SECRET_NAMES:
-            raise SettingsError(
-                f"invalid data `{key}` (value not shown): credentials are never data; move it "
-                f"to the secrets file as {name}=... (pyinfra/secrets.env, or the file "
-                f"`secrets_file` names), or set PRODSTACK_{name}"
-            )
+            p.add(str(key), data[key], f"nothing: credentials are never data; move it to the "
+                  f"secrets file as {name}=... (pyinfra/secrets.env, or the file `secrets_file` "
+                  f"names), or set PRODSTACK_{name}", shown=False)  # fmt: skip
+            continue
         if key == name and SECRET_KEY_WORDS.search(name):
             why = "its name says credential"
         elif shape := _credential_shape(data[key]):
             why = f"it holds {shape}"
         if why:
-            raise SettingsError(
-                f"invalid data `{key}` (value not shown): {why}, and credentials are never "
-                f"data; {elsewhere}"
-            )
+            p.add(str(key), data[key], f"no credential ({why}): credentials are never data; "
+                  f"{elsewhere}", shown=False)  # fmt: skip
+    if p:
+        raise SettingsError(p)
 
 
-def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22,
+def check_ports(p: profile.Problems, ports: Mapping[str, list[int]], ssh_port: int = 22,
                 ssh_next_port: int | None = None) -> None:  # fmt: skip
     """Every port the stack binds must be unique and apart from SSH (both ports while it
     moves), 80 and 443."""
@@ -736,19 +746,23 @@ def check_ports(ports: Mapping[str, list[int]], ssh_port: int = 22,
         served = {port: f"`{key}`" for key, values in ports.items() for port in values}
         taken = owner.get(ssh_next_port) or served.get(ssh_next_port)
         if taken:
-            raise fail("ssh_next_port", ssh_next_port,
-                       f"port {ssh_next_port} collides with {taken}; pick another SSH port")
-        owner[ssh_next_port] = "reserved (the next SSH port, `ssh_next_port`)"
+            p.add("ssh_next_port", ssh_next_port,
+                  f"another SSH port: port {ssh_next_port} collides with {taken}")
+        else:
+            owner[ssh_next_port] = "reserved (the next SSH port, `ssh_next_port`)"
     for key, values in ports.items():
         for port in values:
+            # One problem per key, at its first bad port.
             if not 1024 <= port <= 65535:
-                raise fail(key, port, "ports must be between 1024 and 65535")
+                p.add(key, port, "ports between 1024 and 65535")
+                break
             if port in owner:
-                raise fail(key, port, f"port {port} collides with {owner[port]}; pick another")
+                p.add(key, port, f"another port: port {port} collides with {owner[port]}")
+                break
             owner[port] = f"`{key}`"
 
 
-def ssh_next(data: Mapping[str, Any], ssh_port: int) -> int | None:
+def ssh_next(p: profile.Problems, data: Mapping[str, Any], ssh_port: int) -> int | None:
     """`ssh_next_port`, the first step of moving SSH: sshd listens on it, ufw and fail2ban
     take it on, beside the port pyinfra connects on. The second step is a deploy that
     connects on it (PRODSTACK_SSH_PORT): there it equals `ssh_port`, and the old port, no
@@ -756,8 +770,8 @@ def ssh_next(data: Mapping[str, Any], ssh_port: int) -> int | None:
     the door the deploy came in by."""
     if data.get("ssh_next_port") is None:
         return None
-    port = _int(data, "ssh_next_port", minimum=1, maximum=65535)
-    return None if port == ssh_port else port
+    port = _int(p, data, "ssh_next_port", minimum=1, maximum=65535)
+    return None if port == ssh_port or not p.ok("ssh_next_port") else port
 
 
 def optional_secret(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -> str | None:
@@ -770,70 +784,74 @@ def secret_url(data: Mapping[str, Any], name: str, environ: Mapping[str, str]) -
     """An optional secret that is a URL, checked without ever echoing it."""
     value = optional_secret(data, name, environ)
     if value is not None and not URL_PATTERN.fullmatch(value):
-        raise SettingsError(
-            f"invalid secret `{name}` (value not shown): must be an http(s):// URL without "
-            "user:password@, quotes, backslashes or white space"
-        )
+        raise SettingsError([profile.Problem(name, value, "an http(s):// URL without "
+            "user:password@, quotes, backslashes or white space", shown=False)])  # fmt: skip
     return value
 
 
-def alerting(data: Mapping[str, Any], domain: str | None, environ: Mapping[str, str]) -> dict:
-    """The alert_* keys, checked, and the secrets they need."""
+def alerting(p: profile.Problems, data: Mapping[str, Any], shared: profile.Profile,
+             environ: Mapping[str, str]) -> dict:  # fmt: skip
+    """The alert_* keys, checked, and the secrets they need (`alert_email` and
+    `metrics_retention_days` are shared keys, checked by `shared`)."""
     out: dict[str, Any] = {}
-    email = data.get("alert_email") or None
-    if email is not None and not EMAIL_PATTERN.match(str(email)):
-        raise fail("alert_email", email, "must be an e-mail address such as ops@example.com")
-    sender = data.get("alert_email_from") or f"prodstack@{domain or 'localhost'}"
+    email = shared.alert_email
+    sender = data.get("alert_email_from") or f"prodstack@{shared.domain or 'localhost'}"
     if not EMAIL_PATTERN.match(str(sender)) and not str(sender).endswith("@localhost"):
-        raise fail("alert_email_from", sender, "must be an e-mail address")
+        p.add("alert_email_from", sender, "an e-mail address")
     smarthost = data.get("alert_smarthost") or None
     if email and not smarthost:
-        raise fail("alert_smarthost", smarthost, "alert_email needs an SMTP relay host:port")
+        p.add("alert_smarthost", smarthost, "an SMTP relay host:port: alert_email needs one")
     if smarthost is not None and not re.match(r"^[A-Za-z0-9.-]+:\d{1,5}$", str(smarthost)):
-        raise fail("alert_smarthost", smarthost, "must be host:port, e.g. smtp.example.com:587")
+        p.add("alert_smarthost", smarthost, "host:port, e.g. smtp.example.com:587")
     user = data.get("alert_smarthost_user") or None
     # Written into alertmanager.yml: no whitespace, quote or control character.
     if user is not None and not re.match(r"""^[^\s"'\\\x00-\x1f\x7f]{1,254}$""", str(user)):
-        raise fail("alert_smarthost_user", user, "must be an SMTP user name without spaces, "
-                   "quotes or control characters")  # fmt: skip
+        p.add("alert_smarthost_user", user, "an SMTP user name without spaces, quotes or "
+              "control characters")  # fmt: skip
     secrets: dict[str, str] = {}
-    if user:
+    # Read only from a secrets file that is itself fine (load_secrets names its problem).
+    read = p.ok("secrets_file")
+    if user and read:
         password = optional_secret(data, "ALERT_SMTP_PASSWORD", environ)
         if not password:
-            raise SettingsError(
-                "missing secret `ALERT_SMTP_PASSWORD`: alert_smarthost_user is set; set "
-                "PRODSTACK_ALERT_SMTP_PASSWORD or add ALERT_SMTP_PASSWORD=... to the secrets file"
-            )
-        secrets["ALERT_SMTP_PASSWORD"] = password
+            p.add("ALERT_SMTP_PASSWORD", None, "a secret, as alert_smarthost_user is set: "
+                  "from PRODSTACK_ALERT_SMTP_PASSWORD or ALERT_SMTP_PASSWORD=... in the "
+                  "secrets file")  # fmt: skip
+        else:
+            secrets["ALERT_SMTP_PASSWORD"] = password
     for name in ("ALERT_WEBHOOK_URL", "ALERT_HEARTBEAT_URL"):
-        url = secret_url(data, name, environ)
+        try:
+            url = secret_url(data, name, environ) if read else None
+        except SettingsError as error:
+            p.extend(error.problems)
+            continue
         if url:
             secrets[name] = url
     grafana = data.get("grafana", False)
     if grafana not in (True, False, "true", "false", "True", "False"):
-        raise fail("grafana", grafana, "must be true or false")
+        p.add("grafana", grafana, "true or false")
     grafana = grafana in (True, "true", "True")
-    if grafana:
+    if grafana and read:
         password = optional_secret(data, "GRAFANA_ADMIN_PASSWORD", environ)
         if not password or not SECRET_PATTERN.match(password):
-            raise SettingsError(
-                "missing or weak secret `GRAFANA_ADMIN_PASSWORD`: grafana is on; set "
-                "PRODSTACK_GRAFANA_ADMIN_PASSWORD or add GRAFANA_ADMIN_PASSWORD=... (16+ "
-                "characters, new_secrets.py writes one) to the secrets file"
-            )
-        secrets["GRAFANA_ADMIN_PASSWORD"] = password
+            p.add("GRAFANA_ADMIN_PASSWORD", password, "a secret of 16+ characters, as "
+                  "grafana is on: from PRODSTACK_GRAFANA_ADMIN_PASSWORD or "
+                  "GRAFANA_ADMIN_PASSWORD=... in the secrets file (new_secrets.py writes one)",
+                  shown=False)  # fmt: skip
+        else:
+            secrets["GRAFANA_ADMIN_PASSWORD"] = password
     out.update(
         alert_email=email,
         alert_email_from=str(sender),
         alert_smarthost=smarthost,
         alert_smarthost_user=user,
         grafana=grafana,
-        metrics_retention_days=_int(data, "metrics_retention_days", minimum=1, maximum=3650),
+        metrics_retention_days=shared.metrics_retention_days,
         metrics_retention_disk_percent=_int(
-            data, "metrics_retention_disk_percent", minimum=1, maximum=80
+            p, data, "metrics_retention_disk_percent", minimum=1, maximum=80
         ),
-        metrics_allowed_cidrs=_cidrs(data, "metrics_allowed_cidrs"),
-        grafana_allowed_cidrs=_cidrs(data, "grafana_allowed_cidrs"),
+        metrics_allowed_cidrs=_cidrs(p, data, "metrics_allowed_cidrs"),
+        grafana_allowed_cidrs=_cidrs(p, data, "grafana_allowed_cidrs"),
     )
     return {"settings": out, "secrets": secrets}
 
@@ -845,16 +863,20 @@ APP_WEB_CONCURRENCY = budget.APP_WEB_CONCURRENCY
 connection_budget = budget.vps_budget
 
 
-def _sized(data: Mapping[str, Any]) -> dict[str, Any]:
+def _sized(p: profile.Problems, data: Mapping[str, Any]) -> dict[str, Any]:
     """The size's replicas and container limits, with the host's own values over them."""
     size = data.get("size")
     if size not in SIZES:
-        raise fail("size", size, f"must be one of {' | '.join(SIZES)}")
+        if p.ok("size"):  # this host's is a shared key, named by its check already
+            p.add("size", size, " | ".join(SIZES))
+        size = profile.DEFAULT_SIZE
     return {**SIZES[size], **{k: data[k] for k in SIZES[size] if data.get(k) is not None}}
 
 
-def _replicas(sized: Mapping[str, Any]) -> int:
-    return _int(sized, "replicas", minimum=1, maximum=32)
+def _replicas(p: profile.Problems, sized: Mapping[str, Any]) -> int:
+    if not p.ok("replicas"):
+        return 1
+    return _int(p, sized, "replicas", minimum=1, maximum=32)
 
 
 def settings_for(
@@ -867,83 +889,85 @@ def settings_for(
 ) -> Settings:
     """Validate one host's data. `db_data` is the db host's data on a split layout,
     `web_data` every web host's (the db host's connection budget counts their replicas;
-    by default this host's own)."""
+    by default this host's own).
+
+    Raises SettingsError with every problem at once, in prodstack/profile.py's format. A
+    check that reads a key with a problem is skipped: it would only repeat it."""
     check_no_credentials(data)
-    check_known_keys(data)
-    # The shared keys, every problem at once, in the cloud's words.
+    p = profile.Problems()
+    check_known_keys(p, data)
+    # The shared keys, in the cloud's words; a shared key with a problem keeps its default
+    # in `shared.profile`, so the checks below read valid values.
     shared = profile.check(data, "vps", defaults=data_defaults())
-    if shared.problems:
-        raise SettingsError("\n".join(map(str, shared.problems)), shared.problems)
+    p.extend(shared.problems)
     data = shared.values
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
-    sized = _sized(data)
-    replicas = _replicas(sized)
-    memory_mb = _int(sized, "container_memory_mb", minimum=128)
+    sized = _sized(p, data)
+    replicas = _replicas(p, sized)
+    memory_mb = _int(p, sized, "container_memory_mb", minimum=128)
     try:
         cpus = float(sized["container_cpus"])
         if cpus <= 0:
             raise ValueError
     except (TypeError, ValueError):
-        raise fail("container_cpus", sized["container_cpus"], "must be > 0") from None
+        p.add("container_cpus", sized["container_cpus"], "a number > 0")
+        cpus = 1.0
 
     domain = shared.profile.domain
     email = data.get("letsencrypt_email") or None
     if email is not None and not EMAIL_PATTERN.match(str(email)):
-        raise fail("letsencrypt_email", email, "must be an e-mail address")
+        p.add("letsencrypt_email", email, "an e-mail address")
     cert, key = data.get("tls_certificate_file"), data.get("tls_key_file")
     tls = data.get("tls", "auto")
-    if tls == "auto":
+    if tls == "auto" and p.ok("domain", "letsencrypt_email"):
         public = domain is not None and not domain.endswith(PRIVATE_SUFFIXES)
         tls = "letsencrypt" if public and email else "provided" if cert else "selfsigned"
-    if tls not in ("letsencrypt", "provided", "selfsigned"):
-        raise fail("tls", tls, "must be auto | letsencrypt | provided | selfsigned")
-    if tls == "letsencrypt" and not (domain and email):
-        raise fail("tls", tls, "Let's Encrypt needs both `domain` and `letsencrypt_email`")
+    if tls not in ("auto", "letsencrypt", "provided", "selfsigned"):
+        p.add("tls", tls, "auto | letsencrypt | provided | selfsigned")
+    if tls == "letsencrypt" and p.ok("domain", "letsencrypt_email") and not (domain and email):
+        p.add("tls", tls, "letsencrypt only with both `domain` and `letsencrypt_email` set")
     if tls == "provided":
         for k, path in (("tls_certificate_file", cert), ("tls_key_file", key)):
             if not path or not Path(path).is_file():
-                raise fail(k, path, "must name a readable local PEM file when tls=provided")
+                p.add(k, path, "a readable local PEM file (tls=provided)")
 
-    port_base = _int(data, "app_port_base", minimum=1024, maximum=65535)
-    spare_base = _int(data, "app_spare_port_base", minimum=1024, maximum=65535)
-    postgres_port = _int(data, "postgres_port", minimum=1024, maximum=65535)
-    redis_port = _int(data, "redis_port", minimum=1024, maximum=65535)
+    port_base = _int(p, data, "app_port_base", minimum=1024, maximum=65535)
+    spare_base = _int(p, data, "app_spare_port_base", minimum=1024, maximum=65535)
+    postgres_port = _int(p, data, "postgres_port", minimum=1024, maximum=65535)
+    redis_port = _int(p, data, "redis_port", minimum=1024, maximum=65535)
     # The port pyinfra connects on (the SSH connector's own default is 22): ufw opens it and
     # fail2ban watches it, so a non-default port never locks the operator out.
-    ssh_port = _int({"ssh_port": data.get("ssh_port") or 22}, "ssh_port", minimum=1,
+    ssh_port = _int(p, {"ssh_port": data.get("ssh_port") or 22}, "ssh_port", minimum=1,
                     maximum=65535)  # fmt: skip
     if ssh_port in RESERVED_PORTS:
-        raise fail("ssh_port", ssh_port, f"port {ssh_port} is nginx's; pick another SSH port")
-    ssh_next_port = ssh_next(data, ssh_port)
-    proxy_from = _trusted_proxies(data, "proxy_protocol_from", "a PROXY header")
-    forwarded_from = _trusted_proxies(data, "forwarded_for_from", "X-Forwarded-For")
+        p.add("ssh_port", ssh_port, f"another SSH port: port {ssh_port} is nginx's")
+    ssh_next_port = ssh_next(p, data, ssh_port) if p.ok("ssh_port") else None
+    proxy_from = _trusted_proxies(p, data, "proxy_protocol_from", "a PROXY header")
+    forwarded_from = _trusted_proxies(p, data, "forwarded_for_from", "X-Forwarded-For")
     if proxy_from and forwarded_from:
-        raise fail("forwarded_for_from", data.get("forwarded_for_from"),
-                   "empty while proxy_protocol_from is set: nginx takes the client's address "
-                   "from one of them")  # fmt: skip
-    proxy_port = _int(data, "proxy_protocol_port", minimum=1024, maximum=65535)
-    check_ports(
-        {
-            **({"proxy_protocol_port": [proxy_port]} if proxy_from else {}),
-            "app_port_base": [port_base + i for i in range(replicas)],
-            "app_spare_port_base": [spare_base + i for i in range(replicas)],
-            "postgres_port": [postgres_port],
-            "redis_port": [redis_port],
-        },
-        ssh_port,
-        ssh_next_port,
-    )
+        p.add("forwarded_for_from", data.get("forwarded_for_from"),
+              "empty while proxy_protocol_from is set: nginx takes the client's address "
+              "from one of them")  # fmt: skip
+    proxy_port = _int(p, data, "proxy_protocol_port", minimum=1024, maximum=65535)
+    ports = {
+        **({"proxy_protocol_port": [proxy_port]} if proxy_from else {}),
+        "app_port_base": [port_base + i for i in range(replicas)],
+        "app_spare_port_base": [spare_base + i for i in range(replicas)],
+        "postgres_port": [postgres_port],
+        "redis_port": [redis_port],
+    }
+    if p.ok("ssh_port", "ssh_next_port", "replicas", "size", *ports):
+        check_ports(p, ports, ssh_port, ssh_next_port)
 
     try:
         subnet = ipaddress.ip_network(data.get("docker_subnet"))
         if subnet.version != 4 or subnet.num_addresses < 8:
             raise ValueError
     except (TypeError, ValueError):
-        raise fail(
-            "docker_subnet", data.get("docker_subnet"), "must be an IPv4 CIDR, /29 or larger"
-        ) from None
+        p.add("docker_subnet", data.get("docker_subnet"), "an IPv4 CIDR, /29 or larger")
+        subnet = ipaddress.ip_network("172.31.255.0/29")  # stands in: never in Settings
     gateway = str(next(subnet.hosts()))
 
     # Where PostgreSQL and Redis listen, and who may connect. Single host: on loopback and
@@ -954,12 +978,14 @@ def settings_for(
         db_address, listen, clients = gateway, ("127.0.0.1", gateway), (str(subnet),)
     else:
         private = db.get("private_address")
-        if not private:
-            raise fail("private_address", private, "the db host needs its private address")
-        db_address = str(ipaddress.ip_address(private))
-        web_cidrs = _cidrs(db, "db_client_cidrs")
-        if "db" in roles and not web_cidrs:
-            raise fail("db_client_cidrs", web_cidrs, "list the web hosts' private addresses")
+        db_address = "127.0.0.1"  # stands in when `private_address` has a problem
+        try:
+            db_address = str(ipaddress.ip_address(private))
+        except ValueError:
+            p.add("private_address", private, "the db host's private IP address")
+        web_cidrs = _cidrs(p, db, "db_client_cidrs")
+        if "db" in roles and not web_cidrs and p.ok("db_client_cidrs"):
+            p.add("db_client_cidrs", web_cidrs, "the web hosts' private addresses")
         listen, clients = ("127.0.0.1", db_address), web_cidrs
 
     names = REQUIRED_SECRETS
@@ -968,14 +994,14 @@ def settings_for(
         names = names + DB_SECRETS
     if bucket and "db" in roles:
         names = names + S3_SECRETS
-    s3 = validate_s3(data, bucket)
-    secrets = load_secrets(data, names, environ)
-    alerts = alerting(data, domain, environ)
+    s3 = validate_s3(p, data, bucket)
+    secrets = load_secrets(p, data, names, environ)
+    alerts = alerting(p, data, shared.profile, environ)
     secrets.update(alerts["secrets"])
 
     root_login = data.get("ssh_permit_root_login")
     if root_login not in ("auto", "no", "prohibit-password"):
-        raise fail("ssh_permit_root_login", root_login, "must be auto | no | prohibit-password")
+        p.add("ssh_permit_root_login", root_login, "auto | no | prohibit-password")
     if root_login == "auto":
         # The two-step first deploy: root (keys only) while pyinfra logs in as root, `no`
         # from the first run that logs in as the deploy user (or any other sudo user).
@@ -983,26 +1009,29 @@ def settings_for(
         root_login = "no" if ssh_user and ssh_user != "root" else "prohibit-password"
     image = data.get("image") or environ.get("PRODSTACK_IMAGE") or None
     # Starts with a letter or digit: an image is an argument to docker, never an option.
-    if image is not None and not re.match(r"^[a-z0-9][a-z0-9./_:@-]{0,254}$", image):
-        raise fail("image", image, "must be a Docker image reference such as prodstack-api:1a2b3c")
+    if image is not None:
+        image = _pattern(p, "image", image, r"^[a-z0-9][a-z0-9./_:@-]{0,254}$",
+                         "a Docker image reference such as prodstack-api:1a2b3c") or None
     strategy = shared.profile.deploy_strategy
-    max_connections = _int(data, "postgres_max_connections", minimum=20)
-    if "db" in roles:
+    max_connections = _int(p, data, "postgres_max_connections", minimum=20)
+    if "db" in roles and p.ok("postgres_max_connections", "replicas", "size"):
         web_replicas = (
             [(replicas, strategy)]
             if web_data is None and "web" in roles
             else [
-                (_replicas(_sized(d)), d.get("deploy_strategy", "rolling")) for d in web_data or ()
+                (_replicas(p, _sized(p, d)), d.get("deploy_strategy", "rolling"))
+                for d in web_data or ()
             ]
         )
         budget = connection_budget(web_replicas, max_connections)
-        if not budget["ok"]:
-            raise fail("postgres_max_connections", max_connections, budget["fix"])
+        if not budget["ok"] and p.ok("replicas", "size"):
+            p.add("postgres_max_connections", max_connections, budget["fix"])
     body = str(data.get("client_max_body_size"))
     if not re.match(r"^\d+[km]?$", body):
-        raise fail("client_max_body_size", body, "must be an nginx size such as 1m or 512k")
+        p.add("client_max_body_size", body, "an nginx size such as 1m or 512k")
 
-    return Settings(
+    # Built with stand-ins for the values that have a problem, and returned only without one.
+    settings = Settings(
         roles=roles,
         size=size,
         replicas=replicas,
@@ -1020,27 +1049,28 @@ def settings_for(
         app_spare_port_base=spare_base,
         log_level=shared.profile.log_level,
         rate_limit_per_minute=shared.profile.rate_limit_per_minute,
-        ready_timeout_seconds=_int(data, "ready_timeout_seconds", minimum=5, maximum=3600),
-        migrate_timeout_seconds=_int(data, "migrate_timeout_seconds", minimum=10, maximum=86400),
-        drain_seconds=_int(data, "drain_seconds", minimum=0, maximum=600),
+        ready_timeout_seconds=_int(p, data, "ready_timeout_seconds", minimum=5, maximum=3600),
+        migrate_timeout_seconds=_int(p, data, "migrate_timeout_seconds", minimum=10,
+                                     maximum=86400),  # fmt: skip
+        drain_seconds=_int(p, data, "drain_seconds", minimum=0, maximum=600),
         deploy_strategy=strategy,
-        bake_seconds=_int(data, "bake_seconds", minimum=0, maximum=86400),
-        keep_releases=_keep_releases(data),
-        app_context=_app_context(data),
-        deploy_user=_name(data, "deploy_user"),
-        deploy_user_public_keys=public_keys_for(data),
+        bake_seconds=_int(p, data, "bake_seconds", minimum=0, maximum=86400),
+        keep_releases=_keep_releases(p, data),
+        app_context=_app_context(p, data),
+        deploy_user=_name(p, data, "deploy_user"),
+        deploy_user_public_keys=public_keys_for(p, data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
         ssh_next_port=ssh_next_port,
-        ssh_user=login_name(data.get("ssh_user") or "root"),
+        ssh_user=login_name(p, data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
-        docker_bridge=bridge_name(data.get("docker_bridge", "prodstack0")),
-        postgres_db=_name(data, "postgres_db"),
-        postgres_user=_postgres_user(data),
+        docker_bridge=bridge_name(p, data.get("docker_bridge", "prodstack0")),
+        postgres_db=_name(p, data, "postgres_db"),
+        postgres_user=_postgres_user(p, data),
         postgres_port=postgres_port,
-        postgres_version=pg_version(data.get("postgres_version")),
-        postgres_memory_percent=_int(data, "postgres_memory_percent", minimum=5, maximum=80),
+        postgres_version=pg_version(p, data.get("postgres_version")),
+        postgres_memory_percent=_int(p, data, "postgres_memory_percent", minimum=5, maximum=80),
         postgres_max_connections=max_connections,
         db_address=db_address,
         db_listen_addresses=listen,
@@ -1048,25 +1078,28 @@ def settings_for(
         db_tls=not ("web" in roles and "db" in roles),
         pki_dir=pki_path(data),
         redis_port=redis_port,
-        redis_memory_percent=_int(data, "redis_memory_percent", minimum=1, maximum=80),
+        redis_memory_percent=_int(p, data, "redis_memory_percent", minimum=1, maximum=80),
         edge_rate_limit_per_minute=shared.profile.edge_rate_limit_per_minute,
-        rate_limit_burst=_int(data, "rate_limit_burst", minimum=0),
-        rate_limit_exempt_cidrs=_cidrs(data, "rate_limit_exempt_cidrs"),
+        rate_limit_burst=_int(p, data, "rate_limit_burst", minimum=0),
+        rate_limit_exempt_cidrs=_cidrs(p, data, "rate_limit_exempt_cidrs"),
         proxy_protocol_from=proxy_from,
         proxy_protocol_port=proxy_port,
         forwarded_for_from=forwarded_from,
         client_max_body_size=body,
-        **backup_tiers(data),
+        **backup_tiers(p, data, shared.profile.backup_retention_days),
         backup_archive_timeout_seconds=_int(
-            data, "backup_archive_timeout_seconds", minimum=0, maximum=86400
+            p, data, "backup_archive_timeout_seconds", minimum=0, maximum=86400
         ),
-        backup_full_calendar=_calendar(data, "backup_full_calendar"),
-        backup_diff_calendar=_calendar(data, "backup_diff_calendar"),
-        backup_drill_calendar=_calendar(data, "backup_drill_calendar"),
-        backup_offsite_drill_calendar=_calendar(data, "backup_offsite_drill_calendar"),
+        backup_full_calendar=_calendar(p, data, "backup_full_calendar"),
+        backup_diff_calendar=_calendar(p, data, "backup_diff_calendar"),
+        backup_drill_calendar=_calendar(p, data, "backup_drill_calendar"),
+        backup_offsite_drill_calendar=_calendar(p, data, "backup_offsite_drill_calendar"),
         backup_s3_bucket=bucket,
         **s3,
         **alerts["settings"],
         secrets=secrets,
         warnings=tuple(shared.warnings),
     )
+    if p:
+        raise SettingsError(p)
+    return settings

@@ -105,7 +105,7 @@ def test_invalid_data_fails_naming_the_key(data, environ, override, key):
 def test_missing_secret_fails_naming_it(data, environ, tmp_path, secret):
     del environ[f"PRODSTACK_{secret}"]
     data["secrets_file"] = str(tmp_path / "absent.env")
-    with pytest.raises(SettingsError, match=f"missing secret `{secret}`"):
+    with pytest.raises(SettingsError, match=f"^{secret}: None is invalid; allowed: a secret, "):
         settings_for(data, SINGLE, environ=environ)
 
 
@@ -117,7 +117,7 @@ def test_s3_credentials_are_required_with_a_bucket(data, environ):
 
 def test_weak_secret_is_refused(data, environ):
     environ["PRODSTACK_API_TOKEN"] = "changethis"
-    with pytest.raises(SettingsError, match="weak or unsafe secret `API_TOKEN`"):
+    with pytest.raises(SettingsError, match="^API_TOKEN: \\(value not shown\\) is invalid"):
         settings_for(data, SINGLE, environ=environ)
 
 
@@ -155,7 +155,7 @@ def test_split_layout_uses_private_addresses(data, environ):
     db_cfg = settings_for(db, {"db"}, environ=environ)
     assert db_cfg.db_listen_addresses == ("127.0.0.1", "10.0.0.20")
     assert db_cfg.db_client_cidrs == ("10.0.0.10/32",)
-    with pytest.raises(SettingsError, match="`db_client_cidrs`"):
+    with pytest.raises(SettingsError, match="^db_client_cidrs: "):
         settings_for({**db, "db_client_cidrs": []}, {"db"}, environ=environ)
 
 
@@ -202,13 +202,13 @@ def test_unknown_key_is_refused_naming_the_closest_known_key(data, environ, typo
     with pytest.raises(SettingsError) as error:
         settings_for({**data, typo: 4}, SINGLE, environ=environ)
     message = str(error.value)
-    assert message.startswith(f"invalid data `{typo}` = 4: allowed: a known key")
+    assert message.startswith(f"{typo}: 4 is invalid; allowed: a known key")
     assert f"did you mean `{closest}`?" in message
 
 
 def test_a_key_from_no_version_is_refused_without_a_guess(data, environ):
     with pytest.raises(
-        SettingsError, match="invalid data `zzz_unheard_of` = 1: allowed: a known key \\("
+        SettingsError, match="^zzz_unheard_of: 1 is invalid; allowed: a known key \\("
     ):
         settings_for({**data, "zzz_unheard_of": 1}, SINGLE, environ=environ)
 
@@ -280,7 +280,7 @@ def test_a_credential_as_data_is_refused_by_name_without_its_value(data, environ
     with pytest.raises(SettingsError) as error:
         settings_for({**data, **override}, SINGLE, environ=environ)
     message = str(error.value)
-    assert message.startswith(f"invalid data `{key}` (value not shown)")
+    assert message.startswith(f"{key}: (value not shown) is invalid; allowed: ")
     assert "\n" not in message
     for secret in (TOKEN, "AKIAIOSFODNN7EXAMPLE", "a1a1a1a1"):
         assert secret not in message
@@ -340,15 +340,15 @@ def test_ssh_port_defaults_to_22_and_follows_the_connection(data, environ):
 
 @pytest.mark.parametrize(
     ("override", "key"),
-    [({"ssh_port": 2222, "redis_port": 2222}, "`redis_port`"),
-     ({"ssh_port": 8001}, "`app_port_base`"),
-     ({"ssh_port": 443}, "`ssh_port`"),
-     ({"ssh_port": 70000}, "`ssh_port`")],
+    [({"ssh_port": 2222, "redis_port": 2222}, "redis_port"),
+     ({"ssh_port": 8001}, "app_port_base"),
+     ({"ssh_port": 443}, "ssh_port"),
+     ({"ssh_port": 70000}, "ssh_port")],
 )  # fmt: skip
 def test_ssh_port_is_reserved_in_the_port_checks(data, environ, override, key):
     with pytest.raises(SettingsError) as error:
         settings_for({**data, **override}, SINGLE, environ=environ)
-    assert key in str(error.value)
+    assert [problem.key for problem in error.value.problems] == [key]
 
 
 def test_ufw_opens_the_proxy_protocol_port_to_the_balancers_only(data, environ):
@@ -412,11 +412,12 @@ def test_ssh_next_port_adds_a_port_until_pyinfra_connects_on_it(data, environ):
 def test_ssh_next_port_refuses_a_taken_or_malformed_port_by_name(data, environ, value):
     with pytest.raises(SettingsError) as error:
         settings_for({**data, "ssh_next_port": value}, SINGLE, environ=environ)
-    assert str(error.value).startswith("invalid data `ssh_next_port` = ")
+    assert [problem.key for problem in error.value.problems] == ["ssh_next_port"]
+    assert str(error.value).startswith("ssh_next_port: ")
 
 
 def test_ssh_next_port_is_refused_over_the_proxy_protocol_port(data, environ):
-    with pytest.raises(SettingsError, match="`ssh_next_port` = 8443: .*`proxy_protocol_port`"):
+    with pytest.raises(SettingsError, match="^ssh_next_port: 8443 is invalid; .*`proxy_protocol_port`"):
         settings_for({**data, "proxy_protocol_from": ["10.0.0.5/32"], "ssh_next_port": 8443},
                      SINGLE, environ=environ)  # fmt: skip
 
