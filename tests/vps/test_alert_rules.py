@@ -265,7 +265,7 @@ def test_hostile_smtp_password_stays_one_yaml_string_and_a_hostile_user_is_refus
     assert config["global"]["smtp_auth_username"] == user
     assert config["global"]["smtp_require_tls"] is True
     assert "smtp_hello" not in config["global"]
-    with pytest.raises(SettingsError, match="`alert_smarthost_user`"):
+    with pytest.raises(SettingsError, match="^alert_smarthost_user: "):
         settings_for({**data, **layout_data, "alert_smarthost_user": 'ops"\nsmtp_hello: evil'},
                      {"web", "db"}, environ=environ)  # fmt: skip
 
@@ -279,7 +279,8 @@ def test_a_hostile_url_secret_is_refused_by_name_without_its_value(data, environ
     with pytest.raises(SettingsError) as error:
         settings_for(data, {"web", "db"}, environ={**environ, f"PRODSTACK_{name}": url})
     message = str(error.value)
-    assert f"`{name}`" in message and url not in message and "example.com" not in message
+    assert message.startswith(f"{name}: (value not shown) is invalid")
+    assert url not in message and "example.com" not in message
 
 
 def test_public_nginx_keeps_metrics_and_openapi_to_loopback(data, environ):

@@ -148,7 +148,7 @@ def test_tiers_runs_pgbackrests_expire_on_repository_1_only(script, monkeypatch)
 def test_each_tier_is_its_own_key_no_shorter_than_the_one_before(data, key, environ):
     from tests.vps.conftest import defaults
 
-    with pytest.raises(SettingsError, match=f"`{key}`"):
+    with pytest.raises(SettingsError, match=f"^{key}: "):
         settings_for({**defaults(), **data}, {"web", "db"}, environ=environ)
 
 

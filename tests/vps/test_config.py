@@ -417,7 +417,8 @@ def test_ssh_next_port_refuses_a_taken_or_malformed_port_by_name(data, environ, 
 
 
 def test_ssh_next_port_is_refused_over_the_proxy_protocol_port(data, environ):
-    with pytest.raises(SettingsError, match="^ssh_next_port: 8443 is invalid; .*`proxy_protocol_port`"):
+    with pytest.raises(SettingsError,
+                       match="^ssh_next_port: 8443 is invalid; .*`proxy_protocol_port`"):
         settings_for({**data, "proxy_protocol_from": ["10.0.0.5/32"], "ssh_next_port": 8443},
                      SINGLE, environ=environ)  # fmt: skip
 

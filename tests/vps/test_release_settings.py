@@ -12,7 +12,7 @@ from tasks.config import SettingsError, settings_for
 
 @pytest.mark.parametrize("value", [1, 0, 101, "five", 2.5, True])
 def test_keep_releases_out_of_range_is_refused(data, environ, value):
-    with pytest.raises(SettingsError, match=r"`keep_releases`.*from 2 to 100"):
+    with pytest.raises(SettingsError, match=r"^keep_releases: .*from 2 to 100"):
         settings_for({**data, "keep_releases": value}, {"web", "db"}, environ=environ)
 
 
@@ -24,7 +24,7 @@ def test_keep_releases_defaults_to_five_and_reaches_release_json(data, environ):
 
 
 def test_app_context_must_be_a_directory_with_a_dockerfile(data, environ, tmp_path):
-    with pytest.raises(SettingsError, match=r"`app_context`.*Dockerfile"):
+    with pytest.raises(SettingsError, match=r"^app_context: .*Dockerfile"):
         settings_for({**data, "app_context": str(tmp_path)}, {"web", "db"}, environ=environ)
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     cfg = settings_for({**data, "app_context": str(tmp_path)}, {"web", "db"}, environ=environ)
