@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -25,6 +25,7 @@ from app.core.config import INT_SETTINGS as APP_INT_SETTINGS
 from app.core.config import LOG_LEVELS as APP_LOG_LEVELS
 from prodstack import sizes
 
+M = TypeVar("M", bound=BaseModel)
 SIZES = sizes.NAMES
 DEFAULT_SIZE = "medium"
 DEPLOY_STRATEGIES = ("rolling", "blue_green")
@@ -301,6 +302,16 @@ def _shown(value: Any) -> Any:
     return value
 
 
+def validated(model: type[M], values: Mapping[str, Any]) -> tuple[M, list[str]]:
+    """`values` checked by `model`, every field at once: the model with each key that has a
+    problem at its default, and those keys (each once)."""
+    try:
+        return model.model_validate(values), []
+    except ValidationError as error:
+        bad = list(dict.fromkeys(str(item["loc"][0]) for item in error.errors()))
+    return model.model_validate({k: v for k, v in values.items() if k not in bad}), bad
+
+
 def check(raw: Mapping[str, Any], target: str,
           defaults: Mapping[str, Any] | None = None) -> Checked:  # fmt: skip
     """Validate the shared keys of one target's raw values, collecting every problem."""
@@ -308,11 +319,8 @@ def check(raw: Mapping[str, Any], target: str,
     values, problems, warnings, renamed = rename(raw, target, defaults)
     given = {key: values[key] for key in SHARED_KEYS if key in values}
     old_name = {new: old for old, new in renamed.items()}
-    bad: list[str] = []
-    try:
-        model.model_validate(given)
-    except ValidationError as error:
-        bad = list(dict.fromkeys(str(item["loc"][0]) for item in error.errors()))
+    # The keys that passed, with defaults for the others: later checks read valid values.
+    good, bad = validated(model, given)
     for key in bad:
         if key in old_name:
             problems.append(
@@ -324,6 +332,4 @@ def check(raw: Mapping[str, Any], target: str,
             )
         else:
             problems.append(Problem(key, _shown(values.get(key)), model.ALLOWED[key]))
-    # The keys that passed, with defaults for the others: later checks read valid values.
-    good = model.model_validate({k: v for k, v in given.items() if k not in bad})
     return Checked(good, problems, warnings, renamed, values)

@@ -38,10 +38,12 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
 
-from prodstack import host_archive, planfile, sizes
+from pydantic import BaseModel, ConfigDict, Field
+
+from prodstack import host_archive, planfile, profile, sizes
 from prodstack.errors import UsageError
 
 # Hardware of the host each size is meant for (the size comments in
@@ -54,6 +56,31 @@ REFERENCE_DEFAULTS: dict[str, Any] = {"host_distribution": "debian-12", "host_ip
 HOST_KEYS = ("host_cpus", "host_memory_mb", "host_distribution", "host_ipv6")
 DISTRIBUTION_PATTERN = re.compile(r"^(debian|ubuntu)-(\d{1,2})(?:\.(\d{1,2}))?$")
 DISTRIBUTION_NAMES = {"debian": "Debian", "ubuntu": "Ubuntu"}
+
+
+class ReferenceHost(BaseModel):
+    """The host a plan is made for (`--data host_*`): its facts, checked as the profile's
+    keys are, every problem at once."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    host_cpus: int | None = Field(None, ge=1)
+    host_memory_mb: int | None = Field(None, ge=1)
+    host_distribution: str = Field(REFERENCE_DEFAULTS["host_distribution"],
+                                   pattern=DISTRIBUTION_PATTERN.pattern)  # fmt: skip
+    host_ipv6: bool = REFERENCE_DEFAULTS["host_ipv6"]
+
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "host_cpus": "a whole number >= 1",
+        "host_memory_mb": "a whole number >= 1",
+        "host_distribution": "a distribution such as debian-12 or ubuntu-24.04",
+        "host_ipv6": "true or false",
+    }
+
+
+def _refusal(problems: list[profile.Problem]) -> UsageError:
+    """The plan's exit-2 line: every problem on one line, as the cloud's plan prints them."""
+    return UsageError("invalid configuration: " + "; ".join(map(str, problems)))
 
 # The deploy user's key when none is given: the plan must not read ~/.ssh.
 # A well-formed ed25519 key (the deploy checks keys with ssh-keygen) that no one holds.
@@ -206,6 +233,9 @@ class _Planner:
         self.pyinfra_dir = pyinfra_dir
         self.scratch = scratch
         self.facts: dict[str, Any] = {}
+        # Problems found before the deploy's own checks (the reference host, unknown keys,
+        # secrets), reported with them.
+        self.problems: list[profile.Problem] = []
         self.uploads: dict[str, list[tuple[str, Any]]] = {}  # op hash -> commands
         self.evaluating: set | None = None  # OperationMetas read while an `_if` runs
         self.forced: bool | None = None  # what did_change() answers while settling triggers
@@ -232,11 +262,11 @@ class _Planner:
             # First: a credential in data is refused before it is echoed anywhere.
             config.check_no_credentials(data)
         except config.SettingsError as error:
-            raise UsageError(str(error)) from None
-        self._check_keys(overrides, group_data)
+            raise _refusal(list(error.problems)) from None
+        unknown = self._check_keys(overrides, group_data)
         reference = self._reference_host(data)
         self.secrets, self.labels = self._secrets(data, config)
-        host_data = {k: v for k, v in overrides.items() if k not in HOST_KEYS}
+        host_data = {k: v for k, v in overrides.items() if k not in (*HOST_KEYS, *unknown)}
         host_data.update(
             # The secrets file is never read: the environment wins, and this path is empty.
             secrets_file=os.devnull,
@@ -274,19 +304,20 @@ class _Planner:
         loaded = _get_group_data(str(folder))
         return {group: dict(loaded.get(group, {})) for group in ("all", "web", "db")}
 
-    def _check_keys(self, overrides: dict[str, Any], group_data: dict) -> None:
+    def _check_keys(self, overrides: dict[str, Any], group_data: dict) -> list[str]:
+        """The `--data` keys nothing reads, each a problem (the deploy is not given them)."""
         from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
         from pyinfra.connectors.ssh import SSHConnector
 
         known = {*HOST_KEYS, *SSHConnector.data_meta, *CONNECTOR_ARGUMENT_KEYS}
         for data in group_data.values():
             known.update(data)
-        for key in overrides:
-            if key not in known:
-                raise UsageError(
-                    f"--data {key}: unknown key; use a key from pyinfra/group_data/all.py, "
-                    f"{', '.join(HOST_KEYS)}, or a pyinfra connector key such as ssh_user"
-                )
+        unknown = [key for key in overrides if key not in known]
+        for key in unknown:
+            allowed = (f"a known key: one from pyinfra/group_data/all.py, {', '.join(HOST_KEYS)}"
+                       ", or a pyinfra connector key such as ssh_user")  # fmt: skip
+            self.problems.append(profile.Problem(key, overrides[key], allowed))
+        return unknown
 
     def _secrets(self, data: dict[str, Any], config) -> tuple[dict[str, str], dict[str, str]]:
         """A stand-in for every secret the deploy may read, and its label in the plan.
@@ -294,11 +325,14 @@ class _Planner:
         The secrets the deploy needs always get one (a plan needs no secrets file), so do
         those read only for a feature (SMTP, Grafana). A URL secret gets one only when it is
         set: whether it is changes the routing. A secret that is set gets a version."""
-        try:
-            given = {name: (config.secret_url if name in URL_SECRETS else config.optional_secret)(
-                data, name, os.environ) for name in config.SECRET_NAMES}  # fmt: skip
-        except config.SettingsError as error:
-            raise UsageError(str(error)) from None
+        given: dict[str, str | None] = {}
+        for name in config.SECRET_NAMES:
+            try:
+                read = config.secret_url if name in URL_SECRETS else config.optional_secret
+                given[name] = read(data, name, os.environ)
+            except config.SettingsError as error:
+                self.problems.extend(error.problems)
+                given[name] = None
         secrets, labels = {}, {}
         for name, value in given.items():
             if name in URL_SECRETS and not value:
@@ -314,25 +348,16 @@ class _Planner:
         return secrets, labels
 
     def _reference_host(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The reference host's facts: the size's (none for an unknown size, which the deploy
+        names), with `--data host_*` over them; a value with a problem keeps the size's."""
         reference = {**REFERENCE_DEFAULTS, **REFERENCE_HOSTS.get(data.get("size"), {})}
-        reference.update({k: data[k] for k in HOST_KEYS if k in data})
-        for key in ("host_cpus", "host_memory_mb"):
-            value = reference.get(key)
-            if value is None:
-                continue  # an unknown size: tasks/config.py names it below
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UsageError(f"invalid data `{key}` = {value!r}: must be a whole number >= 1")
+        given = {k: data[k] for k in HOST_KEYS if k in data}
+        _, bad = profile.validated(ReferenceHost, {**reference, **given})
+        self.problems.extend(profile.Problem(k, given[k], ReferenceHost.ALLOWED[k]) for k in bad)
+        reference.update({k: v for k, v in given.items() if k not in bad})
         distribution = reference["host_distribution"]
         match = DISTRIBUTION_PATTERN.match(str(distribution))
-        if not match:
-            raise UsageError(
-                f"invalid data `host_distribution` = {distribution!r}: must look like "
-                "debian-12 or ubuntu-24.04"
-            )
-        if not isinstance(reference["host_ipv6"], bool):
-            raise UsageError(
-                f"invalid data `host_ipv6` = {reference['host_ipv6']!r}: must be true or false"
-            )
+        assert match, distribution  # checked above, or the default
         name, major, minor = match.groups()
         self.facts = {
             "MemTotalMb": reference.get("host_memory_mb"),
@@ -480,10 +505,11 @@ class _Planner:
             try:
                 load_deploy_file(state, deploy_file)
             except config.SettingsError as error:
-                if error.problems:  # the shared keys: every problem, one line, as the cloud's
-                    raise UsageError("invalid configuration: " + "; ".join(
-                        map(str, error.problems))) from None  # fmt: skip
+                if error.problems or self.problems:
+                    raise _refusal([*self.problems, *error.problems]) from None
                 raise UsageError(str(error)) from None
+            if self.problems:
+                raise _refusal(self.problems)
             self._watch_conditions(state, host)
             state.set_stage(StateStage.Execute)
             run_ops(state)

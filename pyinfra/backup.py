@@ -16,7 +16,7 @@ from tasks.config import fail  # noqa: E402
 
 kind = host.data.get("backup_type") or "diff"
 if kind not in ("full", "diff"):
-    raise fail("backup_type", kind, "must be full | diff")
+    raise fail("backup_type", kind, "full | diff")
 if "db" in host.groups:
     server.shell(
         name=f"{kind} backup now (always runs: it is the requested action)",

@@ -38,8 +38,8 @@ def target() -> str:
     raise fail(
         "restore_to",
         value or None,
-        "give `latest`, a backup label such as 20261201-020003F, or an ISO 8601 time with "
-        "its zone such as 2026-12-01T10:15:00Z",
+        "`latest`, a backup label such as 20261201-020003F, or an ISO 8601 time with its "
+        "zone such as 2026-12-01T10:15:00Z",
     )
 
 
@@ -47,12 +47,12 @@ refuse_if_locked()
 restore_to = target()
 repo = str(host.data.get("restore_repo") or "")
 if repo not in ("", "1", "2"):
-    raise fail("restore_repo", repo, "must be 1 (this host's repository) or 2 (off-site)")
+    raise fail("restore_repo", repo, "1 (this host's repository) or 2 (off-site)")
 if host.data.get("confirm") != "yes":
     raise fail(
         "confirm",
         host.data.get("confirm"),
-        f"restoring to {restore_to} replaces the live database; add --data confirm=yes",
+        f"yes (--data confirm=yes): restoring to {restore_to} replaces the live database",
     )
 
 # pyinfra runs each operation on every host before the next one: on two hosts the web

@@ -30,8 +30,8 @@ VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$")
 refuse_if_locked()
 to = host.data.get("rollback_to") or None
 if to is not None and not VERSION.match(str(to)):
-    raise fail("rollback_to", to, "must be a version (the image tag), an image reference or "
-               "a digest such as sha256:1a2b3c4d5e6f; `prodstack-release history` lists them")
+    raise fail("rollback_to", to, "a version (the image tag), an image reference or a "
+               "digest such as sha256:1a2b3c4d5e6f; `prodstack-release history` lists them")
 
 if "web" in host.groups:
     server.shell(

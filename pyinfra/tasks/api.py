@@ -43,7 +43,7 @@ def build_image() -> str:
     )
     if result.returncode != 0:
         raise SettingsError(
-            "invalid data `image` = None: building app/ locally failed; set `image` or "
+            "building app/ locally failed (`image` is not set); set `image` or "
             f"PRODSTACK_IMAGE to an existing tag.\n{result.stderr[-2000:]}"
         )
     return result.stdout.strip().splitlines()[-1]
@@ -62,8 +62,8 @@ def build_context(context: Path) -> str:
         )  # fmt: skip
         if result.returncode != 0:
             raise SettingsError(
-                f"invalid data `app_context` = {str(context)!r}: `docker build` failed; fix "
-                f"the build or set `image`.\n{result.stderr[-2000:]}"
+                f"`docker build` of `app_context` {str(context)!r} failed; fix the build or "
+                f"set `image`.\n{result.stderr[-2000:]}"
             )
         image_id = Path(iid.name).read_text().strip()
     tag = f"prodstack-app:{image_id.removeprefix('sha256:')[:12]}"
@@ -115,8 +115,8 @@ def image_tarball(image: str) -> Path:
             if save.wait() != 0 or gzip.returncode != 0:
                 tmp.unlink(missing_ok=True)
                 raise SettingsError(
-                    f"invalid data `image` = {image!r}: `docker save` failed locally; "
-                    "build it first (scripts/build-image.sh) or set image_pull=True"
+                    f"`docker save` of `image` {image!r} failed locally; build it first "
+                    "(scripts/build-image.sh) or set image_pull=True"
                 )
         os.replace(tmp, path)
     return path

@@ -36,7 +36,7 @@ from pyinfra.facts.hardware import Cpus
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import postgres, server, systemd
 
-from tasks.config import Settings, SettingsError
+from tasks.config import Settings, SettingsError, fail
 from tasks.facts import MemTotalMb, PostgresAppRoles, psql_stdin
 from tasks.pki import POSTGRES_TLS_DIR, upload_server_certificate
 from tasks.rotation import clients_on
@@ -55,10 +55,8 @@ def postgres_version(cfg: Settings) -> str:
     distro = host.get_fact(LinuxDistribution) or {}
     key = (str(distro.get("name", "")).lower(), int(distro.get("major") or 0))
     if key not in DISTRO_POSTGRES:
-        raise SettingsError(
-            f"invalid data `postgres_version` = None: no default for {key[0]} {key[1]}; "
-            "set postgres_version (Debian 12 and Ubuntu 24.04 are supported)"
-        )
+        raise fail("postgres_version", None, f"a PostgreSQL major version such as 15: "
+                   f"{key[0]} {key[1]} has no default (Debian 12 and Ubuntu 24.04 have one)")
     return DISTRO_POSTGRES[key]
 
 

@@ -29,7 +29,7 @@ def saved(cloud_plan_files, tmp_path_factory):
     (folder / "profile-vps.diff.json").write_text("")
     (folder / "profile-vps.diff.err").write_text(
         "prodstack: planning\n```\n<!-- prodstack-plan -->\n" + "x" * 5000
-        + "\nprodstack: --head HEAD: invalid data `size` (value not shown)\n")
+        + "\nprodstack: --head HEAD: invalid configuration: size: (value not shown) is invalid\n")
     (folder / "profile-vps.diff.exit").write_text("2\n")
     return folder
 
@@ -55,7 +55,7 @@ def test_the_comment_opens_with_one_table_then_the_gate_then_each_section(saved,
         assert f"| {risk['label']} `{risk['name']}` | **{risk['action']}** |" in text
     # The failed section's stderr stays inside its one code block, whatever it holds.
     failed = text[text.index("<!-- prodstack-plan:profile-vps -->"):]
-    assert failed.count("```") == 2 and "invalid data `size` (value not shown)" in failed
+    assert failed.count("```") == 2 and "size: (value not shown) is invalid" in failed
     assert text.count("<details>") == text.count("</details>")
     # The whole report: every diff uncut, each itemised cost.
     whole = full.read_text()

@@ -49,11 +49,11 @@ def outputs_of(*procs, paths=()) -> str:
 def test_a_credential_in_a_data_flag_exits_2_naming_the_key(tmp_path, item, key):
     out = tmp_path / "plan.json"
     plan = prodstack("plan", "--profile", "vps", "--data", item, "-o", str(out))
-    one_line_error(plan, f"invalid data `{key}` (value not shown)")
+    one_line_error(plan, f"invalid configuration: {key}: (value not shown) is invalid")
     as_json = prodstack("plan", "--profile", "vps", "--data", item, "--format", "json")
-    one_line_error(as_json, f"`{key}`")
+    one_line_error(as_json, f"{key}: (value not shown)")
     cost = prodstack("cost", "--profile", "vps", "--data", item)
-    one_line_error(cost, f"`{key}`")
+    one_line_error(cost, f"{key}: (value not shown)")
     assert not out.exists()
     assert TOKEN not in outputs_of(plan, as_json, cost)
 
@@ -89,11 +89,12 @@ def test_a_credential_committed_to_group_data_fails_the_diff_naming_the_key(
                      "--max-chars", "4000", "--full", str(full), cwd=repo)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == "" and not full.exists()
-    assert f"--head HEAD: invalid data `{key}` (value not shown)" in proc.stderr
+    assert (f"--head HEAD: invalid configuration: {key}: (value not shown) is invalid"
+            in proc.stderr)
     assert TOKEN not in outputs_of(proc)
     # The same data through the real deploy's validation, as `pyinfra deploy.py` runs it.
     plan = prodstack("plan", "--profile", "vps", "--root", str(repo))
-    one_line_error(plan, f"`{key}`")
+    one_line_error(plan, f"{key}: (value not shown)")
     assert TOKEN not in outputs_of(plan)
 
 
@@ -155,7 +156,7 @@ def test_a_hostile_webhook_in_the_secrets_file_exits_2_naming_the_secret(tmp_pat
     root = copy_checkout(tmp_path)
     (root / "pyinfra" / "secrets.env").write_text(f"ALERT_WEBHOOK_URL={url}\n")
     proc = prodstack("plan", "--profile", "vps", "--root", str(root))
-    one_line_error(proc, "invalid secret `ALERT_WEBHOOK_URL` (value not shown)")
+    one_line_error(proc, "ALERT_WEBHOOK_URL: (value not shown) is invalid")
     assert TOKEN not in outputs_of(proc)
 
 

@@ -35,7 +35,7 @@ def test_a_hostile_target_is_refused_by_rollback_py_before_any_operation(tmp_pat
     code = vps_release.rollback(inventory, "v1; rm -rf /", None)
     out, err = capfd.readouterr()
     assert code != 0 and out == ""
-    assert "invalid data `rollback_to` = 'v1; rm -rf /'" in err
+    assert "rollback_to: 'v1; rm -rf /' is invalid; allowed: a version" in err
 
 
 def test_the_rollback_verb_needs_an_inventory(capsys):

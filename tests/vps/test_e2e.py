@@ -209,8 +209,8 @@ def test_invalid_data_fails_before_any_change(stack, override, key):
     before = stack.host.run(snapshot).stdout
     result = stack.pyinfra(**override)
     assert result.returncode != 0
-    # A shared key's problem reads as the cloud's (`key: value is invalid; ...`).
-    assert f"`{key}`" in result.stdout or f" {key}: " in result.stdout, result.stdout[-2000:]
+    # Every key's problem reads as the cloud's (`key: value is invalid; ...`).
+    assert f"{key}: {override[key]!r} is invalid" in result.stdout, result.stdout[-2000:]
     assert stack.host.run(snapshot).stdout == before
 
 

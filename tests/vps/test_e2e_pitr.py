@@ -120,9 +120,9 @@ def test_restore_refuses_without_confirm(stack):
     before = alert_ids(stack)
     result = stack.pyinfra("restore.py", restore_to="latest")
     assert result.returncode != 0
-    assert "`confirm`" in result.stdout
+    assert "confirm: None is invalid" in result.stdout
     result = stack.pyinfra("restore.py", restore_to="yesterday", confirm="yes")
-    assert result.returncode != 0 and "`restore_to`" in result.stdout
+    assert result.returncode != 0 and "restore_to: 'yesterday' is invalid" in result.stdout
     assert alert_ids(stack) == before
 
 

@@ -798,7 +798,7 @@ def test_plan_comment_never_shows_a_credential_committed_as_data(tmp_path: Path)
     comment = (out / "comment.md").read_text()
     vps = section(comment, "profile-vps")
     assert "**prodstack diff failed** (exit 2)" in vps
-    assert "invalid data `POSTGRES_PASSWORD` (value not shown)" in vps
+    assert "POSTGRES_PASSWORD: (value not shown) is invalid" in vps
     assert "no changes" in section(comment, "stack-prod").lower()
     written = [p.read_text() for p in out.rglob("*") if p.is_file()]
     for text in (*written, Path(env["GITHUB_STEP_SUMMARY"]).read_text()):
