@@ -6,7 +6,7 @@ from __future__ import annotations  # noqa: I001 (tasks.config after the path gl
 
 import pytest
 
-from prodstack.profile import RATE_LIMIT_MAX, Problem
+from prodstack.profile import RATE_LIMIT_MAX, SHOWN_MAX, Problem, Problems
 from stacks.config import ConfigError, load
 from tests.vps.conftest import SECRETS, defaults
 
@@ -175,3 +175,22 @@ def test_the_vps_defaults_file_holds_the_models_defaults():
     data = defaults()
     for key in SHARED_KEYS:
         assert data[key] == VpsProfile.model_fields[key].default, key
+
+
+def test_a_problem_can_hide_its_value_and_cuts_a_long_one():
+    hidden = Problem("api_token", "s3cr3t", "nothing: credentials are never data", shown=False)
+    assert str(hidden) == ("api_token: (value not shown) is invalid; allowed: nothing: "
+                           "credentials are never data")  # fmt: skip
+    long = str(Problem("domain", "a" * 10_000, "a DNS name"))
+    assert long.startswith("domain: 'aaa") and long.endswith("(10002 characters) is invalid; "
+                                                             "allowed: a DNS name")  # fmt: skip
+    assert len(long) < SHOWN_MAX + 80
+    # A newline or quote in a value stays escaped: one problem is one line.
+    assert "\n" not in str(Problem("domain", 'a"\nb', "a DNS name"))
+
+
+def test_problems_say_which_keys_are_still_good_for_a_later_check():
+    found = Problems()
+    found.add("app_port_base", "x", "a port")
+    assert not found.ok("app_port_base", "redis_port") and found.ok("redis_port")
+    assert found == [Problem("app_port_base", "x", "a port")]

@@ -561,3 +561,74 @@ def test_a_real_public_key_with_a_comment_is_accepted(data, environ, tmp_path):
     key = (tmp_path / "k.pub").read_text()
     cfg = settings_for({**data, "deploy_user_public_keys": [key]}, SINGLE, environ=environ)
     assert cfg.deploy_user_public_keys == (key.strip(),)
+
+
+# --- Every problem at once, in the one format -----------------------------------------------
+
+# One line per problem, as prodstack/profile.py's Problem prints it on both targets.
+PROBLEM_LINE = re.compile(r"^(?P<key>\w+): (?P<value>.+) is invalid; allowed: (?P<allowed>.+)$")
+# Bad values for VPS-only keys and shared ones together, hostile where a value reaches a
+# config file or a command: quotes, newlines, a 10,000-character string.
+MANY_BAD = {
+    "app_port_base": "8001'; DROP TABLE x; --",
+    "backup_full_calendar": "daily\nExecStart=/bin/sh -c 'touch /tmp/pwned'",
+    "docker_bridge": "b" * 10_000,
+    "ssh_user": 'root"\nPermitRootLogin yes',
+    "postgres_memory_percent": 95,
+    "tls": "sometimes",
+    "client_max_body_size": '1m"; include /etc/shadow;',
+    "backup_s3_uri_style": "virtual",
+    "keep_releases": 1,
+    "replicas": 0,
+    "log_level": "LOUD",
+}
+
+
+def problem_lines(error: pytest.ExceptionInfo[SettingsError]) -> dict[str, str]:
+    """Each line of the error by the key it names; every line in the one format."""
+    lines = str(error.value).split("\n")
+    assert len(lines) == len(error.value.problems)
+    matches = [PROBLEM_LINE.match(line) for line in lines]
+    assert all(matches), lines
+    return {m["key"]: m.group(0) for m in matches if m}
+
+
+def test_every_bad_key_is_named_once_in_one_error(data, environ):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, **MANY_BAD}, SINGLE, environ=environ)
+    lines = problem_lines(error)
+    assert sorted(problem.key for problem in error.value.problems) == sorted(MANY_BAD)
+    assert sorted(lines) == sorted(MANY_BAD)
+    # The long value is cut, not printed whole; a newline in a value stays escaped.
+    assert lines["docker_bridge"].startswith("docker_bridge: 'bbbb")
+    assert len(lines["docker_bridge"]) < 300 and "(10002 characters)" in lines["docker_bridge"]
+    assert "\\nExecStart" in lines["backup_full_calendar"]
+
+
+def test_a_check_that_reads_a_bad_key_is_skipped_not_repeated(data, environ):
+    cases = [
+        # Let's Encrypt needs a domain: a malformed one is named, and only it.
+        ({"tls": "letsencrypt", "domain": "not a domain", "letsencrypt_email": "a@b.io"},
+         ["domain"]),
+        # A port base that is no number collides with nothing.
+        ({"app_port_base": "eighty", "app_spare_port_base": 1024}, ["app_port_base"]),
+        # The weekly tier is compared only with a daily tier that is valid.
+        ({"backup_retention_days": 0, "backup_weekly_retention_days": 1},
+         ["backup_retention_days"]),
+        # A bad size is named once, not again by the replicas it would set.
+        ({"size": "huge"}, ["size"]),
+    ]  # fmt: skip
+    for override, keys in cases:
+        with pytest.raises(SettingsError) as error:
+            settings_for({**data, **override}, SINGLE, environ=environ)
+        assert [problem.key for problem in error.value.problems] == keys, str(error.value)
+
+
+def test_a_credential_stops_the_check_before_any_value_is_shown(data, environ):
+    with pytest.raises(SettingsError) as error:
+        settings_for({**data, **MANY_BAD, "alert_smarthost_user": f"xoxb-{TOKEN}",
+                      "SLACK_TOKEN": TOKEN}, SINGLE, environ=environ)  # fmt: skip
+    lines = problem_lines(error)
+    assert sorted(lines) == ["SLACK_TOKEN", "alert_smarthost_user"]
+    assert TOKEN not in str(error.value) and "DROP TABLE" not in str(error.value)
+    assert all(": (value not shown) is invalid" in line for line in lines.values())

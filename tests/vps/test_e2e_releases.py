@@ -125,7 +125,8 @@ def test_rollback_to_an_unknown_version_is_refused_before_any_change(stack):
     assert "no-such-release is not in this host's release history" in journal(stack)
     assert stack.version() == "rel-a"
     hostile = stack.pyinfra("rollback.py", rollback_to="rel-a; touch /tmp/pwned")
-    assert hostile.returncode != 0 and "rollback_to: 'rel-a; touch /tmp/pwned' is invalid" in hostile.stdout
+    assert hostile.returncode != 0
+    assert "rollback_to: 'rel-a; touch /tmp/pwned' is invalid" in hostile.stdout
     assert stack.host.run("test -e /tmp/pwned", check=False).returncode == 1
 
 
