@@ -233,8 +233,8 @@ class _Planner:
         self.pyinfra_dir = pyinfra_dir
         self.scratch = scratch
         self.facts: dict[str, Any] = {}
-        # Problems found before the deploy's own checks (the reference host, unknown keys,
-        # secrets), reported with them.
+        # Problems found before the deploy's own checks (the reference host, secrets),
+        # reported with them.
         self.problems: list[profile.Problem] = []
         self.uploads: dict[str, list[tuple[str, Any]]] = {}  # op hash -> commands
         self.evaluating: set | None = None  # OperationMetas read while an `_if` runs
@@ -263,10 +263,10 @@ class _Planner:
             config.check_no_credentials(data)
         except config.SettingsError as error:
             raise _refusal(list(error.problems)) from None
-        unknown = self._check_keys(overrides, group_data)
         reference = self._reference_host(data)
         self.secrets, self.labels = self._secrets(data, config)
-        host_data = {k: v for k, v in overrides.items() if k not in (*HOST_KEYS, *unknown)}
+        # An unknown key goes on to the deploy, which names it with the closest known one.
+        host_data = {k: v for k, v in overrides.items() if k not in HOST_KEYS}
         host_data.update(
             # The secrets file is never read: the environment wins, and this path is empty.
             secrets_file=os.devnull,
@@ -303,21 +303,6 @@ class _Planner:
             PYTHON_CODES.pop(str(path), None)  # a checkout's files may have changed
         loaded = _get_group_data(str(folder))
         return {group: dict(loaded.get(group, {})) for group in ("all", "web", "db")}
-
-    def _check_keys(self, overrides: dict[str, Any], group_data: dict) -> list[str]:
-        """The `--data` keys nothing reads, each a problem (the deploy is not given them)."""
-        from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
-        from pyinfra.connectors.ssh import SSHConnector
-
-        known = {*HOST_KEYS, *SSHConnector.data_meta, *CONNECTOR_ARGUMENT_KEYS}
-        for data in group_data.values():
-            known.update(data)
-        unknown = [key for key in overrides if key not in known]
-        for key in unknown:
-            allowed = (f"a known key: one from pyinfra/group_data/all.py, {', '.join(HOST_KEYS)}"
-                       ", or a pyinfra connector key such as ssh_user")  # fmt: skip
-            self.problems.append(profile.Problem(key, overrides[key], allowed))
-        return unknown
 
     def _secrets(self, data: dict[str, Any], config) -> tuple[dict[str, str], dict[str, str]]:
         """A stand-in for every secret the deploy may read, and its label in the plan.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import runpy
 import shutil
 import subprocess
@@ -362,6 +363,32 @@ def test_bad_data_is_one_usage_error_naming_the_key(overrides, named):
     message = str(error.value)
     # Named as the cloud names a key: `key: value is invalid; ...`, on one line.
     assert message.startswith(f"invalid configuration: {named}: ") and "\n" not in message
+
+
+def test_every_bad_key_is_named_once_on_the_exit_2_line():
+    """VPS-only keys, shared keys, the reference host's keys and an unknown key, bad at
+    once, hostile where a value would reach a config file: one line names each once."""
+    from tests.plan.test_cli import one_line_error, prodstack
+
+    bad = {
+        "sise": "small",
+        "host_cpus": "0",
+        "host_ipv6": "maybe",
+        "replicas": "0",
+        "app_port_base": "'8001; DROP TABLE x'",
+        "ssh_user": 'root"\nPermitRootLogin yes',
+        "backup_full_calendar": "daily\nExecStart=/bin/sh",
+        "docker_bridge": "b" * 10_000,
+        "client_max_body_size": '1m"; include /etc/shadow;',
+        "tls": "sometimes",
+    }
+    args = [arg for key, value in bad.items() for arg in ("--data", f"{key}={value}")]
+    proc = prodstack("plan", "--profile", "vps", *args)
+    line = one_line_error(proc, "prodstack: invalid configuration: ")
+    for key in bad:
+        assert len(re.findall(rf"(?<!\w){key}: .+? is invalid; allowed: ", line)) == 1, key
+    assert line.count(" is invalid; allowed: ") == len(bad)
+    assert "b" * 200 not in line and "(10002 characters)" in line
 
 
 def test_connector_keys_are_accepted_and_passwords_never_shown():
