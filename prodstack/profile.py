@@ -109,6 +109,13 @@ def _auto_is_none(value: Any) -> Any:
     return None if value in (None, "", "auto") else value
 
 
+def _not_a_bool(value: Any) -> Any:
+    # YAML's and Python's true is an int to pydantic's lax mode; as a count it is a typo.
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
 class Profile(BaseModel):
     """The shared keys, with the defaults and ranges both targets agree on."""
 
@@ -182,10 +189,7 @@ class Profile(BaseModel):
     )  # fmt: skip
     @classmethod
     def _not_bool(cls, value: Any) -> Any:
-        # YAML's and Python's true is an int to pydantic's lax mode; as a count it is a typo.
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a number")
-        return value
+        return _not_a_bool(value)
 
     @field_validator("domain")
     @classmethod
@@ -233,17 +237,110 @@ class CloudProfile(Profile):
     }
 
 
+def _whole(default: int, minimum: int, maximum: int, description: str) -> Any:
+    """A whole-number VPS key in a range (its default as in pyinfra/group_data/all.py)."""
+    return Field(default, ge=minimum, le=maximum, description=description)
+
+
+def _between(minimum: int, maximum: int) -> str:
+    return f"a whole number from {minimum} to {maximum}"
+
+
+PORT_MIN, PORT_MAX, UNBOUNDED = 1024, 65535, 10**9
+# systemd.time(7) calendar events: weekdays, dates, times, ranges and lists; one line.
+CALENDAR_PATTERN = r"^[A-Za-z0-9 *.,:/~-]{1,80}$"
+# A SQL and Unix name: PostgreSQL's database and role, the deploy user.
+NAME_PATTERN = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
 class VpsProfile(Profile):
-    """The VPS deploy's narrower ranges."""
+    """The VPS deploy's narrower ranges, and its own keys that are rules of one field (a
+    range, a choice, a pattern). The rules across keys (ports that collide, the connection
+    budget, TLS and the domain) are pyinfra/tasks/config.py's."""
 
     replicas: int | None = Field(
         None, ge=1, le=32, description=Profile.model_fields["replicas"].description
     )
+    tls: Literal["auto", "letsencrypt", "provided", "selfsigned"] = Field(
+        "auto", description="Where the certificate comes from.")  # fmt: skip
+    app_port_base: int = _whole(8001, PORT_MIN, PORT_MAX, "The replicas' first loopback port.")
+    app_spare_port_base: int = _whole(8101, PORT_MIN, PORT_MAX,
+                                      "Their replacements' first loopback port.")  # fmt: skip
+    ready_timeout_seconds: int = _whole(60, 5, 3600, "How long a replica may take to be ready.")
+    migrate_timeout_seconds: int = _whole(300, 10, 86400, "How long migrations may take.")
+    drain_seconds: int = _whole(5, 0, 600, "How long a replica drains before it stops.")
+    bake_seconds: int = _whole(600, 0, 86400, "How long blue_green watches the new set.")
+    keep_releases: int = _whole(5, 2, 100, "Release images each web host keeps.")
+    docker_bridge: str = Field("prodstack0", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,14}$",
+                               description="The containers' bridge interface.")  # fmt: skip
+    deploy_user: str = Field("deploy", pattern=NAME_PATTERN, description="The sudo user.")
+    ssh_permit_root_login: Literal["auto", "no", "prohibit-password"] = Field(
+        "auto", description="sshd's PermitRootLogin.")  # fmt: skip
+    rate_limit_burst: int = _whole(20, 0, UNBOUNDED, "Requests nginx queues past the rate.")
+    proxy_protocol_port: int = _whole(8443, PORT_MIN, PORT_MAX,
+                                      "Where balancers speak the PROXY protocol.")  # fmt: skip
+    postgres_db: str = Field("prodstack", pattern=NAME_PATTERN, description="The database.")
+    # At most 61 characters: its login roles add `_a` and `_b`, within PostgreSQL's 63.
+    postgres_user: str = Field("prodstack", pattern=r"^[a-z_][a-z0-9_]{0,60}$",
+                               description="The database's owner role.")  # fmt: skip
+    postgres_port: int = _whole(5432, PORT_MIN, PORT_MAX, "PostgreSQL's port.")
+    postgres_memory_percent: int = _whole(50, 5, 80, "PostgreSQL's share of the host's memory.")
+    postgres_max_connections: int = _whole(200, 20, UNBOUNDED, "PostgreSQL's max_connections.")
+    redis_port: int = _whole(6379, PORT_MIN, PORT_MAX, "Redis's port.")
+    redis_memory_percent: int = _whole(10, 1, 80, "Redis's share of the host's memory.")
+    backup_weekly_retention_days: int = _whole(90, 1, DAYS_MAX, "Days weekly fulls are kept.")
+    backup_monthly_retention_days: int = _whole(365, 1, DAYS_MAX, "Days monthly fulls are kept.")
+    backup_archive_timeout_seconds: int = _whole(60, 0, 86400, "WAL archive push timeout.")
+    backup_full_calendar: str = Field("Sun *-*-* 02:00:00", pattern=CALENDAR_PATTERN,
+                                      description="When the full backup runs.")  # fmt: skip
+    backup_diff_calendar: str = Field("Mon..Sat *-*-* 02:00:00", pattern=CALENDAR_PATTERN,
+                                      description="When the differential backup runs.")  # fmt: skip
+    backup_drill_calendar: str = Field("*-*-* 04:30:00", pattern=CALENDAR_PATTERN,
+                                       description="When the restore drill runs.")  # fmt: skip
+    backup_offsite_drill_calendar: str = Field(
+        "Sun *-*-* 08:00:00", pattern=CALENDAR_PATTERN,
+        description="When the off-site restore drill runs.")  # fmt: skip
+    backup_s3_uri_style: Literal["host", "path"] = Field("host", description="S3 URI style.")
+    metrics_retention_disk_percent: int = _whole(10, 1, 80, "Prometheus's share of the disk.")
 
     ALLOWED: ClassVar[dict[str, str]] = {
         **Profile.ALLOWED,
         "replicas": "an integer 1-32, or auto (the size's)",
+        "tls": "auto | letsencrypt | provided | selfsigned",
+        **dict.fromkeys(("app_port_base", "app_spare_port_base", "proxy_protocol_port",
+                         "postgres_port", "redis_port"), _between(PORT_MIN, PORT_MAX)),
+        "ready_timeout_seconds": _between(5, 3600),
+        "migrate_timeout_seconds": _between(10, 86400),
+        "drain_seconds": _between(0, 600),
+        "bake_seconds": _between(0, 86400),
+        "keep_releases": _between(2, 100) + ": the release images each web host keeps (the "
+        "serving one and the ones `rollback` can go to)",
+        "docker_bridge": "an interface name of 1-15 letters, digits, _ or -, starting with a "
+        "letter",
+        **dict.fromkeys(("deploy_user", "postgres_db"),
+                        "lower-case letters, digits and _ (a SQL/Unix name)"),
+        "postgres_user": "lower-case letters, digits and _ (a SQL/Unix name), at most 61 "
+        "characters (its login roles add _a, _b)",
+        "ssh_permit_root_login": "auto | no | prohibit-password",
+        "rate_limit_burst": _between(0, UNBOUNDED),
+        "postgres_memory_percent": _between(5, 80),
+        "postgres_max_connections": _between(20, UNBOUNDED),
+        "redis_memory_percent": _between(1, 80),
+        "backup_weekly_retention_days": _between(1, DAYS_MAX),
+        "backup_monthly_retention_days": _between(1, DAYS_MAX),
+        "backup_archive_timeout_seconds": _between(0, 86400),
+        **dict.fromkeys(("backup_full_calendar", "backup_diff_calendar",
+                         "backup_drill_calendar", "backup_offsite_drill_calendar"),
+                        'a systemd calendar expression such as "*-*-* 02:00:00"'),
+        "backup_s3_uri_style": "host | path",
+        "metrics_retention_disk_percent": _between(1, 80),
     }
+
+    # No key of the VPS profile takes a boolean (a count, a name or a choice).
+    @field_validator("*", mode="before")
+    @classmethod
+    def _vps_not_bool(cls, value: Any) -> Any:
+        return _not_a_bool(value)
 
 
 MODELS: dict[str, type[Profile]] = {"cloud": CloudProfile, "vps": VpsProfile}
@@ -252,7 +349,7 @@ SHARED_KEYS = tuple(Profile.model_fields)
 
 class Checked(NamedTuple):
     profile: Profile
-    """The shared keys, validated; a key with a problem keeps its default here."""
+    """The target model's keys, validated; a key with a problem keeps its default here."""
     problems: list[Problem]
     warnings: list[str]
     renamed: dict[str, str]
@@ -317,7 +414,7 @@ def check(raw: Mapping[str, Any], target: str,
     """Validate the shared keys of one target's raw values, collecting every problem."""
     model = MODELS[target]
     values, problems, warnings, renamed = rename(raw, target, defaults)
-    given = {key: values[key] for key in SHARED_KEYS if key in values}
+    given = {key: values[key] for key in model.model_fields if key in values}
     old_name = {new: old for old, new in renamed.items()}
     # The keys that passed, with defaults for the others: later checks read valid values.
     good, bad = validated(model, given)

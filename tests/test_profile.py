@@ -169,12 +169,14 @@ def test_a_boolean_is_not_a_count():
 
 
 def test_the_vps_defaults_file_holds_the_models_defaults():
-    # pyinfra reads group_data/all.py, not the model: the two must say the same.
-    from prodstack.profile import SHARED_KEYS, VpsProfile
+    # pyinfra reads group_data/all.py, not the model: the two must say the same, for the
+    # shared keys and the VPS model's own.
+    from prodstack.profile import VpsProfile
 
     data = defaults()
-    for key in SHARED_KEYS:
-        assert data[key] == VpsProfile.model_fields[key].default, key
+    for key, field in VpsProfile.model_fields.items():
+        assert data[key] == field.default, key
+        assert key in VpsProfile.ALLOWED, key
 
 
 def test_a_problem_can_hide_its_value_and_cuts_a_long_one():

@@ -55,7 +55,6 @@ SECRET_PATTERN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,}$")
 
 # Suffixes that never resolve publicly, so Let's Encrypt can't validate them.
 PRIVATE_SUFFIXES = (".test", ".example", ".invalid", ".localhost", ".local", ".internal", ".lan")
-NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Redis ACL users: the app's (REDIS_PASSWORD), the health check's (PING only) and the
 # metrics exporter's (server statistics only).
 REDIS_USER = "prodstack"
@@ -66,8 +65,6 @@ RESERVED_PORTS = {80: "http", 443: "https"}  # plus the SSH port pyinfra connect
 # and the old names of keys renamed to the shared vocabulary (prodstack/profile.py).
 EXTRA_KEYS = frozenset({"restore_to", "restore_repo", "confirm", "backup_type", "rollback_to",
                         *profile.RENAMED["vps"]})
-# systemd.time(7) calendar events: weekdays, dates, times, ranges and lists; one line.
-CALENDAR_PATTERN = re.compile(r"^[A-Za-z0-9 *.,:/~-]{1,80}$")
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # Loopback ports of the monitoring stack (Debian's defaults where it has one); the app's
 # ports must not take them.
@@ -415,7 +412,7 @@ def load_secrets(
 
 
 def _int(p: profile.Problems, data: Mapping[str, Any], key: str, *, minimum: int,
-         maximum: int = 10**9, allowed: str = "") -> int:  # fmt: skip
+         maximum: int = 10**9) -> int:  # fmt: skip
     """`data[key]` as a whole number in range; on a problem, `minimum` stands in (the checks
     that read the key skip it: `p.ok`)."""
     value = data.get(key)
@@ -426,17 +423,9 @@ def _int(p: profile.Problems, data: Mapping[str, Any], key: str, *, minimum: int
     except (TypeError, ValueError):
         number = minimum - 1
     if isinstance(value, bool) or not minimum <= number <= maximum:
-        p.add(key, value, allowed or f"a whole number from {minimum} to {maximum}")
+        p.add(key, value, f"a whole number from {minimum} to {maximum}")
         return minimum
     return number
-
-
-def _keep_releases(p: profile.Problems, data: Mapping[str, Any]) -> int:
-    """At least the serving release and one to roll back to."""
-    return _int(p, {"keep_releases": data.get("keep_releases", 5)}, "keep_releases",
-                minimum=2, maximum=100,
-                allowed="a whole number from 2 to 100: the release images each web host "
-                "keeps (the serving one and the ones `rollback` can go to)")  # fmt: skip
 
 
 def _app_context(p: profile.Problems, data: Mapping[str, Any]) -> Path | None:
@@ -462,19 +451,6 @@ def _pattern(p: profile.Problems, key: str, value: Any, pattern: str | re.Patter
     return ""
 
 
-def _name(p: profile.Problems, data: Mapping[str, Any], key: str) -> str:
-    return _pattern(p, key, data.get(key), NAME_PATTERN,
-                    "lower-case letters, digits and _ (a SQL/Unix name)")  # fmt: skip
-
-
-def _postgres_user(p: profile.Problems, data: Mapping[str, Any]) -> str:
-    """The owner role's name: its login roles add `_a` and `_b`, within PostgreSQL's 63."""
-    value = _name(p, data, "postgres_user")
-    if len(value) > 61:
-        p.add("postgres_user", value, "at most 61 characters (its login roles add _a, _b)")
-    return value
-
-
 def _cidrs(p: profile.Problems, data: Mapping[str, Any], key: str) -> tuple[str, ...]:
     value = data.get(key) or ()
     if isinstance(value, str):
@@ -497,27 +473,22 @@ def _trusted_proxies(p: profile.Problems, data: Mapping[str, Any], key: str,
     return cidrs
 
 
-def _calendar(p: profile.Problems, data: Mapping[str, Any], key: str) -> str:
-    return _pattern(p, key, data.get(key), CALENDAR_PATTERN,
-                    'a systemd calendar expression such as "*-*-* 02:00:00"')  # fmt: skip
-
-
-def backup_tiers(p: profile.Problems, data: Mapping[str, Any], daily: int) -> dict[str, int]:
-    """The daily (`backup_retention_days`, a shared key, checked), weekly and monthly tiers'
-    retentions in days, each at least the one before."""
-    days = {"backup_retention_days": daily}
-    shorter = "backup_retention_days"
-    for key in ("backup_weekly_retention_days", "backup_monthly_retention_days"):
-        days[key] = _int(p, data, key, minimum=1, maximum=3650)
+def backup_tiers(p: profile.Problems, vps: profile.VpsProfile) -> dict[str, int]:
+    """The daily, weekly and monthly tiers' retentions in days (each checked by the model),
+    each at least the one before."""
+    keys = ("backup_retention_days", "backup_weekly_retention_days",
+            "backup_monthly_retention_days")  # fmt: skip
+    days = {key: getattr(vps, key) for key in keys}
+    for shorter, key in zip(keys, keys[1:], strict=False):
         if p.ok(key, shorter) and days[key] < days[shorter]:
-            p.add(key, data.get(key), f"at least `{shorter}` ({days[shorter]})")
-        shorter = key
+            p.add(key, days[key], f"at least `{shorter}` ({days[shorter]})")
     return days
 
 
 def validate_s3(p: profile.Problems, data: Mapping[str, Any], bucket: str | None
                 ) -> dict[str, Any]:  # fmt: skip
-    """The off-site repository's settings; pgBackRest 2.45 reaches S3 over HTTPS only."""
+    """The off-site repository's settings; pgBackRest 2.45 reaches S3 over HTTPS only
+    (`backup_s3_uri_style` is the model's)."""
     if bucket is not None and not BUCKET_PATTERN.match(str(bucket)):
         p.add("backup_s3_bucket", bucket, "an S3 bucket name (3-63 of a-z 0-9 . -)")
     endpoint = data.get("backup_s3_endpoint_url") or None
@@ -530,9 +501,6 @@ def validate_s3(p: profile.Problems, data: Mapping[str, Any], bucket: str | None
         if url.scheme != "https" or not url.hostname or url.path not in ("", "/"):
             p.add("backup_s3_endpoint_url", endpoint,
                   "https://HOST[:PORT] (pgBackRest 2.45 speaks S3 over HTTPS only)")
-    style = data.get("backup_s3_uri_style", "host")
-    if style not in ("host", "path"):
-        p.add("backup_s3_uri_style", style, "host | path")
     ca_file = data.get("backup_s3_ca_file") or None
     if ca_file is not None and not Path(ca_file).is_file():
         p.add("backup_s3_ca_file", ca_file, "a readable local PEM file")
@@ -543,7 +511,6 @@ def validate_s3(p: profile.Problems, data: Mapping[str, Any], bucket: str | None
         "backup_s3_prefix": prefix,
         "backup_s3_endpoint_url": str(endpoint).rstrip("/") if endpoint else None,
         "backup_s3_region": s3_region(p, data.get("backup_s3_region") or "us-east-1"),
-        "backup_s3_uri_style": style,
         "backup_s3_ca_file": ca_file,
     }
 
@@ -559,12 +526,6 @@ def login_name(p: profile.Problems, value: Any) -> str:
     """A POSIX login name (what useradd accepts by default): it reaches usermod."""
     return _pattern(p, "ssh_user", value, r"^[a-z_][a-z0-9_-]{0,31}$",
                     "a login name such as admin (a-z 0-9 _ -)")  # fmt: skip
-
-
-def bridge_name(p: profile.Problems, value: Any) -> str:
-    """A Linux interface name (at most 15 bytes): it reaches the firewall unit's commands."""
-    return _pattern(p, "docker_bridge", value, r"^[A-Za-z][A-Za-z0-9_-]{0,14}$",
-                    "an interface name of 1-15 letters, digits, _ or -, starting with a letter")
 
 
 def pg_version(p: profile.Problems, value: Any) -> str | None:
@@ -847,9 +808,6 @@ def alerting(p: profile.Problems, data: Mapping[str, Any], shared: profile.Profi
         alert_smarthost_user=user,
         grafana=grafana,
         metrics_retention_days=shared.metrics_retention_days,
-        metrics_retention_disk_percent=_int(
-            p, data, "metrics_retention_disk_percent", minimum=1, maximum=80
-        ),
         metrics_allowed_cidrs=_cidrs(p, data, "metrics_allowed_cidrs"),
         grafana_allowed_cidrs=_cidrs(p, data, "grafana_allowed_cidrs"),
     )
@@ -901,6 +859,9 @@ def settings_for(
     shared = profile.check(data, "vps", defaults=data_defaults())
     p.extend(shared.problems)
     data = shared.values
+    # The keys that are rules of one field, the shared ones among them.
+    vps = shared.profile
+    assert isinstance(vps, profile.VpsProfile)
     roles = frozenset(g for g in groups if g in ("web", "db")) or frozenset({"web", "db"})
 
     size = data.get("size")
@@ -915,17 +876,15 @@ def settings_for(
         p.add("container_cpus", sized["container_cpus"], "a number > 0")
         cpus = 1.0
 
-    domain = shared.profile.domain
+    domain = vps.domain
     email = data.get("letsencrypt_email") or None
     if email is not None and not EMAIL_PATTERN.match(str(email)):
         p.add("letsencrypt_email", email, "an e-mail address")
     cert, key = data.get("tls_certificate_file"), data.get("tls_key_file")
-    tls = data.get("tls", "auto")
+    tls = vps.tls
     if tls == "auto" and p.ok("domain", "letsencrypt_email"):
         public = domain is not None and not domain.endswith(PRIVATE_SUFFIXES)
         tls = "letsencrypt" if public and email else "provided" if cert else "selfsigned"
-    if tls not in ("auto", "letsencrypt", "provided", "selfsigned"):
-        p.add("tls", tls, "auto | letsencrypt | provided | selfsigned")
     if tls == "letsencrypt" and p.ok("domain", "letsencrypt_email") and not (domain and email):
         p.add("tls", tls, "letsencrypt only with both `domain` and `letsencrypt_email` set")
     if tls == "provided":
@@ -933,10 +892,8 @@ def settings_for(
             if not path or not Path(path).is_file():
                 p.add(k, path, "a readable local PEM file (tls=provided)")
 
-    port_base = _int(p, data, "app_port_base", minimum=1024, maximum=65535)
-    spare_base = _int(p, data, "app_spare_port_base", minimum=1024, maximum=65535)
-    postgres_port = _int(p, data, "postgres_port", minimum=1024, maximum=65535)
-    redis_port = _int(p, data, "redis_port", minimum=1024, maximum=65535)
+    port_base, spare_base = vps.app_port_base, vps.app_spare_port_base
+    postgres_port, redis_port = vps.postgres_port, vps.redis_port
     # The port pyinfra connects on (the SSH connector's own default is 22): ufw opens it and
     # fail2ban watches it, so a non-default port never locks the operator out.
     ssh_port = _int(p, {"ssh_port": data.get("ssh_port") or 22}, "ssh_port", minimum=1,
@@ -950,7 +907,7 @@ def settings_for(
         p.add("forwarded_for_from", data.get("forwarded_for_from"),
               "empty while proxy_protocol_from is set: nginx takes the client's address "
               "from one of them")  # fmt: skip
-    proxy_port = _int(p, data, "proxy_protocol_port", minimum=1024, maximum=65535)
+    proxy_port = vps.proxy_protocol_port
     ports = {
         **({"proxy_protocol_port": [proxy_port]} if proxy_from else {}),
         "app_port_base": [port_base + i for i in range(replicas)],
@@ -996,12 +953,10 @@ def settings_for(
         names = names + S3_SECRETS
     s3 = validate_s3(p, data, bucket)
     secrets = load_secrets(p, data, names, environ)
-    alerts = alerting(p, data, shared.profile, environ)
+    alerts = alerting(p, data, vps, environ)
     secrets.update(alerts["secrets"])
 
-    root_login = data.get("ssh_permit_root_login")
-    if root_login not in ("auto", "no", "prohibit-password"):
-        p.add("ssh_permit_root_login", root_login, "auto | no | prohibit-password")
+    root_login = vps.ssh_permit_root_login
     if root_login == "auto":
         # The two-step first deploy: root (keys only) while pyinfra logs in as root, `no`
         # from the first run that logs in as the deploy user (or any other sudo user).
@@ -1012,8 +967,8 @@ def settings_for(
     if image is not None:
         image = _pattern(p, "image", image, r"^[a-z0-9][a-z0-9./_:@-]{0,254}$",
                          "a Docker image reference such as prodstack-api:1a2b3c") or None
-    strategy = shared.profile.deploy_strategy
-    max_connections = _int(p, data, "postgres_max_connections", minimum=20)
+    strategy = vps.deploy_strategy
+    max_connections = vps.postgres_max_connections
     if "db" in roles and p.ok("postgres_max_connections", "replicas", "size"):
         web_replicas = (
             [(replicas, strategy)]
@@ -1047,17 +1002,16 @@ def settings_for(
         image_pull=bool(data.get("image_pull", False)),
         app_port_base=port_base,
         app_spare_port_base=spare_base,
-        log_level=shared.profile.log_level,
-        rate_limit_per_minute=shared.profile.rate_limit_per_minute,
-        ready_timeout_seconds=_int(p, data, "ready_timeout_seconds", minimum=5, maximum=3600),
-        migrate_timeout_seconds=_int(p, data, "migrate_timeout_seconds", minimum=10,
-                                     maximum=86400),  # fmt: skip
-        drain_seconds=_int(p, data, "drain_seconds", minimum=0, maximum=600),
+        log_level=vps.log_level,
+        rate_limit_per_minute=vps.rate_limit_per_minute,
+        ready_timeout_seconds=vps.ready_timeout_seconds,
+        migrate_timeout_seconds=vps.migrate_timeout_seconds,
+        drain_seconds=vps.drain_seconds,
         deploy_strategy=strategy,
-        bake_seconds=_int(p, data, "bake_seconds", minimum=0, maximum=86400),
-        keep_releases=_keep_releases(p, data),
+        bake_seconds=vps.bake_seconds,
+        keep_releases=vps.keep_releases,
         app_context=_app_context(p, data),
-        deploy_user=_name(p, data, "deploy_user"),
+        deploy_user=vps.deploy_user,
         deploy_user_public_keys=public_keys_for(p, data),
         ssh_permit_root_login=root_login,
         ssh_port=ssh_port,
@@ -1065,12 +1019,12 @@ def settings_for(
         ssh_user=login_name(p, data.get("ssh_user") or "root"),
         docker_subnet=str(subnet),
         docker_gateway=gateway,
-        docker_bridge=bridge_name(p, data.get("docker_bridge", "prodstack0")),
-        postgres_db=_name(p, data, "postgres_db"),
-        postgres_user=_postgres_user(p, data),
+        docker_bridge=vps.docker_bridge,
+        postgres_db=vps.postgres_db,
+        postgres_user=vps.postgres_user,
         postgres_port=postgres_port,
         postgres_version=pg_version(p, data.get("postgres_version")),
-        postgres_memory_percent=_int(p, data, "postgres_memory_percent", minimum=5, maximum=80),
+        postgres_memory_percent=vps.postgres_memory_percent,
         postgres_max_connections=max_connections,
         db_address=db_address,
         db_listen_addresses=listen,
@@ -1078,22 +1032,22 @@ def settings_for(
         db_tls=not ("web" in roles and "db" in roles),
         pki_dir=pki_path(data),
         redis_port=redis_port,
-        redis_memory_percent=_int(p, data, "redis_memory_percent", minimum=1, maximum=80),
-        edge_rate_limit_per_minute=shared.profile.edge_rate_limit_per_minute,
-        rate_limit_burst=_int(p, data, "rate_limit_burst", minimum=0),
+        redis_memory_percent=vps.redis_memory_percent,
+        edge_rate_limit_per_minute=vps.edge_rate_limit_per_minute,
+        rate_limit_burst=vps.rate_limit_burst,
         rate_limit_exempt_cidrs=_cidrs(p, data, "rate_limit_exempt_cidrs"),
         proxy_protocol_from=proxy_from,
         proxy_protocol_port=proxy_port,
         forwarded_for_from=forwarded_from,
         client_max_body_size=body,
-        **backup_tiers(p, data, shared.profile.backup_retention_days),
-        backup_archive_timeout_seconds=_int(
-            p, data, "backup_archive_timeout_seconds", minimum=0, maximum=86400
-        ),
-        backup_full_calendar=_calendar(p, data, "backup_full_calendar"),
-        backup_diff_calendar=_calendar(p, data, "backup_diff_calendar"),
-        backup_drill_calendar=_calendar(p, data, "backup_drill_calendar"),
-        backup_offsite_drill_calendar=_calendar(p, data, "backup_offsite_drill_calendar"),
+        **backup_tiers(p, vps),
+        backup_archive_timeout_seconds=vps.backup_archive_timeout_seconds,
+        backup_full_calendar=vps.backup_full_calendar,
+        backup_diff_calendar=vps.backup_diff_calendar,
+        backup_drill_calendar=vps.backup_drill_calendar,
+        backup_offsite_drill_calendar=vps.backup_offsite_drill_calendar,
+        backup_s3_uri_style=vps.backup_s3_uri_style,
+        metrics_retention_disk_percent=vps.metrics_retention_disk_percent,
         backup_s3_bucket=bucket,
         **s3,
         **alerts["settings"],
