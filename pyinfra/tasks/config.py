@@ -2,14 +2,18 @@
 
 Every task takes the `Settings` this module builds. `settings_for(host)` runs first in
 `deploy.py`, during pyinfra's prepare phase, so bad data stops the run before a single
-command changes the host. Each error names the data key, the bad value and the fix.
+command changes the host. The error lists every problem at once, one line each, in the
+cloud's format (prodstack/profile.py `Problem`: the key, the value unless it may be a
+credential, and what is allowed).
 
 Data precedence is pyinfra's own: `--data` on the CLI, then host data in the inventory,
 then `group_data/<group>.py`, then `group_data/all.py` (the defaults).
 
-The keys both targets share (`size`, `replicas`, `domain`, `log_level`, ...) are checked
-by one model, prodstack/profile.py, with the cloud's names, units and messages; their old
-names here (`app_log_level`, `rate_limit_rps`, ...) work for one release, with a warning.
+The keys both targets share (`size`, `replicas`, `domain`, `log_level`, ...) and the VPS
+keys that are rules of one field (ports, timeouts, names, ...) are checked by the model
+`VpsProfile` in prodstack/profile.py; old names of shared keys (`app_log_level`,
+`rate_limit_rps`, ...) work for one release, with a warning. The rules across keys, and
+the keys that need the operator's machine (files, secrets), are checked here.
 """
 
 from __future__ import annotations
@@ -417,12 +421,11 @@ def _int(p: profile.Problems, data: Mapping[str, Any], key: str, *, minimum: int
     that read the key skip it: `p.ok`)."""
     value = data.get(key)
     try:
-        number = int(value)  # type: ignore[arg-type]
-        if isinstance(value, float) and value != number:
-            raise ValueError
+        number = int(value)
+        whole = not isinstance(value, bool) and not (isinstance(value, float) and value != number)
     except (TypeError, ValueError):
-        number = minimum - 1
-    if isinstance(value, bool) or not minimum <= number <= maximum:
+        number, whole = minimum, False
+    if not whole or not minimum <= number <= maximum:
         p.add(key, value, f"a whole number from {minimum} to {maximum}")
         return minimum
     return number
