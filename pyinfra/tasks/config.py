@@ -447,8 +447,9 @@ def _app_context(p: profile.Problems, data: Mapping[str, Any]) -> Path | None:
 
 def _pattern(p: profile.Problems, key: str, value: Any, pattern: str | re.Pattern[str],
              allowed: str) -> str:  # fmt: skip
-    """`value` if it is a string `pattern` matches, else a problem (and "" stands in)."""
-    if isinstance(value, str) and re.match(pattern, value):
+    """`value` if it is a string `pattern` matches whole, else a problem (and "" stands in).
+    Whole: `$` alone lets a trailing newline through, and these values reach commands."""
+    if isinstance(value, str) and re.fullmatch(pattern, value):
         return value
     p.add(key, value, allowed)
     return ""

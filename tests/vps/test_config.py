@@ -90,6 +90,8 @@ def test_explicit_replicas_win_over_size(data, environ):
         ({"deploy_user_public_keys": ["ssh-ed25519 notbase64 x"]}, "`deploy_user_public_keys`"),
         ({"docker_bridge": "br0; iptables -F"}, "`docker_bridge`"),
         ({"ssh_user": "admin; reboot"}, "`ssh_user`"),
+        ({"ssh_user": "admin\n"}, "`ssh_user`"),
+        ({"backup_s3_region": "eu-west-1\n"}, "`backup_s3_region`"),
         ({"docker_bridge": "a-bridge-name-too-long"}, "`docker_bridge`"),
     ],
 )  # fmt: skip
