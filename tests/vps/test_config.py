@@ -91,6 +91,7 @@ def test_explicit_replicas_win_over_size(data, environ):
         ({"docker_bridge": "br0; iptables -F"}, "`docker_bridge`"),
         ({"ssh_user": "admin; reboot"}, "`ssh_user`"),
         ({"ssh_user": "admin\n"}, "`ssh_user`"),
+        ({"postgres_user": "a" * 62}, "`postgres_user`"),
         ({"backup_s3_region": "eu-west-1\n"}, "`backup_s3_region`"),
         ({"docker_bridge": "a-bridge-name-too-long"}, "`docker_bridge`"),
     ],
