@@ -70,6 +70,20 @@ def test_a_rolling_deploy_moves_nginx_to_each_new_replica_before_its_old_one_sto
     assert s.versions() == ["v1", "v2"]
 
 
+def test_a_tag_moved_to_another_build_is_a_new_image_and_replaces_the_replicas(tmp_path):
+    """Images are compared by ID, not by tag: `prodstack-api:v1` rebuilt under the same tag
+    runs the new build, and the same tag on the same build changes nothing."""
+    s = Setup(tmp_path)
+    assert s.rel.in_sync(s.cfg, V1, s.rel.containers()) is None
+    assert s.rel.deploy(V1) == 0
+    assert s.host.did("start") == []
+    s.host.images[V1] = "sha256:" + "3" * 64  # the tag now names another build
+    assert s.rel.in_sync(s.cfg, V1, s.rel.containers()) == "replica 1 runs prodstack-api:v1"
+    assert s.rel.deploy(V1) == 0
+    assert s.serving() == {8101: V1, 8102: V1}
+    assert [c["digest"] for c in s.host.containers] == ["sha256:" + "3" * 64] * 2
+
+
 def test_a_replica_failing_its_gate_is_removed_and_the_replaced_ones_are_put_back(
         tmp_path, capsys):  # fmt: skip
     s = Setup(tmp_path)
