@@ -238,12 +238,18 @@ class PgbackrestRepos(FactBase):
 
 class PgbackrestCipherDigest(FactBase):
     """SHA-256 (hex) of the repositories' passphrase in /etc/pgbackrest.conf, or None
-    before pgBackRest is set up: compared with the secrets' without moving the secret."""
+    before pgBackRest is set up: compared with the secrets' without moving the secret.
 
-    def command(self) -> str:
+    The Debian package's own pgbackrest.conf has no passphrase: a host where it was
+    installed before the deploy wrote the file (a first deploy stopped half-way, say)
+    reads None, not the digest of an empty passphrase."""
+
+    def command(self, path: str = "/etc/pgbackrest.conf") -> str:
+        conf = shlex.quote(path)
         return (
-            "if [ -f /etc/pgbackrest.conf ]; then sed -n 's/^repo1-cipher-pass=//p' "
-            "/etc/pgbackrest.conf | head -1 | tr -d '\\n' | sha256sum | cut -d' ' -f1; fi"
+            f"if grep -q '^repo1-cipher-pass=' {conf} 2>/dev/null; then "
+            f"sed -n 's/^repo1-cipher-pass=//p' {conf} | head -1 | tr -d '\\n' "
+            "| sha256sum | cut -d' ' -f1; fi"
         )
 
     def process(self, output):
