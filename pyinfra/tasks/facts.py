@@ -123,11 +123,20 @@ WHERE a.rolname IN (:'owner', :'owner' || '_a', :'owner' || '_b');
 def psql_stdin(script: str, variables: dict[str, str], *, options: str = "-XAtq") -> str:
     """`psql` reading `script` from a quoted here-document, with `variables` as psql
     variables: values reach the server quoted by psql (:'x' a literal, :"x" an identifier),
-    never as SQL text and never through the shell."""
+    never as SQL text, never through the shell, and never on psql's command line (which
+    every user of the host reads in /proc): each is a `\\set` at the top of the script."""
     assert "\nPRODSTACK_SQL\n" not in "\n" + script + "\n"
-    given = "".join(f" -v {shlex.quote(f'{k}={v}')}" for k, v in variables.items())
-    return (f"psql {options} -v ON_ERROR_STOP=1 -d postgres{given} -f - <<'PRODSTACK_SQL'\n"
-            f"{script}PRODSTACK_SQL\n")  # fmt: skip
+    given = "".join(f"\\set {k} {psql_quoted(v)}\n" for k, v in variables.items())
+    return (f"psql {options} -v ON_ERROR_STOP=1 -d postgres -f - <<'PRODSTACK_SQL'\n"
+            f"{given}{script}PRODSTACK_SQL\n")  # fmt: skip
+
+
+def psql_quoted(value: str) -> str:
+    """`value` as one single-quoted argument of a psql meta-command: a backslash escapes
+    the next character, and a line break is written `\\n`, so a value is one line and
+    never ends the here-document."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return "'" + escaped.replace("\n", "\\n").replace("\r", "\\r") + "'"
 
 
 class PostgresAppRoles(FactBase):

@@ -297,8 +297,10 @@ def test_no_secret_placeholder_survives_anywhere():
     # The owner never logs in; its login role gets the password, as a SCRAM verifier.
     assert owner["kwargs"]["login"] is False and "password" not in owner["kwargs"]
     (login,) = [op for op in plan["operations"] if op["name"].startswith("App login role")]
-    assert "-v 'verifier=[secret:POSTGRES_PASSWORD]'" in login["commands"][0]
-    assert "-v login=prodstack_a " in login["commands"][0]
+    command_line, script = login["commands"][0].split("\n", 1)
+    assert "\\set verifier '[secret:POSTGRES_PASSWORD]'\n" in script
+    assert "\\set login 'prodstack_a'\n" in script
+    assert "secret" not in command_line and "verifier" not in command_line
 
 
 def test_set_secrets_are_read_only_for_a_version_and_never_reach_the_deploy(

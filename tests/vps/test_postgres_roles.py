@@ -10,6 +10,7 @@ must not depend on that check.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import uuid
@@ -258,3 +259,24 @@ def test_the_password_goes_to_the_role_that_has_it_else_to_one_no_one_uses(roles
 def test_both_logins_on_other_passwords_is_refused_before_any_change():
     with pytest.raises(SettingsError, match="previous password rotation is unfinished"):
         app_login({"app_a": _role("P0"), "app_b": _role("P1")}, LOGINS, "P2")
+
+
+ROUND_TRIP = [
+    "plain",
+    "o'wn\"er $x$ \\gexec; \\\\ \\' ''",
+    "two\nlines\r\nPRODSTACK_SQL\n\\q",
+    "\\set x 1\n\\! touch /tmp/prodstack-psql-pwned",
+    "x" * 5000,
+]
+
+
+@pytest.mark.parametrize("value", ROUND_TRIP)
+def test_a_psql_variable_arrives_exactly_and_never_on_the_command_line(pg, value):
+    """A verifier sent this way is not in psql's argv (every user of the host reads it in
+    /proc), and reaches the server byte for byte: quotes, backslashes, a meta-command, a
+    line that would end the here-document, a very long value."""
+    command = psql_stdin("SELECT :'v';\n", {"v": value})
+    assert value not in command.split("\n", 1)[0]
+    sent = _psql(pg, "SELECT md5(:'v');\n", {"v": value}, options="-XAtq").strip()
+    assert sent == hashlib.md5(value.encode()).hexdigest()
+    assert not os.path.exists("/tmp/prodstack-psql-pwned")
