@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import re
 import subprocess
 from dataclasses import replace
 
 import pytest
 from tasks.config import SIZES, SettingsError, settings_for
-from tasks.postgres import scram_matches, tuning
+from tasks.postgres import scram_matches, scram_verifier, tuning
 
 SINGLE = {"web", "db"}
 
@@ -175,20 +172,19 @@ def test_postgres_tuning_matches_the_seed_on_its_host():
     assert tuning(4096, 2, 50, 200)["shared_buffers"] == "512MB"
 
 
-def _verifier(password: str, salt: bytes = b"0123456789abcdef", iterations: int = 4096) -> str:
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    stored = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
-    server = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = base64.b64encode
-    return (
-        f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored).decode()}:"
-        f"{b64(server).decode()}"
-    )
+# What PostgreSQL 15 (Debian 12's) stored for `CREATE ROLE ... PASSWORD 's3cret-password'`
+# under scram-sha-256: the check is against the server's own verifier, not a second copy
+# of the deploy's formula.
+POSTGRES_VERIFIER = (
+    "SCRAM-SHA-256$4096:FD3xnOsGL3FlFNIbSI4x1Q==$YOHz9LxLm4k/2AVHGkU2gd9TwxWRU06oXdPt+z+jQW0="
+    ":rwkRWwOg2/+C3NNmCAa5cCccnqd3VIRwFMK59IkoR/4="
+)
 
 
 def test_role_password_is_compared_with_the_scram_verifier():
-    assert scram_matches(_verifier("s3cret-password"), "s3cret-password")
-    assert not scram_matches(_verifier("s3cret-password"), "other-password")
+    assert scram_matches(POSTGRES_VERIFIER, "s3cret-password")
+    assert not scram_matches(POSTGRES_VERIFIER, "other-password")
+    assert scram_matches(scram_verifier("s3cret-password"), "s3cret-password")
     assert not scram_matches(None, "s3cret-password")
     assert not scram_matches("md5abcdef", "s3cret-password")
 
