@@ -251,6 +251,22 @@ def grand_total(output: str) -> tuple[int, str, str]:
     return int(match.group(1)), match.group(2), match.group(3)
 
 
+def _remove_abandoned_networks(subnet: str) -> None:
+    """Remove a network on `subnet` that a killed run left without containers: Docker
+    refuses a second network on the same subnet, so it would fail this run's setup. A
+    network with containers is another live run's, and is left alone."""
+    names = subprocess.run(["docker", "network", "ls", "-q", "--filter", "driver=bridge"],
+                           capture_output=True, text=True).stdout.split()  # fmt: skip
+    if not names:
+        return
+    inspected = subprocess.run(["docker", "network", "inspect", *names],
+                               capture_output=True, text=True)  # fmt: skip
+    for net in json.loads(inspected.stdout or "[]"):
+        subnets = {c.get("Subnet") for c in (net.get("IPAM") or {}).get("Config") or []}
+        if subnet in subnets and not net.get("Containers"):
+            subprocess.run(["docker", "network", "rm", net["Id"]], capture_output=True)
+
+
 class Cluster:
     """Several test hosts on one private Docker network, deployed by one pyinfra run.
 
@@ -265,6 +281,7 @@ class Cluster:
         self.hosts: dict[str, Host] = {}
         self.private: dict[str, str] = {}
         subprocess.run(["docker", "network", "rm", name], capture_output=True)
+        _remove_abandoned_networks(subnet)
         subprocess.run(
             ["docker", "network", "create", "--subnet", subnet, name],
             check=True, capture_output=True,
