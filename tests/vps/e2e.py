@@ -27,13 +27,14 @@ PYINFRA_DIR = REPO / "pyinfra"
 
 # A bounded load loop, run with the host's python3: N threads each open a fresh TLS
 # connection per request to nginx (on loopback, or alternating between the given
-# addresses), until the stop file appears, the request budget is spent or the time limit
-# passes. Prints a JSON summary.
+# addresses), at a steady rate, until the stop file appears, the request budget is spent or
+# the time limit passes. Prints a JSON summary.
 LOAD_LOOP = r"""
 import http.client, json, os, ssl, sys, threading, time
 seconds, budget, stop_file, token = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-targets = sys.argv[5].split(",")
-deadline = time.monotonic() + seconds
+targets, rate = sys.argv[5].split(","), float(sys.argv[6])
+start = time.monotonic()
+deadline = start + seconds
 ctx = ssl._create_unverified_context()
 lock = threading.Lock()
 out = {"ok": 0, "failed": 0, "errors": [], "versions": {}, "targets": {}, "stopped": None}
@@ -49,6 +50,8 @@ def worker(n):
                 return
             sent += 1
             i = sent
+        # Request i is due at start + i/rate: spread evenly over the test's window.
+        time.sleep(max(0.0, start + i / rate - time.monotonic()))
         path = "/health" if i % 2 else "/api/v1/alerts?limit=5"
         target = targets[(i // 2) % len(targets)]
         try:
@@ -79,6 +82,13 @@ print(json.dumps(out))
 """
 
 
+# Requests a second: one every 25 ms, so a window of failed requests longer than that
+# (a replica stopped before it drained, a reload that drops connections) is seen, without
+# the loop's TLS handshakes taking the CPU the deploy under test needs (unpaced, four
+# threads took a whole core of a 2-core machine, in the client, nginx and the replicas).
+LOAD_RATE = 40.0
+
+
 class Load:
     """A bounded load loop inside the host, stopped by a file or its own limits.
 
@@ -87,12 +97,12 @@ class Load:
     summary of it would pass or fail for the wrong reason."""
 
     def __init__(self, host: Host, token: str, seconds: int = 900, budget: int = 200_000,
-                 targets: tuple[str, ...] = ("127.0.0.1",)):  # fmt: skip
+                 targets: tuple[str, ...] = ("127.0.0.1",), rate: float = LOAD_RATE):  # fmt: skip
         self.host = host
         self.stop_file = f"/tmp/load-stop-{uuid.uuid4().hex}"
         self.proc = subprocess.Popen(
             ["docker", "exec", "-i", host.name, "python3", "-", str(seconds), str(budget),
-             self.stop_file, token, ",".join(targets)],
+             self.stop_file, token, ",".join(targets), str(rate)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.proc.stdin.write(LOAD_LOOP)
