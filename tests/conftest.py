@@ -29,8 +29,22 @@ OTHER_HOST_FILES = {
 }
 
 
+# This group's host boots the bare host image, so that every run proves a first deploy
+# onto a fresh Debian 12 host; the other groups' hosts boot one with the deploy's packages
+# already installed (tests/vps/host.py, `provisioned_image`).
+FRESH_HOST_GROUP = f"{SHARED_HOST_GROUP}-1"
+SETUP_GROUP = pytest.StashKey[str]()
+
+
 def shared_host_group(item: pytest.Item) -> str:
     return f"{SHARED_HOST_GROUP}-{OTHER_HOST_FILES.get(item.nodeid.split('::')[0], 1)}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Note the group of the test being set up, before its fixtures: the session's shared
+    host is set up by the first test of its worker's group, and boots that group's image."""
+    item.config.stash[SETUP_GROUP] = shared_host_group(item)
 
 
 def _fixtures(item: pytest.Item) -> set[str]:

@@ -16,10 +16,11 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 
+from tests.conftest import FRESH_HOST_GROUP, SETUP_GROUP
 from tests.support.docker import checkout_build_lock, docker_available, ensure_dockerd
 from tests.support.moto import moto_server
 from tests.vps.e2e import Stack, WebhookReceiver, build_image, free_port
-from tests.vps.host import boot, destroy, ssh_keypair
+from tests.vps.host import boot, destroy, provisioned_image, ssh_keypair
 
 REPO = Path(__file__).resolve().parents[2]
 PYINFRA_DIR = REPO / "pyinfra"
@@ -223,7 +224,7 @@ def _tls_proxy(directory, gateway, port, ca, cert, key, backend_url, log):
 
 
 @pytest.fixture(scope="session")
-def stack(images, moto, alert_webhook, tmp_path_factory):
+def stack(images, moto, alert_webhook, tmp_path_factory, request):
     workdir = tmp_path_factory.mktemp("vps-e2e")
     key = ssh_keypair(workdir / "ssh")
     secrets = {
@@ -243,7 +244,8 @@ def stack(images, moto, alert_webhook, tmp_path_factory):
     name = os.environ.get("PRODSTACK_E2E_NAME") or f"prodstack-e2e-{os.getpid()}"
     # One shared host per xdist worker (tests/conftest.py splits the files over two).
     name += f"-{os.environ['PYTEST_XDIST_WORKER']}" if "PYTEST_XDIST_WORKER" in os.environ else ""
-    host = boot(name, key)
+    fresh = request.config.stash.get(SETUP_GROUP, FRESH_HOST_GROUP) == FRESH_HOST_GROUP
+    host = boot(name, key, image=None if fresh else provisioned_image("single"))
     host.run(f"echo '{moto.address} {S3_TEST_NAME}' >> /etc/hosts")
     data = {
         "image": images["v1"],

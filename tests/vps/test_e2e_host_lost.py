@@ -19,7 +19,7 @@ import pytest
 
 from tests.vps.conftest import S3_TEST_NAME
 from tests.vps.e2e import Stack
-from tests.vps.host import boot, destroy
+from tests.vps.host import boot, destroy, provisioned_image
 from tests.vps.test_e2e_pitr import alert_ids, start_unit
 
 pytestmark = [
@@ -67,7 +67,8 @@ def test_a_lost_host_is_restored_onto_a_new_host_from_the_offsite_repository(
 ):
     workdir = tmp_path_factory.mktemp("vps-e2e-replacement")
     name = f"{stack.host.name}-new"
-    new = Stack(boot(name, stack.host.key), workdir, dict(stack.data), stack.secrets)
+    new = Stack(boot(name, stack.host.key, image=provisioned_image("single")), workdir,
+                dict(stack.data), stack.secrets)
     new.host.run(f"echo '{moto.address} {S3_TEST_NAME}' >> /etc/hosts")
     try:
         # The replacement's deploy completes while the bucket holds the old host's history:
@@ -118,7 +119,8 @@ def test_a_lost_host_is_restored_onto_a_new_host_from_the_offsite_repository(
             f"host lost: RPO {rpo:.0f} s of writes lost ({len(written)} writes, "
             f"{len(written) - len(present)} lost); RTO {rto / 60:.1f} min from the loss to "
             f"the API serving the restored data (restore.py), with the replacement "
-            f"deployed beforehand in {deploy_s / 60:.1f} min"
+            f"deployed beforehand in {deploy_s / 60:.1f} min (from a host image with the "
+            "packages installed: a fresh host's deploy takes longer, docs/vps.md section 8)"
         )
     finally:
         destroy(name)

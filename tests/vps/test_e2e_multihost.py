@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from tests.vps.e2e import Cluster, Load, grand_total
-from tests.vps.host import boot, host_image, ssh_keypair
+from tests.vps.host import boot, provisioned_image, ssh_keypair
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e, pytest.mark.timeout(1800)]
 
@@ -64,14 +64,19 @@ def cluster(images, tmp_path_factory):
         # Three hosts' replicas start on a shared 2-core machine: allow a slow first start.
         "ready_timeout_seconds": 180,
     }
-    host_image()  # built once, before the parallel boots
     roles = {"web1": WEB1, "web2": WEB2, "db": DB}
+    # Each host boots with its role's packages installed (tests/vps/host.py): this file
+    # proves the split layout, tests/vps/test_e2e.py a first install on a fresh host.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        images = dict(zip(("web", "db"), pool.map(provisioned_image, ("web", "db")),
+                          strict=True))  # fmt: skip
 
     def start(role: str):
-        # One .deb cache per role: the hosts install at the same time (and apt's lock is in
-        # the cache: another run on the machine names its own, PRODSTACK_APT_CACHE).
+        # One .deb cache per role: the hosts may install at the same time (and apt's lock is
+        # in the cache: another run on the machine names its own, PRODSTACK_APT_CACHE).
         cache = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
-        return boot(f"{tag}-{role}", key, apt_cache=f"{cache}-{role}")
+        return boot(f"{tag}-{role}", key, apt_cache=f"{cache}-{role}",
+                    image=images["db" if role == "db" else "web"])  # fmt: skip
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         booted = dict(zip(roles, pool.map(start, roles), strict=True))
