@@ -94,6 +94,11 @@ ROLES = {
     "web": Role("web", is_web=True, is_db=False),
     "db": Role("db", is_web=False, is_db=True),
 }
+# Left for each host's own deploy: installing PostgreSQL creates its cluster, whose system
+# identifier is how pgBackRest (and prodstack-backup) tell one host's history from
+# another's. Hosts cloned from one image with a cluster would share it, and a replacement
+# host would take the lost host's off-site repository for its own.
+PER_HOST_PACKAGES = ("postgresql",)
 # Run in the builder container: packages are unpacked and configured as the deploy's apt
 # step leaves them (their units enabled), but a policy-rc.d keeps every service stopped
 # while apt runs, as there is no systemd in the builder. The apt lists stay, as they would
@@ -119,7 +124,8 @@ def provisioned_image(role: str) -> str:
     """
     from tasks.base import packages_for  # pyinfra/ is on sys.path (tests/vps/conftest.py)
 
-    packages = packages_for(ROLES[role])  # type: ignore[arg-type]
+    packages = [p for p in packages_for(ROLES[role])  # type: ignore[arg-type]
+                if p not in PER_HOST_PACKAGES]  # fmt: skip
     base = host_image()
     digest = hashlib.sha256("\0".join([base, PROVISION, *packages]).encode()).hexdigest()
     tag = f"{HOST_IMAGE}-{role}-{digest[:12]}"

@@ -192,7 +192,7 @@ def test_every_web_host_on_the_new_login_retires_the_old_one(run, data, environ,
     ops = [_confirm(run, name, _new_pg(data, environ)) for name in ("web1", "web2")]
     op = finish()
     assert op["commands"][0].count("NOLOGIN PASSWORD NULL") == 1
-    assert "-v old0=prodstack_a " in op["commands"][0]
+    assert "\\set old0 'prodstack_a'\n" in op["commands"][0]
     for confirmation in ops:
         run.execute(confirmation)
     with caplog.at_level(logging.WARNING):
