@@ -121,12 +121,16 @@ def provisioned_image(role: str) -> str:
     machine: 177 s and 107 s of the host's CPU, against 77 s and 29 s from this image).
     tests/vps/test_e2e.py's host keeps booting the bare image, so every run still proves
     a first deploy onto a fresh Debian 12 host.
-    """
-    from tasks.base import packages_for  # pyinfra/ is on sys.path (tests/vps/conftest.py)
 
-    packages = [p for p in packages_for(ROLES[role])  # type: ignore[arg-type]
-                if p not in PER_HOST_PACKAGES]  # fmt: skip
-    base = host_image()
+    Each role's image is a layer over the `common` one (what every role installs), so the
+    packages they share are installed once, not once per role.
+    """
+    packages = role_packages(role)
+    if role == COMMON:
+        base = host_image()
+    else:
+        base = provisioned_image(COMMON)
+        packages = [p for p in packages if p not in role_packages(COMMON)]
     digest = hashlib.sha256("\0".join([base, PROVISION, *packages]).encode()).hexdigest()
     tag = f"{HOST_IMAGE}-{role}-{digest[:12]}"
     if image_exists(tag):
@@ -135,6 +139,22 @@ def provisioned_image(role: str) -> str:
         if not image_exists(tag):
             _provision(tag, base, role, packages)
     return tag
+
+
+COMMON = "common"
+
+
+def role_packages(role: str) -> list[str]:
+    """tasks/base.py's packages for a host of `role` (`common`: those of every role),
+    without PER_HOST_PACKAGES."""
+    from tasks.base import packages_for  # pyinfra/ is on sys.path (tests/vps/conftest.py)
+
+    if role == COMMON:
+        each = [packages_for(r) for r in ROLES.values()]  # type: ignore[arg-type]
+        packages = [p for p in each[0] if all(p in other for other in each[1:])]
+    else:
+        packages = packages_for(ROLES[role])  # type: ignore[arg-type]
+    return [p for p in packages if p not in PER_HOST_PACKAGES]
 
 
 def _provision(tag: str, base: str, role: str, packages: list[str]) -> None:
