@@ -130,7 +130,8 @@ def provisioned_image(role: str) -> str:
         base = host_image()
     else:
         base = provisioned_image(COMMON)
-        packages = [p for p in packages if p not in role_packages(COMMON)]
+        common = set(role_packages(COMMON))
+        packages = [p for p in packages if p not in common]
     digest = hashlib.sha256("\0".join([base, PROVISION, *packages]).encode()).hexdigest()
     tag = f"{HOST_IMAGE}-{role}-{digest[:12]}"
     if image_exists(tag):

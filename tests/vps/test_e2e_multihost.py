@@ -68,15 +68,15 @@ def cluster(images, tmp_path_factory):
     # Each host boots with its role's packages installed (tests/vps/host.py): this file
     # proves the split layout, tests/vps/test_e2e.py a first install on a fresh host.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        images = dict(zip(("web", "db"), pool.map(provisioned_image, ("web", "db")),
-                          strict=True))  # fmt: skip
+        host_images = dict(zip(("web", "db"), pool.map(provisioned_image, ("web", "db")),
+                               strict=True))  # fmt: skip
 
     def start(role: str):
         # One .deb cache per role: the hosts may install at the same time (and apt's lock is
         # in the cache: another run on the machine names its own, PRODSTACK_APT_CACHE).
         cache = os.environ.get("PRODSTACK_APT_CACHE", "vps-apt-archives")
         return boot(f"{tag}-{role}", key, apt_cache=f"{cache}-{role}",
-                    image=images["db" if role == "db" else "web"])  # fmt: skip
+                    image=host_images["db" if role == "db" else "web"])  # fmt: skip
 
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         booted = dict(zip(roles, pool.map(start, roles), strict=True))
